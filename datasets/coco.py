@@ -1,0 +1,245 @@
+"""COCO JSON <-> :class:`RecordSet`.
+
+Category ids may be non-contiguous (COCO's 1..90): labels are ``1..C`` in increasing id order and
+the record set keeps the map both ways. Images without annotations (negatives) are kept unless
+``drop_empty=True``. ``iscrowd`` boxes are kept and flagged. Segmentations stay as written
+(polygons or RLE) until :func:`decode_masks` rasterises them for a Mask R-CNN.
+
+The loader reads the JSON itself and builds the records with numpy, so that a train2017-sized file
+loads in about the time pycocotools ``COCO()`` takes to index it (``bench/bench_load.py``).
+:func:`records_to_coco` writes records back as COCO JSON (to evaluate VOC data with COCOeval and to
+export SA annotations); ``load_coco(records_to_coco(x))`` gives ``x`` back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from datasets.common import check_image, safe_relpath, sanitize_boxes
+from datasets.records import AnnotationError, Record, RecordSet
+from datasets.report import LoadReport
+
+logger = logging.getLogger(__name__)
+
+
+def read_json(path: str) -> Any:
+    """``json.load`` with errors that name the file (empty, malformed)."""
+    if not os.path.isfile(path):
+        raise AnnotationError(f"{path}: annotation file not found")
+    if os.path.getsize(path) == 0:
+        raise AnnotationError(f"{path}: annotation file is empty")
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise AnnotationError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from e
+
+
+def load_coco(
+    ann_file: str | dict,
+    image_root: str,
+    drop_empty: bool = False,
+    check_images: bool = True,
+    source: str | None = None,
+) -> RecordSet:
+    """Load a COCO instances file into a :class:`RecordSet`.
+
+    Args:
+        ann_file: path to the JSON, or the already-parsed dict.
+        image_root: folder the images' ``file_name`` are relative to.
+        drop_empty: drop (and count) images that have no annotation left.
+        check_images: drop (and count) missing or unreadable images.
+        source: name used in messages when ``ann_file`` is a dict.
+
+    Raises:
+        AnnotationError: empty or malformed JSON, missing fields, duplicate image or category ids,
+            a file name outside ``image_root``.
+    """
+    src = source or (ann_file if isinstance(ann_file, str) else "<coco dict>")
+    data = read_json(ann_file) if isinstance(ann_file, str) else ann_file
+    if not isinstance(data, dict) or "images" not in data or "categories" not in data:
+        raise AnnotationError(f"{src}: not a COCO instances file (needs 'images' and 'categories')")
+    report = LoadReport()
+    classes, cat_ids = _categories(data["categories"], src)
+    image_ids, images = _images(data["images"], src)
+    anns = data.get("annotations") or []
+    ann_idx, img_idx, labels, boxes, iscrowd, ann_ids = _annotations(anns, image_ids, cat_ids, src, report)
+    widths = np.array([im[3] for im in images], np.float32)
+    heights = np.array([im[4] for im in images], np.float32)
+    boxes, keep = sanitize_boxes(boxes, widths[img_idx], heights[img_idx], report,
+                                 lambda i: f"{src}: annotation id {ann_ids[ann_idx[i]]}")  # fmt: skip
+    kept = np.flatnonzero(keep)
+    kept = kept[np.argsort(img_idx[kept], kind="stable")]
+    bounds = np.searchsorted(img_idx[kept], np.arange(len(images) + 1))
+    ann_idx = ann_idx[kept]
+    segms = [anns[i].get("segmentation") for i in ann_idx]
+    has_masks = any(s is not None for s in segms)
+    boxes, labels, iscrowd = boxes[kept], labels[kept], iscrowd[kept]
+    records = []
+    for k, (image_id, file_name, key, width, height) in enumerate(images):
+        lo, hi = bounds[k], bounds[k + 1]
+        if drop_empty and lo == hi:
+            report.add("empty_image_dropped", src, f"image id {image_id}")
+            continue
+        name = safe_relpath(image_root, file_name, f"{src}: image id {image_id}", "file_name")
+        if check_images:
+            size = check_image(image_root, (width, height), name, report, f"{src}: image id {image_id}")
+            if size is None:
+                continue
+            width, height = size
+        records.append(Record(key, name, width, height, boxes[lo:hi], labels[lo:hi],
+                              iscrowd=iscrowd[lo:hi], difficult=_difficult(anns, ann_idx[lo:hi]),
+                              masks=segms[lo:hi] if has_masks else None))  # fmt: skip
+    label_to_cat = {i + 1: c for i, c in enumerate(cat_ids)}
+    dataset = RecordSet(records, classes, os.path.abspath(image_root), label_to_cat, report)
+    report.log(f"COCO {src}")
+    return dataset
+
+
+def _categories(categories: list, src: str) -> tuple[tuple[str, ...], list[int]]:
+    try:
+        pairs = sorted((int(c["id"]), str(c["name"])) for c in categories)
+    except (KeyError, TypeError, ValueError) as e:
+        raise AnnotationError(f"{src}: every entry of 'categories' needs an integer 'id' and a 'name'") from e
+    ids = [i for i, _ in pairs]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise AnnotationError(f"{src}: duplicate category ids in 'categories': {dup}")
+    return tuple(n for _, n in pairs), ids
+
+
+def _images(images: list, src: str) -> tuple[np.ndarray, list[tuple]]:
+    out = []
+    for k, im in enumerate(images):
+        try:
+            image_id = int(im["id"])
+            out.append((image_id, im["file_name"], str(im.get("asm_image_id", image_id)),
+                        int(im["width"]), int(im["height"])))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as e:
+            raise AnnotationError(
+                f"{src}: images[{k}] needs integer 'id', 'width', 'height' and 'file_name' ({e!r})"
+            ) from e
+    ids = np.array([im[0] for im in out], dtype=np.int64)
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise AnnotationError(f"{src}: duplicate image ids in 'images': {uniq[counts > 1][:10].tolist()}")
+    return ids, out
+
+
+def _annotations(anns: list, image_ids: np.ndarray, cat_ids: list[int], src: str, report: LoadReport):
+    """Gather the annotation fields into arrays; drop (and count) dangling references.
+
+    Returns:
+        ``(ann_idx, img_idx, labels, boxes xyxy float64, iscrowd, ann_ids)`` for the annotations
+        that reference an existing image and category; ``ann_idx`` indexes ``anns``.
+    """
+    try:
+        img = np.fromiter(map(itemgetter("image_id"), anns), np.int64, len(anns))
+        cat = np.fromiter(map(itemgetter("category_id"), anns), np.int64, len(anns))
+        xywh = np.array(list(map(itemgetter("bbox"), anns)), dtype=np.float64).reshape(len(anns), 4)
+    except (KeyError, TypeError, ValueError) as e:
+        bad = next(k for k, a in enumerate(anns) if not _valid_ann(a))
+        raise AnnotationError(
+            f"{src}: annotations[{bad}] needs integer 'image_id', 'category_id' and a 4-number "
+            f"'bbox' ({e!r})"
+        ) from e
+    crowd = np.array([a.get("iscrowd", 0) for a in anns], dtype=bool)
+    ann_ids = [a.get("id", k) for k, a in enumerate(anns)]
+    order = np.argsort(image_ids)
+    pos = np.clip(np.searchsorted(image_ids[order], img), 0, max(len(image_ids) - 1, 0))
+    img_idx = order[pos] if len(image_ids) else np.zeros_like(img)
+    ok_img = image_ids[img_idx] == img if len(image_ids) else np.zeros(len(img), bool)
+    cat_sorted = np.asarray(cat_ids, np.int64)
+    cpos = np.clip(np.searchsorted(cat_sorted, cat), 0, max(len(cat_sorted) - 1, 0))
+    ok_cat = cat_sorted[cpos] == cat if len(cat_sorted) else np.zeros(len(cat), bool)
+    for i in np.flatnonzero(~ok_img):
+        report.add("missing_image_id", f"{src}: annotation id {ann_ids[i]}", f"image_id {img[i]}")
+    for i in np.flatnonzero(ok_img & ~ok_cat):
+        report.add("unknown_category", f"{src}: annotation id {ann_ids[i]}", f"category_id {cat[i]}")
+    keep = np.flatnonzero(ok_img & ok_cat)
+    boxes = np.concatenate([xywh[keep, :2], xywh[keep, :2] + xywh[keep, 2:]], axis=1)
+    return keep, img_idx[keep], cpos[keep] + 1, boxes, crowd[keep], ann_ids
+
+
+def _valid_ann(a: Any) -> bool:
+    try:
+        int(a["image_id"]), int(a["category_id"])
+        return len(a["bbox"]) == 4 and all(float(v) == float(v) for v in a["bbox"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _difficult(anns: list, idx: np.ndarray) -> np.ndarray | None:
+    # 'difficult' is not COCO; records_to_coco writes it so that VOC -> COCO -> VOC is lossless.
+    if not len(idx) or "difficult" not in anns[idx[0]]:
+        return None
+    return np.array([bool(anns[i].get("difficult", 0)) for i in idx], dtype=bool)
+
+
+def records_to_coco(dataset: RecordSet, records: list[Record] | None = None) -> dict[str, Any]:
+    """COCO instances dict of ``records`` (default: all of ``dataset``).
+
+    Image ids are the record ids when they are all integers, else ``1..N``; the record's
+    ``image_id`` is also written as ``asm_image_id`` and VOC ``difficult`` as ``difficult``, so
+    that :func:`load_coco` gives the same records back. Original category ids are restored.
+    """
+    records = dataset.records if records is None else records
+    numeric = all(r.image_id.isdigit() for r in records)
+    images, annotations = [], []
+    for k, r in enumerate(records):
+        coco_id = int(r.image_id) if numeric else k + 1
+        images.append({"id": coco_id, "file_name": r.file_name, "width": int(r.width),
+                       "height": int(r.height), "asm_image_id": r.image_id})  # fmt: skip
+        b = r.boxes.astype(np.float64)  # float32 differences would round: stay exact
+        xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+        areas = _areas(r, xywh)
+        for i in range(len(r)):
+            ann = {"id": len(annotations) + 1, "image_id": coco_id,
+                   "category_id": int(dataset.label_to_cat_id[int(r.labels[i])]),
+                   "bbox": [float(v) for v in xywh[i]], "area": areas[i],
+                   "iscrowd": int(r.iscrowd[i]), "difficult": int(r.difficult[i])}  # fmt: skip
+            if r.masks is not None and r.masks[i] is not None:
+                ann["segmentation"] = r.masks[i]
+            annotations.append(ann)
+    categories = [{"id": int(dataset.label_to_cat_id[i + 1]), "name": name}
+                  for i, name in enumerate(dataset.classes)]  # fmt: skip
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _areas(record: Record, xywh: np.ndarray) -> list[float]:
+    areas = (xywh[:, 2].astype(np.float64) * xywh[:, 3]).tolist()
+    if record.masks is not None:
+        for i, segm in enumerate(record.masks):
+            if segm is not None:
+                rle = _to_rle(segm, record.height, record.width)
+                areas[i] = float(mask_utils.area(rle))
+    return areas
+
+
+def _to_rle(segm: Any, height: int, width: int) -> dict:
+    if isinstance(segm, list):  # polygons of one object
+        return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+    if isinstance(segm.get("counts"), list):  # uncompressed RLE
+        return mask_utils.frPyObjects(segm, height, width)
+    return segm
+
+
+def decode_masks(record: Record) -> np.ndarray:
+    """Rasterise a record's segmentations to uint8 ``[N, H, W]`` (a box without one: its box)."""
+    h, w = int(record.height), int(record.width)
+    out = np.zeros((len(record), h, w), dtype=np.uint8)
+    for i in range(len(record)):
+        segm = record.masks[i] if record.masks is not None else None
+        if segm is None:
+            x1, y1, x2, y2 = np.round(record.boxes[i]).astype(int)
+            out[i, y1:y2, x1:x2] = 1
+        else:
+            out[i] = mask_utils.decode(_to_rle(segm, h, w))
+    return out

@@ -1,0 +1,98 @@
+"""Checks shared by the VOC and COCO loaders: box clipping, safe paths, image headers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from datasets.records import AnnotationError
+from datasets.report import LoadReport
+
+
+def sanitize_boxes(
+    boxes: np.ndarray,
+    width: int | np.ndarray,
+    height: int | np.ndarray,
+    report: LoadReport,
+    source: str | Callable[[int], str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clip xyxy boxes to their image and find the ones that are degenerate after clipping.
+
+    Inverted boxes (x2 < x1) are degenerate: swapping the corners would guess at what the
+    annotator meant. Every clipped or dropped box is counted in ``report``.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy pixels.
+        width, height: image size, one for all boxes or one per box (``[N]``).
+        report: receives ``clipped_box`` / ``degenerate_box`` entries.
+        source: file (and field) the boxes came from, or a function of the box index giving it.
+
+    Returns:
+        ``(clipped float32 boxes [N, 4], keep bool [N])``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    width = np.broadcast_to(np.asarray(width, dtype=np.float32), (len(boxes),))
+    height = np.broadcast_to(np.asarray(height, dtype=np.float32), (len(boxes),))
+    upper = np.stack([width, height, width, height], axis=1)
+    clipped = np.clip(boxes, 0.0, upper)
+    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    changed = np.any(clipped != boxes, axis=1) & keep
+    describe = source if callable(source) else (lambda i: source)
+    for reason, rows in (("degenerate_box", ~keep), ("clipped_box", changed)):
+        for i in np.flatnonzero(rows):
+            size = f"{width[i]:g}x{height[i]:g}"
+            report.add(reason, describe(int(i)), f"box {i} {boxes[i].tolist()} in {size}")
+    return clipped, keep
+
+
+def safe_relpath(image_root: str, file_name: str, source: str, field: str) -> str:
+    """Return ``file_name`` as a normalised POSIX path inside ``image_root``.
+
+    Raises:
+        AnnotationError: when the name is absolute or climbs out of the root (``../``), so that an
+            annotation file can never make the tool read or overwrite files elsewhere.
+    """
+    if not file_name:
+        raise AnnotationError(f"{source}: field '{field}' is empty")
+    name = file_name.replace("\\", "/")
+    if os.path.isabs(name) or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise AnnotationError(
+            f"{source}: field '{field}' = {file_name!r} is an absolute path; "
+            f"file names must be relative to the image root {image_root}"
+        )
+    norm = os.path.normpath(name).replace(os.sep, "/")
+    if norm == ".." or norm.startswith("../"):
+        raise AnnotationError(
+            f"{source}: field '{field}' = {file_name!r} resolves outside the image root {image_root}"
+        )
+    return norm
+
+
+def read_image_size(path: str) -> tuple[int, int] | str:
+    """Return ``(width, height)`` from the image header, or the reason it cannot be read.
+
+    Only the header is parsed (PIL opens lazily), so this costs microseconds per image.
+    """
+    if not os.path.isfile(path):
+        return "missing_image"
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return "unreadable_image"
+
+
+def check_image(
+    image_root: str, record_size: tuple[int, int], file_name: str, report: LoadReport, source: str
+) -> tuple[int, int] | None:
+    """Check that an image exists and decodes; return its real size, or ``None`` to drop it."""
+    size = read_image_size(os.path.join(image_root, file_name))
+    if isinstance(size, str):
+        report.add(size, source, os.path.join(image_root, file_name))
+        return None
+    if tuple(record_size) != tuple(size) and all(record_size):
+        report.add("size_mismatch", source, f"annotated {record_size}, file {size}")
+    return size

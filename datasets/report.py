@@ -1,0 +1,68 @@
+"""What a loader skipped, clipped or fixed, so that nothing is lost silently."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Reasons a loader may report. Box-level reasons drop or change one box; image-level ones drop or
+# change one image. Keeping the list here makes the report's keys a documented, closed set.
+REASONS = {
+    "degenerate_box": "box has zero or negative width/height after clipping to the image (dropped)",
+    "clipped_box": "box extended outside the image and was clipped (kept)",
+    "unknown_class": "object class not in the class list (dropped, --skip-unknown-classes)",
+    "unknown_category": "annotation names a category id absent from 'categories' (dropped)",
+    "missing_image_id": "annotation points to an image id absent from 'images' (dropped)",
+    "missing_image": "image file does not exist (image dropped)",
+    "unreadable_image": "image file cannot be decoded (image dropped)",
+    "size_mismatch": "annotated width/height differ from the image file (file size used)",
+    "duplicate_image": "image listed twice in a split file (second listing dropped)",
+    "empty_image_dropped": "image without annotations dropped on request",
+}
+
+
+@dataclass
+class LoadReport:
+    """Counted skips and fixes of one load, each with the file (and field) it came from.
+
+    ``entries`` holds ``(reason, source, detail)`` tuples; ``counts`` the number per reason.
+    """
+
+    entries: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def add(self, reason: str, source: str, detail: str = "") -> None:
+        if reason not in REASONS:
+            raise KeyError(f"unknown report reason {reason!r}; known: {sorted(REASONS)}")
+        self.entries.append((reason, str(source), detail))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(reason for reason, _, _ in self.entries))
+
+    def of(self, reason: str) -> list[tuple[str, str]]:
+        """``(source, detail)`` of every entry with this reason."""
+        return [(src, detail) for r, src, detail in self.entries if r == reason]
+
+    def extend(self, other: LoadReport) -> None:
+        self.entries.extend(other.entries)
+
+    def log(self, name: str) -> None:
+        """Log a one-line summary and, at debug level, every entry."""
+        if not self.entries:
+            logger.info("%s: loaded with nothing skipped or fixed", name)
+            return
+        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
+        logger.warning("%s: %s (see the load report for each file)", name, summary)
+        for reason, src, detail in self.entries:
+            logger.debug("%s: %s %s", reason, src, detail)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"entries": [list(e) for e in self.entries]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoadReport:
+        return cls(entries=[tuple(e) for e in data.get("entries", [])])

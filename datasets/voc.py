@@ -1,0 +1,239 @@
+"""Pascal VOC (VOCdevkit layout) -> :class:`RecordSet`.
+
+Layout of each root: ``Annotations/<id>.xml``, ``JPEGImages/<filename>``,
+``ImageSets/Main/<split>.txt``. Several roots load into one set (VOC07+12 trainval). Image ids are
+the split-file ids, prefixed by the root's folder name when several roots are given
+(``VOC2007/000005``). Coordinates are kept as written in the XML (VOC pixel indices).
+
+XML is parsed by lxml with entity resolution, DTD loading and network access turned off; a file
+that declares entities is rejected, so external entities and entity-expansion bombs are never
+expanded. Parsed records are cached as JSON keyed by the split and annotation files' sizes and
+mtimes, so a second load of VOC2007 reads one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from lxml import etree
+from tqdm import tqdm
+
+from datasets.common import check_image, safe_relpath, sanitize_boxes
+from datasets.records import (
+    AnnotationError,
+    Record,
+    RecordSet,
+    load_records,
+    save_records,
+)
+from datasets.report import LoadReport
+
+logger = logging.getLogger(__name__)
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> str:
+    """``$ASM_CACHE_DIR`` or ``~/.cache/asm_trainer``."""
+    return os.environ.get("ASM_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "asm_trainer"
+    )
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, dtd_validation=False
+    )
+
+
+def parse_voc_xml(path: str) -> dict:
+    """Parse one VOC annotation file into plain Python values.
+
+    Returns:
+        ``{"filename", "width", "height", "objects": [(name, difficult, [x1, y1, x2, y2]), ...]}``.
+
+    Raises:
+        AnnotationError: empty, malformed or truncated XML, entity declarations, or a missing or
+            non-numeric field; the message names the file, the line and the field.
+    """
+    if os.path.getsize(path) == 0:
+        raise AnnotationError(f"{path}: annotation file is empty")
+    try:
+        tree = etree.parse(path, _parser())
+    except etree.XMLSyntaxError as e:
+        raise AnnotationError(f"{path}: malformed XML at line {e.lineno}: {e.msg}") from e
+    dtd = tree.docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):
+        raise AnnotationError(f"{path}: declares XML entities; refusing to expand them")
+    root = tree.getroot()
+    if root.tag != "annotation":
+        raise AnnotationError(f"{path}: line {root.sourceline}: root element is <{root.tag}>, expected <annotation>")
+    size = root.find("size")
+    width = _number(root, "size/width", path, default=0, cast=int) if size is not None else 0
+    height = _number(root, "size/height", path, default=0, cast=int) if size is not None else 0
+    objects = []
+    for obj in root.iter("object"):
+        name = obj.findtext("name")
+        if name is None or not name.strip():
+            raise AnnotationError(f"{path}: line {obj.sourceline}: <object> has no <name>")
+        box = [_number(obj, f"bndbox/{k}", path) for k in ("xmin", "ymin", "xmax", "ymax")]
+        difficult = bool(_number(obj, "difficult", path, default=0, cast=int))
+        objects.append((name.strip(), difficult, box))
+    return {"filename": (root.findtext("filename") or "").strip(), "width": width,
+            "height": height, "objects": objects}  # fmt: skip
+
+
+def _number(node, field: str, path: str, default=None, cast=float):
+    elem = node.find(field)
+    if elem is None or elem.text is None or not elem.text.strip():
+        if default is not None:
+            return default
+        raise AnnotationError(f"{path}: line {node.sourceline}: missing field <{field}>")
+    try:
+        return cast(float(elem.text.strip()))
+    except ValueError as e:
+        raise AnnotationError(
+            f"{path}: line {elem.sourceline}: field <{field}> = {elem.text.strip()!r} is not a number"
+        ) from e
+
+
+def read_split(root: str, split: str) -> list[str]:
+    """Image ids of ``ImageSets/Main/<split>.txt`` (first column, blank lines ignored)."""
+    path = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+    if not os.path.isfile(path):
+        raise AnnotationError(f"{path}: split file not found (root {root!r}, split {split!r})")
+    with open(path, encoding="utf-8") as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def load_voc(
+    roots: str | Sequence[str],
+    split: str | Sequence[str] = "trainval",
+    classes: Sequence[str] | None = None,
+    discover_classes: bool = False,
+    skip_unknown_classes: bool = False,
+    check_images: bool = True,
+    cache_dir: str | None | bool = None,
+) -> RecordSet:
+    """Load one or several VOC roots into a :class:`RecordSet`.
+
+    Args:
+        roots: VOC folder(s), e.g. ``VOCdevkit/VOC2007``.
+        split: split name, or one per root (``["trainval", "trainval"]``).
+        classes: class names in label order; default the 20 VOC classes.
+        discover_classes: use the sorted set of names found in the files instead of ``classes``.
+        skip_unknown_classes: drop (and count) objects of unknown classes instead of raising.
+        check_images: drop (and count) missing or unreadable images; take sizes from the files.
+        cache_dir: folder for the parsed-record cache; ``None`` = :func:`default_cache_dir`,
+            ``False`` = no cache.
+
+    Returns:
+        The records, with ``report`` listing every dropped or clipped box and dropped image.
+    """
+    roots = [os.path.abspath(r) for r in ([roots] if isinstance(roots, (str, os.PathLike)) else roots)]
+    splits = [split] * len(roots) if isinstance(split, str) else list(split)
+    if len(splits) != len(roots):
+        raise ValueError(f"{len(roots)} roots but {len(splits)} splits")
+    if discover_classes and classes is not None:
+        raise ValueError("pass either classes or discover_classes=True, not both")
+    ids = [read_split(r, s) for r, s in zip(roots, splits)]
+    key_files = [os.path.join(r, "ImageSets", "Main", f"{s}.txt") for r, s in zip(roots, splits)]
+    key_files += [os.path.join(r, "Annotations", f"{i}.xml") for r, rid in zip(roots, ids) for i in rid]
+    options = dict(classes=list(classes or []), discover=discover_classes,
+                   skip_unknown=skip_unknown_classes, check_images=check_images)  # fmt: skip
+    cache_path = _cache_path(cache_dir, roots, splits, options, key_files)
+    if cache_path and os.path.isfile(cache_path):
+        logger.info("VOC: records from cache %s", cache_path)
+        dataset = load_records(cache_path)
+        dataset.report.log(f"VOC {splits} (cached)")
+        return dataset
+    dataset = _load_voc_uncached(roots, splits, ids, classes, discover_classes,
+                                 skip_unknown_classes, check_images)  # fmt: skip
+    if cache_path:
+        save_records(dataset, cache_path)
+    dataset.report.log(f"VOC {splits}")
+    return dataset
+
+
+def _cache_path(cache_dir, roots, splits, options, key_files) -> str | None:
+    if cache_dir is False:
+        return None
+    digest = hashlib.sha1(json.dumps([CACHE_VERSION, roots, splits, options]).encode())
+    for path in key_files:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None  # a missing file is reported by the uncached load
+        digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return os.path.join(cache_dir or default_cache_dir(), f"voc-{digest.hexdigest()[:20]}.json")
+
+
+def _load_voc_uncached(roots, splits, ids, classes, discover, skip_unknown, check_images) -> RecordSet:
+    report = LoadReport()
+    image_root = os.path.commonpath(roots) if len(roots) > 1 else roots[0]
+    parsed = []  # (root, image_id, xml path, parsed dict)
+    for root, split, root_ids in zip(roots, splits, ids):
+        prefix = f"{os.path.basename(root)}/" if len(roots) > 1 else ""
+        seen: set[str] = set()
+        for i in tqdm(root_ids, desc=f"VOC {os.path.basename(root)}/{split}", leave=False):
+            if i in seen:
+                report.add("duplicate_image", os.path.join(root, "ImageSets", "Main", f"{split}.txt"), i)
+                continue
+            seen.add(i)
+            xml = os.path.join(root, "Annotations", f"{i}.xml")
+            if not os.path.isfile(xml):
+                raise AnnotationError(f"{xml}: annotation file not found (listed in split {split!r})")
+            parsed.append((root, prefix + i, xml, parse_voc_xml(xml)))
+    if discover:
+        classes = sorted({name for *_, p in parsed for name, _, _ in p["objects"]})
+    classes = tuple(classes or VOC_CLASSES)
+    label_of = {name: i + 1 for i, name in enumerate(classes)}
+    records = []
+    for root, image_id, xml, p in parsed:
+        record = _to_record(root, image_root, image_id, xml, p, label_of, skip_unknown,
+                            check_images, report)  # fmt: skip
+        if record is not None:
+            records.append(record)
+    return RecordSet(records, classes, image_root, report=report)
+
+
+def _to_record(root, image_root, image_id, xml, p, label_of, skip_unknown, check_images, report):
+    stem = image_id.rsplit("/", 1)[-1]
+    name = safe_relpath(os.path.join(root, "JPEGImages"), p["filename"] or f"{stem}.jpg", xml, "filename")
+    file_name = os.path.relpath(os.path.join(root, "JPEGImages", name), image_root).replace(os.sep, "/")
+    width, height = p["width"], p["height"]
+    if check_images:
+        size = check_image(image_root, (width, height), file_name, report, xml)
+        if size is None:
+            return None
+        width, height = size
+    elif width <= 0 or height <= 0:
+        raise AnnotationError(f"{xml}: <size> missing or zero and check_images=False")
+    labels, boxes, difficult = [], [], []
+    for k, (cls, diff, box) in enumerate(p["objects"]):
+        if cls not in label_of:
+            if not skip_unknown:
+                raise AnnotationError(
+                    f"{xml}: object {k} has unknown class {cls!r}; known classes: {list(label_of)} "
+                    "(pass the class list, discover classes, or skip unknown classes)"
+                )
+            report.add("unknown_class", xml, f"object {k} {cls!r}")
+            continue
+        labels.append(label_of[cls])
+        boxes.append(box)
+        difficult.append(diff)
+    boxes, keep = sanitize_boxes(np.asarray(boxes, np.float32), width, height, report, xml)
+    record = Record(image_id, file_name, width, height, boxes, np.asarray(labels, np.int64),
+                    difficult=np.asarray(difficult, bool))  # fmt: skip
+    return record if keep.all() else record.select(keep)
