@@ -1,0 +1,141 @@
+"""Torch ``Dataset`` over records, ``collate_fn`` and an aspect-ratio-grouped batch sampler."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+
+from datasets.coco import decode_masks
+from datasets.records import Record
+
+
+class DetectionDataset(Dataset):
+    """``(image, target)`` pairs in torchvision's detection format.
+
+    ``target`` holds ``boxes`` (``tv_tensors.BoundingBoxes`` xyxy pixels), ``labels`` int64,
+    ``iscrowd`` and ``difficult`` bool, ``masks`` (``tv_tensors.Mask`` uint8 ``[N, H, W]``, only
+    with ``with_masks``), ``image_id`` (the index into ``records``) and ``orig_size``
+    (``[H, W]`` of the file, to map predictions on a resized image back).
+
+    Args:
+        records: the annotation records.
+        image_root: folder the records' ``file_name`` are relative to.
+        transforms: a callable on ``(image, target)``, e.g. :func:`datasets.transforms.build_transforms`.
+        with_masks: decode instance masks (for Mask R-CNN).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        image_root: str,
+        transforms: Callable | None = None,
+        with_masks: bool = False,
+    ) -> None:
+        self.records = list(records)
+        self.image_root = image_root
+        self.transforms = transforms
+        self.with_masks = with_masks
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        record = self.records[index]
+        image = read_image(os.path.join(self.image_root, record.file_name))
+        height, width = image.shape[-2:]
+        if (width, height) != (record.width, record.height):
+            raise ValueError(
+                f"{record.file_name}: image is {width}x{height} but its record says "
+                f"{record.width}x{record.height}; reload the annotations"
+            )
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(record.boxes.copy()), format="XYXY", canvas_size=(height, width)
+            ),
+            "labels": torch.from_numpy(record.labels.copy()),
+            "iscrowd": torch.from_numpy(record.iscrowd.copy()),
+            "difficult": torch.from_numpy(record.difficult.copy()),
+            "image_id": index,
+            "orig_size": torch.tensor([height, width]),
+        }
+        if self.with_masks:
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(decode_masks(record)))
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+
+def read_image(path: str) -> tv_tensors.Image:
+    """Decode an image file to a uint8 RGB ``tv_tensors.Image`` ``[3, H, W]``.
+
+    Raises:
+        OSError: naming the file when it is missing or cannot be decoded.
+    """
+    try:
+        return tv_tensors.Image(decode_image(path, mode=ImageReadMode.RGB))
+    except (RuntimeError, OSError, ValueError) as e:
+        raise OSError(f"{path}: cannot read image ({e})") from e
+
+
+def collate_fn(batch):
+    """Keep images of different sizes apart: ``(images tuple, targets tuple)``."""
+    return tuple(zip(*batch))
+
+
+def aspect_ratio_groups(records: Sequence[Record], k: int = 3) -> list[int]:
+    """Group index per record by width/height, in ``2k + 2`` log-spaced bins around 1.
+
+    Reads sizes from the records, never from the images.
+    """
+    bins = (2 ** np.linspace(-1, 1, 2 * k + 1)).tolist()
+    return [bisect.bisect_right(bins, r.width / r.height) for r in records]
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Batches whose images share an aspect-ratio group, so padding wastes little compute.
+
+    Follows the order of ``sampler``; a batch is emitted when its group fills up, and each group's
+    remainder is emitted at the end as a smaller batch, so every index is used exactly once.
+
+    Args:
+        sampler: yields dataset indices (e.g. ``RandomSampler`` or a ``DistributedSampler``).
+        group_ids: group of each dataset index (:func:`aspect_ratio_groups`).
+        batch_size: images per batch.
+    """
+
+    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.sampler = sampler
+        self.group_ids = list(group_ids)
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        buffers: dict[int, list[int]] = defaultdict(list)
+        for index in self.sampler:
+            group = buffers[self.group_ids[index]]
+            group.append(index)
+            if len(group) == self.batch_size:
+                yield list(group)
+                group.clear()
+        for group in buffers.values():
+            if group:
+                yield list(group)
+
+    def __len__(self) -> int:
+        # Exact when the sampler visits every index once (RandomSampler, SequentialSampler);
+        # iterating the sampler here would consume its random generator, so a sampler over a
+        # subset (DistributedSampler) gets the usual estimate instead.
+        if len(self.sampler) != len(self.group_ids):
+            return math.ceil(len(self.sampler) / self.batch_size)
+        counts = np.bincount(np.asarray(self.group_ids, dtype=np.int64))
+        return int(sum(math.ceil(n / self.batch_size) for n in counts if n))

@@ -1,0 +1,40 @@
+"""Shared fixtures: the real datasets in ../shared/data and a small demo dataset."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+BCCD = os.path.join(SHARED_DATA, "bccd")
+TINY_COCO = os.path.join(SHARED_DATA, "tiny_coco")
+
+
+def _require(path: str) -> str:
+    if not os.path.isdir(path):
+        pytest.skip(f"real data not available: {path} is absent (it lives in ../shared/data)")
+    return path
+
+
+@pytest.fixture
+def bccd_root() -> str:
+    return _require(BCCD)
+
+
+@pytest.fixture
+def tiny_coco_root() -> str:
+    return _require(TINY_COCO)
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory) -> str:
+    """A cache folder holding a small demo dataset, shared by the whole test session."""
+    return str(tmp_path_factory.mktemp("demo_cache"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    # Never write caches into the user's home folder from tests.
+    monkeypatch.setenv("ASM_CACHE_DIR", str(tmp_path / "cache"))

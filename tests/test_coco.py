@@ -1,0 +1,106 @@
+import os
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from datasets.coco import decode_masks, load_coco, records_to_coco
+from datasets.records import AnnotationError
+from datasets.voc import load_voc
+from tests.helpers import coco_dict, write_coco
+
+
+@pytest.mark.parametrize("split, n_boxes, n_empty", [("train2017", 470, 1), ("val2017", 382, 2)])
+def test_tiny_coco_counts_masks_and_category_maps(tiny_coco_root, split, n_boxes, n_empty):
+    ann = os.path.join(tiny_coco_root, "annotations", f"instances_{split}.json")
+    ds = load_coco(ann, os.path.join(tiny_coco_root, split))
+    assert len(ds) == 50 and ds.num_boxes() == n_boxes and ds.report.counts == {}
+    assert sum(len(r) == 0 for r in ds.records) == n_empty  # negatives are kept
+    assert sum(int(r.iscrowd.sum()) for r in ds.records) == 5
+    assert ds.num_classes == 80 and ds.label_to_cat_id[80] == 90 and ds.cat_id_to_label[90] == 80
+    coco = COCO(ann)
+    rec = next(r for r in ds.records if r.iscrowd.any())
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=int(rec.image_id)))
+    assert [ds.label_to_cat_id[int(label)] for label in rec.labels] == [a["category_id"] for a in anns]
+    masks = decode_masks(rec)
+    for mask, a in zip(masks, anns):
+        np.testing.assert_array_equal(mask, coco.annToMask(a))
+    x, y, w, h = anns[0]["bbox"]
+    np.testing.assert_allclose(rec.boxes[0], [x, y, x + w, y + h], rtol=1e-6)
+
+
+def test_drop_empty_on_request(tmp_path):
+    data = coco_dict(images=((1, "a.jpg", 64, 48), (2, "b.jpg", 64, 48)))
+    path = write_coco(tmp_path, data)
+    root = str(tmp_path / "images")
+    assert len(load_coco(path, root)) == 2
+    ds = load_coco(path, root, drop_empty=True)
+    assert [r.image_id for r in ds.records] == ["1"] and ds.report.counts == {"empty_image_dropped": 1}
+
+
+def test_voc_to_coco_to_records_round_trip(bccd_root):
+    voc = load_voc(bccd_root, "val", discover_classes=True, cache_dir=False)
+    coco_json = records_to_coco(voc)
+    COCO().dataset = coco_json  # the dict is plain COCO: pycocotools can index it
+    back = load_coco(coco_json, voc.image_root)
+    assert back.records == voc.records and back.classes == voc.classes
+
+
+def test_tiny_coco_round_trip(tiny_coco_root):
+    root = os.path.join(tiny_coco_root, "val2017")
+    ds = load_coco(os.path.join(tiny_coco_root, "annotations", "instances_val2017.json"), root)
+    coco_json = records_to_coco(ds)
+    back = load_coco(coco_json, root)
+    assert back.records == ds.records and back.label_to_cat_id == ds.label_to_cat_id
+    crowd = [a for a in coco_json["annotations"] if a["iscrowd"]]
+    assert crowd and all(a["area"] == float(mask_utils.area(mask_utils.frPyObjects(a["segmentation"], *a["segmentation"]["size"])))
+                         for a in crowd if isinstance(a["segmentation"]["counts"], list))
+
+
+def test_dangling_and_non_contiguous_references(tmp_path):
+    data = coco_dict(
+        images=((10, "a.jpg", 64, 48),),
+        anns=((10, 7, [1, 1, 10, 10]), (99, 7, [1, 1, 5, 5]), (10, 3, [2, 2, 8, 8]), (10, 5, [0, 0, 3, 3])),
+        cats=((7, "dog"), (3, "cat")),
+    )
+    ds = load_coco(write_coco(tmp_path, data), str(tmp_path / "images"))
+    assert ds.classes == ("cat", "dog") and ds.label_to_cat_id == {1: 3, 2: 7}
+    assert ds.records[0].labels.tolist() == [2, 1]
+    assert ds.report.counts == {"missing_image_id": 1, "unknown_category": 1}
+    assert "annotation id 2" in ds.report.of("missing_image_id")[0][0]
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ("", "annotation file is empty"),
+        ('{"images": [', "malformed JSON at line 1"),
+        (coco_dict(images=((1, "a.jpg", 64, 48), (1, "b.jpg", 64, 48))), r"duplicate image ids in 'images': \[1\]"),
+        (coco_dict(cats=((1, "cat"), (1, "dog"))), r"duplicate category ids"),
+        (coco_dict(images=((1, "../x.jpg", 64, 48),)), "resolves outside the image root"),
+        (coco_dict(images=((1, "/etc/x.jpg", 64, 48),)), "absolute path"),
+        ({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": []}, r"images\[0\] needs"),
+        (coco_dict(anns=((1, 1, [1, 2]),)), r"annotations\[0\] needs"),
+        ({"annotations": []}, "not a COCO instances file"),
+    ],
+)
+def test_bad_coco_files_name_file_and_field(tmp_path, data, match):
+    path = write_coco(tmp_path, data, image_sizes={})
+    with pytest.raises(AnnotationError, match=match) as info:
+        load_coco(path, str(tmp_path / "images"), check_images=False)
+    assert "instances.json" in str(info.value)
+
+
+def test_missing_unreadable_images_and_boxes(tmp_path):
+    data = coco_dict(
+        images=((1, "a.jpg", 64, 48), (2, "b.jpg", 64, 48), (3, "c.jpg", 64, 48)),
+        anns=((1, 1, [50, 40, 30, 30]), (1, 1, [5, 5, 0, 10]), (2, 1, [1, 1, 5, 5])),
+    )
+    path = write_coco(tmp_path, data, image_sizes={"a.jpg": (64, 48), "c.jpg": (64, 48)})
+    with open(tmp_path / "images" / "c.jpg", "wb") as f:
+        f.write(b"\x00" * 10)
+    ds = load_coco(path, str(tmp_path / "images"))
+    assert [r.image_id for r in ds.records] == ["1"]
+    np.testing.assert_array_equal(ds.records[0].boxes, [[50, 40, 64, 48]])
+    assert ds.report.counts == {"clipped_box": 1, "degenerate_box": 1, "missing_image": 1, "unreadable_image": 1}

@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pytest
+
+from datasets.records import Record, RecordSet, load_records, record_from_dict, record_to_dict, save_records
+from datasets.report import LoadReport
+
+
+def _record(n=3, masks=True, seed=0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 50, size=(n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 30, size=(n, 2))], axis=1).astype(np.float32)
+    return Record(
+        image_id=f"img{seed}", file_name=f"sub/img{seed}.jpg", width=100, height=90,
+        boxes=boxes, labels=rng.integers(1, 4, n), difficult=rng.random(n) < 0.5,
+        iscrowd=rng.random(n) < 0.3,
+        masks=[[[1.5, 2.0, 10.0, 2.0, 10.0, 9.25]]] * (n - 1) + [{"size": [90, 100], "counts": "abc"}]
+        if masks and n else None,
+    )
+
+
+def test_record_json_round_trip_is_lossless():
+    for r in (_record(), _record(0, masks=False, seed=1), _record(5, seed=2)):
+        text = json.dumps(record_to_dict(r))
+        back = record_from_dict(json.loads(text))
+        assert back == r
+        assert back.boxes.dtype == np.float32 and back.labels.dtype == np.int64
+        assert back.difficult.dtype == bool and back.iscrowd.dtype == bool
+        np.testing.assert_array_equal(back.boxes, r.boxes)  # bit-exact float32
+
+
+def test_recordset_file_round_trip(tmp_path):
+    report = LoadReport()
+    report.add("degenerate_box", "x.xml", "box 0")
+    ds = RecordSet([_record(seed=s) for s in range(4)], ("a", "b", "c"), "/data", {1: 5, 2: 7, 3: 9}, report)
+    save_records(ds, tmp_path / "r.json")
+    back = load_records(tmp_path / "r.json")
+    assert back.records == ds.records
+    assert back.classes == ds.classes and back.label_to_cat_id == ds.label_to_cat_id
+    assert back.cat_id_to_label == {5: 1, 7: 2, 9: 3}
+    assert back.report.counts == {"degenerate_box": 1}
+    assert not list(tmp_path.glob(".tmp_*"))  # atomic write leaves no temp file
+
+
+def test_record_validates_lengths_and_select():
+    with pytest.raises(ValueError, match="labels"):
+        Record("x", "x.jpg", 10, 10, np.zeros((2, 4)), np.ones(3))
+    r = _record(4)
+    sub = r.select(np.array([True, False, True, False]))
+    assert len(sub) == 2 and sub.masks == [r.masks[0], r.masks[2]]
+    np.testing.assert_array_equal(sub.boxes, r.boxes[[0, 2]])
+    assert len(r) == 4  # the original is untouched
+
+
+def test_report_rejects_unknown_reason():
+    with pytest.raises(KeyError, match="unknown report reason"):
+        LoadReport().add("oops", "f")

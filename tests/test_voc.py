@@ -1,0 +1,136 @@
+import os
+import time
+
+import numpy as np
+import pytest
+
+import datasets.voc as voc
+from datasets.records import AnnotationError
+from datasets.voc import VOC_CLASSES, load_voc
+from tests.helpers import make_voc, voc_xml
+
+CLS = ["cat", "dog"]
+
+
+def test_bccd_counts_and_exact_degenerate_report(bccd_root, tmp_path):
+    parts = [load_voc(bccd_root, s, discover_classes=True, cache_dir=False) for s in ("trainval", "test")]
+    assert parts[0].classes == ("Platelets", "RBC", "WBC")
+    assert sum(len(p) for p in parts) == 364
+    assert sum(p.num_boxes() for p in parts) == 4888 - 2
+    entries = parts[0].report.entries + parts[1].report.entries
+    assert [(r, os.path.basename(s)) for r, s, _ in entries] == [
+        ("degenerate_box", "BloodImage_00338.xml"), ("degenerate_box", "BloodImage_00343.xml")]
+    counts = np.bincount(np.concatenate([r.labels for p in parts for r in p.records]), minlength=4)
+    assert counts[1:].tolist() == [361, 4155 - 2, 372]  # both zero-area boxes are RBC
+    rec = parts[0].records[0]
+    assert rec.file_name == "JPEGImages/BloodImage_00000.jpg"  # <filename>, not <path>
+    assert (rec.width, rec.height) == (640, 480)
+
+
+def test_second_load_hits_cache_and_change_invalidates_it(tmp_path, monkeypatch):
+    root = make_voc(tmp_path / "VOC", {"a": voc_xml("a.jpg"), "b": voc_xml("b.jpg")})
+    cache = str(tmp_path / "cache")
+    first = load_voc(root, "train", classes=CLS, cache_dir=cache)
+    assert len(os.listdir(cache)) == 1
+
+    def fail(path):
+        raise AssertionError("parsed again despite the cache")
+
+    monkeypatch.setattr(voc, "parse_voc_xml", fail)
+    assert load_voc(root, "train", classes=CLS, cache_dir=cache).records == first.records
+    xml = os.path.join(root, "Annotations", "a.xml")
+    with open(xml, "w") as f:
+        f.write(voc_xml("a.jpg", objects=[("dog", (1, 1, 9, 9))]))
+    os.utime(xml, ns=(time.time_ns() + 10**9,) * 2)
+    with pytest.raises(AssertionError, match="parsed again"):
+        load_voc(root, "train", classes=CLS, cache_dir=cache)
+
+
+def test_several_roots_and_default_classes(tmp_path):
+    r07 = make_voc(tmp_path / "VOC2007", {"000001": voc_xml("000001.jpg", objects=[("person", (1, 1, 20, 20))])})
+    r12 = make_voc(tmp_path / "VOC2012", {"000001": voc_xml("000001.jpg", objects=[("dog", (2, 2, 20, 20))])})
+    ds = load_voc([r07, r12], ["train", "train"], cache_dir=False)
+    assert ds.classes == VOC_CLASSES
+    assert [r.image_id for r in ds.records] == ["VOC2007/000001", "VOC2012/000001"]
+    assert [r.file_name for r in ds.records] == ["VOC2007/JPEGImages/000001.jpg", "VOC2012/JPEGImages/000001.jpg"]
+    assert [int(r.labels[0]) for r in ds.records] == [VOC_CLASSES.index("person") + 1, VOC_CLASSES.index("dog") + 1]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("<annotation><filename>a.jpg</filename><object><name>cat", "malformed XML at line 1"),
+        ("<annotation>\n<object><name>cat</name></object></annotation>", r"line 2: missing field <bndbox/xmin>"),
+        ("", "annotation file is empty"),
+        (voc_xml(objects=[("cat", ("x", 1, 5, 5))]), "<bndbox/xmin> = 'x' is not a number"),
+        ("<other/>", "expected <annotation>"),
+    ],
+)
+def test_bad_xml_names_file_and_line(tmp_path, text, match):
+    root = make_voc(tmp_path, {"a": text})
+    with pytest.raises(AnnotationError, match=match) as info:
+        load_voc(root, "train", classes=CLS, cache_dir=False)
+    assert "a.xml" in str(info.value)
+
+
+def test_external_entity_and_entity_bomb_are_never_expanded(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("cat")
+    xxe = f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file://{secret}">]>'
+    bomb = '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a "cat"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">' + "".join(
+        f'<!ENTITY {c} "{("&" + p + ";") * 10}">' for p, c in zip("bcdefgh", "cdefghi")) + "]>"
+    for name, prolog, ref in (("xxe", xxe, "&x;"), ("bomb", bomb, "&i;")):
+        text = voc_xml(extra=prolog).replace("<name>cat</name>", f"<name>{ref}</name>")
+        root = make_voc(tmp_path / name, {"a": text})
+        with pytest.raises(AnnotationError, match="(?i)entit"):
+            load_voc(root, "train", classes=CLS, cache_dir=False)
+
+
+def test_missing_and_unreadable_images_are_counted_skips(tmp_path):
+    root = make_voc(tmp_path, {"a": voc_xml("a.jpg"), "b": voc_xml("b.jpg"), "c": voc_xml("c.jpg")},
+                    images={"a.jpg": (64, 48)})
+    with open(os.path.join(root, "JPEGImages", "c.jpg"), "wb") as f:
+        f.write(b"not a jpeg")
+    ds = load_voc(root, "train", classes=CLS, cache_dir=False)
+    assert [r.image_id for r in ds.records] == ["a"]
+    assert ds.report.counts == {"missing_image": 1, "unreadable_image": 1}
+    assert ds.report.of("missing_image")[0][0].endswith("b.xml")
+
+
+def test_boxes_clipped_or_dropped_when_degenerate(tmp_path):
+    objects = [("cat", (5, 5, 30, 30)), ("cat", (10, 10, 10, 20)), ("dog", (30, 5, 20, 25)),
+               ("dog", (-5, 40, 100, 60)), ("cat", (70, 50, 90, 60))]
+    root = make_voc(tmp_path, {"a": voc_xml("a.jpg", size=(64, 48), objects=objects)})
+    ds = load_voc(root, "train", classes=CLS, cache_dir=False)
+    rec = ds.records[0]
+    np.testing.assert_array_equal(rec.boxes, [[5, 5, 30, 30], [0, 40, 64, 48]])
+    assert rec.labels.tolist() == [1, 2]
+    assert ds.report.counts == {"degenerate_box": 3, "clipped_box": 1}
+
+
+def test_unknown_class_errors_or_skips_with_flag(tmp_path):
+    root = make_voc(tmp_path, {"a": voc_xml(objects=[("cat", (1, 1, 9, 9)), ("zebra", (2, 2, 9, 9))])})
+    with pytest.raises(AnnotationError, match=r"unknown class 'zebra'; known classes: \['cat', 'dog'\]"):
+        load_voc(root, "train", classes=CLS, cache_dir=False)
+    ds = load_voc(root, "train", classes=CLS, skip_unknown_classes=True, cache_dir=False)
+    assert ds.records[0].labels.tolist() == [1]
+    assert ds.report.counts == {"unknown_class": 1}
+    assert load_voc(root, "train", discover_classes=True, cache_dir=False).classes == ("cat", "zebra")
+
+
+def test_file_name_outside_root_is_rejected(tmp_path):
+    for bad in ("../../etc/passwd", "/etc/passwd"):
+        root = make_voc(tmp_path / bad.replace("/", "_"), {"a": voc_xml(bad)}, images={})
+        with pytest.raises(AnnotationError, match="field 'filename'"):
+            load_voc(root, "train", classes=CLS, cache_dir=False)
+
+
+def test_duplicate_split_ids_and_missing_files(tmp_path):
+    root = make_voc(tmp_path, {"a": voc_xml("a.jpg")}, split_ids=["a", "a"])
+    ds = load_voc(root, "train", classes=CLS, cache_dir=False)
+    assert len(ds) == 1 and ds.report.counts == {"duplicate_image": 1}
+    with pytest.raises(AnnotationError, match="split file not found"):
+        load_voc(root, "val", classes=CLS, cache_dir=False)
+    root2 = make_voc(tmp_path / "b", {"a": voc_xml("a.jpg")}, split_ids=["a", "zz"])
+    with pytest.raises(AnnotationError, match="zz.xml: annotation file not found"):
+        load_voc(root2, "train", classes=CLS, cache_dir=False)
