@@ -6,7 +6,7 @@ JSON with polygon masks, so that the demo goes through the same loaders as real 
     <root>/VOC/JPEGImages/demo_000000.jpg
     <root>/VOC/Annotations/demo_000000.xml
     <root>/VOC/ImageSets/Main/{train,val,trainval}.txt
-    <root>/annotations/instances_{train,val}.json   (file_name relative to VOC/JPEGImages)
+    <root>/annotations/instances_{train,val}.json   (file_name relative to VOC/)
 
 It is sized for a small detector trained from scratch on two CPU cores: four classes told apart by
 shape (and loosely by hue), objects 20-80 px in 192-256 px images, textured backgrounds, about 6%
@@ -33,7 +33,7 @@ from datasets.voc import default_cache_dir, load_voc
 logger = logging.getLogger(__name__)
 
 DEMO_CLASSES = ("circle", "square", "triangle", "cross")
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 _EMPTY_FRACTION = 0.06
 _MAX_OBJECTS = 5
 _MAX_OVERLAP_IOU = 0.3
@@ -62,7 +62,7 @@ def load_demo(
         return load_voc(os.path.join(root, "VOC"), split, classes=DEMO_CLASSES, cache_dir=cache_dir)
     if fmt == "coco":
         ann = os.path.join(root, "annotations", f"instances_{split}.json")
-        return load_coco(ann, os.path.join(root, "VOC", "JPEGImages"))
+        return load_coco(ann, os.path.join(root, "VOC"))
     raise ValueError(f"unknown demo format {fmt!r}; choose 'voc' or 'coco'")
 
 
@@ -83,7 +83,7 @@ def write_demo(root: str, seed: int, num_train: int, num_val: int) -> None:
                 name = f"demo_{index:06d}"
                 image.save(os.path.join(voc, "JPEGImages", f"{name}.jpg"), quality=92)
                 _write_xml(os.path.join(voc, "Annotations", f"{name}.xml"), name, image.size, objects)
-                _add_coco(coco, index + 1, f"{name}.jpg", image.size, objects)
+                _add_coco(coco, index + 1, f"JPEGImages/{name}.jpg", image.size, objects)
             with open(os.path.join(voc, "ImageSets", "Main", f"{split}.txt"), "w") as f:
                 f.writelines(f"demo_{i:06d}\n" for i in indices)
             with open(os.path.join(tmp, "annotations", f"instances_{split}.json"), "w") as f:
@@ -117,7 +117,7 @@ def render_image(seed: int, index: int) -> tuple[Image.Image, list[tuple[int, li
         if len(objects) == count:
             break
         label = int(rng.integers(1, len(DEMO_CLASSES) + 1))
-        size = float(rng.uniform(20, 80))
+        size = float(rng.uniform(22, 76))  # extents 20-80 px whatever the rotation
         cx, cy = rng.uniform(size / 2, width - size / 2), rng.uniform(size / 2, height - size / 2)
         poly = _shape(DEMO_CLASSES[label - 1], cx, cy, size, float(rng.uniform(0, 2 * np.pi)))
         box = np.array([*poly.min(0), *poly.max(0)])

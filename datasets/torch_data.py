@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
 from datasets.coco import decode_masks
 from datasets.records import Record
@@ -81,9 +81,11 @@ def read_image(path: str) -> tv_tensors.Image:
         OSError: naming the file when it is missing or cannot be decoded.
     """
     try:
-        return tv_tensors.Image(decode_image(path, mode=ImageReadMode.RGB))
-    except (RuntimeError, OSError, ValueError) as e:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise OSError(f"{path}: cannot read image ({e})") from e
+    return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
 
 
 def collate_fn(batch):

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+
+from datasets.records import Record
+from datasets.synthetic import load_demo
+from datasets.torch_data import DetectionDataset, GroupedBatchSampler, aspect_ratio_groups, collate_fn
+from datasets.transforms import build_transforms
+from tests.helpers import write_image
+
+
+def _two_tone_dataset(tmp_path, transforms):
+    """A 100x60 grey image with one object: bright left half, dark right half; and a sliver box."""
+    img = np.full((60, 100, 3), 128, np.uint8)
+    img[10:30, 10:25] = 250
+    img[10:30, 25:40] = 5
+    path = tmp_path / "img.png"
+    from PIL import Image
+
+    Image.fromarray(img).save(path)
+    poly = [[10, 10, 40, 10, 40, 30, 10, 30]]
+    sliver = [[70, 40, 71.2, 40, 71.2, 50, 70, 50]]
+    record = Record("0", "img.png", 100, 60, [[10, 10, 40, 30], [70, 40, 71.2, 50]], [2, 3],
+                    difficult=[False, True], iscrowd=[True, False], masks=[poly, sliver])
+    return DetectionDataset([record], str(tmp_path), transforms, with_masks=True)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_boxes_masks_and_pixels_stay_aligned(tmp_path, train):
+    ds = _two_tone_dataset(tmp_path, build_transforms(train, min_size=30, max_size=200))
+    flips = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        image, target = ds[0]
+        h, w = image.shape[-2:]
+        assert target["masks"].shape == (1, h, w)  # the sliver became degenerate and was dropped
+        assert target["labels"].tolist() == [2] and target["iscrowd"].tolist() == [True]
+        assert target["difficult"].tolist() == [False]
+        x1, y1, x2, y2 = target["boxes"][0].tolist()
+        ys, xs = torch.nonzero(target["masks"][0], as_tuple=True)
+        assert abs(xs.min() - x1) <= 1 and abs(xs.max() + 1 - x2) <= 1
+        assert abs(ys.min() - y1) <= 1 and abs(ys.max() + 1 - y2) <= 1
+        gray = image.mean(0)
+        xm = int(round((x1 + x2) / 2))
+        rows = slice(int(y1) + 1, int(y2) - 1)
+        left, right = gray[rows, int(x1) + 1 : xm - 1].mean(), gray[rows, xm + 1 : int(x2) - 1].mean()
+        flipped = (x1 + x2) / 2 > w / 2
+        flips.add(flipped)
+        assert (right > left) if flipped else (left > right), f"seed {seed}: pixels not under the box"
+    assert flips == ({True, False} if train else {False})
+
+
+def test_eval_resizes_shorter_side_only(tmp_path):
+    ds = _two_tone_dataset(tmp_path, build_transforms(False, min_size=120))
+    image, target = ds[0]
+    assert tuple(image.shape[-2:]) == (120, 200) and image.dtype == torch.float32
+    torch.testing.assert_close(target["boxes"][0], torch.tensor([20.0, 20.0, 80.0, 60.0]))
+    assert target["orig_size"].tolist() == [60, 100]
+
+
+def test_dataset_errors_name_the_file(tmp_path):
+    write_image(str(tmp_path / "a.jpg"), size=(30, 20))
+    ds = DetectionDataset([Record("a", "a.jpg", 64, 48), Record("b", "b.jpg", 64, 48)], str(tmp_path))
+    with pytest.raises(ValueError, match="a.jpg: image is 30x20 but its record says 64x48"):
+        ds[0]
+    with pytest.raises(OSError, match="b.jpg: cannot read image"):
+        ds[1]
+
+
+def test_grouped_batches_cover_every_image_once(demo_cache):
+    data = load_demo("train", num_train=120, num_val=20, cache_dir=demo_cache)
+    groups = aspect_ratio_groups(data.records)
+    assert len(set(groups)) > 1
+    for sampler in (RandomSampler(range(len(groups))), SequentialSampler(range(len(groups)))):
+        batch_sampler = GroupedBatchSampler(sampler, groups, batch_size=4)
+        batches = list(batch_sampler)
+        assert sorted(i for b in batches for i in b) == list(range(len(groups)))
+        assert all(len({groups[i] for i in b}) == 1 and 1 <= len(b) <= 4 for b in batches)
+        assert len(batch_sampler) == len(batches)
+    loader = DataLoader(DetectionDataset(data.records[:8], data.image_root, build_transforms(True, 64)),
+                        batch_size=4, collate_fn=collate_fn, num_workers=0)
+    images, targets = next(iter(loader))
+    assert len(images) == len(targets) == 4 and all(img.shape[0] == 3 for img in images)
+    with pytest.raises(ValueError, match="batch_size"):
+        GroupedBatchSampler(sampler, groups, 0)
