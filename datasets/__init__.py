@@ -1,0 +1,5 @@
+"""Annotation records, dataset loaders (VOC, COCO, built-in demo), torch dataset and transforms."""
+
+from datasets.records import AnnotationError, Record, RecordSet, load_records, save_records
+
+__all__ = ["AnnotationError", "Record", "RecordSet", "load_records", "save_records"]

@@ -82,7 +82,7 @@ def read_image(path: str) -> tv_tensors.Image:
     """
     try:
         with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"))
+            array = np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise OSError(f"{path}: cannot read image ({e})") from e
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
