@@ -1,0 +1,34 @@
+import os
+
+import pytest
+
+from datasets.build import build_datasets
+from train_asm_one import get_args_parser, main
+
+
+def _args(*argv):
+    return get_args_parser().parse_args(list(argv))
+
+
+def test_voc_and_coco_options(bccd_root, tiny_coco_root, tmp_path):
+    train, val = build_datasets(_args("--dataset", "voc", "--voc-roots", bccd_root, "--voc-train-split", "train",
+                                      "--voc-val-split", "val", "--discover-classes", "--cache-dir", str(tmp_path)))
+    assert (len(train), len(val)) == (205, 87) and train.classes == val.classes
+    ann = os.path.join(tiny_coco_root, "annotations")
+    train, val = build_datasets(_args(
+        "--dataset", "coco", "--coco-train-json", os.path.join(ann, "instances_train2017.json"),
+        "--coco-train-images", os.path.join(tiny_coco_root, "train2017"), "--drop-empty",
+        "--coco-val-json", os.path.join(ann, "instances_val2017.json"),
+        "--coco-val-images", os.path.join(tiny_coco_root, "val2017")))
+    assert (len(train), len(val)) == (49, 50)
+
+
+def test_missing_options_are_named():
+    with pytest.raises(ValueError, match="--voc-roots"):
+        build_datasets(_args("--dataset", "voc"))
+    with pytest.raises(ValueError, match="--coco-train-json"):
+        build_datasets(_args("--dataset", "coco"))
+
+
+def test_entry_script_runs_on_demo(tmp_path):
+    assert main(["--demo-train", "10", "--demo-val", "4", "--cache-dir", str(tmp_path)]) == 0
