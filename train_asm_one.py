@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from datasets import AnnotationError
 from datasets.build import add_data_args, build_datasets, describe
 
 logger = logging.getLogger("train_asm_one")
@@ -23,7 +24,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    train, val = build_datasets(args)
+    try:
+        train, val = build_datasets(args)
+    except (AnnotationError, ValueError) as e:
+        logger.error("%s", e)  # names the file and field; no traceback for bad input
+        return 2
     logger.info(describe("train pool", train))
     logger.info(describe("evaluation", val))
     logger.info("training and ASM rounds land with the detector and ASM engine changes")

@@ -32,3 +32,11 @@ def test_missing_options_are_named():
 
 def test_entry_script_runs_on_demo(tmp_path):
     assert main(["--demo-train", "10", "--demo-val", "4", "--cache-dir", str(tmp_path)]) == 0
+
+
+def test_entry_script_reports_bad_annotations_without_traceback(tmp_path, caplog):
+    from tests.helpers import make_voc
+
+    root = make_voc(tmp_path / "voc", {"a": "<annotation><object>"})
+    assert main(["--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train"]) == 2
+    assert "a.xml: malformed XML" in caplog.text
