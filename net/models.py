@@ -1,0 +1,201 @@
+"""Detectors by name: torchvision Faster / Mask R-CNN variants with replaceable heads.
+
+``num_classes`` follows torchvision: it counts the background, so a dataset with ``C`` classes
+needs ``num_classes = C + 1``. Heads are replaced after loading weights, so COCO-pretrained
+weights (91 classes) can start a 4-class detector.
+
+Weights:
+
+* ``weights``: a torchvision weight name (``DEFAULT``, ``COCO_V1``) or a local ``.pth`` (a plain
+  state dict or one of our checkpoints); tensors whose shape does not fit (other class count) are
+  skipped and logged.
+* ``weights_backbone``: a torchvision ImageNet weight name, or a local ``.pth`` of the backbone
+  body in torchvision's key layout (a leading ``features.`` or ``backbone.body.`` is stripped).
+
+Nothing is downloaded unless a weight *name* is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import MobileNet_V2_Weights
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.ops import misc as misc_nn_ops
+
+logger = logging.getLogger(__name__)
+
+# A light RPN and ROI head for CPU training (the demo's default).
+PRESETS: dict[str, dict] = {
+    "cpu_fast": dict(
+        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
+        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
+        rpn_batch_size_per_image=128, box_batch_size_per_image=128, box_detections_per_img=100,
+    ),
+    "default": {},
+}  # fmt: skip
+
+SMALL_ANCHORS = ((16, 32, 64, 128, 256),) * 3
+
+
+def _mobilenet_v2_fpn(mask: bool, num_classes: int, weights_backbone, trainable_layers, local_backbone, **kw):
+    pretrained = weights_backbone is not None or local_backbone is not None
+    backbone = mobilenet_backbone(
+        backbone_name="mobilenet_v2",
+        weights=MobileNet_V2_Weights.verify(weights_backbone),
+        fpn=True,
+        norm_layer=misc_nn_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
+        trainable_layers=trainable_layers if trainable_layers is not None else (3 if pretrained else 6),
+    )
+    if local_backbone is not None:
+        _load_backbone(backbone.body, local_backbone)
+    anchors = AnchorGenerator(SMALL_ANCHORS, ((0.5, 1.0, 2.0),) * len(SMALL_ANCHORS))
+    cls = MaskRCNN if mask else FasterRCNN
+    return cls(backbone, num_classes=num_classes, rpn_anchor_generator=anchors, **kw)
+
+
+def _torchvision(fn_name: str) -> Callable[..., nn.Module]:
+    def build(num_classes, weights, weights_backbone, trainable_layers, local_backbone, **kw):
+        fn = getattr(torchvision.models.detection, fn_name)
+        if trainable_layers is not None:
+            kw["trainable_backbone_layers"] = trainable_layers
+        model = fn(weights=weights, weights_backbone=weights_backbone,
+                   num_classes=None if weights else num_classes, **kw)  # fmt: skip
+        if local_backbone is not None:
+            _load_backbone(model.backbone.body, local_backbone)
+        return model
+
+    build.__name__ = fn_name
+    return build
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "fasterrcnn_resnet50_fpn": _torchvision("fasterrcnn_resnet50_fpn"),
+    "fasterrcnn_resnet50_fpn_v2": _torchvision("fasterrcnn_resnet50_fpn_v2"),
+    "fasterrcnn_mobilenet_v3_large_fpn": _torchvision("fasterrcnn_mobilenet_v3_large_fpn"),
+    "fasterrcnn_mobilenet_v3_large_320_fpn": _torchvision("fasterrcnn_mobilenet_v3_large_320_fpn"),
+    "fasterrcnn_mobilenet_v2_fpn": partial(_mobilenet_v2_fpn, False),
+    "maskrcnn_resnet50_fpn": _torchvision("maskrcnn_resnet50_fpn"),
+    "maskrcnn_mobilenet_v2_fpn": partial(_mobilenet_v2_fpn, True),
+}
+_CUSTOM = {"fasterrcnn_mobilenet_v2_fpn", "maskrcnn_mobilenet_v2_fpn"}
+
+
+def is_mask_model(name: str) -> bool:
+    return name.startswith("maskrcnn")
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    weights: str | None = None,
+    weights_backbone: str | None = None,
+    trainable_layers: int | None = None,
+    min_size: int = 800,
+    max_size: int | None = None,
+    train_scales: tuple[float, ...] | None = None,
+    preset: str = "default",
+    **kwargs,
+) -> nn.Module:
+    """Build a detector by name.
+
+    Args:
+        name: a key of :data:`MODELS`.
+        num_classes: classes including the background.
+        weights: torchvision weight name or local ``.pth`` for the whole detector.
+        weights_backbone: torchvision weight name or local ``.pth`` for the backbone body.
+        trainable_layers: backbone stages to train (torchvision's ``trainable_backbone_layers``).
+        min_size, max_size: the model's resize (shorter side, cap on the longer side).
+        train_scales: factors of ``min_size`` picked at random per batch in training (scale
+            jitter); evaluation uses ``min_size``.
+        preset: a key of :data:`PRESETS` (``cpu_fast``: fewer proposals, smaller ROI batch).
+        **kwargs: more FasterRCNN/MaskRCNN options (``rpn_*``, ``box_*``); they win over the preset.
+
+    Raises:
+        ValueError: unknown model or preset name (the message lists the valid ones), or a weight
+            name given for a model torchvision has no detection weights for.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    local_weights = weights if _is_file(weights) else None
+    local_backbone = weights_backbone if _is_file(weights_backbone) else None
+    if local_weights is None and weights is not None and name in _CUSTOM:
+        raise ValueError(f"torchvision has no detection weights for {name}; pass a local .pth to --weights")
+    options = {**PRESETS[preset], **kwargs, "min_size": min_size,
+               "max_size": max_size or round(min_size * 1333 / 800)}  # fmt: skip
+    model = MODELS[name](
+        num_classes=num_classes,
+        weights=None if local_weights else weights,
+        weights_backbone=None if local_backbone else weights_backbone,
+        trainable_layers=trainable_layers,
+        local_backbone=local_backbone,
+        **options,
+    )
+    _replace_heads(model, num_classes)
+    if local_weights:
+        load_matching(model, local_weights)
+    if train_scales:
+        # GeneralizedRCNNTransform picks one of min_size at random in training, the last in eval.
+        model.transform.min_size = tuple(round(min_size * f) for f in train_scales if f != 1.0) + (min_size,)
+    return model
+
+
+def _replace_heads(model: nn.Module, num_classes: int) -> None:
+    roi = model.roi_heads
+    if roi.box_predictor.cls_score.out_features != num_classes:
+        roi.box_predictor = FastRCNNPredictor(roi.box_predictor.cls_score.in_features, num_classes)
+    if getattr(roi, "mask_predictor", None) is not None:
+        if roi.mask_predictor.mask_fcn_logits.out_channels != num_classes:
+            in_ch = roi.mask_predictor.conv5_mask.in_channels
+            roi.mask_predictor = MaskRCNNPredictor(in_ch, 256, num_classes)
+
+
+def _is_file(value: str | None) -> bool:
+    if value is None:
+        return False
+    if value.endswith((".pth", ".pt")) or os.sep in value:
+        if not os.path.isfile(value):
+            raise FileNotFoundError(f"weights file not found: {value}")
+        return True
+    return False
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # one of our checkpoints
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def load_matching(module: nn.Module, path: str, strip: tuple[str, ...] = ()) -> None:
+    """Load the tensors of ``path`` whose names and shapes fit ``module``; log the rest."""
+    state = _read_state_dict(path)
+    for prefix in strip:
+        state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+    own = module.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fits:
+        raise ValueError(f"{path}: no tensor matches the model's names and shapes")
+    skipped = sorted(set(state) - set(fits))
+    missing = sorted(set(own) - set(fits))
+    module.load_state_dict(fits, strict=False)
+    logger.info("%s: loaded %d tensors, skipped %d (%s), left %d at init (%s)", path, len(fits),
+                len(skipped), ", ".join(skipped[:4]), len(missing), ", ".join(missing[:4]))  # fmt: skip
+
+
+def _load_backbone(body: nn.Module, path: str) -> None:
+    load_matching(body, path, strip=("backbone.body.", "features."))
