@@ -1,0 +1,76 @@
+import pytest
+import torch
+import torchvision
+
+from net.models import MODELS, build_model, is_mask_model
+
+
+def _batch(mask: bool):
+    images = [torch.rand(3, 64, 80), torch.rand(3, 72, 64)]
+    targets = [{"boxes": torch.tensor([[5.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)}]
+    if mask:
+        for t, img in zip(targets, images):
+            m = torch.zeros((len(t["boxes"]), *img.shape[-2:]), dtype=torch.uint8)
+            if len(t["boxes"]):
+                m[0, 6:50, 5:40] = 1
+            t["masks"] = m
+    return images, targets
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_trains_and_evaluates(name):
+    torch.manual_seed(0)
+    model = build_model(name, 3, min_size=64, max_size=96, preset="cpu_fast", train_scales=(0.8, 1.2))
+    images, targets = _batch(is_mask_model(name))
+    model.train()
+    losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2 and set(out[0]) >= {"boxes", "labels", "scores"}
+    assert ("masks" in out[0]) == is_mask_model(name)
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match="fasterrcnn_mobilenet_v2_fpn"):
+        build_model("yolo", 3)
+    with pytest.raises(ValueError, match="cpu_fast"):
+        build_model("fasterrcnn_mobilenet_v2_fpn", 3, preset="gpu_turbo")
+    with pytest.raises(ValueError, match="no detection weights"):
+        build_model("fasterrcnn_mobilenet_v2_fpn", 3, weights="DEFAULT")
+    with pytest.raises(FileNotFoundError, match="nothere.pth"):
+        build_model("fasterrcnn_mobilenet_v2_fpn", 3, weights="nothere.pth")
+
+
+def test_local_weights_initialise_and_heads_follow_num_classes(tmp_path):
+    torch.manual_seed(1)
+    src = build_model("fasterrcnn_mobilenet_v2_fpn", 5, min_size=64, preset="cpu_fast")
+    path = str(tmp_path / "det.pth")
+    torch.save({"model": src.state_dict(), "epoch": 3}, path)
+    torch.manual_seed(2)
+    dst = build_model("fasterrcnn_mobilenet_v2_fpn", 3, weights=path, min_size=64, preset="cpu_fast")
+    s, d = src.state_dict(), dst.state_dict()
+    for key in d:
+        if "box_predictor" in key:
+            assert d[key].shape[0] in (3, 12)  # new head for 3 classes, left at init
+        else:
+            torch.testing.assert_close(d[key], s[key], msg=key)
+
+
+def test_local_backbone_weights_freeze_batchnorm(tmp_path):
+    features = torchvision.models.mobilenet_v2().features.state_dict()
+    path = str(tmp_path / "mnv2.pth")
+    torch.save({f"features.{k}": v for k, v in features.items()}, path)
+    model = build_model("fasterrcnn_mobilenet_v2_fpn", 3, weights_backbone=path, min_size=64)
+    body = model.backbone.body.state_dict()
+    loaded = [k for k in features if k in body]
+    assert len(loaded) > 200  # FrozenBatchNorm2d has no num_batches_tracked
+    for k in loaded:
+        torch.testing.assert_close(body[k], features[k], msg=k)
+    assert isinstance(model.backbone.body["1"].conv[0][1], torchvision.ops.FrozenBatchNorm2d)
+    scratch = build_model("fasterrcnn_mobilenet_v2_fpn", 3, min_size=64)
+    assert isinstance(scratch.backbone.body["1"].conv[0][1], torch.nn.BatchNorm2d)

@@ -1,0 +1,154 @@
+"""Builders around the engine: optimizer, schedule, loaders, and the epoch loop of one phase.
+
+A *phase* is one training run on a fixed set of records (the initial pool, one ASM round, or the
+whole set for the supervised baseline): epochs of ``train_one_epoch`` + evaluation, AP-shift early
+stopping, and a checkpoint after every epoch so that ``--resume`` continues at the next one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+
+from datasets.records import Record
+from datasets.torch_data import DetectionDataset, GroupedBatchSampler, aspect_ratio_groups, collate_fn
+from datasets.transforms import build_transforms
+from tools.early_stop import APShiftStopper
+from tools.engine import evaluate, train_one_epoch
+
+logger = logging.getLogger(__name__)
+
+AP_KEYS = {"ap_50": "voc/AP50", "ap_75": "voc/AP75"}
+
+
+def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if args.opt == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    if args.opt == "adamw":
+        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    raise ValueError(f"unknown optimizer {args.opt!r}; choose 'sgd' or 'adamw'")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, epochs: int):
+    """Step decay by ``args.lr_gamma`` at the given fractions of the phase's epochs."""
+    milestones = sorted({max(1, round(f * epochs)) for f in args.lr_steps})
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=args.lr_gamma)
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A generator seeded from ``keys`` (seed, phase, epoch): shuffling never depends on history."""
+    seed = 0
+    for k in keys:
+        seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+def train_loader(records: Sequence[Record], image_root: str, args: argparse.Namespace,
+                 generator: torch.Generator, with_masks: bool = False) -> DataLoader:  # fmt: skip
+    dataset = DetectionDataset(records, image_root, build_transforms(True), with_masks=with_masks)
+    sampler = RandomSampler(dataset, generator=generator)
+    batches = GroupedBatchSampler(sampler, aspect_ratio_groups(dataset.records), args.batch_size)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=args.workers, collate_fn=collate_fn,
+                      generator=generator, persistent_workers=False)  # fmt: skip
+
+
+def eval_loader(records: Sequence[Record], image_root: str, args: argparse.Namespace,
+                with_masks: bool = False) -> DataLoader:  # fmt: skip
+    dataset = DetectionDataset(records, image_root, build_transforms(False), with_masks=with_masks)
+    batches = GroupedBatchSampler(SequentialSampler(dataset), aspect_ratio_groups(dataset.records),
+                                  args.eval_batch_size)  # fmt: skip
+    return DataLoader(dataset, batch_sampler=batches, num_workers=args.workers, collate_fn=collate_fn)
+
+
+@dataclass
+class Phase:
+    """Where one training phase stands; saved in the checkpoint as plain data."""
+
+    name: str  # "pretrain", "round3", "supervised"
+    index: int  # 0 for pretrain/supervised, the round number otherwise
+    max_epochs: int
+    epoch: int = 0  # next epoch to run
+    done: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "index": self.index, "max_epochs": self.max_epochs, "epoch": self.epoch,
+                "done": self.done, "history": self.history}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Phase:
+        return cls(**state)
+
+
+@dataclass
+class Trainer:
+    """What a phase needs (plain container, no behaviour beyond :func:`run_phase`)."""
+
+    model: nn.Module
+    args: argparse.Namespace
+    device: torch.device
+    image_root: str
+    val_loader: DataLoader
+    evaluators: list
+    log: Any
+    with_masks: bool = False
+    scaler: torch.amp.GradScaler | None = None
+
+
+def run_phase(
+    t: Trainer,
+    phase: Phase,
+    records: Sequence[Record],
+    stopper: APShiftStopper,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    save: Callable[[], None],
+    global_step: Callable[[], int],
+) -> dict[str, float]:
+    """Train ``phase`` from its next epoch until ``max_epochs`` or AP has settled.
+
+    ``save`` writes the checkpoint (it reads ``phase``, ``stopper``, optimizer... by reference);
+    ``global_step`` gives the TensorBoard step of the epoch just finished.
+
+    Returns:
+        The last evaluation's metrics.
+    """
+    ap_key = AP_KEYS[t.args.ap]
+    metrics: dict[str, float] = phase.history[-1]["metrics"] if phase.history else {}
+    while not phase.done and phase.epoch < phase.max_epochs:
+        epoch = phase.epoch
+        start = time.perf_counter()
+        loader = train_loader(records, t.image_root, t.args, seeded_generator(t.args.seed, phase.index, epoch),
+                              with_masks=t.with_masks)  # fmt: skip
+        warmup = min(t.args.warmup_iters, len(loader) - 1) if epoch == 0 else 0
+        losses = train_one_epoch(t.model, optimizer, loader, t.device, epoch, warmup_iters=warmup,
+                                 scaler=t.scaler, clip_grad=t.args.clip_grad, desc=phase.name)  # fmt: skip
+        scheduler.step()
+        metrics = evaluate(t.model, t.val_loader, t.evaluators, t.device)
+        stop = stopper.update(epoch, metrics[ap_key])
+        phase.epoch = epoch + 1
+        phase.done = stop or phase.epoch >= phase.max_epochs
+        entry = {"phase": phase.name, "epoch": epoch, "images": len(records), "losses": losses,
+                 "AP50": metrics["voc/AP50"], "AP75": metrics["voc/AP75"], "ap_shift": stopper.ap_shift,
+                 "seconds": round(time.perf_counter() - start, 2), "stop": stop}  # fmt: skip
+        phase.history.append({"epoch": epoch, "metrics": metrics, "losses": losses})
+        step = global_step()
+        t.log.scalars({f"Train/{k}" if k != "lr" else "Train/lr": v for k, v in losses.items()}, step)
+        t.log.scalars({"Accuracy/AP_50": metrics["voc/AP50"], "Accuracy/AP_75": metrics["voc/AP75"],
+                       "Accuracy/AP_shift": stopper.ap_shift}, step)  # fmt: skip
+        t.log.jsonl({"type": "epoch", **entry})
+        logger.info("%s epoch %d: loss %.3f AP50 %.3f AP75 %.3f ap_shift %s (%.0fs)%s", phase.name, epoch,
+                    losses["loss"], metrics["voc/AP50"], metrics["voc/AP75"],
+                    "-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}", entry["seconds"],
+                    f"; AP settled, best epoch {stopper.best_epoch}" if stop else "")  # fmt: skip
+        save()
+    return metrics
