@@ -35,6 +35,10 @@ logger = logging.getLogger("train_asm_one")
 STRATEGIES = ("none", "v1", "v1+", "topk_v1", "topk_v2")
 
 
+class Interrupted(Exception):
+    """Raised to end the process early; the checkpoint just written lets --resume continue."""
+
+
 def str2bool(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "y", "on"):
         return True
@@ -103,12 +107,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", "--ckpt", dest="output_dir", default="outputs/run")
     g.add_argument("--resume", default=None, help="checkpoint to continue (restores everything)")
+    g.add_argument("--exit-after-epochs", type=int, default=None,
+                   help="stop the process after this many epochs in all, as if killed (resume tests)")
     return p
 
 
 def setup(args: argparse.Namespace) -> torch.device:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout, force=True)  # fmt: skip
+                        stream=sys.stdout)  # fmt: skip
     if args.resume and args.weights:
         raise ValueError("--resume restores the model; do not combine it with --weights")
     random.seed(args.seed)
@@ -191,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         if ap > best_ap:
             best_ap = ap
             save_checkpoint(os.path.join(args.output_dir, "best.pth"), state)
+        if args.exit_after_epochs is not None and epochs_done >= args.exit_after_epochs:
+            raise Interrupted(f"stopped after {epochs_done} epochs (--exit-after-epochs)")
 
     def step() -> int:
         nonlocal epochs_done
@@ -198,8 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         return epochs_done
 
     records = [train_set.records[i] for i in pool]
-    metrics = run_phase(trainer, phase, records, stopper, optimizer, scheduler, save, step)
-    log.close()
+    try:
+        metrics = run_phase(trainer, phase, records, stopper, optimizer, scheduler, save, step)
+    except Interrupted as e:
+        logger.warning("%s; continue with --resume %s", e, os.path.join(args.output_dir, "last.pth"))
+        return 3
+    finally:
+        log.close()
     summary = {"rounds": 0, "ap50": metrics.get("voc/AP50"), "ap75": metrics.get("voc/AP75"),
                "labelled_images": len(pool), "human_drawn_boxes": sum(len(r) for r in records),
                "epochs": epochs_done, "wall_s": round(time.perf_counter() - start_wall, 1)}  # fmt: skip

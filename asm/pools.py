@@ -1,0 +1,246 @@
+"""ASM pool bookkeeping and the expansion strategies (pure: ids and records, no model, no disk).
+
+Every training image is in exactly one of four sets:
+
+* ``labelled``: image id -> the record trained on every round (SA annotation or, for the initial
+  pool, the oracle's record). A record that joined it is never replaced.
+* ``unlabelled``: ids not yet detected, in the order they will be drawn (shuffled once, with the
+  selection generator).
+* ``pending`` (``topk_v2``): uncertain images whose untouched GT record is detected again by the
+  next round's model, first in, first out. An image still uncertain on its ``max_passes``-th
+  detection joins the label pool with that pass's SA annotation, so the queue always drains.
+  Images between ``cer_ratio`` and ``uncer_ratio`` go back to the end of the unlabelled queue.
+* ``detected``: images detected whose SA annotation is held outside the label pool (``v1``: used
+  for one round of training; ``topk_v1``: candidates re-ranked every round).
+
+A round: :meth:`ASMState.next_batch` (ids to detect), the caller detects and merges them, then
+:meth:`ASMState.apply` moves ids between the sets and returns the records to train on. The
+selection generator is the state's own ``numpy`` PCG64, saved with it, so a resumed run draws
+exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from asm.merge import MergeResult
+from datasets.records import Record, record_from_dict, record_to_dict
+
+STRATEGIES = ("v1", "v1+", "topk_v1", "topk_v2")
+
+
+@dataclass
+class RoundCost:
+    """Human work and model quality of one round (or, summed, of the run)."""
+
+    images: int = 0  # images the human looked at
+    drawn: int = 0  # AL boxes
+    confirmed: int = 0  # SL boxes
+    deleted: int = 0  # false positives removed
+    certain: int = 0  # certain boxes after rejudge
+    matched: int = 0  # certain boxes that match GT
+
+    @property
+    def precision(self) -> float | None:
+        """Pseudo-label precision: share of certain boxes that match GT (None without any)."""
+        return self.matched / self.certain if self.certain else None
+
+    def add(self, results: Sequence[MergeResult]) -> None:
+        for r in results:
+            self.images += 1
+            self.drawn += r.drawn
+            self.confirmed += r.confirmed
+            self.deleted += r.deleted
+            self.certain += r.certain
+            self.matched += r.matched
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "drawn": self.drawn, "confirmed": self.confirmed,
+                "deleted": self.deleted, "certain": self.certain, "matched": self.matched,
+                "precision": self.precision}  # fmt: skip
+
+
+@dataclass
+class ASMState:
+    """Pools, queues and counters of an ASM run; :meth:`state_dict` is plain data."""
+
+    strategy: str
+    K: int
+    all_ids: list[str]
+    labelled: dict[str, Record] = field(default_factory=dict)
+    unlabelled: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    detected: dict[str, tuple[Record, float]] = field(default_factory=dict)
+    sl_flags: dict[str, list[bool]] = field(default_factory=dict)  # SL flag per box of SA records
+    round: int = 0
+    cost: RoundCost = field(default_factory=RoundCost)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    cer_ratio: float = 0.3
+    uncer_ratio: float = 0.6
+    max_passes: int = 3  # topk_v2: an image uncertain this many times joins the label pool
+    passes: dict[str, int] = field(default_factory=dict)  # detections per image so far
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+    @classmethod
+    def start(cls, strategy: str, K: int, records: Sequence[Record], initial: Sequence[int], seed: int,
+              cer_ratio: float = 0.3, uncer_ratio: float = 0.6, max_passes: int = 3) -> ASMState:  # fmt: skip
+        """Initial state: ``initial`` indices of ``records`` labelled (drawn by a human), the rest shuffled."""
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+        if not isinstance(K, int) or K < 1:
+            raise ValueError(f"K must be a positive integer, got {K!r}")
+        if not 0 <= cer_ratio < uncer_ratio <= 1:
+            raise ValueError(f"need 0 <= cer_ratio < uncer_ratio <= 1, got {cer_ratio}, {uncer_ratio}")
+        rng = np.random.default_rng([seed, 11])
+        chosen = set(initial)
+        rest = [i for i in range(len(records)) if i not in chosen]
+        state = cls(strategy, K, [r.image_id for r in records], cer_ratio=cer_ratio, uncer_ratio=uncer_ratio,
+                    max_passes=max_passes, rng=rng)
+        state.labelled = {records[i].image_id: records[i] for i in sorted(chosen)}
+        state.unlabelled = [records[i].image_id for i in rng.permutation(rest)]
+        state.check()
+        return state
+
+    # -- a round -------------------------------------------------------------------------------
+    def exhausted(self) -> bool:
+        return not self.unlabelled and not self.pending
+
+    def next_batch(self) -> list[str]:
+        """Ids to detect this round: pending first (``topk_v2``), then new ones; ``K`` in all."""
+        take = self.pending[: self.K]
+        return take + self.unlabelled[: self.K - len(take)]
+
+    def apply(self, results: Sequence[MergeResult], oracle: dict[str, Record]) -> list[Record]:
+        """Move the detected images between the sets; return the records to train on this round.
+
+        Args:
+            results: one merge result per id of :meth:`next_batch`, in that order.
+            oracle: the untouched GT record of every id (for the pending queue).
+        """
+        batch = self.next_batch()
+        if [r.sa.image_id for r in results] != batch:
+            raise ValueError("merge results do not match next_batch() (order or ids differ)")
+        n_pending = min(len(self.pending), self.K)
+        self.pending = self.pending[n_pending:]
+        self.unlabelled = self.unlabelled[len(batch) - n_pending:]
+        for r in results:
+            self.sl_flags[r.sa.image_id] = r.sl.tolist()
+            self.passes[r.sa.image_id] = self.passes.get(r.sa.image_id, 0) + 1
+        round_cost = RoundCost()
+        round_cost.add(results)
+        self.cost.add(results)
+        train, info = getattr(self, "_" + self.strategy.replace("+", "_plus"))(results, oracle)
+        self.round += 1
+        self.rounds.append({"round": self.round, **round_cost.as_dict(), **info,
+                            "labelled_images": len(self.labelled), "train_images": len(train)})  # fmt: skip
+        self.check()
+        return train
+
+    def _replay(self, n: int) -> list[Record]:
+        """``n`` random records of the label pool (as it is before this round's additions)."""
+        ids = sorted(self.labelled)
+        pick = self.rng.choice(len(ids), size=min(n, len(ids)), replace=False)
+        return [self.labelled[ids[i]] for i in sorted(pick)]
+
+    def _v1(self, results, oracle):
+        replay = self._replay(self.K)
+        for r in results:
+            self.detected[r.sa.image_id] = (r.sa, r.ratio)
+        return [r.sa for r in results] + replay, {"sl_images": 0, "al_images": len(results)}
+
+    def _v1_plus(self, results, oracle):
+        replay = self._replay(self.K)
+        for r in results:
+            self._label(r.sa)
+        return [r.sa for r in results] + replay, {"sl_images": len(results), "al_images": 0}
+
+    def _topk_v1(self, results, oracle):
+        for r in results:
+            self.detected[r.sa.image_id] = (r.sa, r.ratio)
+        ranked = sorted(self.detected, key=lambda i: (self.detected[i][1], i))
+        certain = ranked[: self.K]
+        uncertain = [i for i in ranked[::-1] if i not in set(certain)][: self.K]
+        replay = self._replay(self.K)
+        for i in certain:
+            self._label(self.detected.pop(i)[0])
+        return [self.detected[i][0] for i in uncertain] + replay, {"sl_images": len(certain),
+                                                                  "al_images": len(uncertain)}  # fmt: skip
+
+    def _topk_v2(self, results, oracle):
+        replay = self._replay(self.K)
+        uncertain, certain = [], 0
+        for r in results:
+            if r.ratio <= self.cer_ratio:
+                self._label(r.sa)
+                certain += 1
+            elif r.ratio >= self.uncer_ratio:
+                uncertain.append(r.sa)
+                if self.passes[r.sa.image_id] >= self.max_passes:
+                    self._label(r.sa)  # human-corrected on its last pass: keep it, stop re-detecting
+                else:
+                    self.pending.append(r.sa.image_id)
+            else:  # neither: back to the end of the unlabelled queue
+                self.unlabelled.append(r.sa.image_id)
+        return uncertain + replay, {"sl_images": certain, "al_images": len(uncertain)}
+
+    def _label(self, record: Record) -> None:
+        if record.image_id in self.labelled:
+            raise ValueError(f"{record.image_id} is already in the label pool; refusing to replace its record")
+        self.labelled[record.image_id] = record
+
+    # -- checks and persistence -----------------------------------------------------------------
+    def check(self) -> None:
+        """Every image in exactly one set (raises ``AssertionError`` naming the problem)."""
+        sets = {"labelled": list(self.labelled), "unlabelled": self.unlabelled, "pending": self.pending,
+                "detected": list(self.detected)}  # fmt: skip
+        seen: dict[str, str] = {}
+        for name, ids in sets.items():
+            for i in ids:
+                assert i not in seen, f"image {i} is in both {seen[i]} and {name}"
+                seen[i] = name
+        missing = set(self.all_ids) - set(seen)
+        extra = set(seen) - set(self.all_ids)
+        assert not missing and not extra, f"lost images {sorted(missing)[:5]}, unknown {sorted(extra)[:5]}"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy, "K": self.K, "all_ids": self.all_ids,
+            "labelled": [record_to_dict(r) for r in self.labelled.values()],
+            "unlabelled": self.unlabelled, "pending": self.pending,
+            "detected": [[record_to_dict(r), ratio] for r, ratio in self.detected.values()],
+            "sl_flags": self.sl_flags, "round": self.round, "cost": self.cost.as_dict(),
+            "rounds": self.rounds, "cer_ratio": self.cer_ratio, "uncer_ratio": self.uncer_ratio,
+            "max_passes": self.max_passes, "passes": self.passes, "rng": _rng_to_plain(self.rng),
+        }  # fmt: skip
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> ASMState:
+        cost = RoundCost(**{k: v for k, v in s["cost"].items() if k != "precision"})
+        labelled = [record_from_dict(r) for r in s["labelled"]]
+        detected = [(record_from_dict(r), float(ratio)) for r, ratio in s["detected"]]
+        state = cls(s["strategy"], int(s["K"]), list(s["all_ids"]), {r.image_id: r for r in labelled},
+                    list(s["unlabelled"]), list(s["pending"]), {r.image_id: (r, q) for r, q in detected},
+                    dict(s["sl_flags"]), int(s["round"]), cost, list(s["rounds"]), float(s["cer_ratio"]),
+                    float(s["uncer_ratio"]), int(s["max_passes"]), dict(s["passes"]),
+                    _rng_from_plain(s["rng"]))  # fmt: skip
+        state.check()
+        return state
+
+
+def _rng_to_plain(rng: np.random.Generator) -> dict[str, Any]:
+    # PCG64's 128-bit state/inc as decimal strings: plain data that weights_only loading accepts
+    st = rng.bit_generator.state
+    return {"bit_generator": st["bit_generator"], "state": str(st["state"]["state"]),
+            "inc": str(st["state"]["inc"]), "has_uint32": st["has_uint32"], "uinteger": st["uinteger"]}  # fmt: skip
+
+
+def _rng_from_plain(d: dict[str, Any]) -> np.random.Generator:
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = {"bit_generator": d["bit_generator"],
+                               "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+                               "has_uint32": d["has_uint32"], "uinteger": d["uinteger"]}  # fmt: skip
+    return rng

@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+
+from asm.merge import ASMConfig, merge_batch, split_and_rejudge
+from asm.reference import merge_one
+from datasets.records import Record
+
+CFG = ASMConfig()
+
+
+def _det(*rows):
+    """rows: (x1, y1, x2, y2, label, score), given in descending score order."""
+    a = np.array(rows, dtype=np.float64).reshape(-1, 6)
+    return {"boxes": a[:, :4].astype(np.float32), "labels": a[:, 4].astype(np.int64), "scores": a[:, 5]}
+
+
+def _gt(*rows):
+    a = np.array(rows, dtype=np.float64).reshape(-1, 5)
+    return Record("img", "img.jpg", 200, 200, a[:, :4], a[:, 4])
+
+
+def _one(det, gt, cfg=CFG):
+    return merge_batch([det], [gt], cfg)[0]
+
+
+def test_split_thresholds():
+    det = _det((0, 0, 10, 10, 1, 0.8), (50, 50, 60, 60, 1, 0.79), (90, 90, 99, 99, 1, 0.3), (0, 90, 9, 99, 1, 0.29))
+    certain, uncertain, demoted = split_and_rejudge([det], CFG)
+    assert certain[0].tolist() == [True, False, False, False]
+    assert uncertain[0].tolist() == [False, True, True, False] and demoted == [0]
+
+
+@pytest.mark.parametrize(
+    "rows, kept",
+    [
+        # an overlapping uncertain box of the same class confirms the certain box
+        ([(0, 0, 10, 10, 1, 0.9), (0, 0, 10, 11, 1, 0.5)], [True, False]),
+        # only other-class uncertain boxes overlap: demoted
+        ([(0, 0, 10, 10, 1, 0.9), (0, 0, 10, 11, 2, 0.5)], [False, False]),
+        # one of several overlapping uncertain boxes shares the class: kept
+        ([(0, 0, 10, 10, 1, 0.9), (0, 0, 10, 11, 2, 0.6), (0, 0, 11, 10, 1, 0.5)], [True, False, False]),
+        # overlap below judge_iou does not count
+        ([(0, 0, 10, 10, 1, 0.9), (5, 0, 15, 10, 2, 0.5)], [True, False]),
+        # the uncertain box is consumed by the first certain box (same class: kept) and is not
+        # compared again for the second certain box (other class, would be demoted otherwise)
+        ([(0, 0, 10, 10, 1, 0.95), (0, 0, 10, 10.5, 2, 0.9), (0, 0, 10, 11, 1, 0.5)], [True, True, False]),
+        # consumed by a certain box that gets demoted: still not compared again
+        ([(0, 0, 10, 10, 3, 0.95), (0, 0, 10, 10.5, 1, 0.9), (0, 0, 10, 11, 1, 0.5)], [False, True, False]),
+    ],
+)
+def test_rejudge_rule(rows, kept):
+    certain, _, demoted = split_and_rejudge([_det(*rows)], CFG)
+    assert certain[0].tolist() == kept
+    assert demoted[0] == sum(1 for r, k in zip(rows, kept) if r[5] >= 0.8 and not k)
+
+
+def test_merge_replaces_matched_gt_and_counts_work():
+    gt = _gt((0, 0, 100, 100, 1), (120, 120, 160, 160, 2), (10, 150, 40, 190, 1))
+    det = _det((1, 1, 100, 99, 1, 0.99),  # SL for GT 0
+               (120, 120, 150, 160, 2, 0.95),  # IoU 0.75 < 0.8: not SL -> deleted, GT 1 drawn
+               (10, 150, 40, 190, 2, 0.9),  # right place, wrong class -> deleted, GT 2 drawn
+               (170, 0, 199, 30, 1, 0.85))  # nothing there -> deleted
+    r = _one(det, gt)
+    assert (r.drawn, r.confirmed, r.deleted, r.certain, r.matched) == (2, 1, 3, 4, 1)
+    assert r.sl.tolist() == [True, False, False]
+    np.testing.assert_array_equal(r.sa.boxes, [[1, 1, 100, 99], [120, 120, 160, 160], [10, 150, 40, 190]])
+    assert r.sa.labels.tolist() == [1, 2, 1] and r.ratio == pytest.approx(2 / 3)
+    np.testing.assert_array_equal(gt.boxes[0], [0, 0, 100, 100])  # the oracle's record is untouched
+
+
+def test_two_certain_boxes_on_one_gt_box_count_once():
+    gt = _gt((0, 0, 100, 100, 1))
+    det = _det((0, 0, 100, 98, 1, 0.95), (0, 0, 98, 100, 1, 0.9))
+    r = _one(det, gt)
+    assert (r.confirmed, r.deleted, r.drawn) == (1, 1, 0)
+    np.testing.assert_array_equal(r.sa.boxes, [[0, 0, 100, 98]])  # the higher-scoring box wins
+
+
+def test_greedy_falls_back_to_the_next_best_free_gt():
+    gt = _gt((0, 0, 100, 100, 1), (0, 0, 100, 90, 1))
+    det = _det((0, 0, 100, 99, 1, 0.95), (0, 0, 100, 97, 1, 0.9))  # both prefer GT 0
+    r = _one(det, gt)
+    assert r.confirmed == 2 and r.deleted == 0
+    np.testing.assert_array_equal(r.sa.boxes, [[0, 0, 100, 99], [0, 0, 100, 97]])
+
+
+def test_images_without_gt_do_not_crash():
+    empty = Record("e", "e.jpg", 50, 50)
+    r = _one(_det(), empty)
+    assert (r.ratio, r.drawn, r.confirmed, len(r.sa)) == (0.0, 0, 0, 0)
+    r = _one(_det((0, 0, 10, 10, 1, 0.9), (0, 0, 5, 5, 1, 0.4)), empty)
+    assert (r.ratio, r.deleted, r.certain, r.matched) == (1.0, 1, 1, 0)
+
+
+def test_ablations():
+    gt = _gt((0, 0, 100, 100, 1), (120, 120, 160, 160, 2))
+    det = _det((1, 1, 100, 99, 1, 0.99), (170, 0, 199, 30, 1, 0.85), (120, 120, 160, 160, 2, 0.5))
+    no_sl = _one(det, gt, ASMConfig(enable_sl=False))
+    assert (no_sl.drawn, no_sl.confirmed, no_sl.deleted, no_sl.ratio) == (2, 0, 0, 1.0)
+    np.testing.assert_array_equal(no_sl.sa.boxes, gt.boxes)
+    no_al = _one(det, gt, ASMConfig(enable_al=False))
+    assert (no_al.drawn, no_al.confirmed, no_al.deleted) == (0, 0, 0)
+    np.testing.assert_array_equal(no_al.sa.boxes, [[1, 1, 100, 99], [170, 0, 199, 30]])
+    assert no_al.matched == 1 and no_al.certain == 2  # precision 0.5, measured against GT
+    assert no_al.ratio == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_vectorised_equals_per_box_loop(seed):
+    rng = np.random.default_rng(seed)
+    dets, gts = [], []
+    for i in range(60):
+        n = int(rng.integers(0, 8))
+        xy = rng.uniform(0, 100, (n, 2))
+        gt_boxes = np.concatenate([xy, xy + rng.uniform(10, 50, (n, 2))], 1)
+        gt_labels = rng.integers(1, 4, n)
+        gts.append(Record(str(i), f"{i}.jpg", 200, 200, gt_boxes, gt_labels))
+        m = int(rng.integers(0, 15))
+        src = rng.integers(0, max(n, 1), m)
+        base = gt_boxes[src] if n else np.tile([50.0, 50, 80, 80], (m, 1))
+        boxes = base + rng.normal(0, rng.choice([0.5, 3.0]), (m, 4))
+        labels = np.where(rng.random(m) < 0.8, gt_labels[src] if n else 1, rng.integers(1, 4, m))
+        scores = np.sort(rng.choice([0.2, 0.35, 0.5, 0.79, 0.8, 0.9, 0.99], m))[::-1]
+        dets.append({"boxes": boxes.astype(np.float32), "labels": labels, "scores": scores})
+    results = merge_batch(dets, gts, CFG, chunk=16)
+    for det, gt, r in zip(dets, gts, results):
+        ref = merge_one(det, gt, CFG)
+        assert r.sa.boxes.tolist() == np.asarray(ref["boxes"], np.float32).reshape(-1, 4).tolist()
+        assert r.sl.tolist() == ref["sl"]
+        for key in ("drawn", "confirmed", "deleted", "certain", "uncertain", "demoted", "matched", "ratio"):
+            assert getattr(r, key) == ref[key], key

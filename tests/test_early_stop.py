@@ -1,0 +1,44 @@
+import pytest
+
+from tools.early_stop import APShiftStopper
+
+
+def test_needs_a_full_window_before_deciding():
+    s = APShiftStopper(ap_range=3, threshold=0.01)
+    assert not s.update(0, 0.5) and s.ap_shift is None
+    assert not s.update(1, 0.5) and s.ap_shift is None
+    # a perfectly flat window has shift 0, which is not "0 < shift": keep training
+    assert not s.update(2, 0.5) and s.ap_shift == 0.0
+
+
+def test_mean_absolute_deviation_threshold_and_best_epoch():
+    s = APShiftStopper(ap_range=3, threshold=0.01)
+    for e, ap in enumerate([0.1, 0.3, 0.50, 0.52]):
+        assert not s.update(e, ap)
+    # window [0.30, 0.50, 0.52] -> mean 0.44, MAD (0.14 + 0.06 + 0.08) / 3
+    assert s.ap_shift == pytest.approx(0.28 / 3)
+    assert s.update(4, 0.51)  # window [0.50, 0.52, 0.51]: MAD 0.00667 < 0.01
+    assert s.ap_shift == pytest.approx(0.02 / 3)
+    assert s.best_epoch == 3
+
+
+def test_ap_threshold_and_squared_variant():
+    s = APShiftStopper(ap_range=2, threshold=0.01, ap_thre=0.6)
+    s.update(0, 0.50)
+    assert not s.update(1, 0.51)  # settled but AP below ap_thre
+    sq = APShiftStopper(ap_range=2, threshold=0.001, squared=True)
+    sq.update(0, 0.50)
+    assert sq.update(1, 0.56)  # squared deviation 0.0009 < 0.001 although MAD 0.03 is not
+    assert sq.ap_shift == pytest.approx(0.0009)
+    with pytest.raises(ValueError, match="ap_range"):
+        APShiftStopper(ap_range=1)
+
+
+def test_state_round_trip():
+    s = APShiftStopper(ap_range=3, threshold=0.02, ap_thre=0.1, squared=True)
+    for e, ap in enumerate([0.2, 0.4, 0.45]):
+        s.update(e, ap)
+    t = APShiftStopper()
+    t.load_state_dict(s.state_dict())
+    assert t.state_dict() == s.state_dict()
+    assert t.update(3, 0.46) == s.update(3, 0.46)

@@ -1,0 +1,70 @@
+"""Training entry: resume equivalence, logs, checkpoints, and a run that learns."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from tools.checkpoint import load_checkpoint
+from tools.logs import read_jsonl
+from train_asm_one import main
+
+TINY = ["--demo-train", "16", "--demo-val", "8", "--min-size", "64", "--batch_size", "4", "--workers", "0",
+        "--warmup-iters", "2", "--deterministic", "--strategy", "none", "--ap_range", "10"]
+
+
+def _run(tmp_path, name, *extra):
+    out = str(tmp_path / name)
+    code = main([*TINY, "--cache-dir", str(tmp_path / "cache"), "--output-dir", out, *extra])
+    return code, out
+
+
+def test_resume_is_exact(tmp_path):
+    code, full = _run(tmp_path, "full", "--epochs", "3")
+    assert code == 0
+    code, part = _run(tmp_path, "part", "--epochs", "3", "--exit-after-epochs", "1")
+    assert code == 3 and load_checkpoint(os.path.join(part, "last.pth"))["phase"]["epoch"] == 1
+    code, _ = _run(tmp_path, "part", "--epochs", "3", "--resume", os.path.join(part, "last.pth"))
+    assert code == 0
+    a, b = read_jsonl(os.path.join(full, "log.jsonl")), read_jsonl(os.path.join(part, "log.jsonl"))
+    assert [e["epoch"] for e in b] == [0, 1, 2]
+    assert [e["losses"] for e in a] == [e["losses"] for e in b]
+    assert [e["AP50"] for e in a] == [e["AP50"] for e in b]
+    wa = load_checkpoint(os.path.join(full, "last.pth"))
+    wb = load_checkpoint(os.path.join(part, "last.pth"))
+    for k in wa["model"]:
+        assert torch.equal(wa["model"][k], wb["model"][k]), k
+    assert wa["optimizer"]["param_groups"][0]["lr"] == wb["optimizer"]["param_groups"][0]["lr"]
+    assert torch.equal(wa["rng"]["torch"], wb["rng"]["torch"])
+    assert wa["phase"]["epoch"] == 3 and wa["config"]["epochs"] == 3 and "git" in wa
+
+
+def test_resume_and_weights_never_mix(tmp_path, caplog):
+    code, _ = _run(tmp_path, "x", "--resume", "a.pth", "--weights", "b.pth")
+    assert code == 2 and "do not combine" in caplog.text
+
+
+def test_outputs_logs_and_tensorboard(tmp_path, capsys):
+    code, out = _run(tmp_path, "logs", "--epochs", "2")
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"rounds", "ap50", "human_drawn_boxes", "wall_s"} <= set(summary)
+    assert os.path.isfile(os.path.join(out, "best.pth")) and os.path.isfile(os.path.join(out, "last.pth"))
+    assert os.listdir(os.path.join(out, "tb"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.path.join(out, "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"Train/loss", "Train/lr", "Accuracy/AP_50", "Accuracy/AP_75"} <= tags
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp_")]
+
+
+@pytest.mark.slow
+def test_training_on_demo_improves_ap(tmp_path, capsys):
+    code, out = _run(tmp_path, "learn", "--demo-train", "120", "--demo-val", "30", "--min-size", "160",
+                     "--epochs", "6", "--batch_size", "8", "--warmup-iters", "10", "--ap_range", "10")
+    assert code == 0
+    log = read_jsonl(os.path.join(out, "log.jsonl"))
+    assert log[-1]["AP50"] > log[0]["AP50"] + 0.1 and log[-1]["AP50"] > 0.2, [e["AP50"] for e in log]
