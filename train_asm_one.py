@@ -26,7 +26,10 @@ from net.models import MODELS, PRESETS, build_model, is_mask_model
 from tools.checkpoint import git_revision, load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from tools.coco_eval import COCOEvaluator
 from tools.early_stop import APShiftStopper
+from asm.pools import ASMState
+from datasets.records import record_from_dict, record_to_dict
 from tools.fit import AP_KEYS, Phase, Trainer, eval_loader, make_optimizer, make_scheduler, run_phase
+from tools.mining import mine
 from tools.logs import RunLog
 from tools.voc_eval import VOCEvaluator
 
@@ -136,6 +139,110 @@ def initial_pool(n: int, initial: float, seed: int) -> list[int]:
     return sorted(np.random.default_rng([seed, 7]).permutation(n)[:count].tolist())
 
 
+class Run:
+    """The mutable state of a run that a checkpoint holds (plain data via :meth:`state_dict`)."""
+
+    def __init__(self, args, model, trainer, train_set):
+        self.args, self.model, self.trainer = args, model, trainer
+        self.asm: ASMState | None = None
+        self.phase = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
+        self.train_records: list = []  # what the current phase trains on
+        self.epochs_done = 0
+        self.best_ap = -1.0
+        self.round_stopper = APShiftStopper(args.ap_range, args.ap_shift_asm, args.ap_thre, args.ap_shift_squared)
+        self.new_phase(self.phase, args.ap_shift_pretrain)
+
+    def new_phase(self, phase: Phase, threshold: float) -> None:
+        a = self.args
+        self.phase = phase
+        self.stopper = APShiftStopper(a.ap_range, threshold, a.ap_thre, a.ap_shift_squared)
+        self.optimizer = make_optimizer(self.model, a)
+        self.scheduler = make_scheduler(self.optimizer, a, phase.max_epochs)
+
+    def state_dict(self) -> dict:
+        scaler = self.trainer.scaler
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "phase": self.phase.state_dict(), "early_stop": self.stopper.state_dict(),
+                "round_stop": self.round_stopper.state_dict(), "epochs_done": self.epochs_done,
+                "best_ap": self.best_ap, "asm": self.asm.state_dict() if self.asm else None,
+                "train_records": [record_to_dict(r) for r in self.train_records], "rng": rng_state(),
+                "config": vars(self.args), "git": git_revision()}  # fmt: skip
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.phase = Phase.from_state(ckpt["phase"])
+        self.new_phase(self.phase, 0.0)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if self.trainer.scaler is not None and ckpt.get("scaler"):
+            self.trainer.scaler.load_state_dict(ckpt["scaler"])
+        self.stopper.load_state_dict(ckpt["early_stop"])
+        self.round_stopper.load_state_dict(ckpt["round_stop"])
+        self.epochs_done, self.best_ap = ckpt["epochs_done"], ckpt["best_ap"]
+        self.asm = ASMState.from_state(ckpt["asm"]) if ckpt["asm"] else None
+        self.train_records = [record_from_dict(r) for r in ckpt["train_records"]]
+        set_rng_state(ckpt["rng"])
+
+    def save(self) -> None:
+        """Checkpoint (``last.pth``, and ``best.pth`` on a new best AP); honour --exit-after-epochs."""
+        out = self.args.output_dir
+        state = self.state_dict()
+        save_checkpoint(os.path.join(out, "last.pth"), state)
+        if self.phase.history:
+            ap = self.phase.history[-1]["metrics"][AP_KEYS[self.args.ap]]
+            if ap > self.best_ap:
+                self.best_ap = state["best_ap"] = ap
+                save_checkpoint(os.path.join(out, "best.pth"), state)
+        if self.args.exit_after_epochs is not None and self.epochs_done >= self.args.exit_after_epochs:
+            raise Interrupted(f"stopped after {self.epochs_done} epochs (--exit-after-epochs)")
+
+    def step(self) -> int:
+        self.epochs_done += 1
+        return self.epochs_done
+
+    def train(self) -> dict:
+        return run_phase(self.trainer, self.phase, self.train_records, self.stopper, self.optimizer,
+                         self.scheduler, self.save, self.step)  # fmt: skip
+
+
+def start_round(run: Run, train_set, device) -> None:
+    """Detect the next batch, merge with the oracle, move the pools; set up the round's training."""
+    args, asm = run.args, run.asm
+    oracle = {r.image_id: r for r in train_set.records}
+    batch = [oracle[i] for i in asm.next_batch()]
+    results = mine(run.model, batch, train_set.image_root, args, device)
+    run.train_records = asm.apply(results, oracle)
+    info = asm.rounds[-1]
+    n = max(info["images"], 1)
+    run.trainer.log.scalars({
+        "ASM/sample_num/SL": info["sl_images"], "ASM/sample_num/AL": info["al_images"],
+        "ASM/sl_score": info["sl_score"] / max(info["confirmed"], 1), "ASM/al_ratio": info["ratio_sum"] / n,
+        "ASM/human/drawn": asm.cost.drawn, "ASM/human/confirmed": asm.cost.confirmed,
+        "ASM/human/deleted": asm.cost.deleted, "ASM/precision": info["precision"],
+        "ASM/label_pool": len(asm.labelled)}, asm.round)  # fmt: skip
+    logger.info("round %d: detected %d, drew %d, confirmed %d, deleted %d boxes, precision %s; "
+                "label pool %d, training on %d", asm.round, info["images"], info["drawn"], info["confirmed"],
+                info["deleted"], _fmt(info["precision"]), len(asm.labelled), len(run.train_records))  # fmt: skip
+    run.new_phase(Phase(f"round{asm.round}", asm.round, args.round_epochs), args.ap_shift_asm)
+    run.save()
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summary_table(run: Run, initial_boxes: int) -> tuple[str, int]:
+    """Per-round table (labelled images, human boxes, precision, AP) and the human-drawn total."""
+    lines = ["round  labelled  drawn  confirmed  deleted  precision   AP50   AP75"]
+    drawn = initial_boxes
+    for r in run.asm.rounds:
+        drawn += r["drawn"]
+        lines.append(f"{r['round']:>5}  {r['labelled_images']:>8}  {r['drawn']:>5}  {r['confirmed']:>9}  "
+                     f"{r['deleted']:>7}  {_fmt(r['precision']):>9}  {_fmt(r.get('AP50')):>5}  {_fmt(r.get('AP75')):>5}")
+    return "\n".join(lines), drawn
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
@@ -159,63 +266,48 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(model, args, device, train_set.image_root, eval_loader(val_set.records, val_set.image_root,
                       args, with_masks), evaluators, log, with_masks,
                       torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None)  # fmt: skip
-
-    # State: the phase being trained and everything a resumed run needs.
+    run = Run(args, model, trainer, train_set)
     if args.strategy == "none":
-        pool = list(range(len(train_set)))
-        phase = Phase("supervised", 0, args.epochs)
+        run.train_records = list(train_set.records)
     else:
-        pool = initial_pool(len(train_set), args.initial, args.seed)
-        phase = Phase("pretrain", 0, args.epochs)
-    stopper = APShiftStopper(args.ap_range, args.ap_shift_pretrain, args.ap_thre, args.ap_shift_squared)
-    optimizer = make_optimizer(model, args)
-    scheduler = make_scheduler(optimizer, args, phase.max_epochs)
-    epochs_done = 0
+        initial = initial_pool(len(train_set), args.initial, args.seed)
+        run.asm = ASMState.start(args.strategy, args.K, train_set.records, initial, args.seed,
+                                 args.cer_ratio, args.uncer_ratio)  # fmt: skip
+        run.train_records = [train_set.records[i] for i in initial]
+    initial_boxes = sum(len(r) for r in run.train_records) if run.asm else 0
     if args.resume:
-        ckpt = load_checkpoint(args.resume)
-        unwrap(model).load_state_dict(ckpt["model"])
-        phase = Phase.from_state(ckpt["phase"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
-        if trainer.scaler is not None and ckpt.get("scaler"):
-            trainer.scaler.load_state_dict(ckpt["scaler"])
-        stopper.load_state_dict(ckpt["early_stop"])
-        pool, epochs_done = ckpt["pool"], ckpt["epochs_done"]
-        set_rng_state(ckpt["rng"])
-        logger.info("resumed %s at %s epoch %d", args.resume, phase.name, phase.epoch)
-    best_ap = max([h["metrics"][AP_KEYS[args.ap]] for h in phase.history] or [-1.0])
-
-    def save() -> None:
-        nonlocal best_ap
-        state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                 "lr_scheduler": scheduler.state_dict(),
-                 "scaler": trainer.scaler.state_dict() if trainer.scaler else None,
-                 "phase": phase.state_dict(), "early_stop": stopper.state_dict(), "pool": pool,
-                 "epochs_done": epochs_done, "rng": rng_state(), "config": vars(args), "git": git_revision()}  # fmt: skip
-        save_checkpoint(os.path.join(args.output_dir, "last.pth"), state)
-        ap = phase.history[-1]["metrics"][AP_KEYS[args.ap]]
-        if ap > best_ap:
-            best_ap = ap
-            save_checkpoint(os.path.join(args.output_dir, "best.pth"), state)
-        if args.exit_after_epochs is not None and epochs_done >= args.exit_after_epochs:
-            raise Interrupted(f"stopped after {epochs_done} epochs (--exit-after-epochs)")
-
-    def step() -> int:
-        nonlocal epochs_done
-        epochs_done += 1
-        return epochs_done
-
-    records = [train_set.records[i] for i in pool]
+        run.load_state_dict(load_checkpoint(args.resume))
+        logger.info("resumed %s: %s epoch %d", args.resume, run.phase.name, run.phase.epoch)
     try:
-        metrics = run_phase(trainer, phase, records, stopper, optimizer, scheduler, save, step)
+        metrics = run.train()  # the initial phase, or the round a resumed run was in
+        while run.asm is not None:
+            if run.phase.index > 0:  # a round's training just finished
+                run.asm.rounds[-1].update(AP50=metrics["voc/AP50"], AP75=metrics["voc/AP75"])
+                log.jsonl({"type": "round", **run.asm.rounds[-1], "human_drawn_total": initial_boxes + run.asm.cost.drawn})
+                settled = run.round_stopper.update(run.asm.round, metrics[AP_KEYS[args.ap]])
+                if settled:
+                    logger.info("AP settled across rounds (shift %.4f)", run.round_stopper.ap_shift)
+                    break
+            if run.asm.exhausted() or (args.max_rounds is not None and run.asm.round >= args.max_rounds):
+                break
+            start_round(run, train_set, device)
+            metrics = run.train()
     except Interrupted as e:
         logger.warning("%s; continue with --resume %s", e, os.path.join(args.output_dir, "last.pth"))
         return 3
     finally:
         log.close()
-    summary = {"rounds": 0, "ap50": metrics.get("voc/AP50"), "ap75": metrics.get("voc/AP75"),
-               "labelled_images": len(pool), "human_drawn_boxes": sum(len(r) for r in records),
-               "epochs": epochs_done, "wall_s": round(time.perf_counter() - start_wall, 1)}  # fmt: skip
+    drawn = sum(len(r) for r in run.train_records)
+    if run.asm is not None:
+        table, drawn = summary_table(run, initial_boxes)
+        print(table)
+    summary = {"strategy": args.strategy, "rounds": run.asm.round if run.asm else 0,
+               "ap50": metrics.get("voc/AP50"), "ap75": metrics.get("voc/AP75"),
+               "labelled_images": len(run.asm.labelled) if run.asm else len(run.train_records),
+               "human_drawn_boxes": drawn, "confirmed_boxes": run.asm.cost.confirmed if run.asm else 0,
+               "deleted_boxes": run.asm.cost.deleted if run.asm else 0,
+               "pseudo_label_precision": run.asm.cost.precision if run.asm else None,
+               "epochs": run.epochs_done, "wall_s": round(time.perf_counter() - start_wall, 1)}  # fmt: skip
     print(json.dumps(summary))
     return 0
 

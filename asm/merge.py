@@ -63,6 +63,7 @@ class MergeResult:
     demoted: int  # certain boxes demoted by rejudge
     matched: int  # certain boxes that match GT: the pseudo-label precision is matched / certain
     ratio: float  # AL ann_ratio
+    sl_score: float = 0.0  # sum of the detection scores of the matched certain boxes
 
 
 def _pad(arrays: Sequence[np.ndarray], width: int, fill: float, shape: tuple = ()) -> torch.Tensor:
@@ -154,8 +155,11 @@ def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, chu
     c_boxes = [np.asarray(d["boxes"], np.float32).reshape(-1, 4)[c] for d, c in zip(dets, certain)]
     c_labels = [np.asarray(d["labels"], np.int64)[c] for d, c in zip(dets, certain)]
     matches = match_to_gt(c_boxes, c_labels, gts, cfg.gt_iou)
-    return [_result(gt, cb, cl, mt, int(u.sum()) + dm, dm, cfg)
-            for gt, cb, cl, mt, u, dm in zip(gts, c_boxes, c_labels, matches, uncertain, demoted)]  # fmt: skip
+    results = [_result(gt, cb, cl, mt, int(u.sum()) + dm, dm, cfg)
+               for gt, cb, cl, mt, u, dm in zip(gts, c_boxes, c_labels, matches, uncertain, demoted)]  # fmt: skip
+    for r, d, c, mt in zip(results, dets, certain, matches):
+        r.sl_score = float(np.asarray(d["scores"], np.float64)[c][mt >= 0].sum())
+    return results
 
 
 def _result(gt: Record, c_boxes, c_labels, match, n_uncertain: int, demoted: int, cfg: ASMConfig) -> MergeResult:

@@ -43,6 +43,8 @@ class RoundCost:
     deleted: int = 0  # false positives removed
     certain: int = 0  # certain boxes after rejudge
     matched: int = 0  # certain boxes that match GT
+    sl_score: float = 0.0  # summed scores of the matched certain boxes
+    ratio_sum: float = 0.0  # summed AL ann_ratios
 
     @property
     def precision(self) -> float | None:
@@ -57,11 +59,13 @@ class RoundCost:
             self.deleted += r.deleted
             self.certain += r.certain
             self.matched += r.matched
+            self.sl_score += r.sl_score
+            self.ratio_sum += r.ratio
 
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.images, "drawn": self.drawn, "confirmed": self.confirmed,
                 "deleted": self.deleted, "certain": self.certain, "matched": self.matched,
-                "precision": self.precision}  # fmt: skip
+                "sl_score": self.sl_score, "ratio_sum": self.ratio_sum, "precision": self.precision}  # fmt: skip
 
 
 @dataclass
@@ -159,16 +163,18 @@ class ASMState:
         return [r.sa for r in results] + replay, {"sl_images": len(results), "al_images": 0}
 
     def _topk_v1(self, results, oracle):
+        # The K largest ratios of everything detected so far are trained on now and stay ranked;
+        # the K smallest of the rest join the label pool (none in the first round).
         for r in results:
             self.detected[r.sa.image_id] = (r.sa, r.ratio)
         ranked = sorted(self.detected, key=lambda i: (self.detected[i][1], i))
-        certain = ranked[: self.K]
-        uncertain = [i for i in ranked[::-1] if i not in set(certain)][: self.K]
+        uncertain = ranked[::-1][: self.K]
+        certain = ranked[: max(len(ranked) - self.K, 0)][: self.K]
         replay = self._replay(self.K)
         for i in certain:
             self._label(self.detected.pop(i)[0])
-        return [self.detected[i][0] for i in uncertain] + replay, {"sl_images": len(certain),
-                                                                  "al_images": len(uncertain)}  # fmt: skip
+        train = [self.detected[i][0] for i in uncertain] + replay
+        return train, {"sl_images": len(certain), "al_images": len(uncertain)}
 
     def _topk_v2(self, results, oracle):
         replay = self._replay(self.K)

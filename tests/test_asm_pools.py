@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+
+from asm.merge import MergeResult
+from asm.pools import ASMState
+from datasets.records import Record
+
+
+def _records(n):
+    return [Record(f"i{k:03d}", f"i{k}.jpg", 50, 50, [[0, 0, 10, 10]] * (k % 3), [1] * (k % 3)) for k in range(n)]
+
+
+def _results(state, ratios, oracle):
+    out = []
+    for i, q in zip(state.next_batch(), ratios):
+        gt = oracle[i]
+        out.append(MergeResult(gt.select(np.ones(len(gt), bool)), np.zeros(len(gt), bool), len(gt), 0, 0, 0, 0, 0, 0, q))
+    return out
+
+
+def _run_round(state, oracle, ratios):
+    batch = state.next_batch()
+    train = state.apply(_results(state, ratios(len(batch)), oracle), oracle)
+    state.check()
+    return batch, train
+
+
+@pytest.mark.parametrize("strategy", ["v1", "v1+", "topk_v1", "topk_v2"])
+def test_invariant_every_round_and_state_round_trip(strategy):
+    records = _records(60)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start(strategy, 8, records, initial=list(range(10)), seed=0)
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        if state.exhausted():
+            break
+        before = dict(state.labelled)
+        _run_round(state, oracle, lambda n: rng.choice([0.0, 0.2, 0.5, 0.7, 1.0], n).tolist())
+        for i, rec in before.items():  # never replaced
+            assert state.labelled[i] is rec
+        copy = ASMState.from_state(state.state_dict())
+        assert copy.state_dict() == state.state_dict()
+    assert state.round >= 5
+
+
+def test_v1_keeps_the_label_pool_and_trains_on_k_plus_k():
+    records = _records(40)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("v1", 5, records, initial=list(range(10)), seed=0)
+    batch, train = _run_round(state, oracle, lambda n: [0.5] * n)
+    assert len(state.labelled) == 10 and len(train) == 10
+    assert [r.image_id for r in train[:5]] == batch and all(r.image_id in state.labelled for r in train[5:])
+    assert set(batch) <= set(state.detected) and not set(batch) & set(state.unlabelled)
+
+
+def test_v1_plus_adds_the_k_sa_annotations():
+    records = _records(40)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("v1+", 5, records, initial=list(range(10)), seed=0)
+    batch, train = _run_round(state, oracle, lambda n: [0.5] * n)
+    assert len(state.labelled) == 15 and set(batch) <= set(state.labelled)
+    assert all(r.image_id not in batch for r in train[5:])  # replay drawn before the additions
+
+
+def test_topk_v1_ranks_everything_detected_so_far():
+    records = _records(40)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("topk_v1", 2, records, initial=list(range(5)), seed=0)
+    b = state.next_batch()
+    train = state.apply(_results(state, [0.9, 0.8], oracle), oracle)
+    assert set(state.detected) == set(b) and len(state.labelled) == 5  # first round: all uncertain
+    assert [r.image_id for r in train[:2]] == b
+    n = state.next_batch()
+    train = state.apply(_results(state, [0.1, 0.95], oracle), oracle)
+    # ranked {n0: .1, b1: .8, b0: .9, n1: .95}: the 2 largest are trained on, the 2 smallest join
+    assert [r.image_id for r in train[:2]] == [n[1], b[0]]
+    assert {n[0], b[1]} <= set(state.labelled) and set(state.detected) == {b[0], n[1]}
+
+
+def test_topk_v2_certain_uncertain_pending_and_last_pass():
+    records = _records(30)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("topk_v2", 4, records, initial=list(range(4)), seed=0, max_passes=2)
+    b1 = state.next_batch()
+    train = state.apply(_results(state, [0.1, 0.9, 0.45, 0.7], oracle), oracle)
+    assert b1[0] in state.labelled and state.pending == [b1[1], b1[3]]
+    assert state.unlabelled[-1] == b1[2]  # between the two thresholds: back of the queue
+    assert [r.image_id for r in train[:2]] == [b1[1], b1[3]]
+    b2 = state.next_batch()
+    assert b2[:2] == [b1[1], b1[3]] and len(b2) == 4  # pending first, then new, K in total
+    state.apply(_results(state, [0.9, 0.0, 0.9, 0.9], oracle), oracle)
+    assert b1[1] in state.labelled and b1[3] in state.labelled  # second pass: kept (max_passes=2) or certain
+    assert state.pending == b2[2:]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown strategy"):
+        ASMState.start("v9", 5, _records(5), [0], 0)
+    with pytest.raises(ValueError, match="K must be"):
+        ASMState.start("v1", 0, _records(5), [0], 0)
+    with pytest.raises(ValueError, match="cer_ratio"):
+        ASMState.start("topk_v2", 2, _records(5), [0], 0, cer_ratio=0.7, uncer_ratio=0.6)
+    state = ASMState.start("v1+", 2, _records(5), [0], 0)
+    with pytest.raises(ValueError, match="do not match"):
+        state.apply([], {})
+    with pytest.raises(ValueError, match="refusing to replace"):
+        state._label(_records(1)[0])
