@@ -73,7 +73,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=8)
     g.add_argument("--eval-batch-size", type=int, default=8)
-    g.add_argument("--workers", type=int, default=2)
+    g.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers (default: 0 on CPU, where workers compete with compute; 4 on CUDA)")
     g.add_argument("--opt", default="sgd", choices=("sgd", "adamw"))
     g.add_argument("--lr", type=float, default=0.02)
     g.add_argument("--momentum", type=float, default=0.9)
@@ -126,9 +127,10 @@ def setup(args: argparse.Namespace) -> torch.device:
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    if args.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(args.device)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if args.workers is None:
+        args.workers = 4 if device.type == "cuda" else 0
+    return device
 
 
 def initial_pool(n: int, initial: float, seed: int) -> list[int]:
