@@ -96,7 +96,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--ap_shift_asm", type=float, default=0.005)
     g.add_argument("--ap-shift-squared", action="store_true", help="mean squared instead of absolute deviation")
     g = p.add_argument_group("active sample mining")
-    g.add_argument("--strategy", default="topk_v2", choices=STRATEGIES)
+    g.add_argument("--strategy", default="v1+", choices=STRATEGIES)
     g.add_argument("--K", type=int, default=100, help="images detected per ASM round")
     g.add_argument("--initial", type=count_or_fraction, default=0.2, help="initial label pool: fraction or count")
     g.add_argument("--certain_thre", type=float, default=0.8)

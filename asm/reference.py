@@ -54,3 +54,44 @@ def merge_one(det: dict, gt: Record, cfg: ASMConfig) -> dict:
     return {"boxes": sa_boxes, "sl": sl, "drawn": drawn, "confirmed": confirmed, "deleted": deleted,
             "certain": len(kept), "uncertain": len(uncertain) + demoted, "demoted": demoted,
             "matched": len(match), "ratio": ratio}  # fmt: skip
+
+
+def random_batch(rng, n_images: int, max_gt: int, n_dets: int | None = None, classes: int = 3):
+    """Random GT records and detections around them (some jittered, some relabelled, ties in scores).
+
+    Args:
+        rng: a ``numpy.random.Generator``.
+        n_images: images in the batch.
+        max_gt: GT boxes per image are drawn from ``0..max_gt-1``.
+        n_dets: detections per image (default: random ``0..2*max_gt``).
+
+    Returns:
+        ``(dets, gts)`` as :func:`asm.merge.merge_batch` takes them.
+    """
+    import numpy as np
+
+    dets, gts = [], []
+    for i in range(n_images):
+        n = int(rng.integers(0, max_gt))
+        xy = rng.uniform(0, 100, (n, 2))
+        gt_boxes = np.concatenate([xy, xy + rng.uniform(10, 50, (n, 2))], 1)
+        gt_labels = rng.integers(1, classes + 1, n)
+        gts.append(Record(str(i), f"{i}.jpg", 200, 200, gt_boxes, gt_labels))
+        m = int(rng.integers(0, 2 * max_gt)) if n_dets is None else n_dets
+        src = rng.integers(0, max(n, 1), m)
+        base = gt_boxes[src] if n else np.tile([50.0, 50, 80, 80], (m, 1))
+        boxes = base + rng.normal(0, 1, (m, 1)) * rng.choice([0.5, 3.0], (m, 1)) * rng.normal(0, 1, (m, 4))
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+        labels = np.where(rng.random(m) < 0.8, gt_labels[src] if n else 1, rng.integers(1, classes + 1, m))
+        scores = np.sort(rng.choice([0.2, 0.35, 0.5, 0.79, 0.8, 0.9, 0.99], m))[::-1]
+        dets.append({"boxes": boxes.astype(np.float32), "labels": labels, "scores": scores})
+    return dets, gts
+
+
+def same_result(result, ref: dict) -> bool:
+    """Whether a :class:`asm.merge.MergeResult` equals the loop's result exactly."""
+    import numpy as np
+
+    keys = ("drawn", "confirmed", "deleted", "certain", "uncertain", "demoted", "matched", "ratio")
+    return (result.sa.boxes.tolist() == np.asarray(ref["boxes"], np.float32).reshape(-1, 4).tolist()
+            and result.sl.tolist() == ref["sl"] and all(getattr(result, k) == ref[k] for k in keys))  # fmt: skip

@@ -186,7 +186,7 @@ def _load_voc_uncached(roots, splits, ids, classes, discover, skip_unknown, chec
     for root, split, root_ids in zip(roots, splits, ids):
         prefix = f"{os.path.basename(root)}/" if len(roots) > 1 else ""
         seen: set[str] = set()
-        for i in tqdm(root_ids, desc=f"VOC {os.path.basename(root)}/{split}", leave=False):
+        for i in tqdm(root_ids, desc=f"VOC {os.path.basename(root)}/{split}", leave=False, disable=None):
             if i in seen:
                 report.add("duplicate_image", os.path.join(root, "ImageSets", "Main", f"{split}.txt"), i)
                 continue

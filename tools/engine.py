@@ -51,7 +51,7 @@ def train_one_epoch(
         warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 0.001, 1.0, total_iters=warmup_iters)
     sums: dict[str, float] = defaultdict(float)
     count = 0
-    bar = tqdm(loader, desc=f"{desc} epoch {epoch}", leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f"{desc} epoch {epoch}", leave=False, dynamic_ncols=True, disable=None)
     for images, targets in bar:
         images, targets = to_device(images, targets, device)
         with torch.autocast(device.type, enabled=scaler is not None):
@@ -96,7 +96,7 @@ def detect(model: nn.Module, loader: Iterable, device: torch.device, desc: str =
     """
     model.eval()
     found: dict[int, dict] = {}
-    for images, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for images, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
         images, _ = to_device(images, None, device)
         outputs = model(images)
         for image, target, out in zip(images, targets, outputs):

@@ -1,0 +1,112 @@
+"""ASM compute: the merge rules and the detection pass, against the obvious baselines.
+
+(a) merge + rejudge throughput of :func:`asm.merge.merge_batch` on 1,000 images x 100 detections
+    against the per-box Python loop of :mod:`asm.reference`, asserting identical outputs;
+(b) the detection pass (:func:`tools.engine.detect`: DataLoader, aspect-ratio batches, inference
+    mode) in images/s against an ASM_core-style loop (PIL open, ``to_tensor``, ``model([x])`` one
+    image at a time) and against pure model forward on pre-loaded tensors in the same batches.
+All in this process, on the demo data and the demo's model.
+
+    python bench/bench_asm.py   # last line: {"merge_speedup": ..., "detect_vs_forward": ..., ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.functional import to_tensor
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from asm.merge import ASMConfig, merge_batch  # noqa: E402
+from asm.reference import merge_one, random_batch, same_result  # noqa: E402
+from datasets.synthetic import load_demo  # noqa: E402
+from net.models import build_model  # noqa: E402
+from tools.engine import detect  # noqa: E402
+from tools.fit import eval_loader  # noqa: E402
+
+
+def bench_merge(n_images: int, n_dets: int) -> dict:
+    dets, gts = random_batch(np.random.default_rng(0), n_images, max_gt=30, n_dets=n_dets)
+    cfg = ASMConfig()
+    merge_batch(dets[:10], gts[:10], cfg)  # warm-up
+    t = time.perf_counter()
+    results = merge_batch(dets, gts, cfg)
+    fast = time.perf_counter() - t
+    t = time.perf_counter()
+    refs = [merge_one(d, g, cfg) for d, g in zip(dets, gts)]
+    slow = time.perf_counter() - t
+    assert all(same_result(r, ref) for r, ref in zip(results, refs)), "vectorised and loop results differ"
+    print(f"merge: vectorised {fast:.3f} s, per-box loop {slow:.3f} s "
+          f"({sum(r.confirmed for r in results)} SL, {sum(r.demoted for r in results)} demoted)", flush=True)
+    return {"merge_speedup": round(slow / fast, 2), "merge_images_per_s": round(n_images / fast, 1)}
+
+
+@torch.inference_mode()
+def per_image_loop(model, paths) -> None:
+    model.eval()
+    for p in paths:
+        x = to_tensor(Image.open(p).convert("RGB"))
+        model([x])
+
+
+@torch.inference_mode()
+def pure_forward(model, batches) -> None:
+    model.eval()
+    for images in batches:
+        model(images)
+
+
+def bench_detect(n_images: int, batch_size: int, workers: int, repeat: int) -> dict:
+    torch.manual_seed(0)
+    data = load_demo("train")
+    records = data.records[:n_images]
+    model = build_model("fasterrcnn_mobilenet_v2_fpn", data.num_classes + 1, min_size=224, preset="cpu_fast")
+    model.eval()
+    args = argparse.Namespace(eval_batch_size=batch_size, workers=workers)
+    loader = eval_loader(records, data.image_root, args)
+    batches = [list(images) for images, _ in loader]  # the same batches, decoded up front
+    paths = [os.path.join(data.image_root, r.file_name) for r in records]
+    device = torch.device("cpu")
+    pure_forward(model, batches[:1])
+    times = {"detect": [], "forward": [], "loop": []}
+    for _ in range(repeat):
+        t = time.perf_counter()
+        detect(model, loader, device)
+        times["detect"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        pure_forward(model, batches)
+        times["forward"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        per_image_loop(model, paths)
+        times["loop"].append(time.perf_counter() - t)
+        print({k: round(v[-1], 2) for k, v in times.items()}, flush=True)
+    best = {k: min(v) for k, v in times.items()}
+    return {"detect_vs_forward": round(best["forward"] / best["detect"], 4),
+            "detect_vs_per_image_loop": round(best["loop"] / best["detect"], 3),
+            "detect_images_per_s": round(n_images / best["detect"], 2)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--merge-images", type=int, default=1000)
+    parser.add_argument("--merge-dets", type=int, default=100)
+    parser.add_argument("--detect-images", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    result = bench_merge(args.merge_images, args.merge_dets)
+    result.update(bench_detect(args.detect_images, args.batch_size, args.workers, args.repeat))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
