@@ -37,6 +37,8 @@ class BaseSampler:
         seed: seed of its own random generator.
     """
 
+    needs: tuple[str, ...] = ()  # context keys it reads: "probs", "losses", "ratios"
+
     def __init__(self, name: str, pool: Sequence[str], seed: int = 0, **options: Any) -> None:
         self.name = name
         self.pool = list(pool)
@@ -98,6 +100,8 @@ def _box_uncertainty(kind: str) -> Callable[[np.ndarray], np.ndarray]:
 class UncertaintySampler(BaseSampler):
     """least_confidence / margin / entropy of the box class-probability vectors."""
 
+    needs = ("probs",)
+
     def rank(self, candidates, probs: dict[str, np.ndarray] | None = None, **context):
         if probs is None:
             raise ValueError(f"sampler {self.name} needs probs=<image id -> [N, C+1] class probabilities>")
@@ -113,6 +117,8 @@ class UncertaintySampler(BaseSampler):
 
 
 class LossSampler(BaseSampler):
+    needs = ("losses",)
+
     def rank(self, candidates, losses: dict[str, float] | None = None, **context):
         if losses is None:
             raise ValueError("sampler loss needs losses=<image id -> detection loss>")
@@ -120,6 +126,8 @@ class LossSampler(BaseSampler):
 
 
 class RatioSampler(BaseSampler):
+    needs = ("ratios",)
+
     def rank(self, candidates, ratios: dict[str, float] | None = None, **context):
         if ratios is None:
             raise ValueError("sampler al_ratio needs ratios=<image id -> AL ann_ratio>")

@@ -1,0 +1,56 @@
+"""Learning-curve tool: outputs, a user sampler, and resuming an interrupted run."""
+
+import csv
+import json
+import os
+
+from PIL import Image
+
+from asm.samplers import BaseSampler
+from tools.al_curve import main
+
+TINY = ["--demo-train", "24", "--demo-val", "6", "--min-size", "64", "--train-batch-size", "4",
+        "--workers", "0", "--warmup-iters", "2", "--deterministic", "--epochs", "1", "--seed_batch", "8",
+        "--batch_size", "4", "--steps", "2", "--seeds", "0", "1", "--ap_range", "10"]
+
+
+class LastIdsSampler(BaseSampler):
+    def rank(self, candidates, **context):
+        return [int(i.rsplit("_", 1)[-1]) for i in candidates]
+
+
+def _run(tmp_path, name, *extra):
+    out = str(tmp_path / name)
+    return main([*TINY, "--cache-dir", str(tmp_path / "cache"), "--output-dir", out, *extra]), out
+
+
+def test_curves_written_and_resume_gives_the_same_json(tmp_path):
+    samplers = ["--samplers", "random", "entropy"]
+    code, full = _run(tmp_path, "full", *samplers, "--x-axis", "boxes")
+    assert code == 0
+    data = json.load(open(os.path.join(full, "curves.json")))
+    assert [(c["sampler"], c["seed"], len(c["steps"])) for c in data["curves"]] == [
+        ("random", 0, 2), ("random", 1, 2), ("entropy", 0, 2), ("entropy", 1, 2)]
+    for c in data["curves"]:
+        assert [s["images"] for s in c["steps"]] == [8, 12]
+        assert c["steps"][1]["human_drawn_boxes"] >= c["steps"][0]["human_drawn_boxes"]
+    rows = list(csv.DictReader(open(os.path.join(full, "curves.csv"))))
+    assert len(rows) == 8 and set(rows[0]) == {"sampler", "seed", "step", "images", "human_drawn_boxes",
+                                               "AP50", "AP75", "AP"}
+    with Image.open(os.path.join(full, "curves.png")) as im:
+        assert im.size[0] > 100 and len(set(im.convert("L").getdata())) > 10  # something is drawn
+    code, part = _run(tmp_path, "part", *samplers, "--x-axis", "boxes", "--exit-after-steps", "3")
+    assert code == 3
+    code, part = _run(tmp_path, "part", *samplers, "--x-axis", "boxes")
+    assert code == 0
+    assert json.load(open(os.path.join(part, "curves.json"))) == data
+
+
+def test_user_sampler_and_al_ratio_count_only_drawn_boxes(tmp_path):
+    code, out = _run(tmp_path, "user", "--samplers", "tests.test_al_curve:LastIdsSampler", "al_ratio",
+                     "--seeds", "0", "--certain_thre", "0.05", "--uncertain_thre", "0.04", "--gt_iou", "0.1")
+    assert code == 0
+    curves = json.load(open(os.path.join(out, "curves.json")))["curves"]
+    assert [c["sampler"] for c in curves] == ["LastIdsSampler", "al_ratio"]
+    assert curves[0]["steps"][1]["images"] == 12
+    assert main(["--samplers", "nope", "--output-dir", str(tmp_path / "bad")]) == 2

@@ -1,0 +1,230 @@
+"""Learning curves: AP against labelled images and human-drawn boxes, for several samplers and seeds.
+
+    python tools/al_curve.py --samplers random entropy al_ratio --seeds 0 1 2 \\
+        --seed_batch 0.2 --batch_size 0.1 --steps 5 --output-dir outputs/curves
+
+Each curve starts from a random seed batch of the training pool (``--seed_batch``: fraction or
+count), trains and evaluates, then lets the sampler add ``--batch_size`` images (fraction or count)
+and repeats until the pool is exhausted or ``--steps`` evaluations are done. ``--resume_or_load``
+trains each step from scratch (default) or continues from the previous step's weights.
+Human-drawn boxes: all GT boxes of an image picked by ``random``/uncertainty/loss samplers; for
+``al_ratio`` (ASM) only the AL boxes of its SA annotation, which is what it trains on.
+
+Every step is checkpointed (``<output>/<sampler>_seed<k>.pth``): an interrupted command continues
+where it stopped and ends with the same ``curves.json``. Results: ``curves.json``, ``curves.csv``
+(one row per step) and ``curves.png`` (mean +- std over seeds; ``--x-axis images|boxes``).
+``--asm-logs <run>/log.jsonl`` adds ``train_asm_one.py`` runs to the plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import re
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from asm.samplers import load_sampler  # noqa: E402
+from datasets import AnnotationError  # noqa: E402
+from datasets.build import add_data_args, build_datasets  # noqa: E402
+from datasets.records import atomic_write_text, record_from_dict, record_to_dict  # noqa: E402
+from net.models import is_mask_model  # noqa: E402
+from tools.checkpoint import load_checkpoint, save_checkpoint, unwrap  # noqa: E402
+from tools.coco_eval import COCOEvaluator  # noqa: E402
+from tools.early_stop import APShiftStopper  # noqa: E402
+from tools.fit import Phase, Trainer, eval_loader, make_optimizer, make_scheduler, run_phase  # noqa: E402
+from tools.logs import RunLog, read_jsonl  # noqa: E402
+from tools.mining import mine  # noqa: E402
+from tools.options import (  # noqa: E402
+    add_merge_args, add_model_args, add_train_args, count_or_fraction, model_from_args, setup,
+)
+from tools.predict import compute_loss, predict_proba  # noqa: E402
+from tools.voc_eval import VOCEvaluator  # noqa: E402
+
+logger = logging.getLogger("al_curve")
+COLUMNS = ("sampler", "seed", "step", "images", "human_drawn_boxes", "AP50", "AP75", "AP")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(p)
+    add_model_args(p)
+    add_train_args(p, batch_flags=("--train-batch-size",))
+    add_merge_args(p)
+    g = p.add_argument_group("curves")
+    g.add_argument("--samplers", nargs="+", default=["random", "entropy"], help="names or module:Class")
+    g.add_argument("--seeds", nargs="+", type=int, default=[0])
+    g.add_argument("--seed_batch", type=count_or_fraction, default=0.4, help="initial pool: fraction or count")
+    g.add_argument("--batch_size", dest="step_size", type=count_or_fraction, default=0.1,
+                   help="images added per step: fraction of the pool or count")
+    g.add_argument("--steps", type=int, default=None, help="evaluations per curve (default: until exhausted)")
+    g.add_argument("--resume_or_load", choices=("scratch", "continue"), default="scratch")
+    g.add_argument("--aggregate", choices=("max", "mean", "sum"), default="max", help="box -> image uncertainty")
+    g.add_argument("--conf-thres", type=float, default=0.05, help="detections considered by uncertainty samplers")
+    g.add_argument("--x-axis", choices=("images", "boxes"), default="images")
+    g.add_argument("--asm-logs", nargs="*", default=[], help="train_asm_one.py log.jsonl files to plot too")
+    g.add_argument("--output-dir", default="outputs/curves")
+    g.add_argument("--exit-after-steps", type=int, default=None, help="stop after this many steps (tests)")
+    return p
+
+
+def _count(value: float, n: int) -> int:
+    return max(1, round(value * n)) if value <= 1 else int(value)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def sampler_context(sampler, model, args, train_set, remaining, device) -> tuple[dict, dict]:
+    """What the sampler needs about the remaining images, plus SA results for ``al_ratio``."""
+    needs = getattr(sampler, "needs", ())
+    records = [train_set.records[i] for i in remaining]
+    ids = [r.image_id for r in records]
+    context, merged = {}, {}
+    if "probs" in needs:
+        preds = predict_proba(model, records, train_set.image_root, conf_thres=args.conf_thres, device=device)
+        context["probs"] = dict(zip(ids, (p["probs"] for p in preds)))
+    if "losses" in needs:
+        losses = compute_loss(model, records, train_set.image_root, is_mask_model(args.model), device=device)
+        context["losses"] = dict(zip(ids, (v["loss"] for v in losses)))
+    if "ratios" in needs:
+        results = mine(model, records, train_set.image_root, args, device)
+        context["ratios"] = {r.sa.image_id: r.ratio for r in results}
+        merged = {r.sa.image_id: r for r in results}
+    return context, merged
+
+
+def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> list[dict]:
+    """One sampler x seed curve; checkpointed after each step; returns its steps."""
+    path = os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}.pth")
+    index_of = {r.image_id: k for k, r in enumerate(train_set.records)}
+    n = len(train_set)
+    if os.path.isfile(path):
+        state = load_checkpoint(path)
+    else:
+        start = np.random.default_rng([seed, 1]).permutation(n)[: _count(args.seed_batch, n)]
+        recs = [train_set.records[i] for i in sorted(start)]
+        state = {"steps": [], "records": [record_to_dict(r) for r in recs],
+                 "drawn": sum(len(r) for r in recs), "model": None, "done": False}  # fmt: skip
+    if state["done"]:
+        return state["steps"]
+    sampler = cls(name, [r.image_id for r in train_set.records], seed=seed, aggregate=args.aggregate)
+    run_args = argparse.Namespace(**{**vars(args), "seed": seed})
+    log = RunLog(os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}"))
+    evaluators = [VOCEvaluator(val_set.classes), COCOEvaluator(val_set)]
+    val_loader = eval_loader(val_set.records, val_set.image_root, args)
+    while True:
+        step = len(state["steps"])
+        torch.manual_seed(seed * 1000 + step)  # the same draws whether or not the run was resumed
+        model = model_from_args(args, train_set.num_classes, device)
+        if args.resume_or_load == "continue" and state["model"] is not None:
+            unwrap(model).load_state_dict(state["model"])
+        records = [record_from_dict(r) for r in state["records"]]
+        trainer = Trainer(model, run_args, device, train_set.image_root, val_loader, evaluators, log)
+        optimizer = make_optimizer(model, run_args)
+        phase = Phase(f"{name}/seed{seed}/step{step}", step, args.epochs)
+        stopper = APShiftStopper(args.ap_range, args.ap_shift_pretrain, args.ap_thre, args.ap_shift_squared)
+        metrics = run_phase(trainer, phase, records, stopper, optimizer, make_scheduler(optimizer, run_args,
+                            args.epochs), lambda: None, lambda: step)  # fmt: skip
+        state["steps"].append({"sampler": name, "seed": seed, "step": step, "images": len(records),
+                               "human_drawn_boxes": state["drawn"], "AP50": metrics["voc/AP50"],
+                               "AP75": metrics["voc/AP75"], "AP": metrics["bbox/AP"]})  # fmt: skip
+        logger.info("%s seed %d step %d: %d images, %d drawn boxes, AP50 %.3f", name, seed, step, len(records),
+                    state["drawn"], metrics["voc/AP50"])  # fmt: skip
+        selected = [r.image_id for r in records]
+        remaining = [i for i in range(n) if train_set.records[i].image_id not in set(selected)]
+        state["done"] = not remaining or (args.steps is not None and step + 1 >= args.steps)
+        if not state["done"]:
+            context, merged = sampler_context(sampler, model, args, train_set, remaining, device)
+            for image_id in sampler.select_batch(_count(args.step_size, n), selected, **context):
+                record = merged[image_id].sa if image_id in merged else train_set.records[index_of[image_id]]
+                state["drawn"] += merged[image_id].drawn if image_id in merged else len(record)
+                state["records"].append(record_to_dict(record))
+        state["model"] = unwrap(model).state_dict() if args.resume_or_load == "continue" else None
+        save_checkpoint(path, state)
+        counter[0] += 1
+        if args.exit_after_steps is not None and counter[0] >= args.exit_after_steps:
+            raise Interrupted(f"stopped after {counter[0]} steps (--exit-after-steps)")
+        if state["done"]:
+            log.close()
+            return state["steps"]
+
+
+def write_results(out: str, curves: list[dict], args: argparse.Namespace) -> None:
+    rows = [s for c in curves for s in c["steps"]]
+    atomic_write_text(os.path.join(out, "curves.json"), json.dumps({"curves": curves}, indent=1))
+    with open(os.path.join(out, "curves.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: row[k] for k in COLUMNS} for row in rows)
+    plot(curves, os.path.join(out, "curves.png"), args.x_axis, args.asm_logs)
+
+
+def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> None:
+    """Mean +- std of AP50 over seeds per sampler, against images or human-drawn boxes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "images" if x_axis == "images" else "human_drawn_boxes"
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    for name in dict.fromkeys(c["sampler"] for c in curves):
+        runs = [c["steps"] for c in curves if c["sampler"] == name]
+        length = min(len(r) for r in runs)
+        xs = np.array([[s[key] for s in r[:length]] for r in runs], dtype=float).mean(0)
+        ys = np.array([[s["AP50"] for s in r[:length]] for r in runs], dtype=float)
+        ax.plot(xs, ys.mean(0), marker="o", label=f"{name} ({len(runs)} seeds)")
+        ax.fill_between(xs, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.2)
+    for log_path in asm_logs:
+        rounds = [e for e in read_jsonl(log_path) if e.get("type") == "round"]
+        xk = "labelled_images" if x_axis == "images" else "human_drawn_total"
+        ax.plot([r[xk] for r in rounds], [r["AP50"] for r in rounds], marker="s", linestyle="--",
+                label=f"ASM {os.path.basename(os.path.dirname(os.path.abspath(log_path)))}")  # fmt: skip
+    ax.set_xlabel("labelled images" if x_axis == "images" else "human-drawn boxes")
+    ax.set_ylabel("AP50")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        device = setup(args)
+        train_set, val_set = build_datasets(args)
+        samplers = [load_sampler(spec) for spec in args.samplers]
+    except (AnnotationError, ValueError, FileNotFoundError) as e:
+        logging.getLogger("al_curve").error("%s", e)
+        return 2
+    os.makedirs(args.output_dir, exist_ok=True)
+    curves, counter = [], [0]
+    try:
+        for name, cls in samplers:
+            for seed in args.seeds:
+                steps = run_curve(args, name, cls, seed, train_set, val_set, device, counter)
+                curves.append({"sampler": name, "seed": seed, "steps": steps})
+                write_results(args.output_dir, curves, args)
+    except Interrupted as e:
+        logger.warning("%s; run the same command again to continue", e)
+        return 3
+    print(json.dumps({"curves": len(curves), "output": os.path.abspath(args.output_dir)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Command-line options shared by ``train_asm_one.py`` and ``tools/al_curve.py``, and run setup.
+
+argparse is the single source of defaults: config files (and ``--cfg-options``) only override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+
+import numpy as np
+import torch
+
+from net.models import MODELS, PRESETS, build_model
+from tools.fit import AP_KEYS
+
+
+def str2bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "y", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def count_or_fraction(value: str) -> float:
+    number = float(value)
+    if number <= 0 or (number > 1 and not number.is_integer()):
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] or an image count, got {value!r}")
+    return number
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn", help=f"one of {sorted(MODELS)}")
+    g.add_argument("--weights", default=None, help="torchvision weight name (DEFAULT) or local .pth")
+    g.add_argument("--weights-backbone", default=None, help="torchvision weight name or local .pth of the backbone")
+    g.add_argument("--trainable-layers", type=int, default=None)
+    g.add_argument("--min-size", type=int, default=224)
+    g.add_argument("--max-size", type=int, default=None)
+    g.add_argument("--preset", default="cpu_fast", choices=sorted(PRESETS))
+    g.add_argument("--scale-jitter", type=str2bool, default=True, help="random train scales 0.8-1.2x min-size")
+
+
+def add_train_args(p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("--batch_size", "--batch-size")) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    g.add_argument(*batch_flags, dest="batch_size", type=int, default=8, help="training images per batch")
+    g.add_argument("--eval-batch-size", type=int, default=8)
+    g.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers (default: 0 on CPU, where workers compete with compute; 4 on CUDA)")
+    g.add_argument("--opt", default="sgd", choices=("sgd", "adamw"))
+    g.add_argument("--lr", type=float, default=0.02)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--lr-steps", type=float, nargs="+", default=[0.7, 0.9], help="decay points, fractions of a phase")
+    g.add_argument("--lr-gamma", type=float, default=0.1)
+    g.add_argument("--warmup-iters", type=int, default=100)
+    g.add_argument("--clip-grad", type=float, default=None)
+    g.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    g.add_argument("--num_epoches", "--epochs", dest="epochs", type=int, default=12, help="max epochs of the initial phase")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
+    g = p.add_argument_group("early stopping (AP shift)")
+    g.add_argument("--ap", default="ap_50", choices=sorted(AP_KEYS))
+    g.add_argument("--ap_thre", type=float, default=0.0, help="stop only above this AP")
+    g.add_argument("--ap_range", type=int, default=4, help="window of AP values")
+    g.add_argument("--ap_shift_pretrain", type=float, default=0.005)
+    g.add_argument("--ap_shift_asm", type=float, default=0.005)
+    g.add_argument("--ap-shift-squared", action="store_true", help="mean squared instead of absolute deviation")
+
+
+def add_merge_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("ASM merge rules")
+    g.add_argument("--certain_thre", type=float, default=0.8)
+    g.add_argument("--uncertain_thre", type=float, default=0.3)
+    g.add_argument("--judge_iou", type=float, default=0.5)
+    g.add_argument("--gt_iou", type=float, default=0.8)
+    g.add_argument("--enable_al", type=str2bool, default=True)
+    g.add_argument("--enable_sl", type=str2bool, default=True)
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)  # fmt: skip
+    if getattr(args, "resume", None) and args.weights:
+        raise ValueError("--resume restores the model; do not combine it with --weights")
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if args.workers is None:
+        args.workers = 4 if device.type == "cuda" else 0
+    return device
+
+
+def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
+    """The detector the options describe, for ``num_classes`` foreground classes."""
+    return build_model(args.model, num_classes + 1, weights=args.weights, weights_backbone=args.weights_backbone,
+                       trainable_layers=args.trainable_layers, min_size=args.min_size, max_size=args.max_size,
+                       preset=args.preset,
+                       train_scales=(0.8, 0.9, 1.1, 1.2) if args.scale_jitter else None).to(device)  # fmt: skip
