@@ -18,18 +18,25 @@ import time
 import numpy as np
 import torch
 
+from asm.pools import ASMState
 from datasets import AnnotationError
-from datasets.build import add_data_args, build_datasets, describe
+from datasets.build import add_data_args, build_datasets, describe, labelled_indices
+from datasets.records import record_from_dict, record_to_dict
 from net.models import is_mask_model
 from tools.checkpoint import git_revision, load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from tools.coco_eval import COCOEvaluator
 from tools.early_stop import APShiftStopper
-from asm.pools import ASMState
-from datasets.records import record_from_dict, record_to_dict
 from tools.fit import AP_KEYS, Phase, Trainer, eval_loader, make_optimizer, make_scheduler, run_phase
-from tools.mining import mine
-from tools.options import add_merge_args, add_model_args, add_train_args, count_or_fraction, model_from_args, setup
 from tools.logs import RunLog
+from tools.mining import mine
+from tools.options import (
+    add_merge_args,
+    add_model_args,
+    add_train_args,
+    count_or_fraction,
+    model_from_args,
+    setup,
+)
 from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("train_asm_one")
@@ -199,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.strategy == "none":
         run.train_records = list(train_set.records)
     else:
-        initial = initial_pool(len(train_set), args.initial, args.seed)
+        initial = labelled_indices(train_set, args) or initial_pool(len(train_set), args.initial, args.seed)
         run.asm = ASMState.start(args.strategy, args.K, train_set.records, initial, args.seed,
                                  args.cer_ratio, args.uncer_ratio)  # fmt: skip
         run.train_records = [train_set.records[i] for i in initial]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from datasets.coco import load_coco
 from datasets.records import RecordSet
@@ -17,6 +18,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                    help="demo: built-in synthetic shapes (default); voc: VOCdevkit roots; coco: JSON files")
     g.add_argument("--voc-roots", nargs="+", default=[], help="VOC roots of the training pool, e.g. VOCdevkit/VOC2007")
     g.add_argument("--voc-train-split", default="trainval")
+    g.add_argument("--voc-unlabelled-roots", nargs="+", default=[],
+                   help="VOC roots whose images form the unlabelled pool (e.g. VOC2012, as ASM_core); the "
+                        "--voc-roots images are then the initial label pool")
+    g.add_argument("--voc-unlabelled-split", default="trainval")
     g.add_argument("--voc-val-root", default=None, help="VOC root for evaluation (default: first train root)")
     g.add_argument("--voc-val-split", default="test")
     g.add_argument("--voc-classes", nargs="+", default=None, help="class names (default: the 20 VOC classes)")
@@ -42,7 +47,9 @@ def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
         if not args.voc_roots:
             raise ValueError("--dataset voc needs --voc-roots")
         kw = dict(classes=args.voc_classes, skip_unknown_classes=args.skip_unknown_classes, cache_dir=args.cache_dir)
-        train = load_voc(args.voc_roots, args.voc_train_split, discover_classes=args.discover_classes, **kw)
+        roots = list(args.voc_roots) + list(args.voc_unlabelled_roots)
+        splits = [args.voc_train_split] * len(args.voc_roots) + [args.voc_unlabelled_split] * len(args.voc_unlabelled_roots)
+        train = load_voc(roots, splits, discover_classes=args.discover_classes, **kw)
         if args.discover_classes:
             kw["classes"] = train.classes
         val = load_voc(args.voc_val_root or args.voc_roots[0], args.voc_val_split, **kw)
@@ -55,6 +62,15 @@ def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
     if train.label_to_cat_id != val.label_to_cat_id:
         raise ValueError(f"{args.coco_train_json} and {args.coco_val_json} have different categories")
     return train, val
+
+
+def labelled_indices(data: RecordSet, args: argparse.Namespace) -> list[int] | None:
+    """Indices of the initial label pool when it is given by folders (``--voc-unlabelled-roots``)."""
+    if args.dataset != "voc" or not args.voc_unlabelled_roots:
+        return None
+    prefixes = tuple(os.path.relpath(os.path.abspath(r), data.image_root).replace(os.sep, "/") + "/"
+                     for r in args.voc_roots)  # fmt: skip
+    return [i for i, r in enumerate(data.records) if r.file_name.startswith(prefixes)]
 
 
 def describe(name: str, data: RecordSet) -> str:

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import torch
 from PIL import Image
 
 from asm.samplers import BaseSampler
@@ -38,7 +39,7 @@ def test_curves_written_and_resume_gives_the_same_json(tmp_path):
     assert len(rows) == 8 and set(rows[0]) == {"sampler", "seed", "step", "images", "human_drawn_boxes",
                                                "AP50", "AP75", "AP"}
     with Image.open(os.path.join(full, "curves.png")) as im:
-        assert im.size[0] > 100 and len(set(im.convert("L").getdata())) > 10  # something is drawn
+        assert im.size[0] > 100 and len(set(im.convert("L").tobytes())) > 10  # something is drawn
     code, part = _run(tmp_path, "part", *samplers, "--x-axis", "boxes", "--exit-after-steps", "3")
     assert code == 3
     code, part = _run(tmp_path, "part", *samplers, "--x-axis", "boxes")
@@ -46,11 +47,21 @@ def test_curves_written_and_resume_gives_the_same_json(tmp_path):
     assert json.load(open(os.path.join(part, "curves.json"))) == data
 
 
-def test_user_sampler_and_al_ratio_count_only_drawn_boxes(tmp_path):
+def test_user_sampler_al_ratio_continue_mode_and_asm_logs(tmp_path):
+    asm_log = tmp_path / "asm" / "log.jsonl"
+    asm_log.parent.mkdir()
+    asm_log.write_text("".join(json.dumps({"type": "round", "labelled_images": n, "human_drawn_total": 3 * n,
+                                           "AP50": n / 20}) + "\n" for n in (8, 12)))
     code, out = _run(tmp_path, "user", "--samplers", "tests.test_al_curve:LastIdsSampler", "al_ratio",
-                     "--seeds", "0", "--certain_thre", "0.05", "--uncertain_thre", "0.04", "--gt_iou", "0.1")
+                     "--seeds", "0", "--certain_thre", "0.05", "--uncertain_thre", "0.04", "--gt_iou", "0.1",
+                     "--resume_or_load", "continue", "--asm-logs", str(asm_log))
     assert code == 0
     curves = json.load(open(os.path.join(out, "curves.json")))["curves"]
     assert [c["sampler"] for c in curves] == ["LastIdsSampler", "al_ratio"]
     assert curves[0]["steps"][1]["images"] == 12
+    ckpt = torch.load(os.path.join(out, "LastIdsSampler_seed0.pth"), weights_only=True)
+    ids = [r["image_id"] for r in ckpt["records"]][8:]
+    assert ids == sorted(ids, reverse=True)  # the plug-in's ranking decided the step
+    al = curves[1]["steps"]
+    assert al[1]["human_drawn_boxes"] >= al[0]["human_drawn_boxes"]
     assert main(["--samplers", "nope", "--output-dir", str(tmp_path / "bad")]) == 2

@@ -40,3 +40,19 @@ def test_entry_script_reports_bad_annotations_without_traceback(tmp_path, caplog
     root = make_voc(tmp_path / "voc", {"a": "<annotation><object>"})
     assert main(["--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train"]) == 2
     assert "a.xml: malformed XML" in caplog.text
+
+
+def test_voc_unlabelled_roots_form_the_pool(tmp_path):
+    from datasets.build import labelled_indices
+    from tests.helpers import make_voc, voc_xml
+
+    objs = [("cat", (1, 1, 20, 20))]
+    r07 = make_voc(tmp_path / "VOC2007", {i: voc_xml(f"{i}.jpg", objects=objs) for i in ("a", "b")}, split="trainval")
+    r12 = make_voc(tmp_path / "VOC2012", {i: voc_xml(f"{i}.jpg", objects=objs) for i in ("c", "d", "e")},
+                   split="trainval")
+    args = _args("--dataset", "voc", "--voc-roots", r07, "--voc-unlabelled-roots", r12, "--voc-val-split",
+                 "trainval", "--voc-classes", "cat", "--cache-dir", str(tmp_path / "cache"))
+    train, val = build_datasets(args)
+    assert len(train) == 5 and len(val) == 2
+    assert [train.records[i].image_id for i in labelled_indices(train, args)] == ["VOC2007/a", "VOC2007/b"]
+    assert labelled_indices(train, _args()) is None

@@ -43,7 +43,12 @@ from tools.fit import Phase, Trainer, eval_loader, make_optimizer, make_schedule
 from tools.logs import RunLog, read_jsonl  # noqa: E402
 from tools.mining import mine  # noqa: E402
 from tools.options import (  # noqa: E402
-    add_merge_args, add_model_args, add_train_args, count_or_fraction, model_from_args, setup,
+    add_merge_args,
+    add_model_args,
+    add_train_args,
+    count_or_fraction,
+    model_from_args,
+    setup,
 )
 from tools.predict import compute_loss, predict_proba  # noqa: E402
 from tools.voc_eval import VOCEvaluator  # noqa: E402
