@@ -31,7 +31,9 @@ def test_missing_options_are_named():
 
 
 def test_entry_script_runs_on_demo(tmp_path):
-    assert main(["--demo-train", "10", "--demo-val", "4", "--cache-dir", str(tmp_path)]) == 0
+    assert main(["--demo-train", "10", "--demo-val", "4", "--cache-dir", str(tmp_path), "--min-size", "64",
+                 "--epochs", "1", "--round-epochs", "1", "--K", "4", "--max-rounds", "1",
+                 "--output-dir", str(tmp_path / "out")]) == 0
 
 
 def test_entry_script_reports_bad_annotations_without_traceback(tmp_path, caplog):
