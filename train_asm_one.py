@@ -30,6 +30,7 @@ from tools.fit import AP_KEYS, Phase, Trainer, eval_loader, make_optimizer, make
 from tools.logs import RunLog
 from tools.mining import mine
 from tools.options import (
+    Interrupted,
     add_merge_args,
     add_model_args,
     add_train_args,
@@ -42,10 +43,6 @@ from tools.voc_eval import VOCEvaluator
 logger = logging.getLogger("train_asm_one")
 
 STRATEGIES = ("none", "v1", "v1+", "topk_v1", "topk_v2")
-
-
-class Interrupted(Exception):
-    """Raised to end the process early; the checkpoint just written lets --resume continue."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ from tools.fit import Phase, Trainer, eval_loader, make_optimizer, make_schedule
 from tools.logs import RunLog, read_jsonl  # noqa: E402
 from tools.mining import mine  # noqa: E402
 from tools.options import (  # noqa: E402
+    Interrupted,
     add_merge_args,
     add_model_args,
     add_train_args,
@@ -55,10 +56,6 @@ from tools.voc_eval import VOCEvaluator  # noqa: E402
 
 logger = logging.getLogger("al_curve")
 COLUMNS = ("sampler", "seed", "step", "images", "human_drawn_boxes", "AP50", "AP75", "AP")
-
-
-class Interrupted(Exception):
-    pass
 
 
 def get_args_parser() -> argparse.ArgumentParser:

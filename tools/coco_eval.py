@@ -18,6 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from datasets.coco import records_to_coco
 from datasets.records import Record, RecordSet
+from tools.evaluator import Evaluator
 
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -40,7 +41,7 @@ def to_coco_results(records: Sequence[Record], outputs: Sequence[dict], label_to
     return results
 
 
-class COCOEvaluator:
+class COCOEvaluator(Evaluator):
     """``reset / process / summarize`` COCO AP for ``bbox`` (and ``segm``).
 
     Keys: ``bbox/AP``, ``bbox/AP50``, ``bbox/AP75``, ``bbox/APs``, ``bbox/APm``, ``bbox/APl`` and
@@ -52,16 +53,6 @@ class COCOEvaluator:
         self.dataset = dataset
         self.iou_types = tuple(iou_types)
         self.reset()
-
-    def reset(self) -> None:
-        self._records: list[Record] = []
-        self._outputs: list[dict] = []
-
-    def process(self, records: Sequence[Record], outputs: Sequence[dict]) -> None:
-        if len(records) != len(outputs):
-            raise ValueError(f"{len(records)} records but {len(outputs)} outputs")
-        self._records.extend(records)
-        self._outputs.extend(outputs)
 
     def summarize(self) -> dict[str, float]:
         gt_json = records_to_coco(self.dataset, self._records)

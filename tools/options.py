@@ -17,6 +17,10 @@ from net.models import MODELS, PRESETS, build_model
 from tools.fit import AP_KEYS
 
 
+class Interrupted(Exception):
+    """Raised to end a run early (``--exit-after-*``); the checkpoint just written lets it continue."""
+
+
 def str2bool(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "y", "on"):
         return True

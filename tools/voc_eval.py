@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from datasets.records import Record
+from tools.evaluator import Evaluator
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray, use_11pt: bool) -> float:
@@ -74,7 +74,7 @@ def match_class(dets: list[tuple], gts: list[tuple], iou_thr: float) -> tuple[np
     return tp, fp, npos
 
 
-class VOCEvaluator:
+class VOCEvaluator(Evaluator):
     """``reset / process / summarize`` VOC mAP at IoU 0.5 and 0.75, both AP definitions.
 
     Keys of :meth:`summarize`: ``voc/AP50``, ``voc/AP75`` (area), ``voc/AP50_11pt``,
@@ -85,17 +85,6 @@ class VOCEvaluator:
         self.classes = tuple(classes)
         self.iou_thresholds = tuple(iou_thresholds)
         self.reset()
-
-    def reset(self) -> None:
-        self._records: list[Record] = []
-        self._outputs: list[dict] = []
-
-    def process(self, records: Sequence[Record], outputs: Sequence[dict]) -> None:
-        """Add images: their ground-truth records and predictions (``boxes``, ``scores``, ``labels``)."""
-        if len(records) != len(outputs):
-            raise ValueError(f"{len(records)} records but {len(outputs)} outputs")
-        self._records.extend(records)
-        self._outputs.extend(outputs)
 
     def per_class_ap(self, iou_thr: float, use_11pt: bool) -> np.ndarray:
         """AP per class (``[C]``, NaN for a class without non-difficult boxes)."""
