@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--merge-images", type=int, default=1000)
     parser.add_argument("--merge-dets", type=int, default=100)
     parser.add_argument("--detect-images", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=1, help="detection batch (1 is the CPU default)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

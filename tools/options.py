@@ -52,7 +52,9 @@ def add_train_args(p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("
     g = p.add_argument_group("training")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     g.add_argument(*batch_flags, dest="batch_size", type=int, default=8, help="training images per batch")
-    g.add_argument("--eval-batch-size", type=int, default=8)
+    g.add_argument("--eval-batch-size", type=int, default=None,
+                   help="images per detection batch (default: 1 on CPU, where padding a batch costs more than it "
+                        "saves; 8 on CUDA)")
     g.add_argument("--workers", type=int, default=None,
                    help="DataLoader workers (default: 0 on CPU, where workers compete with compute; 4 on CUDA)")
     g.add_argument("--opt", default="sgd", choices=("sgd", "adamw"))
@@ -100,6 +102,8 @@ def setup(args: argparse.Namespace) -> torch.device:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if args.workers is None:
         args.workers = 4 if device.type == "cuda" else 0
+    if args.eval_batch_size is None:
+        args.eval_batch_size = 8 if device.type == "cuda" else 1
     return device
 
 
