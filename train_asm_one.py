@@ -25,6 +25,7 @@ from datasets.records import record_from_dict, record_to_dict
 from net.models import is_mask_model
 from tools.checkpoint import git_revision, load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from tools.coco_eval import COCOEvaluator
+from tools.config import add_config_args, parse_with_config, save_resolved
 from tools.early_stop import APShiftStopper
 from tools.fit import AP_KEYS, Phase, Trainer, eval_loader, make_optimizer, make_scheduler, run_phase
 from tools.logs import RunLog
@@ -51,6 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     add_train_args(p)
     add_merge_args(p)
+    add_config_args(p)
     g = p.add_argument_group("active sample mining")
     g.add_argument("--strategy", default="v1+", choices=STRATEGIES)
     g.add_argument("--K", type=int, default=100, help="images detected per ASM round")
@@ -180,8 +182,8 @@ def summary_table(run: Run, initial_boxes: int) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
     try:
+        args = parse_with_config(get_args_parser(), argv)
         device = setup(args)
         train_set, val_set = build_datasets(args)
     except (AnnotationError, ValueError, FileNotFoundError) as e:
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset == "coco":
         evaluators.append(COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)))
     log = RunLog(args.output_dir)
+    logger.info("resolved config written to %s", save_resolved(args, args.output_dir))
     trainer = Trainer(model, args, device, train_set.image_root, eval_loader(val_set.records, val_set.image_root,
                       args, with_masks), evaluators, log, with_masks,
                       torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None)  # fmt: skip

@@ -38,6 +38,7 @@ from datasets.records import atomic_write_text, record_from_dict, record_to_dict
 from net.models import is_mask_model  # noqa: E402
 from tools.checkpoint import load_checkpoint, save_checkpoint, unwrap  # noqa: E402
 from tools.coco_eval import COCOEvaluator  # noqa: E402
+from tools.config import add_config_args, parse_with_config, save_resolved  # noqa: E402
 from tools.early_stop import APShiftStopper  # noqa: E402
 from tools.fit import Phase, Trainer, eval_loader, make_optimizer, make_scheduler, run_phase  # noqa: E402
 from tools.logs import RunLog, read_jsonl  # noqa: E402
@@ -64,6 +65,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     add_train_args(p, batch_flags=("--train-batch-size",))
     add_merge_args(p)
+    add_config_args(p)
     g = p.add_argument_group("curves")
     g.add_argument("--samplers", nargs="+", default=["random", "entropy"], help="names or module:Class")
     g.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -205,8 +207,8 @@ def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
     try:
+        args = parse_with_config(get_args_parser(), argv)
         device = setup(args)
         train_set, val_set = build_datasets(args)
         samplers = [load_sampler(spec) for spec in args.samplers]
@@ -214,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("al_curve").error("%s", e)
         return 2
     os.makedirs(args.output_dir, exist_ok=True)
+    save_resolved(args, args.output_dir)
     curves, counter = [], [0]
     try:
         for name, cls in samplers:

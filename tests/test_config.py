@@ -1,0 +1,70 @@
+import glob
+import os
+
+import pytest
+import yaml
+
+from tools.config import load_config, merge_dicts, parse_with_config
+from train_asm_one import get_args_parser, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_multi_level_base_and_later_wins(tmp_path):
+    _write(tmp_path / "base" / "a.yaml", {"lr": 0.1, "K": 5, "min_size": 100})
+    _write(tmp_path / "base" / "b.yaml", {"_base_": "a.yaml", "lr": 0.2, "voc-classes": ["x"]})
+    _write(tmp_path / "other.yaml", {"K": 7})
+    top = _write(tmp_path / "c.yaml", {"_base_": ["base/b.yaml", "other.yaml"], "min_size": 300})
+    assert load_config(top) == {"lr": 0.2, "K": 7, "min_size": 300, "voc_classes": ["x"]}
+    assert merge_dicts({"a": {"x": 1, "y": 2}, "b": 1}, {"a": {"y": 3}}) == {"a": {"x": 1, "y": 3}, "b": 1}
+
+
+def test_precedence_defaults_config_cfg_options_command_line(tmp_path):
+    cfg = _write(tmp_path / "c.yaml", {"lr": 0.5, "K": 9, "strategy": "topk_v2", "epochs": 3})
+    parser = get_args_parser()
+    defaults = parser.parse_args([])
+    args = parse_with_config(get_args_parser(), ["--config", cfg, "--cfg-options", "K=11", "epochs=4", "--epochs", "5"])
+    assert (args.lr, args.K, args.strategy, args.epochs) == (0.5, 11, "topk_v2", 5)
+    assert args.min_size == defaults.min_size
+
+
+def test_unknown_key_lists_valid_keys_and_cycles_fail(tmp_path):
+    cfg = _write(tmp_path / "c.yaml", {"learning_rate": 0.1})
+    with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate'\]; valid keys: .*'lr'"):
+        parse_with_config(get_args_parser(), ["--config", cfg])
+    with pytest.raises(ValueError, match="key=value"):
+        parse_with_config(get_args_parser(), ["--cfg-options", "lr"])
+    _write(tmp_path / "x.yaml", {"_base_": "y.yaml"})
+    _write(tmp_path / "y.yaml", {"_base_": "x.yaml"})
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(str(tmp_path / "x.yaml"))
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))))
+def test_shipped_configs_parse(path):
+    args = parse_with_config(get_args_parser(), ["--config", path])
+    assert args.model and args.strategy
+
+
+def test_demo_config_is_the_default_run():
+    demo = parse_with_config(get_args_parser(), ["--config", os.path.join(ROOT, "configs",
+                                                                           "faster_rcnn_mnv2_fpn_12e_demo_v1plus.yaml")])
+    plain = get_args_parser().parse_args([])
+    assert {k: v for k, v in vars(demo).items() if k != "config"} == {k: v for k, v in vars(plain).items() if k != "config"}
+
+
+def test_resolved_config_is_written_and_reproduces_the_run(tmp_path):
+    out = tmp_path / "run"
+    argv = ["--demo-train", "8", "--demo-val", "4", "--min-size", "64", "--epochs", "1", "--strategy", "none",
+            "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out), "--cfg-options", "lr=0.005"]
+    assert main(argv) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["lr"] == 0.005 and saved["epochs"] == 1 and "cfg_options" not in saved
+    again = parse_with_config(get_args_parser(), ["--config", str(out / "config.yaml")])
+    assert {k: v for k, v in vars(again).items() if k != "config"} == {**saved, "cfg_options": []}

@@ -1,0 +1,97 @@
+"""YAML experiment configs that compose, on top of argparse (which stays the source of defaults).
+
+A config file holds argparse option names (``dest``, dashes or underscores) and may list
+``_base_`` files, relative to itself. Bases are merged depth-first in order, then the file's own
+keys; later wins, and dict values merge key by key. Precedence, lowest first: argparse defaults,
+``--config`` file(s), ``--cfg-options key=value ...``, options given explicitly on the command line.
+
+    python train_asm_one.py --config configs/faster_rcnn_r50_fpn_20e_voc0712_topk_v2.yaml \\
+        --cfg-options K=500 lr=0.01 --output-dir outputs/voc
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from datasets.records import atomic_write_text
+
+
+def merge_dicts(base: dict, override: dict) -> dict:
+    """``override`` on top of ``base``; nested dicts merge key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_dicts(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a config and its ``_base_`` chain into one dict (without ``_base_``)."""
+    path = os.path.abspath(path)
+    if path in _seen:
+        raise ValueError(f"{path}: _base_ cycle through {' -> '.join(_seen)}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config must be a mapping of option names to values")
+    bases = data.pop("_base_", [])
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = merge_dicts(merged, load_config(os.path.join(os.path.dirname(path), base), _seen + (path,)))
+    return merge_dicts(merged, {k.replace("-", "_"): v for k, v in data.items()})
+
+
+def parse_cfg_options(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as YAML (``3``, ``0.5``, ``true``, ``[a, b]``)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--cfg-options expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("config")
+    g.add_argument("--config", nargs="+", default=[], help="YAML config file(s), merged in order")
+    g.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` with config files and ``--cfg-options`` applied as defaults.
+
+    Raises:
+        ValueError: an unknown key (the message lists the valid ones) or a malformed file.
+    """
+    first, _ = parser.parse_known_args(argv)
+    values: dict[str, Any] = {}
+    for path in first.config:
+        values = merge_dicts(values, load_config(path))
+    values = merge_dicts(values, parse_cfg_options(first.cfg_options))
+    valid = {a.dest for a in parser._actions if a.dest not in ("help", "config", "cfg_options")}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(valid)}")
+    parser.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
+def save_resolved(args: argparse.Namespace, output_dir: str) -> str:
+    """Write the resolved options to ``<output_dir>/config.yaml`` (a config that reproduces the run)."""
+    resolved = {k: v for k, v in vars(args).items() if k not in ("config", "cfg_options")}
+    path = os.path.join(output_dir, "config.yaml")
+    atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=True))
+    return path
