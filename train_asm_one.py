@@ -82,6 +82,8 @@ class Run:
 
     def __init__(self, args, model, trainer, train_set):
         self.args, self.model, self.trainer = args, model, trainer
+        self.classes = list(train_set.classes)
+        self.label_to_cat_id = {str(k): v for k, v in train_set.label_to_cat_id.items()}
         self.asm: ASMState | None = None
         self.phase = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
         self.train_records: list = []  # what the current phase trains on
@@ -105,7 +107,8 @@ class Run:
                 "round_stop": self.round_stopper.state_dict(), "epochs_done": self.epochs_done,
                 "best_ap": self.best_ap, "asm": self.asm.state_dict() if self.asm else None,
                 "train_records": [record_to_dict(r) for r in self.train_records], "rng": rng_state(),
-                "config": vars(self.args), "git": git_revision()}  # fmt: skip
+                "config": vars(self.args), "git": git_revision(), "classes": self.classes,
+                "label_to_cat_id": self.label_to_cat_id}  # fmt: skip
 
     def load_state_dict(self, ckpt: dict) -> None:
         unwrap(self.model).load_state_dict(ckpt["model"])

@@ -1,0 +1,88 @@
+import contextlib
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from datasets.torch_data import read_image
+from tools.infer import main as infer_main
+from tools.infer import model_from_checkpoint, predict_tta
+from train_asm_one import main as train_main
+
+
+def _checkpoint(tmp_path, model="fasterrcnn_mobilenet_v2_fpn"):
+    out = tmp_path / f"ckpt_{model}"
+    argv = ["--demo-train", "12", "--demo-val", "4", "--min-size", "64", "--epochs", "1", "--strategy", "none",
+            "--model", model, "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)]
+    assert train_main(argv) == 0
+    return str(out / "last.pth")
+
+
+def _infer(tmp_path, ckpt, *extra):
+    out = str(tmp_path / "results.json")
+    code = infer_main(["--checkpoint", ckpt, "--out", out, "--score-thresh", "0.0", "--demo-train", "12",
+                       "--demo-val", "4", "--cache-dir", str(tmp_path / "cache"), *extra])
+    assert code == 0
+    return out
+
+
+def test_results_load_with_pycocotools_and_evaluate(tmp_path):
+    ckpt = _checkpoint(tmp_path)
+    for extra in ([], ["--tta-scales", "0.8", "1.2", "--tta-flip", "--tta-merge", "wbf"]):
+        out = _infer(tmp_path, ckpt, *extra)
+        results = json.load(open(out))
+        assert results and {"image_id", "category_id", "bbox", "score"} <= set(results[0])
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(out + ".gt.json")
+            ev = COCOeval(gt, gt.loadRes(out), "bbox")
+            ev.evaluate(), ev.accumulate(), ev.summarize()
+        assert {r["category_id"] for r in results} <= set(gt.getCatIds())
+        assert len(results) <= 4 * 100
+
+
+def test_mask_rle_decodes_to_the_predicted_mask_and_folder_input(tmp_path):
+    ckpt = _checkpoint(tmp_path, "maskrcnn_mobilenet_v2_fpn")
+    model, _ = model_from_checkpoint(ckpt, torch.device("cpu"))
+    model.roi_heads.score_thresh = 0.0
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    src = next(p for p in (tmp_path / "cache").rglob("demo_000012.jpg"))
+    shutil.copy(src, folder / "a.jpg")
+    out = _infer(tmp_path, ckpt, "--images", str(folder))
+    results = json.load(open(out))
+    gt = json.load(open(out + ".gt.json"))
+    assert [im["file_name"] for im in gt["images"]] == ["a.jpg"]
+    image = read_image(str(folder / "a.jpg")).float().div(255)
+    pred = predict_tta(model, image)
+    assert len(results) == len(pred["scores"]) > 0
+    for r, mask in zip(results, pred["masks"]):
+        assert isinstance(r["segmentation"]["counts"], str)
+        decoded = mask_utils.decode({"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode()})
+        np.testing.assert_array_equal(decoded, (mask > 0.5).astype(np.uint8))
+
+
+def test_flip_tta_maps_boxes_back(tmp_path):
+    ckpt = _checkpoint(tmp_path)
+    model, _ = model_from_checkpoint(ckpt, torch.device("cpu"))
+    model.roi_heads.score_thresh = 0.0
+    src = next(p for p in (tmp_path / "cache").rglob("demo_000012.jpg"))
+    image = read_image(str(src)).float().div(255)
+    mirrored = predict_tta(model, image.flip(-1))
+    width = image.shape[-1]
+    expected = np.stack([width - mirrored["boxes"][:, 2], mirrored["boxes"][:, 1],
+                         width - mirrored["boxes"][:, 0], mirrored["boxes"][:, 3]], 1)
+    both = predict_tta(model, image, flip=True, iou=1.01)  # iou > 1: NMS keeps everything
+    plain = predict_tta(model, image)
+    assert len(both["boxes"]) == min(len(plain["boxes"]) + len(expected), 100)
+    found = {tuple(np.round(b, 3)) for b in both["boxes"]}
+    top = expected[: max(1, len(both["boxes"]) - len(plain["boxes"]))]
+    assert all(tuple(np.round(b, 3)) in found for b in top[:5])
+    with pytest.raises(SystemExit):
+        infer_main(["--out", "x.json"])  # --checkpoint is required

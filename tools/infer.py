@@ -1,0 +1,163 @@
+"""Run a checkpoint over images and write COCO results JSON.
+
+    python tools/infer.py --checkpoint outputs/run/best.pth --images photos/ --out results.json
+    python tools/infer.py --checkpoint outputs/run/best.pth --dataset demo --split val --out results.json \\
+        --tta-scales 0.8 1.0 1.2 --tta-flip
+
+Entries are ``image_id``, the original ``category_id``, ``bbox`` (xywh pixels), ``score`` and, for
+Mask R-CNN, ``segmentation`` as RLE with ``counts`` a UTF-8 string, so that pycocotools
+``COCO.loadRes`` reads the file. For a COCO split the ids are the file's own; otherwise images are
+numbered as :func:`datasets.coco.records_to_coco` numbers them and that ground truth (or, for a
+folder, the image list) is written next to the results as ``<out>.gt.json``.
+
+Test-time augmentation: every ``--tta-scales`` factor of the model's size, each also mirrored with
+``--tta-flip``; the detections are merged per class by NMS (``--tta-merge nms``) or by weighted box
+fusion of each NMS cluster (``wbf``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms, box_iou
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datasets import AnnotationError  # noqa: E402
+from datasets.build import add_data_args, build_datasets  # noqa: E402
+from datasets.coco import records_to_coco  # noqa: E402
+from datasets.records import Record, RecordSet, atomic_write_text  # noqa: E402
+from datasets.torch_data import read_image  # noqa: E402
+from net.models import build_model  # noqa: E402
+from tools.checkpoint import load_checkpoint  # noqa: E402
+from tools.coco_eval import to_coco_results  # noqa: E402
+
+logger = logging.getLogger("infer")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def model_from_checkpoint(path: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The detector of a ``train_asm_one.py`` checkpoint, in eval mode, and the checkpoint."""
+    ckpt = load_checkpoint(path)
+    cfg = ckpt["config"]
+    model = build_model(cfg["model"], len(ckpt["classes"]) + 1, min_size=cfg["min_size"], max_size=cfg["max_size"],
+                        preset=cfg["preset"])  # fmt: skip
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def folder_records(folder: str) -> list[Record]:
+    """Records (no boxes) for every image file under ``folder``, sorted by path."""
+    names = sorted(os.path.relpath(os.path.join(d, f), folder).replace(os.sep, "/")
+                   for d, _, files in os.walk(folder) for f in files if f.lower().endswith(IMAGE_EXTENSIONS))  # fmt: skip
+    if not names:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    records = []
+    for name in names:
+        h, w = read_image(os.path.join(folder, name)).shape[-2:]
+        records.append(Record(name, name, int(w), int(h)))
+    return records
+
+
+@torch.inference_mode()
+def predict_tta(model, image: torch.Tensor, scales=(1.0,), flip: bool = False, merge: str = "nms",
+                iou: float = 0.5) -> dict:  # fmt: skip
+    """Detections of one image (float ``[3, H, W]`` in ``[0, 1]``), merged over the augmentations.
+
+    Returns numpy ``boxes`` (original pixels), ``labels``, ``scores`` and, for Mask R-CNN,
+    ``masks`` ``[N, H, W]`` probabilities.
+    """
+    transform = model.transform
+    base_min, base_max = transform.min_size, transform.max_size
+    width = image.shape[-1]
+    parts = []
+    try:
+        for s in scales:
+            transform.min_size = tuple(round(m * s) for m in base_min[-1:])
+            transform.max_size = round(base_max * s)
+            for mirrored in (False, True) if flip else (False,):
+                out = model([image.flip(-1) if mirrored else image])[0]
+                if mirrored:
+                    out["boxes"] = torch.stack([width - out["boxes"][:, 2], out["boxes"][:, 1],
+                                                width - out["boxes"][:, 0], out["boxes"][:, 3]], 1)  # fmt: skip
+                    if "masks" in out:
+                        out["masks"] = out["masks"].flip(-1)
+                parts.append(out)
+    finally:
+        transform.min_size, transform.max_size = base_min, base_max
+    merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    keep = batched_nms(merged["boxes"], merged["scores"], merged["labels"], iou)[: model.roi_heads.detections_per_img]
+    result = {k: v[keep] for k, v in merged.items()}
+    if merge == "wbf" and len(parts) > 1:
+        result["boxes"] = _fuse(merged, keep, iou)
+    if "masks" in result:
+        result["masks"] = result["masks"][:, 0]
+    return {k: v.cpu().numpy() for k, v in result.items()}
+
+
+def _fuse(merged: dict, keep: torch.Tensor, iou: float) -> torch.Tensor:
+    """Score-weighted mean of each kept box's cluster (same class, IoU >= ``iou``)."""
+    overlap = box_iou(merged["boxes"][keep], merged["boxes"]) >= iou
+    overlap &= merged["labels"][keep][:, None] == merged["labels"][None, :]
+    weights = overlap.float() * merged["scores"][None, :]
+    return weights @ merged["boxes"] / weights.sum(1, keepdim=True)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(p)
+    p.add_argument("--checkpoint", required=True, help="a train_asm_one.py checkpoint (last.pth / best.pth)")
+    p.add_argument("--images", default=None, help="an image folder (instead of a dataset split)")
+    p.add_argument("--split", choices=("train", "val"), default="val", help="dataset split to run on")
+    p.add_argument("--out", required=True, help="COCO results JSON to write")
+    p.add_argument("--score-thresh", type=float, default=0.05)
+    p.add_argument("--tta-scales", type=float, nargs="+", default=[1.0])
+    p.add_argument("--tta-flip", action="store_true")
+    p.add_argument("--tta-merge", choices=("nms", "wbf"), default="nms")
+    p.add_argument("--tta-iou", type=float, default=0.5)
+    p.add_argument("--device", default="auto")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    try:
+        model, ckpt = model_from_checkpoint(args.checkpoint, device)
+        classes = tuple(ckpt["classes"])
+        label_to_cat = {int(k): int(v) for k, v in ckpt["label_to_cat_id"].items()}
+        if args.images:
+            data = RecordSet(folder_records(args.images), classes, os.path.abspath(args.images), label_to_cat)
+        else:
+            data = build_datasets(args)[0 if args.split == "train" else 1]
+            if data.label_to_cat_id != label_to_cat or data.classes != classes:
+                raise ValueError(f"{args.checkpoint} was trained on classes {classes}, the data has {data.classes}")
+    except (AnnotationError, ValueError, FileNotFoundError, KeyError) as e:
+        logger.error("%s", e)
+        return 2
+    model.roi_heads.score_thresh = args.score_thresh
+    gt = records_to_coco(data)
+    coco_ids = [im["id"] for im in gt["images"]]
+    results = []
+    for record, image_id in tqdm(list(zip(data.records, coco_ids)), desc="infer", disable=None):
+        image = read_image(os.path.join(data.image_root, record.file_name)).float().div(255).to(device)
+        out = predict_tta(model, image, args.tta_scales, args.tta_flip, args.tta_merge, args.tta_iou)
+        results += to_coco_results([record], [out], label_to_cat, [image_id], with_masks="masks" in out)
+    atomic_write_text(args.out, json.dumps(results))
+    if args.dataset != "coco" or args.images:
+        atomic_write_text(args.out + ".gt.json", json.dumps(gt))
+    logger.info("%d detections on %d images -> %s", len(results), len(data), args.out)
+    print(json.dumps({"images": len(data), "detections": len(results), "out": os.path.abspath(args.out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
