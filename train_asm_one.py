@@ -39,6 +39,7 @@ from tools.options import (
     model_from_args,
     setup,
 )
+from tools.visualize import round_sheet, to_tensorboard
 from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("train_asm_one")
@@ -154,6 +155,11 @@ def start_round(run: Run, train_set, device) -> None:
     batch = [oracle[i] for i in asm.next_batch()]
     results = mine(run.model, batch, train_set.image_root, args, device)
     run.train_records = asm.apply(results, oracle)
+    sheet = round_sheet(results, train_set.image_root, train_set.classes)
+    os.makedirs(os.path.join(args.output_dir, "rounds"), exist_ok=True)
+    sheet.save(os.path.join(args.output_dir, "rounds", f"round{asm.round}.png"))
+    if run.trainer.log.enabled:
+        to_tensorboard(run.trainer.log.writer, "ASM/most_uncertain", sheet, asm.round)
     info = asm.rounds[-1]
     n = max(info["images"], 1)
     run.trainer.log.scalars({

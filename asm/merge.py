@@ -71,6 +71,7 @@ class MergeResult:
     matched: int  # certain boxes that match GT: the pseudo-label precision is matched / certain
     ratio: float  # AL ann_ratio
     sl_score: float = 0.0  # sum of the detection scores of the matched certain boxes
+    deleted_boxes: np.ndarray | None = None  # [deleted, 4] the false positives the human removed
 
 
 def _pad(arrays: Sequence[np.ndarray], width: int, fill: float, shape: tuple = ()) -> np.ndarray:
@@ -209,4 +210,5 @@ def _result(gt: Record, c_boxes, c_labels, match, n_uncertain: int, demoted: int
     deleted = n_certain - n_matched
     drawn = len(gt) - n_matched
     ratio = drawn / len(gt) if len(gt) else (1.0 if deleted else 0.0)
-    return MergeResult(sa, sl, drawn, n_matched, deleted, n_certain, n_uncertain, demoted, n_matched, ratio)
+    return MergeResult(sa, sl, drawn, n_matched, deleted, n_certain, n_uncertain, demoted, n_matched, ratio,
+                       deleted_boxes=c_boxes[~matched])  # fmt: skip

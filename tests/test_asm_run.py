@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from PIL import Image
 
 from tools.checkpoint import load_checkpoint
 from tools.logs import read_jsonl
@@ -38,6 +39,8 @@ def test_two_rounds_end_to_end(tmp_path, capsys, strategy):
     assert sorted(ids) == sorted(asm["all_ids"]) and len(ids) == 24
     initial_boxes = summary["human_drawn_boxes"] - sum(r["drawn"] for r in rounds)
     assert initial_boxes > 0 and summary["labelled_images"] == len(asm["labelled"])
+    with Image.open(os.path.join(out, "rounds", "round2.png")) as sheet:  # most uncertain images of round 2
+        assert sheet.size[0] >= 256
     if strategy == "v1+":
         assert len(asm["labelled"]) == 8 + 2 * 4
 
