@@ -28,8 +28,9 @@ from tools.coco_eval import COCOEvaluator
 from tools.config import add_config_args, parse_with_config, save_resolved
 from tools.early_stop import APShiftStopper
 from tools.fit import AP_KEYS, Phase, Trainer, eval_loader, make_optimizer, make_scheduler, run_phase
+from tools.labelling import export_round
 from tools.logs import RunLog
-from tools.mining import mine
+from tools.mining import mine, preannotate, results_from_imported
 from tools.options import (
     Interrupted,
     add_merge_args,
@@ -62,6 +63,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--cer_ratio", type=float, default=0.3)
     g.add_argument("--uncer_ratio", type=float, default=0.6)
     g.add_argument("--max-rounds", type=int, default=None)
+    g.add_argument("--oracle", choices=("gt", "none"), default="gt",
+                   help="gt: the dataset's labels simulate the human; none: pause each round for a labelling "
+                        "tool (export, tools/import_labels.py, --resume)")
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", "--ckpt", dest="output_dir", default="outputs/run")
     g.add_argument("--resume", default=None, help="checkpoint to continue (restores everything)")
@@ -78,6 +82,14 @@ def initial_pool(n: int, initial: float, seed: int) -> list[int]:
     return sorted(np.random.default_rng([seed, 7]).permutation(n)[:count].tolist())
 
 
+class Paused(Exception):
+    """A round waits for a human's labels (``--oracle none``)."""
+
+
+class LabelsMissing(Exception):
+    """--resume of a paused round before its labels were imported."""
+
+
 class Run:
     """The mutable state of a run that a checkpoint holds (plain data via :meth:`state_dict`)."""
 
@@ -88,6 +100,7 @@ class Run:
         self.asm: ASMState | None = None
         self.phase = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
         self.train_records: list = []  # what the current phase trains on
+        self.awaiting: str | None = None  # labelling folder of a round paused for a human (--oracle none)
         self.epochs_done = 0
         self.best_ap = -1.0
         self.round_stopper = APShiftStopper(args.ap_range, args.ap_shift_asm, args.ap_thre, args.ap_shift_squared)
@@ -108,7 +121,7 @@ class Run:
                 "round_stop": self.round_stopper.state_dict(), "epochs_done": self.epochs_done,
                 "best_ap": self.best_ap, "asm": self.asm.state_dict() if self.asm else None,
                 "train_records": [record_to_dict(r) for r in self.train_records], "rng": rng_state(),
-                "config": vars(self.args), "git": git_revision(), "classes": self.classes,
+                "config": vars(self.args), "git": git_revision(), "classes": self.classes, "awaiting": self.awaiting,
                 "label_to_cat_id": self.label_to_cat_id}  # fmt: skip
 
     def load_state_dict(self, ckpt: dict) -> None:
@@ -124,6 +137,7 @@ class Run:
         self.epochs_done, self.best_ap = ckpt["epochs_done"], ckpt["best_ap"]
         self.asm = ASMState.from_state(ckpt["asm"]) if ckpt["asm"] else None
         self.train_records = [record_from_dict(r) for r in ckpt["train_records"]]
+        self.awaiting = ckpt.get("awaiting")
         set_rng_state(ckpt["rng"])
 
     def save(self) -> None:
@@ -149,11 +163,37 @@ class Run:
 
 
 def start_round(run: Run, train_set, device) -> None:
-    """Detect the next batch, merge with the oracle, move the pools; set up the round's training."""
+    """Detect the next batch, merge with the oracle, move the pools; set up the round's training.
+
+    With ``--oracle none`` the round pauses instead: the pre-annotations are exported for a
+    labelling tool and :class:`Paused` ends the process until the labels are imported.
+    """
     args, asm = run.args, run.asm
     oracle = {r.image_id: r for r in train_set.records}
     batch = [oracle[i] for i in asm.next_batch()]
-    results = mine(run.model, batch, train_set.image_root, args, device)
+    if args.oracle == "none":
+        pre, scores = preannotate(run.model, batch, train_set.image_root, args, device)
+        run.awaiting = os.path.join(os.path.abspath(args.output_dir), "labelling", f"round{asm.round + 1}")
+        export_round(run.awaiting, asm.round + 1, pre, scores, train_set)
+        run.save()
+        raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {run.awaiting}; label "
+                     f"them, run tools/import_labels.py --run {args.output_dir} --labels <export>, then --resume")
+    finish_round(run, train_set, mine(run.model, batch, train_set.image_root, args, device), oracle)
+
+
+def resume_labelled(run: Run, train_set) -> None:
+    """Continue a round paused for a human, with the labels imported by tools/import_labels.py."""
+    path = os.path.join(run.awaiting, "imported.json")
+    if not os.path.isfile(path):
+        raise LabelsMissing(f"no labels imported for {run.awaiting}: run tools/import_labels.py first")
+    with open(path, encoding="utf-8") as f:
+        results = results_from_imported(json.load(f))
+    run.awaiting = None
+    finish_round(run, train_set, results, {r.sa.image_id: r.sa for r in results})
+
+
+def finish_round(run: Run, train_set, results, oracle) -> None:
+    args, asm = run.args, run.asm
     run.train_records = asm.apply(results, oracle)
     sheet = round_sheet(results, train_set.image_root, train_set.classes)
     os.makedirs(os.path.join(args.output_dir, "rounds"), exist_ok=True)
@@ -224,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         run.load_state_dict(load_checkpoint(args.resume))
         logger.info("resumed %s: %s epoch %d", args.resume, run.phase.name, run.phase.epoch)
     try:
+        if run.awaiting:  # a round paused for a labelling tool
+            resume_labelled(run, train_set)
         metrics = run.train()  # the initial phase, or the round a resumed run was in
         while run.asm is not None:
             if run.phase.index > 0:  # a round's training just finished
@@ -240,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         logger.warning("%s; continue with --resume %s", e, os.path.join(args.output_dir, "last.pth"))
         return 3
+    except Paused as e:
+        logger.warning("%s", e)
+        return 4
+    except LabelsMissing as e:
+        logger.error("%s", e)
+        return 2
     finally:
         log.close()
     drawn = sum(len(r) for r in run.train_records)

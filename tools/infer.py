@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 
-import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_iou
 from tqdm import tqdm

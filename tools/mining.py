@@ -1,4 +1,4 @@
-"""One ASM round's model side: detect the round's images and merge them with the oracle."""
+"""One ASM round's model side: detect the round's images and merge them with the oracle (or a human)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from asm.merge import ASMConfig, MergeResult, merge_batch
-from datasets.records import Record
+from asm.merge import ASMConfig, MergeResult, merge_batch, split_and_rejudge
+from datasets.records import Record, record_from_dict
 from tools.engine import detect
 from tools.fit import eval_loader
 
@@ -31,3 +31,26 @@ def mine(model: nn.Module, records: Sequence[Record], image_root: str, args: arg
     loader = eval_loader(records, image_root, args)
     dets = [sort_by_score(d) for d in detect(model, loader, device, desc="detect")]
     return merge_batch(dets, records, asm_config(args))
+
+
+def preannotate(model: nn.Module, records: Sequence[Record], image_root: str, args: argparse.Namespace,
+                device: torch.device) -> tuple[list[Record], list[np.ndarray]]:  # fmt: skip
+    """The model's certain boxes (after rejudge) on ``records``: pre-annotations for a human."""
+    loader = eval_loader(records, image_root, args)
+    dets = [sort_by_score(d) for d in detect(model, loader, device, desc="detect")]
+    certain, _, _ = split_and_rejudge(dets, asm_config(args))
+    pre = [Record(r.image_id, r.file_name, r.width, r.height, d["boxes"][c], d["labels"][c])
+           for r, d, c in zip(records, dets, certain)]  # fmt: skip
+    return pre, [d["scores"][c] for d, c in zip(dets, certain)]
+
+
+def results_from_imported(imported: dict) -> list[MergeResult]:
+    """Merge results of a round labelled in a tool (``tools/labelling.import_round``'s output)."""
+    out = []
+    for rec, img, n_pre in zip(imported["records"], imported["images"], imported["preannotated"]):
+        sa = record_from_dict(rec)
+        al = img["added"] + img["moved"] + img["relabelled"]
+        sl = img["confirmed"]
+        ratio = al / (al + sl) if al + sl else (1.0 if img["deleted"] else 0.0)
+        out.append(MergeResult(sa, np.asarray(img["sl"], bool), al, sl, img["deleted"], n_pre, 0, 0, sl, ratio))
+    return out

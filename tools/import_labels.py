@@ -1,0 +1,47 @@
+"""Read a round's corrected labels back from a labelling tool, so that ``--resume`` can continue.
+
+    python train_asm_one.py --oracle none ...            # pauses, exports labelling/round<r>/
+    python tools/import_labels.py --run outputs/run --labels export_from_label_studio.json
+    python train_asm_one.py --oracle none ... --resume outputs/run/last.pth
+
+Formats: a Label Studio JSON export, CVAT for images 1.1 XML, a folder of VOC XML files, or COCO
+JSON (``--format auto`` tells them apart). Prints the human edits against the pre-annotations:
+boxes added, deleted, moved (matched at IoU < 0.8), relabelled and confirmed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datasets import AnnotationError  # noqa: E402
+from tools.checkpoint import load_checkpoint  # noqa: E402
+from tools.labelling import import_round  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="the output folder of the paused train_asm_one.py run")
+    p.add_argument("--labels", required=True, help="the labelling tool's export (file or VOC folder)")
+    p.add_argument("--format", default="auto", choices=("auto", "labelstudio", "cvat", "voc", "coco"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    try:
+        folder = load_checkpoint(os.path.join(args.run, "last.pth")).get("awaiting")
+        if not folder:
+            raise ValueError(f"{args.run}/last.pth is not waiting for labels (run with --oracle none first)")
+        imported = import_round(folder, args.labels, args.format)
+    except (AnnotationError, ValueError, FileNotFoundError, KeyError) as e:
+        logging.getLogger("import_labels").error("%s", e)
+        return 2
+    print(json.dumps({"round": imported["round"], "images": len(imported["records"]), **imported["edits"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

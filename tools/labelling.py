@@ -1,0 +1,236 @@
+"""Labelling-tool round trip: export a round's pre-annotations, read the corrected labels back.
+
+Export (``<output>/labelling/round<r>/``): the model's certain boxes (after rejudge) of the round's
+images, each flagged as model-made, as
+
+* ``label_studio_tasks.json``: Label Studio tasks with ``predictions`` (``origin: prediction``);
+* ``cvat_annotations.xml``: CVAT for images 1.1 (``source="auto"``);
+* ``coco_preannotations.json`` and ``voc/<image>.xml``;
+* ``manifest.json``: the round, the images and the pre-annotations (read back by the import).
+
+Import: a Label Studio JSON export, a CVAT for images 1.1 XML, a folder of VOC XML files or a COCO
+JSON, each matched to the round's images by file name; the corrected records and the edit counts
+(:mod:`asm.edits`) are written to ``imported.json`` for ``train_asm_one.py --resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from lxml import etree
+
+from asm.edits import Edits, count_edits
+from datasets.coco import load_coco, records_to_coco
+from datasets.records import (
+    AnnotationError,
+    Record,
+    RecordSet,
+    atomic_write_text,
+    record_from_dict,
+    record_to_dict,
+)
+from datasets.voc import _parser, parse_voc_xml
+
+
+def export_round(folder: str, round_index: int, pre: Sequence[Record], scores: Sequence[np.ndarray],
+                 data: RecordSet) -> None:  # fmt: skip
+    """Write the pre-annotations of a round in every supported format."""
+    os.makedirs(os.path.join(folder, "voc"), exist_ok=True)
+    manifest = {"round": round_index, "classes": list(data.classes), "image_root": data.image_root,
+                "preannotations": [record_to_dict(r) for r in pre], "scores": [s.tolist() for s in scores]}  # fmt: skip
+    atomic_write_text(os.path.join(folder, "manifest.json"), json.dumps(manifest))
+    atomic_write_text(os.path.join(folder, "label_studio_tasks.json"),
+                      json.dumps(_label_studio_tasks(pre, scores, data, round_index), indent=1))  # fmt: skip
+    atomic_write_text(os.path.join(folder, "cvat_annotations.xml"), _cvat_xml(pre, data.classes))
+    atomic_write_text(os.path.join(folder, "coco_preannotations.json"),
+                      json.dumps(records_to_coco(data, list(pre))))  # fmt: skip
+    for r in pre:
+        stem = os.path.splitext(os.path.basename(r.file_name))[0]
+        atomic_write_text(os.path.join(folder, "voc", f"{stem}.xml"), _voc_xml(r, data.classes))
+
+
+def _label_studio_tasks(pre, scores, data: RecordSet, round_index: int) -> list[dict]:
+    tasks = []
+    for r, s in zip(pre, scores):
+        result = []
+        for k, (box, label) in enumerate(zip(r.boxes.astype(float), r.labels)):
+            x1, y1, x2, y2 = box
+            result.append({"id": f"{r.image_id}-{k}", "type": "rectanglelabels", "from_name": "label",
+                           "to_name": "image", "origin": "prediction", "original_width": int(r.width),
+                           "original_height": int(r.height), "image_rotation": 0, "score": float(s[k]),
+                           "value": {"x": 100 * x1 / r.width, "y": 100 * y1 / r.height,
+                                     "width": 100 * (x2 - x1) / r.width, "height": 100 * (y2 - y1) / r.height,
+                                     "rotation": 0, "rectanglelabels": [data.classes[int(label) - 1]]}})  # fmt: skip
+        tasks.append({"data": {"image": os.path.join(data.image_root, r.file_name), "file_name": r.file_name},
+                      "predictions": [{"model_version": f"asm-round{round_index}", "result": result,
+                                       "score": float(np.mean(s)) if len(s) else 0.0}]})  # fmt: skip
+    return tasks
+
+
+def _cvat_xml(pre, classes) -> str:
+    root = etree.Element("annotations")
+    etree.SubElement(root, "version").text = "1.1"
+    labels = etree.SubElement(etree.SubElement(etree.SubElement(root, "meta"), "task"), "labels")
+    for name in classes:
+        etree.SubElement(etree.SubElement(labels, "label"), "name").text = name
+    for k, r in enumerate(pre):
+        image = etree.SubElement(root, "image", id=str(k), name=r.file_name, width=str(r.width), height=str(r.height))
+        for box, label in zip(r.boxes.astype(float), r.labels):
+            etree.SubElement(image, "box", label=classes[int(label) - 1], source="auto", occluded="0",
+                             xtl=repr(box[0]), ytl=repr(box[1]), xbr=repr(box[2]), ybr=repr(box[3]), z_order="0")  # fmt: skip
+    return etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="utf-8").decode()
+
+
+def _voc_xml(r: Record, classes) -> str:
+    root = etree.Element("annotation")
+    etree.SubElement(root, "filename").text = os.path.basename(r.file_name)
+    etree.SubElement(root, "path").text = r.file_name
+    size = etree.SubElement(root, "size")
+    etree.SubElement(size, "width").text = str(r.width)
+    etree.SubElement(size, "height").text = str(r.height)
+    for box, label in zip(r.boxes.astype(float), r.labels):
+        obj = etree.SubElement(root, "object")
+        etree.SubElement(obj, "name").text = classes[int(label) - 1]
+        etree.SubElement(obj, "difficult").text = "0"
+        bnd = etree.SubElement(obj, "bndbox")
+        for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), box):
+            etree.SubElement(bnd, tag).text = repr(v)
+    return etree.tostring(root, pretty_print=True).decode()
+
+
+# -- import -------------------------------------------------------------------------------------
+def read_labels(path: str, manifest: dict[str, Any], fmt: str = "auto") -> list[Record]:
+    """Corrected records of the round's images (manifest order) from a labelling tool's export."""
+    pre = [record_from_dict(r) for r in manifest["preannotations"]]
+    classes = list(manifest["classes"])
+    if fmt == "auto":
+        fmt = "voc" if os.path.isdir(path) else "cvat" if path.endswith(".xml") else "json"
+    if fmt == "json":
+        fmt = "coco" if isinstance(_read_json(path), dict) else "labelstudio"
+    readers = {"labelstudio": _read_label_studio, "cvat": _read_cvat, "voc": _read_voc, "coco": _read_coco}
+    if fmt not in readers:
+        raise ValueError(f"unknown labels format {fmt!r}; choose one of {sorted(readers)} or auto")
+    found = readers[fmt](path, pre, classes)  # file name -> (boxes, labels)
+    out = []
+    for r in pre:
+        if r.file_name not in found:
+            raise AnnotationError(f"{path}: no labels for image {r.file_name!r} of round {manifest['round']}")
+        boxes, labels = found[r.file_name]
+        out.append(Record(r.image_id, r.file_name, r.width, r.height, np.asarray(boxes, np.float32).reshape(-1, 4),
+                          np.asarray(labels, np.int64)))  # fmt: skip
+    return out
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from e
+
+
+def _label_of(name: str, classes: list[str], where: str) -> int:
+    if name not in classes:
+        raise AnnotationError(f"{where}: unknown label {name!r}; known: {classes}")
+    return classes.index(name) + 1
+
+
+def _image_of(name: str, pre: Sequence[Record], where: str) -> Record:
+    names = {r.file_name: r for r in pre}
+    base = {os.path.basename(r.file_name): r for r in pre}
+    record = names.get(name) or base.get(os.path.basename(name))
+    if record is None:
+        raise AnnotationError(f"{where}: image {name!r} is not one of this round's images")
+    return record
+
+
+def _read_label_studio(path, pre, classes):
+    tasks = _read_json(path)
+    if not isinstance(tasks, list):
+        raise AnnotationError(f"{path}: a Label Studio export is a JSON list of tasks")
+    found = {}
+    for k, task in enumerate(tasks):
+        where = f"{path}: task {task.get('id', k) if isinstance(task, dict) else k}"
+        if not isinstance(task, dict) or "data" not in task:
+            raise AnnotationError(f"{where}: not a Label Studio task (no 'data')")
+        data = task["data"]
+        record = _image_of(data.get("file_name") or data.get("image", ""), pre, where)
+        done = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
+        if not done:
+            raise AnnotationError(f"{where}: image {record.file_name!r} has no completed annotation")
+        boxes, labels = [], []
+        for item in done[-1].get("result", []):
+            if item.get("type") != "rectanglelabels":
+                continue
+            v = item["value"]
+            w, h = item.get("original_width", record.width), item.get("original_height", record.height)
+            x1, y1 = v["x"] * w / 100, v["y"] * h / 100
+            boxes.append([x1, y1, x1 + v["width"] * w / 100, y1 + v["height"] * h / 100])
+            labels.append(_label_of(v["rectanglelabels"][0], classes, f"{where} ({record.file_name})"))
+        found[record.file_name] = (boxes, labels)
+    return found
+
+
+def _read_cvat(path, pre, classes):
+    try:
+        root = etree.parse(path, _parser()).getroot()
+    except (etree.XMLSyntaxError, OSError) as e:
+        raise AnnotationError(f"{path}: malformed CVAT XML: {e}") from e
+    if root.tag != "annotations":
+        raise AnnotationError(f"{path}: not a CVAT for images 1.1 file (root <{root.tag}>)")
+    found = {}
+    for image in root.iter("image"):
+        where = f"{path}: line {image.sourceline}"
+        record = _image_of(image.get("name", ""), pre, where)
+        boxes, labels = [], []
+        for box in image.iter("box"):
+            try:
+                boxes.append([float(box.get(k)) for k in ("xtl", "ytl", "xbr", "ybr")])
+            except (TypeError, ValueError) as e:
+                raise AnnotationError(f"{path}: line {box.sourceline}: box needs numeric xtl, ytl, xbr, ybr") from e
+            labels.append(_label_of(box.get("label", ""), classes, f"{where} ({record.file_name})"))
+        found[record.file_name] = (boxes, labels)
+    return found
+
+
+def _read_voc(path, pre, classes):
+    found = {}
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".xml"):
+            xml = os.path.join(path, name)
+            parsed = parse_voc_xml(xml)
+            record = _image_of(parsed["filename"] or name[:-4], pre, xml)
+            found[record.file_name] = ([b for _, _, b in parsed["objects"]],
+                                       [_label_of(c, classes, xml) for c, _, _ in parsed["objects"]])  # fmt: skip
+    return found
+
+
+def _read_coco(path, pre, classes):
+    data = load_coco(path, "/", check_images=False)
+    found = {}
+    for r in data.records:
+        record = _image_of(r.file_name, pre, path)
+        found[record.file_name] = (r.boxes, [_label_of(data.classes[int(lb) - 1], classes, path) for lb in r.labels])
+    return found
+
+
+def import_round(folder: str, labels_path: str, fmt: str = "auto") -> dict[str, Any]:
+    """Read corrected labels for the round in ``folder``; write and return ``imported.json``'s content."""
+    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    pre = [record_from_dict(r) for r in manifest["preannotations"]]
+    records = read_labels(labels_path, manifest, fmt)
+    total, per_image = Edits(), []
+    for p, r in zip(pre, records):
+        edits, sl = count_edits(p.boxes, p.labels, r.boxes, r.labels)
+        total += edits
+        per_image.append({"image_id": r.image_id, **edits.as_dict(), "sl": sl.tolist()})
+    imported = {"round": manifest["round"], "source": os.path.abspath(labels_path), "edits": total.as_dict(),
+                "images": per_image, "records": [record_to_dict(r) for r in records],
+                "preannotated": [len(p) for p in pre]}  # fmt: skip
+    atomic_write_text(os.path.join(folder, "imported.json"), json.dumps(imported))
+    return imported
