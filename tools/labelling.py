@@ -79,7 +79,7 @@ def _cvat_xml(pre, classes) -> str:
         etree.SubElement(etree.SubElement(labels, "label"), "name").text = name
     for k, r in enumerate(pre):
         image = etree.SubElement(root, "image", id=str(k), name=r.file_name, width=str(r.width), height=str(r.height))
-        for box, label in zip(r.boxes.astype(float), r.labels):
+        for box, label in zip(r.boxes.astype(float).tolist(), r.labels):
             etree.SubElement(image, "box", label=classes[int(label) - 1], source="auto", occluded="0",
                              xtl=repr(box[0]), ytl=repr(box[1]), xbr=repr(box[2]), ybr=repr(box[3]), z_order="0")  # fmt: skip
     return etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="utf-8").decode()
@@ -92,7 +92,7 @@ def _voc_xml(r: Record, classes) -> str:
     size = etree.SubElement(root, "size")
     etree.SubElement(size, "width").text = str(r.width)
     etree.SubElement(size, "height").text = str(r.height)
-    for box, label in zip(r.boxes.astype(float), r.labels):
+    for box, label in zip(r.boxes.astype(float).tolist(), r.labels):
         obj = etree.SubElement(root, "object")
         etree.SubElement(obj, "name").text = classes[int(label) - 1]
         etree.SubElement(obj, "difficult").text = "0"

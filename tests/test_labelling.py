@@ -1,0 +1,131 @@
+"""Labelling-tool round trip: export, import, edit counting, pause -> import -> resume."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from lxml import etree
+
+from asm.edits import count_edits
+from datasets.records import AnnotationError, Record, RecordSet
+from tools.checkpoint import load_checkpoint
+from tools.import_labels import main as import_main
+from tools.labelling import export_round, import_round
+from train_asm_one import main as train_main
+
+CLASSES = ("cat", "dog")
+
+
+def _round(tmp_path):
+    pre = [Record("a", "imgs/a.jpg", 200, 100, [[10, 10, 50, 50], [60, 10, 120, 80], [130, 20, 190, 90]], [1, 2, 1]),
+           Record("b", "imgs/b.jpg", 120, 90, [[5.5, 6.25, 40.75, 70.5]], [2]),
+           Record("c", "imgs/c.jpg", 64, 64)]
+    data = RecordSet(pre, CLASSES, str(tmp_path / "root"))
+    folder = str(tmp_path / "round1")
+    export_round(folder, 1, pre, [np.full(len(r), 0.9) for r in pre], data)
+    return folder, pre
+
+
+def test_count_edits_scripted():
+    pre_boxes = [[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 70, 70], [80, 80, 90, 90]]
+    final = [[0, 0, 10, 10], [20, 20, 40, 44], [50, 50, 70, 70], [0, 60, 10, 70]]
+    # confirmed, moved (IoU 0.83 -> still >= 0.8? no: shift more below), relabelled, added; one deleted
+    final[1] = [24, 20, 44, 40]  # IoU 0.667: moved
+    edits, sl = count_edits(pre_boxes, [1, 1, 2, 1], final, [1, 1, 1, 2])
+    assert edits.as_dict() == {"added": 1, "deleted": 1, "moved": 1, "relabelled": 1, "confirmed": 1}
+    assert sl.tolist() == [True, False, False, False]
+
+
+def _accept_label_studio(folder, path):
+    tasks = json.load(open(os.path.join(folder, "label_studio_tasks.json")))
+    for k, t in enumerate(tasks):
+        t["id"] = k + 1
+        t["annotations"] = [{"result": t["predictions"][0]["result"], "was_cancelled": False}]
+    with open(path, "w") as f:
+        json.dump(tasks, f)
+    return str(path)
+
+
+def test_export_then_import_without_edits_is_identity(tmp_path):
+    folder, pre = _round(tmp_path)
+    exports = {"labelstudio": _accept_label_studio(folder, tmp_path / "ls_export.json"),
+               "cvat": os.path.join(folder, "cvat_annotations.xml"), "voc": os.path.join(folder, "voc"),
+               "coco": os.path.join(folder, "coco_preannotations.json")}
+    for fmt, path in exports.items():
+        imported = import_round(folder, path)
+        assert imported["edits"] == {"added": 0, "deleted": 0, "moved": 0, "relabelled": 0, "confirmed": 4}, fmt
+        for rec, p in zip(imported["records"], pre):
+            np.testing.assert_allclose(np.asarray(rec["boxes"]).reshape(-1, 4), p.boxes, atol=1e-3, err_msg=fmt)
+            assert rec["labels"] == p.labels.tolist() and rec["image_id"] == p.image_id
+    ls = json.load(open(os.path.join(folder, "label_studio_tasks.json")))
+    assert all(r["origin"] == "prediction" for t in ls for r in t["predictions"][0]["result"])
+    cvat = etree.parse(os.path.join(folder, "cvat_annotations.xml"))
+    assert {b.get("source") for b in cvat.iter("box")} == {"auto"}
+
+
+def test_scripted_cvat_edits_are_counted_exactly(tmp_path):
+    folder, _ = _round(tmp_path)
+    tree = etree.parse(os.path.join(folder, "cvat_annotations.xml"))
+    image_a = tree.find("image[@name='imgs/a.jpg']")
+    boxes = image_a.findall("box")
+    image_a.remove(boxes[0])  # deleted
+    boxes[1].set("xtl", "80")  # 60..120 -> 80..120: IoU 0.67, moved
+    boxes[2].set("label", "dog")  # relabelled
+    etree.SubElement(tree.find("image[@name='imgs/c.jpg']"), "box", label="cat", source="manual", xtl="1",
+                     ytl="1", xbr="30", ybr="30")  # added
+    path = str(tmp_path / "edited.xml")
+    tree.write(path)
+    imported = import_round(folder, path)
+    assert imported["edits"] == {"added": 1, "deleted": 1, "moved": 1, "relabelled": 1, "confirmed": 1}
+    assert [i["sl"] for i in imported["images"]] == [[False, False], [True], [False]]
+
+
+def test_foreign_and_malformed_files_name_the_task_or_image(tmp_path):
+    folder, _ = _round(tmp_path)
+    cases = {
+        "notlist.json": ('{"a": 1}', "images"),  # a dict is read as COCO: not a COCO file
+        "task.json": (json.dumps([{"id": 7, "data": {"image": "/x/zzz.jpg"}, "annotations": []}]),
+                      "task 7: image '/x/zzz.jpg' is not one of this round's images"),
+        "label.json": (json.dumps([{"id": 3, "data": {"file_name": "imgs/a.jpg"}, "annotations": [{"result": [
+            {"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 5, "height": 5,
+                                                  "rectanglelabels": ["zebra"]}}]}]}]),
+                       "task 3 \\(imgs/a.jpg\\): unknown label 'zebra'"),
+        "broken.xml": ("<annotations><image name='imgs/a.jpg'>", "malformed CVAT XML"),
+        "partial.xml": ("<annotations><image name='imgs/a.jpg'/></annotations>", "no labels for image 'imgs/b.jpg'"),
+    }
+    for name, (text, match) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(AnnotationError, match=match):
+            import_round(folder, str(path))
+
+
+def test_pause_import_resume_on_demo(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    argv = ["--demo-train", "16", "--demo-val", "4", "--min-size", "64", "--epochs", "1", "--round-epochs", "1",
+            "--K", "3", "--initial", "6", "--max-rounds", "1", "--oracle", "none", "--certain_thre", "0.05",
+            "--uncertain_thre", "0.04", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out]
+    assert train_main(argv) == 4
+    folder = load_checkpoint(os.path.join(out, "last.pth"))["awaiting"]
+    assert os.path.isfile(os.path.join(folder, "label_studio_tasks.json"))
+    resume = [*argv, "--resume", os.path.join(out, "last.pth")]
+    assert train_main(resume) == 2  # labels not imported yet
+    tree = etree.parse(os.path.join(folder, "cvat_annotations.xml"))
+    first = tree.find("image")
+    for box in first.findall("box"):
+        first.remove(box)
+    etree.SubElement(first, "box", label="circle", xtl="2", ytl="2", xbr="40", ybr="40")
+    edited = str(tmp_path / "edited.xml")
+    tree.write(edited)
+    assert import_main(["--run", out, "--labels", edited]) == 0
+    counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert counts["round"] == 1 and counts["images"] == 3
+    assert counts["added"] + counts["moved"] + counts["relabelled"] >= 1 and counts["deleted"] >= 0
+    assert train_main(resume) == 0
+    ckpt = load_checkpoint(os.path.join(out, "last.pth"))
+    labelled = {r["image_id"]: r for r in ckpt["asm"]["labelled"]}
+    assert len(labelled) == 9 and ckpt["awaiting"] is None
+    image_id = json.load(open(os.path.join(folder, "imported.json")))["records"][0]["image_id"]
+    assert labelled[image_id]["boxes"] == [[2.0, 2.0, 40.0, 40.0]] and labelled[image_id]["labels"] == [1]
+    assert ckpt["asm"]["rounds"][0]["drawn"] >= 1
