@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--strategy", default="v1+", choices=STRATEGIES)
     g.add_argument("--K", type=int, default=100, help="images detected per ASM round")
     g.add_argument("--initial", type=count_or_fraction, default=0.2, help="initial label pool: fraction or count")
-    g.add_argument("--round-epochs", type=int, default=6, help="max epochs of each ASM round")
+    g.add_argument("--round-epochs", type=int, default=5, help="max epochs of each ASM round")
     g.add_argument("--cer_ratio", type=float, default=0.3)
     g.add_argument("--uncer_ratio", type=float, default=0.6)
     g.add_argument("--max-rounds", type=int, default=None)
