@@ -110,34 +110,49 @@ def split_and_rejudge(dets: Sequence[dict], cfg: ASMConfig) -> tuple[list[np.nda
         dets: per image ``boxes`` ``[D, 4]`` xyxy, ``labels`` ``[D]``, ``scores`` ``[D]`` sorted by
             descending score, so that certain boxes come first and uncertain ones next.
     """
-    scores = [np.asarray(d["scores"], np.float64) for d in dets]
-    n_cert = [int((s >= cfg.certain_thre).sum()) for s in scores]
-    n_unc = [int((s >= cfg.uncertain_thre).sum()) - c for s, c in zip(scores, n_cert)]
-    for s in scores:
-        if len(s) > 1 and (np.diff(s) > 0).any():
-            raise ValueError("detections must be sorted by descending score")
-    boxes = [np.asarray(d["boxes"], np.float64).reshape(-1, 4) for d in dets]
-    labels = [np.asarray(d["labels"], np.int64) for d in dets]
-    nc, nu = max(n_cert + [1]), max(n_unc + [1])
-    cb = _pad([b[:c] for b, c in zip(boxes, n_cert)], nc, 0.0, (4,))
-    ub = _pad([b[c : c + u] for b, c, u in zip(boxes, n_cert, n_unc)], nu, 0.0, (4,))
-    cl = _pad([lb[:c] for lb, c in zip(labels, n_cert)], nc, -1)
-    ul = _pad([lb[c : c + u] for lb, c, u in zip(labels, n_cert, n_unc)], nu, -2)
+    sizes = np.array([len(d["scores"]) for d in dets])
+    n = max(int(sizes.max(initial=0)), 1)
+    scores = np.full((len(dets), n), -1.0)  # below any threshold; scores are probabilities
+    boxes = np.zeros((len(dets), n, 4))
+    labels = np.full((len(dets), n), -1, dtype=np.int64)
+    for i, d in enumerate(dets):
+        k = sizes[i]
+        scores[i, :k] = d["scores"]
+        boxes[i, :k] = np.asarray(d["boxes"]).reshape(-1, 4)
+        labels[i, :k] = d["labels"]
+    if (np.diff(scores, axis=1) > 0).any():
+        raise ValueError("detections must be sorted by descending score")
+    n_cert = (scores >= cfg.certain_thre).sum(1)
+    n_unc = (scores >= cfg.uncertain_thre).sum(1) - n_cert
+    nc, nu = max(int(n_cert.max(initial=0)), 1), max(int(n_unc.max(initial=0)), 1)
+    c_valid = np.arange(nc)[None, :] < n_cert[:, None]
+    u_valid = np.arange(nu)[None, :] < n_unc[:, None]
+    u_idx = np.minimum(n_cert[:, None] + np.arange(nu)[None, :], n - 1)
+    cb = np.where(c_valid[..., None], boxes[:, :nc] if nc <= n else 0.0, 0.0)
+    ub = np.where(u_valid[..., None], np.take_along_axis(boxes, u_idx[..., None], 1), 0.0)
+    cl = labels[:, :nc]
+    ul = np.take_along_axis(labels, u_idx, 1)
     overlap = batched_iou(cb, ub) >= cfg.judge_iou  # padding boxes are empty: IoU 0 < judge_iou
     # each uncertain box belongs to the first (highest-scoring) certain box overlapping it
     first = np.where(overlap.any(1), overlap.argmax(1), -1)  # [B, nu]
-    owned = first[:, None, :] == np.arange(nc)[None, :, None]  # [B, nc, nu]
-    demote = owned.any(2) & ~(owned & (cl[:, :, None] == ul[:, None, :])).any(2)
-    certain, uncertain, demoted = [], [], []
-    for i, (c, u) in enumerate(zip(n_cert, n_unc)):
-        flags = np.zeros(len(scores[i]), bool)
+    bi, ui = np.nonzero(first >= 0)
+    ci = first[bi, ui]
+    owns = np.zeros((len(dets), nc), bool)
+    owns[bi, ci] = True
+    same = ul[bi, ui] == cl[bi, ci]
+    owns_same = np.zeros((len(dets), nc), bool)
+    owns_same[bi[same], ci[same]] = True
+    demote = owns & ~owns_same & c_valid
+    certain, uncertain = [], []
+    for i in range(len(dets)):
+        c, u = n_cert[i], n_unc[i]
+        flags = np.zeros(sizes[i], bool)
         flags[:c] = ~demote[i, :c]
         certain.append(flags)
-        unc = np.zeros(len(scores[i]), bool)
+        unc = np.zeros(sizes[i], bool)
         unc[c : c + u] = True
         uncertain.append(unc)
-        demoted.append(int(demote[i, :c].sum()))
-    return certain, uncertain, demoted
+    return certain, uncertain, demote.sum(1).tolist()
 
 
 def match_to_gt(det_boxes: Sequence[np.ndarray], det_labels: Sequence[np.ndarray], gts: Sequence[Record],
