@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from asm.pools import STRATEGIES as ASM_STRATEGIES
 from asm.pools import ASMState
 from datasets import AnnotationError
 from datasets.build import add_data_args, build_datasets, describe, labelled_indices
@@ -45,7 +46,7 @@ from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("train_asm_one")
 
-STRATEGIES = ("none", "v1", "v1+", "topk_v1", "topk_v2")
+STRATEGIES = ("none", *ASM_STRATEGIES)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -116,22 +116,25 @@ class UncertaintySampler(BaseSampler):
         return out
 
 
-class LossSampler(BaseSampler):
-    needs = ("losses",)
+class ContextScoreSampler(BaseSampler):
+    """Ranks by one per-image number given in ``context[key]``, highest first."""
 
-    def rank(self, candidates, losses: dict[str, float] | None = None, **context):
-        if losses is None:
-            raise ValueError("sampler loss needs losses=<image id -> detection loss>")
-        return [float(losses[i]) for i in candidates]
+    key = ""
+    what = ""
+
+    def rank(self, candidates, **context):
+        values = context.get(self.key)
+        if values is None:
+            raise ValueError(f"sampler {self.name} needs {self.key}=<image id -> {self.what}>")
+        return [float(values[i]) for i in candidates]
 
 
-class RatioSampler(BaseSampler):
-    needs = ("ratios",)
+class LossSampler(ContextScoreSampler):
+    needs, key, what = ("losses",), "losses", "detection loss"
 
-    def rank(self, candidates, ratios: dict[str, float] | None = None, **context):
-        if ratios is None:
-            raise ValueError("sampler al_ratio needs ratios=<image id -> AL ann_ratio>")
-        return [float(ratios[i]) for i in candidates]
+
+class RatioSampler(ContextScoreSampler):
+    needs, key, what = ("ratios",), "ratios", "AL ann_ratio"
 
 
 SAMPLERS: dict[str, type[BaseSampler]] = {

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from tools.engine import _to_original, train_one_epoch
+from tools.engine import to_original, train_one_epoch
 
 
 class _Exploding(nn.Module):
@@ -41,9 +41,9 @@ def test_warmup_ramps_the_learning_rate_then_returns_means():
     assert out["loss_b"] == 1.0 and out["loss"] > 1.0 and out["lr"] == pytest.approx(0.1)
 
 
-def test_predictions_map_back_to_original_pixels():
+def test_predictions_map_backto_original_pixels():
     out = {"boxes": torch.tensor([[10.0, 20.0, 30.0, 40.0]]), "labels": torch.tensor([2]),
            "scores": torch.tensor([0.9]), "masks": torch.ones(1, 1, 50, 100)}
-    res = _to_original(out, (50, 100), torch.tensor([100, 200]))
+    res = to_original(out, (50, 100), torch.tensor([100, 200]))
     np.testing.assert_allclose(res["boxes"], [[20, 40, 60, 80]])
     assert res["masks"].shape == (1, 100, 200) and res["labels"].dtype == np.int64

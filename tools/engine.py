@@ -100,11 +100,11 @@ def detect(model: nn.Module, loader: Iterable, device: torch.device, desc: str =
         images, _ = to_device(images, None, device)
         outputs = model(images)
         for image, target, out in zip(images, targets, outputs):
-            found[int(target["image_id"])] = _to_original(out, image.shape[-2:], target["orig_size"])
+            found[int(target["image_id"])] = to_original(out, image.shape[-2:], target["orig_size"])
     return [found[i] for i in sorted(found)]
 
 
-def _to_original(out: dict, size, orig_size) -> dict:
+def to_original(out: dict, size, orig_size) -> dict:
     """Predictions (on the model's input image) as numpy in the original image's pixels."""
     res = {k: v.float().cpu() if k != "labels" else v.cpu() for k, v in out.items()}
     h, w = (int(v) for v in size)

@@ -25,19 +25,23 @@ def sort_by_score(out: dict) -> dict:
     return {k: np.asarray(v)[order] for k, v in out.items()}
 
 
+def detect_sorted(model: nn.Module, records: Sequence[Record], image_root: str, args: argparse.Namespace,
+                  device: torch.device) -> list[dict]:  # fmt: skip
+    """Detections of ``records`` in original pixels, each sorted by descending score."""
+    loader = eval_loader(records, image_root, args)
+    return [sort_by_score(d) for d in detect(model, loader, device, desc="detect")]
+
+
 def mine(model: nn.Module, records: Sequence[Record], image_root: str, args: argparse.Namespace,
          device: torch.device) -> list[MergeResult]:  # fmt: skip
     """Detect ``records`` (the oracle's GT records of a round's batch) and merge each with its GT."""
-    loader = eval_loader(records, image_root, args)
-    dets = [sort_by_score(d) for d in detect(model, loader, device, desc="detect")]
-    return merge_batch(dets, records, asm_config(args))
+    return merge_batch(detect_sorted(model, records, image_root, args, device), records, asm_config(args))
 
 
 def preannotate(model: nn.Module, records: Sequence[Record], image_root: str, args: argparse.Namespace,
                 device: torch.device) -> tuple[list[Record], list[np.ndarray]]:  # fmt: skip
     """The model's certain boxes (after rejudge) on ``records``: pre-annotations for a human."""
-    loader = eval_loader(records, image_root, args)
-    dets = [sort_by_score(d) for d in detect(model, loader, device, desc="detect")]
+    dets = detect_sorted(model, records, image_root, args, device)
     certain, _, _ = split_and_rejudge(dets, asm_config(args))
     pre = [Record(r.image_id, r.file_name, r.width, r.height, d["boxes"][c], d["labels"][c])
            for r, d, c in zip(records, dets, certain)]  # fmt: skip

@@ -23,7 +23,7 @@ from torchvision.ops import boxes as box_ops
 from datasets.records import Record
 from datasets.torch_data import DetectionDataset, collate_fn
 from datasets.transforms import build_transforms
-from tools.engine import _to_original, to_device
+from tools.engine import to_device, to_original
 
 
 def _postprocess_with_probs(store: list, conf_thres: float, nms_thres: float):
@@ -88,7 +88,7 @@ def predict_proba(model: nn.Module, records: Sequence[Record], image_root: str, 
                 store.clear()
                 outputs = model(images)
                 for image, target, out, probs in zip(images, targets, outputs, store):
-                    res = _to_original(out, image.shape[-2:], target["orig_size"])
+                    res = to_original(out, image.shape[-2:], target["orig_size"])
                     res["probs"] = probs.float().cpu().numpy()
                     res["file_name"] = records[int(target["image_id"])].file_name
                     results.append(res)
