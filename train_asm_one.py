@@ -98,6 +98,7 @@ class Run:
         self.args, self.model, self.trainer = args, model, trainer
         self.classes = list(train_set.classes)
         self.label_to_cat_id = {str(k): v for k, v in train_set.label_to_cat_id.items()}
+        self.git = git_revision()  # once per process, not a subprocess per checkpoint
         self.asm: ASMState | None = None
         self.phase = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
         self.train_records: list = []  # what the current phase trains on
@@ -122,7 +123,7 @@ class Run:
                 "round_stop": self.round_stopper.state_dict(), "epochs_done": self.epochs_done,
                 "best_ap": self.best_ap, "asm": self.asm.state_dict() if self.asm else None,
                 "train_records": [record_to_dict(r) for r in self.train_records], "rng": rng_state(),
-                "config": vars(self.args), "git": git_revision(), "classes": self.classes, "awaiting": self.awaiting,
+                "config": vars(self.args), "git": self.git, "classes": self.classes, "awaiting": self.awaiting,
                 "label_to_cat_id": self.label_to_cat_id}  # fmt: skip
 
     def load_state_dict(self, ckpt: dict) -> None:

@@ -148,7 +148,8 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         logger.info("%s seed %d step %d: %d images, %d drawn boxes, AP50 %.3f", name, seed, step, len(records),
                     state["drawn"], metrics["voc/AP50"])  # fmt: skip
         selected = [r.image_id for r in records]
-        remaining = [i for i in range(n) if train_set.records[i].image_id not in set(selected)]
+        chosen = set(selected)
+        remaining = [i for i in range(n) if train_set.records[i].image_id not in chosen]
         state["done"] = not remaining or (args.steps is not None and step + 1 >= args.steps)
         if not state["done"]:
             context, merged = sampler_context(sampler, model, args, train_set, remaining, device)

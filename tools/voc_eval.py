@@ -86,9 +86,9 @@ class VOCEvaluator(Evaluator):
         self.iou_thresholds = tuple(iou_thresholds)
         self.reset()
 
-    def per_class_ap(self, iou_thr: float, use_11pt: bool) -> np.ndarray:
-        """AP per class (``[C]``, NaN for a class without non-difficult boxes)."""
-        aps = np.full(len(self.classes), np.nan)
+    def pr_curves(self, iou_thr: float) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Per class ``(recall, precision)`` in score order, or None for a class without boxes."""
+        curves = []
         for c in range(1, len(self.classes) + 1):
             dets, gts = [], []
             for rec, out in zip(self._records, self._outputs):
@@ -98,19 +98,27 @@ class VOCEvaluator(Evaluator):
                 gts.append((rec.boxes[g], (rec.difficult | rec.iscrowd)[g]))
             tp, fp, npos = match_class(dets, gts, iou_thr)
             if npos == 0:
+                curves.append(None)
                 continue
             tp, fp = np.cumsum(tp), np.cumsum(fp)
-            recall = tp / npos
-            precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-            aps[c - 1] = average_precision(recall, precision, use_11pt)
-        return aps
+            curves.append((tp / npos, tp / np.maximum(tp + fp, np.finfo(np.float64).eps)))
+        return curves
+
+    @staticmethod
+    def _aps(curves, use_11pt: bool) -> np.ndarray:
+        return np.array([np.nan if c is None else average_precision(*c, use_11pt) for c in curves])
+
+    def per_class_ap(self, iou_thr: float, use_11pt: bool) -> np.ndarray:
+        """AP per class (``[C]``, NaN for a class without non-difficult boxes)."""
+        return self._aps(self.pr_curves(iou_thr), use_11pt)
 
     def summarize(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for thr in self.iou_thresholds:
             tag = f"AP{round(thr * 100)}"
+            curves = self.pr_curves(thr)  # matching once; both AP definitions read the same curves
             for use_11pt, suffix in ((False, ""), (True, "_11pt")):
-                aps = self.per_class_ap(thr, use_11pt)
+                aps = self._aps(curves, use_11pt)
                 valid = aps[~np.isnan(aps)]
                 out[f"voc/{tag}{suffix}"] = float(valid.mean()) if len(valid) else float("nan")
                 if not use_11pt:
