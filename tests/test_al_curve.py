@@ -65,3 +65,10 @@ def test_user_sampler_al_ratio_continue_mode_and_asm_logs(tmp_path):
     al = curves[1]["steps"]
     assert al[1]["human_drawn_boxes"] >= al[0]["human_drawn_boxes"]
     assert main(["--samplers", "nope", "--output-dir", str(tmp_path / "bad")]) == 2
+
+
+def test_sampler_flag_spellings():
+    from tools.al_curve import get_args_parser
+
+    args = get_args_parser().parse_args(["--sampler", "tests.test_al_curve:LastIdsSampler"])
+    assert args.samplers == ["tests.test_al_curve:LastIdsSampler"]

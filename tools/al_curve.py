@@ -67,7 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_merge_args(p)
     add_config_args(p)
     g = p.add_argument_group("curves")
-    g.add_argument("--samplers", nargs="+", default=["random", "entropy"], help="names or module:Class")
+    g.add_argument("--samplers", "--sampler", dest="samplers", nargs="+", default=["random", "entropy"],
+                   help="names or module:Class (a user plug-in)")
     g.add_argument("--seeds", nargs="+", type=int, default=[0])
     g.add_argument("--seed_batch", type=count_or_fraction, default=0.4, help="initial pool: fraction or count")
     g.add_argument("--batch_size", dest="step_size", type=count_or_fraction, default=0.1,
