@@ -74,3 +74,11 @@ def test_local_backbone_weights_freeze_batchnorm(tmp_path):
     assert isinstance(model.backbone.body["1"].conv[0][1], torchvision.ops.FrozenBatchNorm2d)
     scratch = build_model("fasterrcnn_mobilenet_v2_fpn", 3, min_size=64)
     assert isinstance(scratch.backbone.body["1"].conv[0][1], torch.nn.BatchNorm2d)
+
+
+def test_rpn_and_roi_sizes_override_the_preset():
+    model = build_model("fasterrcnn_mobilenet_v2_fpn", 3, min_size=64, preset="cpu_fast",
+                        rpn_post_nms_top_n_test=50, box_batch_size_per_image=32)
+    assert model.rpn._post_nms_top_n["testing"] == 50
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 32
+    assert model.rpn._pre_nms_top_n["training"] == 600  # from the preset
