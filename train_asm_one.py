@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from asm.pools import STRATEGIES as ASM_STRATEGIES
-from asm.pools import ASMState
+from asm.pools import ASMState, initial_pool
 from datasets import AnnotationError
 from datasets.build import add_data_args, build_datasets, describe, labelled_indices
 from datasets.records import record_from_dict, record_to_dict
@@ -40,6 +40,7 @@ from tools.options import (
     count_or_fraction,
     model_from_args,
     setup,
+    str2bool,
 )
 from tools.visualize import round_sheet, to_tensorboard
 from tools.voc_eval import VOCEvaluator
@@ -64,6 +65,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--cer_ratio", type=float, default=0.3)
     g.add_argument("--uncer_ratio", type=float, default=0.6)
     g.add_argument("--max-rounds", type=int, default=None)
+    g.add_argument("--coco-ap", type=str2bool, default=None,
+                   help="also evaluate COCO-style bbox AP (default: only with --dataset coco)")
     g.add_argument("--oracle", choices=("gt", "none"), default="gt",
                    help="gt: the dataset's labels simulate the human; none: pause each round for a labelling "
                         "tool (export, tools/import_labels.py, --resume)")
@@ -73,14 +76,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--exit-after-epochs", type=int, default=None,
                    help="stop the process after this many epochs in all, as if killed (resume tests)")
     return p
-
-
-def initial_pool(n: int, initial: float, seed: int) -> list[int]:
-    """Indices of the initial label pool (a fraction or a count of ``n``), drawn with its own RNG."""
-    count = round(initial * n) if initial <= 1 else int(initial)
-    if not 0 < count <= n:
-        raise ValueError(f"--initial {initial} gives {count} images; the pool has {n}")
-    return sorted(np.random.default_rng([seed, 7]).permutation(n)[:count].tolist())
 
 
 class Paused(Exception):
@@ -246,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     with_masks = is_mask_model(args.model)
     model = model_from_args(args, train_set.num_classes, device)
     evaluators = [VOCEvaluator(val_set.classes)]
-    if args.dataset == "coco":
+    if args.coco_ap or (args.coco_ap is None and args.dataset == "coco"):
         evaluators.append(COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)))
     log = RunLog(args.output_dir)
     logger.info("resolved config written to %s", save_resolved(args, args.output_dir))
@@ -271,8 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         metrics = run.train()  # the initial phase, or the round a resumed run was in
         while run.asm is not None:
             if run.phase.index > 0:  # a round's training just finished
-                run.asm.rounds[-1].update(AP50=metrics["voc/AP50"], AP75=metrics["voc/AP75"])
+                run.asm.rounds[-1].update(AP50=metrics["voc/AP50"], AP75=metrics["voc/AP75"], AP=metrics.get("bbox/AP"))
                 log.jsonl({"type": "round", **run.asm.rounds[-1], "human_drawn_total": initial_boxes + run.asm.cost.drawn})
+            elif not run.asm.rounds:  # the initial phase: the start of the learning curve
+                log.jsonl({"type": "round", "round": 0, "labelled_images": len(run.asm.labelled),
+                           "human_drawn_total": initial_boxes, "AP50": metrics["voc/AP50"],
+                           "AP75": metrics["voc/AP75"], "AP": metrics.get("bbox/AP")})  # fmt: skip
                 settled = run.round_stopper.update(run.asm.round, metrics[AP_KEYS[args.ap]])
                 if settled:
                     logger.info("AP settled across rounds (shift %.4f)", run.round_stopper.ap_shift)

@@ -33,6 +33,18 @@ from datasets.records import Record, record_from_dict, record_to_dict
 STRATEGIES = ("v1", "v1+", "topk_v1", "topk_v2")
 
 
+def initial_pool(n: int, initial: float, seed: int) -> list[int]:
+    """Indices of the initial label pool (a fraction or a count of ``n``), drawn with its own RNG.
+
+    ``train_asm_one.py`` and ``tools/al_curve.py`` share it, so ASM and the samplers start from the
+    same images for the same seed.
+    """
+    count = round(initial * n) if initial <= 1 else int(initial)
+    if not 0 < count <= n:
+        raise ValueError(f"--initial {initial} gives {count} images; the pool has {n}")
+    return sorted(np.random.default_rng([seed, 7]).permutation(n)[:count].tolist())
+
+
 @dataclass
 class RoundCost:
     """Human work and model quality of one round (or, summed, of the run)."""

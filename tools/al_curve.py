@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from asm.pools import initial_pool  # noqa: E402
 from asm.samplers import load_sampler  # noqa: E402
 from datasets import AnnotationError  # noqa: E402
 from datasets.build import add_data_args, build_datasets  # noqa: E402
@@ -75,6 +76,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="images added per step: fraction of the pool or count")
     g.add_argument("--steps", type=int, default=None, help="evaluations per curve (default: until exhausted)")
     g.add_argument("--resume_or_load", choices=("scratch", "continue"), default="scratch")
+    g.add_argument("--step-epochs", type=int, default=None,
+                   help="max epochs of each step after the first (default: --epochs); like --round-epochs")
     g.add_argument("--aggregate", choices=("max", "mean", "sum"), default="max", help="box -> image uncertainty")
     g.add_argument("--conf-thres", type=float, default=0.05, help="detections considered by uncertainty samplers")
     g.add_argument("--x-axis", choices=("images", "boxes"), default="images")
@@ -119,8 +122,7 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
     if os.path.isfile(path):
         state = load_checkpoint(path)
     else:
-        start = np.random.default_rng([seed, 1]).permutation(n)[: _count(args.seed_batch, n)]
-        recs = [train_set.records[i] for i in sorted(start)]
+        recs = [train_set.records[i] for i in initial_pool(n, args.seed_batch, seed)]
         state = {"steps": [], "records": [record_to_dict(r) for r in recs],
                  "drawn": sum(len(r) for r in recs), "model": None, "done": False}  # fmt: skip
     if state["done"]:
@@ -139,10 +141,11 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         records = [record_from_dict(r) for r in state["records"]]
         trainer = Trainer(model, run_args, device, train_set.image_root, val_loader, evaluators, log)
         optimizer = make_optimizer(model, run_args)
-        phase = Phase(f"{name}/seed{seed}/step{step}", step, args.epochs)
+        epochs = args.epochs if step == 0 or args.step_epochs is None else args.step_epochs
+        phase = Phase(f"{name}/seed{seed}/step{step}", step, epochs)
         stopper = APShiftStopper(args.ap_range, args.ap_shift_pretrain, args.ap_thre, args.ap_shift_squared)
         metrics = run_phase(trainer, phase, records, stopper, optimizer, make_scheduler(optimizer, run_args,
-                            args.epochs), lambda: None, lambda: step)  # fmt: skip
+                            epochs), lambda: None, lambda: step)  # fmt: skip
         state["steps"].append({"sampler": name, "seed": seed, "step": step, "images": len(records),
                                "human_drawn_boxes": state["drawn"], "AP50": metrics["voc/AP50"],
                                "AP75": metrics["voc/AP75"], "AP": metrics["bbox/AP"]})  # fmt: skip
