@@ -15,7 +15,6 @@ import logging
 import os
 import time
 
-import numpy as np
 import torch
 
 from asm.pools import STRATEGIES as ASM_STRATEGIES

@@ -74,52 +74,137 @@ class MergeResult:
     deleted_boxes: np.ndarray | None = None  # [deleted, 4] the false positives the human removed
 
 
-def _pad(arrays: Sequence[np.ndarray], width: int, fill: float, shape: tuple = ()) -> np.ndarray:
-    out = np.full((len(arrays), max(width, 1), *shape), fill, dtype=np.float64)
-    for i, a in enumerate(arrays):
-        out[i, : len(a)] = a
+def _pad(arrays: Sequence[np.ndarray], width: int, fill: float, dtype=np.float64, shape: tuple = ()) -> np.ndarray:
+    """Stack ragged arrays into ``[len(arrays), width, *shape]`` in one scatter (no per-row copies)."""
+    lens = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
+    out = np.full((len(arrays), max(width, 1), *shape), fill, dtype=dtype)
+    if lens.sum():
+        flat = np.concatenate([np.asarray(a, dtype).reshape(-1, *shape) for a in arrays])
+        rows = np.repeat(np.arange(len(arrays)), lens)
+        out[rows, np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens)] = flat
     return out
 
 
 def batched_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of padded box sets ``[B, N, 4]`` x ``[B, M, 4]`` -> ``[B, N, M]`` (float64, as ``box_iou``).
 
-    Written with in-place operations: on 1,000 images x 100 detections this is most of the work.
+    Each coordinate is taken as its own contiguous plane and the temporaries are reused: on
+    1,000 images x 100 detections this is most of the work.
     """
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    w = np.minimum(a[:, :, None, 2], b[:, None, :, 2])
-    w -= np.maximum(a[:, :, None, 0], b[:, None, :, 0])
+    ax1, ay1, ax2, ay2 = (np.ascontiguousarray(a[..., k], np.float64)[:, :, None] for k in range(4))
+    bx1, by1, bx2, by2 = (np.ascontiguousarray(b[..., k], np.float64)[:, None, :] for k in range(4))
+    w = np.minimum(ax2, bx2)
+    tmp = np.maximum(ax1, bx1)
+    w -= tmp
     np.maximum(w, 0.0, out=w)
-    h = np.minimum(a[:, :, None, 3], b[:, None, :, 3])
-    h -= np.maximum(a[:, :, None, 1], b[:, None, :, 1])
+    h = np.minimum(ay2, by2)
+    np.maximum(ay1, by1, out=tmp)
+    h -= tmp
     np.maximum(h, 0.0, out=h)
     w *= h  # intersection
-    union = area_a[:, :, None] + area_b[:, None, :]
-    union -= w
-    ok = union > 0
-    np.divide(w, union, out=w, where=ok)
+    np.add((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1), out=h)
+    h -= w  # union
+    ok = h > 0
+    np.divide(w, h, out=w, where=ok)
     w[~ok] = 0.0
     return w
 
 
-def split_and_rejudge(dets: Sequence[dict], cfg: ASMConfig) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
-    """Certain (after rejudge) and uncertain flags per image, and the number demoted.
 
-    Args:
-        dets: per image ``boxes`` ``[D, 4]`` xyxy, ``labels`` ``[D]``, ``scores`` ``[D]`` sorted by
-            descending score, so that certain boxes come first and uncertain ones next.
+_BAND = 1e-4  # relative; the float32 IoU is within ~1e-6 of the float64 one for pixel boxes
+
+
+def _float32_exact_enough(*boxes: np.ndarray) -> bool:
+    """Whether float32 arithmetic on these coordinates stays far from overflow and underflow."""
+    for b in boxes:
+        mag = np.abs(b)
+        if b.size and not (mag.max() < 1e15 and mag[mag > 0].min(initial=1.0) > 1e-12):
+            return False
+    return True
+
+
+def _inter_union32(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intersection and union ``[B, N, M]`` in float32 (as :func:`batched_iou`, without the division)."""
+    ax1, ay1, ax2, ay2 = (np.ascontiguousarray(a[..., k], np.float32)[:, :, None] for k in range(4))
+    bx1, by1, bx2, by2 = (np.ascontiguousarray(b[..., k], np.float32)[:, None, :] for k in range(4))
+    w = np.minimum(ax2, bx2)
+    tmp = np.maximum(ax1, bx1)
+    w -= tmp
+    np.maximum(w, 0.0, out=w)
+    h = np.minimum(ay2, by2)
+    np.maximum(ay1, by1, out=tmp)
+    h -= tmp
+    np.maximum(h, 0.0, out=h)
+    w *= h
+    np.add((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1), out=h)
+    h -= w
+    return w, h
+
+
+def _exact_pairs(a: np.ndarray, b: np.ndarray, pairs: tuple[np.ndarray, ...]) -> np.ndarray:
+    """:func:`batched_iou` of the listed ``(image, i, j)`` pairs only."""
+    return batched_iou(a[pairs[0], pairs[1]][:, None], b[pairs[0], pairs[2]][:, None])[:, 0, 0]
+
+
+def overlaps(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
+    """``batched_iou(a, b) >= thresh`` (bool ``[B, N, M]``), decided exactly as in float64.
+
+    A float32 pass without division (half the memory traffic) decides every pair whose IoU is
+    not within a relative ``1e-4`` of the threshold; the few that are get the float64 IoU.
+    Coordinates that float32 cannot hold safely take the float64 path throughout.
     """
-    sizes = np.array([len(d["scores"]) for d in dets])
+    if not _float32_exact_enough(a, b):
+        return batched_iou(a, b) >= thresh
+    inter, union = _inter_union32(a, b)
+    above = inter >= union * np.float32(thresh + _BAND)
+    near = np.nonzero((inter >= union * np.float32(thresh - _BAND)) & ~above)
+    above &= inter > 0  # IoU >= thresh > 0 needs a positive intersection
+    if len(near[0]):
+        above[near] = _exact_pairs(a, b, near) >= thresh
+    return above
+
+
+def iou_at_least(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
+    """``batched_iou(a, b)`` where it is ``>= thresh`` and -1 elsewhere, bit-identical to it.
+
+    The float32 pass of :func:`overlaps` picks the candidates; only those get the float64 IoU.
+    """
+    if not _float32_exact_enough(a, b):
+        iou = batched_iou(a, b)
+        return np.where(iou >= thresh, iou, -1.0)
+    inter, union = _inter_union32(a, b)
+    cand = np.nonzero((inter >= union * np.float32(thresh - _BAND)) & (inter > 0))
+    out = np.full(inter.shape, -1.0)
+    exact = _exact_pairs(a, b, cand)
+    out[cand] = np.where(exact >= thresh, exact, -1.0)
+    return out
+
+@dataclass
+class _Packed:
+    """A batch of detections as padded arrays; rows sorted by score, certain boxes first."""
+
+    sizes: np.ndarray  # [B] detections per image
+    scores: np.ndarray  # [B, N] float64, -1 as padding
+    boxes: np.ndarray  # [B, N, 4] float64 (exact copies of the float32 detections)
+    labels: np.ndarray  # [B, N] int64, -1 as padding
+    n_cert: np.ndarray  # [B] certain boxes before rejudge
+    n_unc: np.ndarray  # [B] uncertain boxes before rejudge
+    demote: np.ndarray  # [B, NC] certain boxes demoted by rejudge
+
+    @property
+    def kept(self) -> np.ndarray:
+        """[B, NC] certain boxes that survive rejudge."""
+        nc = self.demote.shape[1]
+        return (np.arange(nc)[None, :] < self.n_cert[:, None]) & ~self.demote
+
+
+def _rejudge(dets: Sequence[dict], cfg: ASMConfig) -> _Packed:
+    """Pack the detections and apply split + rejudge to all images at once (module docstring)."""
+    sizes = np.fromiter((len(d["scores"]) for d in dets), np.int64, len(dets))
     n = max(int(sizes.max(initial=0)), 1)
-    scores = np.full((len(dets), n), -1.0)  # below any threshold; scores are probabilities
-    boxes = np.zeros((len(dets), n, 4))
-    labels = np.full((len(dets), n), -1, dtype=np.int64)
-    for i, d in enumerate(dets):
-        k = sizes[i]
-        scores[i, :k] = d["scores"]
-        boxes[i, :k] = np.asarray(d["boxes"]).reshape(-1, 4)
-        labels[i, :k] = d["labels"]
+    scores = _pad([d["scores"] for d in dets], n, -1.0)  # -1: below any threshold
+    boxes = _pad([np.asarray(d["boxes"], np.float32) for d in dets], n, 0.0, shape=(4,))
+    labels = _pad([d["labels"] for d in dets], n, -1, np.int64)
     if (np.diff(scores, axis=1) > 0).any():
         raise ValueError("detections must be sorted by descending score")
     n_cert = (scores >= cfg.certain_thre).sum(1)
@@ -130,53 +215,63 @@ def split_and_rejudge(dets: Sequence[dict], cfg: ASMConfig) -> tuple[list[np.nda
     u_idx = np.minimum(n_cert[:, None] + np.arange(nu)[None, :], n - 1)
     cb = np.where(c_valid[..., None], boxes[:, :nc] if nc <= n else 0.0, 0.0)
     ub = np.where(u_valid[..., None], np.take_along_axis(boxes, u_idx[..., None], 1), 0.0)
-    cl = labels[:, :nc]
-    ul = np.take_along_axis(labels, u_idx, 1)
-    overlap = batched_iou(cb, ub) >= cfg.judge_iou  # padding boxes are empty: IoU 0 < judge_iou
+    overlap = overlaps(cb, ub, cfg.judge_iou)  # padding boxes are empty: IoU 0 < judge_iou
     # each uncertain box belongs to the first (highest-scoring) certain box overlapping it
     first = np.where(overlap.any(1), overlap.argmax(1), -1)  # [B, nu]
     bi, ui = np.nonzero(first >= 0)
     ci = first[bi, ui]
     owns = np.zeros((len(dets), nc), bool)
     owns[bi, ci] = True
-    same = ul[bi, ui] == cl[bi, ci]
+    same = np.take_along_axis(labels, u_idx, 1)[bi, ui] == labels[bi, ci]
     owns_same = np.zeros((len(dets), nc), bool)
     owns_same[bi[same], ci[same]] = True
-    demote = owns & ~owns_same & c_valid
+    return _Packed(sizes, scores, boxes, labels, n_cert, n_unc, owns & ~owns_same & c_valid)
+
+
+def split_and_rejudge(dets: Sequence[dict], cfg: ASMConfig) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """Certain (after rejudge) and uncertain flags per image, and the number demoted.
+
+    Args:
+        dets: per image ``boxes`` ``[D, 4]`` xyxy, ``labels`` ``[D]``, ``scores`` ``[D]`` sorted by
+            descending score, so that certain boxes come first and uncertain ones next.
+    """
+    p = _rejudge(dets, cfg)
     certain, uncertain = [], []
-    for i in range(len(dets)):
-        c, u = n_cert[i], n_unc[i]
-        flags = np.zeros(sizes[i], bool)
-        flags[:c] = ~demote[i, :c]
+    for k, c, u, kept in zip(p.sizes, p.n_cert, p.n_unc, p.kept):
+        flags = np.zeros(k, bool)
+        flags[:c] = kept[:c]
         certain.append(flags)
-        unc = np.zeros(sizes[i], bool)
-        unc[c : c + u] = True
-        uncertain.append(unc)
-    return certain, uncertain, demote.sum(1).tolist()
+        flags = np.zeros(k, bool)
+        flags[c : c + u] = True
+        uncertain.append(flags)
+    return certain, uncertain, p.demote.sum(1).tolist()
 
 
-def match_to_gt(det_boxes: Sequence[np.ndarray], det_labels: Sequence[np.ndarray], gts: Sequence[Record],
-                gt_iou: float) -> list[np.ndarray]:  # fmt: skip
-    """For each image, the GT index matched by each certain box (-1 = none), greedy by score.
+def _match(p: _Packed, gts: Sequence[Record], gt_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """The GT index matched by each kept certain box (``[B, NC]``, -1 = none), greedy by score.
 
     Box ``r`` takes its best free same-class GT box at IoU >= ``gt_iou``; the greedy walk goes
-    over the box rank, for all images of the batch at once.
+    over the box rank, for all images of the batch at once. Also returns the GT counts ``[B]``.
     """
-    n = max([len(b) for b in det_boxes] + [1])
-    m = max([len(g) for g in gts] + [1])
-    iou = batched_iou(_pad(det_boxes, n, 0.0, (4,)), _pad([g.boxes for g in gts], m, 0.0, (4,)))
-    same = _pad(det_labels, n, -1)[:, :, None] == _pad([g.labels for g in gts], m, -2)[:, None, :]
-    iou = np.where(same & (iou >= gt_iou), iou, -1.0)
-    free = np.ones((len(gts), m), bool)
-    match = np.full((len(gts), n), -1)
-    rows = np.arange(len(gts))
-    for r in range(n):
+    nc = p.demote.shape[1]
+    gt_lens = np.fromiter((len(g) for g in gts), np.int64, len(gts))
+    m = max(int(gt_lens.max(initial=0)), 1)
+    iou = iou_at_least(p.boxes[:, :nc], _pad([g.boxes for g in gts], m, 0.0, shape=(4,)), gt_iou)
+    same = p.labels[:, :nc, None] == _pad([g.labels for g in gts], m, -2, np.int64)[:, None, :]
+    iou[~(same & p.kept[..., None])] = -1.0
+    match = np.full((len(gts), nc), -1)
+    active = np.flatnonzero((iou >= 0).any((1, 2)))  # images with at least one candidate pair
+    if len(active) == 0:
+        return match, gt_lens
+    iou, rows = iou[active], np.arange(len(active))
+    free = np.ones((len(active), m), bool)
+    for r in np.flatnonzero((iou >= 0).any((0, 2))):  # ranks with a candidate in some image
         cand = np.where(free, iou[:, r, :], -1.0)
         best = cand.argmax(1)
         ok = cand[rows, best] >= 0
-        match[ok, r] = best[ok]
+        match[active[ok], r] = best[ok]
         free[rows[ok], best[ok]] = False
-    return [match[i, : len(b)] for i, b in enumerate(det_boxes)]
+    return match, gt_lens
 
 
 def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, chunk: int = 256) -> list[MergeResult]:
@@ -187,43 +282,66 @@ def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, chu
     """
     if len(dets) != len(gts):
         raise ValueError(f"{len(dets)} detections but {len(gts)} ground-truth records")
-    if len(dets) > chunk:  # bound the padded [B, N, M] arrays; similar sizes share a chunk
-        order = sorted(range(len(dets)), key=lambda i: len(dets[i]["scores"]))
+    if not dets:
+        return []
+    if len(dets) > chunk:  # bound the padded [B, N, M] arrays; similar certain counts share a chunk
+        n_cert = [int(np.count_nonzero(np.asarray(d["scores"]) >= cfg.certain_thre)) for d in dets]
+        order = sorted(range(len(dets)), key=lambda i: (n_cert[i], len(dets[i]["scores"])))
         out: list[MergeResult | None] = [None] * len(dets)
         for start in range(0, len(order), chunk):
             idx = order[start : start + chunk]
             for i, r in zip(idx, merge_batch([dets[i] for i in idx], [gts[i] for i in idx], cfg)):
                 out[i] = r
         return out
-    certain, uncertain, demoted = split_and_rejudge(dets, cfg)
-    c_boxes = [np.asarray(d["boxes"], np.float32).reshape(-1, 4)[c] for d, c in zip(dets, certain)]
-    c_labels = [np.asarray(d["labels"], np.int64)[c] for d, c in zip(dets, certain)]
-    matches = match_to_gt(c_boxes, c_labels, gts, cfg.gt_iou)
-    results = [_result(gt, cb, cl, mt, int(u.sum()) + dm, dm, cfg)
-               for gt, cb, cl, mt, u, dm in zip(gts, c_boxes, c_labels, matches, uncertain, demoted)]  # fmt: skip
-    for r, d, c, mt in zip(results, dets, certain, matches):
-        r.sl_score = float(np.asarray(d["scores"], np.float64)[c][mt >= 0].sum())
-    return results
+    p = _rejudge(dets, cfg)
+    match, gt_lens = _match(p, gts, cfg.gt_iou)
+    return _results(p, match, gt_lens, gts, cfg)
 
 
-def _result(gt: Record, c_boxes, c_labels, match, n_uncertain: int, demoted: int, cfg: ASMConfig) -> MergeResult:
-    n_certain = len(c_boxes)
-    matched = match >= 0
-    n_matched = int(matched.sum())
+def _split(flat: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    return np.split(flat, np.cumsum(counts)[:-1]) if len(counts) else []
+
+
+def _results(p: _Packed, match: np.ndarray, gt_lens: np.ndarray, gts: Sequence[Record], cfg: ASMConfig) -> list[MergeResult]:
+    """One :class:`MergeResult` per image; the counts and the SA boxes computed for the whole batch."""
+    nc = match.shape[1]
+    kept, matched = p.kept, match >= 0
+    n_certain, n_matched = kept.sum(1), matched.sum(1)
+    demoted = p.demote.sum(1)
+    n_uncertain = p.n_unc + demoted
+    sl_score = np.where(matched, p.scores[:, :nc], 0.0).sum(1)
+    c_boxes = p.boxes[:, :nc].astype(np.float32)
+    gt_flat = {k: np.concatenate([getattr(g, k) for g in gts]) for k in ("boxes", "labels", "difficult", "iscrowd")}
     if not cfg.enable_al:  # pseudo-labels only: the certain boxes are the annotation, no human
-        sa = Record(gt.image_id, gt.file_name, gt.width, gt.height, c_boxes, c_labels)
+        boxes, labels = _split(c_boxes[kept], n_certain), _split(p.labels[:, :nc][kept], n_certain)
         total = n_uncertain + n_certain
-        return MergeResult(sa, np.ones(n_certain, bool), 0, 0, 0, n_certain, n_uncertain, demoted, n_matched,
-                           n_uncertain / total if total else 0.0)  # fmt: skip
-    if not cfg.enable_sl:  # the human draws every box; model boxes are never shown
-        return MergeResult(gt.select(np.ones(len(gt), bool)), np.zeros(len(gt), bool), len(gt), 0, 0, n_certain,
-                           n_uncertain, demoted, n_matched, 1.0 if len(gt) else 0.0)  # fmt: skip
-    sa = gt.select(np.ones(len(gt), bool))  # a copy: the oracle's record is never edited
-    sl = np.zeros(len(gt), bool)
-    sa.boxes[match[matched]] = c_boxes[matched]
-    sl[match[matched]] = True
-    deleted = n_certain - n_matched
-    drawn = len(gt) - n_matched
-    ratio = drawn / len(gt) if len(gt) else (1.0 if deleted else 0.0)
-    return MergeResult(sa, sl, drawn, n_matched, deleted, n_certain, n_uncertain, demoted, n_matched, ratio,
-                       deleted_boxes=c_boxes[~matched])  # fmt: skip
+        ratio = np.divide(n_uncertain, total, out=np.zeros(len(gts)), where=total > 0)
+        return [MergeResult(Record(g.image_id, g.file_name, g.width, g.height, b, lab), np.ones(len(b), bool), 0, 0,
+                            0, int(c), int(u), int(dm), int(mt), float(r), float(s))
+                for g, b, lab, c, u, dm, mt, r, s in zip(gts, boxes, labels, n_certain, n_uncertain, demoted,
+                                                         n_matched, ratio, sl_score)]  # fmt: skip
+    sl = np.zeros(len(gt_flat["boxes"]), bool)
+    if cfg.enable_sl:  # matched GT boxes take the model's coordinates
+        offsets = np.cumsum(gt_lens) - gt_lens
+        bi, ri = np.nonzero(matched)
+        gt_flat["boxes"][offsets[bi] + match[bi, ri]] = c_boxes[bi, ri]
+        sl[offsets[bi] + match[bi, ri]] = True
+        confirmed, deleted = n_matched, n_certain - n_matched
+        deleted_boxes = _split(c_boxes[kept & ~matched], deleted)
+        ratio = np.divide(gt_lens - confirmed, gt_lens, out=(deleted > 0).astype(np.float64), where=gt_lens > 0)
+    else:  # the human draws every box; model boxes are never shown
+        confirmed = deleted = np.zeros(len(gts), np.int64)
+        deleted_boxes = [None] * len(gts)
+        ratio = (gt_lens > 0).astype(np.float64)
+    parts = {k: _split(v, gt_lens) for k, v in gt_flat.items()}
+    sl_parts = _split(sl, gt_lens)
+    out = []
+    for i, g in enumerate(gts):
+        masks = None if g.masks is None else list(g.masks)
+        sa = Record(g.image_id, g.file_name, g.width, g.height, parts["boxes"][i], parts["labels"][i],
+                    parts["difficult"][i], parts["iscrowd"][i], masks)  # fmt: skip
+        out.append(MergeResult(sa, sl_parts[i], int(gt_lens[i] - confirmed[i]), int(confirmed[i]), int(deleted[i]),
+                               int(n_certain[i]), int(n_uncertain[i]), int(demoted[i]), int(n_matched[i]),
+                               float(ratio[i]), float(sl_score[i]),
+                               deleted_boxes[i]))  # fmt: skip
+    return out

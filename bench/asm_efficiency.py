@@ -54,12 +54,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-size", type=int, default=320)
     p.add_argument("--initial", type=float, default=0.1, help="initial pool: fraction or count")
     p.add_argument("--step", type=float, default=0.1, help="images added per step/round: fraction or count")
-    p.add_argument("--steps", type=int, default=5, help="points per curve, the initial pool included")
-    p.add_argument("--epochs", type=int, default=10, help="max epochs on the initial pool")
-    p.add_argument("--step-epochs", type=int, default=4, help="max epochs of each later step/round")
-    p.add_argument("--supervised-epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=6, help="points per curve, the initial pool included")
+    p.add_argument("--epochs", type=int, default=12, help="max epochs on the initial pool")
+    p.add_argument("--step-epochs", type=int, default=5, help="max epochs of each later step/round")
+    p.add_argument("--supervised-epochs", type=int, default=12)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=4, help="small batches: more iterations on 205 images")
+    p.add_argument("--warmup-iters", type=int, default=50)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: a slice of the data, tiny input, one epoch per step")
     p.add_argument("--quick-images", type=int, nargs=2, default=(16, 8), metavar=("TRAIN", "EVAL"))
@@ -89,7 +90,7 @@ def quick_root(src: str, out: str, n_train: int, n_eval: int, eval_split: str) -
 def common_flags(args, root: str, seed: int) -> list[str]:
     flags = ["--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train", "--voc-val-split",
              args.eval_split, "--voc-classes", *CLASSES, "--model", args.model, "--min-size", str(args.min_size),
-             "--lr", str(args.lr), "--seed", str(seed), "--ap_range", "4"]  # fmt: skip
+             "--lr", str(args.lr), "--warmup-iters", str(args.warmup_iters), "--seed", str(seed), "--ap_range", "4"]  # fmt: skip
     if args.weights_backbone:
         flags += ["--weights-backbone", args.weights_backbone]
     return flags

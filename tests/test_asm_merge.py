@@ -112,3 +112,46 @@ def test_vectorised_equals_per_box_loop(seed):
     assert sum(r.demoted for r in results) > 0 and sum(r.confirmed for r in results) > 0
     for det, gt, r in zip(dets, gts, results):
         assert same_result(r, merge_one(det, gt, CFG))
+
+
+def _boundary_pairs(rng, n, thresh):
+    """Box pairs whose IoU is ``thresh`` up to float32 rounding: a naive float32 IoU decides
+    thousands of them differently from float64."""
+    a = np.zeros((n, 4), np.float32)
+    a[:, :2] = rng.uniform(0, 300, (n, 2))
+    a[:, 2:] = a[:, :2] + rng.uniform(5, 300, (n, 2)).astype(np.float32)
+    b = a.copy()
+    b[:, 2] = a[:, 0] + (a[:, 2] - a[:, 0]) * np.float32(thresh)  # b inside a, width ratio = thresh
+    return a[:, None].astype(np.float64), b[:, None].astype(np.float64)
+
+
+@pytest.mark.parametrize("thresh", [0.5, 0.8, 0.25])
+def test_float32_screen_decides_like_float64(thresh):
+    from asm.merge import batched_iou, iou_at_least, overlaps
+
+    rng = np.random.default_rng(0)
+    a, b = _boundary_pairs(rng, 4000, thresh)
+    exact = batched_iou(a, b)
+    assert (exact == thresh).any() and (exact < thresh).any() and (exact > thresh).any()
+    np.testing.assert_array_equal(overlaps(a, b, thresh), exact >= thresh)
+    np.testing.assert_array_equal(iou_at_least(a, b, thresh), np.where(exact >= thresh, exact, -1.0))
+
+
+def test_huge_coordinates_take_the_float64_path():
+    dets, gts = random_batch(np.random.default_rng(5), 20, max_gt=6)
+    scale = np.float32(1e16)
+    for d, g in zip(dets, gts):
+        d["boxes"] = d["boxes"] * scale
+        g.boxes = g.boxes * scale
+    for det, gt, r in zip(dets, gts, merge_batch(dets, gts, CFG)):
+        assert same_result(r, merge_one(det, gt, CFG))
+
+
+def test_empty_batch_and_masks_are_kept():
+    assert merge_batch([], [], CFG) == []
+    gt = Record("m", "m.jpg", 50, 50, [[0, 0, 10, 10], [20, 20, 30, 30]], [1, 2],
+                masks=[[[0, 0, 10, 0, 10, 10]], [[20, 20, 30, 20, 30, 30]]])  # fmt: skip
+    r = _one(_det((0, 0, 10, 10.5, 1, 0.9)), gt)
+    assert r.confirmed == 1 and r.sa.masks == gt.masks and r.sa.masks is not gt.masks
+    r.sa.boxes[0, 0] = 99
+    assert gt.boxes[0, 0] == 0  # the oracle's record is never edited
