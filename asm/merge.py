@@ -123,22 +123,33 @@ def _float32_exact_enough(*boxes: np.ndarray) -> bool:
     return True
 
 
-def _inter_union32(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Intersection and union ``[B, N, M]`` in float32 (as :func:`batched_iou`, without the division)."""
+def _screen(a: np.ndarray, b: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 pass over all pairs: ``(maybe, surely)`` that IoU >= ``thresh`` (bool ``[B, N, M]``).
+
+    ``maybe`` holds every pair whose float64 IoU can reach the threshold, ``surely`` those that
+    reach it with a margin; the pairs in ``maybe & ~surely`` need the exact IoU. No division and
+    half the memory traffic of float64; the temporaries are reused.
+    """
     ax1, ay1, ax2, ay2 = (np.ascontiguousarray(a[..., k], np.float32)[:, :, None] for k in range(4))
     bx1, by1, bx2, by2 = (np.ascontiguousarray(b[..., k], np.float32)[:, None, :] for k in range(4))
-    w = np.minimum(ax2, bx2)
+    inter = np.minimum(ax2, bx2)
     tmp = np.maximum(ax1, bx1)
-    w -= tmp
-    np.maximum(w, 0.0, out=w)
+    inter -= tmp
+    np.maximum(inter, 0.0, out=inter)
     h = np.minimum(ay2, by2)
     np.maximum(ay1, by1, out=tmp)
     h -= tmp
     np.maximum(h, 0.0, out=h)
-    w *= h
-    np.add((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1), out=h)
-    h -= w
-    return w, h
+    inter *= h
+    union = np.add((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1), out=h)
+    union -= inter
+    np.multiply(union, np.float32(thresh - _BAND), out=tmp)
+    maybe = inter >= tmp
+    maybe &= inter > 0  # IoU >= thresh > 0 needs a positive intersection
+    union *= np.float32(thresh + _BAND)
+    surely = inter >= union
+    surely &= maybe
+    return maybe, surely
 
 
 def _exact_pairs(a: np.ndarray, b: np.ndarray, pairs: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -149,35 +160,34 @@ def _exact_pairs(a: np.ndarray, b: np.ndarray, pairs: tuple[np.ndarray, ...]) ->
 def overlaps(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
     """``batched_iou(a, b) >= thresh`` (bool ``[B, N, M]``), decided exactly as in float64.
 
-    A float32 pass without division (half the memory traffic) decides every pair whose IoU is
-    not within a relative ``1e-4`` of the threshold; the few that are get the float64 IoU.
-    Coordinates that float32 cannot hold safely take the float64 path throughout.
+    The float32 :func:`_screen` decides every pair whose IoU is not within a relative ``1e-4``
+    of the threshold; the few that are get the float64 IoU. Coordinates that float32 cannot hold
+    safely take the float64 path throughout.
     """
     if not _float32_exact_enough(a, b):
         return batched_iou(a, b) >= thresh
-    inter, union = _inter_union32(a, b)
-    above = inter >= union * np.float32(thresh + _BAND)
-    near = np.nonzero((inter >= union * np.float32(thresh - _BAND)) & ~above)
-    above &= inter > 0  # IoU >= thresh > 0 needs a positive intersection
+    maybe, surely = _screen(a, b, thresh)
+    near = np.nonzero(maybe & ~surely)
     if len(near[0]):
-        above[near] = _exact_pairs(a, b, near) >= thresh
-    return above
+        surely[near] = _exact_pairs(a, b, near) >= thresh
+    return surely
 
 
-def iou_at_least(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
-    """``batched_iou(a, b)`` where it is ``>= thresh`` and -1 elsewhere, bit-identical to it.
+def iou_pairs_at_least(a: np.ndarray, b: np.ndarray, thresh: float) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The pairs ``(image, i, j)`` with ``batched_iou(a, b) >= thresh`` and their exact IoU.
 
-    The float32 pass of :func:`overlaps` picks the candidates; only those get the float64 IoU.
+    Sparse: the float32 :func:`_screen` picks the candidates; only those get the float64 IoU.
+    Pairs come in ``(image, i, j)`` order.
     """
-    if not _float32_exact_enough(a, b):
-        iou = batched_iou(a, b)
-        return np.where(iou >= thresh, iou, -1.0)
-    inter, union = _inter_union32(a, b)
-    cand = np.nonzero((inter >= union * np.float32(thresh - _BAND)) & (inter > 0))
-    out = np.full(inter.shape, -1.0)
-    exact = _exact_pairs(a, b, cand)
-    out[cand] = np.where(exact >= thresh, exact, -1.0)
-    return out
+    if _float32_exact_enough(a, b):
+        cand = np.nonzero(_screen(a, b, thresh)[0])
+        iou = _exact_pairs(a, b, cand)
+    else:
+        full = batched_iou(a, b)
+        cand = np.nonzero(full >= thresh)
+        iou = full[cand]
+    keep = iou >= thresh
+    return tuple(c[keep] for c in cand), iou[keep]
 
 @dataclass
 class _Packed:
@@ -250,27 +260,50 @@ def split_and_rejudge(dets: Sequence[dict], cfg: ASMConfig) -> tuple[list[np.nda
 def _match(p: _Packed, gts: Sequence[Record], gt_iou: float) -> tuple[np.ndarray, np.ndarray]:
     """The GT index matched by each kept certain box (``[B, NC]``, -1 = none), greedy by score.
 
-    Box ``r`` takes its best free same-class GT box at IoU >= ``gt_iou``; the greedy walk goes
-    over the box rank, for all images of the batch at once. Also returns the GT counts ``[B]``.
+    Box ``r`` (in score order) takes its best free same-class GT box at IoU >= ``gt_iou``. On the
+    sparse candidate pairs this greedy walk equals deferred acceptance in which every GT box
+    prefers higher-scoring boxes: each unmatched box proposes to its best GT box not yet tried, and
+    a GT box keeps the best-ranked proposer. A few rounds over all images at once, no rank loop.
+    Also returns the GT counts ``[B]``.
     """
     nc = p.demote.shape[1]
     gt_lens = np.fromiter((len(g) for g in gts), np.int64, len(gts))
     m = max(int(gt_lens.max(initial=0)), 1)
-    iou = iou_at_least(p.boxes[:, :nc], _pad([g.boxes for g in gts], m, 0.0, shape=(4,)), gt_iou)
-    same = p.labels[:, :nc, None] == _pad([g.labels for g in gts], m, -2, np.int64)[:, None, :]
-    iou[~(same & p.kept[..., None])] = -1.0
     match = np.full((len(gts), nc), -1)
-    active = np.flatnonzero((iou >= 0).any((1, 2)))  # images with at least one candidate pair
-    if len(active) == 0:
+    (bi, ri, gi), iou = iou_pairs_at_least(p.boxes[:, :nc], _pad([g.boxes for g in gts], m, 0.0, shape=(4,)), gt_iou)
+    gt_labels = _pad([g.labels for g in gts], m, -2, np.int64)
+    ok = (p.labels[bi, ri] == gt_labels[bi, gi]) & p.kept[bi, ri]
+    bi, ri, gi, iou = bi[ok], ri[ok], gi[ok], iou[ok]
+    # each box's candidates, best IoU first (ties: the lower GT index, as argmax)
+    order = np.lexsort((gi, -iou, ri, bi))
+    bi, ri, gi = bi[order], ri[order], gi[order]
+    if len(bi) == 0:
         return match, gt_lens
-    iou, rows = iou[active], np.arange(len(active))
-    free = np.ones((len(active), m), bool)
-    for r in np.flatnonzero((iou >= 0).any((0, 2))):  # ranks with a candidate in some image
-        cand = np.where(free, iou[:, r, :], -1.0)
-        best = cand.argmax(1)
-        ok = cand[rows, best] >= 0
-        match[active[ok], r] = best[ok]
-        free[rows[ok], best[ok]] = False
+    box = bi * nc + ri  # flat box id; candidates of one box are contiguous
+    start = np.flatnonzero(np.r_[True, box[1:] != box[:-1]])
+    count = np.diff(np.r_[start, len(box)])
+    owner = np.full(len(gts) * m, -1)  # flat GT id -> rank of the box holding it
+    tried = np.zeros(len(start), np.int64)  # candidates already proposed, per box
+    waiting = np.arange(len(start))
+    while len(waiting):
+        cand = start[waiting] + tried[waiting]
+        target = bi[cand] * m + gi[cand]
+        # the best-ranked proposer per GT box competes with its current holder
+        order = np.lexsort((ri[cand], target))
+        first = np.r_[True, target[order][1:] != target[order][:-1]]
+        win, tgt = waiting[order][first], target[order][first]
+        holder = owner[tgt]
+        take = (holder < 0) | (ri[start[win]] < holder)
+        owner[tgt[take]] = ri[start[win[take]]]
+        tried[waiting] += 1
+        lost = np.ones(len(start), bool)
+        lost[win[take]] = False
+        bumped = holder[take] >= 0  # displaced holders propose again
+        bumped_boxes = np.searchsorted(box[start], bi[start[win[take]][bumped]] * nc + holder[take][bumped])
+        waiting = np.union1d(np.setdiff1d(waiting, win[take]), bumped_boxes)
+        waiting = waiting[tried[waiting] < count[waiting]]
+    held = np.flatnonzero(owner >= 0)
+    match[held // m, owner[held]] = held % m
     return match, gt_lens
 
 

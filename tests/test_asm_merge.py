@@ -127,14 +127,16 @@ def _boundary_pairs(rng, n, thresh):
 
 @pytest.mark.parametrize("thresh", [0.5, 0.8, 0.25])
 def test_float32_screen_decides_like_float64(thresh):
-    from asm.merge import batched_iou, iou_at_least, overlaps
+    from asm.merge import batched_iou, iou_pairs_at_least, overlaps
 
     rng = np.random.default_rng(0)
     a, b = _boundary_pairs(rng, 4000, thresh)
     exact = batched_iou(a, b)
     assert (exact == thresh).any() and (exact < thresh).any() and (exact > thresh).any()
     np.testing.assert_array_equal(overlaps(a, b, thresh), exact >= thresh)
-    np.testing.assert_array_equal(iou_at_least(a, b, thresh), np.where(exact >= thresh, exact, -1.0))
+    pairs, iou = iou_pairs_at_least(a, b, thresh)
+    np.testing.assert_array_equal(np.stack(pairs), np.stack(np.nonzero(exact >= thresh)))
+    np.testing.assert_array_equal(iou, exact[exact >= thresh])
 
 
 def test_huge_coordinates_take_the_float64_path():
