@@ -23,6 +23,7 @@ from datasets import AnnotationError
 from datasets.build import add_data_args, build_datasets, describe, labelled_indices
 from datasets.records import record_from_dict, record_to_dict
 from net.models import is_mask_model
+from tools import dist
 from tools.checkpoint import git_revision, load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from tools.coco_eval import COCOEvaluator
 from tools.config import add_config_args, parse_with_config, save_resolved
@@ -170,7 +171,8 @@ def start_round(run: Run, train_set, device) -> None:
     if args.oracle == "none":
         pre, scores = preannotate(run.model, batch, train_set.image_root, args, device)
         run.awaiting = os.path.join(os.path.abspath(args.output_dir), "labelling", f"round{asm.round + 1}")
-        export_round(run.awaiting, asm.round + 1, pre, scores, train_set)
+        if dist.is_main():
+            export_round(run.awaiting, asm.round + 1, pre, scores, train_set)
         run.save()
         raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {run.awaiting}; label "
                      f"them, run tools/import_labels.py --run {args.output_dir} --labels <export>, then --resume")
@@ -189,13 +191,19 @@ def resume_labelled(run: Run, train_set) -> None:
 
 
 def finish_round(run: Run, train_set, results, oracle) -> None:
-    args, asm = run.args, run.asm
-    run.train_records = asm.apply(results, oracle)
-    sheet = round_sheet(results, train_set.image_root, train_set.classes)
-    os.makedirs(os.path.join(args.output_dir, "rounds"), exist_ok=True)
-    sheet.save(os.path.join(args.output_dir, "rounds", f"round{asm.round}.png"))
-    if run.trainer.log.enabled:
-        to_tensorboard(run.trainer.log.writer, "ASM/most_uncertain", sheet, asm.round)
+    """Move the pools with the round's results (selection on rank 0, broadcast to the others)."""
+    args = run.args
+    if dist.is_main():
+        run.train_records = run.asm.apply(results, oracle)
+        sheet = round_sheet(results, train_set.image_root, train_set.classes)
+        os.makedirs(os.path.join(args.output_dir, "rounds"), exist_ok=True)
+        sheet.save(os.path.join(args.output_dir, "rounds", f"round{run.asm.round}.png"))
+        if run.trainer.log.enabled:
+            to_tensorboard(run.trainer.log.writer, "ASM/most_uncertain", sheet, run.asm.round)
+    if dist.is_distributed():
+        state, train = dist.broadcast((run.asm.state_dict(), [record_to_dict(r) for r in run.train_records]))
+        run.asm, run.train_records = ASMState.from_state(state), [record_from_dict(r) for r in train]
+    asm = run.asm
     info = asm.rounds[-1]
     n = max(info["images"], 1)
     run.trainer.log.scalars({
@@ -209,6 +217,14 @@ def finish_round(run: Run, train_set, results, oracle) -> None:
                 info["deleted"], _fmt(info["precision"]), len(asm.labelled), len(run.train_records))  # fmt: skip
     run.new_phase(Phase(f"round{asm.round}", asm.round, args.round_epochs), args.ap_shift_asm)
     run.save()
+
+
+def check_ranks_agree(asm: ASMState) -> list[str]:
+    """Every rank's pool digest (one entry per process); raises if the ranks' pools differ."""
+    digests = dist.all_gather(asm.digest())
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"round {asm.round}: the processes hold different pools {digests}")
+    return digests
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -228,9 +244,19 @@ def summary_table(run: Run, initial_boxes: int) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        return run_main(argv)
+    finally:
+        dist.cleanup()
+
+
+def run_main(argv: list[str] | None) -> int:
+    try:
         args = parse_with_config(get_args_parser(), argv)
         device = setup(args)
-        train_set, val_set = build_datasets(args)
+        train_set, val_set = dist.main_first(build_datasets, args)  # rank 0 fills the caches
+        if args.strategy != "none":
+            dist.check_shardable(args.K, "--K (images detected per round)")
+        dist.check_shardable(len(val_set), "evaluation images")
     except (AnnotationError, ValueError, FileNotFoundError) as e:
         logging.getLogger("train_asm_one").error("%s", e)  # names the file and field; no traceback
         return 2
@@ -242,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluators = [VOCEvaluator(val_set.classes)]
     if args.coco_ap or (args.coco_ap is None and args.dataset == "coco"):
         evaluators.append(COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)))
-    log = RunLog(args.output_dir)
-    logger.info("resolved config written to %s", save_resolved(args, args.output_dir))
+    log = RunLog(args.output_dir, enabled=dist.is_main())
+    if dist.is_main():
+        logger.info("resolved config written to %s", save_resolved(args, args.output_dir))
     trainer = Trainer(model, args, device, train_set.image_root, eval_loader(val_set.records, val_set.image_root,
                       args, with_masks), evaluators, log, with_masks,
                       torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None)  # fmt: skip
@@ -266,15 +293,16 @@ def main(argv: list[str] | None = None) -> int:
         while run.asm is not None:
             if run.phase.index > 0:  # a round's training just finished
                 run.asm.rounds[-1].update(AP50=metrics["voc/AP50"], AP75=metrics["voc/AP75"], AP=metrics.get("bbox/AP"))
-                log.jsonl({"type": "round", **run.asm.rounds[-1], "human_drawn_total": initial_boxes + run.asm.cost.drawn})
-            elif not run.asm.rounds:  # the initial phase: the start of the learning curve
-                log.jsonl({"type": "round", "round": 0, "labelled_images": len(run.asm.labelled),
-                           "human_drawn_total": initial_boxes, "AP50": metrics["voc/AP50"],
-                           "AP75": metrics["voc/AP75"], "AP": metrics.get("bbox/AP")})  # fmt: skip
+                log.jsonl({"type": "round", **run.asm.rounds[-1], "human_drawn_total": initial_boxes + run.asm.cost.drawn,
+                           "pool_digests": check_ranks_agree(run.asm)})  # fmt: skip
                 settled = run.round_stopper.update(run.asm.round, metrics[AP_KEYS[args.ap]])
                 if settled:
                     logger.info("AP settled across rounds (shift %.4f)", run.round_stopper.ap_shift)
                     break
+            elif not run.asm.rounds:  # the initial phase: the start of the learning curve
+                log.jsonl({"type": "round", "round": 0, "labelled_images": len(run.asm.labelled),
+                           "human_drawn_total": initial_boxes, "AP50": metrics["voc/AP50"],
+                           "AP75": metrics["voc/AP75"], "AP": metrics.get("bbox/AP")})  # fmt: skip
             if run.asm.exhausted() or (args.max_rounds is not None and run.asm.round >= args.max_rounds):
                 break
             start_round(run, train_set, device)
@@ -290,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         log.close()
+    if not dist.is_main():
+        return 0
     drawn = sum(len(r) for r in run.train_records)
     if run.asm is not None:
         table, drawn = summary_table(run, initial_boxes)

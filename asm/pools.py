@@ -21,6 +21,8 @@ exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,6 +225,11 @@ class ASMState:
         missing = set(self.all_ids) - set(seen)
         extra = set(seen) - set(self.all_ids)
         assert not missing and not extra, f"lost images {sorted(missing)[:5]}, unknown {sorted(extra)[:5]}"
+
+    def digest(self) -> str:
+        """A short hash of the pools, the pending queue and the detected images (with their ratios)."""
+        pools = [sorted(self.labelled), self.unlabelled, self.pending, sorted((k, q) for k, (_, q) in self.detected.items())]
+        return hashlib.sha1(json.dumps(pools).encode()).hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:
         return {

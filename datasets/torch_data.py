@@ -112,14 +112,18 @@ class GroupedBatchSampler(Sampler[list[int]]):
         sampler: yields dataset indices (e.g. ``RandomSampler`` or a ``DistributedSampler``).
         group_ids: group of each dataset index (:func:`aspect_ratio_groups`).
         batch_size: images per batch.
+        even: emit exactly ``ceil(len(sampler) / batch_size)`` batches: the groups' remainders are
+            pooled into (mixed) batches at the end. Distributed training needs it: every rank must
+            run the same number of iterations.
     """
 
-    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
+    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int, even: bool = False) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.sampler = sampler
         self.group_ids = list(group_ids)
         self.batch_size = batch_size
+        self.even = even
 
     def __iter__(self) -> Iterator[list[int]]:
         buffers: dict[int, list[int]] = defaultdict(list)
@@ -129,11 +133,18 @@ class GroupedBatchSampler(Sampler[list[int]]):
             if len(group) == self.batch_size:
                 yield list(group)
                 group.clear()
+        if self.even:
+            rest = [i for group in buffers.values() for i in group]
+            for start in range(0, len(rest), self.batch_size):
+                yield rest[start : start + self.batch_size]
+            return
         for group in buffers.values():
             if group:
                 yield list(group)
 
     def __len__(self) -> int:
+        if self.even:
+            return math.ceil(len(self.sampler) / self.batch_size)
         # Exact when the sampler visits every index once (RandomSampler, SequentialSampler);
         # iterating the sampler here would consume its random generator, so a sampler over a
         # subset (DistributedSampler) gets the usual estimate instead.

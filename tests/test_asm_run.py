@@ -30,8 +30,10 @@ def test_two_rounds_end_to_end(tmp_path, capsys, strategy):
     summary = json.loads(printed[-1])
     assert summary["rounds"] == 2 and summary["strategy"] == strategy
     assert any(line.startswith("round  labelled") for line in printed)
-    rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round"]
+    start, *rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round"]
     assert [r["round"] for r in rounds] == [1, 2] and all(r["images"] == 4 for r in rounds)
+    # round 0: the initial pool, the first point of the learning curve
+    assert start["round"] == 0 and start["labelled_images"] == 8 and start["AP50"] >= 0
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
     asm = ckpt["asm"]
     ids = [r["image_id"] for r in asm["labelled"]] + asm["unlabelled"] + asm["pending"]

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tools import dist
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DDP / DataParallel."""
@@ -63,7 +65,12 @@ def git_revision() -> str | None:
 
 
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace``: never a torn file."""
+    """``torch.save`` to a temp file in the same folder, then ``os.replace``: never a torn file.
+
+    Under torchrun only rank 0 writes (every rank holds the same state).
+    """
+    if not dist.is_main():
+        return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".pth")

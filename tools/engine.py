@@ -11,6 +11,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from tools import dist
+from tools.checkpoint import unwrap
+
 
 def to_device(images, targets, device: torch.device):
     images = [img.to(device, non_blocking=True) for img in images]
@@ -51,7 +54,7 @@ def train_one_epoch(
         warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 0.001, 1.0, total_iters=warmup_iters)
     sums: dict[str, float] = defaultdict(float)
     count = 0
-    bar = tqdm(loader, desc=f"{desc} epoch {epoch}", leave=False, dynamic_ncols=True, disable=None)
+    bar = tqdm(loader, desc=f"{desc} epoch {epoch}", leave=False, dynamic_ncols=True, disable=progress_off())
     for images, targets in bar:
         images, targets = to_device(images, targets, device)
         with torch.autocast(device.type, enabled=scaler is not None):
@@ -89,19 +92,30 @@ def train_one_epoch(
 def detect(model: nn.Module, loader: Iterable, device: torch.device, desc: str = "detect") -> list[dict]:
     """Run the model over ``loader`` (targets carry ``image_id`` = dataset index).
 
+    Under torchrun each rank runs its share of the loader's batches and the outputs are gathered
+    on every rank (:mod:`tools.dist`), so the result is the same as one process's.
+
     Returns:
         One dict per image in dataset order: ``boxes`` float32 ``[N, 4]`` xyxy in the pixels of the
         original image, ``labels`` int64, ``scores`` float32, and ``masks`` float32 ``[N, H, W]``
         probabilities for Mask R-CNN; all numpy.
     """
+    model = unwrap(model)  # DDP's forward would sync buffers: ranks run different batch counts here
     model.eval()
     found: dict[int, dict] = {}
-    for images, targets in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None):
+    bar = tqdm(dist.shard_loader(loader), desc=desc, leave=False, dynamic_ncols=True, disable=progress_off())
+    for images, targets in bar:
         images, _ = to_device(images, None, device)
         outputs = model(images)
         for image, target, out in zip(images, targets, outputs):
             found[int(target["image_id"])] = to_original(out, image.shape[-2:], target["orig_size"])
+    found = dist.gather_by_index(found)
     return [found[i] for i in sorted(found)]
+
+
+def progress_off() -> bool | None:
+    """tqdm's ``disable``: bars on rank 0 only, and only on a terminal (``None``)."""
+    return None if dist.is_main() else True
 
 
 def to_original(out: dict, size, orig_size) -> dict:

@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from datasets.records import Record
 from datasets.torch_data import DetectionDataset, GroupedBatchSampler, aspect_ratio_groups, collate_fn
 from datasets.transforms import build_transforms
+from tools import dist
 from tools.early_stop import APShiftStopper
 from tools.engine import evaluate, train_one_epoch
 
@@ -54,9 +55,15 @@ def seeded_generator(*keys: int) -> torch.Generator:
 
 def train_loader(records: Sequence[Record], image_root: str, args: argparse.Namespace,
                  generator: torch.Generator, with_masks: bool = False) -> DataLoader:  # fmt: skip
+    """Shuffled, aspect-ratio-grouped batches; under torchrun each rank gets its part of the same
+    permutation (``DistributedSampler``) and the same number of batches."""
     dataset = DetectionDataset(records, image_root, build_transforms(True), with_masks=with_masks)
-    sampler = RandomSampler(dataset, generator=generator)
-    batches = GroupedBatchSampler(sampler, aspect_ratio_groups(dataset.records), args.batch_size)
+    if dist.is_distributed():
+        sampler = DistributedSampler(dataset, dist.world_size(), dist.rank(), shuffle=True, seed=generator.initial_seed())
+    else:
+        sampler = RandomSampler(dataset, generator=generator)
+    batches = GroupedBatchSampler(sampler, aspect_ratio_groups(dataset.records), args.batch_size,
+                                  even=dist.is_distributed())  # fmt: skip
     return DataLoader(dataset, batch_sampler=batches, num_workers=args.workers, collate_fn=collate_fn,
                       generator=generator, persistent_workers=False)  # fmt: skip
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from net.models import MODELS, PRESETS, build_model
+from tools import dist
 from tools.fit import AP_KEYS
 
 
@@ -66,6 +67,7 @@ def add_train_args(p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("
     g.add_argument("--warmup-iters", type=int, default=100)
     g.add_argument("--clip-grad", type=float, default=None)
     g.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun, CUDA)")
     g.add_argument("--num_epoches", "--epochs", dest="epochs", type=int, default=12, help="max epochs of the initial phase")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
@@ -93,13 +95,17 @@ def setup(args: argparse.Namespace) -> torch.device:
                         stream=sys.stdout)  # fmt: skip
     if getattr(args, "resume", None) and args.weights:
         raise ValueError("--resume restores the model; do not combine it with --weights")
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = dist.init(device)  # a no-op unless launched by torchrun
+    if getattr(args, "sync_bn", False) and not dist.is_distributed():
+        logging.getLogger(__name__).warning("--sync-bn has no effect in a single process")
+    seed = args.seed + dist.rank()  # data augmentation differs per rank; DDP syncs the initial weights
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if args.workers is None:
         args.workers = 4 if device.type == "cuda" else 0
     if args.eval_batch_size is None:
@@ -108,8 +114,12 @@ def setup(args: argparse.Namespace) -> torch.device:
 
 
 def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
-    """The detector the options describe, for ``num_classes`` foreground classes."""
-    return build_model(args.model, num_classes + 1, weights=args.weights, weights_backbone=args.weights_backbone,
-                       trainable_layers=args.trainable_layers, min_size=args.min_size, max_size=args.max_size,
-                       preset=args.preset,
-                       train_scales=(0.8, 0.9, 1.1, 1.2) if args.scale_jitter else None).to(device)  # fmt: skip
+    """The detector the options describe, for ``num_classes`` foreground classes.
+
+    Under ``torchrun`` it comes wrapped in ``DistributedDataParallel`` (see :mod:`tools.dist`).
+    """
+    model = build_model(args.model, num_classes + 1, weights=args.weights, weights_backbone=args.weights_backbone,
+                        trainable_layers=args.trainable_layers, min_size=args.min_size, max_size=args.max_size,
+                        preset=args.preset,
+                        train_scales=(0.8, 0.9, 1.1, 1.2) if args.scale_jitter else None).to(device)  # fmt: skip
+    return dist.wrap_model(model, device, getattr(args, "sync_bn", False))
