@@ -37,6 +37,7 @@ from datasets import AnnotationError  # noqa: E402
 from datasets.build import add_data_args, build_datasets  # noqa: E402
 from datasets.records import atomic_write_text, record_from_dict, record_to_dict  # noqa: E402
 from net.models import is_mask_model  # noqa: E402
+from tools import dist  # noqa: E402
 from tools.checkpoint import load_checkpoint, save_checkpoint, unwrap  # noqa: E402
 from tools.coco_eval import COCOEvaluator  # noqa: E402
 from tools.config import add_config_args, parse_with_config, save_resolved  # noqa: E402
@@ -101,11 +102,14 @@ def sampler_context(sampler, model, args, train_set, remaining, device) -> tuple
     records = [train_set.records[i] for i in remaining]
     ids = [r.image_id for r in records]
     context, merged = {}, {}
+    model = unwrap(model)  # each rank scores its slice of the images (tools.dist.sharded_map)
     if "probs" in needs:
-        preds = predict_proba(model, records, train_set.image_root, conf_thres=args.conf_thres, device=device)
+        preds = dist.sharded_map(lambda recs: predict_proba(model, recs, train_set.image_root,
+                                                            conf_thres=args.conf_thres, device=device), records)  # fmt: skip
         context["probs"] = dict(zip(ids, (p["probs"] for p in preds)))
     if "losses" in needs:
-        losses = compute_loss(model, records, train_set.image_root, is_mask_model(args.model), device=device)
+        losses = dist.sharded_map(lambda recs: compute_loss(model, recs, train_set.image_root,
+                                                            is_mask_model(args.model), device=device), records)  # fmt: skip
         context["losses"] = dict(zip(ids, (v["loss"] for v in losses)))
     if "ratios" in needs:
         results = mine(model, records, train_set.image_root, args, device)
@@ -129,7 +133,7 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         return state["steps"]
     sampler = cls(name, [r.image_id for r in train_set.records], seed=seed, aggregate=args.aggregate)
     run_args = argparse.Namespace(**{**vars(args), "seed": seed})
-    log = RunLog(os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}"))
+    log = RunLog(os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}"), enabled=dist.is_main())
     evaluators = [VOCEvaluator(val_set.classes), COCOEvaluator(val_set)]
     val_loader = eval_loader(val_set.records, val_set.image_root, args)
     while True:
@@ -157,7 +161,8 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         state["done"] = not remaining or (args.steps is not None and step + 1 >= args.steps)
         if not state["done"]:
             context, merged = sampler_context(sampler, model, args, train_set, remaining, device)
-            for image_id in sampler.select_batch(_count(args.step_size, n), selected, **context):
+            picked = list(sampler.select_batch(_count(args.step_size, n), selected, **context)) if dist.is_main() else None
+            for image_id in dist.broadcast(picked):  # selected once, on rank 0
                 record = merged[image_id].sa if image_id in merged else train_set.records[index_of[image_id]]
                 state["drawn"] += merged[image_id].drawn if image_id in merged else len(record)
                 state["records"].append(record_to_dict(record))
@@ -213,26 +218,37 @@ def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        return run_main(argv)
+    finally:
+        dist.cleanup()
+
+
+def run_main(argv: list[str] | None) -> int:
+    try:
         args = parse_with_config(get_args_parser(), argv)
         device = setup(args)
-        train_set, val_set = build_datasets(args)
+        train_set, val_set = dist.main_first(build_datasets, args)  # rank 0 fills the caches
+        dist.check_shardable(len(val_set), "evaluation images")
         samplers = [load_sampler(spec) for spec in args.samplers]
     except (AnnotationError, ValueError, FileNotFoundError) as e:
         logging.getLogger("al_curve").error("%s", e)
         return 2
-    os.makedirs(args.output_dir, exist_ok=True)
-    save_resolved(args, args.output_dir)
+    if dist.is_main():
+        os.makedirs(args.output_dir, exist_ok=True)
+        save_resolved(args, args.output_dir)
     curves, counter = [], [0]
     try:
         for name, cls in samplers:
             for seed in args.seeds:
                 steps = run_curve(args, name, cls, seed, train_set, val_set, device, counter)
                 curves.append({"sampler": name, "seed": seed, "steps": steps})
-                write_results(args.output_dir, curves, args)
+                if dist.is_main():
+                    write_results(args.output_dir, curves, args)
     except Interrupted as e:
         logger.warning("%s; run the same command again to continue", e)
         return 3
-    print(json.dumps({"curves": len(curves), "output": os.path.abspath(args.output_dir)}))
+    if dist.is_main():
+        print(json.dumps({"curves": len(curves), "output": os.path.abspath(args.output_dir)}))
     return 0
 
 

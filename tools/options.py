@@ -97,8 +97,11 @@ def setup(args: argparse.Namespace) -> torch.device:
         raise ValueError("--resume restores the model; do not combine it with --weights")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     device = dist.init(device)  # a no-op unless launched by torchrun
-    if getattr(args, "sync_bn", False) and not dist.is_distributed():
-        logging.getLogger(__name__).warning("--sync-bn has no effect in a single process")
+    if getattr(args, "sync_bn", False):
+        if device.type != "cuda":
+            raise ValueError("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only")
+        if not dist.is_distributed():
+            logging.getLogger(__name__).warning("--sync-bn has no effect in a single process")
     seed = args.seed + dist.rank()  # data augmentation differs per rank; DDP syncs the initial weights
     random.seed(seed)
     np.random.seed(seed)
