@@ -26,7 +26,9 @@ with ``enable_al=False`` no GT is used for the labels: the certain boxes *are* t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,13 +77,15 @@ class MergeResult:
 
 
 def _pad(arrays: Sequence[np.ndarray], width: int, fill: float, dtype=np.float64, shape: tuple = ()) -> np.ndarray:
-    """Stack ragged arrays into ``[len(arrays), width, *shape]`` in one scatter (no per-row copies)."""
+    """Stack ragged arrays into ``[len(arrays), width, *shape]`` with one concatenation and one scatter."""
     lens = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
     out = np.full((len(arrays), max(width, 1), *shape), fill, dtype=dtype)
     if lens.sum():
-        flat = np.concatenate([np.asarray(a, dtype).reshape(-1, *shape) for a in arrays])
-        rows = np.repeat(np.arange(len(arrays)), lens)
-        out[rows, np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens)] = flat
+        ndim = 1 + len(shape)
+        flat = np.concatenate([a if isinstance(a, np.ndarray) and a.ndim == ndim else np.reshape(a, (-1, *shape))
+                               for a in arrays], dtype=dtype, casting="unsafe")  # fmt: skip
+        pos = np.arange(len(flat)) + np.repeat(np.arange(len(arrays)) * out.shape[1] - (np.cumsum(lens) - lens), lens)
+        out.reshape(-1, *shape)[pos] = flat
     return out
 
 
@@ -284,8 +288,9 @@ def _match(p: _Packed, gts: Sequence[Record], gt_iou: float) -> tuple[np.ndarray
     count = np.diff(np.r_[start, len(box)])
     owner = np.full(len(gts) * m, -1)  # flat GT id -> rank of the box holding it
     tried = np.zeros(len(start), np.int64)  # candidates already proposed, per box
-    waiting = np.arange(len(start))
-    while len(waiting):
+    active = np.ones(len(start), bool)  # boxes holding nothing that still have candidates
+    while active.any():
+        waiting = np.flatnonzero(active)
         cand = start[waiting] + tried[waiting]
         target = bi[cand] * m + gi[cand]
         # the best-ranked proposer per GT box competes with its current holder
@@ -294,45 +299,59 @@ def _match(p: _Packed, gts: Sequence[Record], gt_iou: float) -> tuple[np.ndarray
         win, tgt = waiting[order][first], target[order][first]
         holder = owner[tgt]
         take = (holder < 0) | (ri[start[win]] < holder)
-        owner[tgt[take]] = ri[start[win[take]]]
+        win, tgt, holder = win[take], tgt[take], holder[take]
+        owner[tgt] = ri[start[win]]
         tried[waiting] += 1
-        lost = np.ones(len(start), bool)
-        lost[win[take]] = False
-        bumped = holder[take] >= 0  # displaced holders propose again
-        bumped_boxes = np.searchsorted(box[start], bi[start[win[take]][bumped]] * nc + holder[take][bumped])
-        waiting = np.union1d(np.setdiff1d(waiting, win[take]), bumped_boxes)
-        waiting = waiting[tried[waiting] < count[waiting]]
+        active[win] = False
+        bumped = holder >= 0  # displaced holders propose again, to their next candidate
+        active[np.searchsorted(box[start], bi[start[win[bumped]]] * nc + holder[bumped])] = True
+        active &= tried < count
     held = np.flatnonzero(owner >= 0)
     match[held // m, owner[held]] = held % m
     return match, gt_lens
 
 
-def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, chunk: int = 256) -> list[MergeResult]:
+def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, chunk: int = 256,
+                threads: int | None = None) -> list[MergeResult]:  # fmt: skip
     """Apply split, rejudge and merge to a batch of images; see the module docstring.
+
+    Images are processed in chunks of ``chunk`` (similar certain-box counts together, which bounds
+    the padded ``[B, N, M]`` arrays); chunks run on ``threads`` threads (default: the usable CPU
+    cores), since NumPy releases the GIL in the array work that dominates.
 
     Raises:
         ValueError: a detection list not sorted by descending score, or mismatched lengths.
     """
     if len(dets) != len(gts):
         raise ValueError(f"{len(dets)} detections but {len(gts)} ground-truth records")
+    if len(dets) <= chunk:
+        return _merge_chunk(dets, gts, cfg)
+    n_cert = [int(np.count_nonzero(np.asarray(d["scores"]) >= cfg.certain_thre)) for d in dets]
+    order = sorted(range(len(dets)), key=lambda i: (n_cert[i], len(dets[i]["scores"])))
+    parts = [order[start : start + chunk] for start in range(0, len(order), chunk)]
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with ThreadPoolExecutor(max(1, min(threads, len(parts)))) as pool:
+        done = pool.map(lambda idx: _merge_chunk([dets[i] for i in idx], [gts[i] for i in idx], cfg), parts)
+        out: list[MergeResult | None] = [None] * len(dets)
+        for idx, results in zip(parts, done):
+            for i, r in zip(idx, results):
+                out[i] = r
+    return out
+
+
+def _merge_chunk(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig) -> list[MergeResult]:
     if not dets:
         return []
-    if len(dets) > chunk:  # bound the padded [B, N, M] arrays; similar certain counts share a chunk
-        n_cert = [int(np.count_nonzero(np.asarray(d["scores"]) >= cfg.certain_thre)) for d in dets]
-        order = sorted(range(len(dets)), key=lambda i: (n_cert[i], len(dets[i]["scores"])))
-        out: list[MergeResult | None] = [None] * len(dets)
-        for start in range(0, len(order), chunk):
-            idx = order[start : start + chunk]
-            for i, r in zip(idx, merge_batch([dets[i] for i in idx], [gts[i] for i in idx], cfg)):
-                out[i] = r
-        return out
     p = _rejudge(dets, cfg)
     match, gt_lens = _match(p, gts, cfg.gt_iou)
     return _results(p, match, gt_lens, gts, cfg)
 
 
 def _split(flat: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
-    return np.split(flat, np.cumsum(counts)[:-1]) if len(counts) else []
+    """``flat`` cut into consecutive pieces of ``counts`` rows (views; ``np.split`` is slower)."""
+    ends = np.cumsum(counts).tolist()
+    return [flat[e - c : e] for e, c in zip(ends, counts.tolist())]
 
 
 def _results(p: _Packed, match: np.ndarray, gt_lens: np.ndarray, gts: Sequence[Record], cfg: ASMConfig) -> list[MergeResult]:
@@ -371,8 +390,8 @@ def _results(p: _Packed, match: np.ndarray, gt_lens: np.ndarray, gts: Sequence[R
     out = []
     for i, g in enumerate(gts):
         masks = None if g.masks is None else list(g.masks)
-        sa = Record(g.image_id, g.file_name, g.width, g.height, parts["boxes"][i], parts["labels"][i],
-                    parts["difficult"][i], parts["iscrowd"][i], masks)  # fmt: skip
+        sa = Record.trusted(g.image_id, g.file_name, g.width, g.height, parts["boxes"][i], parts["labels"][i],
+                            parts["difficult"][i], parts["iscrowd"][i], masks)  # fmt: skip
         out.append(MergeResult(sa, sl_parts[i], int(gt_lens[i] - confirmed[i]), int(confirmed[i]), int(deleted[i]),
                                int(n_certain[i]), int(n_uncertain[i]), int(demoted[i]), int(n_matched[i]),
                                float(ratio[i]), float(sl_score[i]),

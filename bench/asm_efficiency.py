@@ -8,7 +8,8 @@ On BCCD (Pascal VOC layout, 3 classes; pool = ``train``, evaluation = ``val``) a
 
 All methods start from the same initial pool (:func:`asm.pools.initial_pool`), add the same number
 of images per step/round, fine-tune the previous step's model for ``--step-epochs`` epochs, and use
-the same model, input size and optimiser. Each method runs as its own process and checkpoints, so an
+the same model, input size and optimiser, for a fixed number of epochs (no AP-shift early stopping,
+so every method gets the same training budget at each step). Each method runs as its own process and checkpoints, so an
 interrupted benchmark continues where it stopped when the command is run again.
 
     python bench/asm_efficiency.py --weights-backbone ../shared/weights/mobilenet_v2_imagenet_features.pth
@@ -55,9 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--initial", type=float, default=0.1, help="initial pool: fraction or count")
     p.add_argument("--step", type=float, default=0.1, help="images added per step/round: fraction or count")
     p.add_argument("--steps", type=int, default=6, help="points per curve, the initial pool included")
-    p.add_argument("--epochs", type=int, default=12, help="max epochs on the initial pool")
+    p.add_argument("--epochs", type=int, default=20, help="max epochs on the initial pool")
     p.add_argument("--step-epochs", type=int, default=5, help="max epochs of each later step/round")
-    p.add_argument("--supervised-epochs", type=int, default=12)
+    p.add_argument("--supervised-epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=4, help="small batches: more iterations on 205 images")
     p.add_argument("--warmup-iters", type=int, default=50)
@@ -90,7 +91,8 @@ def quick_root(src: str, out: str, n_train: int, n_eval: int, eval_split: str) -
 def common_flags(args, root: str, seed: int) -> list[str]:
     flags = ["--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train", "--voc-val-split",
              args.eval_split, "--voc-classes", *CLASSES, "--model", args.model, "--min-size", str(args.min_size),
-             "--lr", str(args.lr), "--warmup-iters", str(args.warmup_iters), "--seed", str(seed), "--ap_range", "4"]  # fmt: skip
+             "--lr", str(args.lr), "--warmup-iters", str(args.warmup_iters), "--seed", str(seed),
+             "--ap_shift_pretrain", "0", "--ap_shift_asm", "0"]  # fixed budgets: no AP-shift early stopping  # fmt: skip
     if args.weights_backbone:
         flags += ["--weights-backbone", args.weights_backbone]
     return flags

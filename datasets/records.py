@@ -73,6 +73,16 @@ class Record:
         if self.masks is not None and len(self.masks) != n:
             raise ValueError(f"record {self.image_id}: {n} boxes but {len(self.masks)} masks")
 
+    @classmethod
+    def trusted(cls, image_id: str, file_name: str, width: int, height: int, boxes: np.ndarray, labels: np.ndarray,
+                difficult: np.ndarray, iscrowd: np.ndarray, masks: list | None = None) -> Record:  # fmt: skip
+        """A record from arrays that already have the right dtypes and lengths, without re-checking
+        them (hot loops that build thousands of records from validated ones)."""
+        record = object.__new__(cls)
+        record.__dict__.update(image_id=image_id, file_name=file_name, width=width, height=height, boxes=boxes,
+                               labels=labels, difficult=difficult, iscrowd=iscrowd, masks=masks)  # fmt: skip
+        return record
+
     def __len__(self) -> int:
         return len(self.boxes)
 

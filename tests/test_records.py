@@ -56,3 +56,14 @@ def test_record_validates_lengths_and_select():
 def test_report_rejects_unknown_reason():
     with pytest.raises(KeyError, match="unknown report reason"):
         LoadReport().add("oops", "f")
+
+
+def test_trusted_constructor_equals_the_checked_one():
+    import numpy as np
+
+    from datasets.records import Record
+
+    args = ("a", "a.jpg", 10, 8, np.array([[0, 0, 5, 5]], np.float32), np.array([2]))
+    checked = Record(*args, difficult=[True], iscrowd=[False])
+    fast = Record.trusted(*args[:5], np.array([2], np.int64), np.array([True]), np.array([False]))
+    assert fast == checked and fast.labels.dtype == np.int64 and len(fast) == 1
