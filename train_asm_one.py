@@ -135,7 +135,9 @@ class Run:
         self.asm = ASMState.from_state(ckpt["asm"]) if ckpt["asm"] else None
         self.train_records = [record_from_dict(r) for r in ckpt["train_records"]]
         self.awaiting = ckpt.get("awaiting")
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])  # rank 0's: a single process resumes exactly
+        if dist.rank() > 0:  # the other ranks keep augmentations of their own
+            torch.manual_seed(self.args.seed + dist.rank() + 1000 * self.epochs_done)
 
     def save(self) -> None:
         """Checkpoint (``last.pth``, and ``best.pth`` on a new best AP); honour --exit-after-epochs."""

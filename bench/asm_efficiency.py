@@ -92,7 +92,7 @@ def common_flags(args, root: str, seed: int) -> list[str]:
     flags = ["--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train", "--voc-val-split",
              args.eval_split, "--voc-classes", *CLASSES, "--model", args.model, "--min-size", str(args.min_size),
              "--lr", str(args.lr), "--warmup-iters", str(args.warmup_iters), "--seed", str(seed),
-             "--ap_shift_pretrain", "0", "--ap_shift_asm", "0"]  # fixed budgets: no AP-shift early stopping  # fmt: skip
+             "--ap_shift_pretrain", "0", "--ap_shift_asm", "0"]  # fmt: skip (fixed budgets: no AP-shift early stopping)
     if args.weights_backbone:
         flags += ["--weights-backbone", args.weights_backbone]
     return flags

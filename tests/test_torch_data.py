@@ -84,3 +84,20 @@ def test_grouped_batches_cover_every_image_once(demo_cache):
     assert len(images) == len(targets) == 4 and all(img.shape[0] == 3 for img in images)
     with pytest.raises(ValueError, match="batch_size"):
         GroupedBatchSampler(sampler, groups, 0)
+
+
+def test_even_batches_give_every_rank_the_same_count():
+    from torch.utils.data import DistributedSampler
+
+    from datasets.torch_data import GroupedBatchSampler
+
+    groups = [0, 1, 1, 0, 1, 2, 2, 0, 1, 1, 2]  # 11 images in 3 aspect-ratio groups
+    counts = []
+    for rank in range(2):
+        sampler = DistributedSampler(range(len(groups)), num_replicas=2, rank=rank, shuffle=True, seed=3)
+        batches = list(GroupedBatchSampler(sampler, groups, 2, even=True))
+        assert len(batches) == len(GroupedBatchSampler(sampler, groups, 2, even=True)) == 3  # ceil(6 / 2)
+        assert sorted(i for b in batches for i in b) == sorted(sampler)
+        counts.append(len(batches))
+    plain = GroupedBatchSampler(DistributedSampler(range(11), num_replicas=2, rank=0, shuffle=True, seed=3), groups, 2)
+    assert len(list(plain)) >= counts[0]  # per-group remainders: the count depends on the draw
