@@ -30,9 +30,11 @@ def test_box_fractions_and_comparison_with_random():
     assert summary["box_fraction"]["random"] == {"90pct": 0.6, "95pct": 0.6, "100pct": 1.0}  # 0.70 < 0.72 at 300
     assert summary["box_fraction"]["v1+"] == {"90pct": 0.15, "95pct": 0.25, "100pct": 0.25}
     assert summary["box_fraction"]["entropy"]["90pct"] is None  # never reached
-    # random at 150 boxes: 0.55 (linear between its points); at 250: 0.65
+    # random at 150 boxes: 0.55 (linear between its points); at 250: 0.65; the initial pool is left out
     vs = summary["vs_random"]["v1+"]
-    assert vs["at_or_above_everywhere"] and vs["min_margin_ap50"] == 0.0
+    assert vs["at_or_above_everywhere"] and vs["min_margin_ap50"] == pytest.approx(0.15)
+    below = eff.analyse(curves + [_curve("topk_v2", 0, [(100, 0.40), (400, 0.70)])], 1000, ["random", "topk_v2"])
+    assert below["vs_random"]["topk_v2"] == {"min_margin_ap50": -0.02, "at_or_above_everywhere": False}
     table = eff.tables(curves, summary, ["random", "entropy", "v1+"], None)
     assert "| v1+ | 15.0% | 25.0% | 25.0% |" in table and "| entropy | never | never | never |" in table
 
