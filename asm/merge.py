@@ -131,12 +131,13 @@ def _float32_exact_enough(*boxes: np.ndarray) -> bool:
     return True
 
 
-def _screen(a: np.ndarray, b: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray]:
+def _screen(a: np.ndarray, b: np.ndarray, thresh: float, near: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """A float32 pass over all pairs: ``(maybe, surely)`` that IoU >= ``thresh`` (bool ``[B, N, M]``).
 
-    ``maybe`` holds every pair whose float64 IoU can reach the threshold, ``surely`` those that
-    reach it with a margin; the pairs in ``maybe & ~surely`` need the exact IoU. No division and
-    half the memory traffic of float64; the temporaries are reused.
+    ``maybe`` holds every pair whose float64 IoU can reach the threshold. With ``near``, ``surely``
+    holds those that reach it with a margin, and ``maybe`` is narrowed to the pairs in between,
+    which need the exact IoU; otherwise ``surely`` is None. No division and half the memory
+    traffic of float64; the temporaries are reused.
     """
     ax1, ay1, ax2, ay2 = (np.ascontiguousarray(a[..., k], np.float32)[:, :, None] for k in range(4))
     bx1, by1, bx2, by2 = (np.ascontiguousarray(b[..., k], np.float32)[:, None, :] for k in range(4))
@@ -147,17 +148,29 @@ def _screen(a: np.ndarray, b: np.ndarray, thresh: float) -> tuple[np.ndarray, np
     h = np.minimum(ay2, by2)
     np.maximum(ay1, by1, out=tmp)
     h -= tmp
-    np.maximum(h, 0.0, out=h)
-    inter *= h
+    inter *= h  # the intersection where both sides overlap, <= 0 elsewhere
     union = np.add((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1), out=h)
     union -= inter
+    positive = inter > 0  # IoU >= thresh > 0 needs a positive intersection
     np.multiply(union, np.float32(thresh - _BAND), out=tmp)
     maybe = inter >= tmp
-    maybe &= inter > 0  # IoU >= thresh > 0 needs a positive intersection
+    maybe &= positive
+    if not near:
+        return maybe, None
     union *= np.float32(thresh + _BAND)
     surely = inter >= union
-    surely &= maybe
+    surely &= positive
+    maybe ^= surely  # surely implies maybe: what is left is the band around the threshold
     return maybe, surely
+
+
+def _flat_pairs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a 3-d mask, through one flat index (faster)."""
+    flat = np.flatnonzero(mask)
+    _, n, m = mask.shape
+    bi, rest = np.divmod(flat, n * m)
+    i, j = np.divmod(rest, m)
+    return bi, i, j
 
 
 def _exact_pairs(a: np.ndarray, b: np.ndarray, pairs: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -174,36 +187,39 @@ def overlaps(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
     """
     if not _float32_exact_enough(a, b):
         return batched_iou(a, b) >= thresh
-    maybe, surely = _screen(a, b, thresh)
-    near = np.nonzero(maybe & ~surely)
-    if len(near[0]):
-        surely[near] = _exact_pairs(a, b, near) >= thresh
+    band, surely = _screen(a, b, thresh, near=True)
+    pairs = _flat_pairs(band)
+    if len(pairs[0]):
+        surely[pairs] = _exact_pairs(a, b, pairs) >= thresh
     return surely
 
 
-def iou_pairs_at_least(a: np.ndarray, b: np.ndarray, thresh: float) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+def iou_pairs_at_least(a: np.ndarray, b: np.ndarray, thresh: float,
+                       keep: np.ndarray | None = None) -> tuple[tuple[np.ndarray, ...], np.ndarray]:  # fmt: skip
     """The pairs ``(image, i, j)`` with ``batched_iou(a, b) >= thresh`` and their exact IoU.
 
     Sparse: the float32 :func:`_screen` picks the candidates; only those get the float64 IoU.
-    Pairs come in ``(image, i, j)`` order.
+    ``keep(bi, i, j)`` (optional) filters the candidates first. Pairs come in ``(image, i, j)`` order.
     """
     if _float32_exact_enough(a, b):
-        cand = np.nonzero(_screen(a, b, thresh)[0])
-        iou = _exact_pairs(a, b, cand)
+        cand = _flat_pairs(_screen(a, b, thresh, near=False)[0])
     else:
-        full = batched_iou(a, b)
-        cand = np.nonzero(full >= thresh)
-        iou = full[cand]
-    keep = iou >= thresh
-    return tuple(c[keep] for c in cand), iou[keep]
+        cand = _flat_pairs(batched_iou(a, b) >= thresh)
+    if keep is not None:
+        ok = keep(*cand)
+        cand = tuple(c[ok] for c in cand)
+    iou = _exact_pairs(a, b, cand)
+    ok = iou >= thresh
+    return tuple(c[ok] for c in cand), iou[ok]
+
 
 @dataclass
 class _Packed:
     """A batch of detections as padded arrays; rows sorted by score, certain boxes first."""
 
     sizes: np.ndarray  # [B] detections per image
-    scores: np.ndarray  # [B, N] float64, -1 as padding
-    boxes: np.ndarray  # [B, N, 4] float64 (exact copies of the float32 detections)
+    scores: np.ndarray  # [B, D] float64, -1 as padding
+    boxes: np.ndarray  # [B, N, 4] float64 (exact copies of the float32 detections), certain + uncertain only
     labels: np.ndarray  # [B, N] int64, -1 as padding
     n_cert: np.ndarray  # [B] certain boxes before rejudge
     n_unc: np.ndarray  # [B] uncertain boxes before rejudge
@@ -219,15 +235,17 @@ class _Packed:
 def _rejudge(dets: Sequence[dict], cfg: ASMConfig) -> _Packed:
     """Pack the detections and apply split + rejudge to all images at once (module docstring)."""
     sizes = np.fromiter((len(d["scores"]) for d in dets), np.int64, len(dets))
-    n = max(int(sizes.max(initial=0)), 1)
-    scores = _pad([d["scores"] for d in dets], n, -1.0)  # -1: below any threshold
-    boxes = _pad([np.asarray(d["boxes"], np.float32) for d in dets], n, 0.0, shape=(4,))
-    labels = _pad([d["labels"] for d in dets], n, -1, np.int64)
+    scores = _pad([d["scores"] for d in dets], int(sizes.max(initial=0)), -1.0)  # -1: below any threshold
     if (np.diff(scores, axis=1) > 0).any():
         raise ValueError("detections must be sorted by descending score")
     n_cert = (scores >= cfg.certain_thre).sum(1)
     n_unc = (scores >= cfg.uncertain_thre).sum(1) - n_cert
     nc, nu = max(int(n_cert.max(initial=0)), 1), max(int(n_unc.max(initial=0)), 1)
+    # boxes and labels of the certain and uncertain detections only (the first ones: sorted by score)
+    used = (n_cert + n_unc).tolist()
+    n = max(used, default=0) or 1
+    boxes = _pad([np.asarray(d["boxes"], np.float32)[:k] for d, k in zip(dets, used)], n, 0.0, shape=(4,))
+    labels = _pad([np.asarray(d["labels"])[:k] for d, k in zip(dets, used)], n, -1, np.int64)
     c_valid = np.arange(nc)[None, :] < n_cert[:, None]
     u_valid = np.arange(nu)[None, :] < n_unc[:, None]
     u_idx = np.minimum(n_cert[:, None] + np.arange(nu)[None, :], n - 1)
@@ -278,16 +296,17 @@ def _match(p: _Packed, gts: Sequence[Record], gt_iou: float) -> tuple[np.ndarray
     gt_lens = np.fromiter((len(g) for g in gts), np.int64, len(gts))
     m = max(int(gt_lens.max(initial=0)), 1)
     match = np.full((len(gts), nc), -1)
-    (bi, ri, gi), iou = iou_pairs_at_least(p.boxes[:, :nc], _pad([g.boxes for g in gts], m, 0.0, shape=(4,)), gt_iou)
     gt_labels = _pad([g.labels for g in gts], m, -2, np.int64)
-    ok = (p.labels[bi, ri] == gt_labels[bi, gi]) & p.kept[bi, ri]
-    bi, ri, gi, iou = bi[ok], ri[ok], gi[ok], iou[ok]
-    # each box's candidates, best IoU first (ties: the lower GT index, as argmax)
-    order = np.lexsort((gi, -iou, ri, bi))
-    bi, ri, gi = bi[order], ri[order], gi[order]
+    kept, labels = p.kept, p.labels
+    (bi, ri, gi), iou = iou_pairs_at_least(p.boxes[:, :nc], _pad([g.boxes for g in gts], m, 0.0, shape=(4,)), gt_iou,
+                                           keep=lambda b, r, g: kept[b, r] & (labels[b, r] == gt_labels[b, g]))  # fmt: skip
     if len(bi) == 0:
         return match, gt_lens
-    box = bi * nc + ri  # flat box id; candidates of one box are contiguous
+    # each box's candidates, best IoU first; the pairs come in (image, box, GT) order and the sort
+    # is stable, so ties keep the lower GT index, as argmax does
+    box = bi * nc + ri  # flat box id
+    order = np.lexsort((-iou, box))
+    bi, ri, gi, box = bi[order], ri[order], gi[order], box[order]  # candidates of one box are contiguous
     start = np.flatnonzero(np.r_[True, box[1:] != box[:-1]])
     count = np.diff(np.r_[start, len(box)])
     owner = np.full(len(gts) * m, -1)  # flat GT id -> rank of the box holding it
@@ -330,8 +349,10 @@ def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, chu
         raise ValueError(f"{len(dets)} detections but {len(gts)} ground-truth records")
     if len(dets) <= chunk:
         return _merge_chunk(dets, gts, cfg)
-    n_cert = [int(np.count_nonzero(np.asarray(d["scores"]) >= cfg.certain_thre)) for d in dets]
-    order = sorted(range(len(dets)), key=lambda i: (n_cert[i], len(dets[i]["scores"])))
+    sizes = np.fromiter((len(d["scores"]) for d in dets), np.int64, len(dets))
+    certain = np.concatenate([np.asarray(d["scores"], np.float64).reshape(-1) for d in dets]) >= cfg.certain_thre
+    n_cert = np.add.reduceat(np.r_[certain, False], np.r_[0, np.cumsum(sizes)[:-1]]) * (sizes > 0)
+    order = np.lexsort((sizes, n_cert)).tolist()
     parts = [order[start : start + chunk] for start in range(0, len(order), chunk)]
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -389,15 +410,13 @@ def _results(p: _Packed, match: np.ndarray, gt_lens: np.ndarray, gts: Sequence[R
         confirmed = deleted = np.zeros(len(gts), np.int64)
         deleted_boxes = [None] * len(gts)
         ratio = (gt_lens > 0).astype(np.float64)
-    parts = {k: _split(v, gt_lens) for k, v in gt_flat.items()}
-    sl_parts = _split(sl, gt_lens)
+    parts = [_split(v, gt_lens) for v in gt_flat.values()]  # boxes, labels, difficult, iscrowd
+    counts = [a.tolist() for a in (gt_lens - confirmed, confirmed, deleted, n_certain, n_uncertain, demoted,
+                                   n_matched, ratio, sl_score)]  # fmt: skip
     out = []
-    for i, g in enumerate(gts):
-        masks = None if g.masks is None else list(g.masks)
-        sa = Record.trusted(g.image_id, g.file_name, g.width, g.height, parts["boxes"][i], parts["labels"][i],
-                            parts["difficult"][i], parts["iscrowd"][i], masks)  # fmt: skip
-        out.append(MergeResult(sa, sl_parts[i], int(gt_lens[i] - confirmed[i]), int(confirmed[i]), int(deleted[i]),
-                               int(n_certain[i]), int(n_uncertain[i]), int(demoted[i]), int(n_matched[i]),
-                               float(ratio[i]), float(sl_score[i]),
-                               deleted_boxes[i]))  # fmt: skip
+    for g, boxes, labels, difficult, iscrowd, sl_i, dbox, *c in zip(gts, *parts, _split(sl, gt_lens), deleted_boxes,
+                                                                  *counts):  # fmt: skip
+        sa = Record.trusted(g.image_id, g.file_name, g.width, g.height, boxes, labels, difficult, iscrowd,
+                            None if g.masks is None else list(g.masks))  # fmt: skip
+        out.append(MergeResult(sa, sl_i, *c, dbox))
     return out
