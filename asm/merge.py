@@ -31,6 +31,7 @@ with ``enable_al=False`` no GT is used for the labels: the certain boxes *are* t
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -123,12 +124,30 @@ _BAND = 1e-4  # relative; the float32 IoU is within ~1e-6 of the float64 one for
 
 
 def _float32_exact_enough(*boxes: np.ndarray) -> bool:
-    """Whether float32 arithmetic on these coordinates stays far from overflow and underflow."""
+    """Whether float32 arithmetic on these boxes stays far from overflow and underflow: coordinates
+    below 1e15 in size, and sides either 0 (padding, degenerate boxes) or longer than 1e-9."""
     for b in boxes:
-        mag = np.abs(b)
-        if b.size and not (mag.max() < 1e15 and mag[mag > 0].min(initial=1.0) > 1e-12):
+        if not b.size:
+            continue
+        sides = b[..., 2:] - b[..., :2]
+        if not (np.abs(b).max() < 1e15 and sides.min() >= 0 and np.where(sides > 0, sides, 1.0).min() > 1e-9):
             return False
     return True
+
+
+class _Workspace(threading.local):
+    """Per-thread scratch arrays reused across chunks: allocating (and page-faulting in) fresh
+    multi-megabyte temporaries for every chunk cost about as much as the arithmetic itself."""
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        size = int(np.prod(shape))
+        buf = self.__dict__.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self.__dict__[name] = np.empty(max(size, 1), dtype)
+        return buf[:size].reshape(shape)
+
+
+_WS = _Workspace()
 
 
 def _screen(a: np.ndarray, b: np.ndarray, thresh: float, near: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -136,30 +155,31 @@ def _screen(a: np.ndarray, b: np.ndarray, thresh: float, near: bool) -> tuple[np
 
     ``maybe`` holds every pair whose float64 IoU can reach the threshold. With ``near``, ``surely``
     holds those that reach it with a margin, and ``maybe`` is narrowed to the pairs in between,
-    which need the exact IoU; otherwise ``surely`` is None. No division and half the memory
-    traffic of float64; the temporaries are reused.
+    which need the exact IoU; otherwise ``surely`` is None. No division, half the memory traffic
+    of float64, and no allocation: both results are views of this thread's workspace, valid until
+    its next call.
     """
     ax1, ay1, ax2, ay2 = (np.ascontiguousarray(a[..., k], np.float32)[:, :, None] for k in range(4))
     bx1, by1, bx2, by2 = (np.ascontiguousarray(b[..., k], np.float32)[:, None, :] for k in range(4))
-    inter = np.minimum(ax2, bx2)
-    tmp = np.maximum(ax1, bx1)
-    inter -= tmp
+    shape = (a.shape[0], a.shape[1], b.shape[1])
+    inter, tmp, union = (_WS.get(name, shape, np.float32) for name in ("inter", "tmp", "union"))
+    np.minimum(ax2, bx2, out=inter)
+    inter -= np.maximum(ax1, bx1, out=tmp)
     np.maximum(inter, 0.0, out=inter)
-    h = np.minimum(ay2, by2)
-    np.maximum(ay1, by1, out=tmp)
-    h -= tmp
-    inter *= h  # the intersection where both sides overlap, <= 0 elsewhere
-    union = np.add((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1), out=h)
+    np.minimum(ay2, by2, out=union)
+    union -= np.maximum(ay1, by1, out=tmp)
+    inter *= union  # the intersection where both sides overlap, <= 0 elsewhere
+    np.add((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1), out=union)
     union -= inter
-    positive = inter > 0  # IoU >= thresh > 0 needs a positive intersection
-    np.multiply(union, np.float32(thresh - _BAND), out=tmp)
-    maybe = inter >= tmp
-    maybe &= positive
+    # two empty boxes have union 0 and IoU 0: a tiny floor keeps "inter >= union * t" false there
+    # (real unions are >= 1e-18 by _float32_exact_enough), and IoU >= thresh > 0 needs inter > 0
+    np.maximum(union, np.float32(1e-30), out=union)
+    maybe = np.greater_equal(inter, np.multiply(union, np.float32(thresh - _BAND), out=tmp),
+                             out=_WS.get("maybe", shape, bool))  # fmt: skip
     if not near:
         return maybe, None
     union *= np.float32(thresh + _BAND)
-    surely = inter >= union
-    surely &= positive
+    surely = np.greater_equal(inter, union, out=_WS.get("surely", shape, bool))
     maybe ^= surely  # surely implies maybe: what is left is the band around the threshold
     return maybe, surely
 
@@ -185,7 +205,12 @@ def overlaps(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
     of the threshold; the few that are get the float64 IoU. Coordinates that float32 cannot hold
     safely take the float64 path throughout.
     """
-    if not _float32_exact_enough(a, b):
+    return _overlaps(a, b, thresh).copy()
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
+    """:func:`overlaps`, possibly a view of this thread's workspace (valid until its next screen)."""
+    if thresh <= 2 * _BAND or not _float32_exact_enough(a, b):
         return batched_iou(a, b) >= thresh
     band, surely = _screen(a, b, thresh, near=True)
     pairs = _flat_pairs(band)
@@ -201,7 +226,7 @@ def iou_pairs_at_least(a: np.ndarray, b: np.ndarray, thresh: float,
     Sparse: the float32 :func:`_screen` picks the candidates; only those get the float64 IoU.
     ``keep(bi, i, j)`` (optional) filters the candidates first. Pairs come in ``(image, i, j)`` order.
     """
-    if _float32_exact_enough(a, b):
+    if thresh > 2 * _BAND and _float32_exact_enough(a, b):
         cand = _flat_pairs(_screen(a, b, thresh, near=False)[0])
     else:
         cand = _flat_pairs(batched_iou(a, b) >= thresh)
@@ -251,7 +276,7 @@ def _rejudge(dets: Sequence[dict], cfg: ASMConfig) -> _Packed:
     u_idx = np.minimum(n_cert[:, None] + np.arange(nu)[None, :], n - 1)
     cb = np.where(c_valid[..., None], boxes[:, :nc] if nc <= n else 0.0, 0.0)
     ub = np.where(u_valid[..., None], np.take_along_axis(boxes, u_idx[..., None], 1), 0.0)
-    overlap = overlaps(cb, ub, cfg.judge_iou)  # padding boxes are empty: IoU 0 < judge_iou
+    overlap = _overlaps(cb, ub, cfg.judge_iou)  # padding boxes are empty: IoU 0 < judge_iou
     # each uncertain box belongs to the first (highest-scoring) certain box overlapping it
     first = np.where(overlap.any(1), overlap.argmax(1), -1)  # [B, nu]
     bi, ui = np.nonzero(first >= 0)
@@ -356,13 +381,23 @@ def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, chu
     parts = [order[start : start + chunk] for start in range(0, len(order), chunk)]
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    with ThreadPoolExecutor(max(1, min(threads, len(parts)))) as pool:
-        done = pool.map(lambda idx: _merge_chunk([dets[i] for i in idx], [gts[i] for i in idx], cfg), parts)
-        out: list[MergeResult | None] = [None] * len(dets)
-        for idx, results in zip(parts, done):
-            for i, r in zip(idx, results):
-                out[i] = r
+    done = _pool(max(1, min(threads, len(parts)))).map(
+        lambda idx: _merge_chunk([dets[i] for i in idx], [gts[i] for i in idx], cfg), parts)
+    out: list[MergeResult | None] = [None] * len(dets)
+    for idx, results in zip(parts, done):
+        for i, r in zip(idx, results):
+            out[i] = r
     return out
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A long-lived pool per size: its threads keep their workspaces from one batch to the next."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="asm-merge")
+    return _POOLS[threads]
 
 
 def _merge_chunk(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig) -> list[MergeResult]:

@@ -157,3 +157,24 @@ def test_empty_batch_and_masks_are_kept():
     assert r.confirmed == 1 and r.sa.masks == gt.masks and r.sa.masks is not gt.masks
     r.sa.boxes[0, 0] = 99
     assert gt.boxes[0, 0] == 0  # the oracle's record is never edited
+
+
+@pytest.mark.parametrize("kind", ["zero_area", "inverted"])
+def test_degenerate_boxes_decide_like_the_loop(kind):
+    dets, gts = random_batch(np.random.default_rng(7), 40, max_gt=6)
+    for d in dets[::3]:
+        if len(d["boxes"]):
+            if kind == "zero_area":  # a box collapsed to a point, as BCCD has two
+                d["boxes"][0, 2:] = d["boxes"][0, :2]
+            else:
+                d["boxes"][0, [0, 2]] = d["boxes"][0, [2, 0]]
+    for det, gt, r in zip(dets, gts, merge_batch(dets, gts, CFG)):
+        assert same_result(r, merge_one(det, gt, CFG))
+
+
+def test_tiny_thresholds_take_the_float64_path():
+    from asm.merge import batched_iou, overlaps
+
+    a, b = _boundary_pairs(np.random.default_rng(1), 500, 0.5)
+    b = b + 40.0  # mostly tiny overlaps
+    np.testing.assert_array_equal(overlaps(a, b, 1e-5), batched_iou(a, b) >= 1e-5)
