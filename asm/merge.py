@@ -135,19 +135,27 @@ def _float32_exact_enough(*boxes: np.ndarray) -> bool:
     return True
 
 
-class _Workspace(threading.local):
-    """Per-thread scratch arrays reused across chunks: allocating (and page-faulting in) fresh
-    multi-megabyte temporaries for every chunk cost about as much as the arithmetic itself."""
+class _Workspace:
+    """Scratch arrays reused across the chunks of a batch: allocating (and page-faulting in) fresh
+    multi-megabyte temporaries for every chunk cost about as much as the arithmetic itself.
+    One per thread; the current thread's is :data:`_WS`."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         size = int(np.prod(shape))
-        buf = self.__dict__.get(name)
+        buf = self.buffers.get(name)
         if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = self.__dict__[name] = np.empty(max(size, 1), dtype)
+            buf = self.buffers[name] = np.empty(max(size, 1), dtype)
         return buf[:size].reshape(shape)
 
 
-_WS = _Workspace()
+class _Current(threading.local):
+    ws: _Workspace | None = None
+
+
+_WS = _Current()
 
 
 def _screen(a: np.ndarray, b: np.ndarray, thresh: float, near: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -162,7 +170,8 @@ def _screen(a: np.ndarray, b: np.ndarray, thresh: float, near: bool) -> tuple[np
     ax1, ay1, ax2, ay2 = (np.ascontiguousarray(a[..., k], np.float32)[:, :, None] for k in range(4))
     bx1, by1, bx2, by2 = (np.ascontiguousarray(b[..., k], np.float32)[:, None, :] for k in range(4))
     shape = (a.shape[0], a.shape[1], b.shape[1])
-    inter, tmp, union = (_WS.get(name, shape, np.float32) for name in ("inter", "tmp", "union"))
+    ws = _WS.ws or _Workspace()
+    inter, tmp, union = (ws.get(name, shape, np.float32) for name in ("inter", "tmp", "union"))
     np.minimum(ax2, bx2, out=inter)
     inter -= np.maximum(ax1, bx1, out=tmp)
     np.maximum(inter, 0.0, out=inter)
@@ -175,11 +184,11 @@ def _screen(a: np.ndarray, b: np.ndarray, thresh: float, near: bool) -> tuple[np
     # (real unions are >= 1e-18 by _float32_exact_enough), and IoU >= thresh > 0 needs inter > 0
     np.maximum(union, np.float32(1e-30), out=union)
     maybe = np.greater_equal(inter, np.multiply(union, np.float32(thresh - _BAND), out=tmp),
-                             out=_WS.get("maybe", shape, bool))  # fmt: skip
+                             out=ws.get("maybe", shape, bool))  # fmt: skip
     if not near:
         return maybe, None
     union *= np.float32(thresh + _BAND)
-    surely = np.greater_equal(inter, union, out=_WS.get("surely", shape, bool))
+    surely = np.greater_equal(inter, union, out=ws.get("surely", shape, bool))
     maybe ^= surely  # surely implies maybe: what is left is the band around the threshold
     return maybe, surely
 
@@ -381,23 +390,27 @@ def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, chu
     parts = [order[start : start + chunk] for start in range(0, len(order), chunk)]
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    done = _pool(max(1, min(threads, len(parts)))).map(
-        lambda idx: _merge_chunk([dets[i] for i in idx], [gts[i] for i in idx], cfg), parts)
+    threads = max(1, min(threads, len(parts)))
+    spaces = [_Workspace() for _ in range(threads)]  # reused by the chunks of this call, then freed
+
+    def run(k: int) -> list[MergeResult]:
+        _WS.ws = spaces[k % threads]
+        try:
+            return _merge_chunk([dets[i] for i in parts[k]], [gts[i] for i in parts[k]], cfg)
+        finally:
+            _WS.ws = None
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="asm-merge") as pool:
+        # chunk k runs on workspace k % threads: a thread-safe pairing only if chunks sharing a
+        # workspace never overlap, so submit in waves of `threads`
+        done: list[list[MergeResult]] = []
+        for start in range(0, len(parts), threads):
+            done += list(pool.map(run, range(start, min(start + threads, len(parts)))))
     out: list[MergeResult | None] = [None] * len(dets)
     for idx, results in zip(parts, done):
         for i, r in zip(idx, results):
             out[i] = r
     return out
-
-
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """A long-lived pool per size: its threads keep their workspaces from one batch to the next."""
-    if threads not in _POOLS:
-        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="asm-merge")
-    return _POOLS[threads]
 
 
 def _merge_chunk(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig) -> list[MergeResult]:
