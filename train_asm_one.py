@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from asm.pools import ROUND_TRAIN as ASM_ROUND_TRAIN
 from asm.pools import STRATEGIES as ASM_STRATEGIES
 from asm.pools import ASMState, initial_pool
 from datasets import AnnotationError
@@ -62,6 +63,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--K", type=int, default=100, help="images detected per ASM round")
     g.add_argument("--initial", type=count_or_fraction, default=0.2, help="initial label pool: fraction or count")
     g.add_argument("--round-epochs", type=int, default=5, help="max epochs of each ASM round")
+    g.add_argument("--round-train", choices=ASM_ROUND_TRAIN, default="replay",
+                   help="besides its images, a round trains on K replayed label records (ASM_core) or the whole pool")
     g.add_argument("--cer_ratio", type=float, default=0.3)
     g.add_argument("--uncer_ratio", type=float, default=0.6)
     g.add_argument("--max-rounds", type=int, default=None)
@@ -282,7 +285,7 @@ def run_main(argv: list[str] | None) -> int:
     else:
         initial = labelled_indices(train_set, args) or initial_pool(len(train_set), args.initial, args.seed)
         run.asm = ASMState.start(args.strategy, args.K, train_set.records, initial, args.seed,
-                                 args.cer_ratio, args.uncer_ratio)  # fmt: skip
+                                 args.cer_ratio, args.uncer_ratio, round_train=args.round_train)  # fmt: skip
         run.train_records = [train_set.records[i] for i in initial]
     initial_boxes = sum(len(r) for r in run.train_records) if run.asm else 0
     if args.resume:

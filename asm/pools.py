@@ -14,7 +14,9 @@ Every training image is in exactly one of four sets:
   for one round of training; ``topk_v1``: candidates re-ranked every round).
 
 A round: :meth:`ASMState.next_batch` (ids to detect), the caller detects and merges them, then
-:meth:`ASMState.apply` moves ids between the sets and returns the records to train on. The
+:meth:`ASMState.apply` moves ids between the sets and returns the records to train on: the
+strategy's images plus, with ``round_train="replay"`` (ASM_core), ``K`` random records of the label
+pool as it was before the round, or with ``"pool"`` the whole label pool. The
 selection generator is the state's own ``numpy`` PCG64, saved with it, so a resumed run draws
 exactly what an uninterrupted one would.
 """
@@ -33,6 +35,9 @@ from asm.merge import MergeResult
 from datasets.records import Record, record_from_dict, record_to_dict
 
 STRATEGIES = ("v1", "v1+", "topk_v1", "topk_v2")
+# What a round trains on besides its own images: K random label-pool records (ASM_core), or the
+# whole label pool (as most active-learning tools retrain each cycle).
+ROUND_TRAIN = ("replay", "pool")
 
 
 def initial_pool(n: int, initial: float, seed: int) -> list[int]:
@@ -102,22 +107,26 @@ class ASMState:
     max_passes: int = 3  # topk_v2: an image uncertain this many times joins the label pool
     passes: dict[str, int] = field(default_factory=dict)  # detections per image so far
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    round_train: str = "replay"  # what a round trains on besides its own images: see apply()
 
     @classmethod
     def start(cls, strategy: str, K: int, records: Sequence[Record], initial: Sequence[int], seed: int,
-              cer_ratio: float = 0.3, uncer_ratio: float = 0.6, max_passes: int = 3) -> ASMState:  # fmt: skip
+              cer_ratio: float = 0.3, uncer_ratio: float = 0.6, max_passes: int = 3,
+              round_train: str = "replay") -> ASMState:  # fmt: skip
         """Initial state: ``initial`` indices of ``records`` labelled (drawn by a human), the rest shuffled."""
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
         if not isinstance(K, int) or K < 1:
             raise ValueError(f"K must be a positive integer, got {K!r}")
+        if round_train not in ROUND_TRAIN:
+            raise ValueError(f"unknown round_train {round_train!r}; choose one of {ROUND_TRAIN}")
         if not 0 <= cer_ratio < uncer_ratio <= 1:
             raise ValueError(f"need 0 <= cer_ratio < uncer_ratio <= 1, got {cer_ratio}, {uncer_ratio}")
         rng = np.random.default_rng([seed, 11])
         chosen = set(initial)
         rest = [i for i in range(len(records)) if i not in chosen]
         state = cls(strategy, K, [r.image_id for r in records], cer_ratio=cer_ratio, uncer_ratio=uncer_ratio,
-                    max_passes=max_passes, rng=rng)
+                    max_passes=max_passes, rng=rng, round_train=round_train)
         state.labelled = {records[i].image_id: records[i] for i in sorted(chosen)}
         state.unlabelled = [records[i].image_id for i in rng.permutation(rest)]
         state.check()
@@ -151,7 +160,12 @@ class ASMState:
         round_cost = RoundCost()
         round_cost.add(results)
         self.cost.add(results)
+        replay = self._replay(self.K) if self.round_train == "replay" else None  # the pool before this round
         train, info = getattr(self, "_" + self.strategy.replace("+", "_plus"))(results, oracle)
+        if replay is None:  # "pool": the whole label pool as it is after this round's moves
+            own = {r.image_id for r in train}
+            replay = [r for i, r in sorted(self.labelled.items()) if i not in own]
+        train = train + replay
         self.round += 1
         self.rounds.append({"round": self.round, **round_cost.as_dict(), **info,
                             "labelled_images": len(self.labelled), "train_images": len(train)})  # fmt: skip
@@ -165,16 +179,14 @@ class ASMState:
         return [self.labelled[ids[i]] for i in sorted(pick)]
 
     def _v1(self, results, oracle):
-        replay = self._replay(self.K)
         for r in results:
             self.detected[r.sa.image_id] = (r.sa, r.ratio)
-        return [r.sa for r in results] + replay, {"sl_images": 0, "al_images": len(results)}
+        return [r.sa for r in results], {"sl_images": 0, "al_images": len(results)}
 
     def _v1_plus(self, results, oracle):
-        replay = self._replay(self.K)
         for r in results:
             self._label(r.sa)
-        return [r.sa for r in results] + replay, {"sl_images": len(results), "al_images": 0}
+        return [r.sa for r in results], {"sl_images": len(results), "al_images": 0}
 
     def _topk_v1(self, results, oracle):
         # The K largest ratios of everything detected so far are trained on now and stay ranked;
@@ -184,14 +196,12 @@ class ASMState:
         ranked = sorted(self.detected, key=lambda i: (self.detected[i][1], i))
         uncertain = ranked[::-1][: self.K]
         certain = ranked[: max(len(ranked) - self.K, 0)][: self.K]
-        replay = self._replay(self.K)
         for i in certain:
             self._label(self.detected.pop(i)[0])
-        train = [self.detected[i][0] for i in uncertain] + replay
+        train = [self.detected[i][0] for i in uncertain]
         return train, {"sl_images": len(certain), "al_images": len(uncertain)}
 
     def _topk_v2(self, results, oracle):
-        replay = self._replay(self.K)
         uncertain, certain = [], 0
         for r in results:
             if r.ratio <= self.cer_ratio:
@@ -205,7 +215,7 @@ class ASMState:
                     self.pending.append(r.sa.image_id)
             else:  # neither: back to the end of the unlabelled queue
                 self.unlabelled.append(r.sa.image_id)
-        return uncertain + replay, {"sl_images": certain, "al_images": len(uncertain)}
+        return uncertain, {"sl_images": certain, "al_images": len(uncertain)}
 
     def _label(self, record: Record) -> None:
         if record.image_id in self.labelled:
@@ -240,6 +250,7 @@ class ASMState:
             "sl_flags": self.sl_flags, "round": self.round, "cost": self.cost.as_dict(),
             "rounds": self.rounds, "cer_ratio": self.cer_ratio, "uncer_ratio": self.uncer_ratio,
             "max_passes": self.max_passes, "passes": self.passes, "rng": _rng_to_plain(self.rng),
+            "round_train": self.round_train,
         }  # fmt: skip
 
     @classmethod
@@ -251,7 +262,7 @@ class ASMState:
                     list(s["unlabelled"]), list(s["pending"]), {r.image_id: (r, q) for r, q in detected},
                     dict(s["sl_flags"]), int(s["round"]), cost, list(s["rounds"]), float(s["cer_ratio"]),
                     float(s["uncer_ratio"]), int(s["max_passes"]), dict(s["passes"]),
-                    _rng_from_plain(s["rng"]))  # fmt: skip
+                    _rng_from_plain(s["rng"]), s.get("round_train", "replay"))  # fmt: skip
         state.check()
         return state
 

@@ -39,7 +39,8 @@ from tools.logs import read_jsonl  # noqa: E402
 
 CLASSES = ("RBC", "WBC", "Platelets")
 SAMPLER_METHODS = ("random", "entropy")
-ASM_METHODS = ("v1+", "topk_v2")
+ASM_METHODS = ("v1+", "topk_v2", "v1+/pool", "topk_v2/pool")  # "/pool": rounds train on the whole label pool
+DEFAULT_METHODS = ("random", "entropy", "v1+", "topk_v2")
 LEVELS = (0.9, 0.95, 1.0)
 
 
@@ -47,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bccd-root", default=os.path.join(ROOT, "..", "shared", "data", "bccd"))
     p.add_argument("--eval-split", default="val", choices=("val", "test"))
-    p.add_argument("--methods", nargs="+", default=[*SAMPLER_METHODS, *ASM_METHODS],
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                    choices=(*SAMPLER_METHODS, *ASM_METHODS))  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--weights-backbone", default=None, help="ImageNet backbone (.pth or torchvision name)")
@@ -130,16 +131,21 @@ def sampler_curves(args, root: str, seed: int, names: list[str], n_train: int, s
             for c in curves]  # fmt: skip
 
 
-def asm_curve(args, root: str, seed: int, strategy: str, n_train: int) -> dict:
-    """One ``train_asm_one.py`` run; resumes from its ``last.pth`` when an earlier run was cut off."""
-    out = os.path.join(args.output_dir, f"asm_{strategy.replace('+', 'plus')}_seed{seed}")
+def asm_curve(args, root: str, seed: int, method: str, n_train: int) -> dict:
+    """One ``train_asm_one.py`` run; resumes from its ``last.pth`` when an earlier run was cut off.
+
+    ``method`` is a strategy, or ``strategy/pool`` for rounds that train on the whole label pool
+    (``--round-train pool``) instead of K replayed records.
+    """
+    strategy, _, round_train = method.partition("/")
+    out = os.path.join(args.output_dir, f"asm_{method.replace('+', 'plus').replace('/', '_')}_seed{seed}")
     summary_path = os.path.join(out, "summary.json")
     if not os.path.isfile(summary_path):
         cmd = [sys.executable, os.path.join(ROOT, "train_asm_one.py"), *common_flags(args, root, seed),
                "--strategy", strategy, "--K", str(_count(args.step, n_train)), "--initial", str(args.initial),
                "--max-rounds", str(args.steps - 1), "--epochs", str(args.epochs), "--round-epochs",
                str(args.step_epochs), "--batch_size", str(args.batch_size), "--coco-ap", "true",
-               "--output-dir", out]  # fmt: skip
+               "--round-train", round_train or "replay", "--output-dir", out]  # fmt: skip
         if os.path.isfile(os.path.join(out, "last.pth")):
             cmd += ["--resume", os.path.join(out, "last.pth")]
         os.makedirs(out, exist_ok=True)
@@ -152,7 +158,7 @@ def asm_curve(args, root: str, seed: int, strategy: str, n_train: int) -> dict:
     points = [{"images": r["labelled_images"], "human_drawn_boxes": r["human_drawn_total"], "AP50": r["AP50"],
                "AP75": r["AP75"], "AP": r.get("AP"), "precision": r.get("precision"), "round": k}
               for k, r in sorted(rounds.items())]  # fmt: skip
-    return {"method": strategy, "seed": seed, "points": points}
+    return {"method": method, "seed": seed, "points": points}
 
 
 def first_reaching(points: list[dict], target: float) -> int | None:

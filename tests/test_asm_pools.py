@@ -105,3 +105,24 @@ def test_bad_arguments():
         state.apply([], {})
     with pytest.raises(ValueError, match="refusing to replace"):
         state._label(_records(1)[0])
+
+
+@pytest.mark.parametrize("strategy", ["v1", "v1+", "topk_v1", "topk_v2"])
+def test_pool_mode_trains_each_round_on_the_whole_label_pool(strategy):
+    records = _records(40)
+    oracle = {r.image_id: r for r in records}
+    replay = ASMState.start(strategy, 5, records, initial=list(range(10)), seed=0)
+    pool = ASMState.start(strategy, 5, records, initial=list(range(10)), seed=0, round_train="pool")
+    for k in range(3):
+        ratios = lambda n: [0.0, 1.0, 0.5, 0.2, 0.9][:n]  # noqa: E731
+        _, train_replay = _run_round(replay, oracle, ratios)
+        batch, train = _run_round(pool, oracle, ratios)
+        ids = [r.image_id for r in train]
+        assert len(ids) == len(set(ids))
+        assert set(pool.labelled) <= set(ids)  # every label-pool record, after this round's moves
+        assert set(ids) - set(pool.labelled) <= set(batch) | set(pool.detected)  # plus the round's own
+        assert len(train_replay) <= 5 + 5 < len(train) or k == 0 and strategy == "topk_v1"
+        assert pool.digest() == replay.digest()  # the same moves: only the training set differs
+    assert ASMState.from_state(pool.state_dict()).round_train == "pool"
+    with pytest.raises(ValueError, match="round_train"):
+        ASMState.start(strategy, 5, records, initial=[0], seed=0, round_train="all")
