@@ -31,8 +31,8 @@ with ``enable_al=False`` no GT is used for the labels: the certain boxes *are* t
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Sequence
+import queue
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -94,51 +94,10 @@ def _pad(arrays: Sequence[np.ndarray], width: int, fill: float, dtype=np.float64
     return out
 
 
-def batched_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of padded box sets ``[B, N, 4]`` x ``[B, M, 4]`` -> ``[B, N, M]`` (float64, as ``box_iou``).
-
-    Each coordinate is taken as its own contiguous plane and the temporaries are reused: on
-    1,000 images x 100 detections this is most of the work.
-    """
-    ax1, ay1, ax2, ay2 = (np.ascontiguousarray(a[..., k], np.float64)[:, :, None] for k in range(4))
-    bx1, by1, bx2, by2 = (np.ascontiguousarray(b[..., k], np.float64)[:, None, :] for k in range(4))
-    w = np.minimum(ax2, bx2)
-    tmp = np.maximum(ax1, bx1)
-    w -= tmp
-    np.maximum(w, 0.0, out=w)
-    h = np.minimum(ay2, by2)
-    np.maximum(ay1, by1, out=tmp)
-    h -= tmp
-    np.maximum(h, 0.0, out=h)
-    w *= h  # intersection
-    np.add((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1), out=h)
-    h -= w  # union
-    ok = h > 0
-    np.divide(w, h, out=w, where=ok)
-    w[~ok] = 0.0
-    return w
-
-
-
-_BAND = 1e-4  # relative; the float32 IoU is within ~1e-6 of the float64 one for pixel boxes
-
-
-def _float32_exact_enough(*boxes: np.ndarray) -> bool:
-    """Whether float32 arithmetic on these boxes stays far from overflow and underflow: coordinates
-    below 1e15 in size, and sides either 0 (padding, degenerate boxes) or longer than 1e-9."""
-    for b in boxes:
-        if not b.size:
-            continue
-        sides = b[..., 2:] - b[..., :2]
-        if not (np.abs(b).max() < 1e15 and sides.min() >= 0 and np.where(sides > 0, sides, 1.0).min() > 1e-9):
-            return False
-    return True
-
-
 class _Workspace:
     """Scratch arrays reused across the chunks of a batch: allocating (and page-faulting in) fresh
     multi-megabyte temporaries for every chunk cost about as much as the arithmetic itself.
-    One per thread; the current thread's is :data:`_WS`."""
+    A workspace serves one thread at a time."""
 
     def __init__(self) -> None:
         self.buffers: dict[str, np.ndarray] = {}
@@ -151,44 +110,71 @@ class _Workspace:
         return buf[:size].reshape(shape)
 
 
-class _Current(threading.local):
-    ws: _Workspace | None = None
-
-
-_WS = _Current()
-
-
-def _screen(a: np.ndarray, b: np.ndarray, thresh: float, near: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """A float32 pass over all pairs: ``(maybe, surely)`` that IoU >= ``thresh`` (bool ``[B, N, M]``).
-
-    ``maybe`` holds every pair whose float64 IoU can reach the threshold. With ``near``, ``surely``
-    holds those that reach it with a margin, and ``maybe`` is narrowed to the pairs in between,
-    which need the exact IoU; otherwise ``surely`` is None. No division, half the memory traffic
-    of float64, and no allocation: both results are views of this thread's workspace, valid until
-    its next call.
-    """
-    ax1, ay1, ax2, ay2 = (np.ascontiguousarray(a[..., k], np.float32)[:, :, None] for k in range(4))
-    bx1, by1, bx2, by2 = (np.ascontiguousarray(b[..., k], np.float32)[:, None, :] for k in range(4))
+def _inter_union(a: np.ndarray, b: np.ndarray, dtype, ws: _Workspace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Intersection and union areas ``[B, N, M]`` of ``[B, N, 4]`` x ``[B, M, 4]`` boxes in ``dtype``,
+    plus a scratch array of that shape; each coordinate is a contiguous plane, temporaries reused."""
+    ax1, ay1, ax2, ay2 = (np.ascontiguousarray(a[..., k], dtype)[:, :, None] for k in range(4))
+    bx1, by1, bx2, by2 = (np.ascontiguousarray(b[..., k], dtype)[:, None, :] for k in range(4))
     shape = (a.shape[0], a.shape[1], b.shape[1])
-    ws = _WS.ws or _Workspace()
-    inter, tmp, union = (ws.get(name, shape, np.float32) for name in ("inter", "tmp", "union"))
+    inter, union, tmp = (ws.get(name, shape, dtype) for name in ("inter", "union", "tmp"))
     np.minimum(ax2, bx2, out=inter)
     inter -= np.maximum(ax1, bx1, out=tmp)
     np.maximum(inter, 0.0, out=inter)
     np.minimum(ay2, by2, out=union)
     union -= np.maximum(ay1, by1, out=tmp)
-    inter *= union  # the intersection where both sides overlap, <= 0 elsewhere
+    np.maximum(union, 0.0, out=union)
+    inter *= union
     np.add((ax2 - ax1) * (ay2 - ay1), (bx2 - bx1) * (by2 - by1), out=union)
     union -= inter
+    return inter, union, tmp
+
+
+def batched_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of padded box sets ``[B, N, 4]`` x ``[B, M, 4]`` -> ``[B, N, M]`` (float64, as ``box_iou``)."""
+    iou, union, _ = _inter_union(a, b, np.float64, _Workspace())
+    ok = union > 0
+    np.divide(iou, union, out=iou, where=ok)
+    iou[~ok] = 0.0
+    return iou
+
+
+_BAND = 1e-4  # relative; the float32 IoU is within ~1e-6 of the float64 one for pixel boxes
+
+
+def _screenable(a: np.ndarray, b: np.ndarray, thresh: float) -> bool:
+    """Whether the float32 :func:`_screen` decides like float64 here: a threshold well above its
+    band, coordinates below 1e15 in size, and box sides either 0 (padding, degenerate boxes) or
+    longer than 1e-9 (no overflow, no underflow)."""
+    if thresh <= 2 * _BAND:
+        return False
+    for b in (a, b):
+        if not b.size:
+            continue
+        sides = b[..., 2:] - b[..., :2]
+        if not (np.abs(b).max() < 1e15 and sides.min() >= 0 and np.where(sides > 0, sides, 1.0).min() > 1e-9):
+            return False
+    return True
+
+
+def _screen(a: np.ndarray, b: np.ndarray, thresh: float, near: bool,
+            ws: _Workspace) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """A float32 pass over all pairs: ``(maybe, surely)`` that IoU >= ``thresh`` (bool ``[B, N, M]``).
+
+    ``maybe`` holds every pair whose float64 IoU can reach the threshold. With ``near``, ``surely``
+    holds those that reach it with a margin, and ``maybe`` is narrowed to the pairs in between,
+    which need the exact IoU; otherwise ``surely`` is None. No division, half the memory traffic
+    of float64, and no allocation: both results live in ``ws`` until its next use.
+    """
+    inter, union, tmp = _inter_union(a, b, np.float32, ws)
     # two empty boxes have union 0 and IoU 0: a tiny floor keeps "inter >= union * t" false there
-    # (real unions are >= 1e-18 by _float32_exact_enough), and IoU >= thresh > 0 needs inter > 0
+    # (real unions are >= 1e-18 by _screenable), and IoU >= thresh > 0 needs inter > 0
     np.maximum(union, np.float32(1e-30), out=union)
     maybe = np.greater_equal(inter, np.multiply(union, np.float32(thresh - _BAND), out=tmp),
-                             out=ws.get("maybe", shape, bool))  # fmt: skip
+                             out=ws.get("maybe", inter.shape, bool))  # fmt: skip
     if not near:
         return maybe, None
     union *= np.float32(thresh + _BAND)
-    surely = np.greater_equal(inter, union, out=ws.get("surely", shape, bool))
+    surely = np.greater_equal(inter, union, out=ws.get("surely", inter.shape, bool))
     maybe ^= surely  # surely implies maybe: what is left is the band around the threshold
     return maybe, surely
 
@@ -207,36 +193,31 @@ def _exact_pairs(a: np.ndarray, b: np.ndarray, pairs: tuple[np.ndarray, ...]) ->
     return batched_iou(a[pairs[0], pairs[1]][:, None], b[pairs[0], pairs[2]][:, None])[:, 0, 0]
 
 
-def overlaps(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
+def overlaps(a: np.ndarray, b: np.ndarray, thresh: float, ws: _Workspace | None = None) -> np.ndarray:
     """``batched_iou(a, b) >= thresh`` (bool ``[B, N, M]``), decided exactly as in float64.
 
     The float32 :func:`_screen` decides every pair whose IoU is not within a relative ``1e-4``
     of the threshold; the few that are get the float64 IoU. Coordinates that float32 cannot hold
-    safely take the float64 path throughout.
+    safely take the float64 path throughout. With a workspace ``ws`` the result lives in it.
     """
-    return _overlaps(a, b, thresh).copy()
-
-
-def _overlaps(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
-    """:func:`overlaps`, possibly a view of this thread's workspace (valid until its next screen)."""
-    if thresh <= 2 * _BAND or not _float32_exact_enough(a, b):
+    if not _screenable(a, b, thresh):
         return batched_iou(a, b) >= thresh
-    band, surely = _screen(a, b, thresh, near=True)
+    band, surely = _screen(a, b, thresh, True, ws or _Workspace())
     pairs = _flat_pairs(band)
     if len(pairs[0]):
         surely[pairs] = _exact_pairs(a, b, pairs) >= thresh
     return surely
 
 
-def iou_pairs_at_least(a: np.ndarray, b: np.ndarray, thresh: float,
-                       keep: np.ndarray | None = None) -> tuple[tuple[np.ndarray, ...], np.ndarray]:  # fmt: skip
+def iou_pairs_at_least(a: np.ndarray, b: np.ndarray, thresh: float, keep: Callable | None = None,
+                       ws: _Workspace | None = None) -> tuple[tuple[np.ndarray, ...], np.ndarray]:  # fmt: skip
     """The pairs ``(image, i, j)`` with ``batched_iou(a, b) >= thresh`` and their exact IoU.
 
     Sparse: the float32 :func:`_screen` picks the candidates; only those get the float64 IoU.
     ``keep(bi, i, j)`` (optional) filters the candidates first. Pairs come in ``(image, i, j)`` order.
     """
-    if thresh > 2 * _BAND and _float32_exact_enough(a, b):
-        cand = _flat_pairs(_screen(a, b, thresh, near=False)[0])
+    if _screenable(a, b, thresh):
+        cand = _flat_pairs(_screen(a, b, thresh, False, ws or _Workspace())[0])
     else:
         cand = _flat_pairs(batched_iou(a, b) >= thresh)
     if keep is not None:
@@ -266,7 +247,7 @@ class _Packed:
         return (np.arange(nc)[None, :] < self.n_cert[:, None]) & ~self.demote
 
 
-def _rejudge(dets: Sequence[dict], cfg: ASMConfig) -> _Packed:
+def _rejudge(dets: Sequence[dict], cfg: ASMConfig, ws: _Workspace) -> _Packed:
     """Pack the detections and apply split + rejudge to all images at once (module docstring)."""
     sizes = np.fromiter((len(d["scores"]) for d in dets), np.int64, len(dets))
     scores = _pad([d["scores"] for d in dets], int(sizes.max(initial=0)), -1.0)  # -1: below any threshold
@@ -283,9 +264,9 @@ def _rejudge(dets: Sequence[dict], cfg: ASMConfig) -> _Packed:
     c_valid = np.arange(nc)[None, :] < n_cert[:, None]
     u_valid = np.arange(nu)[None, :] < n_unc[:, None]
     u_idx = np.minimum(n_cert[:, None] + np.arange(nu)[None, :], n - 1)
-    cb = np.where(c_valid[..., None], boxes[:, :nc] if nc <= n else 0.0, 0.0)
+    cb = np.where(c_valid[..., None], boxes[:, :nc], 0.0)
     ub = np.where(u_valid[..., None], np.take_along_axis(boxes, u_idx[..., None], 1), 0.0)
-    overlap = _overlaps(cb, ub, cfg.judge_iou)  # padding boxes are empty: IoU 0 < judge_iou
+    overlap = overlaps(cb, ub, cfg.judge_iou, ws)  # padding boxes are empty: IoU 0 < judge_iou
     # each uncertain box belongs to the first (highest-scoring) certain box overlapping it
     first = np.where(overlap.any(1), overlap.argmax(1), -1)  # [B, nu]
     bi, ui = np.nonzero(first >= 0)
@@ -305,7 +286,7 @@ def split_and_rejudge(dets: Sequence[dict], cfg: ASMConfig) -> tuple[list[np.nda
         dets: per image ``boxes`` ``[D, 4]`` xyxy, ``labels`` ``[D]``, ``scores`` ``[D]`` sorted by
             descending score, so that certain boxes come first and uncertain ones next.
     """
-    p = _rejudge(dets, cfg)
+    p = _rejudge(dets, cfg, _Workspace())
     certain, uncertain = [], []
     for k, c, u, kept in zip(p.sizes, p.n_cert, p.n_unc, p.kept):
         flags = np.zeros(k, bool)
@@ -317,7 +298,7 @@ def split_and_rejudge(dets: Sequence[dict], cfg: ASMConfig) -> tuple[list[np.nda
     return certain, uncertain, p.demote.sum(1).tolist()
 
 
-def _match(p: _Packed, gts: Sequence[Record], gt_iou: float) -> tuple[np.ndarray, np.ndarray]:
+def _match(p: _Packed, gts: Sequence[Record], gt_iou: float, ws: _Workspace) -> tuple[np.ndarray, np.ndarray]:
     """The GT index matched by each kept certain box (``[B, NC]``, -1 = none), greedy by score.
 
     Box ``r`` (in score order) takes its best free same-class GT box at IoU >= ``gt_iou``. On the
@@ -333,7 +314,7 @@ def _match(p: _Packed, gts: Sequence[Record], gt_iou: float) -> tuple[np.ndarray
     gt_labels = _pad([g.labels for g in gts], m, -2, np.int64)
     kept, labels = p.kept, p.labels
     (bi, ri, gi), iou = iou_pairs_at_least(p.boxes[:, :nc], _pad([g.boxes for g in gts], m, 0.0, shape=(4,)), gt_iou,
-                                           keep=lambda b, r, g: kept[b, r] & (labels[b, r] == gt_labels[b, g]))  # fmt: skip
+                                           lambda b, r, g: kept[b, r] & (labels[b, r] == gt_labels[b, g]), ws)  # fmt: skip
     if len(bi) == 0:
         return match, gt_lens
     # each box's candidates, best IoU first; the pairs come in (image, box, GT) order and the sort
@@ -382,7 +363,7 @@ def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, chu
     if len(dets) != len(gts):
         raise ValueError(f"{len(dets)} detections but {len(gts)} ground-truth records")
     if len(dets) <= chunk:
-        return _merge_chunk(dets, gts, cfg)
+        return _merge_chunk(dets, gts, cfg, _Workspace())
     sizes = np.fromiter((len(d["scores"]) for d in dets), np.int64, len(dets))
     certain = np.concatenate([np.asarray(d["scores"], np.float64).reshape(-1) for d in dets]) >= cfg.certain_thre
     n_cert = np.add.reduceat(np.r_[certain, False], np.r_[0, np.cumsum(sizes)[:-1]]) * (sizes > 0)
@@ -391,33 +372,31 @@ def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, chu
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, min(threads, len(parts)))
-    spaces = [_Workspace() for _ in range(threads)]  # reused by the chunks of this call, then freed
 
-    def run(k: int) -> list[MergeResult]:
-        _WS.ws = spaces[k % threads]
+    spaces: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()  # one per thread, passed from chunk to chunk
+    for _ in range(threads):
+        spaces.put(_Workspace())
+
+    def work(idx: list[int]) -> list[MergeResult]:
+        ws = spaces.get()
         try:
-            return _merge_chunk([dets[i] for i in parts[k]], [gts[i] for i in parts[k]], cfg)
+            return _merge_chunk([dets[i] for i in idx], [gts[i] for i in idx], cfg, ws)
         finally:
-            _WS.ws = None
+            spaces.put(ws)
 
-    with ThreadPoolExecutor(threads, thread_name_prefix="asm-merge") as pool:
-        # chunk k runs on workspace k % threads: a thread-safe pairing only if chunks sharing a
-        # workspace never overlap, so submit in waves of `threads`
-        done: list[list[MergeResult]] = []
-        for start in range(0, len(parts), threads):
-            done += list(pool.map(run, range(start, min(start + threads, len(parts)))))
     out: list[MergeResult | None] = [None] * len(dets)
-    for idx, results in zip(parts, done):
-        for i, r in zip(idx, results):
-            out[i] = r
+    with ThreadPoolExecutor(threads, thread_name_prefix="asm-merge") as pool:
+        for idx, results in zip(parts[::-1], pool.map(work, parts[::-1])):  # the largest chunks first
+            for i, r in zip(idx, results):
+                out[i] = r
     return out
 
 
-def _merge_chunk(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig) -> list[MergeResult]:
+def _merge_chunk(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig, ws: _Workspace) -> list[MergeResult]:
     if not dets:
         return []
-    p = _rejudge(dets, cfg)
-    match, gt_lens = _match(p, gts, cfg.gt_iou)
+    p = _rejudge(dets, cfg, ws)
+    match, gt_lens = _match(p, gts, cfg.gt_iou, ws)
     return _results(p, match, gt_lens, gts, cfg)
 
 
