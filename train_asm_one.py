@@ -21,7 +21,7 @@ from asm.pools import ROUND_TRAIN as ASM_ROUND_TRAIN
 from asm.pools import STRATEGIES as ASM_STRATEGIES
 from asm.pools import ASMState, initial_pool
 from datasets import AnnotationError
-from datasets.build import add_data_args, build_datasets, describe, labelled_indices
+from datasets.build import add_data_args, describe, labelled_indices
 from datasets.records import record_from_dict, record_to_dict
 from net.models import is_mask_model
 from tools import dist
@@ -29,7 +29,16 @@ from tools.checkpoint import git_revision, load_checkpoint, rng_state, save_chec
 from tools.coco_eval import COCOEvaluator
 from tools.config import add_config_args, parse_with_config, save_resolved
 from tools.early_stop import APShiftStopper
-from tools.fit import AP_KEYS, Phase, Trainer, eval_loader, make_optimizer, make_scheduler, run_phase
+from tools.fit import (
+    AP_KEYS,
+    Phase,
+    Trainer,
+    ap_summary,
+    eval_loader,
+    make_optimizer,
+    make_scheduler,
+    run_phase,
+)
 from tools.labelling import export_round
 from tools.logs import RunLog
 from tools.mining import mine, preannotate, results_from_imported
@@ -40,7 +49,7 @@ from tools.options import (
     add_train_args,
     count_or_fraction,
     model_from_args,
-    setup,
+    start,
     str2bool,
 )
 from tools.visualize import round_sheet, to_tensorboard
@@ -248,20 +257,16 @@ def summary_table(run: Run, initial_boxes: int) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    with dist.session():
         return run_main(argv)
-    finally:
-        dist.cleanup()
 
 
 def run_main(argv: list[str] | None) -> int:
     try:
         args = parse_with_config(get_args_parser(), argv)
-        device = setup(args)
-        train_set, val_set = dist.main_first(build_datasets, args)  # rank 0 fills the caches
+        device, train_set, val_set = start(args)
         if args.strategy != "none":
             dist.check_shardable(args.K, "--K (images detected per round)")
-        dist.check_shardable(len(val_set), "evaluation images")
     except (AnnotationError, ValueError, FileNotFoundError) as e:
         logging.getLogger("train_asm_one").error("%s", e)  # names the file and field; no traceback
         return 2
@@ -297,7 +302,7 @@ def run_main(argv: list[str] | None) -> int:
         metrics = run.train()  # the initial phase, or the round a resumed run was in
         while run.asm is not None:
             if run.phase.index > 0:  # a round's training just finished
-                run.asm.rounds[-1].update(AP50=metrics["voc/AP50"], AP75=metrics["voc/AP75"], AP=metrics.get("bbox/AP"))
+                run.asm.rounds[-1].update(ap_summary(metrics))
                 log.jsonl({"type": "round", **run.asm.rounds[-1], "human_drawn_total": initial_boxes + run.asm.cost.drawn,
                            "pool_digests": check_ranks_agree(run.asm)})  # fmt: skip
                 settled = run.round_stopper.update(run.asm.round, metrics[AP_KEYS[args.ap]])
@@ -306,8 +311,7 @@ def run_main(argv: list[str] | None) -> int:
                     break
             elif not run.asm.rounds:  # the initial phase: the start of the learning curve
                 log.jsonl({"type": "round", "round": 0, "labelled_images": len(run.asm.labelled),
-                           "human_drawn_total": initial_boxes, "AP50": metrics["voc/AP50"],
-                           "AP75": metrics["voc/AP75"], "AP": metrics.get("bbox/AP")})  # fmt: skip
+                           "human_drawn_total": initial_boxes, **ap_summary(metrics)})  # fmt: skip
             if run.asm.exhausted() or (args.max_rounds is not None and run.asm.round >= args.max_rounds):
                 break
             start_round(run, train_set, device)

@@ -11,6 +11,7 @@ human had to produce them).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,13 +28,12 @@ class Edits:
     confirmed: int = 0
 
     def __iadd__(self, other: Edits) -> Edits:
-        for k in ("added", "deleted", "moved", "relabelled", "confirmed"):
-            setattr(self, k, getattr(self, k) + getattr(other, k))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
     def as_dict(self) -> dict[str, int]:
-        return {"added": self.added, "deleted": self.deleted, "moved": self.moved,
-                "relabelled": self.relabelled, "confirmed": self.confirmed}  # fmt: skip
+        return dataclasses.asdict(self)
 
 
 def count_edits(pre_boxes, pre_labels, boxes, labels, keep_iou: float = 0.8,
@@ -47,7 +47,7 @@ def count_edits(pre_boxes, pre_labels, boxes, labels, keep_iou: float = 0.8,
     pre_boxes = np.asarray(pre_boxes, np.float64).reshape(-1, 4)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     pre_labels, labels = np.asarray(pre_labels).reshape(-1), np.asarray(labels).reshape(-1)
-    iou = batched_iou(pre_boxes[None], boxes[None])[0] if len(pre_boxes) and len(boxes) else np.zeros((len(pre_boxes), len(boxes)))
+    iou = batched_iou(pre_boxes[None], boxes[None])[0]
     edits = Edits()
     sl = np.zeros(len(boxes), bool)
     used_pre, used_new = np.zeros(len(pre_boxes), bool), np.zeros(len(boxes), bool)

@@ -40,13 +40,18 @@ STRATEGIES = ("v1", "v1+", "topk_v1", "topk_v2")
 ROUND_TRAIN = ("replay", "pool")
 
 
+def image_count(value: float, n: int) -> int:
+    """Images meant by a fraction of ``n`` (``value <= 1``, at least one) or a count (``value > 1``)."""
+    return max(1, round(value * n)) if value <= 1 else int(value)
+
+
 def initial_pool(n: int, initial: float, seed: int) -> list[int]:
     """Indices of the initial label pool (a fraction or a count of ``n``), drawn with its own RNG.
 
     ``train_asm_one.py`` and ``tools/al_curve.py`` share it, so ASM and the samplers start from the
     same images for the same seed.
     """
-    count = round(initial * n) if initial <= 1 else int(initial)
+    count = round(initial * n) if initial <= 1 else int(initial)  # no rounding up to one: 0 is an error
     if not 0 < count <= n:
         raise ValueError(f"--initial {initial} gives {count} images; the pool has {n}")
     return sorted(np.random.default_rng([seed, 7]).permutation(n)[:count].tolist())

@@ -34,7 +34,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from asm.pools import image_count  # noqa: E402
 from datasets.records import atomic_write_text  # noqa: E402
+from tools.al_curve import mean_curve  # noqa: E402
 from tools.logs import read_jsonl  # noqa: E402
 
 CLASSES = ("RBC", "WBC", "Platelets")
@@ -68,10 +70,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick-images", type=int, nargs=2, default=(16, 8), metavar=("TRAIN", "EVAL"))
     p.add_argument("--output-dir", default=os.path.join(ROOT, "outputs", "efficiency"))
     return p
-
-
-def _count(value: float, n: int) -> int:
-    return max(1, round(value * n)) if value <= 1 else int(value)
 
 
 def quick_root(src: str, out: str, n_train: int, n_eval: int, eval_split: str) -> str:
@@ -121,7 +119,7 @@ def sampler_curves(args, root: str, seed: int, names: list[str], n_train: int, s
     if supervised:
         cmd += ["--samplers", "random", "--seed_batch", "1.0", "--steps", "1", "--epochs", str(args.supervised_epochs)]
     else:
-        cmd += ["--samplers", *names, "--seed_batch", str(args.initial), "--batch_size", str(_count(args.step, n_train)),
+        cmd += ["--samplers", *names, "--seed_batch", str(args.initial), "--batch_size", str(image_count(args.step, n_train)),
                 "--steps", str(args.steps), "--epochs", str(args.epochs), "--step-epochs", str(args.step_epochs)]
     run_tool(cmd, os.path.join(out, "bench.log"))
     with open(os.path.join(out, "curves.json"), encoding="utf-8") as f:
@@ -142,7 +140,7 @@ def asm_curve(args, root: str, seed: int, method: str, n_train: int) -> dict:
     summary_path = os.path.join(out, "summary.json")
     if not os.path.isfile(summary_path):
         cmd = [sys.executable, os.path.join(ROOT, "train_asm_one.py"), *common_flags(args, root, seed),
-               "--strategy", strategy, "--K", str(_count(args.step, n_train)), "--initial", str(args.initial),
+               "--strategy", strategy, "--K", str(image_count(args.step, n_train)), "--initial", str(args.initial),
                "--max-rounds", str(args.steps - 1), "--epochs", str(args.epochs), "--round-epochs",
                str(args.step_epochs), "--batch_size", str(args.batch_size), "--coco-ap", "true",
                "--round-train", round_train or "replay", "--output-dir", out]  # fmt: skip
@@ -198,14 +196,6 @@ def _mean_std(values: list[float]) -> dict:
     return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)} if values else None
 
 
-def mean_curve(curves: list[dict], method: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    runs = [c["points"] for c in curves if c["method"] == method]
-    length = min(len(r) for r in runs)
-    xs = np.array([[p[key] for p in r[:length]] for r in runs], dtype=float).mean(0)
-    ys = np.array([[p["AP50"] for p in r[:length]] for r in runs], dtype=float)
-    return xs, ys.mean(0), ys.std(0)
-
-
 def plot(curves: list[dict], summary: dict, methods: list[str], path: str) -> None:
     import matplotlib
 
@@ -217,7 +207,7 @@ def plot(curves: list[dict], summary: dict, methods: list[str], path: str) -> No
     for ax, key, label in ((axes[0], "human_drawn_boxes", "human-drawn boxes (% of all train boxes)"),
                            (axes[1], "images", "labelled images")):  # fmt: skip
         for m in methods:
-            xs, mean, std = mean_curve(curves, m, key)
+            xs, mean, std = mean_curve([c["points"] for c in curves if c["method"] == m], key)
             if key == "human_drawn_boxes":
                 xs = 100 * xs / summary["total_boxes"]
             ax.plot(xs, mean, marker="s" if m in ASM_METHODS else "o", label=m)
@@ -235,7 +225,7 @@ def plot(curves: list[dict], summary: dict, methods: list[str], path: str) -> No
     plt.close(fig)
 
 
-def tables(curves: list[dict], summary: dict, methods: list[str], args) -> str:
+def tables(curves: list[dict], summary: dict, methods: list[str]) -> str:
     """Markdown: box fractions per method and level; every point; ASM precision per round."""
     lines = [f"Supervised upper bound: AP50 {summary['supervised_ap50']['mean']:.3f} +- "
              f"{summary['supervised_ap50']['std']:.3f}, AP {summary['supervised_ap']['mean']:.3f} +- "
@@ -283,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(os.path.join(args.output_dir, "curves.json"),
                       json.dumps({"settings": vars(args), "curves": curves, "summary": summary}, indent=1))  # fmt: skip
     plot(curves, summary, args.methods, os.path.join(args.output_dir, "efficiency.png"))
-    atomic_write_text(os.path.join(args.output_dir, "efficiency.md"), tables(curves, summary, args.methods, args))
-    print(tables(curves, summary, args.methods, args))
+    table = tables(curves, summary, args.methods)
+    atomic_write_text(os.path.join(args.output_dir, "efficiency.md"), table)
+    print(table)
     print(json.dumps({"supervised_ap50": summary["supervised_ap50"]["mean"],
                       "supervised_ap": summary["supervised_ap"]["mean"],
                       "box_fraction_to_100pct": {m: summary["box_fraction"][m]["100pct"] for m in args.methods},

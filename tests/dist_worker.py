@@ -6,7 +6,6 @@ Rank 0 saves the gathered detections and metrics to ``OUT.pt``; every rank check
 the same gathered outputs.
 """
 
-import argparse
 import os
 import sys
 
@@ -20,17 +19,16 @@ from tools.engine import detect, evaluate  # noqa: E402
 
 
 def main() -> None:
-    device = dist.init(torch.device("cpu"))
-    model, loader, evaluators = dist.main_first(build)
-    outputs = detect(model, loader, device)
-    metrics = evaluate(model, loader, evaluators, device)
-    same = dist.all_gather([(o["boxes"].tobytes(), o["scores"].tobytes()) for o in outputs])
-    assert all(s == same[0] for s in same), "ranks gathered different detections"
-    if dist.is_main():
-        torch.save({"outputs": outputs, "metrics": metrics, "world": dist.world_size()}, sys.argv[1])
-    dist.cleanup()
+    with dist.session():
+        device = dist.init(torch.device("cpu"))
+        model, loader, evaluators = dist.main_first(build)
+        outputs = detect(model, loader, device)
+        metrics = evaluate(model, loader, evaluators, device)
+        same = dist.all_gather([(o["boxes"].tobytes(), o["scores"].tobytes()) for o in outputs])
+        assert all(s == same[0] for s in same), "ranks gathered different detections"
+        if dist.is_main():
+            torch.save({"outputs": outputs, "metrics": metrics, "world": dist.world_size()}, sys.argv[1])
 
 
 if __name__ == "__main__":
-    argparse.ArgumentParser().parse_known_args()
     main()

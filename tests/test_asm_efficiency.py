@@ -35,7 +35,7 @@ def test_box_fractions_and_comparison_with_random():
     assert vs["at_or_above_everywhere"] and vs["min_margin_ap50"] == pytest.approx(0.15)
     below = eff.analyse(curves + [_curve("topk_v2", 0, [(100, 0.40), (400, 0.70)])], 1000, ["random", "topk_v2"])
     assert below["vs_random"]["topk_v2"] == {"min_margin_ap50": -0.02, "at_or_above_everywhere": False}
-    table = eff.tables(curves, summary, ["random", "entropy", "v1+"], None)
+    table = eff.tables(curves, summary, ["random", "entropy", "v1+"])
     assert "| v1+ | 15.0% | 25.0% | 25.0% |" in table and "| entropy | never | never | never |" in table
 
 
@@ -76,4 +76,6 @@ def test_missing_data_root_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("value, n, expected", [(0.1, 205, 20), (4, 16, 4), (0.001, 10, 1)])
 def test_counts(value, n, expected):
-    assert eff._count(value, n) == expected
+    from asm.pools import image_count
+
+    assert image_count(value, n) == expected

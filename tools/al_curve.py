@@ -31,10 +31,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from asm.pools import initial_pool  # noqa: E402
+from asm.pools import image_count, initial_pool  # noqa: E402
 from asm.samplers import load_sampler  # noqa: E402
 from datasets import AnnotationError  # noqa: E402
-from datasets.build import add_data_args, build_datasets  # noqa: E402
+from datasets.build import add_data_args  # noqa: E402
 from datasets.records import atomic_write_text, record_from_dict, record_to_dict  # noqa: E402
 from net.models import is_mask_model  # noqa: E402
 from tools import dist  # noqa: E402
@@ -42,7 +42,7 @@ from tools.checkpoint import load_checkpoint, save_checkpoint, unwrap  # noqa: E
 from tools.coco_eval import COCOEvaluator  # noqa: E402
 from tools.config import add_config_args, parse_with_config, save_resolved  # noqa: E402
 from tools.early_stop import APShiftStopper  # noqa: E402
-from tools.fit import Phase, Trainer, eval_loader, make_optimizer, make_scheduler, run_phase  # noqa: E402
+from tools.fit import Phase, Trainer, ap_summary, eval_loader, make_optimizer, make_scheduler, run_phase  # noqa: E402
 from tools.logs import RunLog, read_jsonl  # noqa: E402
 from tools.mining import mine  # noqa: E402
 from tools.options import (  # noqa: E402
@@ -52,7 +52,7 @@ from tools.options import (  # noqa: E402
     add_train_args,
     count_or_fraction,
     model_from_args,
-    setup,
+    start,
 )
 from tools.predict import compute_loss, predict_proba  # noqa: E402
 from tools.voc_eval import VOCEvaluator  # noqa: E402
@@ -86,10 +86,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-dir", default="outputs/curves")
     g.add_argument("--exit-after-steps", type=int, default=None, help="stop after this many steps (tests)")
     return p
-
-
-def _count(value: float, n: int) -> int:
-    return max(1, round(value * n)) if value <= 1 else int(value)
 
 
 def _slug(name: str) -> str:
@@ -151,8 +147,7 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         metrics = run_phase(trainer, phase, records, stopper, optimizer, make_scheduler(optimizer, run_args,
                             epochs), lambda: None, lambda: step)  # fmt: skip
         state["steps"].append({"sampler": name, "seed": seed, "step": step, "images": len(records),
-                               "human_drawn_boxes": state["drawn"], "AP50": metrics["voc/AP50"],
-                               "AP75": metrics["voc/AP75"], "AP": metrics["bbox/AP"]})  # fmt: skip
+                               "human_drawn_boxes": state["drawn"], **ap_summary(metrics)})  # fmt: skip
         logger.info("%s seed %d step %d: %d images, %d drawn boxes, AP50 %.3f", name, seed, step, len(records),
                     state["drawn"], metrics["voc/AP50"])  # fmt: skip
         selected = [r.image_id for r in records]
@@ -161,7 +156,7 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         state["done"] = not remaining or (args.steps is not None and step + 1 >= args.steps)
         if not state["done"]:
             context, merged = sampler_context(sampler, model, args, train_set, remaining, device)
-            picked = list(sampler.select_batch(_count(args.step_size, n), selected, **context)) if dist.is_main() else None
+            picked = list(sampler.select_batch(image_count(args.step_size, n), selected, **context)) if dist.is_main() else None
             for image_id in dist.broadcast(picked):  # selected once, on rank 0
                 record = merged[image_id].sa if image_id in merged else train_set.records[index_of[image_id]]
                 state["drawn"] += merged[image_id].drawn if image_id in merged else len(record)
@@ -186,6 +181,14 @@ def write_results(out: str, curves: list[dict], args: argparse.Namespace) -> Non
     plot(curves, os.path.join(out, "curves.png"), args.x_axis, args.asm_logs)
 
 
+def mean_curve(runs: list[list[dict]], x_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeds of one method (each a list of points): mean x, mean and std of AP50 over the common length."""
+    length = min(len(r) for r in runs)
+    xs = np.array([[p[x_key] for p in r[:length]] for r in runs], dtype=float).mean(0)
+    ys = np.array([[p["AP50"] for p in r[:length]] for r in runs], dtype=float)
+    return xs, ys.mean(0), ys.std(0)
+
+
 def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> None:
     """Mean +- std of AP50 over seeds per sampler, against images or human-drawn boxes."""
     import matplotlib
@@ -197,11 +200,9 @@ def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> Non
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     for name in dict.fromkeys(c["sampler"] for c in curves):
         runs = [c["steps"] for c in curves if c["sampler"] == name]
-        length = min(len(r) for r in runs)
-        xs = np.array([[s[key] for s in r[:length]] for r in runs], dtype=float).mean(0)
-        ys = np.array([[s["AP50"] for s in r[:length]] for r in runs], dtype=float)
-        ax.plot(xs, ys.mean(0), marker="o", label=f"{name} ({len(runs)} seeds)")
-        ax.fill_between(xs, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), alpha=0.2)
+        xs, mean, std = mean_curve(runs, key)
+        ax.plot(xs, mean, marker="o", label=f"{name} ({len(runs)} seeds)")
+        ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
     for log_path in asm_logs:
         rounds = [e for e in read_jsonl(log_path) if e.get("type") == "round"]
         xk = "labelled_images" if x_axis == "images" else "human_drawn_total"
@@ -217,18 +218,14 @@ def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    with dist.session():
         return run_main(argv)
-    finally:
-        dist.cleanup()
 
 
 def run_main(argv: list[str] | None) -> int:
     try:
         args = parse_with_config(get_args_parser(), argv)
-        device = setup(args)
-        train_set, val_set = dist.main_first(build_datasets, args)  # rank 0 fills the caches
-        dist.check_shardable(len(val_set), "evaluation images")
+        device, train_set, val_set = start(args)
         samplers = [load_sampler(spec) for spec in args.samplers]
     except (AnnotationError, ValueError, FileNotFoundError) as e:
         logging.getLogger("al_curve").error("%s", e)

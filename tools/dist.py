@@ -17,9 +17,10 @@ process would run, so results are identical) and gather the outputs in dataset o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -58,9 +59,14 @@ def init(device: torch.device) -> torch.device:
     return device
 
 
-def cleanup() -> None:
-    if is_distributed():
-        dist.destroy_process_group()
+@contextlib.contextmanager
+def session() -> Iterator[None]:
+    """Wrap an entry point: the process group (if :func:`init` joined one) is left however it ends."""
+    try:
+        yield
+    finally:
+        if is_distributed():
+            dist.destroy_process_group()
 
 
 def is_distributed() -> bool:

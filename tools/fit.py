@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 AP_KEYS = {"ap_50": "voc/AP50", "ap_75": "voc/AP75"}
 
 
+def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
+    """A learning-curve point's accuracy: VOC AP50 and AP75, and COCO-style AP (None if not evaluated)."""
+    return {"AP50": metrics["voc/AP50"], "AP75": metrics["voc/AP75"], "AP": metrics.get("bbox/AP")}
+
+
 def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if args.opt == "sgd":

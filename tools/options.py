@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import torch
 
+from datasets.build import build_datasets
+from datasets.records import RecordSet
 from net.models import MODELS, PRESETS, build_model
 from tools import dist
 from tools.fit import AP_KEYS
@@ -97,7 +99,7 @@ def setup(args: argparse.Namespace) -> torch.device:
         raise ValueError("--resume restores the model; do not combine it with --weights")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     device = dist.init(device)  # a no-op unless launched by torchrun
-    if getattr(args, "sync_bn", False):
+    if args.sync_bn:
         if device.type != "cuda":
             raise ValueError("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only")
         if not dist.is_distributed():
@@ -116,6 +118,18 @@ def setup(args: argparse.Namespace) -> torch.device:
     return device
 
 
+def start(args: argparse.Namespace) -> tuple[torch.device, RecordSet, RecordSet]:
+    """:func:`setup`, then the training pool and the evaluation set (rank 0 first: it fills the caches).
+
+    Raises:
+        ValueError: bad options or data, or more processes than evaluation images.
+    """
+    device = setup(args)
+    train_set, val_set = dist.main_first(build_datasets, args)
+    dist.check_shardable(len(val_set), "evaluation images")
+    return device, train_set, val_set
+
+
 def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
     """The detector the options describe, for ``num_classes`` foreground classes.
 
@@ -125,4 +139,4 @@ def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.de
                         trainable_layers=args.trainable_layers, min_size=args.min_size, max_size=args.max_size,
                         preset=args.preset,
                         train_scales=(0.8, 0.9, 1.1, 1.2) if args.scale_jitter else None).to(device)  # fmt: skip
-    return dist.wrap_model(model, device, getattr(args, "sync_bn", False))
+    return dist.wrap_model(model, device, args.sync_bn)
