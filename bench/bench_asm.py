@@ -106,8 +106,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    # the detection pass first: after the merge part's ~10^5 short-lived objects and arrays, the
-    # allocator and GC state slowed the data-loading side of detection by up to 10% in this process
+    # the detection pass first, in a process not yet holding the merge part's ~10^5 objects
     detection = bench_detect(args.detect_images, args.batch_size, args.workers, args.repeat)
     result = bench_merge(args.merge_images, args.merge_dets)
     print(json.dumps({**result, **detection}))
