@@ -10,6 +10,7 @@ Reads top to bottom: options -> data -> model -> resume -> initial training -> A
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -19,13 +20,23 @@ import torch
 
 from asm.pools import ROUND_TRAIN as ASM_ROUND_TRAIN
 from asm.pools import STRATEGIES as ASM_STRATEGIES
+from asm.merge import ASMConfig
 from asm.pools import ASMState, initial_pool
+from asm.select import calibrate_scores, choose_informative, class_thresholds, detection_outcomes
 from datasets import AnnotationError
 from datasets.build import add_data_args, describe, labelled_indices
 from datasets.records import record_from_dict, record_to_dict
 from net.models import is_mask_model
 from tools import dist
-from tools.checkpoint import git_revision, load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
+from tools.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    run_environment,
+    save_checkpoint,
+    set_rng_state,
+    unwrap,
+    weights_digest,
+)
 from tools.coco_eval import COCOEvaluator
 from tools.config import add_config_args, parse_with_config, save_resolved
 from tools.early_stop import APShiftStopper
@@ -41,7 +52,7 @@ from tools.fit import (
 )
 from tools.labelling import export_round
 from tools.logs import RunLog
-from tools.mining import mine, preannotate, results_from_imported
+from tools.mining import asm_config, detect_sorted, merge_with_oracle, preannotate, results_from_imported
 from tools.options import (
     Interrupted,
     add_merge_args,
@@ -72,8 +83,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--K", type=int, default=100, help="images detected per ASM round")
     g.add_argument("--initial", type=count_or_fraction, default=0.2, help="initial label pool: fraction or count")
     g.add_argument("--round-epochs", type=int, default=5, help="max epochs of each ASM round")
-    g.add_argument("--round-train", choices=ASM_ROUND_TRAIN, default="replay",
-                   help="besides its images, a round trains on K replayed label records (ASM_core) or the whole pool")
+    g.add_argument("--round-train", choices=ASM_ROUND_TRAIN, default="pool",
+                   help="besides its images, a round trains on the whole label pool (default) or on K replayed "
+                        "label records (ASM_core's rule)")
+    g.add_argument("--candidates", type=int, default=1,
+                   help="detect this many times K images and keep the K most informative (predicted uncertain "
+                        "share plus class-mix diversity); 1: the next K of the shuffled queue")
+    g.add_argument("--diversity", type=float, default=0.5, help="weight of the class-mix term of --candidates")
+    g.add_argument("--mining-gate", type=float, default=0.0,
+                   help="AP50 below which a round offers no model boxes (all boxes drawn), as ASM_core's ap_thre")
+    g.add_argument("--certain-precision", type=float, default=None,
+                   help="per-class certain thresholds: the lowest score reaching this precision on the last "
+                        "round's batch (detected before training on it); default: one --certain_thre")
     g.add_argument("--cer_ratio", type=float, default=0.3)
     g.add_argument("--uncer_ratio", type=float, default=0.6)
     g.add_argument("--max-rounds", type=int, default=None)
@@ -101,15 +122,17 @@ class LabelsMissing(Exception):
 class Run:
     """The mutable state of a run that a checkpoint holds (plain data via :meth:`state_dict`)."""
 
-    def __init__(self, args, model, trainer, train_set):
+    def __init__(self, args, model, trainer, train_set, environment: dict):
         self.args, self.model, self.trainer = args, model, trainer
         self.classes = list(train_set.classes)
         self.label_to_cat_id = {str(k): v for k, v in train_set.label_to_cat_id.items()}
-        self.git = git_revision()  # once per process, not a subprocess per checkpoint
+        self.environment = environment  # git revision, CPU, threads: read once per process
         self.asm: ASMState | None = None
         self.phase = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
         self.train_records: list = []  # what the current phase trains on
         self.awaiting: str | None = None  # labelling folder of a round paused for a human (--oracle none)
+        self.held_out: dict | None = None  # the last batch's detection outcomes (--certain-precision)
+        self.thresholds: dict[int, float] = {}  # this round's per-class certain thresholds
         self.epochs_done = 0
         self.best_ap = -1.0
         self.round_stopper = APShiftStopper(args.ap_range, args.ap_shift_asm, args.ap_thre, args.ap_shift_squared)
@@ -130,8 +153,8 @@ class Run:
                 "round_stop": self.round_stopper.state_dict(), "epochs_done": self.epochs_done,
                 "best_ap": self.best_ap, "asm": self.asm.state_dict() if self.asm else None,
                 "train_records": [record_to_dict(r) for r in self.train_records], "rng": rng_state(),
-                "config": vars(self.args), "git": self.git, "classes": self.classes, "awaiting": self.awaiting,
-                "label_to_cat_id": self.label_to_cat_id}  # fmt: skip
+                "config": vars(self.args), "git": self.environment["git"], "environment": self.environment, "classes": self.classes, "awaiting": self.awaiting,
+                "label_to_cat_id": self.label_to_cat_id, "held_out": self.held_out}  # fmt: skip
 
     def load_state_dict(self, ckpt: dict) -> None:
         unwrap(self.model).load_state_dict(ckpt["model"])
@@ -147,6 +170,7 @@ class Run:
         self.asm = ASMState.from_state(ckpt["asm"]) if ckpt["asm"] else None
         self.train_records = [record_from_dict(r) for r in ckpt["train_records"]]
         self.awaiting = ckpt.get("awaiting")
+        self.held_out = ckpt.get("held_out")
         set_rng_state(ckpt["rng"])  # rank 0's: a single process resumes exactly
         if dist.rank() > 0:  # the other ranks keep augmentations of their own
             torch.manual_seed(self.args.seed + dist.rank() + 1000 * self.epochs_done)
@@ -176,21 +200,53 @@ class Run:
 def start_round(run: Run, train_set, device) -> None:
     """Detect the next batch, merge with the oracle, move the pools; set up the round's training.
 
-    With ``--oracle none`` the round pauses instead: the pre-annotations are exported for a
-    labelling tool and :class:`Paused` ends the process until the labels are imported.
+    With ``--candidates C`` the model detects ``C x K`` images and the ``K`` most informative are
+    kept (:func:`asm.select.choose_informative`); the rest stay unlabelled. With ``--oracle none``
+    the round pauses instead: the pre-annotations are exported for a labelling tool and
+    :class:`Paused` ends the process until the labels are imported.
     """
     args, asm = run.args, run.asm
     oracle = {r.image_id: r for r in train_set.records}
+    ids = asm.next_batch(args.candidates)
+    dets = dict(zip(ids, detect_sorted(run.model, [oracle[i] for i in ids], train_set.image_root, args, device)))
+    cfg, info = round_rules(run, train_set.num_classes)
+    if args.candidates > 1:
+        fresh = [i for i in ids if i not in asm.pending]
+        picks = choose_informative([dets[i] for i in fresh], asm.K - (len(ids) - len(fresh)), cfg,
+                                   train_set.num_classes, args.diversity)  # fmt: skip
+        asm.prefer([fresh[j] for j in picks])
+        info["candidates"] = len(ids)
     batch = [oracle[i] for i in asm.next_batch()]
+    raw = [dets[r.image_id] for r in batch]
+    shown = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
     if args.oracle == "none":
-        pre, scores = preannotate(run.model, batch, train_set.image_root, args, device)
+        pre, scores = preannotate(shown, batch, cfg)
         run.awaiting = os.path.join(os.path.abspath(args.output_dir), "labelling", f"round{asm.round + 1}")
         if dist.is_main():
             export_round(run.awaiting, asm.round + 1, pre, scores, train_set)
         run.save()
         raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {run.awaiting}; label "
                      f"them, run tools/import_labels.py --run {args.output_dir} --labels <export>, then --resume")
-    finish_round(run, train_set, mine(run.model, batch, train_set.image_root, args, device), oracle)
+    if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
+        run.held_out = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
+    finish_round(run, train_set, merge_with_oracle(shown, batch, cfg, args.move_iou), oracle, info)
+
+
+def round_rules(run: Run, num_classes: int) -> tuple[ASMConfig, dict]:
+    """This round's merge rules: no SL below the mining gate; per-class certain thresholds
+    calibrated on the last batch (``--certain-precision``). Also what to log about them."""
+    args = run.args
+    cfg = asm_config(args)
+    ap50 = run.phase.history[-1]["metrics"]["voc/AP50"] if run.phase.history else 0.0
+    info = {"gated": bool(args.enable_sl and ap50 < args.mining_gate)}
+    if info["gated"]:  # ASM_core's ap_thre: a weak model's boxes are not offered to the human
+        cfg = dataclasses.replace(cfg, enable_sl=False)
+    run.thresholds = {}
+    if args.certain_precision is not None and run.held_out:
+        run.thresholds = class_thresholds(run.held_out, num_classes, args.certain_precision, cfg.certain_thre,
+                                          cfg.uncertain_thre)  # fmt: skip
+        info["thresholds"] = {run.classes[c - 1]: round(t, 4) for c, t in run.thresholds.items()}
+    return cfg, info
 
 
 def resume_labelled(run: Run, train_set) -> None:
@@ -204,11 +260,12 @@ def resume_labelled(run: Run, train_set) -> None:
     finish_round(run, train_set, results, {r.sa.image_id: r.sa for r in results})
 
 
-def finish_round(run: Run, train_set, results, oracle) -> None:
+def finish_round(run: Run, train_set, results, oracle, info: dict | None = None) -> None:
     """Move the pools with the round's results (selection on rank 0, broadcast to the others)."""
     args = run.args
     if dist.is_main():
         run.train_records = run.asm.apply(results, oracle)
+        run.asm.rounds[-1].update(info or {})
         sheet = round_sheet(results, train_set.image_root, train_set.classes)
         os.makedirs(os.path.join(args.output_dir, "rounds"), exist_ok=True)
         sheet.save(os.path.join(args.output_dir, "rounds", f"round{run.asm.round}.png"))
@@ -279,12 +336,13 @@ def run_main(argv: list[str] | None) -> int:
     if args.coco_ap or (args.coco_ap is None and args.dataset == "coco"):
         evaluators.append(COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)))
     log = RunLog(args.output_dir, enabled=dist.is_main())
+    environment = run_environment()
     if dist.is_main():
-        logger.info("resolved config written to %s", save_resolved(args, args.output_dir))
+        logger.info("resolved config written to %s", save_resolved(args, args.output_dir, environment))
     trainer = Trainer(model, args, device, train_set.image_root, eval_loader(val_set.records, val_set.image_root,
                       args, with_masks), evaluators, log, with_masks,
                       torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None)  # fmt: skip
-    run = Run(args, model, trainer, train_set)
+    run = Run(args, model, trainer, train_set, environment)
     if args.strategy == "none":
         run.train_records = list(train_set.records)
     else:
@@ -339,7 +397,7 @@ def run_main(argv: list[str] | None) -> int:
                "human_drawn_boxes": drawn, "confirmed_boxes": run.asm.cost.confirmed if run.asm else 0,
                "deleted_boxes": run.asm.cost.deleted if run.asm else 0,
                "pseudo_label_precision": run.asm.cost.precision if run.asm else None,
-               "epochs": run.epochs_done, "wall_s": round(time.perf_counter() - start_wall, 1)}  # fmt: skip
+               "epochs": run.epochs_done, "weights_sha256": weights_digest(run.model), "wall_s": round(time.perf_counter() - start_wall, 1)}  # fmt: skip
     print(json.dumps(summary))
     return 0
 

@@ -12,11 +12,12 @@ human had to produce them).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from asm.merge import batched_iou
+from asm.merge import MergeResult, batched_iou
 
 
 @dataclass
@@ -51,12 +52,7 @@ def count_edits(pre_boxes, pre_labels, boxes, labels, keep_iou: float = 0.8,
     edits = Edits()
     sl = np.zeros(len(boxes), bool)
     used_pre, used_new = np.zeros(len(pre_boxes), bool), np.zeros(len(boxes), bool)
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
-        p, n = divmod(int(flat), iou.shape[1])
-        if iou[p, n] < pair_iou:
-            break
-        if used_pre[p] or used_new[n]:
-            continue
+    for p, n in _greedy_pairs(iou, pair_iou):
         used_pre[p] = used_new[n] = True
         if iou[p, n] < keep_iou:
             edits.moved += 1
@@ -68,3 +64,46 @@ def count_edits(pre_boxes, pre_labels, boxes, labels, keep_iou: float = 0.8,
     edits.added = int((~used_new).sum())
     edits.deleted = int((~used_pre).sum())
     return edits, sl
+
+
+def count_moves(results: Sequence[MergeResult], move_iou: float = 0.5) -> list[MergeResult]:
+    """Count a deleted certain box and a drawn GT box of its class at IoU >= ``move_iou`` as one move.
+
+    The merge calls every certain box below ``gt_iou`` (0.8) a false positive to delete and the GT box
+    under it a box to draw. A human shown a box at IoU 0.5-0.8 drags it onto the object instead: one
+    edit. Pairs are one-to-one, greedily by IoU. The SA annotation is unchanged (it holds the GT box);
+    ``drawn`` and ``deleted`` lose one each per move and ``moved`` flags the SA boxes made so.
+
+    Returns:
+        New results (the inputs are not changed).
+    """
+    out = []
+    for r in results:
+        moved = np.zeros(len(r.sa), bool)
+        if r.deleted and r.drawn and r.deleted_boxes is not None:
+            al = np.flatnonzero(~r.sl)
+            iou = batched_iou(np.asarray(r.deleted_boxes, np.float64)[None], r.sa.boxes[al].astype(np.float64)[None])[0]
+            iou[np.asarray(r.deleted_labels)[:, None] != r.sa.labels[al][None, :]] = 0.0
+            pairs = _greedy_pairs(iou, move_iou)
+            moved[al[[n for _, n in pairs]]] = True
+            if pairs:
+                keep = np.ones(len(r.deleted_boxes), bool)
+                keep[[p for p, _ in pairs]] = False
+                r = dataclasses.replace(r, drawn=r.drawn - len(pairs), deleted=r.deleted - len(pairs),
+                                        deleted_boxes=r.deleted_boxes[keep], deleted_labels=r.deleted_labels[keep])  # fmt: skip
+        out.append(dataclasses.replace(r, moved=moved))
+    return out
+
+
+def _greedy_pairs(iou: np.ndarray, thresh: float) -> list[tuple[int, int]]:
+    """One-to-one (row, column) pairs, highest IoU first, each at least ``thresh``."""
+    pairs, used_r, used_c = [], set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = divmod(int(flat), iou.shape[1])
+        if iou[i, j] < thresh:
+            break
+        if i not in used_r and j not in used_c:
+            used_r.add(i)
+            used_c.add(j)
+            pairs.append((i, j))
+    return pairs

@@ -79,6 +79,8 @@ class MergeResult:
     ratio: float  # AL ann_ratio
     sl_score: float = 0.0  # sum of the detection scores of the matched certain boxes
     deleted_boxes: np.ndarray | None = None  # [deleted, 4] the false positives the human removed
+    deleted_labels: np.ndarray | None = None  # [deleted] their classes
+    moved: np.ndarray | None = None  # bool [len(sa)]: AL boxes made by moving a model box (asm.edits.count_moves)
 
 
 def _pad(arrays: Sequence[np.ndarray], width: int, fill: float, dtype=np.float64, shape: tuple = ()) -> np.ndarray:
@@ -436,18 +438,19 @@ def _results(p: _Packed, match: np.ndarray, gt_lens: np.ndarray, gts: Sequence[R
         sl[offsets[bi] + match[bi, ri]] = True
         confirmed, deleted = n_matched, n_certain - n_matched
         deleted_boxes = _split(c_boxes[kept & ~matched], deleted)
+        deleted_labels = _split(p.labels[:, :nc][kept & ~matched], deleted)
         ratio = np.divide(gt_lens - confirmed, gt_lens, out=(deleted > 0).astype(np.float64), where=gt_lens > 0)
     else:  # the human draws every box; model boxes are never shown
         confirmed = deleted = np.zeros(len(gts), np.int64)
-        deleted_boxes = [None] * len(gts)
+        deleted_boxes = deleted_labels = [None] * len(gts)
         ratio = (gt_lens > 0).astype(np.float64)
     parts = [_split(v, gt_lens) for v in gt_flat.values()]  # boxes, labels, difficult, iscrowd
     counts = [a.tolist() for a in (gt_lens - confirmed, confirmed, deleted, n_certain, n_uncertain, demoted,
                                    n_matched, ratio, sl_score)]  # fmt: skip
     out = []
-    for g, boxes, labels, difficult, iscrowd, sl_i, dbox, *c in zip(gts, *parts, _split(sl, gt_lens), deleted_boxes,
-                                                                  *counts):  # fmt: skip
+    for g, boxes, labels, difficult, iscrowd, sl_i, dbox, dlab, *c in zip(gts, *parts, _split(sl, gt_lens),
+                                                                        deleted_boxes, deleted_labels, *counts):  # fmt: skip
         sa = Record.trusted(g.image_id, g.file_name, g.width, g.height, boxes, labels, difficult, iscrowd,
                             None if g.masks is None else list(g.masks))  # fmt: skip
-        out.append(MergeResult(sa, sl_i, *c, dbox))
+        out.append(MergeResult(sa, sl_i, *c, dbox, dlab))
     return out

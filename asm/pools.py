@@ -23,6 +23,7 @@ exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -62,9 +63,10 @@ class RoundCost:
     """Human work and model quality of one round (or, summed, of the run)."""
 
     images: int = 0  # images the human looked at
-    drawn: int = 0  # AL boxes
+    drawn: int = 0  # AL boxes drawn from scratch (never charged twice for one GT box)
     confirmed: int = 0  # SL boxes
     deleted: int = 0  # false positives removed
+    moved: int = 0  # model boxes dragged onto an object (asm.edits.count_moves)
     certain: int = 0  # certain boxes after rejudge
     matched: int = 0  # certain boxes that match GT
     sl_score: float = 0.0  # summed scores of the matched certain boxes
@@ -79,6 +81,7 @@ class RoundCost:
         for r in results:
             self.images += 1
             self.drawn += r.drawn
+            self.moved += 0 if r.moved is None else int(r.moved.sum())
             self.confirmed += r.confirmed
             self.deleted += r.deleted
             self.certain += r.certain
@@ -88,7 +91,7 @@ class RoundCost:
 
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.images, "drawn": self.drawn, "confirmed": self.confirmed,
-                "deleted": self.deleted, "certain": self.certain, "matched": self.matched,
+                "deleted": self.deleted, "moved": self.moved, "certain": self.certain, "matched": self.matched,
                 "sl_score": self.sl_score, "ratio_sum": self.ratio_sum, "precision": self.precision}  # fmt: skip
 
 
@@ -112,12 +115,12 @@ class ASMState:
     max_passes: int = 3  # topk_v2: an image uncertain this many times joins the label pool
     passes: dict[str, int] = field(default_factory=dict)  # detections per image so far
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
-    round_train: str = "replay"  # what a round trains on besides its own images: see apply()
+    round_train: str = "pool"  # what a round trains on besides its own images: see apply()
 
     @classmethod
     def start(cls, strategy: str, K: int, records: Sequence[Record], initial: Sequence[int], seed: int,
               cer_ratio: float = 0.3, uncer_ratio: float = 0.6, max_passes: int = 3,
-              round_train: str = "replay") -> ASMState:  # fmt: skip
+              round_train: str = "pool") -> ASMState:  # fmt: skip
         """Initial state: ``initial`` indices of ``records`` labelled (drawn by a human), the rest shuffled."""
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
@@ -141,10 +144,22 @@ class ASMState:
     def exhausted(self) -> bool:
         return not self.unlabelled and not self.pending
 
-    def next_batch(self) -> list[str]:
-        """Ids to detect this round: pending first (``topk_v2``), then new ones; ``K`` in all."""
+    def next_batch(self, candidates: int = 1) -> list[str]:
+        """Ids to detect this round: pending first (``topk_v2``), then new ones; ``K`` in all.
+
+        With ``candidates`` > 1, ``candidates * K`` ids in all, of which the caller keeps ``K`` (pending
+        ones first) and passes the new ones it chose to :meth:`prefer`.
+        """
         take = self.pending[: self.K]
-        return take + self.unlabelled[: self.K - len(take)]
+        return take + self.unlabelled[: candidates * self.K - len(take)]
+
+    def prefer(self, ids: Sequence[str]) -> None:
+        """Move unlabelled ``ids`` to the front of the queue, in the given order: the next batch."""
+        chosen = set(ids)
+        unknown = chosen - set(self.unlabelled)
+        if unknown:
+            raise ValueError(f"not in the unlabelled queue: {sorted(unknown)[:5]}")
+        self.unlabelled = list(ids) + [i for i in self.unlabelled if i not in chosen]
 
     def apply(self, results: Sequence[MergeResult], oracle: dict[str, Record]) -> list[Record]:
         """Move the detected images between the sets; return the records to train on this round.
@@ -159,6 +174,7 @@ class ASMState:
         n_pending = min(len(self.pending), self.K)
         self.pending = self.pending[n_pending:]
         self.unlabelled = self.unlabelled[len(batch) - n_pending:]
+        results = [self._charge(r) for r in results]
         for r in results:
             self.sl_flags[r.sa.image_id] = r.sl.tolist()
             self.passes[r.sa.image_id] = self.passes.get(r.sa.image_id, 0) + 1
@@ -176,6 +192,14 @@ class ASMState:
                             "labelled_images": len(self.labelled), "train_images": len(train)})  # fmt: skip
         self.check()
         return train
+
+    def _charge(self, r: MergeResult) -> MergeResult:
+        """``r`` as the human pays for it. ``topk_v2`` detects an uncertain image again while its GT
+        record is untouched, but the human annotated the whole image on its first pass (drew,
+        moved or confirmed every box): a later pass is reviewed again, and nothing is drawn twice."""
+        if not self.passes.get(r.sa.image_id):
+            return r
+        return dataclasses.replace(r, drawn=0, moved=None if r.moved is None else np.zeros_like(r.moved))
 
     def _replay(self, n: int) -> list[Record]:
         """``n`` random records of the label pool (as it is before this round's additions)."""

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
-import pytest
+# MKL reads this at its first call, before any test runs: --deterministic runs in this process then
+# repeat exactly on Intel CPUs too (see tools.options.deterministic_mode).
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")

@@ -46,7 +46,7 @@ def test_invariant_every_round_and_state_round_trip(strategy):
 def test_v1_keeps_the_label_pool_and_trains_on_k_plus_k():
     records = _records(40)
     oracle = {r.image_id: r for r in records}
-    state = ASMState.start("v1", 5, records, initial=list(range(10)), seed=0)
+    state = ASMState.start("v1", 5, records, initial=list(range(10)), seed=0, round_train="replay")
     batch, train = _run_round(state, oracle, lambda n: [0.5] * n)
     assert len(state.labelled) == 10 and len(train) == 10
     assert [r.image_id for r in train[:5]] == batch and all(r.image_id in state.labelled for r in train[5:])
@@ -56,7 +56,7 @@ def test_v1_keeps_the_label_pool_and_trains_on_k_plus_k():
 def test_v1_plus_adds_the_k_sa_annotations():
     records = _records(40)
     oracle = {r.image_id: r for r in records}
-    state = ASMState.start("v1+", 5, records, initial=list(range(10)), seed=0)
+    state = ASMState.start("v1+", 5, records, initial=list(range(10)), seed=0, round_train="replay")
     batch, train = _run_round(state, oracle, lambda n: [0.5] * n)
     assert len(state.labelled) == 15 and set(batch) <= set(state.labelled)
     assert all(r.image_id not in batch for r in train[5:])  # replay drawn before the additions
@@ -65,7 +65,7 @@ def test_v1_plus_adds_the_k_sa_annotations():
 def test_topk_v1_ranks_everything_detected_so_far():
     records = _records(40)
     oracle = {r.image_id: r for r in records}
-    state = ASMState.start("topk_v1", 2, records, initial=list(range(5)), seed=0)
+    state = ASMState.start("topk_v1", 2, records, initial=list(range(5)), seed=0, round_train="replay")
     b = state.next_batch()
     train = state.apply(_results(state, [0.9, 0.8], oracle), oracle)
     assert set(state.detected) == set(b) and len(state.labelled) == 5  # first round: all uncertain
@@ -80,7 +80,7 @@ def test_topk_v1_ranks_everything_detected_so_far():
 def test_topk_v2_certain_uncertain_pending_and_last_pass():
     records = _records(30)
     oracle = {r.image_id: r for r in records}
-    state = ASMState.start("topk_v2", 4, records, initial=list(range(4)), seed=0, max_passes=2)
+    state = ASMState.start("topk_v2", 4, records, initial=list(range(4)), seed=0, max_passes=2, round_train="replay")
     b1 = state.next_batch()
     train = state.apply(_results(state, [0.1, 0.9, 0.45, 0.7], oracle), oracle)
     assert b1[0] in state.labelled and state.pending == [b1[1], b1[3]]
@@ -111,7 +111,7 @@ def test_bad_arguments():
 def test_pool_mode_trains_each_round_on_the_whole_label_pool(strategy):
     records = _records(40)
     oracle = {r.image_id: r for r in records}
-    replay = ASMState.start(strategy, 5, records, initial=list(range(10)), seed=0)
+    replay = ASMState.start(strategy, 5, records, initial=list(range(10)), seed=0, round_train="replay")
     pool = ASMState.start(strategy, 5, records, initial=list(range(10)), seed=0, round_train="pool")
     for k in range(3):
         ratios = lambda n: [0.0, 1.0, 0.5, 0.2, 0.9][:n]  # noqa: E731
@@ -126,3 +126,42 @@ def test_pool_mode_trains_each_round_on_the_whole_label_pool(strategy):
     assert ASMState.from_state(pool.state_dict()).round_train == "pool"
     with pytest.raises(ValueError, match="round_train"):
         ASMState.start(strategy, 5, records, initial=[0], seed=0, round_train="all")
+
+
+def test_candidates_and_prefer_choose_the_next_batch():
+    records = _records(30)
+    state = ASMState.start("v1+", 4, records, initial=list(range(5)), seed=0)
+    queue = list(state.unlabelled)
+    assert state.next_batch() == queue[:4] and state.next_batch(3) == queue[:12]
+    state.prefer([queue[9], queue[2], queue[7], queue[11]])
+    assert state.next_batch() == [queue[9], queue[2], queue[7], queue[11]]
+    assert sorted(state.unlabelled) == sorted(queue)  # nothing lost or duplicated
+    with pytest.raises(ValueError, match="not in the unlabelled queue"):
+        state.prefer(["i000"])  # labelled already
+
+
+def test_topk_v2_never_charges_a_gt_box_twice():
+    records = [Record(f"i{k}", f"i{k}.jpg", 50, 50, [[0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30]], [1, 1, 1])
+               for k in range(6)]  # fmt: skip
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("topk_v2", 2, records, initial=[0], seed=0, max_passes=3)
+
+    def results(sl_per_image, moved=None):
+        out = []
+        for i, sl in zip(state.next_batch(), sl_per_image):
+            sl = np.asarray(sl, bool)
+            mv = np.zeros(3, bool) if moved is None else np.asarray(moved, bool)
+            drawn = int((~sl & ~mv).sum())
+            out.append(MergeResult(oracle[i], sl, drawn, int(sl.sum()), 0, 0, 0, 0, int(sl.sum()), 1.0 - sl.mean(),
+                                   moved=mv))  # fmt: skip
+        return out
+
+    first = state.next_batch()
+    state.apply(results([[False, False, False], [True, False, False]], moved=[False, False, True]), oracle)
+    assert state.pending == first  # both uncertain (ratios 1.0 and 2/3 >= 0.6)
+    assert (state.cost.drawn, state.cost.moved) == (2 + 1, 1 + 1)
+    # detected again: the human annotated both images on the first pass; nothing is drawn twice
+    state.apply(results([[True, False, False], [False, False, False]]), oracle)
+    assert state.rounds[-1]["drawn"] == 0 and state.rounds[-1]["moved"] == 0
+    assert state.cost.drawn == 3 and state.cost.confirmed == 1 + 1
+    assert ASMState.from_state(state.state_dict()).passes == state.passes

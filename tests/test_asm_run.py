@@ -62,3 +62,36 @@ def test_resume_mid_run_gives_the_same_pools_and_weights(tmp_path):
             assert torch.equal(a["model"][k], b["model"][k]), k
         rounds = lambda p: [e for e in read_jsonl(os.path.join(p, "log.jsonl")) if e["type"] == "round"]  # noqa: E731
         assert rounds(full) == rounds(out)
+
+
+def test_deterministic_runs_repeat_in_fresh_processes(tmp_path):
+    from tests.test_al_curve import _fresh_process
+
+    summaries = []
+    for name in ("first", "second"):
+        out = str(tmp_path / name)
+        proc = _fresh_process("train_asm_one.py", [*TINY, "--strategy", "v1+", "--cache-dir", str(tmp_path / "cache"),
+                                                   "--output-dir", out])  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        summary.pop("wall_s")
+        summaries.append(summary)
+        config = open(os.path.join(out, "config.yaml")).read()
+        assert "# threads:" in config and "# cpu:" in config  # the environment is recorded
+    assert len(summaries[0]["weights_sha256"]) == 64
+    assert summaries[0] == summaries[1]
+
+
+def test_candidates_mining_gate_and_calibrated_thresholds(tmp_path):
+    code, out = _run(tmp_path, "rules", "--strategy", "v1+", "--candidates", "3", "--mining-gate", "1.0",
+                     "--certain-precision", "0.5")
+    assert code == 0
+    rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round" and e["round"]]
+    assert [r["candidates"] for r in rounds] == [12, 12] and all(r["images"] == 4 for r in rounds)
+    assert all(r["gated"] and r["confirmed"] == 0 and r["deleted"] == 0 for r in rounds)  # AP50 < 1.0: no SL
+    assert "thresholds" not in rounds[0]  # nothing held out before the first batch
+    assert set(rounds[1]["thresholds"]) == {"circle", "square", "triangle", "cross"}
+    assert all(0.05 <= t <= 1.0 for t in rounds[1]["thresholds"].values())
+    ckpt = load_checkpoint(os.path.join(out, "last.pth"))
+    assert len(ckpt["held_out"]["scores"]) == len(ckpt["held_out"]["tp"])
+    assert len(ckpt["asm"]["labelled"]) == 8 + 2 * 4

@@ -42,12 +42,18 @@ def test_sharded_detection_and_evaluation_equal_one_process(tmp_path, env):
     assert got["world"] == 2
     os.environ["ASM_CACHE_DIR"] = env["ASM_CACHE_DIR"]  # the same demo files (autouse fixture restores it)
     model, loader, evaluators = build()
-    single = detect(model, loader, torch.device("cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like with like: the torchrun workers run 1 thread each (OMP_NUM_THREADS=1)
+    try:
+        single = detect(model, loader, torch.device("cpu"))
+        reference_metrics = evaluate(model, loader, evaluators, torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
     assert len(got["outputs"]) == len(single) == 10
     for a, b in zip(got["outputs"], single):  # same images, same order, same numbers
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert sum(len(o["scores"]) for o in single) > 0
-    assert got["metrics"] == evaluate(model, loader, evaluators, torch.device("cpu"))  # VOC and COCO merged
+    assert got["metrics"] == reference_metrics  # VOC and COCO merged
 
 
 def _digests(out: str) -> list[list[str]]:

@@ -38,7 +38,7 @@ from datasets.build import add_data_args  # noqa: E402
 from datasets.records import atomic_write_text, record_from_dict, record_to_dict  # noqa: E402
 from net.models import is_mask_model  # noqa: E402
 from tools import dist  # noqa: E402
-from tools.checkpoint import load_checkpoint, save_checkpoint, unwrap  # noqa: E402
+from tools.checkpoint import load_checkpoint, run_environment, save_checkpoint, unwrap  # noqa: E402
 from tools.coco_eval import COCOEvaluator  # noqa: E402
 from tools.config import add_config_args, parse_with_config, save_resolved  # noqa: E402
 from tools.early_stop import APShiftStopper  # noqa: E402
@@ -232,7 +232,7 @@ def run_main(argv: list[str] | None) -> int:
         return 2
     if dist.is_main():
         os.makedirs(args.output_dir, exist_ok=True)
-        save_resolved(args, args.output_dir)
+        save_resolved(args, args.output_dir, run_environment())
     curves, counter = [], [0]
     try:
         for name, cls in samplers:

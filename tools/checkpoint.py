@@ -7,7 +7,9 @@ a dict, the git revision, and whatever else the caller adds (the ASM state).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import random
 import subprocess
 import tempfile
@@ -62,6 +64,38 @@ def git_revision() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of the model's state dict (names, dtypes, shapes and bytes, in order): equal only for equal weights."""
+    h = hashlib.sha256()
+    for name, tensor in unwrap(model).state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), or what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_environment() -> dict[str, Any]:
+    """What a run's numbers depend on besides its options: code, libraries, processor, threads.
+
+    A ``--deterministic`` run repeats exactly only where all of these are the same.
+    """
+    cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"git": git_revision(), "torch": str(torch.__version__), "cpu": cpu_model(), "threads": torch.get_num_threads(),
+            "gpu": cuda, "mkl_cbwr": os.environ.get("MKL_CBWR")}  # fmt: skip
 
 
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:

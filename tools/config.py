@@ -89,9 +89,14 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     return parser.parse_args(argv)
 
 
-def save_resolved(args: argparse.Namespace, output_dir: str) -> str:
-    """Write the resolved options to ``<output_dir>/config.yaml`` (a config that reproduces the run)."""
+def save_resolved(args: argparse.Namespace, output_dir: str, environment: dict[str, Any] | None = None) -> str:
+    """Write the resolved options to ``<output_dir>/config.yaml`` (a config that reproduces the run).
+
+    ``environment`` (git revision, processor, thread count...) goes in as comments at the top, so the
+    file stays a valid config.
+    """
     resolved = {k: v for k, v in vars(args).items() if k not in ("config", "cfg_options")}
+    header = "".join(f"# {k}: {v}\n" for k, v in (environment or {}).items())
     path = os.path.join(output_dir, "config.yaml")
-    atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=True))
+    atomic_write_text(path, header + yaml.safe_dump(resolved, sort_keys=True))
     return path

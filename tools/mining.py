@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from asm.edits import count_moves
 from asm.merge import ASMConfig, MergeResult, merge_batch, split_and_rejudge
 from datasets.records import Record, record_from_dict
 from tools.engine import detect
@@ -32,17 +33,23 @@ def detect_sorted(model: nn.Module, records: Sequence[Record], image_root: str, 
     return [sort_by_score(d) for d in detect(model, loader, device, desc="detect")]
 
 
+def merge_with_oracle(dets: Sequence[dict], records: Sequence[Record], cfg: ASMConfig,
+                      move_iou: float) -> list[MergeResult]:  # fmt: skip
+    """The simulated human on a round's detections: merge with GT, then count moves (asm.edits)."""
+    return count_moves(merge_batch(dets, records, cfg), move_iou)
+
+
 def mine(model: nn.Module, records: Sequence[Record], image_root: str, args: argparse.Namespace,
          device: torch.device) -> list[MergeResult]:  # fmt: skip
     """Detect ``records`` (the oracle's GT records of a round's batch) and merge each with its GT."""
-    return merge_batch(detect_sorted(model, records, image_root, args, device), records, asm_config(args))
-
-
-def preannotate(model: nn.Module, records: Sequence[Record], image_root: str, args: argparse.Namespace,
-                device: torch.device) -> tuple[list[Record], list[np.ndarray]]:  # fmt: skip
-    """The model's certain boxes (after rejudge) on ``records``: pre-annotations for a human."""
     dets = detect_sorted(model, records, image_root, args, device)
-    certain, _, _ = split_and_rejudge(dets, asm_config(args))
+    return merge_with_oracle(dets, records, asm_config(args), args.move_iou)
+
+
+def preannotate(dets: Sequence[dict], records: Sequence[Record],
+                cfg: ASMConfig) -> tuple[list[Record], list[np.ndarray]]:  # fmt: skip
+    """The model's certain boxes (after rejudge) in ``dets`` of ``records``: pre-annotations for a human."""
+    certain, _, _ = split_and_rejudge(dets, cfg)
     pre = [Record(r.image_id, r.file_name, r.width, r.height, d["boxes"][c], d["labels"][c])
            for r, d, c in zip(records, dets, certain)]  # fmt: skip
     return pre, [d["scores"][c] for d, c in zip(dets, certain)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
 
@@ -90,6 +91,9 @@ def add_merge_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gt_iou", type=float, default=0.8)
     g.add_argument("--enable_al", type=str2bool, default=True)
     g.add_argument("--enable_sl", type=str2bool, default=True)
+    g.add_argument("--move-iou", type=float, default=0.5,
+                   help="a certain box at IoU >= this (and < --gt_iou) with a GT box of its class is moved onto it "
+                        "by the human (one edit), not deleted and drawn again")
 
 
 def setup(args: argparse.Namespace) -> torch.device:
@@ -109,13 +113,28 @@ def setup(args: argparse.Namespace) -> torch.device:
     np.random.seed(seed)
     torch.manual_seed(seed)
     if args.deterministic:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+        deterministic_mode()
     if args.workers is None:
         args.workers = 4 if device.type == "cuda" else 0
     if args.eval_batch_size is None:
         args.eval_batch_size = 8 if device.type == "cuda" else 1
     return device
+
+
+def deterministic_mode() -> None:
+    """Same command, same seed, same machine and thread count -> the same numbers, bit for bit.
+
+    Besides torch's deterministic algorithms and oneDNN's deterministic mode, this asks Intel MKL for
+    conditional numerical reproducibility (``MKL_CBWR=AUTO,STRICT``): without it MKL picks kernels
+    by the memory alignment of its inputs on Intel CPUs, and two runs differ in the last bits, which
+    training turns into different detections. MKL reads the variable at its first call, so it must be
+    set before any matrix product (the entry scripts call this first thing; tests set it in conftest).
+    Nothing here makes runs agree across processors, thread counts or GPU kinds.
+    """
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.mkldnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def start(args: argparse.Namespace) -> tuple[torch.device, RecordSet, RecordSet]:

@@ -1,0 +1,131 @@
+"""Which images the human sees and where the model is sure: pure rules over detections.
+
+* :func:`choose_informative`: from ``C x K`` candidate images, the ``K`` with the largest predicted
+  share of uncertain boxes (what the human will have to draw), with a bonus for a class mix unlike
+  the images already chosen (greedy, so the batch is not ``K`` copies of one kind of image).
+* :func:`class_thresholds`: per class, the lowest score whose detections reach a target precision
+  on held-out images (detected before the model trained on them), used instead of one fixed
+  ``certain_thre``; :func:`calibrate_scores` maps each class's threshold onto ``certain_thre`` so the
+  merge rules stay unchanged.
+
+Detections are dicts of numpy arrays ``boxes`` ``[D, 4]`` xyxy, ``labels`` ``[D]`` (1..C), ``scores``
+``[D]`` sorted by descending score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from asm.merge import ASMConfig, batched_iou, split_and_rejudge
+from datasets.records import Record
+
+
+def predicted_uncertainty(dets: Sequence[dict], cfg: ASMConfig) -> np.ndarray:
+    """Model-only AL ratio per image: uncertain / (certain + uncertain) after rejudge; 1.0 where the
+    model finds nothing above ``uncertain_thre`` (the human would draw every box)."""
+    certain, uncertain, _ = split_and_rejudge(dets, cfg)
+    c = np.array([f.sum() for f in certain], np.float64)
+    u = np.array([f.sum() for f in uncertain], np.float64)
+    return np.divide(u, c + u, out=np.ones(len(dets)), where=c + u > 0)
+
+
+def class_mix(dets: Sequence[dict], num_classes: int, floor: float) -> np.ndarray:
+    """``[N, num_classes]`` score mass per class of the detections at or above ``floor``."""
+    mix = np.zeros((len(dets), num_classes))
+    for i, d in enumerate(dets):
+        keep = np.asarray(d["scores"]) >= floor
+        np.add.at(mix[i], np.asarray(d["labels"])[keep] - 1, np.asarray(d["scores"])[keep])
+    return mix
+
+
+def choose_informative(dets: Sequence[dict], k: int, cfg: ASMConfig, num_classes: int,
+                       diversity: float = 0.5) -> list[int]:  # fmt: skip
+    """Indices of the ``k`` candidates to label, in the order chosen.
+
+    Each step takes the candidate with the largest ``uncertainty + diversity * (1 - cos(mix, chosen))``,
+    where ``mix`` is its class mix and ``chosen`` the summed mix of the candidates taken so far
+    (ties: the earlier candidate, i.e. the unlabelled queue's order).
+    """
+    gain = predicted_uncertainty(dets, cfg)
+    mix = class_mix(dets, num_classes, cfg.uncertain_thre)
+    norm = np.linalg.norm(mix, axis=1, keepdims=True)
+    unit = np.divide(mix, norm, out=np.zeros_like(mix), where=norm > 0)
+    chosen: list[int] = []
+    total = np.zeros(num_classes)
+    free = np.ones(len(dets), bool)
+    for _ in range(min(k, len(dets))):
+        size = np.linalg.norm(total)
+        similarity = unit @ (total / size) if size > 0 else np.zeros(len(dets))
+        score = np.where(free, gain + diversity * (1.0 - similarity), -np.inf)
+        j = int(np.argmax(score))
+        chosen.append(j)
+        free[j] = False
+        total += mix[j]
+    return chosen
+
+
+def detection_outcomes(dets: Sequence[dict], gts: Sequence[Record], gt_iou: float,
+                       floor: float) -> dict[str, list]:  # fmt: skip
+    """Label, score and true/false positive of every detection at or above ``floor``.
+
+    A detection is a true positive when it takes a free GT box of its class at IoU >= ``gt_iou``
+    (greedy by score, as the merge matches certain boxes). Plain lists: kept in checkpoints.
+    """
+    labels, scores, tp = [], [], []
+    for d, g in zip(dets, gts):
+        keep = np.asarray(d["scores"]) >= floor
+        boxes, lab, sc = np.asarray(d["boxes"], np.float64)[keep], np.asarray(d["labels"])[keep], np.asarray(d["scores"])[keep]
+        iou = batched_iou(boxes[None], g.boxes.astype(np.float64)[None])[0] if len(g) else np.zeros((len(sc), 0))
+        iou[lab[:, None] != g.labels[None, :]] = 0.0
+        free = np.ones(len(g), bool)
+        for i in range(len(sc)):  # descending score
+            cand = np.where(free, iou[i], 0.0)
+            j = int(np.argmax(cand)) if len(g) else -1
+            hit = j >= 0 and cand[j] >= gt_iou
+            if hit:
+                free[j] = False
+            tp.append(bool(hit))
+        labels += lab.tolist()
+        scores += sc.tolist()
+    return {"labels": labels, "scores": scores, "tp": tp}
+
+
+def class_thresholds(outcomes: dict[str, list], num_classes: int, precision: float, default: float,
+                     floor: float, min_support: int = 10) -> dict[int, float]:  # fmt: skip
+    """Per class (1..C): the lowest score at which the detections scoring at least that much reach
+    ``precision``; 1.0 (nothing certain) when no score does; ``default`` with fewer than
+    ``min_support`` held-out detections of the class. Never below ``floor`` (``uncertain_thre``)."""
+    labels, scores, tp = (np.asarray(outcomes[k]) for k in ("labels", "scores", "tp"))
+    out = {}
+    for c in range(1, num_classes + 1):
+        m = labels == c
+        if m.sum() < min_support:
+            out[c] = default
+            continue
+        order = np.argsort(-scores[m], kind="stable")
+        s, hit = scores[m][order], tp[m][order].astype(np.float64)
+        prec = np.cumsum(hit) / np.arange(1, len(hit) + 1)
+        # a threshold must keep all detections of equal score together: test the last of each score
+        last = np.r_[s[1:] != s[:-1], True]
+        ok = np.flatnonzero((prec >= precision) & last)
+        out[c] = max(float(s[ok[-1]]), floor) if len(ok) else 1.0
+    return out
+
+
+def calibrate_scores(dets: Sequence[dict], thresholds: dict[int, float], cfg: ASMConfig) -> list[dict]:
+    """Detections with scores mapped per class so that class ``c``'s threshold lands on
+    ``cfg.certain_thre`` (piecewise linear and increasing: ``[uncertain_thre, t_c] -> [uncertain_thre,
+    certain_thre]`` and ``[t_c, 1] -> [certain_thre, 1]``; lower scores unchanged), re-sorted."""
+    u, c = cfg.uncertain_thre, cfg.certain_thre
+    out = []
+    for d in dets:
+        s = np.asarray(d["scores"], np.float64)
+        t = np.array([thresholds.get(int(k), c) for k in np.asarray(d["labels"])], np.float64)
+        low = u + (s - u) * (c - u) / np.maximum(t - u, 1e-12)
+        high = c + (s - t) * (1.0 - c) / np.maximum(1.0 - t, 1e-12)
+        mapped = np.where(s < u, s, np.where(s < t, np.minimum(low, np.nextafter(c, 0)), np.minimum(high, 1.0)))
+        order = np.argsort(-mapped, kind="stable")
+        out.append({**{k: np.asarray(v)[order] for k, v in d.items()}, "scores": mapped[order]})
+    return out

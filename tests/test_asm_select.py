@@ -1,0 +1,96 @@
+"""The selection, calibration and move rules on hand-made detections."""
+
+import numpy as np
+import pytest
+
+from asm.edits import count_moves
+from asm.merge import ASMConfig, merge_batch
+from asm.select import (
+    calibrate_scores,
+    choose_informative,
+    class_thresholds,
+    detection_outcomes,
+    predicted_uncertainty,
+)
+from datasets.records import Record
+
+CFG = ASMConfig(certain_thre=0.8, uncertain_thre=0.3)
+
+
+def _det(boxes, labels, scores):
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4)[order], "labels": np.asarray(labels, np.int64)[order],
+            "scores": np.asarray(scores, np.float32)[order]}  # fmt: skip
+
+
+def _boxes(n, x0=0):
+    return [[x0 + 20 * k, 0, x0 + 20 * k + 10, 10] for k in range(n)]
+
+
+def test_predicted_uncertainty_and_informative_choice():
+    sure = _det(_boxes(4), [1] * 4, [0.9] * 4)  # all certain
+    half = _det(_boxes(4), [1] * 4, [0.9, 0.9, 0.5, 0.5])
+    blind = _det(np.zeros((0, 4)), [], [])  # nothing found: the human draws everything
+    unsure2 = _det(_boxes(2), [2, 2], [0.5, 0.4])
+    dets = [sure, half, blind, unsure2]
+    assert predicted_uncertainty(dets, CFG).tolist() == [0.0, 0.5, 1.0, 1.0]
+    # without diversity: the largest uncertain shares, ties in queue order
+    assert choose_informative(dets, 3, CFG, num_classes=2, diversity=0.0) == [2, 3, 1]
+    # class mix: after an image of class 2, one of class 1 beats another of class 2 of equal share
+    unsure2b = _det(_boxes(2), [2, 2], [0.45, 0.4])
+    unsure1 = _det(_boxes(2), [1, 1], [0.45, 0.4])
+    assert choose_informative([unsure2, unsure2b, unsure1], 2, CFG, num_classes=2, diversity=0.5) == [0, 2]
+    assert choose_informative([unsure2, unsure2b, unsure1], 2, CFG, num_classes=2, diversity=0.0) == [0, 1]
+    assert choose_informative(dets, 10, CFG, 2) and len(choose_informative(dets, 10, CFG, 2)) == 4
+
+
+def test_detection_outcomes_match_each_gt_box_once():
+    gt = Record("a", "a.jpg", 100, 100, [[0, 0, 10, 10], [20, 0, 30, 10]], [1, 2])
+    det = _det([[0, 0, 10, 10], [0, 0, 10, 10], [20, 0, 30, 10], [50, 50, 60, 60]], [1, 1, 1, 2],
+               [0.9, 0.8, 0.7, 0.6])  # a duplicate, a wrong class, a box on nothing
+    out = detection_outcomes([det], [gt], gt_iou=0.8, floor=0.3)
+    assert out["labels"] == [1, 1, 1, 2] and out["tp"] == [True, False, False, False]
+    assert detection_outcomes([det], [gt], gt_iou=0.8, floor=0.75)["tp"] == [True, False]
+
+
+def test_class_thresholds_reach_the_target_precision():
+    # class 1: scores 0.95..0.5, true positives down to 0.7, then mostly wrong
+    scores = [0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4]
+    tp = [True] * 6 + [False, True, False, False, False, False]
+    outcomes = {"labels": [1] * 12 + [2] * 3, "scores": scores + [0.9, 0.8, 0.7], "tp": tp + [True] * 3}
+    t = class_thresholds(outcomes, 3, precision=0.95, default=0.8, floor=0.3, min_support=10)
+    assert t[1] == pytest.approx(0.7)  # the first 6 are all right; adding 0.65 drops precision to 6/7
+    assert t[2] == 0.8 and t[3] == 0.8  # too little support: the default
+    t = class_thresholds(outcomes, 1, precision=0.8, default=0.8, floor=0.3, min_support=10)
+    assert t[1] == pytest.approx(0.6)  # 7/8 = 0.875 >= 0.8; 7/9 < 0.8
+    never = {"labels": [1] * 10, "scores": [0.9] * 10, "tp": [False] * 10}
+    assert class_thresholds(never, 1, 0.9, 0.8, 0.3)[1] == 1.0  # no score is precise enough
+    ties = {"labels": [1] * 10, "scores": [0.9] * 5 + [0.5] * 5, "tp": [True] * 5 + [True, False] * 2 + [False]}
+    assert class_thresholds(ties, 1, 0.9, 0.8, 0.3)[1] == pytest.approx(0.9)  # equal scores stay together
+
+
+def test_calibrated_scores_move_each_class_threshold_onto_certain_thre():
+    det = _det(_boxes(6), [1, 1, 1, 2, 2, 2], [0.75, 0.65, 0.2, 0.95, 0.85, 0.5])
+    out = calibrate_scores([det], {1: 0.7, 2: 0.9}, CFG)[0]
+    mapped = dict(zip(zip(out["labels"].tolist(), np.round(out["boxes"][:, 0]).tolist()), out["scores"].tolist()))
+    assert mapped[(1, 0)] >= 0.8 and mapped[(1, 20)] < 0.8  # class 1: 0.75 is certain now, 0.65 not
+    assert mapped[(2, 60)] >= 0.8 and mapped[(2, 80)] < 0.8  # class 2: 0.95 certain, 0.85 no longer
+    assert mapped[(1, 40)] == pytest.approx(0.2)  # below uncertain_thre: unchanged
+    assert (np.diff(out["scores"]) <= 0).all()  # still sorted for the merge
+    merged = merge_batch([out], [Record("a", "a.jpg", 200, 20, _boxes(6), [1, 1, 1, 2, 2, 2])], CFG)[0]
+    assert merged.confirmed == 2  # exactly the boxes above their class's threshold
+
+
+def test_a_box_at_iou_between_move_and_gt_iou_is_one_move():
+    gt = Record("a", "a.jpg", 100, 100, [[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], [1, 1, 2])
+    det = _det([[0, 0, 10, 10], [20, 0, 28, 10], [40, 0, 47, 10]], [1, 1, 1], [0.9, 0.9, 0.9])
+    r = merge_batch([det], [gt], CFG)[0]  # box 2 at IoU 0.8 -> SL? 8/10 = 0.8: confirmed; box 3 wrong class
+    assert (r.confirmed, r.drawn, r.deleted) == (2, 1, 1)
+    det = _det([[0, 0, 10, 10], [20, 0, 26, 10], [40, 0, 47, 10]], [1, 1, 1], [0.9, 0.9, 0.9])
+    r = merge_batch([det], [gt], CFG)[0]  # box 2 at IoU 0.6: deleted + drawn before moves are counted
+    assert (r.confirmed, r.drawn, r.deleted) == (1, 2, 2)
+    moved = count_moves([r], move_iou=0.5)[0]
+    assert (moved.confirmed, moved.drawn, moved.deleted) == (1, 1, 1)  # the class-2 box is still drawn
+    assert moved.moved.tolist() == [False, True, False] and len(moved.deleted_boxes) == 1
+    assert r.drawn == 2  # the input is untouched
+    assert count_moves([r], move_iou=0.7)[0].moved.sum() == 0
