@@ -38,8 +38,9 @@ class Edits:
 
 
 def count_edits(pre_boxes, pre_labels, boxes, labels, keep_iou: float = 0.8,
-                pair_iou: float = 0.3) -> tuple[Edits, np.ndarray]:  # fmt: skip
-    """Edits of one image, and for each final box whether it is a confirmed model box (SL).
+                pair_iou: float = 0.3) -> tuple[Edits, np.ndarray, np.ndarray]:  # fmt: skip
+    """Edits of one image, and for each final box whether it is a confirmed model box (SL) and
+    whether it is a model box the human moved.
 
     Args:
         pre_boxes, pre_labels: the model's pre-annotations ``[P, 4]`` xyxy, ``[P]``.
@@ -50,12 +51,13 @@ def count_edits(pre_boxes, pre_labels, boxes, labels, keep_iou: float = 0.8,
     pre_labels, labels = np.asarray(pre_labels).reshape(-1), np.asarray(labels).reshape(-1)
     iou = batched_iou(pre_boxes[None], boxes[None])[0]
     edits = Edits()
-    sl = np.zeros(len(boxes), bool)
+    sl, moved = np.zeros(len(boxes), bool), np.zeros(len(boxes), bool)
     used_pre, used_new = np.zeros(len(pre_boxes), bool), np.zeros(len(boxes), bool)
     for p, n in _greedy_pairs(iou, pair_iou):
         used_pre[p] = used_new[n] = True
         if iou[p, n] < keep_iou:
             edits.moved += 1
+            moved[n] = True
         elif pre_labels[p] != labels[n]:
             edits.relabelled += 1
         else:
@@ -63,7 +65,7 @@ def count_edits(pre_boxes, pre_labels, boxes, labels, keep_iou: float = 0.8,
             sl[n] = True
     edits.added = int((~used_new).sum())
     edits.deleted = int((~used_pre).sum())
-    return edits, sl
+    return edits, sl, moved
 
 
 def count_moves(results: Sequence[MergeResult], move_iou: float = 0.5) -> list[MergeResult]:

@@ -1,23 +1,30 @@
-"""Annotation efficiency on real data: human-drawn boxes needed to reach fully supervised AP50.
+"""Annotation efficiency on real data: human work needed to reach the fully supervised AP50.
 
-On BCCD (Pascal VOC layout, 3 classes; pool = ``train``, evaluation = ``val``) and for each seed:
+On BCCD (Pascal VOC, 3 classes; pool = ``train``, 205 images; evaluation = ``val`` + ``test``, 159
+images) and for each seed, every method runs as its own process (``--jobs`` of them at once, side
+by side on one GPU or on the CPU cores), from one shared initial pool, adding the same number of
+images per step until the pool is exhausted:
 
-* ``supervised``: every train image, every box drawn by a human (the upper bound);
-* ``random`` and ``entropy``: ``tools/al_curve.py`` learning curves, whole images labelled;
-* ``v1+`` and ``topk_v2``: ``train_asm_one.py`` rounds, only the AL boxes drawn.
+* ``supervised``: every train image, every box drawn (the upper bound; once per seed, shared);
+* ``random``, ``entropy``: ``tools/al_curve.py`` learning curves, whole images labelled;
+* ASM methods: ``train_asm_one.py`` rounds. ``v1+`` is the entry's defaults (``default_method``);
+  the others change one thing: ``v1+/replay`` (ASM_core's replay rule), ``topk_v2``,
+  ``v1+/gate`` (mining gate), ``v1+/cand`` (informative choice among 4K candidates),
+  ``v1+/calib`` (per-class calibrated certain thresholds).
 
-All methods start from the same initial pool (:func:`asm.pools.initial_pool`), add the same number
-of images per step/round, fine-tune the previous step's model for ``--step-epochs`` epochs, and use
-the same model, input size and optimiser, for a fixed number of epochs (no AP-shift early stopping,
-so every method gets the same training budget at each step). Each method runs as its own process and checkpoints, so an
-interrupted benchmark continues where it stopped when the command is run again.
+Human cost, two x-axes: boxes drawn from scratch, and a weighted cost = drawn + ``--review-cost`` x
+(confirmed + deleted) + ``--move-cost`` x moved (README, "What a round costs the human").
 
-    python bench/asm_efficiency.py --weights-backbone ../shared/weights/mobilenet_v2_imagenet_features.pth
-    python bench/asm_efficiency.py --quick          # smoke run on a slice, a few minutes
+Each method resumes from its checkpoints, so an interrupted benchmark continues when the command is
+run again; a method that dies (a non-finite loss, say) is reported and the others go on.
 
-Writes ``curves.json`` (every point), ``efficiency.png``, ``efficiency.md`` (tables) in
-``--output-dir``; the last line printed is one JSON object with ``supervised_ap50`` and
-``box_fraction_to_100pct`` (per method; null where a method never reaches the supervised AP50).
+    python bench/asm_efficiency.py --jobs 6 --json-out docs/efficiency_bccd.json   # the v2 protocol
+    python bench/asm_efficiency.py --quick                                          # smoke run
+
+Writes ``efficiency.json`` (settings, every point, the summary), ``efficiency.png`` and
+``efficiency.md`` in ``--output-dir``. The last line printed is one JSON object with
+``default_method``, ``supervised_ap50``, ``box_fraction_to_100pct`` (per method; null where a
+method never reaches the supervised AP50 in every seed), ``asm_vs_random`` and ``seeds``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -41,55 +49,72 @@ from tools.logs import read_jsonl  # noqa: E402
 
 CLASSES = ("RBC", "WBC", "Platelets")
 SAMPLER_METHODS = ("random", "entropy")
-ASM_METHODS = ("v1+", "topk_v2", "v1+/pool", "topk_v2/pool")  # "/pool": rounds train on the whole label pool
-DEFAULT_METHODS = ("random", "entropy", "v1+", "topk_v2")
+DEFAULT_METHOD = "v1+"  # train_asm_one.py's own defaults
+ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
+    "v1+": [],
+    "v1+/replay": ["--round-train", "replay"],
+    "topk_v2": ["--strategy", "topk_v2"],
+    "v1+/gate": ["--mining-gate", "0.5"],
+    "v1+/cand": ["--candidates", "4"],
+    "v1+/calib": ["--certain-precision", "0.95"],
+}
+DEFAULT_METHODS = ("random", "entropy", *ASM_METHODS)
 LEVELS = (0.9, 0.95, 1.0)
+SHARED_WEIGHTS = os.path.join(ROOT, "..", "shared", "weights", "mobilenet_v2_imagenet_features.pth")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bccd-root", default=os.path.join(ROOT, "..", "shared", "data", "bccd"))
-    p.add_argument("--eval-split", default="val", choices=("val", "test"))
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                   choices=(*SAMPLER_METHODS, *ASM_METHODS))  # fmt: skip
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--weights-backbone", default=None, help="ImageNet backbone (.pth or torchvision name)")
+    p.add_argument("--eval-splits", nargs="+", default=["val", "test"])
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=(*SAMPLER_METHODS, *ASM_METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--jobs", type=int, default=1, help="method x seed processes at once (one GPU or the CPU cores)")
+    p.add_argument("--weights-backbone", default=SHARED_WEIGHTS if os.path.isfile(SHARED_WEIGHTS) else None,
+                   help="ImageNet backbone (.pth or torchvision name); default: ../shared/weights if present")
     p.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn")
-    p.add_argument("--min-size", type=int, default=320)
-    p.add_argument("--initial", type=float, default=0.1, help="initial pool: fraction or count")
-    p.add_argument("--step", type=float, default=0.1, help="images added per step/round: fraction or count")
-    p.add_argument("--steps", type=int, default=6, help="points per curve, the initial pool included")
-    p.add_argument("--epochs", type=int, default=20, help="max epochs on the initial pool")
-    p.add_argument("--step-epochs", type=int, default=5, help="max epochs of each later step/round")
-    p.add_argument("--supervised-epochs", type=int, default=20)
+    p.add_argument("--min-size", type=int, default=480)
+    p.add_argument("--initial", type=float, default=20, help="initial pool: fraction or count")
+    p.add_argument("--step", type=float, default=20, help="images added per step/round: fraction or count")
+    p.add_argument("--steps", type=int, default=None, help="points per curve (default: until the pool is exhausted)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs on the initial pool")
+    p.add_argument("--step-epochs", type=int, default=10, help="epochs of each later step/round")
+    p.add_argument("--supervised-epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=4, help="small batches: more iterations on 205 images")
+    p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--warmup-iters", type=int, default=50)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: a slice of the data, tiny input, one epoch per step")
+    p.add_argument("--review-cost", type=float, default=0.2, help="cost of confirming or deleting a box, in draws")
+    p.add_argument("--move-cost", type=float, default=0.5, help="cost of moving a model box onto an object, in draws")
+    p.add_argument("--quick", action="store_true", help="smoke run: a slice of the data, tiny input, one epoch per step")
     p.add_argument("--quick-images", type=int, nargs=2, default=(16, 8), metavar=("TRAIN", "EVAL"))
     p.add_argument("--output-dir", default=os.path.join(ROOT, "outputs", "efficiency"))
+    p.add_argument("--json-out", default=None, help="also write the results JSON here (docs/efficiency_bccd.json)")
     return p
 
 
-def quick_root(src: str, out: str, n_train: int, n_eval: int, eval_split: str) -> str:
-    """A VOC root with the first images of each split: links to the real folders, short split files."""
-    root = os.path.join(out, "bccd_slice")
+def bench_root(src: str, out: str, eval_splits: list[str], n_train: int | None, n_eval: int | None) -> str:
+    """A VOC root linking to ``src``'s folders, with ``train.txt`` and ``eval.txt`` (the evaluation
+    splits joined); ``n_*`` keep only the first images of each split (``--quick``)."""
+    root = os.path.join(out, "bccd_root")
     os.makedirs(os.path.join(root, "ImageSets", "Main"), exist_ok=True)
     for name in ("Annotations", "JPEGImages"):
         link = os.path.join(root, name)
         if not os.path.islink(link):
             os.symlink(os.path.abspath(os.path.join(src, name)), link)
-    for split, n in (("train", n_train), (eval_split, n_eval)):
+
+    def ids(split: str, n: int | None) -> list[str]:
         with open(os.path.join(src, "ImageSets", "Main", f"{split}.txt"), encoding="utf-8") as f:
-            ids = [line.strip() for line in f if line.strip()][:n]
-        atomic_write_text(os.path.join(root, "ImageSets", "Main", f"{split}.txt"), "\n".join(ids) + "\n")
+            return [line.strip() for line in f if line.strip()][:n]
+
+    splits = {"train": ids("train", n_train), "eval": [i for s in eval_splits for i in ids(s, n_eval)]}
+    for name, image_ids in splits.items():
+        atomic_write_text(os.path.join(root, "ImageSets", "Main", f"{name}.txt"), "\n".join(image_ids) + "\n")
     return root
 
 
 def common_flags(args, root: str, seed: int) -> list[str]:
-    flags = ["--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train", "--voc-val-split",
-             args.eval_split, "--voc-classes", *CLASSES, "--model", args.model, "--min-size", str(args.min_size),
+    flags = ["--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train", "--voc-val-split", "eval",
+             "--voc-classes", *CLASSES, "--model", args.model, "--min-size", str(args.min_size),
              "--lr", str(args.lr), "--warmup-iters", str(args.warmup_iters), "--seed", str(seed),
              "--ap_shift_pretrain", "0", "--ap_shift_asm", "0"]  # fmt: skip (fixed budgets: no AP-shift early stopping)
     if args.weights_backbone:
@@ -97,127 +122,177 @@ def common_flags(args, root: str, seed: int) -> list[str]:
     return flags
 
 
-def run_tool(cmd: list[str], log_path: str) -> str:
-    """Run one method's command (its own process); its output goes to ``log_path``; returns stdout."""
+def run_tool(cmd: list[str], log_path: str, threads: int | None) -> str:
+    """Run one method's command (its own process), output to ``log_path``; returns stdout.
+
+    Raises:
+        RuntimeError: the process failed (the message names its log).
+    """
     print("$", " ".join(cmd), flush=True)
     t = time.perf_counter()
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     with open(log_path, "a", encoding="utf-8") as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[1]} failed with exit code {proc.returncode}; see {log_path}")
-    print(f"  done in {time.perf_counter() - t:.0f} s", flush=True)
+        with open(log_path, encoding="utf-8") as f:
+            last = [line.strip() for line in f if line.strip()][-1:] or ["?"]
+        raise RuntimeError(f"exit code {proc.returncode}: {last[0][:300]} (log: {log_path})")
+    print(f"  done in {time.perf_counter() - t:.0f} s: {os.path.basename(os.path.dirname(log_path))}", flush=True)
     return proc.stdout
 
 
-def sampler_curves(args, root: str, seed: int, names: list[str], n_train: int, supervised: bool) -> list[dict]:
-    """``tools/al_curve.py`` curves (or the one-step supervised run); resumes from its checkpoints."""
-    out = os.path.join(args.output_dir, f"supervised_seed{seed}" if supervised else f"samplers_seed{seed}")
+def sampler_curve(args, root: str, seed: int, method: str, n_train: int, threads: int | None) -> dict:
+    """One ``tools/al_curve.py`` curve (``method`` "supervised": all images at once); resumes."""
+    out = os.path.join(args.output_dir, f"{method}_seed{seed}")
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, os.path.join(ROOT, "tools", "al_curve.py"), *common_flags(args, root, seed),
            "--seeds", str(seed), "--train-batch-size", str(args.batch_size), "--output-dir", out,
            "--resume_or_load", "continue"]  # fmt: skip
-    if supervised:
+    if method == "supervised":
         cmd += ["--samplers", "random", "--seed_batch", "1.0", "--steps", "1", "--epochs", str(args.supervised_epochs)]
     else:
-        cmd += ["--samplers", *names, "--seed_batch", str(args.initial), "--batch_size", str(image_count(args.step, n_train)),
-                "--steps", str(args.steps), "--epochs", str(args.epochs), "--step-epochs", str(args.step_epochs)]
-    run_tool(cmd, os.path.join(out, "bench.log"))
+        cmd += ["--samplers", method, "--seed_batch", str(args.initial), "--batch_size",
+                str(image_count(args.step, n_train)), "--epochs", str(args.epochs), "--step-epochs", str(args.step_epochs)]  # fmt: skip
+        cmd += ["--steps", str(args.steps)] if args.steps else []
+    run_tool(cmd, os.path.join(out, "bench.log"), threads)
     with open(os.path.join(out, "curves.json"), encoding="utf-8") as f:
-        curves = json.load(f)["curves"]
-    return [{"method": "supervised" if supervised else c["sampler"], "seed": seed,
-             "points": [{k: s[k] for k in ("images", "human_drawn_boxes", "AP50", "AP75", "AP")} for s in c["steps"]]}
-            for c in curves]  # fmt: skip
+        steps = json.load(f)["curves"][0]["steps"]
+    points = [{**{k: v for k, v in s.items() if k.startswith("AP")}, "images": s["images"],
+               "human_drawn_boxes": s["human_drawn_boxes"], "reviewed": 0, "moved": 0} for s in steps]  # fmt: skip
+    return {"method": method, "seed": seed, "points": points}
 
 
-def asm_curve(args, root: str, seed: int, method: str, n_train: int) -> dict:
-    """One ``train_asm_one.py`` run; resumes from its ``last.pth`` when an earlier run was cut off.
-
-    ``method`` is a strategy, or ``strategy/pool`` for rounds that train on the whole label pool
-    (``--round-train pool``) instead of K replayed records.
-    """
-    strategy, _, round_train = method.partition("/")
+def asm_curve(args, root: str, seed: int, method: str, n_train: int, threads: int | None) -> dict:
+    """One ``train_asm_one.py`` run; resumes from its ``last.pth`` when an earlier run was cut off."""
     out = os.path.join(args.output_dir, f"asm_{method.replace('+', 'plus').replace('/', '_')}_seed{seed}")
     summary_path = os.path.join(out, "summary.json")
     if not os.path.isfile(summary_path):
         cmd = [sys.executable, os.path.join(ROOT, "train_asm_one.py"), *common_flags(args, root, seed),
-               "--strategy", strategy, "--K", str(image_count(args.step, n_train)), "--initial", str(args.initial),
-               "--max-rounds", str(args.steps - 1), "--epochs", str(args.epochs), "--round-epochs",
-               str(args.step_epochs), "--batch_size", str(args.batch_size), "--coco-ap", "true",
-               "--round-train", round_train or "replay", "--output-dir", out]  # fmt: skip
+               "--K", str(image_count(args.step, n_train)), "--initial", str(args.initial), "--epochs",
+               str(args.epochs), "--round-epochs", str(args.step_epochs), "--batch_size", str(args.batch_size),
+               "--coco-ap", "true", "--output-dir", out, *ASM_METHODS[method]]  # fmt: skip
+        if args.steps:
+            cmd += ["--max-rounds", str(args.steps - 1)]
         if os.path.isfile(os.path.join(out, "last.pth")):
             cmd += ["--resume", os.path.join(out, "last.pth")]
         os.makedirs(out, exist_ok=True)
-        stdout = run_tool(cmd, os.path.join(out, "bench.log"))
+        stdout = run_tool(cmd, os.path.join(out, "bench.log"), threads)
         atomic_write_text(summary_path, stdout.strip().splitlines()[-1])
     rounds = {}
     for entry in read_jsonl(os.path.join(out, "log.jsonl")):
         if entry.get("type") == "round":
             rounds[entry["round"]] = entry  # a resumed run may repeat a round's line: keep the last
-    points = [{"images": r["labelled_images"], "human_drawn_boxes": r["human_drawn_total"], "AP50": r["AP50"],
-               "AP75": r["AP75"], "AP": r.get("AP"), "precision": r.get("precision"), "round": k}
-              for k, r in sorted(rounds.items())]  # fmt: skip
+    points, reviewed, moved = [], 0, 0
+    for k, r in sorted(rounds.items()):
+        reviewed += r.get("confirmed", 0) + r.get("deleted", 0)
+        moved += r.get("moved", 0)
+        points.append({**{key: v for key, v in r.items() if key.startswith("AP")}, "images": r["labelled_images"],
+                       "human_drawn_boxes": r["human_drawn_total"], "reviewed": reviewed, "moved": moved,
+                       "precision": r.get("precision"), "round": k})  # fmt: skip
     return {"method": method, "seed": seed, "points": points}
 
 
-def first_reaching(points: list[dict], target: float) -> int | None:
-    """Human-drawn boxes at the first point whose AP50 reaches ``target`` (None if none does)."""
-    return next((p["human_drawn_boxes"] for p in points if p["AP50"] >= target - 1e-12), None)
+def run_all(args, root: str, n_train: int) -> tuple[list[dict], list[dict]]:
+    """Every (method, seed) job, ``--jobs`` at a time; returns the curves and the failures."""
+    jobs = [(m, s) for s in args.seeds for m in ("supervised", *args.methods)]
+    threads = None if args.jobs <= 1 else max(1, (os.cpu_count() or 1) // args.jobs)
+
+    def one(job):
+        method, seed = job
+        runner = asm_curve if method in ASM_METHODS else sampler_curve
+        try:
+            return runner(args, root, seed, method, n_train, threads), None
+        except (RuntimeError, OSError, KeyError, ValueError) as e:  # one method's death is reported, not fatal
+            print(f"  FAILED {method} seed {seed}: {e}", flush=True)
+            return None, {"method": method, "seed": seed, "error": str(e)}
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        done = list(pool.map(one, jobs))
+    return [c for c, _ in done if c], [f for _, f in done if f]
 
 
-def analyse(curves: list[dict], total_boxes: int, methods: list[str]) -> dict:
-    """Supervised AP, box fractions to reach 90/95/100% of it, and ASM against random per budget."""
-    sup = {c["seed"]: c["points"][-1] for c in curves if c["method"] == "supervised"}
-    result = {"supervised_ap50": _mean_std([p["AP50"] for p in sup.values()]),
-              "supervised_ap": _mean_std([p["AP"] for p in sup.values()]), "total_boxes": total_boxes,
-              "box_fraction": {}, "vs_random": {}}  # fmt: skip
+def with_cost(curves: list[dict], review_cost: float, move_cost: float) -> None:
+    for c in curves:
+        for p in c["points"]:
+            p["cost"] = round(p["human_drawn_boxes"] + review_cost * p["reviewed"] + move_cost * p["moved"], 2)
+
+
+def first_reaching(points: list[dict], key: str, target: float, x: str = "human_drawn_boxes") -> float | None:
+    """``x`` at the first point whose ``key`` reaches ``target`` (None if none does)."""
+    return next((p[x] for p in points if p.get(key) is not None and p[key] >= target - 1e-12), None)
+
+
+def _interp(points: list[dict], x: str, key: str, at: np.ndarray) -> np.ndarray:
+    """``key`` at ``at`` (linear between points, flat beyond them)."""
+    return np.interp(at, [p[x] for p in points], [p[key] for p in points])
+
+
+def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str = "AP50") -> dict:
+    """For one metric (``AP50`` or ``AP50/<class>``): the supervised value, box and cost fractions
+    to reach 90/95/100% of it, the area under the curve, and each ASM method against random."""
+    sup = {c["seed"]: c["points"][-1][key] for c in curves if c["method"] == "supervised"}
+    result = {"supervised": _mean_std(list(sup.values())), "box_fraction": {}, "cost_fraction": {}, "auc": {},
+              "vs_random": {}}  # fmt: skip
     for m in methods:
-        runs = [c for c in curves if c["method"] == m]
-        result["box_fraction"][m] = {}
-        for level in LEVELS:
-            drawn = [first_reaching(c["points"], level * sup[c["seed"]]["AP50"]) for c in runs]
-            # a level counts as reached only when every seed reaches it; the mean over seeds otherwise
-            frac = None if None in drawn else round(float(np.mean(drawn)) / total_boxes, 4)
-            result["box_fraction"][m][f"{round(level * 100)}pct"] = frac
+        runs = [c for c in curves if c["method"] == m and c["seed"] in sup]
+        if not runs:
+            continue
+        for name, x in (("box_fraction", "human_drawn_boxes"), ("cost_fraction", "cost")):
+            result[name][m] = {}
+            for level in LEVELS:
+                reached = [first_reaching(c["points"], key, level * sup[c["seed"]], x) for c in runs]
+                # a level counts as reached only when every seed reaches it; the mean over seeds then
+                frac = None if None in reached else round(float(np.mean(reached)) / total_boxes, 4)
+                result[name][m][f"{round(level * 100)}pct"] = frac
+        # mean AP over the budget from the shared initial pool to every box drawn (flat past a curve's end)
+        start = min(c["points"][0]["human_drawn_boxes"] for c in runs)
+        grid = np.linspace(start, total_boxes, 201)
+        result["auc"][m] = round(float(np.mean([_interp(c["points"], "human_drawn_boxes", key, grid).mean()
+                                                for c in runs])), 4)  # fmt: skip
     randoms = {c["seed"]: c["points"] for c in curves if c["method"] == "random"}
     for m in (m for m in methods if m in ASM_METHODS):
-        margins = []
+        per_point: dict[int, list[float]] = {}
         for c in (c for c in curves if c["method"] == m and c["seed"] in randoms):
             ref = randoms[c["seed"]]
-            xs, ys = [p["human_drawn_boxes"] for p in ref], [p["AP50"] for p in ref]
-            # random's AP50 at the same human budget (linear between its points, flat beyond them);
-            # the shared initial pool is left out: there the two differ only by their random init
-            margins += [p["AP50"] - float(np.interp(p["human_drawn_boxes"], xs, ys)) for p in c["points"][1:]]
-        result["vs_random"][m] = {"min_margin_ap50": round(min(margins), 4) if margins else None,
-                                  "at_or_above_everywhere": bool(margins) and min(margins) >= -1e-9}  # fmt: skip
+            for k, p in enumerate(c["points"][1:], start=1):  # the shared initial pool differs only by init
+                at = float(_interp(ref, "human_drawn_boxes", key, np.array([p["human_drawn_boxes"]]))[0])
+                per_point.setdefault(k, []).append(p[key] - at)
+        late = [v for k, vs in per_point.items() if k >= 2 for v in vs]  # after round 1
+        result["vs_random"][m] = {
+            "min_margin_ap50": round(min(late), 4) if late else None,
+            "at_or_above_after_round1": bool(late) and min(late) >= -1e-9,
+            "mean_margin_per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(per_point.items())},
+        }
     return result
 
 
-def _mean_std(values: list[float]) -> dict:
+def _mean_std(values: list[float]) -> dict | None:
     return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)} if values else None
 
 
-def plot(curves: list[dict], summary: dict, methods: list[str], path: str) -> None:
+def plot(curves: list[dict], summary: dict, methods: list[str], total_boxes: int, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=90)
-    sup = summary["supervised_ap50"]["mean"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=90)
+    sup = summary["supervised"]["mean"]
     for ax, key, label in ((axes[0], "human_drawn_boxes", "human-drawn boxes (% of all train boxes)"),
-                           (axes[1], "images", "labelled images")):  # fmt: skip
+                           (axes[1], "cost", "weighted cost (% of drawing every box)")):  # fmt: skip
         for m in methods:
-            xs, mean, std = mean_curve([c["points"] for c in curves if c["method"] == m], key)
-            if key == "human_drawn_boxes":
-                xs = 100 * xs / summary["total_boxes"]
-            ax.plot(xs, mean, marker="s" if m in ASM_METHODS else "o", label=m)
-            ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
+            runs = [c["points"] for c in curves if c["method"] == m]
+            if not runs:
+                continue
+            xs, mean, std = mean_curve(runs, key)
+            xs = 100 * xs / total_boxes
+            ax.plot(xs, mean, marker="s" if m in ASM_METHODS else "o", markersize=3, label=m)
+            ax.fill_between(xs, mean - std, mean + std, alpha=0.15)
         ax.axhline(sup, color="k", linestyle="--", linewidth=1, label=f"supervised {sup:.3f}")
-        ax.axhline(0.9 * sup, color="k", linestyle=":", linewidth=0.8)
         ax.set_xlabel(label)
-        ax.set_ylabel("AP50 (val)")
+        ax.set_ylabel("AP50 (val + test)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     seeds = sorted({c["seed"] for c in curves})
     fig.suptitle(f"BCCD: AP50 against human effort (seeds {seeds}; mean +- std)", fontsize=10)
     fig.tight_layout()
@@ -225,23 +300,31 @@ def plot(curves: list[dict], summary: dict, methods: list[str], path: str) -> No
     plt.close(fig)
 
 
-def tables(curves: list[dict], summary: dict, methods: list[str]) -> str:
-    """Markdown: box fractions per method and level; every point; ASM precision per round."""
-    lines = [f"Supervised upper bound: AP50 {summary['supervised_ap50']['mean']:.3f} +- "
-             f"{summary['supervised_ap50']['std']:.3f}, AP {summary['supervised_ap']['mean']:.3f} +- "
-             f"{summary['supervised_ap']['std']:.3f} ({summary['total_boxes']} train boxes, all drawn).", "",
-             "| method | boxes to 90% | boxes to 95% | boxes to 100% of supervised AP50 |", "|---|---|---|---|"]  # fmt: skip
-    for m in methods:
-        cells = [("never" if v is None else f"{100 * v:.1f}%") for v in summary["box_fraction"][m].values()]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | seed | point | images | human-drawn boxes | % boxes | AP50 | AP | precision |",
+def tables(curves: list[dict], summary: dict, per_class: dict, methods: list[str], total_boxes: int) -> str:
+    """Markdown: the summary per method, per class, and every point."""
+    pct = lambda v: "never" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    sup = summary["supervised"]
+    lines = [f"Supervised upper bound: AP50 {sup['mean']:.3f} +- {sup['std']:.3f} ({total_boxes} train boxes, all drawn).",
+             "", "| method | boxes to 90% | 95% | 100% of supervised AP50 | cost to 100% | AUC AP50 | min margin vs random after round 1 |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for m in (m for m in methods if m in summary["box_fraction"]):
+        b, vs = summary["box_fraction"][m], summary["vs_random"].get(m, {})
+        margin = vs.get("min_margin_ap50")
+        lines.append(f"| {m} | {pct(b['90pct'])} | {pct(b['95pct'])} | {pct(b['100pct'])} | "
+                     f"{pct(summary['cost_fraction'][m]['100pct'])} | {summary['auc'][m]:.3f} | "
+                     f"{'-' if margin is None else f'{margin:+.3f}'} |")  # fmt: skip
+    lines += ["", "| class | supervised AP50 | " + " | ".join(f"{m}: boxes to 100% / AUC" for m in methods) + " |",
+              "|---|---|" + "---|" * len(methods)]  # fmt: skip
+    for cls, s in per_class.items():
+        cells = [f"{pct(s['box_fraction'][m]['100pct'])} / {s['auc'][m]:.3f}" if m in s["auc"] else "-" for m in methods]
+        lines.append(f"| {cls} | {s['supervised']['mean']:.3f} | " + " | ".join(cells) + " |")
+    lines += ["", "| method | seed | point | images | drawn | % boxes | cost | AP50 | precision |",
               "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in curves:
         for k, p in enumerate(c["points"]):
             prec = "-" if p.get("precision") is None else f"{p['precision']:.3f}"
-            ap = "-" if p.get("AP") is None else f"{p['AP']:.3f}"
             lines.append(f"| {c['method']} | {c['seed']} | {k} | {p['images']} | {p['human_drawn_boxes']} | "
-                         f"{100 * p['human_drawn_boxes'] / summary['total_boxes']:.1f}% | {p['AP50']:.3f} | {ap} | {prec} |")
+                         f"{100 * p['human_drawn_boxes'] / total_boxes:.1f}% | {p['cost']:.0f} | {p['AP50']:.3f} | {prec} |")
     return "\n".join(lines) + "\n"
 
 
@@ -249,39 +332,40 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.quick:
         args.min_size, args.epochs, args.step_epochs, args.supervised_epochs = 128, 1, 1, 1
-        args.initial, args.step, args.steps = 4, 4, 2
+        args.initial, args.step, args.steps, args.weights_backbone = 4, 4, 2, None
     if not os.path.isdir(os.path.join(args.bccd_root, "Annotations")):
         print(f"error: {args.bccd_root} is not a VOC root (no Annotations/); pass --bccd-root", file=sys.stderr)
         return 2
     os.makedirs(args.output_dir, exist_ok=True)
-    root = os.path.abspath(args.bccd_root)
-    if args.quick:
-        root = quick_root(root, args.output_dir, *args.quick_images, args.eval_split)
+    n_train, n_eval = args.quick_images if args.quick else (None, None)
+    root = bench_root(os.path.abspath(args.bccd_root), args.output_dir, args.eval_splits, n_train, n_eval)
     from datasets.voc import load_voc
 
     train = load_voc(root, "train", CLASSES, cache_dir=False)
-    n_train, total_boxes = len(train), train.num_boxes()
+    total_boxes = train.num_boxes()
     start = time.perf_counter()
-    curves: list[dict] = []
-    samplers = [m for m in args.methods if m in SAMPLER_METHODS]
-    for seed in args.seeds:
-        curves += sampler_curves(args, root, seed, ["random"], n_train, supervised=True)
-        if samplers:
-            curves += sampler_curves(args, root, seed, samplers, n_train, supervised=False)
-        curves += [asm_curve(args, root, seed, m, n_train) for m in args.methods if m in ASM_METHODS]
+    curves, failures = run_all(args, root, len(train))
+    with_cost(curves, args.review_cost, args.move_cost)
+    if not any(c["method"] == "supervised" for c in curves):
+        print(f"error: no supervised run finished: {failures}", file=sys.stderr)
+        return 1
     summary = analyse(curves, total_boxes, args.methods)
-    atomic_write_text(os.path.join(args.output_dir, "curves.json"),
-                      json.dumps({"settings": vars(args), "curves": curves, "summary": summary}, indent=1))  # fmt: skip
-    plot(curves, summary, args.methods, os.path.join(args.output_dir, "efficiency.png"))
-    table = tables(curves, summary, args.methods)
+    per_class = {cls: analyse(curves, total_boxes, args.methods, f"AP50/{cls}") for cls in CLASSES}
+    headline = {"default_method": DEFAULT_METHOD, "supervised_ap50": summary["supervised"]["mean"],
+                "box_fraction_to_100pct": {m: v["100pct"] for m, v in summary["box_fraction"].items()},
+                "box_fraction_to_100pct_random": summary["box_fraction"].get("random", {}).get("100pct"),
+                "asm_vs_random": {m: {k: v[k] for k in ("min_margin_ap50", "at_or_above_after_round1")}
+                                  for m, v in summary["vs_random"].items()},
+                "failed": failures, "seeds": args.seeds}  # fmt: skip
+    result = {**headline, "settings": {**vars(args), "total_boxes": total_boxes, "device_note": "see BENCHMARKS.md"},
+              "summary": summary, "per_class": per_class, "curves": curves}  # fmt: skip
+    for path in filter(None, (os.path.join(args.output_dir, "efficiency.json"), args.json_out)):
+        atomic_write_text(path, json.dumps(result, indent=1))
+    plot(curves, summary, args.methods, total_boxes, os.path.join(args.output_dir, "efficiency.png"))
+    table = tables(curves, summary, per_class, args.methods, total_boxes)
     atomic_write_text(os.path.join(args.output_dir, "efficiency.md"), table)
     print(table)
-    print(json.dumps({"supervised_ap50": summary["supervised_ap50"]["mean"],
-                      "supervised_ap": summary["supervised_ap"]["mean"],
-                      "box_fraction_to_100pct": {m: summary["box_fraction"][m]["100pct"] for m in args.methods},
-                      "box_fraction_to_90pct": {m: summary["box_fraction"][m]["90pct"] for m in args.methods},
-                      "asm_vs_random": summary["vs_random"], "seeds": args.seeds,
-                      "wall_s": round(time.perf_counter() - start, 1)}))  # fmt: skip
+    print(json.dumps({**headline, "wall_s": round(time.perf_counter() - start, 1)}))
     return 0
 
 

@@ -1,5 +1,6 @@
-"""bench/asm_efficiency.py: the analysis on hand-made curves, and a --quick run on a BCCD slice."""
+"""bench/asm_efficiency.py: the analysis on hand-made curves, failures, and a --quick run on a BCCD slice."""
 
+import argparse
 import importlib.util
 import json
 import os
@@ -12,31 +13,43 @@ eff = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(eff)
 
 
-def _curve(method, seed, points):
-    return {"method": method, "seed": seed,
-            "points": [{"images": 10 * (k + 1), "human_drawn_boxes": b, "AP50": ap, "AP75": 0.0, "AP": ap / 2}
-                       for k, (b, ap) in enumerate(points)]}  # fmt: skip
+def _curve(method, seed, points, reviewed=0, moved=0):
+    curve = {"method": method, "seed": seed,
+             "points": [{"images": 10 * (k + 1), "human_drawn_boxes": b, "AP50": ap, "AP50/a": ap / 2, "AP75": 0.0,
+                         "AP": ap / 2, "reviewed": reviewed * k, "moved": moved * k}
+                        for k, (b, ap) in enumerate(points)]}  # fmt: skip
+    eff.with_cost([curve], review_cost=0.2, move_cost=0.5)
+    return curve
 
 
-def test_box_fractions_and_comparison_with_random():
+def test_box_and_cost_fractions_auc_and_comparison_with_random():
     curves = [
         _curve("supervised", 0, [(1000, 0.80)]),
         _curve("random", 0, [(100, 0.50), (300, 0.70), (600, 0.76), (1000, 0.80)]),
-        _curve("v1+", 0, [(100, 0.50), (150, 0.73), (250, 0.80)]),
+        _curve("v1+", 0, [(100, 0.50), (150, 0.73), (250, 0.80)], reviewed=100, moved=10),
         _curve("entropy", 0, [(100, 0.50), (300, 0.60)]),
     ]
     summary = eff.analyse(curves, 1000, ["random", "entropy", "v1+"])
-    assert summary["supervised_ap50"] == {"mean": 0.8, "std": 0.0}
+    assert summary["supervised"] == {"mean": 0.8, "std": 0.0}
     assert summary["box_fraction"]["random"] == {"90pct": 0.6, "95pct": 0.6, "100pct": 1.0}  # 0.70 < 0.72 at 300
     assert summary["box_fraction"]["v1+"] == {"90pct": 0.15, "95pct": 0.25, "100pct": 0.25}
+    # cost at the 100% point: 250 drawn + 0.2 x 200 reviewed + 0.5 x 20 moved = 300
+    assert summary["cost_fraction"]["v1+"]["100pct"] == 0.3 and summary["cost_fraction"]["random"]["100pct"] == 1.0
     assert summary["box_fraction"]["entropy"]["90pct"] is None  # never reached
-    # random at 150 boxes: 0.55 (linear between its points); at 250: 0.65; the initial pool is left out
+    assert summary["auc"]["v1+"] > summary["auc"]["random"] > summary["auc"]["entropy"]
+    # random at 150 boxes: 0.55 (linear between its points); at 250: 0.65. Round 1 (150) is left out
+    # of the minimum, like the shared initial pool
     vs = summary["vs_random"]["v1+"]
-    assert vs["at_or_above_everywhere"] and vs["min_margin_ap50"] == pytest.approx(0.15)
-    below = eff.analyse(curves + [_curve("topk_v2", 0, [(100, 0.40), (400, 0.70)])], 1000, ["random", "topk_v2"])
-    assert below["vs_random"]["topk_v2"] == {"min_margin_ap50": -0.02, "at_or_above_everywhere": False}
-    table = eff.tables(curves, summary, ["random", "entropy", "v1+"])
-    assert "| v1+ | 15.0% | 25.0% | 25.0% |" in table and "| entropy | never | never | never |" in table
+    assert vs["at_or_above_after_round1"] and vs["min_margin_ap50"] == pytest.approx(0.15)
+    assert vs["mean_margin_per_round"] == {1: pytest.approx(0.18), 2: pytest.approx(0.15)}
+    below = eff.analyse(curves + [_curve("topk_v2", 0, [(100, 0.40), (200, 0.1), (400, 0.70)])], 1000,
+                        ["random", "topk_v2"])  # fmt: skip
+    assert below["vs_random"]["topk_v2"]["min_margin_ap50"] == -0.02
+    assert not below["vs_random"]["topk_v2"]["at_or_above_after_round1"]
+    per_class = {"a": eff.analyse(curves, 1000, ["random", "entropy", "v1+"], "AP50/a")}
+    assert per_class["a"]["supervised"]["mean"] == 0.4 and per_class["a"]["box_fraction"]["v1+"]["100pct"] == 0.25
+    table = eff.tables(curves, summary, per_class, ["random", "entropy", "v1+"], 1000)
+    assert "| v1+ | 15.0% | 25.0% | 25.0% | 30.0% |" in table and "| entropy | never | never | never | never |" in table
 
 
 def test_a_level_counts_only_when_every_seed_reaches_it():
@@ -47,21 +60,45 @@ def test_a_level_counts_only_when_every_seed_reaches_it():
     assert summary["box_fraction"]["random"]["90pct"] is None
 
 
+def test_a_method_that_dies_is_reported_and_the_others_go_on(monkeypatch):
+    def fine(args, root, seed, method, n_train, threads):
+        return _curve(method, seed, [(100, 0.5)])
+
+    def dies(args, root, seed, method, n_train, threads):
+        if method == "topk_v2":
+            raise RuntimeError("exit code 1: FloatingPointError: non-finite loss")
+        return fine(args, root, seed, method, n_train, threads)
+
+    monkeypatch.setattr(eff, "sampler_curve", fine)
+    monkeypatch.setattr(eff, "asm_curve", dies)
+    args = argparse.Namespace(seeds=[1, 2], methods=["random", "v1+", "topk_v2"], jobs=3)
+    curves, failed = eff.run_all(args, "root", 100)
+    assert sorted((c["method"], c["seed"]) for c in curves) == sorted(
+        (m, s) for s in (1, 2) for m in ("supervised", "random", "v1+"))
+    assert [(f["method"], f["seed"]) for f in failed] == [("topk_v2", 1), ("topk_v2", 2)]
+    assert "non-finite" in failed[0]["error"]
+
+
 def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys):
     out = str(tmp_path / "eff")
-    argv = ["--quick", "--bccd-root", bccd_root, "--output-dir", out]
+    argv = ["--quick", "--bccd-root", bccd_root, "--output-dir", out, "--methods", "random", "v1+", "topk_v2",
+            "--seeds", "1", "--jobs", "2", "--json-out", str(tmp_path / "docs" / "eff.json")]
     assert eff.main(argv) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(first["box_fraction_to_100pct"]) == {"random", "entropy", "v1+", "topk_v2"}
-    assert first["supervised_ap50"] is not None and "v1+" in first["asm_vs_random"]
-    with open(os.path.join(out, "curves.json")) as f:
+    assert first["default_method"] == "v1+" and first["seeds"] == [1] and first["failed"] == []
+    assert set(first["box_fraction_to_100pct"]) == {"random", "v1+", "topk_v2"}
+    assert set(first["asm_vs_random"]) == {"v1+", "topk_v2"}
+    with open(tmp_path / "docs" / "eff.json") as f:
         data = json.load(f)
-    methods = {c["method"] for c in data["curves"]}
-    assert methods == {"supervised", "random", "entropy", "v1+", "topk_v2"}
+    assert {c["method"] for c in data["curves"]} == {"supervised", "random", "v1+", "topk_v2"}
+    assert set(data["per_class"]) == {"RBC", "WBC", "Platelets"}
     starts = {c["method"]: c["points"][0]["human_drawn_boxes"] for c in data["curves"] if c["method"] != "supervised"}
     assert len(set(starts.values())) == 1  # one shared initial pool
-    assert all(len(c["points"]) == 2 for c in data["curves"] if c["method"] != "supervised")
+    assert all(len(c["points"]) == 2 and "cost" in c["points"][1] for c in data["curves"] if c["method"] != "supervised")
     assert os.path.getsize(os.path.join(out, "efficiency.png")) > 1000
+    # evaluation on val + test: the slice's first 8 images of each
+    with open(os.path.join(out, "bccd_root", "ImageSets", "Main", "eval.txt")) as f:
+        assert len(f.read().split()) == 16
     # running the same command again reuses every finished method
     assert eff.main(argv) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

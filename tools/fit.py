@@ -31,8 +31,10 @@ AP_KEYS = {"ap_50": "voc/AP50", "ap_75": "voc/AP75"}
 
 
 def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
-    """A learning-curve point's accuracy: VOC AP50 and AP75, and COCO-style AP (None if not evaluated)."""
-    return {"AP50": metrics["voc/AP50"], "AP75": metrics["voc/AP75"], "AP": metrics.get("bbox/AP")}
+    """A learning-curve point's accuracy: VOC AP50 and AP75, COCO-style AP (None if not evaluated),
+    and VOC AP50 per class (``AP50/<class>``)."""
+    per_class = {k[len("voc/"):]: v for k, v in metrics.items() if k.startswith("voc/AP50/")}
+    return {"AP50": metrics["voc/AP50"], "AP75": metrics["voc/AP75"], "AP": metrics.get("bbox/AP"), **per_class}
 
 
 def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:

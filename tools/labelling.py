@@ -226,9 +226,9 @@ def import_round(folder: str, labels_path: str, fmt: str = "auto") -> dict[str, 
     records = read_labels(labels_path, manifest, fmt)
     total, per_image = Edits(), []
     for p, r in zip(pre, records):
-        edits, sl = count_edits(p.boxes, p.labels, r.boxes, r.labels)
+        edits, sl, moved = count_edits(p.boxes, p.labels, r.boxes, r.labels)
         total += edits
-        per_image.append({"image_id": r.image_id, **edits.as_dict(), "sl": sl.tolist()})
+        per_image.append({"image_id": r.image_id, **edits.as_dict(), "sl": sl.tolist(), "moved_boxes": moved.tolist()})
     imported = {"round": manifest["round"], "source": os.path.abspath(labels_path), "edits": total.as_dict(),
                 "images": per_image, "records": [record_to_dict(r) for r in records],
                 "preannotated": [len(p) for p in pre]}  # fmt: skip

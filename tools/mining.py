@@ -60,8 +60,10 @@ def results_from_imported(imported: dict) -> list[MergeResult]:
     out = []
     for rec, img, n_pre in zip(imported["records"], imported["images"], imported["preannotated"]):
         sa = record_from_dict(rec)
-        al = img["added"] + img["moved"] + img["relabelled"]
+        al = img["added"] + img["moved"] + img["relabelled"]  # the human's boxes; moves are cheaper edits
         sl = img["confirmed"]
         ratio = al / (al + sl) if al + sl else (1.0 if img["deleted"] else 0.0)
-        out.append(MergeResult(sa, np.asarray(img["sl"], bool), al, sl, img["deleted"], n_pre, 0, 0, sl, ratio))
+        moved = np.asarray(img.get("moved_boxes", [False] * len(sa)), bool)
+        out.append(MergeResult(sa, np.asarray(img["sl"], bool), al - int(moved.sum()), sl, img["deleted"], n_pre, 0,
+                               0, sl, ratio, moved=moved))  # fmt: skip
     return out
