@@ -27,8 +27,9 @@ from datasets import AnnotationError
 from datasets.build import add_data_args, describe, labelled_indices
 from datasets.records import record_from_dict, record_to_dict
 from net.models import is_mask_model
-from tools import dist
+from tools import dist, run_dir
 from tools.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     rng_state,
     run_environment,
@@ -42,6 +43,7 @@ from tools.config import add_config_args, parse_with_config, save_resolved
 from tools.early_stop import APShiftStopper
 from tools.fit import (
     AP_KEYS,
+    Diverged,
     Phase,
     Trainer,
     ap_summary,
@@ -69,6 +71,7 @@ from tools.voc_eval import VOCEvaluator
 logger = logging.getLogger("train_asm_one")
 
 STRATEGIES = ("none", *ASM_STRATEGIES)
+CHECKPOINT_KEYS = ("model", "optimizer", "lr_scheduler", "phase", "early_stop", "round_stop", "epochs_done", "rng")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -106,6 +109,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", "--ckpt", dest="output_dir", default="outputs/run")
     g.add_argument("--resume", default=None, help="checkpoint to continue (restores everything)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start over in an --output-dir that holds another run (its checkpoints and logs are removed)")
     g.add_argument("--exit-after-epochs", type=int, default=None,
                    help="stop the process after this many epochs in all, as if killed (resume tests)")
     return p
@@ -154,13 +159,30 @@ class Run:
                 "best_ap": self.best_ap, "asm": self.asm.state_dict() if self.asm else None,
                 "train_records": [record_to_dict(r) for r in self.train_records], "rng": rng_state(),
                 "config": vars(self.args), "git": self.environment["git"], "environment": self.environment, "classes": self.classes, "awaiting": self.awaiting,
-                "label_to_cat_id": self.label_to_cat_id, "held_out": self.held_out}  # fmt: skip
+                "label_to_cat_id": self.label_to_cat_id, "held_out": self.held_out, "log_lines": self.trainer.log.lines}  # fmt: skip
 
-    def load_state_dict(self, ckpt: dict) -> None:
-        unwrap(self.model).load_state_dict(ckpt["model"])
+    def load_state_dict(self, ckpt: dict, path: str = "checkpoint") -> None:
+        """Restore everything :meth:`state_dict` saved.
+
+        Raises:
+            CheckpointError: the checkpoint is of another dataset (classes), model or optimizer setup.
+        """
+        if ckpt.get("classes") is not None and list(ckpt["classes"]) != self.classes:
+            raise CheckpointError(f"{path}: made for the classes {ckpt['classes']}, this run has {self.classes}")
+        try:
+            unwrap(self.model).load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line or "Missing" in line),
+                          str(e).splitlines()[0])  # fmt: skip
+            raise CheckpointError(f"{path}: made for another model or class count than --model "
+                                  f"{self.args.model} ({detail[:200]})") from e  # fmt: skip
         self.phase = Phase.from_state(ckpt["phase"])
         self.new_phase(self.phase, 0.0)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: its optimizer state does not fit --opt {self.args.opt} with these "
+                                  f"trainable layers ({e})") from e  # fmt: skip
         self.scheduler.load_state_dict(ckpt["lr_scheduler"])
         if self.trainer.scaler is not None and ckpt.get("scaler"):
             self.trainer.scaler.load_state_dict(ckpt["scaler"])
@@ -171,6 +193,8 @@ class Run:
         self.train_records = [record_from_dict(r) for r in ckpt["train_records"]]
         self.awaiting = ckpt.get("awaiting")
         self.held_out = ckpt.get("held_out")
+        if ckpt.get("log_lines") is not None and self.trainer.log.truncate(ckpt["log_lines"]):
+            logger.info("log.jsonl: dropped the records written after %s was saved (they are written again)", path)
         set_rng_state(ckpt["rng"])  # rank 0's: a single process resumes exactly
         if dist.rank() > 0:  # the other ranks keep augmentations of their own
             torch.manual_seed(self.args.seed + dist.rank() + 1000 * self.epochs_done)
@@ -327,6 +351,16 @@ def run_main(argv: list[str] | None) -> int:
     except (AnnotationError, ValueError, FileNotFoundError) as e:
         logging.getLogger("train_asm_one").error("%s", e)  # names the file and field; no traceback
         return 2
+    try:
+        with run_dir.claim(args.output_dir, bool(args.resume), args.overwrite, enabled=dist.is_main()):
+            return train(args, device, train_set, val_set)
+    except run_dir.OutputDirError as e:
+        logger.error("%s", e)
+        return 2
+
+
+def train(args: argparse.Namespace, device: torch.device, train_set, val_set) -> int:
+    """Initial phase, then ASM rounds until the pool is exhausted, AP settles or --max-rounds."""
     logger.info(describe("train pool", train_set))
     logger.info(describe("evaluation", val_set))
     start_wall = time.perf_counter()
@@ -352,7 +386,11 @@ def run_main(argv: list[str] | None) -> int:
         run.train_records = [train_set.records[i] for i in initial]
     initial_boxes = sum(len(r) for r in run.train_records) if run.asm else 0
     if args.resume:
-        run.load_state_dict(load_checkpoint(args.resume))
+        try:
+            run.load_state_dict(load_checkpoint(args.resume, required=CHECKPOINT_KEYS), args.resume)
+        except CheckpointError as e:
+            logger.error("%s", e)
+            return 2
         logger.info("resumed %s: %s epoch %d", args.resume, run.phase.name, run.phase.epoch)
     try:
         if run.awaiting:  # a round paused for a labelling tool
@@ -383,6 +421,9 @@ def run_main(argv: list[str] | None) -> int:
     except LabelsMissing as e:
         logger.error("%s", e)
         return 2
+    except Diverged as e:
+        logger.error("%s", e)
+        return 5
     finally:
         log.close()
     if not dist.is_main():

@@ -13,6 +13,7 @@ export SA annotations); ``load_coco(records_to_coco(x))`` gives ``x`` back.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -40,6 +41,76 @@ def read_json(path: str) -> Any:
             return json.load(f)
         except json.JSONDecodeError as e:
             raise AnnotationError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from e
+        except RecursionError as e:
+            raise AnnotationError(f"{path}: JSON nested too deeply to be a COCO file") from e
+        except UnicodeDecodeError as e:
+            raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def strict_int(value: Any) -> int:
+    """``value`` as an int when it is one exactly: no bools, no fractions, no strings, 64-bit range.
+
+    Raises:
+        ValueError: saying what is wrong with the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{value!r} is not an integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value!r} is not an integer")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{value!r} is out of the 64-bit range")
+    return int(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if value in (0, 1) and not isinstance(value, float) or isinstance(value, bool):
+        return bool(value)
+    raise AnnotationError(f"{where}: 'iscrowd' must be 0 or 1, got {value!r}")
+
+
+def _check_segmentations(segms: list, ids: list, images: list[tuple], src: str) -> None:
+    """:func:`check_segmentation` for every annotation; polygon values are checked in one array."""
+    polygons = []
+    for seg, ann_id, im in zip(segms, ids, images):
+        if isinstance(seg, list) and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
+            polygons += seg
+        elif seg is not None:
+            check_segmentation(seg, im[4], im[3], f"{src}: annotation id {ann_id}")
+    try:
+        values = np.fromiter(itertools.chain.from_iterable(polygons), np.float64)
+        if np.isfinite(values).all():
+            return
+    except (TypeError, ValueError):
+        pass
+    for seg, ann_id, im in zip(segms, ids, images):  # find the one to name
+        if isinstance(seg, list):
+            check_segmentation(seg, im[4], im[3], f"{src}: annotation id {ann_id}")
+
+
+def check_segmentation(seg: Any, height: int, width: int, where: str) -> None:
+    """A COCO segmentation is polygons (lists of at least 3 x, y pairs) or an RLE dict whose
+    ``size`` is the image's; an RLE is decoded once to prove it.
+
+    Raises:
+        AnnotationError: naming ``where`` and what is wrong.
+    """
+    if isinstance(seg, list):
+        for k, poly in enumerate(seg):
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                raise AnnotationError(f"{where}: segmentation polygon {k} needs an even number (>= 6) of "
+                                      f"coordinates, got {len(poly) if isinstance(poly, list) else poly!r}")  # fmt: skip
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in poly):
+                raise AnnotationError(f"{where}: segmentation polygon {k} holds a value that is not a finite number")
+        return
+    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
+        raise AnnotationError(f"{where}: segmentation must be polygons or an RLE dict with 'counts' and 'size'")
+    if list(seg["size"]) != [height, width]:
+        raise AnnotationError(f"{where}: RLE size {seg['size']} is not the image's [height, width] [{height}, {width}]")
+    try:
+        rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else seg
+        mask_utils.decode(rle)
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise AnnotationError(f"{where}: segmentation RLE cannot be decoded ({e})") from e
 
 
 def load_coco(
@@ -66,9 +137,14 @@ def load_coco(
     data = read_json(ann_file) if isinstance(ann_file, str) else ann_file
     if not isinstance(data, dict) or "images" not in data or "categories" not in data:
         raise AnnotationError(f"{src}: not a COCO instances file (needs 'images' and 'categories')")
+    for key in ("images", "categories", "annotations"):
+        if key in data and not isinstance(data[key], list):
+            raise AnnotationError(f"{src}: '{key}' must be a list, got {type(data[key]).__name__}")
     report = LoadReport()
     classes, cat_ids = _categories(data["categories"], src)
     image_ids, images = _images(data["images"], src)
+    if "annotations" not in data:
+        logger.warning("%s: no 'annotations' key: all %d images are negatives (no objects)", src, len(images))
     anns = data.get("annotations") or []
     ann_idx, img_idx, labels, boxes, iscrowd, ann_ids = _annotations(anns, image_ids, cat_ids, src, report)
     widths = np.array([im[3] for im in images], np.float32)
@@ -81,6 +157,8 @@ def load_coco(
     ann_idx = ann_idx[kept]
     segms = [anns[i].get("segmentation") for i in ann_idx]
     has_masks = any(s is not None for s in segms)
+    if has_masks:
+        _check_segmentations(segms, [ann_ids[i] for i in ann_idx], [images[k] for k in img_idx[kept]], src)
     boxes, labels, iscrowd = boxes[kept], labels[kept], iscrowd[kept]
     records = []
     for k, (image_id, file_name, key, width, height) in enumerate(images):
@@ -105,7 +183,7 @@ def load_coco(
 
 def _categories(categories: list, src: str) -> tuple[tuple[str, ...], list[int]]:
     try:
-        pairs = sorted((int(c["id"]), str(c["name"])) for c in categories)
+        pairs = sorted((strict_int(c["id"]), str(c["name"])) for c in categories)
     except (KeyError, TypeError, ValueError) as e:
         raise AnnotationError(f"{src}: every entry of 'categories' needs an integer 'id' and a 'name'") from e
     ids = [i for i, _ in pairs]
@@ -119,12 +197,16 @@ def _images(images: list, src: str) -> tuple[np.ndarray, list[tuple]]:
     out = []
     for k, im in enumerate(images):
         try:
-            image_id = int(im["id"])
-            out.append((image_id, im["file_name"], str(im.get("asm_image_id", image_id)),
-                        int(im["width"]), int(im["height"])))  # fmt: skip
+            image_id = strict_int(im["id"])
+            width, height = strict_int(im["width"]), strict_int(im["height"])
+            if not isinstance(im["file_name"], str):
+                raise ValueError(f"'file_name' is {im['file_name']!r}, not a string")
+            if not (0 <= width <= 100_000 and 0 <= height <= 100_000):
+                raise ValueError(f"size {width}x{height} is out of range")
+            out.append((image_id, im["file_name"], str(im.get("asm_image_id", image_id)), width, height))
         except (KeyError, TypeError, ValueError) as e:
             raise AnnotationError(
-                f"{src}: images[{k}] needs integer 'id', 'width', 'height' and 'file_name' ({e!r})"
+                f"{src}: images[{k}] needs integer 'id', 'width', 'height' and a 'file_name' ({e})"
             ) from e
     ids = np.array([im[0] for im in out], dtype=np.int64)
     uniq, counts = np.unique(ids, return_counts=True)
@@ -141,16 +223,18 @@ def _annotations(anns: list, image_ids: np.ndarray, cat_ids: list[int], src: str
         that reference an existing image and category; ``ann_idx`` indexes ``anns``.
     """
     try:
-        img = np.fromiter(map(itemgetter("image_id"), anns), np.int64, len(anns))
-        cat = np.fromiter(map(itemgetter("category_id"), anns), np.int64, len(anns))
+        img = np.fromiter(map(strict_int, map(itemgetter("image_id"), anns)), np.int64, len(anns))
+        cat = np.fromiter(map(strict_int, map(itemgetter("category_id"), anns)), np.int64, len(anns))
         xywh = np.array(list(map(itemgetter("bbox"), anns)), dtype=np.float64).reshape(len(anns), 4)
+        if not np.isfinite(xywh).all():
+            raise ValueError("a bbox value is not finite")
     except (KeyError, TypeError, ValueError) as e:
-        bad = next(k for k, a in enumerate(anns) if not _valid_ann(a))
+        bad = next((k for k, a in enumerate(anns) if not _valid_ann(a)), 0)
         raise AnnotationError(
             f"{src}: annotations[{bad}] needs integer 'image_id', 'category_id' and a 4-number "
-            f"'bbox' ({e!r})"
+            f"'bbox' ({e})"
         ) from e
-    crowd = np.array([a.get("iscrowd", 0) for a in anns], dtype=bool)
+    crowd = np.array([_flag(a.get("iscrowd", 0), f"{src}: annotations[{k}]") for k, a in enumerate(anns)], bool)
     ann_ids = [a.get("id", k) for k, a in enumerate(anns)]
     order = np.argsort(image_ids)
     pos = np.clip(np.searchsorted(image_ids[order], img), 0, max(len(image_ids) - 1, 0))
@@ -170,8 +254,8 @@ def _annotations(anns: list, image_ids: np.ndarray, cat_ids: list[int], src: str
 
 def _valid_ann(a: Any) -> bool:
     try:
-        int(a["image_id"]), int(a["category_id"])
-        return len(a["bbox"]) == 4 and all(float(v) == float(v) for v in a["bbox"])
+        strict_int(a["image_id"]), strict_int(a["category_id"])
+        return len(a["bbox"]) == 4 and all(np.isfinite(float(v)) for v in a["bbox"])
     except (KeyError, TypeError, ValueError):
         return False
 

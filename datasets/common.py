@@ -80,9 +80,28 @@ def read_image_size(path: str) -> tuple[int, int] | str:
         return "missing_image"
     try:
         with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, ValueError):
+            size, fmt = im.size, im.format
+            if size[0] * size[1] > MAX_PIXELS:
+                return "image_too_large"
+            im.verify()  # structure and checksums where the format has them (PNG), without decoding
+    except Image.DecompressionBombError:
+        return "image_too_large"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return "unreadable_image"
+    if fmt == "JPEG" and not _ends_with_eoi(path):
+        return "truncated_image"
+    return size
+
+
+MAX_PIXELS = 100_000_000  # larger images are refused (PIL warns of decompression bombs from 89 MP)
+
+
+def _ends_with_eoi(path: str) -> bool:
+    """A complete JPEG ends with the EOI marker (``FF D9``), allowing a little trailing padding;
+    a file cut short during a copy does not."""
+    with open(path, "rb") as f:
+        f.seek(max(os.path.getsize(path) - 64, 0))
+        return b"\xff\xd9" in f.read()
 
 
 def check_image(

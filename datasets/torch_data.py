@@ -82,10 +82,21 @@ def read_image(path: str) -> tv_tensors.Image:
     """
     try:
         with Image.open(path) as im:
-            array = np.array(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+            array = to_rgb8(im)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise OSError(f"{path}: cannot read image ({e})") from e
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
+
+
+def to_rgb8(im: Image.Image) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB. 16- and 32-bit grey images are scaled by their type's range (PIL's own
+    ``convert("RGB")`` clips them at 255, which turns a 16-bit image white)."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        grey = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") else max(float(grey.max()), 1.0)
+        grey = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
 
 
 def collate_fn(batch):

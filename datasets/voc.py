@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 
@@ -100,12 +101,17 @@ def _number(node, field: str, path: str, default=None, cast=float):
         if default is not None:
             return default
         raise AnnotationError(f"{path}: line {node.sourceline}: missing field <{field}>")
+    text = elem.text.strip()
     try:
-        return cast(float(elem.text.strip()))
+        value = float(text)
     except ValueError as e:
-        raise AnnotationError(
-            f"{path}: line {elem.sourceline}: field <{field}> = {elem.text.strip()!r} is not a number"
-        ) from e
+        raise AnnotationError(f"{path}: line {elem.sourceline}: field <{field}> = {text!r} is not a number") from e
+    if not math.isfinite(value) or abs(value) > 1e9:
+        raise AnnotationError(f"{path}: line {elem.sourceline}: field <{field}> = {text!r} is not a finite pixel "
+                              f"value")  # fmt: skip
+    if cast is int and not value.is_integer():
+        raise AnnotationError(f"{path}: line {elem.sourceline}: field <{field}> = {text!r} is not an integer")
+    return cast(value)
 
 
 def read_split(root: str, split: str) -> list[str]:

@@ -91,6 +91,21 @@ def test_foreign_and_malformed_files_name_the_task_or_image(tmp_path):
             {"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 5, "height": 5,
                                                   "rectanglelabels": ["zebra"]}}]}]}]),
                        "task 3 \\(imgs/a.jpg\\): unknown label 'zebra'"),
+        "data.json": (json.dumps([{"id": 4, "data": "imgs/a.jpg", "annotations": []}]), "task 4: 'data' must be an object"),
+        "empty.json": (json.dumps([{"id": 5, "data": {"file_name": "imgs/a.jpg"}, "annotations": [{"result": [
+            {"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 5, "height": 5,
+                                                  "rectanglelabels": []}}]}]}]),
+                       "task 5 \\(imgs/a.jpg\\): result 0 needs numeric x, y, width, height and one of rectanglelabels"),
+        "x.json": (json.dumps([{"id": 6, "data": {"file_name": "imgs/a.jpg"}, "annotations": [{"result": [
+            {"type": "rectanglelabels", "value": {"x": "left", "y": 1, "width": 5, "height": 5,
+                                                  "rectanglelabels": ["cat"]}}]}]}]),
+                   "result 0 needs numeric x"),
+        "nan.xml": ("<annotations><image name='imgs/a.jpg'><box label='cat' xtl='nan' ytl='1' xbr='5' ybr='5'/>"
+                    "</image><image name='imgs/b.jpg'/><image name='imgs/c.jpg'/></annotations>", "image 'imgs/a.jpg': box 0 .* is not finite"),
+        "inverted.xml": ("<annotations><image name='imgs/a.jpg'><box label='cat' xtl='9' ytl='1' xbr='5' ybr='5'/>"
+                         "</image><image name='imgs/b.jpg'/><image name='imgs/c.jpg'/></annotations>", "box 0 .* is empty or inverted"),
+        "outside.xml": ("<annotations><image name='imgs/a.jpg'><box label='cat' xtl='900' ytl='1' xbr='950' "
+                        "ybr='5'/></image><image name='imgs/b.jpg'/><image name='imgs/c.jpg'/></annotations>", "lies outside the image"),
         "broken.xml": ("<annotations><image name='imgs/a.jpg'>", "malformed CVAT XML"),
         "partial.xml": ("<annotations><image name='imgs/a.jpg'/></annotations>", "no labels for image 'imgs/b.jpg'"),
     }

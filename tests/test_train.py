@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 import torch
 
 from tools.checkpoint import load_checkpoint
@@ -69,3 +70,45 @@ def test_training_on_demo_improves_ap(tmp_path, capsys):
     log = read_jsonl(os.path.join(out, "log.jsonl"))
     aps = [e["AP50"] for e in log]  # 30 val images: AP moves by +-0.02 from epoch to epoch at this level
     assert max(aps[1:]) > aps[0] + 0.02 and log[-1]["losses"]["loss"] < 0.7 * log[0]["losses"]["loss"], aps
+
+
+def _poison_epochs(monkeypatch, bad_calls):
+    """Make chosen calls of train_one_epoch start from NaN weights: the real loss check must fire."""
+    import tools.fit
+
+    real, calls = tools.fit.train_one_epoch, []
+
+    def poisoned(model, *args, **kwargs):
+        calls.append(kwargs.get("loss_bound"))
+        if len(calls) in bad_calls:
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(tools.fit, "train_one_epoch", poisoned)
+    return calls
+
+
+def test_a_non_finite_loss_rolls_back_and_the_run_finishes(tmp_path, monkeypatch):
+    code, clean = _run(tmp_path, "clean", "--epochs", "3")
+    assert code == 0
+    calls = _poison_epochs(monkeypatch, bad_calls={2})  # epoch 1, first try
+    code, out = _run(tmp_path, "nan", "--epochs", "3")
+    assert code == 0 and len(calls) == 4  # epoch 1 ran twice
+    log, ref = read_jsonl(os.path.join(out, "log.jsonl")), read_jsonl(os.path.join(clean, "log.jsonl"))
+    assert [e["rollbacks"] for e in log] == [0, 1, 1]
+    assert log[0]["losses"] == ref[0]["losses"]  # the epoch before is untouched
+    assert log[1]["losses"]["lr"] == pytest.approx(ref[1]["losses"]["lr"] * 0.5)  # retried at half the LR
+    ckpt = load_checkpoint(os.path.join(out, "last.pth"))
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert calls[1] is not None and calls[1] > 0  # a loss-spike bound from the epoch before
+
+
+def test_training_that_keeps_diverging_stops_cleanly(tmp_path, monkeypatch, caplog):
+    _poison_epochs(monkeypatch, bad_calls={2, 3, 4, 5})
+    code, out = _run(tmp_path, "diverge", "--epochs", "3")
+    assert code == 5
+    assert "diverged 4 times" in caplog.text and "lower --lr" in caplog.text
+    ckpt = load_checkpoint(os.path.join(out, "last.pth"))
+    assert ckpt["phase"]["epoch"] == 1  # the last good state: after epoch 0
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())

@@ -42,7 +42,16 @@ from tools.checkpoint import load_checkpoint, run_environment, save_checkpoint, 
 from tools.coco_eval import COCOEvaluator  # noqa: E402
 from tools.config import add_config_args, parse_with_config, save_resolved  # noqa: E402
 from tools.early_stop import APShiftStopper  # noqa: E402
-from tools.fit import Phase, Trainer, ap_summary, eval_loader, make_optimizer, make_scheduler, run_phase  # noqa: E402
+from tools.fit import (  # noqa: E402
+    Diverged,
+    Phase,
+    Trainer,
+    ap_summary,
+    eval_loader,
+    make_optimizer,
+    make_scheduler,
+    run_phase,
+)
 from tools.logs import RunLog, read_jsonl  # noqa: E402
 from tools.mining import mine  # noqa: E402
 from tools.options import (  # noqa: E402
@@ -244,6 +253,9 @@ def run_main(argv: list[str] | None) -> int:
     except Interrupted as e:
         logger.warning("%s; run the same command again to continue", e)
         return 3
+    except Diverged as e:
+        logger.error("%s", e)
+        return 5
     if dist.is_main():
         print(json.dumps({"curves": len(curves), "output": os.path.abspath(args.output_dir)}))
     return 0

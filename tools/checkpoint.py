@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import platform
 import random
 import subprocess
@@ -118,8 +119,34 @@ def save_checkpoint(path: str, state: dict[str, Any]) -> None:
         raise
 
 
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (plain data only)."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong with it."""
+
+
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (plain data only).
+
+    Raises:
+        CheckpointError: missing, empty, truncated or not a torch file; holding objects other than
+            plain data (refused, never executed); or lacking one of the ``required`` keys.
+    """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: the file is empty (a copy cut short?)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused: it holds objects other than plain data, so it was not written by "
+                              f"this tool ({reason})") from e  # fmt: skip
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint: truncated, or not written by torch.save "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from e  # fmt: skip
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint of this tool (it holds a {type(state).__name__}, not a dict)")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a checkpoint of this tool: missing {missing} (a weights-only file? "
+                              f"pass it as --weights instead of --resume)")  # fmt: skip
+    return state

@@ -81,12 +81,46 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     for path in first.config:
         values = merge_dicts(values, load_config(path))
     values = merge_dicts(values, parse_cfg_options(first.cfg_options))
-    valid = {a.dest for a in parser._actions if a.dest not in ("help", "config", "cfg_options")}
-    unknown = sorted(set(values) - valid)
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "cfg_options")}
+    unknown = sorted(set(values) - set(actions))
     if unknown:
-        raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(valid)}")
-    parser.set_defaults(**values)
+        raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(actions)}")
+    source = " ".join(first.config) or "--cfg-options"
+    parser.set_defaults(**{k: _coerce(actions[k], k, v, source) for k, v in values.items()})
     return parser.parse_args(argv)
+
+
+def _coerce(action: argparse.Action, key: str, value: Any, source: str) -> Any:
+    """A config value checked and converted as argparse would convert it on the command line.
+
+    Raises:
+        ValueError: naming the key, the value and the config files, e.g. ``K: 1.5`` for an integer.
+    """
+    if value is None:
+        if action.default is None:
+            return None
+        raise ValueError(f"{source}: {key} is null; expected a value like {action.default!r}")
+    many = action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 0)
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not many:
+        raise ValueError(f"{source}: {key} takes one value, got the list {value!r}")
+    out = []
+    for item in items:
+        if isinstance(item, (dict, list)):
+            raise ValueError(f"{source}: {key}: expected a plain value, got {item!r}")
+        if action.type is not None:
+            if action.type is int and isinstance(item, float) and not item.is_integer():
+                raise ValueError(f"{source}: {key} must be an integer, got {item!r}")
+            try:
+                item = action.type(str(item) if not isinstance(item, bool) else str(item).lower())
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
+                raise ValueError(f"{source}: {key}: {e} (got {item!r})") from e
+        elif action.const is not None and isinstance(action.const, bool) and not isinstance(item, bool):
+            raise ValueError(f"{source}: {key} must be true or false, got {item!r}")
+        if action.choices is not None and item not in action.choices:
+            raise ValueError(f"{source}: {key} must be one of {list(action.choices)}, got {item!r}")
+        out.append(item)
+    return out if many else out[0]
 
 
 def save_resolved(args: argparse.Namespace, output_dir: str, environment: dict[str, Any] | None = None) -> str:

@@ -33,6 +33,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     clip_grad: float | None = None,
     desc: str = "train",
+    loss_bound: float | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``.
 
@@ -41,12 +42,14 @@ def train_one_epoch(
             the first epoch only; pass 0 afterwards).
         scaler: a ``torch.amp.GradScaler`` to train in mixed precision (CUDA); ``None`` = fp32.
         clip_grad: max gradient norm, or ``None``.
+        loss_bound: a total loss above this is a spike, raised like a non-finite loss (``None``: no bound).
 
     Returns:
         Mean of each loss over the epoch, plus ``loss`` (their sum) and the last ``lr``.
 
     Raises:
-        FloatingPointError: a non-finite loss; the message holds the loss dict.
+        FloatingPointError: a non-finite loss or one above ``loss_bound``, before it reaches the
+            weights; the message holds the loss dict.
     """
     model.train()
     warmup = None
@@ -61,8 +64,11 @@ def train_one_epoch(
             loss_dict = model(images, targets)
             loss = sum(loss_dict.values())
         values = {k: v.item() for k, v in loss_dict.items()}
-        if not math.isfinite(loss.item()):
+        total = loss.item()
+        if not math.isfinite(total):
             raise FloatingPointError(f"non-finite loss at epoch {epoch}, iteration {count}: {values}")
+        if loss_bound is not None and total > loss_bound:
+            raise FloatingPointError(f"loss spike at epoch {epoch}, iteration {count}: {total:.3g} > {loss_bound:.3g}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -8,7 +8,9 @@ stopping, and a checkpoint after every epoch so that ``--resume`` continues at t
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from datasets.records import Record
 from datasets.torch_data import DetectionDataset, GroupedBatchSampler, aspect_ratio_groups, collate_fn
 from datasets.transforms import build_transforms
 from tools import dist
+from tools.checkpoint import rng_state, set_rng_state, unwrap
 from tools.early_stop import APShiftStopper
 from tools.engine import evaluate, train_one_epoch
 
@@ -93,10 +96,11 @@ class Phase:
     epoch: int = 0  # next epoch to run
     done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    rollbacks: int = 0  # epochs restarted after a non-finite loss or a loss spike
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "index": self.index, "max_epochs": self.max_epochs, "epoch": self.epoch,
-                "done": self.done, "history": self.history}  # fmt: skip
+                "done": self.done, "history": self.history, "rollbacks": self.rollbacks}  # fmt: skip
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Phase:
@@ -116,6 +120,53 @@ class Trainer:
     log: Any
     with_masks: bool = False
     scaler: torch.amp.GradScaler | None = None
+
+
+class Diverged(FloatingPointError):
+    """Training stayed non-finite (or spiking) after every allowed rollback."""
+
+
+MAX_ROLLBACKS = 3  # per phase
+SPIKE = 20.0  # a loss above this many times the last epoch's mean loss counts as divergence
+
+
+def train_epoch_safely(t: Trainer, phase: Phase, records: Sequence[Record], optimizer: torch.optim.Optimizer) -> dict:
+    """One epoch of ``phase``; on a non-finite loss or a loss spike, roll back and retry at half the LR.
+
+    The model, optimizer and RNG states are copied in memory at the start of the epoch. A bad step
+    never reaches the weights (the loss is checked before ``backward``); a bad gradient shows as a
+    bad loss on a later step and the epoch restarts from the copy, at half the learning rate for the
+    rest of the phase, on the same batches. After :data:`MAX_ROLLBACKS` rollbacks in a phase,
+    :class:`Diverged` is raised (the last checkpoint on disk stays the last good state).
+    """
+    epoch = phase.epoch
+    snapshot = (copy.deepcopy(unwrap(t.model).state_dict()), copy.deepcopy(optimizer.state_dict()), rng_state())
+    last = phase.history[-1]["losses"].get("loss") if phase.history else None
+    bound = SPIKE * last if last and math.isfinite(last) else None
+    tries = 0
+    while True:
+        loader = train_loader(records, t.image_root, t.args, seeded_generator(t.args.seed, phase.index, epoch),
+                              with_masks=t.with_masks)  # fmt: skip
+        warmup = min(t.args.warmup_iters, len(loader) - 1) if epoch == 0 else 0
+        try:
+            return train_one_epoch(t.model, optimizer, loader, t.device, epoch, warmup_iters=warmup, scaler=t.scaler,
+                                   clip_grad=t.args.clip_grad, desc=phase.name, loss_bound=bound)  # fmt: skip
+        except FloatingPointError as e:
+            if phase.rollbacks >= MAX_ROLLBACKS:
+                raise Diverged(f"{phase.name}: training diverged {phase.rollbacks + 1} times ({e}); the last good "
+                               f"state is the last checkpoint; try a lower --lr or --clip-grad 10") from e  # fmt: skip
+            phase.rollbacks += 1
+            tries += 1
+            model_state, optim_state, rng = snapshot
+            unwrap(t.model).load_state_dict(model_state)
+            optimizer.load_state_dict(copy.deepcopy(optim_state))
+            for group in optimizer.param_groups:  # the epoch start's LR, halved per try (kept for the phase)
+                group["lr"] *= 0.5**tries
+            set_rng_state(rng)
+            if t.scaler is not None:
+                t.scaler.update(t.scaler.get_scale() / 2)
+            logger.warning("%s epoch %d: %s; rolled back to the start of the epoch, learning rate x%.3g (rollback %d "
+                           "of %d)", phase.name, epoch, e, 0.5**tries, phase.rollbacks, MAX_ROLLBACKS)  # fmt: skip
 
 
 def run_phase(
@@ -141,11 +192,7 @@ def run_phase(
     while not phase.done and phase.epoch < phase.max_epochs:
         epoch = phase.epoch
         start = time.perf_counter()
-        loader = train_loader(records, t.image_root, t.args, seeded_generator(t.args.seed, phase.index, epoch),
-                              with_masks=t.with_masks)  # fmt: skip
-        warmup = min(t.args.warmup_iters, len(loader) - 1) if epoch == 0 else 0
-        losses = train_one_epoch(t.model, optimizer, loader, t.device, epoch, warmup_iters=warmup,
-                                 scaler=t.scaler, clip_grad=t.args.clip_grad, desc=phase.name)  # fmt: skip
+        losses = train_epoch_safely(t, phase, records, optimizer)
         scheduler.step()
         metrics = evaluate(t.model, t.val_loader, t.evaluators, t.device)
         stop = stopper.update(epoch, metrics[ap_key])
@@ -153,10 +200,10 @@ def run_phase(
         phase.done = stop or phase.epoch >= phase.max_epochs
         entry = {"phase": phase.name, "epoch": epoch, "images": len(records), "losses": losses,
                  "AP50": metrics["voc/AP50"], "AP75": metrics["voc/AP75"], "ap_shift": stopper.ap_shift,
-                 "seconds": round(time.perf_counter() - start, 2), "stop": stop}  # fmt: skip
+                 "rollbacks": phase.rollbacks, "seconds": round(time.perf_counter() - start, 2), "stop": stop}  # fmt: skip
         phase.history.append({"epoch": epoch, "metrics": metrics, "losses": losses})
         step = global_step()
-        t.log.scalars({f"Train/{k}" if k != "lr" else "Train/lr": v for k, v in losses.items()}, step)
+        t.log.scalars({**{f"Train/{k}": v for k, v in losses.items()}, "Train/rollbacks": phase.rollbacks}, step)
         t.log.scalars({"Accuracy/AP_50": metrics["voc/AP50"], "Accuracy/AP_75": metrics["voc/AP75"],
                        "Accuracy/AP_shift": stopper.ap_shift}, step)  # fmt: skip
         t.log.jsonl({"type": "epoch", **entry})

@@ -16,6 +16,7 @@ JSON, each matched to the round's images by file name; the corrected records and
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,8 @@ from datasets.records import (
     record_to_dict,
 )
 from datasets.voc import _parser, parse_voc_xml
+
+logger = logging.getLogger(__name__)
 
 
 def export_round(folder: str, round_index: int, pre: Sequence[Record], scores: Sequence[np.ndarray],
@@ -120,9 +123,34 @@ def read_labels(path: str, manifest: dict[str, Any], fmt: str = "auto") -> list[
         if r.file_name not in found:
             raise AnnotationError(f"{path}: no labels for image {r.file_name!r} of round {manifest['round']}")
         boxes, labels = found[r.file_name]
-        out.append(Record(r.image_id, r.file_name, r.width, r.height, np.asarray(boxes, np.float32).reshape(-1, 4),
+        out.append(Record(r.image_id, r.file_name, r.width, r.height, checked_boxes(boxes, r, path),
                           np.asarray(labels, np.int64)))  # fmt: skip
     return out
+
+
+def checked_boxes(boxes, record: Record, path: str) -> np.ndarray:
+    """Imported boxes as the loaders would keep them: finite, not inverted, clipped to the image.
+
+    Raises:
+        AnnotationError: naming the file, the image and the box, before anything is written.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    for k, b in enumerate(boxes):
+        if not np.isfinite(b).all():
+            raise AnnotationError(f"{path}: image {record.file_name!r}: box {k} {b.tolist()} is not finite")
+        if b[2] <= b[0] or b[3] <= b[1]:
+            raise AnnotationError(f"{path}: image {record.file_name!r}: box {k} {b.tolist()} is empty or inverted "
+                                  f"(need x1 < x2 and y1 < y2)")  # fmt: skip
+    clipped = np.clip(boxes, 0, [record.width, record.height, record.width, record.height])
+    moved = int(np.any(clipped != boxes, axis=1).sum())
+    if moved:
+        logger.warning("%s: image %r: %d boxes clipped to the image (%dx%d)", path, record.file_name, moved,
+                       record.width, record.height)  # fmt: skip
+    small = np.flatnonzero((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
+    if len(small):
+        raise AnnotationError(f"{path}: image {record.file_name!r}: box {int(small[0])} "
+                              f"{boxes[small[0]].tolist()} lies outside the image")  # fmt: skip
+    return clipped.astype(np.float32)
 
 
 def _read_json(path: str) -> Any:
@@ -158,19 +186,26 @@ def _read_label_studio(path, pre, classes):
         if not isinstance(task, dict) or "data" not in task:
             raise AnnotationError(f"{where}: not a Label Studio task (no 'data')")
         data = task["data"]
+        if not isinstance(data, dict):
+            raise AnnotationError(f"{where}: 'data' must be an object with 'image', got {type(data).__name__}")
         record = _image_of(data.get("file_name") or data.get("image", ""), pre, where)
         done = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
         if not done:
             raise AnnotationError(f"{where}: image {record.file_name!r} has no completed annotation")
         boxes, labels = [], []
-        for item in done[-1].get("result", []):
-            if item.get("type") != "rectanglelabels":
+        for j, item in enumerate(done[-1].get("result", [])):
+            if not isinstance(item, dict) or item.get("type") != "rectanglelabels":
                 continue
-            v = item["value"]
-            w, h = item.get("original_width", record.width), item.get("original_height", record.height)
-            x1, y1 = v["x"] * w / 100, v["y"] * h / 100
-            boxes.append([x1, y1, x1 + v["width"] * w / 100, y1 + v["height"] * h / 100])
-            labels.append(_label_of(v["rectanglelabels"][0], classes, f"{where} ({record.file_name})"))
+            try:
+                v = item["value"]
+                w, h = float(item.get("original_width", record.width)), float(item.get("original_height", record.height))
+                x1, y1, bw, bh = (float(v[k]) for k in ("x", "y", "width", "height"))
+                name = v["rectanglelabels"][0]
+            except (KeyError, TypeError, ValueError, IndexError) as e:
+                raise AnnotationError(f"{where} ({record.file_name}): result {j} needs numeric x, y, width, height "
+                                      f"and one of rectanglelabels ({type(e).__name__}: {e})") from e  # fmt: skip
+            boxes.append([x1 * w / 100, y1 * h / 100, (x1 + bw) * w / 100, (y1 + bh) * h / 100])
+            labels.append(_label_of(name, classes, f"{where} ({record.file_name})"))
         found[record.file_name] = (boxes, labels)
     return found
 

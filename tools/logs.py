@@ -7,6 +7,8 @@ import math
 import os
 from typing import Any
 
+from datasets.records import atomic_write_text
+
 
 class RunLog:
     """Write logs only when ``enabled`` (rank 0 in distributed runs)."""
@@ -15,8 +17,25 @@ class RunLog:
         self.output_dir = output_dir
         self.enabled = enabled
         self._writer = None
+        self.path = os.path.join(output_dir, "log.jsonl")
+        self.lines = 0  # lines in log.jsonl: a checkpoint records it, a resume cuts back to it
         if enabled:
             os.makedirs(output_dir, exist_ok=True)
+            if os.path.isfile(self.path):
+                with open(self.path, encoding="utf-8") as f:
+                    self.lines = sum(1 for line in f if line.strip())
+
+    def truncate(self, lines: int) -> int:
+        """Keep the first ``lines`` lines of log.jsonl (those a checkpoint had seen); returns how many
+        were dropped: records of epochs a killed run wrote after its last checkpoint, which the resumed
+        run writes again."""
+        if not self.enabled or self.lines <= lines:
+            return 0
+        with open(self.path, encoding="utf-8") as f:
+            kept = [line for line in f if line.strip()][:lines]
+        atomic_write_text(self.path, "".join(kept))
+        dropped, self.lines = self.lines - lines, lines
+        return dropped
 
     @property
     def writer(self):
@@ -37,8 +56,9 @@ class RunLog:
     def jsonl(self, entry: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(os.path.join(self.output_dir, "log.jsonl"), "a", encoding="utf-8") as f:
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, default=_plain) + "\n")
+        self.lines += 1
 
     def close(self) -> None:
         if self._writer is not None:

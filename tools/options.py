@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import sys
@@ -121,6 +122,58 @@ def setup(args: argparse.Namespace) -> torch.device:
     return device
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Cross-check the options before any data loads or training starts.
+
+    Raises:
+        ValueError: one line naming the option, its value and what it must be.
+    """
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ValueError(message)
+
+    def finite(name: str, low: float | None = None, high: float | None = None, low_open: bool = False) -> None:
+        value = getattr(args, name.lstrip("-").replace("-", "_"), None)
+        if value is None:
+            return
+        need(math.isfinite(value), f"{name} must be a finite number, got {value}")
+        if low is not None:
+            need(value > low if low_open else value >= low,
+                 f"{name} must be {'>' if low_open else '>='} {low}, got {value}")  # fmt: skip
+        if high is not None:
+            need(value <= high, f"{name} must be <= {high}, got {value}")
+
+    for name in ("batch_size", "epochs", "round_epochs", "min_size", "eval_batch_size", "K", "candidates", "steps"):
+        value = getattr(args, name, None)
+        need(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
+    need(args.min_size >= 32, f"--min-size must be at least 32 pixels, got {args.min_size}")
+    need(args.max_size is None or args.max_size >= args.min_size,
+         f"--max-size ({args.max_size}) must be at least --min-size ({args.min_size})")  # fmt: skip
+    need(args.workers is None or args.workers >= 0, f"--workers must be >= 0, got {args.workers}")
+    need(args.warmup_iters >= 0, f"--warmup-iters must be >= 0, got {args.warmup_iters}")
+    finite("--lr", 0.0, low_open=True)
+    finite("--momentum", 0.0, 1.0)
+    finite("--weight-decay", 0.0)
+    finite("--lr-gamma", 0.0, 1.0, low_open=True)
+    finite("--clip-grad", 0.0, low_open=True)
+    need(all(0 < f <= 1 for f in args.lr_steps), f"--lr-steps are fractions of a phase in (0, 1], got {args.lr_steps}")
+    for name in ("--certain_thre", "--uncertain_thre", "--cer_ratio", "--uncer_ratio", "--mining-gate",
+                 "--diversity"):  # fmt: skip
+        finite(name, 0.0, 1.0 if name != "--diversity" else None)
+    for name in ("--judge_iou", "--gt_iou", "--move-iou", "--certain-precision"):
+        finite(name, 0.0, 1.0, low_open=True)
+    need(args.uncertain_thre <= args.certain_thre,
+         f"--uncertain_thre ({args.uncertain_thre}) must not exceed --certain_thre ({args.certain_thre})")  # fmt: skip
+    if hasattr(args, "cer_ratio"):
+        need(args.cer_ratio < args.uncer_ratio,
+             f"--cer_ratio ({args.cer_ratio}) must be below --uncer_ratio ({args.uncer_ratio})")  # fmt: skip
+    max_rounds = getattr(args, "max_rounds", None)
+    need(max_rounds is None or max_rounds >= 0, f"--max-rounds must be >= 0 (or left out: until the pool is "
+                                                f"exhausted), got {max_rounds}")  # fmt: skip
+    out = args.output_dir
+    need(not os.path.exists(out) or os.path.isdir(out), f"--output-dir {out} exists and is not a folder")
+
+
 def deterministic_mode() -> None:
     """Same command, same seed, same machine and thread count -> the same numbers, bit for bit.
 
@@ -143,6 +196,7 @@ def start(args: argparse.Namespace) -> tuple[torch.device, RecordSet, RecordSet]
     Raises:
         ValueError: bad options or data, or more processes than evaluation images.
     """
+    check_options(args)
     device = setup(args)
     train_set, val_set = dist.main_first(build_datasets, args)
     dist.check_shardable(len(val_set), "evaluation images")
