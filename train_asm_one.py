@@ -25,7 +25,7 @@ from asm.pools import ASMState, initial_pool
 from asm.select import calibrate_scores, choose_informative, class_thresholds, detection_outcomes
 from datasets import AnnotationError
 from datasets.build import add_data_args, describe, labelled_indices
-from datasets.records import record_from_dict, record_to_dict
+from datasets.records import atomic_write_text, record_from_dict, record_to_dict
 from net.models import is_mask_model
 from tools import dist, run_dir
 from tools.checkpoint import (
@@ -363,6 +363,10 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set) ->
     """Initial phase, then ASM rounds until the pool is exhausted, AP settles or --max-rounds."""
     logger.info(describe("train pool", train_set))
     logger.info(describe("evaluation", val_set))
+    if dist.is_main():  # every skipped or fixed file of both sets, beyond the first 10 per kind logged
+        atomic_write_text(os.path.join(args.output_dir, "load_report.json"), json.dumps(
+            {name: d.report.to_dict() if d.report else None for name, d in (("train", train_set),
+                                                                           ("evaluation", val_set))}, indent=1))  # fmt: skip
     start_wall = time.perf_counter()
     with_masks = is_mask_model(args.model)
     model = model_from_args(args, train_set.num_classes, device)

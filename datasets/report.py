@@ -19,6 +19,8 @@ REASONS = {
     "missing_image_id": "annotation points to an image id absent from 'images' (dropped)",
     "missing_image": "image file does not exist (image dropped)",
     "unreadable_image": "image file cannot be decoded (image dropped)",
+    "truncated_image": "JPEG file without its end marker, cut short (image dropped)",
+    "image_too_large": "image over 100 megapixels, a decompression bomb or a scan (image dropped)",
     "size_mismatch": "annotated width/height differ from the image file (file size used)",
     "duplicate_image": "image listed twice in a split file (second listing dropped)",
     "empty_image_dropped": "image without annotations dropped on request",
@@ -50,15 +52,21 @@ class LoadReport:
     def extend(self, other: LoadReport) -> None:
         self.entries.extend(other.entries)
 
-    def log(self, name: str) -> None:
-        """Log a one-line summary and, at debug level, every entry."""
+    def log(self, name: str, shown: int = 10) -> None:
+        """Log a one-line summary, the first ``shown`` files of each reason at info level, and the
+        rest at debug level (all of them are in ``load_report.json`` of the run's output folder)."""
         if not self.entries:
             logger.info("%s: loaded with nothing skipped or fixed", name)
             return
         summary = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
-        logger.warning("%s: %s (see the load report for each file)", name, summary)
+        logger.warning("%s: %s (each file below; all in load_report.json)", name, summary)
+        seen: Counter = Counter()
         for reason, src, detail in self.entries:
-            logger.debug("%s: %s %s", reason, src, detail)
+            seen[reason] += 1
+            level = logging.INFO if seen[reason] <= shown else logging.DEBUG
+            logger.log(level, "  %s: %s %s", reason, src, detail)
+            if seen[reason] == shown + 1:
+                logger.info("  %s: ... %d more", reason, self.counts[reason] - shown)
 
     def to_dict(self) -> dict[str, Any]:
         return {"entries": [list(e) for e in self.entries]}

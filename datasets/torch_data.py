@@ -96,7 +96,7 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
         top = 65535.0 if im.mode.startswith("I;16") else max(float(grey.max()), 1.0)
         grey = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
-    return np.asarray(im.convert("RGB"))
+    return np.array(im.convert("RGB"))
 
 
 def collate_fn(batch):

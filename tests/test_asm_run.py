@@ -45,6 +45,7 @@ def test_two_rounds_end_to_end(tmp_path, capsys, strategy):
         assert sheet.size[0] >= 256
     if strategy == "v1+":
         assert len(asm["labelled"]) == 8 + 2 * 4
+    assert set(json.load(open(os.path.join(out, "load_report.json")))) == {"train", "evaluation"}
 
 
 def test_resume_mid_run_gives_the_same_pools_and_weights(tmp_path):

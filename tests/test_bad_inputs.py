@@ -110,6 +110,7 @@ def _write(tmp_path, name, fill) -> str:
     (lambda tmp, ck: _write(tmp, "weights.pth", lambda p: torch.save({"model": {}}, p)), "missing ["),
     (lambda tmp, ck: _write(tmp, "list.pth", lambda p: torch.save([1, 2], p)), "holds a list"),
 ])  # fmt: skip
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_unusable_checkpoints_explain_themselves(tmp_path, caplog, checkpoint, make, message):
     code, _ = _run(tmp_path, "resume", "--resume", make(tmp_path, checkpoint))
     assert code == 2 and message in _error(caplog)
@@ -265,3 +266,20 @@ def test_broken_huge_and_16_bit_images(tmp_path):
     assert 0 < image.float().mean() < 255 and image.max() == round(61420 / 65535 * 255)  # scaled, not clipped white
     with pytest.raises(OSError, match="cut.jpg: cannot read image"):
         read_image(str(tmp_path / "cut.jpg"))
+
+
+def test_the_load_report_names_the_first_files_of_each_kind(caplog):
+    import logging
+
+    from datasets.report import LoadReport
+
+    report = LoadReport()
+    for k in range(12):
+        report.add("missing_image", f"ann/{k}.xml", f"img/{k}.jpg")
+    report.add("truncated_image", "ann/t.xml", "img/t.jpg")
+    with caplog.at_level(logging.INFO, logger="datasets.report"):
+        report.log("VOC train")
+    shown = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert sum("missing_image: ann/" in m for m in shown) == 10 and any("... 2 more" in m for m in shown)
+    assert any("truncated_image: ann/t.xml img/t.jpg" in m for m in shown)
+    assert "12 missing_image, 1 truncated_image" in caplog.text

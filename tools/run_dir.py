@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 
-RUN_FILES = ("last.pth", "best.pth", "log.jsonl", "config.yaml", "tb", "rounds", "labelling")
+RUN_FILES = ("last.pth", "best.pth", "log.jsonl", "config.yaml", "load_report.json", "tb", "rounds", "labelling")
 
 
 class OutputDirError(ValueError):
