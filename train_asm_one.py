@@ -71,6 +71,7 @@ from tools.voc_eval import VOCEvaluator
 logger = logging.getLogger("train_asm_one")
 
 STRATEGIES = ("none", *ASM_STRATEGIES)
+CHECKPOINT_FORMAT = 2  # 2: held_out, log_lines, per-phase rollbacks
 CHECKPOINT_KEYS = ("model", "optimizer", "lr_scheduler", "phase", "early_stop", "round_stop", "epochs_done", "rng")
 
 
@@ -159,7 +160,7 @@ class Run:
                 "best_ap": self.best_ap, "asm": self.asm.state_dict() if self.asm else None,
                 "train_records": [record_to_dict(r) for r in self.train_records], "rng": rng_state(),
                 "config": vars(self.args), "git": self.environment["git"], "environment": self.environment, "classes": self.classes, "awaiting": self.awaiting,
-                "label_to_cat_id": self.label_to_cat_id, "held_out": self.held_out, "log_lines": self.trainer.log.lines}  # fmt: skip
+                "label_to_cat_id": self.label_to_cat_id, "held_out": self.held_out, "log_lines": self.trainer.log.lines, "format": CHECKPOINT_FORMAT}  # fmt: skip
 
     def load_state_dict(self, ckpt: dict, path: str = "checkpoint") -> None:
         """Restore everything :meth:`state_dict` saved.
@@ -167,6 +168,9 @@ class Run:
         Raises:
             CheckpointError: the checkpoint is of another dataset (classes), model or optimizer setup.
         """
+        if ckpt.get("format", 1) > CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path}: written by a newer version of this tool (format {ckpt['format']}, this "
+                                  f"one reads up to {CHECKPOINT_FORMAT}); update the code or start a new run")  # fmt: skip
         if ckpt.get("classes") is not None and list(ckpt["classes"]) != self.classes:
             raise CheckpointError(f"{path}: made for the classes {ckpt['classes']}, this run has {self.classes}")
         try:
@@ -348,6 +352,7 @@ def run_main(argv: list[str] | None) -> int:
         device, train_set, val_set = start(args)
         if args.strategy != "none":
             dist.check_shardable(args.K, "--K (images detected per round)")
+            initial_pool(len(train_set), args.initial, args.seed)  # --initial larger than the pool: say so now
     except (AnnotationError, ValueError, FileNotFoundError) as e:
         logging.getLogger("train_asm_one").error("%s", e)  # names the file and field; no traceback
         return 2

@@ -18,7 +18,7 @@ Human cost, two x-axes: boxes drawn from scratch, and a weighted cost = drawn + 
 Each method resumes from its checkpoints, so an interrupted benchmark continues when the command is
 run again; a method that dies (a non-finite loss, say) is reported and the others go on.
 
-    python bench/asm_efficiency.py --jobs 6 --json-out docs/efficiency_bccd.json   # the v2 protocol
+    python bench/asm_efficiency.py --jobs 9 --json-out docs/efficiency_bccd.json   # the v2 protocol
     python bench/asm_efficiency.py --quick                                          # smoke run
 
 Writes ``efficiency.json`` (settings, every point, the summary), ``efficiency.png`` and

@@ -62,6 +62,27 @@ def strict_int(value: Any) -> int:
     return int(value)
 
 
+def int_column(values: list, what: str) -> np.ndarray:
+    """``values`` as int64 when every one is an exact integer (vectorised; see :func:`strict_int`).
+
+    Raises:
+        ValueError: naming ``what[k]`` and the first value that is not one.
+    """
+    arr = np.asarray(values) if values else np.zeros(0, np.int64)
+    if arr.dtype.kind == "i":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "f" and arr.ndim == 1:
+        bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= 2.0**63)
+        if not bad.any():
+            return arr.astype(np.int64)
+    for k, v in enumerate(values):  # name the first bad one
+        try:
+            strict_int(v)
+        except ValueError as e:
+            raise ValueError(f"{what}[{k}]: {e}") from None
+    return np.array([strict_int(v) for v in values], np.int64)
+
+
 def _flag(value: Any, where: str) -> bool:
     if value in (0, 1) and not isinstance(value, float) or isinstance(value, bool):
         return bool(value)
@@ -223,8 +244,8 @@ def _annotations(anns: list, image_ids: np.ndarray, cat_ids: list[int], src: str
         that reference an existing image and category; ``ann_idx`` indexes ``anns``.
     """
     try:
-        img = np.fromiter(map(strict_int, map(itemgetter("image_id"), anns)), np.int64, len(anns))
-        cat = np.fromiter(map(strict_int, map(itemgetter("category_id"), anns)), np.int64, len(anns))
+        img = int_column(list(map(itemgetter("image_id"), anns)), "image_id")
+        cat = int_column(list(map(itemgetter("category_id"), anns)), "category_id")
         xywh = np.array(list(map(itemgetter("bbox"), anns)), dtype=np.float64).reshape(len(anns), 4)
         if not np.isfinite(xywh).all():
             raise ValueError("a bbox value is not finite")
@@ -234,7 +255,10 @@ def _annotations(anns: list, image_ids: np.ndarray, cat_ids: list[int], src: str
             f"{src}: annotations[{bad}] needs integer 'image_id', 'category_id' and a 4-number "
             f"'bbox' ({e})"
         ) from e
-    crowd = np.array([_flag(a.get("iscrowd", 0), f"{src}: annotations[{k}]") for k, a in enumerate(anns)], bool)
+    crowd = np.asarray([a.get("iscrowd", 0) for a in anns])
+    if crowd.dtype.kind not in "biu" or not np.isin(crowd, (0, 1)).all():
+        crowd = np.array([_flag(a.get("iscrowd", 0), f"{src}: annotations[{k}]") for k, a in enumerate(anns)], bool)
+    crowd = crowd.astype(bool)
     ann_ids = [a.get("id", k) for k, a in enumerate(anns)]
     order = np.argsort(image_ids)
     pos = np.clip(np.searchsorted(image_ids[order], img), 0, max(len(image_ids) - 1, 0))

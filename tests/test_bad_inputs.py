@@ -54,6 +54,12 @@ def test_bad_options_are_refused_before_any_data_loads(tmp_path, caplog, flags, 
     assert not os.path.exists(tmp_path / "cache")  # refused before the demo data was built
 
 
+def test_an_initial_pool_larger_than_the_data(tmp_path, caplog):
+    code, out = _run(tmp_path, "run", "--initial", "500")
+    assert code == 2 and "--initial 500.0 gives 500 images; the pool has 16" in _error(caplog)
+    assert not os.path.exists(out)  # nothing written
+
+
 def test_an_output_dir_that_is_a_file(tmp_path, caplog):
     (tmp_path / "file").write_text("x")
     code, _ = _run(tmp_path, "file")
@@ -119,6 +125,7 @@ def test_unusable_checkpoints_explain_themselves(tmp_path, caplog, checkpoint, m
 
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(classes=["a", "b"]), "made for the classes ['a', 'b']"),
+    (lambda c: c.update(format=99), "written by a newer version of this tool (format 99"),
     (lambda c: c["model"].update({k: torch.zeros(3) for k in list(c["model"])[-1:]}), "another model or class count"),
     (lambda c: c["optimizer"]["param_groups"].append(dict(c["optimizer"]["param_groups"][0])),
      "optimizer state does not fit"),
