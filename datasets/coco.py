@@ -90,21 +90,17 @@ def _flag(value: Any, where: str) -> bool:
 
 
 def _check_segmentations(segms: list, ids: list, images: list[tuple], src: str) -> None:
-    """:func:`check_segmentation` for every annotation; polygon values are checked in one array."""
-    polygons = []
-    for seg, ann_id, im in zip(segms, ids, images):
-        if isinstance(seg, list) and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
-            polygons += seg
-        elif seg is not None:
-            check_segmentation(seg, im[4], im[3], f"{src}: annotation id {ann_id}")
+    """:func:`check_segmentation` for every annotation; the polygons of all of them are checked at
+    once (lengths and values as arrays), and one by one only to name a bad one."""
+    polygons = [p for seg in segms if type(seg) is list for p in seg]
     try:
+        lens = np.fromiter(map(len, polygons), np.int64, len(polygons))
         values = np.fromiter(itertools.chain.from_iterable(polygons), np.float64)
-        if np.isfinite(values).all():
-            return
+        fine = bool((lens >= 6).all() and (lens % 2 == 0).all() and np.isfinite(values).all())
     except (TypeError, ValueError):
-        pass
-    for seg, ann_id, im in zip(segms, ids, images):  # find the one to name
-        if isinstance(seg, list):
+        fine = False
+    for seg, ann_id, im in zip(segms, ids, images):
+        if seg is not None and (type(seg) is not list or not fine):
             check_segmentation(seg, im[4], im[3], f"{src}: annotation id {ann_id}")
 
 
