@@ -18,9 +18,9 @@ import time
 
 import torch
 
+from asm.merge import ASMConfig
 from asm.pools import ROUND_TRAIN as ASM_ROUND_TRAIN
 from asm.pools import STRATEGIES as ASM_STRATEGIES
-from asm.merge import ASMConfig
 from asm.pools import ASMState, initial_pool
 from asm.select import calibrate_scores, choose_informative, class_thresholds, detection_outcomes
 from datasets import AnnotationError
