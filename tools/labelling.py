@@ -16,7 +16,6 @@ JSON, each matched to the round's images by file name; the corrected records and
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +25,7 @@ from lxml import etree
 
 from asm.edits import Edits, count_edits
 from datasets.coco import load_coco, records_to_coco
+from datasets.common import sanitize_boxes
 from datasets.records import (
     AnnotationError,
     Record,
@@ -34,9 +34,8 @@ from datasets.records import (
     record_from_dict,
     record_to_dict,
 )
+from datasets.report import LoadReport
 from datasets.voc import _parser, parse_voc_xml
-
-logger = logging.getLogger(__name__)
 
 
 def export_round(folder: str, round_index: int, pre: Sequence[Record], scores: Sequence[np.ndarray],
@@ -129,28 +128,25 @@ def read_labels(path: str, manifest: dict[str, Any], fmt: str = "auto") -> list[
 
 
 def checked_boxes(boxes, record: Record, path: str) -> np.ndarray:
-    """Imported boxes as the loaders would keep them: finite, not inverted, clipped to the image.
+    """Imported boxes as the loaders keep them: finite, not inverted, clipped to the image
+    (:func:`datasets.common.sanitize_boxes`; clipped boxes are logged).
 
     Raises:
         AnnotationError: naming the file, the image and the box, before anything is written.
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    for k, b in enumerate(boxes):
-        if not np.isfinite(b).all():
-            raise AnnotationError(f"{path}: image {record.file_name!r}: box {k} {b.tolist()} is not finite")
-        if b[2] <= b[0] or b[3] <= b[1]:
-            raise AnnotationError(f"{path}: image {record.file_name!r}: box {k} {b.tolist()} is empty or inverted "
-                                  f"(need x1 < x2 and y1 < y2)")  # fmt: skip
-    clipped = np.clip(boxes, 0, [record.width, record.height, record.width, record.height])
-    moved = int(np.any(clipped != boxes, axis=1).sum())
-    if moved:
-        logger.warning("%s: image %r: %d boxes clipped to the image (%dx%d)", path, record.file_name, moved,
-                       record.width, record.height)  # fmt: skip
-    small = np.flatnonzero((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
-    if len(small):
-        raise AnnotationError(f"{path}: image {record.file_name!r}: box {int(small[0])} "
-                              f"{boxes[small[0]].tolist()} lies outside the image")  # fmt: skip
-    return clipped.astype(np.float32)
+    where = f"{path}: image {record.file_name!r}"
+    for k in np.flatnonzero(~np.isfinite(boxes).all(1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])):
+        problem = "is not finite" if not np.isfinite(boxes[k]).all() else "is empty or inverted (need x1 < x2 and y1 < y2)"
+        raise AnnotationError(f"{where}: box {k} {boxes[k].tolist()} {problem}")
+    report = LoadReport()
+    clipped, keep = sanitize_boxes(boxes, record.width, record.height, report, where)
+    if not keep.all():
+        k = int(np.flatnonzero(~keep)[0])
+        raise AnnotationError(f"{where}: box {k} {boxes[k].tolist()} lies outside the image")
+    if report.entries:
+        report.log(f"labels {path}")
+    return clipped
 
 
 def _read_json(path: str) -> Any:
