@@ -65,6 +65,7 @@ from tools.options import (
     start,
     str2bool,
 )
+from tools.progress import HEARTBEAT, rounds_planned
 from tools.visualize import round_sheet, to_tensorboard
 from tools.voc_eval import VOCEvaluator
 
@@ -257,6 +258,7 @@ def start_round(run: Run, train_set, device) -> None:
                      f"them, run tools/import_labels.py --run {args.output_dir} --labels <export>, then --resume")
     if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
         run.held_out = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
+    info["max_score"] = round(max((float(d["scores"][0]) for d in shown if len(d["scores"])), default=0.0), 4)
     finish_round(run, train_set, merge_with_oracle(shown, batch, cfg, args.move_iou), oracle, info)
 
 
@@ -311,11 +313,25 @@ def finish_round(run: Run, train_set, results, oracle, info: dict | None = None)
         "ASM/human/drawn": asm.cost.drawn, "ASM/human/confirmed": asm.cost.confirmed,
         "ASM/human/deleted": asm.cost.deleted, "ASM/precision": info["precision"],
         "ASM/label_pool": len(asm.labelled)}, asm.round)  # fmt: skip
-    logger.info("round %d: detected %d, drew %d, confirmed %d, deleted %d boxes, precision %s; "
+    why = ""
+    if info["precision"] is None and "max_score" in info:  # say why the precision column shows "-"
+        why = (f" (no certain boxes: the model's best score was {info['max_score']:.3f}, below --certain_thre "
+               f"{args.certain_thre})")  # fmt: skip
+    logger.info("round %d: detected %d, drew %d, confirmed %d, deleted %d boxes, precision %s%s; "
                 "label pool %d, training on %d", asm.round, info["images"], info["drawn"], info["confirmed"],
-                info["deleted"], _fmt(info["precision"]), len(asm.labelled), len(run.train_records))  # fmt: skip
+                info["deleted"], _fmt(info["precision"]), why, len(asm.labelled), len(run.train_records))  # fmt: skip
     run.new_phase(Phase(f"round{asm.round}", asm.round, args.round_epochs), args.ap_shift_asm)
     run.save()
+
+
+def plan_rounds(run: Run, current: int | None = None) -> None:
+    """Tell the progress line which round comes (``current``: the one running) and how many are planned."""
+    if run.asm is None:
+        return
+    asm, max_rounds = run.asm, run.args.max_rounds
+    left = rounds_planned(len(asm.unlabelled) + len(asm.pending), asm.K,
+                          None if max_rounds is None else max(max_rounds - asm.round, 0))  # fmt: skip
+    HEARTBEAT.set(round=asm.round + 1 if current is None else current, rounds=asm.round + left)
 
 
 def check_ranks_agree(asm: ASMState) -> list[str]:
@@ -383,7 +399,7 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set) ->
     if dist.is_main():
         logger.info("resolved config written to %s", save_resolved(args, args.output_dir, environment))
     trainer = Trainer(model, args, device, train_set.image_root, eval_loader(val_set.records, val_set.image_root,
-                      args, with_masks), evaluators, log, with_masks,
+                      args, with_masks, pin_memory=device.type == "cuda"), evaluators, log, with_masks,
                       torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None)  # fmt: skip
     run = Run(args, model, trainer, train_set, environment)
     if args.strategy == "none":
@@ -404,6 +420,7 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set) ->
     try:
         if run.awaiting:  # a round paused for a labelling tool
             resume_labelled(run, train_set)
+        plan_rounds(run, run.phase.index)
         metrics = run.train()  # the initial phase, or the round a resumed run was in
         while run.asm is not None:
             if run.phase.index > 0:  # a round's training just finished
@@ -419,6 +436,7 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set) ->
                            "human_drawn_total": initial_boxes, **ap_summary(metrics)})  # fmt: skip
             if run.asm.exhausted() or (args.max_rounds is not None and run.asm.round >= args.max_rounds):
                 break
+            plan_rounds(run)
             start_round(run, train_set, device)
             metrics = run.train()
     except Interrupted as e:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from asm.merge import MergeResult
-from datasets.records import Record, record_from_dict, record_to_dict
+from datasets.records import Record, pack_records, record_from_dict, unpack_records
 
 STRATEGIES = ("v1", "v1+", "topk_v1", "topk_v2")
 # What a round trains on besides its own images: K random label-pool records (ASM_core), or the
@@ -273,9 +273,10 @@ class ASMState:
     def state_dict(self) -> dict[str, Any]:
         return {
             "strategy": self.strategy, "K": self.K, "all_ids": self.all_ids,
-            "labelled": [record_to_dict(r) for r in self.labelled.values()],
+            "labelled": pack_records(list(self.labelled.values())),
             "unlabelled": self.unlabelled, "pending": self.pending,
-            "detected": [[record_to_dict(r), ratio] for r, ratio in self.detected.values()],
+            "detected": pack_records([r for r, _ in self.detected.values()]),
+            "detected_ratio": [ratio for _, ratio in self.detected.values()],
             "sl_flags": self.sl_flags, "round": self.round, "cost": self.cost.as_dict(),
             "rounds": self.rounds, "cer_ratio": self.cer_ratio, "uncer_ratio": self.uncer_ratio,
             "max_passes": self.max_passes, "passes": self.passes, "rng": _rng_to_plain(self.rng),
@@ -285,8 +286,12 @@ class ASMState:
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> ASMState:
         cost = RoundCost(**{k: v for k, v in s["cost"].items() if k != "precision"})
-        labelled = [record_from_dict(r) for r in s["labelled"]]
-        detected = [(record_from_dict(r), float(ratio)) for r, ratio in s["detected"]]
+        if isinstance(s["labelled"], list):  # checkpoint format 2: one dict per record
+            labelled = [record_from_dict(r) for r in s["labelled"]]
+            detected = [(record_from_dict(r), float(ratio)) for r, ratio in s["detected"]]
+        else:
+            labelled = unpack_records(s["labelled"])
+            detected = list(zip(unpack_records(s["detected"]), map(float, s["detected_ratio"])))
         state = cls(s["strategy"], int(s["K"]), list(s["all_ids"]), {r.image_id: r for r in labelled},
                     list(s["unlabelled"]), list(s["pending"]), {r.image_id: (r, q) for r, q in detected},
                     dict(s["sl_flags"]), int(s["round"]), cost, list(s["rounds"]), float(s["cer_ratio"]),

@@ -1,12 +1,18 @@
-"""Training-loop overhead: ``train_one_epoch`` vs a bare forward/backward loop, same batches.
+"""Training-loop speed: ``train_one_epoch`` against a bare forward/backward loop on the same batches.
 
-Both loops run in this process over the same pre-decoded batches (demo data, the demo's model), so
-the ratio isolates what the engine adds (loss bookkeeping, finiteness check, progress bar, warm-up).
-Each loop runs ``--repeat`` times, alternating; the best time of each is compared. A third figure,
-``loader_ratio``, times the engine fed by the real DataLoader (decoding + augmentation in
-``--workers`` worker processes) against the same bare loop.
+All loops run in this process on the same batches, decoded and moved to the device up front:
 
-    python bench/bench_train.py    # last line: {"train_overhead_ratio": ..., "train_images_per_s": ...}
+* ``train_overhead_ratio``: the engine (on-device loss sums and finiteness guard, progress bar,
+  warm-up) over the bare loop;
+* ``loader_ratio`` / ``loader_vs_bare``: the engine fed by the real phase loader (decoding and
+  augmentation in ``--workers`` persistent workers, pinned memory on CUDA) against the bare loop;
+* ``amp_speedup`` (``--amp``, CUDA): fp32 engine time over mixed-precision engine time.
+
+Each loop runs ``--repeat`` times, interleaved; the best time of each is compared.
+
+    python bench/bench_train.py                       # CPU, demo data
+    python bench/bench_train.py --device cuda --data bccd --min-size 480 --batch-size 8 --amp --workers 8
+    # last line: {"train_overhead_ratio": ..., "loader_vs_bare": ..., "amp_speedup": ..., ...}
 """
 
 from __future__ import annotations
@@ -21,21 +27,27 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets.synthetic import load_demo  # noqa: E402
+from bench.common import add_bench_args, bench_data, bench_model, sync  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
-from net.models import build_model  # noqa: E402
-from tools.engine import train_one_epoch  # noqa: E402
-from tools.fit import seeded_generator, train_loader  # noqa: E402
+from tools.engine import to_device, train_one_epoch  # noqa: E402
+from tools.fit import make_optimizer, train_loader  # noqa: E402
 
 
-def bare_loop(model, optimizer, batches) -> None:
+def bare_loop(model, optimizer, batches, device) -> None:
     model.train()
     for images, targets in batches:
-        loss = sum(model(list(images), list(targets)).values())
+        loss = sum(model(images, targets).values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    sync(device)
+
+
+def timed(fn, *args, **kwargs) -> float:
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -44,36 +56,45 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn")
+    add_bench_args(parser)
     args = parser.parse_args()
+    device = torch.device(args.device)
+    data = bench_data(args)
+    n = min(args.batches * args.batch_size, len(data.records))
+    records = data.records[:n]
     torch.manual_seed(0)
-    data = load_demo("train")
-    n = args.batches * args.batch_size
-    dataset = DetectionDataset(data.records[:n], data.image_root, build_transforms(True))
-    batches = [collate_fn([dataset[i] for i in range(j, j + args.batch_size)]) for j in range(0, n, args.batch_size)]
-    model = build_model(args.model, data.num_classes + 1, min_size=224, preset="cpu_fast")
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
-    device = torch.device("cpu")
-    bare_loop(model, optimizer, batches[:2])  # warm-up (allocator, MKL-DNN kernels)
-    times = {"bare": [], "engine": [], "loader": []}
-    loader_args = argparse.Namespace(batch_size=args.batch_size, workers=args.workers)
+    dataset = DetectionDataset(records, data.image_root, build_transforms(True))
+    batches = [to_device(*collate_fn([dataset[i] for i in range(j, min(j + args.batch_size, n))]), device)
+               for j in range(0, n, args.batch_size)]  # fmt: skip
+    model = bench_model(args, data, device)
+    options = argparse.Namespace(opt="sgd", lr=0.005, momentum=0.9, weight_decay=1e-4, batch_size=args.batch_size,
+                                 workers=args.workers)  # fmt: skip
+    optimizer = make_optimizer(model, options)
+    # workers live across the repeats, as in a phase
+    loader = train_loader(records, data.image_root, options, (0,), pin_memory=device.type == "cuda")
+    amp = args.amp and device.type == "cuda"
+    bare_loop(model, optimizer, batches[:2], device)  # warm-up (allocator, kernels)
+    times: dict[str, list[float]] = {"bare": [], "engine": [], "loader": [], **({"amp": []} if amp else {})}
     for rep in range(args.repeat):
-        t = time.perf_counter()
-        bare_loop(model, optimizer, batches)
-        times["bare"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        train_one_epoch(model, optimizer, batches, device, epoch=rep)
-        times["engine"].append(time.perf_counter() - t)
-        loader = train_loader(data.records[:n], data.image_root, loader_args, seeded_generator(0, rep))
-        t = time.perf_counter()
-        train_one_epoch(model, optimizer, loader, device, epoch=rep)
-        times["loader"].append(time.perf_counter() - t)
-        print({k: round(v[-1], 2) for k, v in times.items()}, flush=True)
+        times["bare"].append(timed(bare_loop, model, optimizer, batches, device))
+        times["engine"].append(timed(lambda: (train_one_epoch(model, optimizer, batches, device, epoch=rep), sync(device))))
+        loader.batch_sampler.set_epoch(rep)
+        times["loader"].append(timed(lambda: (train_one_epoch(model, optimizer, loader, device, epoch=rep), sync(device))))
+        if amp:
+            scaler = torch.amp.GradScaler("cuda")
+            times["amp"].append(timed(lambda: (train_one_epoch(model, optimizer, batches, device, epoch=rep,
+                                                               scaler=scaler), sync(device))))  # fmt: skip
+        print({k: round(v[-1], 3) for k, v in times.items()}, flush=True)
     best = {k: min(v) for k, v in times.items()}
-    print(json.dumps({"train_overhead_ratio": round(best["engine"] / best["bare"], 4),
-                      "train_images_per_s": round(n / best["engine"], 2),
-                      "bare_images_per_s": round(n / best["bare"], 2),
-                      "loader_ratio": round(best["loader"] / best["bare"], 4)}))  # fmt: skip
+    result = {"train_overhead_ratio": round(best["engine"] / best["bare"], 4),
+              "train_images_per_s": round(n / best["engine"], 2), "bare_images_per_s": round(n / best["bare"], 2),
+              "loader_ratio": round(best["loader"] / best["bare"], 4),
+              "loader_vs_bare": round(best["bare"] / best["loader"], 4),
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "model": args.model, "batch_size": args.batch_size, "min_size": args.min_size, "data": args.data}  # fmt: skip
+    if amp:
+        result["amp_speedup"] = round(best["engine"] / best["amp"], 4)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from datasets.coco import load_coco
+from datasets.folder import folder_splits, image_stems, load_folder
 from datasets.records import RecordSet
 from datasets.synthetic import load_demo
-from datasets.voc import load_voc
+from datasets.common import seeded_split
+from datasets.voc import load_voc, read_split, split_file, voc_layout, xml_stems
+
+logger = logging.getLogger(__name__)
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """Data options shared by ``train_asm_one.py`` and the tools."""
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", choices=("demo", "voc", "coco"), default="demo",
-                   help="demo: built-in synthetic shapes (default); voc: VOCdevkit roots; coco: JSON files")
+    g.add_argument("--dataset", choices=("demo", "voc", "coco", "folder"), default="demo",
+                   help="demo: built-in synthetic shapes (default); voc: VOC XML (VOCdevkit or flat); coco: JSON "
+                        "files; folder: images with YOLO txt labels or per-instance mask PNGs")
     g.add_argument("--voc-roots", nargs="+", default=[], help="VOC roots of the training pool, e.g. VOCdevkit/VOC2007")
-    g.add_argument("--voc-train-split", default="trainval")
+    g.add_argument("--voc-train-split", default="trainval", help="split name or a file of image ids")
     g.add_argument("--voc-unlabelled-roots", nargs="+", default=[],
                    help="VOC roots whose images form the unlabelled pool (e.g. VOC2012, as ASM_core); the "
                         "--voc-roots images are then the initial label pool")
     g.add_argument("--voc-unlabelled-split", default="trainval")
     g.add_argument("--voc-val-root", default=None, help="VOC root for evaluation (default: first train root)")
-    g.add_argument("--voc-val-split", default="test")
+    g.add_argument("--voc-val-split", default="test", help="split name or a file of image ids")
     g.add_argument("--voc-classes", nargs="+", default=None, help="class names (default: the 20 VOC classes)")
     g.add_argument("--discover-classes", action="store_true", help="take the class list from the XML files")
     g.add_argument("--skip-unknown-classes", action="store_true", help="count and drop objects of unknown classes")
@@ -32,6 +38,14 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--coco-val-json", default=None)
     g.add_argument("--coco-val-images", default=None)
     g.add_argument("--drop-empty", action="store_true", help="drop COCO images without annotations")
+    g.add_argument("--folder-root", default=None, help="--dataset folder: root with images/ + labels/ (YOLO) or "
+                                                       "PNGImages/ + PedMasks/ (mask PNGs)")
+    g.add_argument("--folder-classes", nargs="+", default=None,
+                   help="class names (YOLO: default classes.txt or data.yaml; masks: default 'object')")
+    g.add_argument("--val-fraction", type=float, default=0.2,
+                   help="without split files: share of images held out for evaluation (seeded by --data-seed; the "
+                        "lists are written to <output-dir>/splits for reuse)")
+    g.add_argument("--no-cache", action="store_true", help="read every annotation file again (no record cache)")
     g.add_argument("--demo-train", type=int, default=500, help="demo training images")
     g.add_argument("--demo-val", type=int, default=100, help="demo validation images")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the demo dataset")
@@ -39,21 +53,50 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
-    """Return ``(train pool, evaluation split)`` as record sets with the same classes."""
+    """Return ``(train pool, evaluation split)`` as record sets with the same classes.
+
+    Raises:
+        ValueError: a missing option, or a split without images (the message names the folder, what
+            the load report found, and the fix).
+    """
+    train, val = _load(args)
+    for name, data in (("training", train), ("evaluation", val)):
+        if not len(data):
+            found = data.report.counts if data.report is not None else {}
+            why = ", ".join(f"{n} {reason}" for reason, n in sorted(found.items())) or "no files listed"
+            raise ValueError(f"no {name} images found under {data.image_root} ({why}); check --{args.dataset}-roots "
+                             f"/ the layout (README 'Your own data')"
+                             + ("; load_report.json in the output folder lists every file" if found else ""))
+    shared = {r.file_name for r in train.records} & {r.file_name for r in val.records}
+    if shared and train.image_root == val.image_root:
+        logger.warning("training and evaluation share %d of %d evaluation images (e.g. %s): AP will be optimistic; "
+                       "give a separate validation split", len(shared), len(val), sorted(shared)[0])  # fmt: skip
+    return train, val
+
+
+def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
+    cache_dir = False if getattr(args, "no_cache", False) else args.cache_dir
     if args.dataset == "demo":
         kw = dict(seed=args.data_seed, num_train=args.demo_train, num_val=args.demo_val, cache_dir=args.cache_dir)
         return load_demo("train", **kw), load_demo("val", **kw)
     if args.dataset == "voc":
         if not args.voc_roots:
             raise ValueError("--dataset voc needs --voc-roots")
-        kw = dict(classes=args.voc_classes, skip_unknown_classes=args.skip_unknown_classes, cache_dir=args.cache_dir)
+        kw = dict(classes=args.voc_classes, skip_unknown_classes=args.skip_unknown_classes, cache_dir=cache_dir)
+        train_split, val_split = args.voc_train_split, args.voc_val_split
+        first = args.voc_roots[0]
+        voc_layout(first)  # a clear error for a folder of neither layout
+        if args.voc_val_root is None and not os.path.isfile(split_file(first, train_split)):
+            train_split, val_split = seeded_split(xml_stems(first), args.val_fraction, args.data_seed, _splits_dir(args))
         roots = list(args.voc_roots) + list(args.voc_unlabelled_roots)
-        splits = [args.voc_train_split] * len(args.voc_roots) + [args.voc_unlabelled_split] * len(args.voc_unlabelled_roots)
+        splits = [train_split] * len(args.voc_roots) + [args.voc_unlabelled_split] * len(args.voc_unlabelled_roots)
         train = load_voc(roots, splits, discover_classes=args.discover_classes, **kw)
         if args.discover_classes:
             kw["classes"] = train.classes
-        val = load_voc(args.voc_val_root or args.voc_roots[0], args.voc_val_split, **kw)
+        val = load_voc(args.voc_val_root or first, val_split, **kw)
         return train, val
+    if args.dataset == "folder":
+        return _load_folder(args)
     for name in ("coco_train_json", "coco_train_images", "coco_val_json", "coco_val_images"):
         if not getattr(args, name):
             raise ValueError(f"--dataset coco needs --{name.replace('_', '-')}")
@@ -62,6 +105,24 @@ def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
     if train.label_to_cat_id != val.label_to_cat_id:
         raise ValueError(f"{args.coco_train_json} and {args.coco_val_json} have different categories")
     return train, val
+
+
+def _load_folder(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
+    """``images/{train,val}`` splits when present, else a seeded split of the flat folder."""
+    root = args.folder_root
+    if not root:
+        raise ValueError("--dataset folder needs --folder-root")
+    splits = folder_splits(root)
+    if "train" in splits and "val" in splits:
+        train = load_folder(root, split="train", classes=args.folder_classes)
+        return train, load_folder(root, split="val", classes=train.classes)
+    train_file, val_file = seeded_split(image_stems(root), args.val_fraction, args.data_seed, _splits_dir(args))
+    train = load_folder(root, read_split(root, train_file), classes=args.folder_classes)
+    return train, load_folder(root, read_split(root, val_file), classes=train.classes)
+
+
+def _splits_dir(args: argparse.Namespace) -> str:
+    return os.path.join(getattr(args, "output_dir", None) or ".", "splits")
 
 
 def labelled_indices(data: RecordSet, args: argparse.Namespace) -> list[int] | None:

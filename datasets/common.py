@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
@@ -10,6 +11,8 @@ from PIL import Image, UnidentifiedImageError
 
 from datasets.records import AnnotationError
 from datasets.report import LoadReport
+
+logger = logging.getLogger(__name__)
 
 
 def sanitize_boxes(
@@ -115,3 +118,29 @@ def check_image(
     if tuple(record_size) != tuple(size) and all(record_size):
         report.add("size_mismatch", source, f"annotated {record_size}, file {size}")
     return size
+
+
+def seeded_split(stems: list[str], val_fraction: float, seed: int, out_dir: str) -> tuple[str, str]:
+    """Split image ids into train and val by a seeded shuffle and write ``out_dir/{train,val}.txt``;
+    files already there are reused as they are (a resumed run keeps its split).
+
+    Returns:
+        The two files (usable wherever a split name is, e.g. ``--voc-train-split``).
+    """
+    paths = (os.path.join(out_dir, "train.txt"), os.path.join(out_dir, "val.txt"))
+    if all(os.path.isfile(p) for p in paths):
+        logger.info("reusing the train/val split in %s", out_dir)
+        return paths
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    if len(stems) < 2:
+        raise AnnotationError(f"{len(stems)} annotated images: a train/val split needs at least 2")
+    order = np.random.default_rng(seed).permutation(len(stems))
+    n_val = min(len(stems) - 1, max(1, round(val_fraction * len(stems))))
+    os.makedirs(out_dir, exist_ok=True)
+    for path, part in zip(paths, (order[n_val:], order[:n_val])):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("".join(f"{stems[i]}\n" for i in sorted(part)))
+    logger.info("no split files: %d images split into %d train / %d val (seed %d, --val-fraction %g), written to %s",
+                len(stems), len(stems) - n_val, n_val, seed, val_fraction, out_dir)  # fmt: skip
+    return paths

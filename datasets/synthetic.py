@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw
 
 from datasets.coco import load_coco
 from datasets.records import RecordSet
-from datasets.voc import default_cache_dir, load_voc
+from datasets.cache import default_cache_dir
+from datasets.voc import load_voc
 
 logger = logging.getLogger(__name__)
 

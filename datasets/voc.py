@@ -1,20 +1,25 @@
-"""Pascal VOC (VOCdevkit layout) -> :class:`RecordSet`.
+"""Pascal VOC XML -> :class:`RecordSet`, in the VOCdevkit layout or a flat one.
 
-Layout of each root: ``Annotations/<id>.xml``, ``JPEGImages/<filename>``,
-``ImageSets/Main/<split>.txt``. Several roots load into one set (VOC07+12 trainval). Image ids are
-the split-file ids, prefixed by the root's folder name when several roots are given
-(``VOC2007/000005``). Coordinates are kept as written in the XML (VOC pixel indices).
+Two layouts of a root:
+
+* VOCdevkit: ``Annotations/<id>.xml``, ``JPEGImages/<filename>``, ``ImageSets/Main/<split>.txt``;
+* flat (what labelling tools export): ``annotations/<stem>.xml`` + ``images/<stem>.<ext>``, matched
+  by file stem; a split is a text file of stems (``split`` may be a path), and
+  :func:`datasets.common.seeded_split` makes one when there is none.
+
+Several roots load into one set (VOC07+12 trainval). Image ids are the split-file ids, prefixed by
+the root's folder name when several roots are given (``VOC2007/000005``). Coordinates are kept as
+written in the XML (VOC pixel indices).
 
 XML is parsed by lxml with entity resolution, DTD loading and network access turned off; a file
 that declares entities is rejected, so external entities and entity-expansion bombs are never
-expanded. Parsed records are cached as JSON keyed by the split and annotation files' sizes and
-mtimes, so a second load of VOC2007 reads one file.
+expanded. Parsed records are cached (:mod:`datasets.cache`: keyed by the split and annotation
+files, the options, and every image file's name, size and mtime), so a second load of VOC2007
+reads one file and a fixed dataset is never hidden by a stale cache.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -24,14 +29,9 @@ import numpy as np
 from lxml import etree
 from tqdm import tqdm
 
+from datasets.cache import cache_path, read_cache, write_cache
 from datasets.common import check_image, safe_relpath, sanitize_boxes
-from datasets.records import (
-    AnnotationError,
-    Record,
-    RecordSet,
-    load_records,
-    save_records,
-)
+from datasets.records import AnnotationError, Record, RecordSet
 from datasets.report import LoadReport
 
 logger = logging.getLogger(__name__)
@@ -42,14 +42,34 @@ VOC_CLASSES = (
     "train", "tvmonitor",
 )  # fmt: skip
 
-CACHE_VERSION = 1
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def default_cache_dir() -> str:
-    """``$ASM_CACHE_DIR`` or ``~/.cache/asm_trainer``."""
-    return os.environ.get("ASM_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "asm_trainer"
+def voc_layout(root: str) -> tuple[str, str, bool]:
+    """``(annotation folder, image folder, flat)`` of a VOC root.
+
+    Raises:
+        AnnotationError: neither layout found; the message shows both.
+    """
+    if os.path.isdir(os.path.join(root, "Annotations")):
+        return os.path.join(root, "Annotations"), os.path.join(root, "JPEGImages"), False
+    if os.path.isdir(os.path.join(root, "annotations")) and os.path.isdir(os.path.join(root, "images")):
+        return os.path.join(root, "annotations"), os.path.join(root, "images"), True
+    raise AnnotationError(
+        f"{root}: not a VOC folder; expected Annotations/ + JPEGImages/ + ImageSets/Main/<split>.txt "
+        "(VOCdevkit) or annotations/ + images/ (flat, matched by file stem); see README 'Your own data'"
     )
+
+
+def split_file(root: str, split: str) -> str:
+    """The file listing a split: ``split`` itself when it is a file path, else ``ImageSets/Main/<split>.txt``."""
+    return split if os.path.isfile(split) else os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+
+
+def xml_stems(root: str) -> list[str]:
+    """Stems of the XML files of a root (either layout): the ids of a split made without split files."""
+    ann_dir, _, _ = voc_layout(root)
+    return sorted(n[:-4] for n in os.listdir(ann_dir) if n.lower().endswith(".xml"))
 
 
 def _parser() -> etree.XMLParser:
@@ -115,10 +135,11 @@ def _number(node, field: str, path: str, default=None, cast=float):
 
 
 def read_split(root: str, split: str) -> list[str]:
-    """Image ids of ``ImageSets/Main/<split>.txt`` (first column, blank lines ignored)."""
-    path = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+    """Image ids of a split file (:func:`split_file`; first column, blank lines ignored)."""
+    path = split_file(root, split)
     if not os.path.isfile(path):
-        raise AnnotationError(f"{path}: split file not found (root {root!r}, split {split!r})")
+        raise AnnotationError(f"{path}: split file not found (root {root!r}, split {split!r}); without split "
+                              "files, --val-fraction splits the images by seed")  # fmt: skip
     with open(path, encoding="utf-8") as f:
         return [line.split()[0] for line in f if line.strip()]
 
@@ -153,71 +174,76 @@ def load_voc(
         raise ValueError(f"{len(roots)} roots but {len(splits)} splits")
     if discover_classes and classes is not None:
         raise ValueError("pass either classes or discover_classes=True, not both")
+    layouts = [voc_layout(r) for r in roots]
     ids = [read_split(r, s) for r, s in zip(roots, splits)]
-    key_files = [os.path.join(r, "ImageSets", "Main", f"{s}.txt") for r, s in zip(roots, splits)]
-    key_files += [os.path.join(r, "Annotations", f"{i}.xml") for r, rid in zip(roots, ids) for i in rid]
-    options = dict(classes=list(classes or []), discover=discover_classes,
+    key_files = [split_file(r, s) for r, s in zip(roots, splits)]
+    key_files += [os.path.join(ann, f"{i}.xml") for (ann, _, _), rid in zip(layouts, ids) for i in rid]
+    options = dict(roots=roots, splits=splits, classes=list(classes or []), discover=discover_classes,
                    skip_unknown=skip_unknown_classes, check_images=check_images)  # fmt: skip
-    cache_path = _cache_path(cache_dir, roots, splits, options, key_files)
-    if cache_path and os.path.isfile(cache_path):
-        logger.info("VOC: records from cache %s", cache_path)
-        dataset = load_records(cache_path)
+    cached = cache_path("voc", cache_dir, options, key_files)
+    dataset = read_cache(cached)
+    if dataset is not None:
+        logger.info("VOC: records from cache %s (--no-cache to read the files again)", cached)
         dataset.report.log(f"VOC {splits} (cached)")
         return dataset
-    dataset = _load_voc_uncached(roots, splits, ids, classes, discover_classes,
-                                 skip_unknown_classes, check_images)  # fmt: skip
-    if cache_path:
-        save_records(dataset, cache_path)
+    images: list[str] = []  # every image file looked at, for the cache's key
+    dataset = _load_voc_uncached(roots, layouts, splits, ids, classes, discover_classes, skip_unknown_classes,
+                                 check_images, images)  # fmt: skip
+    write_cache(cached, dataset, images)
     dataset.report.log(f"VOC {splits}")
     return dataset
 
 
-def _cache_path(cache_dir, roots, splits, options, key_files) -> str | None:
-    if cache_dir is False:
-        return None
-    digest = hashlib.sha1(json.dumps([CACHE_VERSION, roots, splits, options]).encode())
-    for path in key_files:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None  # a missing file is reported by the uncached load
-        digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return os.path.join(cache_dir or default_cache_dir(), f"voc-{digest.hexdigest()[:20]}.json")
-
-
-def _load_voc_uncached(roots, splits, ids, classes, discover, skip_unknown, check_images) -> RecordSet:
+def _load_voc_uncached(roots, layouts, splits, ids, classes, discover, skip_unknown, check_images,
+                       images: list[str]) -> RecordSet:  # fmt: skip
     report = LoadReport()
     image_root = os.path.commonpath(roots) if len(roots) > 1 else roots[0]
     parsed = []  # (root, image_id, xml path, parsed dict)
-    for root, split, root_ids in zip(roots, splits, ids):
+    for root, (ann_dir, img_dir, flat), split, root_ids in zip(roots, layouts, splits, ids):
         prefix = f"{os.path.basename(root)}/" if len(roots) > 1 else ""
+        by_stem = images_by_stem(img_dir) if flat else {}
+        if flat:  # matched by stem: adding or renaming an image changes the folder's mtime, and the cache key
+            images.append(img_dir)
         seen: set[str] = set()
-        for i in tqdm(root_ids, desc=f"VOC {os.path.basename(root)}/{split}", leave=False, disable=None):
+        for i in tqdm(root_ids, desc=f"VOC {os.path.basename(root)}/{os.path.basename(split)}", leave=False,
+                      disable=None):  # fmt: skip
             if i in seen:
-                report.add("duplicate_image", os.path.join(root, "ImageSets", "Main", f"{split}.txt"), i)
+                report.add("duplicate_image", split_file(root, split), i)
                 continue
             seen.add(i)
-            xml = os.path.join(root, "Annotations", f"{i}.xml")
+            xml = os.path.join(ann_dir, f"{i}.xml")
             if not os.path.isfile(xml):
                 raise AnnotationError(f"{xml}: annotation file not found (listed in split {split!r})")
-            parsed.append((root, prefix + i, xml, parse_voc_xml(xml)))
+            p = parse_voc_xml(xml)
+            if flat:  # the image is the file of the same stem, whatever <filename> says
+                p["filename"] = by_stem.get(i, p["filename"] or f"{i}.jpg")
+            parsed.append((img_dir, prefix + i, xml, p))
     if discover:
         classes = sorted({name for *_, p in parsed for name, _, _ in p["objects"]})
     classes = tuple(classes or VOC_CLASSES)
     label_of = {name: i + 1 for i, name in enumerate(classes)}
     records = []
-    for root, image_id, xml, p in parsed:
-        record = _to_record(root, image_root, image_id, xml, p, label_of, skip_unknown,
-                            check_images, report)  # fmt: skip
+    for img_dir, image_id, xml, p in parsed:
+        record = _to_record(img_dir, image_root, image_id, xml, p, label_of, skip_unknown, check_images, report,
+                            images)  # fmt: skip
         if record is not None:
             records.append(record)
     return RecordSet(records, classes, image_root, report=report)
 
 
-def _to_record(root, image_root, image_id, xml, p, label_of, skip_unknown, check_images, report):
+def images_by_stem(img_dir: str) -> dict[str, str]:
+    """Image file name per stem in a flat layout's image folder."""
+    if not os.path.isdir(img_dir):
+        return {}
+    names = sorted(n for n in os.listdir(img_dir) if n.lower().endswith(IMAGE_EXTENSIONS))
+    return {os.path.splitext(n)[0]: n for n in reversed(names)}  # the first name wins on a shared stem
+
+
+def _to_record(img_dir, image_root, image_id, xml, p, label_of, skip_unknown, check_images, report, images):
     stem = image_id.rsplit("/", 1)[-1]
-    name = safe_relpath(os.path.join(root, "JPEGImages"), p["filename"] or f"{stem}.jpg", xml, "filename")
-    file_name = os.path.relpath(os.path.join(root, "JPEGImages", name), image_root).replace(os.sep, "/")
+    name = safe_relpath(img_dir, p["filename"] or f"{stem}.jpg", xml, "filename")
+    images.append(os.path.join(img_dir, name))
+    file_name = os.path.relpath(os.path.join(img_dir, name), image_root).replace(os.sep, "/")
     width, height = p["width"], p["height"]
     if check_images:
         size = check_image(image_root, (width, height), file_name, report, xml)

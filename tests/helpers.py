@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -66,3 +67,12 @@ def write_coco(folder, data: dict | str, image_sizes: dict[str, tuple[int, int]]
     for name, size in (image_sizes or {}).items():
         write_image(os.path.join(folder, "images", name), size)
     return path
+
+
+def plain_state(value):
+    """Tensors as lists, so states compare with ==."""
+    if isinstance(value, dict):
+        return {k: plain_state(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_state(v) for v in value]
+    return value.tolist() if isinstance(value, torch.Tensor) else value

@@ -7,6 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from asm.pools import ASMState
+from tests.helpers import plain_state
 from tools.checkpoint import load_checkpoint
 from tools.logs import read_jsonl
 from train_asm_one import main
@@ -35,16 +37,15 @@ def test_two_rounds_end_to_end(tmp_path, capsys, strategy):
     # round 0: the initial pool, the first point of the learning curve
     assert start["round"] == 0 and start["labelled_images"] == 8 and start["AP50"] >= 0
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
-    asm = ckpt["asm"]
-    ids = [r["image_id"] for r in asm["labelled"]] + asm["unlabelled"] + asm["pending"]
-    ids += [r[0]["image_id"] for r in asm["detected"]]
-    assert sorted(ids) == sorted(asm["all_ids"]) and len(ids) == 24
+    asm = ASMState.from_state(ckpt["asm"])
+    ids = [*asm.labelled, *asm.unlabelled, *asm.pending, *asm.detected]
+    assert sorted(ids) == sorted(asm.all_ids) and len(ids) == 24
     initial_boxes = summary["human_drawn_boxes"] - sum(r["drawn"] for r in rounds)
-    assert initial_boxes > 0 and summary["labelled_images"] == len(asm["labelled"])
+    assert initial_boxes > 0 and summary["labelled_images"] == len(asm.labelled)
     with Image.open(os.path.join(out, "rounds", "round2.png")) as sheet:  # most uncertain images of round 2
         assert sheet.size[0] >= 256
     if strategy == "v1+":
-        assert len(asm["labelled"]) == 8 + 2 * 4
+        assert len(asm.labelled) == 8 + 2 * 4
     assert set(json.load(open(os.path.join(out, "load_report.json")))) == {"train", "evaluation"}
 
 
@@ -58,7 +59,7 @@ def test_resume_mid_run_gives_the_same_pools_and_weights(tmp_path):
         code, out = _run(tmp_path, part, "--strategy", "topk_v2", "--resume", os.path.join(out, "last.pth"))
         assert code == 0
         a, b = load_checkpoint(os.path.join(full, "last.pth")), load_checkpoint(os.path.join(out, "last.pth"))
-        assert a["asm"] == b["asm"]
+        assert plain_state(a["asm"]) == plain_state(b["asm"])
         for k in a["model"]:
             assert torch.equal(a["model"][k], b["model"][k]), k
         rounds = lambda p: [e for e in read_jsonl(os.path.join(p, "log.jsonl")) if e["type"] == "round"]  # noqa: E731
@@ -95,4 +96,4 @@ def test_candidates_mining_gate_and_calibrated_thresholds(tmp_path):
     assert all(0.05 <= t <= 1.0 for t in rounds[1]["thresholds"].values())
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
     assert len(ckpt["held_out"]["scores"]) == len(ckpt["held_out"]["tp"])
-    assert len(ckpt["asm"]["labelled"]) == 8 + 2 * 4
+    assert len(ASMState.from_state(ckpt["asm"]).labelled) == 8 + 2 * 4

@@ -47,3 +47,53 @@ def test_predictions_map_backto_original_pixels():
     res = to_original(out, (50, 100), torch.tensor([100, 200]))
     np.testing.assert_allclose(res["boxes"], [[20, 40, 60, 80]])
     assert res["masks"].shape == (1, 100, 200) and res["labels"].dtype == np.int64
+
+
+class _Scripted(nn.Module):
+    """A one-weight model whose loss at call k is ``losses[k] * (1 + w^2)`` (NaN/inf/spikes on demand)."""
+
+    def __init__(self, losses):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.losses, self.calls = losses, 0
+
+    def forward(self, images, targets):
+        value = self.losses[self.calls]
+        self.calls += 1
+        return {"loss_a": (value * (1 + self.w**2)).sum()}  # >= value: a spike stays a spike
+
+
+def _weights_after(losses, bad_at_end=None, **kwargs):
+    model = _Scripted(losses)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    batch = ([torch.zeros(3, 2, 2)], [{}])
+    try:
+        train_one_epoch(model, opt, [batch] * len(losses), torch.device("cpu"), epoch=0, **kwargs)
+    except FloatingPointError as e:
+        return model.w.detach().clone(), str(e)
+    return model.w.detach().clone(), None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1000.0])
+def test_a_bad_step_never_reaches_the_weights(bad):
+    good, error = _weights_after([1.0, 2.0, 3.0])
+    assert error is None
+    # the bad loss comes last: the weights must be those of the three good steps
+    weights, error = _weights_after([1.0, 2.0, 3.0, bad], loss_bound=100.0, check_every=50)
+    assert error is not None and "iteration 3" in error
+    assert torch.equal(weights, good)
+
+
+def test_losses_are_read_every_few_iterations_and_the_first_bad_one_is_named():
+    weights, error = _weights_after([1.0, float("nan"), 1.0, 1.0, 1.0], check_every=2)
+    assert "non-finite loss at epoch 0, iteration 1" in error and "loss_a" in error
+    weights, error = _weights_after([1.0, 1.0, 500.0, 1.0], loss_bound=100.0, check_every=3)
+    assert "loss spike at epoch 0, iteration 2" in error
+
+
+def test_loss_means_are_exact_without_per_iteration_reads():
+    model = _Scripted([1.0, 2.0, 4.0, 8.0, 16.0])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    out = train_one_epoch(model, opt, [([torch.zeros(3, 2, 2)], [{}])] * 5, torch.device("cpu"), epoch=0,
+                          check_every=2)  # fmt: skip
+    assert out["loss_a"] == pytest.approx(62 / 5) and out["loss"] == pytest.approx(62 / 5)  # w stays 1: x2

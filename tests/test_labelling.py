@@ -8,6 +8,7 @@ import pytest
 from lxml import etree
 
 from asm.edits import count_edits
+from asm.pools import ASMState
 from datasets.records import AnnotationError, Record, RecordSet
 from tools.checkpoint import load_checkpoint
 from tools.import_labels import main as import_main
@@ -139,8 +140,8 @@ def test_pause_import_resume_on_demo(tmp_path, capsys):
     assert counts["added"] + counts["moved"] + counts["relabelled"] >= 1 and counts["deleted"] >= 0
     assert train_main(resume) == 0
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
-    labelled = {r["image_id"]: r for r in ckpt["asm"]["labelled"]}
+    labelled = ASMState.from_state(ckpt["asm"]).labelled
     assert len(labelled) == 9 and ckpt["awaiting"] is None
     image_id = json.load(open(os.path.join(folder, "imported.json")))["records"][0]["image_id"]
-    assert labelled[image_id]["boxes"] == [[2.0, 2.0, 40.0, 40.0]] and labelled[image_id]["labels"] == [1]
+    assert labelled[image_id].boxes.tolist() == [[2.0, 2.0, 40.0, 40.0]] and labelled[image_id].labels.tolist() == [1]
     assert ckpt["asm"]["rounds"][0]["drawn"] + ckpt["asm"]["rounds"][0]["moved"] >= 1  # a move is cheaper than a draw

@@ -101,3 +101,26 @@ def test_even_batches_give_every_rank_the_same_count():
         counts.append(len(batches))
     plain = GroupedBatchSampler(DistributedSampler(range(11), num_replicas=2, rank=0, shuffle=True, seed=3), groups, 2)
     assert len(list(plain)) >= counts[0]  # per-group remainders: the count depends on the draw
+
+
+def test_epoch_batches_do_not_depend_on_workers_and_change_per_epoch(demo_cache):
+    """The phase loader's shuffle and augmentation depend on the seed keys and the epoch only."""
+    import argparse
+
+    from tools.fit import train_loader
+
+    data = load_demo("train", num_train=120, num_val=20, cache_dir=demo_cache)
+    records = data.records[:8]
+
+    def epoch(workers, e):
+        args = argparse.Namespace(batch_size=4, workers=workers)
+        loader = train_loader(records, data.image_root, args, (7, 1))
+        assert loader.persistent_workers == (workers > 0)
+        loader.batch_sampler.set_epoch(e)
+        return [(t["image_id"], img) for images, targets in loader for img, t in zip(images, targets)]
+
+    a, b = epoch(0, 3), epoch(2, 3)
+    assert [i for i, _ in a] == [i for i, _ in b] and all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))
+    c = epoch(0, 4)
+    assert sorted(i for i, _ in c) == sorted(i for i, _ in a) == list(range(8))
+    assert [i for i, _ in c] != [i for i, _ in a] or any(not torch.equal(x, y) for (_, x), (_, y) in zip(a, c))

@@ -140,7 +140,7 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
     run_args = argparse.Namespace(**{**vars(args), "seed": seed})
     log = RunLog(os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}"), enabled=dist.is_main())
     evaluators = [VOCEvaluator(val_set.classes), COCOEvaluator(val_set)]
-    val_loader = eval_loader(val_set.records, val_set.image_root, args)
+    val_loader = eval_loader(val_set.records, val_set.image_root, args, pin_memory=device.type == "cuda")
     while True:
         step = len(state["steps"])
         torch.manual_seed(seed * 1000 + step)  # the same draws whether or not the run was resumed

@@ -135,6 +135,11 @@ def shard_loader(loader: DataLoader) -> DataLoader:
                       collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)  # fmt: skip
 
 
+def local_world_size() -> int:
+    """Processes on this machine (torchrun's ``LOCAL_WORLD_SIZE``; 1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def gather_by_index(found: dict[int, T]) -> dict[int, T]:
     """Merge per-rank ``{dataset index: output}`` dicts into one, on every rank."""
     if not is_distributed():

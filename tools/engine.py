@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from tools import dist
 from tools.checkpoint import unwrap
+from tools.progress import HEARTBEAT
 
 
 def to_device(images, targets, device: torch.device):
@@ -21,6 +22,9 @@ def to_device(images, targets, device: torch.device):
         targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
                    for t in targets]  # fmt: skip
     return images, targets
+
+
+CHECK_EVERY = 25  # iterations between reads of the on-device loss sums (the only host syncs of the loop)
 
 
 def train_one_epoch(
@@ -34,8 +38,15 @@ def train_one_epoch(
     clip_grad: float | None = None,
     desc: str = "train",
     loss_bound: float | None = None,
+    check_every: int = CHECK_EVERY,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``.
+
+    The loss sums and the finiteness check stay on the device: the host reads them every
+    ``check_every`` iterations and at the end, so a GPU never waits on the CPU in between. A bad
+    step still never reaches the weights: a non-finite loss, or one above ``loss_bound``, makes the
+    step's gradients non-finite and the (fp32 or AMP) ``GradScaler`` skips that optimizer step on
+    the device; the next read raises.
 
     Args:
         warmup_iters: linear learning-rate warm-up from 0.001x over this many iterations (used in
@@ -43,78 +54,119 @@ def train_one_epoch(
         scaler: a ``torch.amp.GradScaler`` to train in mixed precision (CUDA); ``None`` = fp32.
         clip_grad: max gradient norm, or ``None``.
         loss_bound: a total loss above this is a spike, raised like a non-finite loss (``None``: no bound).
+        check_every: iterations between host reads of the loss sums.
 
     Returns:
         Mean of each loss over the epoch, plus ``loss`` (their sum) and the last ``lr``.
 
     Raises:
-        FloatingPointError: a non-finite loss or one above ``loss_bound``, before it reaches the
-            weights; the message holds the loss dict.
+        FloatingPointError: a non-finite loss or one above ``loss_bound``; the message holds the
+            first bad iteration and its loss dict.
     """
     model.train()
     warmup = None
     if warmup_iters > 0:
         warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 0.001, 1.0, total_iters=warmup_iters)
-    sums: dict[str, float] = defaultdict(float)
-    count = 0
+    # fp32 gets a scaler at a constant 1.0 (exact): its on-device skip of non-finite steps is the guard
+    guard = scaler or torch.amp.GradScaler(device.type, init_scale=1.0, growth_interval=2**30)
+    bound = torch.tensor(math.inf if loss_bound is None else loss_bound, device=device)
+    keys: list[str] = []
+    sums = bad_at = bad_values = None
+    count = seen = 0
+    steps = len(loader)
+    started = time.monotonic()
     bar = tqdm(loader, desc=f"{desc} epoch {epoch}", leave=False, dynamic_ncols=True, disable=progress_off())
     for images, targets in bar:
         images, targets = to_device(images, targets, device)
         with torch.autocast(device.type, enabled=scaler is not None):
             loss_dict = model(images, targets)
-            loss = sum(loss_dict.values())
-        values = {k: v.item() for k, v in loss_dict.items()}
-        total = loss.item()
-        if not math.isfinite(total):
-            raise FloatingPointError(f"non-finite loss at epoch {epoch}, iteration {count}: {values}")
-        if loss_bound is not None and total > loss_bound:
-            raise FloatingPointError(f"loss spike at epoch {epoch}, iteration {count}: {total:.3g} > {loss_bound:.3g}")
+        if sums is None:
+            keys = list(loss_dict)
+            sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=device)
+            bad_at = torch.full((), -1, dtype=torch.int64, device=device)
+            bad_values = torch.zeros_like(sums)
+        loss = sum(loss_dict[k] for k in keys)
+        values = torch.stack([loss_dict[k].detach().float().sum() for k in keys] + [loss.detach().float().sum()])
+        values = values.double()
+        ok = torch.isfinite(values[-1]) & (values[-1] <= bound)
+        first = (bad_at < 0) & ~ok
+        bad_at = torch.where(first, count, bad_at)
+        bad_values = torch.where(first, values, bad_values)
+        sums += torch.where(ok, values, 0.0)
+        loss = loss / ok.float()  # a bad loss turns infinite, so are its gradients, and the step is skipped
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if clip_grad:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip_grad:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            optimizer.step()
+        guard.scale(loss).backward()
+        if clip_grad:
+            guard.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        guard.step(optimizer)
+        guard.update()
         if warmup is not None and count < warmup_iters:
             warmup.step()
-        for k, v in values.items():
-            sums[k] += v
-        sums["loss"] += loss.item()
         count += 1
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-    means = {k: v / max(count, 1) for k, v in sums.items()}
+        seen += len(images)
+        HEARTBEAT.tick("train", count, steps, seen, started)
+        if count % check_every == 0:
+            _check(bad_at, bad_values, keys, epoch, loss_bound)
+            bar.set_postfix(loss=f"{sums[-1].item() / count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    if sums is None:
+        return {"loss": 0.0, "lr": optimizer.param_groups[0]["lr"]}
+    _check(bad_at, bad_values, keys, epoch, loss_bound)
+    means = dict(zip([*keys, "loss"], (sums / count).tolist()))
     means["lr"] = optimizer.param_groups[0]["lr"]
     return means
 
 
+def _check(bad_at: torch.Tensor, bad_values: torch.Tensor, keys: list[str], epoch: int,
+           loss_bound: float | None) -> None:  # fmt: skip
+    """Raise for the first bad iteration recorded on the device, if any (one host sync)."""
+    at = int(bad_at.item())
+    if at < 0:
+        return
+    values = dict(zip(keys, bad_values[:-1].tolist()))
+    total = float(bad_values[-1])
+    if not math.isfinite(total):
+        raise FloatingPointError(f"non-finite loss at epoch {epoch}, iteration {at}: {values}")
+    raise FloatingPointError(f"loss spike at epoch {epoch}, iteration {at}: {total:.3g} > {loss_bound:.3g}")
+
+
 @torch.inference_mode()
-def detect(model: nn.Module, loader: Iterable, device: torch.device, desc: str = "detect") -> list[dict]:
-    """Run the model over ``loader`` (targets carry ``image_id`` = dataset index).
+def predictions(model: nn.Module, loader: Iterable, device: torch.device, desc: str = "detect",
+                masks: bool = True) -> Iterator[tuple[list[int], list[dict]]]:  # fmt: skip
+    """Run the model over this rank's share of ``loader`` (targets carry ``image_id`` = dataset index).
+
+    Yields per batch the dataset indices and their predictions in original pixels
+    (:func:`to_original`); ``masks=False`` drops Mask R-CNN's masks on the device.
+    """
+    model = unwrap(model)  # DDP's forward would sync buffers: ranks run different batch counts here
+    model.eval()
+    loader = dist.shard_loader(loader)
+    steps, seen, started = len(loader), 0, time.monotonic()
+    bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=progress_off())
+    for step, (images, targets) in enumerate(bar, 1):
+        images, _ = to_device(images, None, device)
+        outputs = model(images)
+        seen += len(images)
+        HEARTBEAT.tick(desc, step, steps, seen, started)
+        sizes = [(image.shape[-2:], target["orig_size"]) for image, target in zip(images, targets)]
+        yield [int(t["image_id"]) for t in targets], to_original_batch(outputs, sizes, masks)
+
+
+def detect(model: nn.Module, loader: Iterable, device: torch.device, desc: str = "detect",
+           masks: bool = True) -> list[dict]:  # fmt: skip
+    """All predictions over ``loader``, in dataset order.
 
     Under torchrun each rank runs its share of the loader's batches and the outputs are gathered
     on every rank (:mod:`tools.dist`), so the result is the same as one process's.
 
     Returns:
-        One dict per image in dataset order: ``boxes`` float32 ``[N, 4]`` xyxy in the pixels of the
-        original image, ``labels`` int64, ``scores`` float32, and ``masks`` float32 ``[N, H, W]``
+        One dict per image: ``boxes`` float32 ``[N, 4]`` xyxy in the pixels of the original image,
+        ``labels`` int64, ``scores`` float32, and (with ``masks``) ``masks`` float32 ``[N, H, W]``
         probabilities for Mask R-CNN; all numpy.
     """
-    model = unwrap(model)  # DDP's forward would sync buffers: ranks run different batch counts here
-    model.eval()
     found: dict[int, dict] = {}
-    bar = tqdm(dist.shard_loader(loader), desc=desc, leave=False, dynamic_ncols=True, disable=progress_off())
-    for images, targets in bar:
-        images, _ = to_device(images, None, device)
-        outputs = model(images)
-        for image, target, out in zip(images, targets, outputs):
-            found[int(target["image_id"])] = to_original(out, image.shape[-2:], target["orig_size"])
+    for indices, outputs in predictions(model, loader, device, desc, masks):
+        found.update(zip(indices, outputs))
     found = dist.gather_by_index(found)
     return [found[i] for i in sorted(found)]
 
@@ -124,28 +176,50 @@ def progress_off() -> bool | None:
     return None if dist.is_main() else True
 
 
-def to_original(out: dict, size, orig_size) -> dict:
+def to_original(out: dict, size, orig_size, masks: bool = True) -> dict:
     """Predictions (on the model's input image) as numpy in the original image's pixels."""
-    res = {k: v.float().cpu() if k != "labels" else v.cpu() for k, v in out.items()}
-    h, w = (int(v) for v in size)
-    oh, ow = (int(v) for v in orig_size)
-    if (h, w) != (oh, ow):  # the dataset transform resized the image
-        scale = torch.tensor([ow / w, oh / h, ow / w, oh / h])
-        res["boxes"] = res["boxes"] * scale
+    return to_original_batch([out], [(size, orig_size)], masks)[0]
+
+
+def to_original_batch(outputs: list[dict], sizes: list[tuple], masks: bool = True) -> list[dict]:
+    """:func:`to_original` for a batch: rescaled on the model's device, then one host copy per key."""
+    scaled = []
+    for out, (size, orig_size) in zip(outputs, sizes):
+        res = {k: v for k, v in out.items() if masks or k != "masks"}
+        h, w = (int(v) for v in size)
+        oh, ow = (int(v) for v in orig_size)
+        res["boxes"] = res["boxes"].float()
+        if (h, w) != (oh, ow):  # the dataset transform resized the image
+            res["boxes"] = res["boxes"] * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=res["boxes"].device)
+            if "masks" in res:
+                res["masks"] = nn.functional.interpolate(res["masks"].float(), size=(oh, ow), mode="bilinear")
         if "masks" in res:
-            res["masks"] = nn.functional.interpolate(res["masks"], size=(oh, ow), mode="bilinear")
-    if "masks" in res:
-        res["masks"] = res["masks"][:, 0]
-    return {k: v.numpy().astype(np.int64 if k == "labels" else np.float32) for k, v in res.items()}
+            res["masks"] = res["masks"][:, 0]
+        scaled.append(res)
+    if not scaled:
+        return []
+    counts = [len(res["boxes"]) for res in scaled]
+    host = {}
+    for key in scaled[0]:
+        if key == "masks":  # sizes differ per image: one copy each
+            host[key] = [res[key].float().cpu().numpy() for res in scaled]
+            continue
+        dtype = np.int64 if key == "labels" else np.float32
+        flat = torch.cat([res[key] for res in scaled]).cpu().numpy().astype(dtype)
+        host[key] = np.split(flat, np.cumsum(counts)[:-1])
+    return [{key: host[key][i] for key in host} for i in range(len(scaled))]
 
 
 def evaluate(model: nn.Module, loader: Iterable, evaluators: list, device: torch.device) -> dict[str, float]:
-    """Detect over ``loader`` and feed every evaluator; return their merged summaries."""
-    outputs = detect(model, loader, device, desc="eval")
+    """Detect over ``loader``, feeding every evaluator batch by batch; return their merged summaries."""
     records = loader.dataset.records
-    results: dict[str, float] = {}
     for evaluator in evaluators:
         evaluator.reset()
-        evaluator.process(records, outputs)
+    for indices, outputs in predictions(model, loader, device, desc="eval"):
+        batch = [records[i] for i in indices]
+        for evaluator in evaluators:
+            evaluator.process(batch, outputs, indices)
+    results: dict[str, float] = {}
+    for evaluator in evaluators:
         results.update(evaluator.summarize())
     return results

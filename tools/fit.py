@@ -18,15 +18,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 
 from datasets.records import Record
-from datasets.torch_data import DetectionDataset, GroupedBatchSampler, aspect_ratio_groups, collate_fn
+from datasets.torch_data import DetectionDataset, EpochBatches, GroupedBatchSampler, aspect_ratio_groups, collate_fn
 from datasets.transforms import build_transforms
 from tools import dist
 from tools.checkpoint import rng_state, set_rng_state, unwrap
 from tools.early_stop import APShiftStopper
 from tools.engine import evaluate, train_one_epoch
+from tools.progress import HEARTBEAT
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,15 @@ def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
 
 
 def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """SGD or AdamW; on CUDA the fused kernels, whose step a ``GradScaler`` skips on the device (no
+    host sync per iteration; :func:`tools.engine.train_one_epoch`)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    fused = bool(params) and all(p.is_cuda for p in params)
     if args.opt == "sgd":
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                               fused=fused or None)  # fmt: skip
     if args.opt == "adamw":
-        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, fused=fused or None)
     raise ValueError(f"unknown optimizer {args.opt!r}; choose 'sgd' or 'adamw'")
 
 
@@ -55,35 +60,33 @@ def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, e
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=args.lr_gamma)
 
 
-def seeded_generator(*keys: int) -> torch.Generator:
-    """A generator seeded from ``keys`` (seed, phase, epoch): shuffling never depends on history."""
-    seed = 0
-    for k in keys:
-        seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
-    return torch.Generator().manual_seed(seed)
+def loader_options(args: argparse.Namespace, pin_memory: bool) -> dict[str, Any]:
+    """DataLoader settings shared by training and evaluation: workers that live as long as the
+    loader (a phase, or the run for the validation loader), a prefetch depth, and page-locked
+    batches for non-blocking copies (``pin_memory``: when the model is on a GPU)."""
+    workers = args.workers
+    return {"num_workers": workers, "collate_fn": collate_fn, "persistent_workers": workers > 0,
+            "prefetch_factor": 4 if workers > 0 else None, "pin_memory": pin_memory}  # fmt: skip
 
 
-def train_loader(records: Sequence[Record], image_root: str, args: argparse.Namespace,
-                 generator: torch.Generator, with_masks: bool = False) -> DataLoader:  # fmt: skip
-    """Shuffled, aspect-ratio-grouped batches; under torchrun each rank gets its part of the same
-    permutation (``DistributedSampler``) and the same number of batches."""
+def train_loader(records: Sequence[Record], image_root: str, args: argparse.Namespace, seed_keys: Sequence[int],
+                 with_masks: bool = False, pin_memory: bool = False) -> DataLoader:  # fmt: skip
+    """Shuffled, aspect-ratio-grouped batches for one phase; call ``loader.batch_sampler.set_epoch(e)``
+    before each epoch. The shuffle and the augmentation depend on ``seed_keys`` and the epoch only
+    (:class:`~datasets.torch_data.EpochBatches`); under torchrun each rank gets its part of the same
+    permutation and the same number of batches."""
     dataset = DetectionDataset(records, image_root, build_transforms(True), with_masks=with_masks)
-    if dist.is_distributed():
-        sampler = DistributedSampler(dataset, dist.world_size(), dist.rank(), shuffle=True, seed=generator.initial_seed())
-    else:
-        sampler = RandomSampler(dataset, generator=generator)
-    batches = GroupedBatchSampler(sampler, aspect_ratio_groups(dataset.records), args.batch_size,
-                                  even=dist.is_distributed())  # fmt: skip
-    return DataLoader(dataset, batch_sampler=batches, num_workers=args.workers, collate_fn=collate_fn,
-                      generator=generator, persistent_workers=False)  # fmt: skip
+    shard = (dist.world_size(), dist.rank()) if dist.is_distributed() else None
+    batches = EpochBatches(aspect_ratio_groups(dataset.records), args.batch_size, seed_keys, shard)
+    return DataLoader(dataset, batch_sampler=batches, **loader_options(args, pin_memory))
 
 
 def eval_loader(records: Sequence[Record], image_root: str, args: argparse.Namespace,
-                with_masks: bool = False) -> DataLoader:  # fmt: skip
+                with_masks: bool = False, pin_memory: bool = False) -> DataLoader:  # fmt: skip
     dataset = DetectionDataset(records, image_root, build_transforms(False), with_masks=with_masks)
     batches = GroupedBatchSampler(SequentialSampler(dataset), aspect_ratio_groups(dataset.records),
                                   args.eval_batch_size)  # fmt: skip
-    return DataLoader(dataset, batch_sampler=batches, num_workers=args.workers, collate_fn=collate_fn)
+    return DataLoader(dataset, batch_sampler=batches, **loader_options(args, pin_memory))
 
 
 @dataclass
@@ -130,7 +133,7 @@ MAX_ROLLBACKS = 3  # per phase
 SPIKE = 20.0  # a loss above this many times the last epoch's mean loss counts as divergence
 
 
-def train_epoch_safely(t: Trainer, phase: Phase, records: Sequence[Record], optimizer: torch.optim.Optimizer) -> dict:
+def train_epoch_safely(t: Trainer, phase: Phase, loader: DataLoader, optimizer: torch.optim.Optimizer) -> dict:
     """One epoch of ``phase``; on a non-finite loss or a loss spike, roll back and retry at half the LR.
 
     The model, optimizer and RNG states are copied in memory at the start of the epoch. A bad step
@@ -145,8 +148,7 @@ def train_epoch_safely(t: Trainer, phase: Phase, records: Sequence[Record], opti
     bound = SPIKE * last if last and math.isfinite(last) else None
     tries = 0
     while True:
-        loader = train_loader(records, t.image_root, t.args, seeded_generator(t.args.seed, phase.index, epoch),
-                              with_masks=t.with_masks)  # fmt: skip
+        loader.batch_sampler.set_epoch(epoch)  # the same batches on every try
         warmup = min(t.args.warmup_iters, len(loader) - 1) if epoch == 0 else 0
         try:
             return train_one_epoch(t.model, optimizer, loader, t.device, epoch, warmup_iters=warmup, scaler=t.scaler,
@@ -189,27 +191,39 @@ def run_phase(
     """
     ap_key = AP_KEYS[t.args.ap]
     metrics: dict[str, float] = phase.history[-1]["metrics"] if phase.history else {}
+    loader = train_loader(records, t.image_root, t.args, (t.args.seed, phase.index), with_masks=t.with_masks,
+                          pin_memory=t.device.type == "cuda")  # fmt: skip
+    interval = getattr(t.args, "eval_interval", 1)
+    phase_start = time.monotonic()
+    HEARTBEAT.set(phase=phase.name, epochs=phase.max_epochs, phase_start=phase_start, first_epoch=phase.epoch)
     while not phase.done and phase.epoch < phase.max_epochs:
         epoch = phase.epoch
+        HEARTBEAT.set(epoch=epoch)
         start = time.perf_counter()
-        losses = train_epoch_safely(t, phase, records, optimizer)
+        losses = train_epoch_safely(t, phase, loader, optimizer)
         scheduler.step()
-        metrics = evaluate(t.model, t.val_loader, t.evaluators, t.device)
-        stop = stopper.update(epoch, metrics[ap_key])
+        evaluated = (epoch + 1) % interval == 0 or epoch + 1 >= phase.max_epochs
+        stop = False
+        if evaluated:  # AP-shift stopping sees evaluated epochs only: its window counts evaluations
+            metrics = evaluate(t.model, t.val_loader, t.evaluators, t.device)
+            stop = stopper.update(epoch, metrics[ap_key])
         phase.epoch = epoch + 1
         phase.done = stop or phase.epoch >= phase.max_epochs
         entry = {"phase": phase.name, "epoch": epoch, "images": len(records), "losses": losses,
-                 "AP50": metrics["voc/AP50"], "AP75": metrics["voc/AP75"], "ap_shift": stopper.ap_shift,
-                 "rollbacks": phase.rollbacks, "seconds": round(time.perf_counter() - start, 2), "stop": stop}  # fmt: skip
-        phase.history.append({"epoch": epoch, "metrics": metrics, "losses": losses})
+                 "AP50": metrics["voc/AP50"] if evaluated else None, "AP75": metrics["voc/AP75"] if evaluated else None,
+                 "ap_shift": stopper.ap_shift, "rollbacks": phase.rollbacks,
+                 "seconds": round(time.perf_counter() - start, 2), "stop": stop}  # fmt: skip
+        phase.history.append({"epoch": epoch, "metrics": metrics, "losses": losses, "evaluated": evaluated})
         step = global_step()
         t.log.scalars({**{f"Train/{k}": v for k, v in losses.items()}, "Train/rollbacks": phase.rollbacks}, step)
-        t.log.scalars({"Accuracy/AP_50": metrics["voc/AP50"], "Accuracy/AP_75": metrics["voc/AP75"],
-                       "Accuracy/AP_shift": stopper.ap_shift}, step)  # fmt: skip
+        if evaluated:
+            t.log.scalars({"Accuracy/AP_50": metrics["voc/AP50"], "Accuracy/AP_75": metrics["voc/AP75"],
+                           "Accuracy/AP_shift": stopper.ap_shift}, step)  # fmt: skip
         t.log.jsonl({"type": "epoch", **entry})
-        logger.info("%s epoch %d: loss %.3f AP50 %.3f AP75 %.3f ap_shift %s (%.0fs)%s", phase.name, epoch,
-                    losses["loss"], metrics["voc/AP50"], metrics["voc/AP75"],
-                    "-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}", entry["seconds"],
-                    f"; AP settled, best epoch {stopper.best_epoch}" if stop else "")  # fmt: skip
+        accuracy = (f"AP50 {metrics['voc/AP50']:.3f} AP75 {metrics['voc/AP75']:.3f} ap_shift "
+                    + ("-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}")) if evaluated else "(not evaluated)"  # fmt: skip
+        logger.info("%s epoch %d: loss %.3f %s (%.0fs)%s", phase.name, epoch, losses["loss"], accuracy,
+                    entry["seconds"], f"; AP settled, best epoch {stopper.best_epoch}" if stop else "")  # fmt: skip
         save()
+    HEARTBEAT.phase_done(time.monotonic() - phase_start)
     return metrics

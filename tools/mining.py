@@ -29,8 +29,8 @@ def sort_by_score(out: dict) -> dict:
 def detect_sorted(model: nn.Module, records: Sequence[Record], image_root: str, args: argparse.Namespace,
                   device: torch.device) -> list[dict]:  # fmt: skip
     """Detections of ``records`` in original pixels, each sorted by descending score."""
-    loader = eval_loader(records, image_root, args)
-    return [sort_by_score(d) for d in detect(model, loader, device, desc="detect")]
+    loader = eval_loader(records, image_root, args, pin_memory=device.type == "cuda")
+    return [sort_by_score(d) for d in detect(model, loader, device, desc="detect", masks=False)]
 
 
 def merge_with_oracle(dets: Sequence[dict], records: Sequence[Record], cfg: ASMConfig,

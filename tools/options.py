@@ -61,7 +61,10 @@ def add_train_args(p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("
                    help="images per detection batch (default: 1 on CPU, where padding a batch costs more than it "
                         "saves; 8 on CUDA)")
     g.add_argument("--workers", type=int, default=None,
-                   help="DataLoader workers (default: 0 on CPU, where workers compete with compute; 4 on CUDA)")
+                   help="DataLoader workers, alive for a whole phase (default: 0 on CPU, where workers compete with "
+                        "compute; on CUDA one per free core, at most 8, per process)")
+    g.add_argument("--eval-interval", type=int, default=1,
+                   help="evaluate every E epochs and at the end of each phase (AP-shift stopping counts evaluations)")
     g.add_argument("--opt", default="sgd", choices=("sgd", "adamw"))
     g.add_argument("--lr", type=float, default=0.02)
     g.add_argument("--momentum", type=float, default=0.9)
@@ -75,6 +78,8 @@ def add_train_args(p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("
     g.add_argument("--num_epoches", "--epochs", dest="epochs", type=int, default=12, help="max epochs of the initial phase")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
+    g.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="DEBUG also lists every skipped file of the load report")
     g = p.add_argument_group("early stopping (AP shift)")
     g.add_argument("--ap", default="ap_50", choices=sorted(AP_KEYS))
     g.add_argument("--ap_thre", type=float, default=0.0, help="stop only above this AP")
@@ -98,8 +103,9 @@ def add_merge_args(p: argparse.ArgumentParser) -> None:
 
 
 def setup(args: argparse.Namespace) -> torch.device:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    logging.basicConfig(level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)  # fmt: skip
+    logging.getLogger().setLevel(getattr(args, "log_level", "INFO"))  # also when logging was configured before
     if getattr(args, "resume", None) and args.weights:
         raise ValueError("--resume restores the model; do not combine it with --weights")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
@@ -116,10 +122,17 @@ def setup(args: argparse.Namespace) -> torch.device:
     if args.deterministic:
         deterministic_mode()
     if args.workers is None:
-        args.workers = 4 if device.type == "cuda" else 0
+        args.workers = default_workers() if device.type == "cuda" else 0
     if args.eval_batch_size is None:
         args.eval_batch_size = 8 if device.type == "cuda" else 1
     return device
+
+
+def default_workers() -> int:
+    """DataLoader workers per process on a GPU: the cores this process may use, shared among the
+    local torchrun processes, less one for the main process; at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores // max(dist.local_world_size(), 1) - 1))
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -143,7 +156,7 @@ def check_options(args: argparse.Namespace) -> None:
         if high is not None:
             need(value <= high, f"{name} must be <= {high}, got {value}")
 
-    for name in ("batch_size", "epochs", "round_epochs", "min_size", "eval_batch_size", "K", "candidates", "steps"):
+    for name in ("batch_size", "eval_interval", "epochs", "round_epochs", "min_size", "eval_batch_size", "K", "candidates", "steps"):
         value = getattr(args, name, None)
         need(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
     need(args.min_size >= 32, f"--min-size must be at least 32 pixels, got {args.min_size}")

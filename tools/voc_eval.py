@@ -86,12 +86,13 @@ class VOCEvaluator(Evaluator):
         self.iou_thresholds = tuple(iou_thresholds)
         self.reset()
 
-    def pr_curves(self, iou_thr: float) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    def pr_curves(self, iou_thr: float, gathered=None) -> list[tuple[np.ndarray, np.ndarray] | None]:
         """Per class ``(recall, precision)`` in score order, or None for a class without boxes."""
+        records, outputs = gathered or self.gathered()
         curves = []
         for c in range(1, len(self.classes) + 1):
             dets, gts = [], []
-            for rec, out in zip(self._records, self._outputs):
+            for rec, out in zip(records, outputs):
                 d = np.asarray(out["labels"]) == c
                 g = rec.labels == c
                 dets.append((np.asarray(out["boxes"])[d].reshape(-1, 4), np.asarray(out["scores"])[d]))
@@ -114,9 +115,10 @@ class VOCEvaluator(Evaluator):
 
     def summarize(self) -> dict[str, float]:
         out: dict[str, float] = {}
+        gathered = self.gathered()
         for thr in self.iou_thresholds:
             tag = f"AP{round(thr * 100)}"
-            curves = self.pr_curves(thr)  # matching once; both AP definitions read the same curves
+            curves = self.pr_curves(thr, gathered)  # matching once; both AP definitions read the same curves
             for use_11pt, suffix in ((False, ""), (True, "_11pt")):
                 aps = self._aps(curves, use_11pt)
                 valid = aps[~np.isnan(aps)]

@@ -1,0 +1,46 @@
+"""What the speed benchmarks share: data (demo or BCCD), device, model and AMP flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from datasets.records import RecordSet
+from datasets.synthetic import load_demo
+from net.models import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BCCD_CLASSES = ("RBC", "WBC", "Platelets")
+
+
+def add_bench_args(p: argparse.ArgumentParser, min_size: int = 224) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
+    p.add_argument("--amp", action="store_true", help="also time mixed precision (CUDA): amp_speedup")
+    p.add_argument("--min-size", type=int, default=min_size)
+    p.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn")
+    p.add_argument("--data", default="demo", choices=("demo", "bccd"))
+    p.add_argument("--bccd-root", default=os.path.join(ROOT, "..", "shared", "data", "bccd"))
+
+
+def bench_data(args: argparse.Namespace) -> RecordSet:
+    """The demo's train split, or BCCD's trainval (images checked once, no cache)."""
+    if args.data == "demo":
+        return load_demo("train")
+    from datasets.voc import load_voc
+
+    return load_voc(args.bccd_root, "trainval", BCCD_CLASSES, cache_dir=False)
+
+
+def bench_model(args: argparse.Namespace, data: RecordSet, device: torch.device) -> torch.nn.Module:
+    """The model under test; the mobile model gets the ``cpu_fast`` preset, as in the project's CPU runs."""
+    preset = "cpu_fast" if "mobilenet" in args.model else "default"
+    torch.manual_seed(0)
+    return build_model(args.model, data.num_classes + 1, min_size=args.min_size, preset=preset).to(device)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer reads what ran."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

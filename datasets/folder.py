@@ -1,0 +1,181 @@
+"""A folder of images with YOLO txt labels or per-instance mask PNGs -> :class:`RecordSet`.
+
+Layouts under ``root`` (found in this order):
+
+* YOLO: ``images/`` + ``labels/`` with ``<stem>.txt`` per image, one ``class cx cy w h`` line per
+  box (normalised to ``[0, 1]``, class from 0). Class names from ``classes.txt`` (one per line) or
+  ``data.yaml``/``dataset.yaml`` (``names``: list or dict); an image without a label file has no
+  boxes. ``images/<split>/`` + ``labels/<split>/`` (ultralytics) are read as splits.
+* Mask PNGs (PennFudan, torchvision's detection tutorial): ``PNGImages/`` (or ``images/``) +
+  ``PedMasks/`` (or ``masks/``) with ``<stem>_mask.png`` (or ``<stem>.png``): pixel value k > 0 is
+  instance k. Boxes come from the masks; masks are kept as COCO RLE for Mask R-CNN. One class
+  (``--folder-classes``, default ``object``).
+
+Bad lines raise :class:`~datasets.records.AnnotationError` naming the file and line; missing or
+broken images and boxes outside the image go to the load report, as with VOC and COCO.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import yaml
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from datasets.common import check_image, sanitize_boxes
+from datasets.records import AnnotationError, Record, RecordSet
+from datasets.report import LoadReport
+from datasets.voc import images_by_stem
+
+logger = logging.getLogger(__name__)
+
+
+def folder_layout(root: str) -> str:
+    """``"yolo"`` or ``"masks"``.
+
+    Raises:
+        AnnotationError: neither layout; the message names both.
+    """
+    if os.path.isdir(os.path.join(root, "labels")):
+        return "yolo"
+    if _first_dir(root, ("PedMasks", "masks")):
+        return "masks"
+    raise AnnotationError(f"{root}: no labels/ (YOLO txt) and no PedMasks/ or masks/ (mask PNGs) folder; "
+                          "see README 'Your own data'")  # fmt: skip
+
+
+def folder_splits(root: str) -> list[str]:
+    """Split names present as ``images/<split>/`` (ultralytics); empty for a flat folder."""
+    images = os.path.join(root, "images")
+    if not os.path.isdir(images):
+        return []
+    return sorted(d for d in os.listdir(images) if os.path.isdir(os.path.join(images, d)))
+
+
+def image_stems(root: str, split: str | None = None) -> list[str]:
+    """Stems of the images of a split (``None``: the flat image folder)."""
+    return sorted(images_by_stem(_image_dir(root, split)))
+
+
+def load_folder(root: str, stems: Sequence[str] | None = None, split: str | None = None,
+                classes: Sequence[str] | None = None, check_images: bool = True) -> RecordSet:  # fmt: skip
+    """Records of the images ``stems`` (default all) of ``root``'s ``split`` folder (default flat)."""
+    root = os.path.abspath(root)
+    layout = folder_layout(root)
+    image_dir = _image_dir(root, split)
+    by_stem = images_by_stem(image_dir)
+    stems = sorted(by_stem) if stems is None else list(stems)
+    report = LoadReport()
+    if layout == "yolo":
+        classes = tuple(classes or yolo_classes(root))
+        label_dir = os.path.join(root, "labels", split) if split else os.path.join(root, "labels")
+    else:
+        classes = tuple(classes or ("object",))
+        mask_dir = _first_dir(root, ("PedMasks", "masks"))
+    records = []
+    for stem in stems:
+        name = by_stem.get(stem, f"{stem}.jpg")
+        path = os.path.join(image_dir, name)
+        file_name = os.path.relpath(path, root).replace(os.sep, "/")
+        size = check_image(root, (0, 0), file_name, report, path) if check_images else Image.open(path).size
+        if size is None:
+            continue
+        if layout == "yolo":
+            record = _yolo_record(os.path.join(label_dir, f"{stem}.txt"), stem, file_name, size, len(classes), report)
+        else:
+            record = _mask_record(mask_dir, stem, file_name, size, report)
+        records.append(record)
+    report.log(f"folder {root} ({layout}{', ' + split if split else ''})")
+    return RecordSet(records, classes, root, report=report)
+
+
+def yolo_classes(root: str) -> list[str]:
+    """Class names from ``classes.txt`` or ``data.yaml``/``dataset.yaml`` ``names``."""
+    path = os.path.join(root, "classes.txt")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    for name in ("data.yaml", "dataset.yaml"):
+        path = os.path.join(root, name)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                names = (yaml.safe_load(f) or {}).get("names")
+            if isinstance(names, dict):
+                return [str(names[k]) for k in sorted(names, key=int)]
+            if isinstance(names, list):
+                return [str(n) for n in names]
+            raise AnnotationError(f"{path}: field 'names' must be a list or a dict of class names")
+    raise AnnotationError(f"{root}: YOLO labels need class names: classes.txt (one per line) or data.yaml "
+                          "'names', or pass --folder-classes")  # fmt: skip
+
+
+def _yolo_record(path, stem, file_name, size, num_classes, report) -> Record:
+    width, height = size
+    rows = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                fields = line.split()
+                if not fields:
+                    continue
+                if len(fields) != 5:  # a segment line (class + polygon) is not a box
+                    raise AnnotationError(f"{path}, line {lineno}: expected 'class cx cy w h', got {len(fields)} "
+                                          "fields")  # fmt: skip
+                try:
+                    cls, cx, cy, w, h = int(fields[0]), *map(float, fields[1:])
+                except ValueError as e:
+                    raise AnnotationError(f"{path}, line {lineno}: {e}") from e
+                if not 0 <= cls < num_classes:
+                    raise AnnotationError(f"{path}, line {lineno}: class {cls} outside 0..{num_classes - 1}")
+                if not all(np.isfinite([cx, cy, w, h])):
+                    raise AnnotationError(f"{path}, line {lineno}: non-finite coordinate")
+                rows.append((cls + 1, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
+                             (cy + h / 2) * height))  # fmt: skip
+    boxes = np.array([r[1:] for r in rows], np.float32).reshape(-1, 4)
+    labels = np.array([r[0] for r in rows], np.int64)
+    boxes, keep = sanitize_boxes(boxes, width, height, report, path)
+    record = Record(stem, file_name, width, height, boxes, labels)
+    return record if keep.all() else record.select(keep)
+
+
+def _mask_record(mask_dir, stem, file_name, size, report) -> Record:
+    width, height = size
+    path = next((p for p in (os.path.join(mask_dir, f"{stem}_mask.png"), os.path.join(mask_dir, f"{stem}.png"))
+                 if os.path.isfile(p)), None)  # fmt: skip
+    if path is None:
+        raise AnnotationError(f"{mask_dir}: no mask for image {file_name} ({stem}_mask.png or {stem}.png)")
+    with Image.open(path) as im:
+        ids = np.asarray(im)
+    if ids.ndim != 2 or ids.shape != (height, width):
+        raise AnnotationError(f"{path}: mask is {ids.shape}, expected one channel of {height}x{width} (the image)")
+    boxes, masks = [], []
+    for k in np.unique(ids):
+        if k == 0:
+            continue
+        m = ids == k
+        ys, xs = np.nonzero(m)
+        boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        masks.append({"size": [height, width], "counts": rle["counts"].decode("ascii")})
+    boxes = np.array(boxes, np.float32).reshape(-1, 4)
+    boxes, keep = sanitize_boxes(boxes, width, height, report, path)
+    record = Record(stem, file_name, width, height, boxes, np.ones(len(boxes), np.int64), masks=masks)
+    return record if keep.all() else record.select(keep)
+
+
+def _first_dir(root: str, names: Sequence[str]) -> str | None:
+    return next((os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n))), None)
+
+
+def _image_dir(root: str, split: str | None) -> str:
+    if split:
+        return os.path.join(root, "images", split)
+    found = _first_dir(root, ("images", "PNGImages", "JPEGImages"))
+    if found is None:
+        raise AnnotationError(f"{root}: no images/ (or PNGImages/, JPEGImages/) folder")
+    return found
+

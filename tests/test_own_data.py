@@ -1,0 +1,171 @@
+"""A new user's own data: flat VOC without split files, caches that never hide a fix, YOLO txt,
+per-instance mask PNGs, messages that name the fix, and progress lines in a piped log."""
+
+import logging
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets.build import build_datasets
+from datasets.coco import decode_masks
+from datasets.records import AnnotationError
+from tests.helpers import make_voc, voc_xml, write_image
+from tools.progress import Heartbeat
+from train_asm_one import get_args_parser, main
+
+
+def _args(tmp_path, *argv):
+    return get_args_parser().parse_args([*argv, "--output-dir", str(tmp_path / "out"), "--cache-dir",
+                                         str(tmp_path / "cache")])  # fmt: skip
+
+
+def _flat_voc(root, n=10, images=True):
+    os.makedirs(root / "images", exist_ok=True)
+    for i in range(n):
+        os.makedirs(root / "annotations", exist_ok=True)
+        (root / "annotations" / f"img{i}.xml").write_text(voc_xml(f"IMG_{i}.JPG", objects=(("cat", (5, 5, 30, 30)),)))
+        if images:
+            write_image(str(root / "images" / f"img{i}.png"))
+    return root
+
+
+def test_flat_voc_without_split_files_gets_a_seeded_split_written_for_reuse(tmp_path, caplog):
+    root = _flat_voc(tmp_path / "flat")
+    args = _args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes", "--val-fraction", "0.3")
+    train, val = build_datasets(args)
+    assert len(train) == 7 and len(val) == 3 and train.classes == ("cat",)
+    assert {r.file_name for r in train.records + val.records} == {f"images/img{i}.png" for i in range(10)}
+    split_dir = tmp_path / "out" / "splits"
+    assert sorted((split_dir / "val.txt").read_text().split()) == sorted(r.image_id for r in val.records)
+    (split_dir / "val.txt").write_text("img0\nimg1\n")  # the user's edit of the written split is honoured
+    train2, val2 = build_datasets(args)
+    assert [r.image_id for r in val2.records] == ["img0", "img1"]
+
+
+def test_a_fixed_dataset_is_seen_without_deleting_the_cache(tmp_path, caplog):
+    root = _flat_voc(tmp_path / "flat", images=False)
+    args = _args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes")
+    with pytest.raises(ValueError, match=r"no training images found under .*missing_image.*check --voc-roots"):
+        build_datasets(args)
+    for i in range(10):  # the user moves the images into place
+        write_image(str(root / "images" / f"img{i}.png"))
+    train, val = build_datasets(args)
+    assert len(train) + len(val) == 10
+    assert os.listdir(tmp_path / "cache")  # a cache exists and was not the problem
+    no_cache = _args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes", "--no-cache",
+                     "--cache-dir", str(tmp_path / "cache2"))  # fmt: skip
+    build_datasets(no_cache)
+    assert not os.path.exists(tmp_path / "cache2")
+
+
+def test_entry_with_no_images_says_where_and_what_to_check(tmp_path, caplog):
+    root = _flat_voc(tmp_path / "flat", images=False)
+    code = main(["--dataset", "voc", "--voc-roots", str(root), "--discover-classes",
+                 "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")])  # fmt: skip
+    assert code == 2 and "no training images found under" in caplog.text and "torchrun" not in caplog.text
+
+
+def test_a_folder_of_neither_layout_is_named(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(AnnotationError, match="not a VOC folder.*Annotations/.*annotations/ \\+ images/"):
+        build_datasets(_args(tmp_path, "--dataset", "voc", "--voc-roots", str(tmp_path / "x")))
+
+
+def test_train_and_val_sharing_images_is_warned(tmp_path, caplog):
+    root = make_voc(tmp_path / "voc", {"a": voc_xml("a.jpg"), "b": voc_xml("b.jpg")})
+    args = _args(tmp_path, "--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train",
+                 "--voc-val-split", "train", "--voc-classes", "cat")  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        build_datasets(args)
+    assert "share 2 of 2 evaluation images" in caplog.text
+
+
+def _yolo(root, split=None, lines=None):
+    img_dir = root / "images" / split if split else root / "images"
+    lab_dir = root / "labels" / split if split else root / "labels"
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("cat\ndog\n")
+    for i in range(5):
+        write_image(str(img_dir / f"{i}.jpg"), size=(100, 50))
+        (lab_dir / f"{i}.txt").write_text(lines or "1 0.5 0.5 0.2 0.4\n0 0.1 0.1 0.3 0.3\n")
+    return root
+
+
+def test_yolo_txt_boxes_in_pixels_and_seeded_split(tmp_path):
+    root = _yolo(tmp_path / "yolo")
+    os.remove(root / "labels" / "4.txt")  # an image without a label file has no boxes
+    train, val = build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root)))
+    assert train.classes == ("cat", "dog") and len(train) + len(val) == 5
+    rec = {r.image_id: r for r in train.records + val.records}
+    np.testing.assert_allclose(rec["0"].boxes, [[40, 15, 60, 35], [0, 0, 25, 12.5]], atol=1e-4)  # 2nd clipped
+    assert rec["0"].labels.tolist() == [2, 1] and len(rec["4"]) == 0
+    assert train.report.counts.get("clipped_box", 0) + val.report.counts.get("clipped_box", 0) == 4
+
+
+def test_yolo_ultralytics_splits(tmp_path):
+    root = _yolo(tmp_path / "yolo", "train")
+    _yolo(root, "val")
+    train, val = build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root)))
+    assert len(train) == len(val) == 5 and train.records[0].file_name == "images/train/0.jpg"
+
+
+@pytest.mark.parametrize("line, message", [("1 0.5 0.5", "line 1: expected 'class cx cy w h', got 3"),
+                                           ("7 0.5 0.5 0.1 0.1", "line 1: class 7 outside 0..1"),
+                                           ("a 0.5 0.5 0.1 0.1", "line 1: invalid literal")])
+def test_bad_yolo_lines_name_file_and_line(tmp_path, line, message):
+    root = _yolo(tmp_path / "yolo", lines=line + "\n")
+    with pytest.raises(AnnotationError, match=message) as e:
+        build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root)))
+    assert "labels" in str(e.value) and ".txt" in str(e.value)
+
+
+def test_pennfudan_mask_pngs_give_boxes_and_masks(tmp_path):
+    root = tmp_path / "PennFudanPed"
+    for i in range(4):
+        write_image(str(root / "PNGImages" / f"FudanPed{i:05d}.png"), size=(40, 30))
+        ids = np.zeros((30, 40), np.uint8)
+        ids[2:10, 3:8] = 1
+        ids[12:28, 20:39] = 2
+        os.makedirs(root / "PedMasks", exist_ok=True)
+        Image.fromarray(ids).save(root / "PedMasks" / f"FudanPed{i:05d}_mask.png")
+    train, val = build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root),
+                                      "--folder-classes", "pedestrian"))  # fmt: skip
+    assert train.classes == ("pedestrian",) and len(train) == 3 and len(val) == 1
+    rec = train.records[0]
+    np.testing.assert_array_equal(rec.boxes, [[3, 2, 8, 10], [20, 12, 39, 28]])
+    masks = decode_masks(rec)
+    assert masks.shape == (2, 30, 40) and masks[0].sum() == 40 and masks[1].sum() == 16 * 19
+
+
+def test_heartbeat_line_has_round_epoch_rate_and_etas(caplog):
+    beat = Heartbeat(interval=0, enabled=True)
+    now = time.monotonic()
+    beat.set(round=2, rounds=5, phase="round2", epoch=1, epochs=4, phase_start=now - 60, first_epoch=0)
+    beat.phase_done(100.0)
+    with caplog.at_level(logging.INFO, logger="progress"):
+        beat.tick("train", 5, 10, 40, started=now - 10)
+    line = caplog.text
+    for part in ("round 2/5", "round2 epoch 2/4", "train 5/10", "4.0 images/s", "train ETA 0m10s", "phase ETA 1m40s",
+                 "run ETA ~6m40s"):  # 60 s for 1.5 epochs: 100 s for the 2.5 left; then 3 rounds of 100 s
+        assert part in line, part
+    quiet = Heartbeat(interval=3600, enabled=True)
+    quiet.tick("train", 1, 10, 8, started=now)
+    assert len(caplog.records) == 1  # rate-limited
+
+
+def test_a_piped_run_prints_progress_lines(tmp_path, caplog, monkeypatch):
+    from tools.progress import HEARTBEAT
+
+    monkeypatch.setattr(HEARTBEAT, "interval", 0.0)
+    monkeypatch.setattr(HEARTBEAT, "enabled", True)  # what a pipe gets: stderr is not a terminal
+    with caplog.at_level(logging.INFO):
+        code = main(["--demo-train", "16", "--demo-val", "8", "--min-size", "64", "--batch_size", "4", "--epochs", "1",
+                     "--round-epochs", "1", "--K", "4", "--max-rounds", "1", "--initial", "8", "--workers", "0",
+                     "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")])  # fmt: skip
+    assert code == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
+    assert any("round 1/1" in m and "images/s" in m and "phase ETA" in m for m in lines), lines[:5]
+    assert any(m.startswith("progress: ") and "detect" in m for m in lines)
