@@ -209,7 +209,7 @@ class Run:
         out = self.args.output_dir
         state = self.state_dict()
         save_checkpoint(os.path.join(out, "last.pth"), state)
-        if self.phase.history:
+        if self.phase.history and self.phase.history[-1].get("evaluated", True):
             ap = self.phase.history[-1]["metrics"][AP_KEYS[self.args.ap]]
             if ap > self.best_ap:
                 self.best_ap = state["best_ap"] = ap

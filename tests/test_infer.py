@@ -85,3 +85,30 @@ def test_flip_tta_maps_boxes_back(tmp_path):
     assert all(tuple(np.round(b, 3)) in found for b in top[:5])
     with pytest.raises(SystemExit):
         infer_main(["--out", "x.json"])  # --checkpoint is required
+
+
+def test_no_detection_says_why_pycocotools_cannot_read_it(tmp_path, caplog):
+    ckpt = _checkpoint(tmp_path)
+    out = str(tmp_path / "empty.json")
+    code = infer_main(["--checkpoint", ckpt, "--out", out, "--score-thresh", "1.01", "--demo-train", "12",
+                       "--demo-val", "4", "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert code == 0 and json.load(open(out)) == []
+    assert "loadRes cannot read" in caplog.text and "lower --score-thresh" in caplog.text
+
+
+def test_visualize_honours_a_threshold_below_the_models_own(tmp_path, recwarn, monkeypatch):
+    import tools.infer
+    from tools.visualize import main
+
+    ckpt = _checkpoint(tmp_path)
+    seen, real = [], tools.infer.predict_tta
+
+    def spy(model, *a, **k):
+        seen.append(model.roi_heads.score_thresh)
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(tools.infer, "predict_tta", spy)
+    assert main(["--demo-train", "12", "--demo-val", "4", "--cache-dir", str(tmp_path / "cache"), "--num", "2",
+                 "--checkpoint", ckpt, "--score-thresh", "0.01", "--out", str(tmp_path / "viz")]) == 0
+    assert seen == [0.01, 0.01]
+    assert not [w for w in recwarn if "not writable" in str(w.message)]

@@ -112,3 +112,13 @@ def test_training_that_keeps_diverging_stops_cleanly(tmp_path, monkeypatch, capl
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
     assert ckpt["phase"]["epoch"] == 1  # the last good state: after epoch 0
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_eval_interval_evaluates_every_e_epochs_and_at_the_end(tmp_path):
+    code, out = _run(tmp_path, "interval", "--epochs", "3", "--eval-interval", "2")
+    assert code == 0
+    log = read_jsonl(os.path.join(out, "log.jsonl"))
+    assert [e["AP50"] is not None for e in log] == [False, True, True]  # epoch 1, then the phase's last
+    ckpt = load_checkpoint(os.path.join(out, "last.pth"))
+    assert [h["evaluated"] for h in ckpt["phase"]["history"]] == [False, True, True]
+    assert [e for e, _ in ckpt["early_stop"]["history"]] == [1, 2]  # AP-shift sees evaluated epochs only

@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         out = predict_tta(model, image, args.tta_scales, args.tta_flip, args.tta_merge, args.tta_iou)
         results += to_coco_results([record], [out], label_to_cat, [image_id], with_masks="masks" in out)
     atomic_write_text(args.out, json.dumps(results))
+    if not results:  # pycocotools' loadRes([]) fails with an IndexError: say so, and what to change
+        logger.warning("no detection scored >= --score-thresh %g on %d images, so %s holds an empty list, which "
+                       "pycocotools' COCO.loadRes cannot read (an IndexError); lower --score-thresh (e.g. 0.001) or "
+                       "train longer", args.score_thresh, len(data), args.out)  # fmt: skip
     if args.dataset != "coco" or args.images:
         atomic_write_text(args.out + ".gt.json", json.dumps(gt))
     logger.info("%d detections on %d images -> %s", len(results), len(data), args.out)

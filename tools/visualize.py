@@ -115,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     model = None
     if args.checkpoint:
         model, _ = model_from_checkpoint(args.checkpoint, torch.device("cpu"))
+        model.roi_heads.score_thresh = args.score_thresh  # the model's own 0.05 would hide lower thresholds
     os.makedirs(args.out, exist_ok=True)
     tiles = []
     for record in data.records[: args.num]:
         image = Image.open(os.path.join(data.image_root, record.file_name)).convert("RGB")
         drawn = draw_boxes(image, record.boxes, record.labels, data.classes, GT_COLOR)
         if model is not None:
-            pred = predict_tta(model, torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255)
+            pred = predict_tta(model, torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255)
             keep = pred["scores"] >= args.score_thresh
             drawn = draw_boxes(drawn, pred["boxes"][keep], pred["labels"][keep], data.classes, PRED_COLOR,
                                scores=pred["scores"][keep])  # fmt: skip
