@@ -7,10 +7,10 @@ import logging
 import os
 
 from datasets.coco import load_coco
+from datasets.common import seeded_split
 from datasets.folder import folder_splits, image_stems, load_folder
 from datasets.records import RecordSet
 from datasets.synthetic import load_demo
-from datasets.common import seeded_split
 from datasets.voc import load_voc, read_split, split_file, voc_layout, xml_stems
 
 logger = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ import numpy as np
 from lxml import etree
 from PIL import Image, ImageDraw
 
+from datasets.cache import default_cache_dir
 from datasets.coco import load_coco
 from datasets.records import RecordSet
-from datasets.cache import default_cache_dir
 from datasets.voc import load_voc
 
 logger = logging.getLogger(__name__)

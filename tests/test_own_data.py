@@ -164,8 +164,10 @@ def test_a_piped_run_prints_progress_lines(tmp_path, caplog, monkeypatch):
     with caplog.at_level(logging.INFO):
         code = main(["--demo-train", "16", "--demo-val", "8", "--min-size", "64", "--batch_size", "4", "--epochs", "1",
                      "--round-epochs", "1", "--K", "4", "--max-rounds", "1", "--initial", "8", "--workers", "0",
+                     "--certain_thre", "0.999",
                      "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")])  # fmt: skip
     assert code == 0
     lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
     assert any("round 1/1" in m and "images/s" in m and "phase ETA" in m for m in lines), lines[:5]
     assert any(m.startswith("progress: ") and "detect" in m for m in lines)
+    assert "precision - (no certain boxes: the model's best score was 0." in caplog.text  # why the "-"

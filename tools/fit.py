@@ -21,7 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
 from datasets.records import Record
-from datasets.torch_data import DetectionDataset, EpochBatches, GroupedBatchSampler, aspect_ratio_groups, collate_fn
+from datasets.torch_data import (
+    DetectionDataset,
+    EpochBatches,
+    GroupedBatchSampler,
+    aspect_ratio_groups,
+    collate_fn,
+)
 from datasets.transforms import build_transforms
 from tools import dist
 from tools.checkpoint import rng_state, set_rng_state, unwrap
