@@ -41,7 +41,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--folder-root", default=None, help="--dataset folder: root with images/ + labels/ (YOLO) or "
                                                        "PNGImages/ + PedMasks/ (mask PNGs)")
     g.add_argument("--folder-classes", nargs="+", default=None,
-                   help="class names (YOLO: default classes.txt or data.yaml; masks: default 'object')")
+                   help="class names, or one file of them (.txt one per line, or a YAML 'names' such as "
+                        "ultralytics' coco128.yaml); default: YOLO classes.txt or data.yaml, masks 'object'")
     g.add_argument("--val-fraction", type=float, default=0.2,
                    help="without split files: share of images held out for evaluation (seeded by --data-seed; the "
                         "lists are written to <output-dir>/splits for reuse)")
@@ -108,17 +109,24 @@ def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
 
 
 def _load_folder(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
-    """``images/{train,val}`` splits when present, else a seeded split of the flat folder."""
+    """``images/train*`` + ``images/val*`` when both are present; else a seeded split of the one split
+    folder (COCO128's ``images/train2017``) or of the flat folder."""
     root = args.folder_root
     if not root:
         raise ValueError("--dataset folder needs --folder-root")
     splits = folder_splits(root)
-    if "train" in splits and "val" in splits:
-        train = load_folder(root, split="train", classes=args.folder_classes)
-        return train, load_folder(root, split="val", classes=train.classes)
-    train_file, val_file = seeded_split(image_stems(root), args.val_fraction, args.data_seed, _splits_dir(args))
-    train = load_folder(root, read_split(root, train_file), classes=args.folder_classes)
-    return train, load_folder(root, read_split(root, val_file), classes=train.classes)
+    train_split = next((s for s in splits if s.startswith("train")), None)
+    val_split = next((s for s in splits if s.startswith("val")), None)
+    if train_split and val_split:
+        train = load_folder(root, split=train_split, classes=args.folder_classes)
+        return train, load_folder(root, split=val_split, classes=train.classes)
+    if len(splits) > 1 and train_split is None:
+        raise ValueError(f"{os.path.join(root, 'images')}: split folders {splits}, none named train*; name the "
+                         "training folder train (and the validation folder val), or keep only one")  # fmt: skip
+    split = train_split or (splits[0] if splits else None)
+    train_file, val_file = seeded_split(image_stems(root, split), args.val_fraction, args.data_seed, _splits_dir(args))
+    train = load_folder(root, read_split(root, train_file), split=split, classes=args.folder_classes)
+    return train, load_folder(root, read_split(root, val_file), split=split, classes=train.classes)
 
 
 def _splits_dir(args: argparse.Namespace) -> str:

@@ -2,10 +2,12 @@
 
 Layouts under ``root`` (found in this order):
 
-* YOLO: ``images/`` + ``labels/`` with ``<stem>.txt`` per image, one ``class cx cy w h`` line per
-  box (normalised to ``[0, 1]``, class from 0). Class names from ``classes.txt`` (one per line) or
-  ``data.yaml``/``dataset.yaml`` (``names``: list or dict); an image without a label file has no
-  boxes. ``images/<split>/`` + ``labels/<split>/`` (ultralytics) are read as splits.
+* YOLO: ``images/`` + ``labels/`` with ``<stem>.txt`` per image, one line per object, normalised
+  to ``[0, 1]``, class from 0: ``class cx cy w h`` (a box) or ``class x1 y1 x2 y2 x3 y3 ...`` (a
+  segment: its polygon becomes the object's mask and its extent the box). Class names from
+  ``classes.txt`` (one per line) or ``data.yaml``/``dataset.yaml`` (``names``: list or dict); an
+  image without a label file has no boxes. ``images/<split>/`` + ``labels/<split>/`` (ultralytics)
+  are read as splits.
 * Mask PNGs (PennFudan, torchvision's detection tutorial): ``PNGImages/`` (or ``images/``) +
   ``PedMasks/`` (or ``masks/``) with ``<stem>_mask.png`` (or ``<stem>.png``): pixel value k > 0 is
   instance k. Boxes come from the masks; masks are kept as COCO RLE for Mask R-CNN. One class
@@ -70,9 +72,13 @@ def load_folder(root: str, stems: Sequence[str] | None = None, split: str | None
     by_stem = images_by_stem(image_dir)
     stems = sorted(by_stem) if stems is None else list(stems)
     report = LoadReport()
+    if classes is not None and len(classes) == 1 and os.path.isfile(classes[0]):
+        classes = read_class_names(classes[0])
     if layout == "yolo":
         classes = tuple(classes or yolo_classes(root))
         label_dir = os.path.join(root, "labels", split) if split else os.path.join(root, "labels")
+        if not os.path.isdir(label_dir):
+            raise AnnotationError(f"{label_dir}: no such folder (the labels of {image_dir})")
     else:
         classes = tuple(classes or ("object",))
         mask_dir = _first_dir(root, ("PedMasks", "masks"))
@@ -94,52 +100,68 @@ def load_folder(root: str, stems: Sequence[str] | None = None, split: str | None
 
 
 def yolo_classes(root: str) -> list[str]:
-    """Class names from ``classes.txt`` or ``data.yaml``/``dataset.yaml`` ``names``."""
-    path = os.path.join(root, "classes.txt")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
-    for name in ("data.yaml", "dataset.yaml"):
+    """Class names from ``classes.txt`` or ``data.yaml``/``dataset.yaml`` ``names`` in ``root``."""
+    for name in ("classes.txt", "data.yaml", "dataset.yaml"):
         path = os.path.join(root, name)
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                names = (yaml.safe_load(f) or {}).get("names")
-            if isinstance(names, dict):
-                return [str(names[k]) for k in sorted(names, key=int)]
-            if isinstance(names, list):
-                return [str(n) for n in names]
-            raise AnnotationError(f"{path}: field 'names' must be a list or a dict of class names")
+            return read_class_names(path)
     raise AnnotationError(f"{root}: YOLO labels need class names: classes.txt (one per line) or data.yaml "
-                          "'names', or pass --folder-classes")  # fmt: skip
+                          "'names', or pass --folder-classes (names, or one such file)")  # fmt: skip
+
+
+def read_class_names(path: str) -> list[str]:
+    """Class names of a text file (one per line) or a YAML file's ``names`` (a list or a dict)."""
+    with open(path, encoding="utf-8") as f:
+        if not path.endswith((".yaml", ".yml")):
+            return [line.strip() for line in f if line.strip()]
+        data = yaml.safe_load(f)
+    names = data.get("names") if isinstance(data, dict) else None
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names, key=int)]
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    raise AnnotationError(f"{path}: field 'names' must be a list or a dict of class names")
 
 
 def _yolo_record(path, stem, file_name, size, num_classes, report) -> Record:
     width, height = size
-    rows = []
+    labels, boxes, segms = [], [], []
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 fields = line.split()
                 if not fields:
                     continue
-                if len(fields) != 5:  # a segment line (class + polygon) is not a box
-                    raise AnnotationError(f"{path}, line {lineno}: expected 'class cx cy w h', got {len(fields)} "
-                                          "fields")  # fmt: skip
-                try:
-                    cls, cx, cy, w, h = int(fields[0]), *map(float, fields[1:])
-                except ValueError as e:
-                    raise AnnotationError(f"{path}, line {lineno}: {e}") from e
-                if not 0 <= cls < num_classes:
-                    raise AnnotationError(f"{path}, line {lineno}: class {cls} outside 0..{num_classes - 1}")
-                if not all(np.isfinite([cx, cy, w, h])):
-                    raise AnnotationError(f"{path}, line {lineno}: non-finite coordinate")
-                rows.append((cls + 1, (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
-                             (cy + h / 2) * height))  # fmt: skip
-    boxes = np.array([r[1:] for r in rows], np.float32).reshape(-1, 4)
-    labels = np.array([r[0] for r in rows], np.int64)
+                cls, box, polygon = _yolo_line(fields, f"{path}, line {lineno}", num_classes, width, height)
+                labels.append(cls + 1)
+                boxes.append(box)
+                segms.append(None if polygon is None else [polygon])
+    boxes = np.array(boxes, np.float32).reshape(-1, 4)
+    masks = segms if any(s is not None for s in segms) else None  # a box line's mask is its box
     boxes, keep = sanitize_boxes(boxes, width, height, report, path)
-    record = Record(stem, file_name, width, height, boxes, labels)
+    record = Record(stem, file_name, width, height, boxes, np.array(labels, np.int64), masks=masks)
     return record if keep.all() else record.select(keep)
+
+
+def _yolo_line(fields, where, num_classes, width, height) -> tuple[int, list[float], list[float] | None]:
+    """``(class, box in pixels, polygon in pixels or None)`` of a box or a segment (polygon) line."""
+    if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
+        raise AnnotationError(f"{where}: expected 'class cx cy w h' (box) or 'class x1 y1 x2 y2 x3 y3 ...' "
+                              f"(segment, 3 points or more), got {len(fields)} fields")  # fmt: skip
+    try:
+        cls, coords = int(fields[0]), np.array(fields[1:], np.float64)
+    except ValueError as e:
+        raise AnnotationError(f"{where}: {e}") from e
+    if not 0 <= cls < num_classes:
+        raise AnnotationError(f"{where}: class {cls} outside 0..{num_classes - 1}")
+    if not np.isfinite(coords).all():
+        raise AnnotationError(f"{where}: non-finite coordinate")
+    if len(fields) == 5:
+        cx, cy, w, h = coords
+        return cls, [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], None
+    xy = coords.reshape(-1, 2) * (width, height)
+    box = [*xy.min(0), *xy.max(0)]
+    return cls, box, [round(float(v), 2) for v in xy.ravel()]
 
 
 def _mask_record(mask_dir, stem, file_name, size, report) -> Record:

@@ -12,7 +12,7 @@ from PIL import Image
 from datasets.build import build_datasets
 from datasets.coco import decode_masks
 from datasets.records import AnnotationError
-from tests.helpers import make_voc, voc_xml, write_image
+from tests.helpers import coco_dict, make_voc, voc_xml, write_coco, write_image
 from tools.progress import Heartbeat
 from train_asm_one import get_args_parser, main
 
@@ -112,7 +112,62 @@ def test_yolo_ultralytics_splits(tmp_path):
     assert len(train) == len(val) == 5 and train.records[0].file_name == "images/train/0.jpg"
 
 
-@pytest.mark.parametrize("line, message", [("1 0.5 0.5", "line 1: expected 'class cx cy w h', got 3"),
+def test_a_lone_split_folder_is_the_pool_and_gets_a_seeded_split(tmp_path):
+    root = _yolo(tmp_path / "coco128", "train2017")  # COCO128: images/train2017 + labels/train2017 only
+    os.remove(root / "classes.txt")  # names come from ultralytics' yaml, given by path
+    (tmp_path / "coco128.yaml").write_text("path: ../datasets/coco128\nnames:\n  0: person\n  1: bicycle\n")
+    train, val = build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root),
+                                      "--folder-classes", str(tmp_path / "coco128.yaml")))  # fmt: skip
+    assert train.classes == ("person", "bicycle") and (len(train), len(val)) == (4, 1) and not {r.image_id for r in train.records} & {val.records[0].image_id}
+    assert all(r.file_name.startswith("images/train2017/") and len(r) == 2 for r in train.records + val.records)
+    assert (tmp_path / "out" / "splits" / "val.txt").read_text().split() == [val.records[0].image_id]
+    _yolo(root, "test2017")  # a train* folder beside other splits is still the pool; classes.txt again
+    assert len(build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root)))[0]) == 4
+
+
+def test_several_split_folders_without_train_are_named(tmp_path):
+    root = _yolo(tmp_path / "yolo", "a")
+    _yolo(root, "b")
+    with pytest.raises(ValueError, match=r"split folders \['a', 'b'\], none named train\*"):
+        build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root)))
+
+
+def test_missing_label_folder_of_a_split_is_named(tmp_path):
+    root = _yolo(tmp_path / "yolo", "train")
+    _yolo(root, "val")
+    for name in os.listdir(root / "labels" / "val"):
+        os.remove(root / "labels" / "val" / name)
+    os.rmdir(root / "labels" / "val")
+    with pytest.raises(AnnotationError, match=r"labels/val: no such folder \(the labels of .*images/val\)"):
+        build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root)))
+
+
+def test_yolo_segment_lines_become_masks(tmp_path):
+    root = _yolo(tmp_path / "yolo", lines="0 0.1 0.2 0.5 0.2 0.5 0.8\n1 0.5 0.5 0.2 0.4\n")  # 100 x 50 images
+    train, val = build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root)))
+    rec = train.records[0]
+    np.testing.assert_allclose(rec.boxes, [[10, 10, 50, 40], [40, 15, 60, 35]], atol=1e-4)
+    assert rec.labels.tolist() == [1, 2] and rec.masks[0] == [[10, 10, 50, 10, 50, 40]] and rec.masks[1] is None
+    masks = decode_masks(rec)  # a triangle, and the box line's box
+    assert masks.shape == (2, 50, 100) and 0.4 < masks[0].sum() / (40 * 30) < 0.6
+    assert masks[1].sum() == 20 * 20 and masks[1, 15:35, 40:60].all()
+
+
+def test_one_coco_file_for_train_and_val_is_warned(tmp_path, caplog):
+    data = coco_dict(images=((1, "a.jpg", 64, 48), (2, "b.jpg", 64, 48)),
+                     anns=((1, 1, [5, 5, 20, 20]), (2, 1, [10, 10, 30, 30])))  # fmt: skip
+    data["annotations"][0]["segmentation"] = [[5, 5, 25, 5, 25, 25]]
+    path = write_coco(tmp_path / "coco128", data)
+    images = str(tmp_path / "coco128" / "images")
+    args = _args(tmp_path, "--dataset", "coco", "--coco-train-json", path, "--coco-train-images", images,
+                 "--coco-val-json", path, "--coco-val-images", images)  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        train, val = build_datasets(args)
+    assert train.records[0].masks is not None and "share 2 of 2 evaluation images" in caplog.text
+
+
+@pytest.mark.parametrize("line, message", [("1 0.5 0.5", r"line 1: expected 'class cx cy w h' \(box\) or .*got 3"),
+                                           ("1 0.1 0.1 0.2 0.2 0.3", "line 1: .*segment, 3 points or more.*got 6"),
                                            ("7 0.5 0.5 0.1 0.1", "line 1: class 7 outside 0..1"),
                                            ("a 0.5 0.5 0.1 0.1", "line 1: invalid literal")])
 def test_bad_yolo_lines_name_file_and_line(tmp_path, line, message):
