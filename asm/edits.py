@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asm.merge import MergeResult, batched_iou
+from asm.merge import MergeResult, box_iou
 
 
 @dataclass
@@ -49,7 +49,7 @@ def count_edits(pre_boxes, pre_labels, boxes, labels, keep_iou: float = 0.8,
     pre_boxes = np.asarray(pre_boxes, np.float64).reshape(-1, 4)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     pre_labels, labels = np.asarray(pre_labels).reshape(-1), np.asarray(labels).reshape(-1)
-    iou = batched_iou(pre_boxes[None], boxes[None])[0]
+    iou = box_iou(pre_boxes, boxes)
     edits = Edits()
     sl, moved = np.zeros(len(boxes), bool), np.zeros(len(boxes), bool)
     used_pre, used_new = np.zeros(len(pre_boxes), bool), np.zeros(len(boxes), bool)
@@ -84,7 +84,7 @@ def count_moves(results: Sequence[MergeResult], move_iou: float = 0.5) -> list[M
         moved = np.zeros(len(r.sa), bool)
         if r.deleted and r.drawn and r.deleted_boxes is not None:
             al = np.flatnonzero(~r.sl)
-            iou = batched_iou(np.asarray(r.deleted_boxes, np.float64)[None], r.sa.boxes[al].astype(np.float64)[None])[0]
+            iou = box_iou(r.deleted_boxes, r.sa.boxes[al])
             iou[np.asarray(r.deleted_labels)[:, None] != r.sa.labels[al][None, :]] = 0.0
             pairs = _greedy_pairs(iou, move_iou)
             moved[al[[n for _, n in pairs]]] = True

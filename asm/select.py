@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from asm.merge import ASMConfig, batched_iou, split_and_rejudge
+from asm.merge import ASMConfig, match_gt, split_and_rejudge
 from datasets.records import Record
 
 
@@ -77,16 +77,7 @@ def detection_outcomes(dets: Sequence[dict], gts: Sequence[Record], gt_iou: floa
     for d, g in zip(dets, gts):
         keep = np.asarray(d["scores"]) >= floor
         boxes, lab, sc = np.asarray(d["boxes"], np.float64)[keep], np.asarray(d["labels"])[keep], np.asarray(d["scores"])[keep]
-        iou = batched_iou(boxes[None], g.boxes.astype(np.float64)[None])[0] if len(g) else np.zeros((len(sc), 0))
-        iou[lab[:, None] != g.labels[None, :]] = 0.0
-        free = np.ones(len(g), bool)
-        for i in range(len(sc)):  # descending score
-            cand = np.where(free, iou[i], 0.0)
-            j = int(np.argmax(cand)) if len(g) else -1
-            hit = j >= 0 and cand[j] >= gt_iou
-            if hit:
-                free[j] = False
-            tp.append(bool(hit))
+        tp += (match_gt(boxes, lab, g, gt_iou) >= 0).tolist()
         labels += lab.tolist()
         scores += sc.tolist()
     return {"labels": labels, "scores": scores, "tp": tp}

@@ -23,8 +23,10 @@ import shutil
 import tempfile
 
 import numpy as np
+import torch
 from lxml import etree
 from PIL import Image, ImageDraw
+from torchvision.ops import box_iou
 
 from datasets.cache import default_cache_dir
 from datasets.coco import load_coco
@@ -123,7 +125,7 @@ def render_image(seed: int, index: int) -> tuple[Image.Image, list[tuple[int, li
         poly = _shape(DEMO_CLASSES[label - 1], cx, cy, size, float(rng.uniform(0, 2 * np.pi)))
         box = np.array([*poly.min(0), *poly.max(0)])
         inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
-        if not inside or (boxes and _max_iou(box, np.stack(boxes)) > _MAX_OVERLAP_IOU):
+        if not inside or (boxes and box_iou(torch.from_numpy(box[None]), torch.from_numpy(np.stack(boxes))).max() > _MAX_OVERLAP_IOU):
             continue
         draw.polygon([tuple(p) for p in poly], fill=_colour(rng, label))
         boxes.append(box)
@@ -164,14 +166,6 @@ def _shape(name: str, cx: float, cy: float, size: float, angle: float) -> np.nda
                         [-b, b], [-a, b], [-a, -b], [-b, -b]]) * r  # fmt: skip
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     return pts @ rot.T + np.array([cx, cy])
-
-
-def _max_iou(box: np.ndarray, boxes: np.ndarray) -> float:
-    lt = np.maximum(box[:2], boxes[:, :2])
-    rb = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    return float((inter / (area(box) + area(boxes) - inter)).max())
 
 
 def _poly_box(poly: list[float]) -> list[float]:

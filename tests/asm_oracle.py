@@ -1,11 +1,13 @@
-"""The ASM rules written as a plain per-box loop, one image at a time.
+"""The oracle of :mod:`asm.merge`: the ASM rules as a plain per-box loop, one image at a time.
 
-This is the obviously-correct statement of :mod:`asm.merge` (walk the certain boxes in score
-order, let each consume the uncertain boxes it overlaps, then match greedily to GT). The tests and
-``bench/bench_asm.py`` check that the vectorised implementation gives identical results.
+The obviously-correct statement of the rules (walk the certain boxes in score order, let each
+consume the uncertain boxes it overlaps, then match greedily to GT). The tests and
+``bench/bench_asm.py`` check that :func:`asm.merge.merge_batch` gives identical results.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from asm.merge import ASMConfig
 from datasets.records import Record
@@ -19,7 +21,7 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def merge_one(det: dict, gt: Record, cfg: ASMConfig) -> dict:
+def merge_by_loop(det: dict, gt: Record, cfg: ASMConfig) -> dict:
     """Counts and SA boxes of one image, by loops. Keys as :class:`asm.merge.MergeResult`."""
     boxes = [list(map(float, b)) for b in det["boxes"]]
     labels, scores = [int(v) for v in det["labels"]], [float(v) for v in det["scores"]]
@@ -68,8 +70,6 @@ def random_batch(rng, n_images: int, max_gt: int, n_dets: int | None = None, cla
     Returns:
         ``(dets, gts)`` as :func:`asm.merge.merge_batch` takes them.
     """
-    import numpy as np
-
     dets, gts = [], []
     for i in range(n_images):
         n = int(rng.integers(0, max_gt))
@@ -90,8 +90,6 @@ def random_batch(rng, n_images: int, max_gt: int, n_dets: int | None = None, cla
 
 def same_result(result, ref: dict) -> bool:
     """Whether a :class:`asm.merge.MergeResult` equals the loop's result exactly."""
-    import numpy as np
-
     keys = ("drawn", "confirmed", "deleted", "certain", "uncertain", "demoted", "matched", "ratio")
     return (result.sa.boxes.tolist() == np.asarray(ref["boxes"], np.float32).reshape(-1, 4).tolist()
             and result.sl.tolist() == ref["sl"] and all(getattr(result, k) == ref[k] for k in keys))  # fmt: skip
