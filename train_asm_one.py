@@ -66,7 +66,7 @@ from tools.options import (
     str2bool,
 )
 from tools.progress import HEARTBEAT, rounds_planned
-from tools.visualize import round_sheet, to_tensorboard
+from tools.drawing import round_sheet, to_tensorboard
 from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("train_asm_one")
@@ -107,7 +107,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also evaluate COCO-style bbox AP (default: only with --dataset coco)")
     g.add_argument("--oracle", choices=("gt", "none"), default="gt",
                    help="gt: the dataset's labels simulate the human; none: pause each round for a labelling "
-                        "tool (export, tools/import_labels.py, --resume)")
+                        "tool (export, import_labels.py, --resume)")
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", "--ckpt", dest="output_dir", default="outputs/run")
     g.add_argument("--resume", default=None, help="checkpoint to continue (restores everything)")
@@ -255,7 +255,7 @@ def start_round(run: Run, train_set, device) -> None:
             export_round(run.awaiting, asm.round + 1, pre, scores, train_set)
         run.save()
         raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {run.awaiting}; label "
-                     f"them, run tools/import_labels.py --run {args.output_dir} --labels <export>, then --resume")
+                     f"them, run import_labels.py --run {args.output_dir} --labels <export>, then --resume")
     if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
         run.held_out = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
     info["max_score"] = round(max((float(d["scores"][0]) for d in shown if len(d["scores"])), default=0.0), 4)
@@ -280,10 +280,10 @@ def round_rules(run: Run, num_classes: int) -> tuple[ASMConfig, dict]:
 
 
 def resume_labelled(run: Run, train_set) -> None:
-    """Continue a round paused for a human, with the labels imported by tools/import_labels.py."""
+    """Continue a round paused for a human, with the labels imported by import_labels.py."""
     path = os.path.join(run.awaiting, "imported.json")
     if not os.path.isfile(path):
-        raise LabelsMissing(f"no labels imported for {run.awaiting}: run tools/import_labels.py first")
+        raise LabelsMissing(f"no labels imported for {run.awaiting}: run import_labels.py first")
     with open(path, encoding="utf-8") as f:
         results = results_from_imported(json.load(f))
     run.awaiting = None

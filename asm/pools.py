@@ -49,7 +49,7 @@ def image_count(value: float, n: int) -> int:
 def initial_pool(n: int, initial: float, seed: int) -> list[int]:
     """Indices of the initial label pool (a fraction or a count of ``n``), drawn with its own RNG.
 
-    ``train_asm_one.py`` and ``tools/al_curve.py`` share it, so ASM and the samplers start from the
+    ``train_asm_one.py`` and ``al_curve.py`` share it, so ASM and the samplers start from the
     same images for the same seed.
     """
     count = round(initial * n) if initial <= 1 else int(initial)  # no rounding up to one: 0 is an error

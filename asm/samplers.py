@@ -1,4 +1,4 @@
-"""Selection strategies behind one interface, for learning curves (``tools/al_curve.py``).
+"""Selection strategies behind one interface, for learning curves (``al_curve.py``).
 
 A sampler is built with a name and the pool's image ids, and picks the next images::
 

@@ -6,7 +6,7 @@ by side on one GPU or on the CPU cores), from one shared initial pool, adding th
 images per step until the pool is exhausted:
 
 * ``supervised``: every train image, every box drawn (the upper bound; once per seed, shared);
-* ``random``, ``entropy``: ``tools/al_curve.py`` learning curves, whole images labelled;
+* ``random``, ``entropy``: ``al_curve.py`` learning curves, whole images labelled;
 * ASM methods: ``train_asm_one.py`` rounds. ``v1+`` is the entry's defaults (``default_method``);
   the others change one thing: ``v1+/replay`` (ASM_core's replay rule), ``topk_v2``,
   ``v1+/gate`` (mining gate), ``v1+/cand`` (informative choice among 4K candidates),
@@ -44,7 +44,7 @@ sys.path.insert(0, ROOT)
 
 from asm.pools import image_count  # noqa: E402
 from datasets.records import atomic_write_text  # noqa: E402
-from tools.al_curve import mean_curve  # noqa: E402
+from tools.curves import mean_curve  # noqa: E402
 from tools.logs import read_jsonl  # noqa: E402
 
 CLASSES = ("RBC", "WBC", "Platelets")
@@ -142,16 +142,16 @@ def run_tool(cmd: list[str], log_path: str, threads: int | None) -> str:
 
 
 def sampler_curve(args, root: str, seed: int, method: str, n_train: int, threads: int | None) -> dict:
-    """One ``tools/al_curve.py`` curve (``method`` "supervised": all images at once); resumes."""
+    """One ``al_curve.py`` curve (``method`` "supervised": all images at once); resumes."""
     out = os.path.join(args.output_dir, f"{method}_seed{seed}")
     os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "al_curve.py"), *common_flags(args, root, seed),
+    cmd = [sys.executable, os.path.join(ROOT, "al_curve.py"), *common_flags(args, root, seed),
            "--seeds", str(seed), "--train-batch-size", str(args.batch_size), "--output-dir", out,
            "--resume_or_load", "continue"]  # fmt: skip
     if method == "supervised":
         cmd += ["--samplers", "random", "--seed_batch", "1.0", "--steps", "1", "--epochs", str(args.supervised_epochs)]
     else:
-        cmd += ["--samplers", method, "--seed_batch", str(args.initial), "--batch_size",
+        cmd += ["--samplers", method, "--seed_batch", str(args.initial), "--step-size",
                 str(image_count(args.step, n_train)), "--epochs", str(args.epochs), "--step-epochs", str(args.step_epochs)]  # fmt: skip
         cmd += ["--steps", str(args.steps)] if args.steps else []
     run_tool(cmd, os.path.join(out, "bench.log"), threads)

@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from asm.samplers import BaseSampler
-from tools.al_curve import main
+from al_curve import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["--demo-train", "24", "--demo-val", "6", "--min-size", "64", "--train-batch-size", "4",
         "--workers", "0", "--warmup-iters", "2", "--deterministic", "--epochs", "1", "--seed_batch", "8",
-        "--batch_size", "4", "--steps", "2", "--seeds", "0", "1", "--ap_range", "10"]
+        "--step-size", "4", "--steps", "2", "--seeds", "0", "1", "--ap_range", "10"]
 
 
 class LastIdsSampler(BaseSampler):
@@ -72,7 +72,7 @@ def test_user_sampler_al_ratio_continue_mode_and_asm_logs(tmp_path):
 
 
 def test_sampler_flag_spellings():
-    from tools.al_curve import get_args_parser
+    from al_curve import get_args_parser
 
     args = get_args_parser().parse_args(["--sampler", "tests.test_al_curve:LastIdsSampler"])
     assert args.samplers == ["tests.test_al_curve:LastIdsSampler"]
@@ -82,7 +82,7 @@ def _fresh_process(script: str, args: list[str]) -> subprocess.CompletedProcess:
     """``script`` in a new interpreter at torch's default thread count, without MKL_CBWR preset:
     the script must make itself reproducible."""
     env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "OMP_NUM_THREADS")}
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env={**env, "PYTHONPATH": ROOT},
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
@@ -90,7 +90,7 @@ def test_deterministic_curves_repeat_in_fresh_processes(tmp_path):
     results = []
     for name in ("first", "second"):
         out = tmp_path / name
-        proc = _fresh_process("tools/al_curve.py", [*TINY, "--samplers", "random", "--seeds", "0",
+        proc = _fresh_process("al_curve.py", [*TINY, "--samplers", "random", "--seeds", "0",
                                                     "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)])
         assert proc.returncode == 0, proc.stderr[-3000:]
         results.append(json.load(open(out / "curves.json")))

@@ -11,8 +11,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from datasets.torch_data import read_image
-from tools.infer import main as infer_main
-from tools.infer import model_from_checkpoint, predict_tta
+from infer import main as infer_main
+from tools.inference import model_from_checkpoint, predict_tta
 from train_asm_one import main as train_main
 
 
@@ -34,7 +34,7 @@ def _infer(tmp_path, ckpt, *extra):
 
 def test_results_load_with_pycocotools_and_evaluate(tmp_path):
     ckpt = _checkpoint(tmp_path)
-    for extra in ([], ["--tta-scales", "0.8", "1.2", "--tta-flip", "--tta-merge", "wbf"]):
+    for extra in ([], ["--tta-scales", "0.8", "1.2", "--tta-flip", "--tta-merge", "vote"]):
         out = _infer(tmp_path, ckpt, *extra)
         results = json.load(open(out))
         assert results and {"image_id", "category_id", "bbox", "score"} <= set(results[0])
@@ -97,17 +97,17 @@ def test_no_detection_says_why_pycocotools_cannot_read_it(tmp_path, caplog):
 
 
 def test_visualize_honours_a_threshold_below_the_models_own(tmp_path, recwarn, monkeypatch):
-    import tools.infer
-    from tools.visualize import main
+    import tools.drawing
+    from visualize import main
 
     ckpt = _checkpoint(tmp_path)
-    seen, real = [], tools.infer.predict_tta
+    seen, real = [], tools.drawing.predict_tta
 
     def spy(model, *a, **k):
         seen.append(model.roi_heads.score_thresh)
         return real(model, *a, **k)
 
-    monkeypatch.setattr(tools.infer, "predict_tta", spy)
+    monkeypatch.setattr(tools.drawing, "predict_tta", spy)
     assert main(["--demo-train", "12", "--demo-val", "4", "--cache-dir", str(tmp_path / "cache"), "--num", "2",
                  "--checkpoint", ckpt, "--score-thresh", "0.01", "--out", str(tmp_path / "viz")]) == 0
     assert seen == [0.01, 0.01]

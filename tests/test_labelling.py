@@ -11,7 +11,7 @@ from asm.edits import count_edits
 from asm.pools import ASMState
 from datasets.records import AnnotationError, Record, RecordSet
 from tools.checkpoint import load_checkpoint
-from tools.import_labels import main as import_main
+from import_labels import main as import_main
 from tools.labelling import export_round, import_round
 from train_asm_one import main as train_main
 

@@ -2,7 +2,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.records import Record
-from tools.visualize import AL_COLOR, DELETED_COLOR, SL_COLOR, contact_sheet, draw_sa
+from tools.drawing import AL_COLOR, DELETED_COLOR, SL_COLOR, contact_sheet, draw_sa
 
 
 def test_sa_boxes_carry_their_colours_and_deleted_boxes_are_dashed(tmp_path):
@@ -28,7 +28,7 @@ def test_contact_sheet_tiles():
 
 
 def test_cli_draws_ground_truth_sheet(tmp_path):
-    from tools.visualize import main
+    from visualize import main
 
     out = tmp_path / "viz"
     assert main(["--demo-train", "8", "--demo-val", "4", "--cache-dir", str(tmp_path / "c"), "--num", "3",

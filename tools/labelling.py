@@ -36,6 +36,7 @@ from datasets.records import (
 )
 from datasets.report import LoadReport
 from datasets.voc import _parser, parse_voc_xml
+from tools.checkpoint import load_checkpoint
 
 
 def export_round(folder: str, round_index: int, pre: Sequence[Record], scores: Sequence[np.ndarray],
@@ -265,3 +266,15 @@ def import_round(folder: str, labels_path: str, fmt: str = "auto") -> dict[str, 
                 "preannotated": [len(p) for p in pre]}  # fmt: skip
     atomic_write_text(os.path.join(folder, "imported.json"), json.dumps(imported))
     return imported
+
+
+def import_for_run(run_dir: str, labels_path: str, fmt: str = "auto") -> dict[str, Any]:
+    """:func:`import_round` for the round that the run in ``run_dir`` waits on (``--oracle none``).
+
+    Raises:
+        ValueError: the run's ``last.pth`` waits for no labels.
+    """
+    folder = load_checkpoint(os.path.join(run_dir, "last.pth")).get("awaiting")
+    if not folder:
+        raise ValueError(f"{run_dir}/last.pth is not waiting for labels (run with --oracle none first)")
+    return import_round(folder, labels_path, fmt)

@@ -1,4 +1,4 @@
-"""Command-line options shared by ``train_asm_one.py`` and ``tools/al_curve.py``, and run setup.
+"""Command-line options shared by ``train_asm_one.py`` and ``al_curve.py``, and run setup.
 
 argparse is the single source of defaults: config files (and ``--cfg-options``) only override it.
 """

@@ -1,25 +1,23 @@
-"""Draw ground truth, predictions, or a round's SA annotations; contact sheets; TensorBoard.
+"""Drawing: ground truth, predictions, a round's SA annotations, contact sheets, TensorBoard images.
 
 Colours: ground truth green, predictions blue (with scores), SA annotations split into SL boxes
 (confirmed model boxes, cyan) and AL boxes (drawn by the human, orange); false positives the human
-deleted are dashed red. Class names are written above each box.
-
-    python tools/visualize.py --checkpoint outputs/run/best.pth --split val --num 8 --out viz/
+deleted are dashed red. Class names are written above each box. ``visualize.py`` draws a split.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from datasets.records import Record  # noqa: E402
+from datasets.build import build_datasets
+from datasets.records import Record
+from tools.inference import model_from_checkpoint, predict_tta
 
 GT_COLOR = (0, 200, 0)
 PRED_COLOR = (30, 100, 255)
@@ -97,20 +95,13 @@ def to_tensorboard(writer, tag: str, image: Image.Image, step: int) -> None:
     writer.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
+def draw_split(args: argparse.Namespace) -> str:
+    """Draw ``args.num`` images of a split with their ground truth and, with ``args.checkpoint``,
+    the model's predictions at ``args.score_thresh``; one PNG each and ``sheet.png`` in ``args.out``.
 
-    from datasets.build import add_data_args, build_datasets
-    from tools.infer import model_from_checkpoint, predict_tta
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_args(p)
-    p.add_argument("--checkpoint", default=None, help="draw its predictions too (else ground truth only)")
-    p.add_argument("--split", choices=("train", "val"), default="val")
-    p.add_argument("--num", type=int, default=8)
-    p.add_argument("--score-thresh", type=float, default=0.5)
-    p.add_argument("--out", default="viz")
-    args = p.parse_args(argv)
+    Returns:
+        The output folder.
+    """
     data = build_datasets(args)[0 if args.split == "train" else 1]
     model = None
     if args.checkpoint:
@@ -129,9 +120,4 @@ def main(argv: list[str] | None = None) -> int:
         drawn.save(os.path.join(args.out, os.path.basename(record.file_name).rsplit(".", 1)[0] + ".png"))
         tiles.append(drawn)
     contact_sheet(tiles).save(os.path.join(args.out, "sheet.png"))
-    print(os.path.abspath(args.out))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return os.path.abspath(args.out)

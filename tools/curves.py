@@ -1,19 +1,9 @@
-"""Learning curves: AP against labelled images and human-drawn boxes, for several samplers and seeds.
+"""Learning curves (``al_curve.py``): AP against labelled images and human-drawn boxes, per sampler and seed.
 
-    python tools/al_curve.py --samplers random entropy al_ratio --seeds 0 1 2 \\
-        --seed_batch 0.2 --batch_size 0.1 --steps 5 --output-dir outputs/curves
-
-Each curve starts from a random seed batch of the training pool (``--seed_batch``: fraction or
-count), trains and evaluates, then lets the sampler add ``--batch_size`` images (fraction or count)
-and repeats until the pool is exhausted or ``--steps`` evaluations are done. ``--resume_or_load``
-trains each step from scratch (default) or continues from the previous step's weights.
-Human-drawn boxes: all GT boxes of an image picked by ``random``/uncertainty/loss samplers; for
-``al_ratio`` (ASM) only the AL boxes of its SA annotation, which is what it trains on.
-
-Every step is checkpointed (``<output>/<sampler>_seed<k>.pth``): an interrupted command continues
-where it stopped and ends with the same ``curves.json``. Results: ``curves.json``, ``curves.csv``
-(one row per step) and ``curves.png`` (mean +- std over seeds; ``--x-axis images|boxes``).
-``--asm-logs <run>/log.jsonl`` adds ``train_asm_one.py`` runs to the plot.
+Each curve starts from a random seed batch of the training pool, trains and evaluates, then lets
+the sampler add a step of images and repeats until the pool is exhausted or the step limit. Every
+step is checkpointed (``<output>/<sampler>_seed<k>.pth``), so an interrupted command continues
+where it stopped. Results: ``curves.json``, ``curves.csv`` and ``curves.png``.
 """
 
 from __future__ import annotations
@@ -24,25 +14,21 @@ import json
 import logging
 import os
 import re
-import sys
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from asm.pools import image_count, initial_pool  # noqa: E402
-from asm.samplers import load_sampler  # noqa: E402
-from datasets import AnnotationError  # noqa: E402
-from datasets.build import add_data_args  # noqa: E402
-from datasets.records import atomic_write_text, record_from_dict, record_to_dict  # noqa: E402
-from net.models import is_mask_model  # noqa: E402
-from tools import dist  # noqa: E402
-from tools.checkpoint import load_checkpoint, run_environment, save_checkpoint, unwrap  # noqa: E402
-from tools.coco_eval import COCOEvaluator  # noqa: E402
-from tools.config import add_config_args, parse_with_config, save_resolved  # noqa: E402
-from tools.early_stop import APShiftStopper  # noqa: E402
-from tools.fit import (  # noqa: E402
+from asm.pools import image_count, initial_pool
+from asm.samplers import load_sampler
+from datasets import AnnotationError
+from datasets.records import atomic_write_text, record_from_dict, record_to_dict
+from net.models import is_mask_model
+from tools import dist
+from tools.checkpoint import load_checkpoint, run_environment, save_checkpoint, unwrap
+from tools.coco_eval import COCOEvaluator
+from tools.config import save_resolved
+from tools.early_stop import APShiftStopper
+from tools.fit import (
     Diverged,
     Phase,
     Trainer,
@@ -52,49 +38,14 @@ from tools.fit import (  # noqa: E402
     make_scheduler,
     run_phase,
 )
-from tools.logs import RunLog, read_jsonl  # noqa: E402
-from tools.mining import mine  # noqa: E402
-from tools.options import (  # noqa: E402
-    Interrupted,
-    add_merge_args,
-    add_model_args,
-    add_train_args,
-    count_or_fraction,
-    model_from_args,
-    start,
-)
-from tools.predict import compute_loss, predict_proba  # noqa: E402
-from tools.voc_eval import VOCEvaluator  # noqa: E402
+from tools.logs import RunLog, read_jsonl
+from tools.mining import mine
+from tools.options import Interrupted, model_from_args, start
+from tools.predict import compute_loss, predict_proba
+from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("al_curve")
 COLUMNS = ("sampler", "seed", "step", "images", "human_drawn_boxes", "AP50", "AP75", "AP")
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_args(p)
-    add_model_args(p)
-    add_train_args(p, batch_flags=("--train-batch-size",))
-    add_merge_args(p)
-    add_config_args(p)
-    g = p.add_argument_group("curves")
-    g.add_argument("--samplers", "--sampler", dest="samplers", nargs="+", default=["random", "entropy"],
-                   help="names or module:Class (a user plug-in)")
-    g.add_argument("--seeds", nargs="+", type=int, default=[0])
-    g.add_argument("--seed_batch", type=count_or_fraction, default=0.4, help="initial pool: fraction or count")
-    g.add_argument("--batch_size", dest="step_size", type=count_or_fraction, default=0.1,
-                   help="images added per step: fraction of the pool or count")
-    g.add_argument("--steps", type=int, default=None, help="evaluations per curve (default: until exhausted)")
-    g.add_argument("--resume_or_load", choices=("scratch", "continue"), default="scratch")
-    g.add_argument("--step-epochs", type=int, default=None,
-                   help="max epochs of each step after the first (default: --epochs); like --round-epochs")
-    g.add_argument("--aggregate", choices=("max", "mean", "sum"), default="max", help="box -> image uncertainty")
-    g.add_argument("--conf-thres", type=float, default=0.05, help="detections considered by uncertainty samplers")
-    g.add_argument("--x-axis", choices=("images", "boxes"), default="images")
-    g.add_argument("--asm-logs", nargs="*", default=[], help="train_asm_one.py log.jsonl files to plot too")
-    g.add_argument("--output-dir", default="outputs/curves")
-    g.add_argument("--exit-after-steps", type=int, default=None, help="stop after this many steps (tests)")
-    return p
 
 
 def _slug(name: str) -> str:
@@ -226,14 +177,10 @@ def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> Non
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    with dist.session():
-        return run_main(argv)
-
-
-def run_main(argv: list[str] | None) -> int:
+def run_curves(args: argparse.Namespace) -> int:
+    """Every sampler x seed curve of ``al_curve.py``'s options; the exit code (0 done, 2 bad input,
+    3 interrupted, 5 diverged)."""
     try:
-        args = parse_with_config(get_args_parser(), argv)
         device, train_set, val_set = start(args)
         samplers = [load_sampler(spec) for spec in args.samplers]
     except (AnnotationError, ValueError, FileNotFoundError) as e:
@@ -259,7 +206,3 @@ def run_main(argv: list[str] | None) -> int:
     if dist.is_main():
         print(json.dumps({"curves": len(curves), "output": os.path.abspath(args.output_dir)}))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

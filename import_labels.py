@@ -1,7 +1,7 @@
 """Read a round's corrected labels back from a labelling tool, so that ``--resume`` can continue.
 
     python train_asm_one.py --oracle none ...            # pauses, exports labelling/round<r>/
-    python tools/import_labels.py --run outputs/run --labels export_from_label_studio.json
+    python import_labels.py --run outputs/run --labels export_from_label_studio.json
     python train_asm_one.py --oracle none ... --resume outputs/run/last.pth
 
 Formats: a Label Studio JSON export, CVAT for images 1.1 XML, a folder of VOC XML files, or COCO
@@ -14,14 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from datasets import AnnotationError  # noqa: E402
-from tools.checkpoint import load_checkpoint  # noqa: E402
-from tools.labelling import import_round  # noqa: E402
+from datasets import AnnotationError
+from tools.labelling import import_for_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     try:
-        folder = load_checkpoint(os.path.join(args.run, "last.pth")).get("awaiting")
-        if not folder:
-            raise ValueError(f"{args.run}/last.pth is not waiting for labels (run with --oracle none first)")
-        imported = import_round(folder, args.labels, args.format)
+        imported = import_for_run(args.run, args.labels, args.format)
     except (AnnotationError, ValueError, FileNotFoundError, KeyError) as e:
         logging.getLogger("import_labels").error("%s", e)
         return 2

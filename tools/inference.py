@@ -1,18 +1,14 @@
-"""Run a checkpoint over images and write COCO results JSON.
+"""Inference with a trained checkpoint: the model, test-time augmentation, COCO results files.
 
-    python tools/infer.py --checkpoint outputs/run/best.pth --images photos/ --out results.json
-    python tools/infer.py --checkpoint outputs/run/best.pth --dataset demo --split val --out results.json \\
-        --tta-scales 0.8 1.0 1.2 --tta-flip
+Entries of a results file are ``image_id``, the original ``category_id``, ``bbox`` (xywh pixels),
+``score`` and, for Mask R-CNN, ``segmentation`` as RLE with ``counts`` a UTF-8 string, so that
+pycocotools ``COCO.loadRes`` reads the file. For a COCO split the ids are the file's own; otherwise
+images are numbered as :func:`datasets.coco.records_to_coco` numbers them and that ground truth
+(or, for a folder, the image list) is written next to the results as ``<out>.gt.json``.
 
-Entries are ``image_id``, the original ``category_id``, ``bbox`` (xywh pixels), ``score`` and, for
-Mask R-CNN, ``segmentation`` as RLE with ``counts`` a UTF-8 string, so that pycocotools
-``COCO.loadRes`` reads the file. For a COCO split the ids are the file's own; otherwise images are
-numbered as :func:`datasets.coco.records_to_coco` numbers them and that ground truth (or, for a
-folder, the image list) is written next to the results as ``<out>.gt.json``.
-
-Test-time augmentation: every ``--tta-scales`` factor of the model's size, each also mirrored with
-``--tta-flip``; the detections are merged per class by NMS (``--tta-merge nms``) or by weighted box
-fusion of each NMS cluster (``wbf``).
+Test-time augmentation: every scale factor of the model's size, each also mirrored with ``flip``;
+the detections are merged per class by NMS (``merge="nms"``) or by box voting (``"vote"``: each
+box kept by NMS becomes the score-weighted mean of its cluster). ``infer.py`` is the command line.
 """
 
 from __future__ import annotations
@@ -21,24 +17,21 @@ import argparse
 import json
 import logging
 import os
-import sys
 
 import torch
 from torchvision.ops import batched_nms, box_iou
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from datasets import AnnotationError
+from datasets.build import build_datasets
+from datasets.coco import records_to_coco
+from datasets.records import Record, RecordSet, atomic_write_text
+from datasets.torch_data import read_image
+from net.models import build_model
+from tools.checkpoint import load_checkpoint
+from tools.coco_eval import to_coco_results
 
-from datasets import AnnotationError  # noqa: E402
-from datasets.build import add_data_args, build_datasets  # noqa: E402
-from datasets.coco import records_to_coco  # noqa: E402
-from datasets.records import Record, RecordSet, atomic_write_text  # noqa: E402
-from datasets.torch_data import read_image  # noqa: E402
-from net.models import build_model  # noqa: E402
-from tools.checkpoint import load_checkpoint  # noqa: E402
-from tools.coco_eval import to_coco_results  # noqa: E402
-
-logger = logging.getLogger("infer")
+logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -94,40 +87,24 @@ def predict_tta(model, image: torch.Tensor, scales=(1.0,), flip: bool = False, m
     merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     keep = batched_nms(merged["boxes"], merged["scores"], merged["labels"], iou)[: model.roi_heads.detections_per_img]
     result = {k: v[keep] for k, v in merged.items()}
-    if merge == "wbf" and len(parts) > 1:
-        result["boxes"] = _fuse(merged, keep, iou)
+    if merge == "vote" and len(parts) > 1:
+        result["boxes"] = _vote(merged, keep, iou)
     if "masks" in result:
         result["masks"] = result["masks"][:, 0]
     return {k: v.cpu().numpy() for k, v in result.items()}
 
 
-def _fuse(merged: dict, keep: torch.Tensor, iou: float) -> torch.Tensor:
-    """Score-weighted mean of each kept box's cluster (same class, IoU >= ``iou``)."""
+def _vote(merged: dict, keep: torch.Tensor, iou: float) -> torch.Tensor:
+    """Box voting: the score-weighted mean of each kept box's cluster (same class, IoU >= ``iou``)."""
     overlap = box_iou(merged["boxes"][keep], merged["boxes"]) >= iou
     overlap &= merged["labels"][keep][:, None] == merged["labels"][None, :]
     weights = overlap.float() * merged["scores"][None, :]
     return weights @ merged["boxes"] / weights.sum(1, keepdim=True)
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_args(p)
-    p.add_argument("--checkpoint", required=True, help="a train_asm_one.py checkpoint (last.pth / best.pth)")
-    p.add_argument("--images", default=None, help="an image folder (instead of a dataset split)")
-    p.add_argument("--split", choices=("train", "val"), default="val", help="dataset split to run on")
-    p.add_argument("--out", required=True, help="COCO results JSON to write")
-    p.add_argument("--score-thresh", type=float, default=0.05)
-    p.add_argument("--tta-scales", type=float, nargs="+", default=[1.0])
-    p.add_argument("--tta-flip", action="store_true")
-    p.add_argument("--tta-merge", choices=("nms", "wbf"), default="nms")
-    p.add_argument("--tta-iou", type=float, default=0.5)
-    p.add_argument("--device", default="auto")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def infer(args: argparse.Namespace) -> int:
+    """Run ``args.checkpoint`` over an image folder or a dataset split and write ``args.out``
+    (``infer.py``'s options); 0 on success, 2 on bad input (logged, naming the file)."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     try:
         model, ckpt = model_from_checkpoint(args.checkpoint, device)
@@ -160,7 +137,3 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%d detections on %d images -> %s", len(results), len(data), args.out)
     print(json.dumps({"images": len(data), "detections": len(results), "out": os.path.abspath(args.out)}))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
