@@ -25,7 +25,7 @@ from datasets.build import add_data_args
 from tools import dist
 from tools.config import add_config_args, parse_with_config
 from tools.curves import run_curves
-from tools.options import add_merge_args, add_model_args, add_train_args, count_or_fraction
+from tools.options import add_asm_args, add_model_args, add_train_args, count_or_fraction
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_data_args(p)
     add_model_args(p)
     add_train_args(p, batch_flags=("--train-batch-size",))
-    add_merge_args(p)
+    add_asm_args(p, rules_only=True)
     add_config_args(p)
     g = p.add_argument_group("curves")
     g.add_argument("--samplers", "--sampler", dest="samplers", nargs="+", default=["random", "entropy"],

@@ -19,8 +19,6 @@ import time
 import torch
 
 from asm.merge import ASMConfig
-from asm.pools import ROUND_TRAIN as ASM_ROUND_TRAIN
-from asm.pools import STRATEGIES as ASM_STRATEGIES
 from asm.pools import ASMState, initial_pool
 from asm.select import calibrate_scores, choose_informative, class_thresholds, detection_outcomes
 from datasets import AnnotationError
@@ -40,6 +38,7 @@ from tools.checkpoint import (
 )
 from tools.coco_eval import COCOEvaluator
 from tools.config import add_config_args, parse_with_config, save_resolved
+from tools.drawing import round_sheet, to_tensorboard
 from tools.early_stop import APShiftStopper
 from tools.fit import (
     AP_KEYS,
@@ -50,28 +49,27 @@ from tools.fit import (
     eval_loader,
     make_optimizer,
     make_scheduler,
-    run_phase,
+    phase_loader,
+    run_epoch,
 )
 from tools.labelling import export_round
 from tools.logs import RunLog
-from tools.mining import asm_config, detect_sorted, merge_with_oracle, preannotate, results_from_imported
+from tools.mining import detect_sorted, merge_with_oracle, preannotate, results_from_imported
 from tools.options import (
     Interrupted,
-    add_merge_args,
+    add_asm_args,
     add_model_args,
     add_train_args,
-    count_or_fraction,
+    asm_config,
     model_from_args,
     start,
     str2bool,
 )
 from tools.progress import HEARTBEAT, rounds_planned
-from tools.drawing import round_sheet, to_tensorboard
 from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("train_asm_one")
 
-STRATEGIES = ("none", *ASM_STRATEGIES)
 CHECKPOINT_FORMAT = 2  # 2: held_out, log_lines, per-phase rollbacks
 CHECKPOINT_KEYS = ("model", "optimizer", "lr_scheduler", "phase", "early_stop", "round_stop", "epochs_done", "rng")
 
@@ -81,34 +79,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_data_args(p)
     add_model_args(p)
     add_train_args(p)
-    add_merge_args(p)
+    add_asm_args(p)
     add_config_args(p)
-    g = p.add_argument_group("active sample mining")
-    g.add_argument("--strategy", default="v1+", choices=STRATEGIES)
-    g.add_argument("--K", type=int, default=100, help="images detected per ASM round")
-    g.add_argument("--initial", type=count_or_fraction, default=0.2, help="initial label pool: fraction or count")
-    g.add_argument("--round-epochs", type=int, default=5, help="max epochs of each ASM round")
-    g.add_argument("--round-train", choices=ASM_ROUND_TRAIN, default="pool",
-                   help="besides its images, a round trains on the whole label pool (default) or on K replayed "
-                        "label records (ASM_core's rule)")
-    g.add_argument("--candidates", type=int, default=1,
-                   help="detect this many times K images and keep the K most informative (predicted uncertain "
-                        "share plus class-mix diversity); 1: the next K of the shuffled queue")
-    g.add_argument("--diversity", type=float, default=0.5, help="weight of the class-mix term of --candidates")
-    g.add_argument("--mining-gate", type=float, default=0.0,
-                   help="AP50 below which a round offers no model boxes (all boxes drawn), as ASM_core's ap_thre")
-    g.add_argument("--certain-precision", type=float, default=None,
-                   help="per-class certain thresholds: the lowest score reaching this precision on the last "
-                        "round's batch (detected before training on it); default: one --certain_thre")
-    g.add_argument("--cer_ratio", type=float, default=0.3)
-    g.add_argument("--uncer_ratio", type=float, default=0.6)
-    g.add_argument("--max-rounds", type=int, default=None)
+    g = p.add_argument_group("evaluation and output")
     g.add_argument("--coco-ap", type=str2bool, default=None,
                    help="also evaluate COCO-style bbox AP (default: only with --dataset coco)")
-    g.add_argument("--oracle", choices=("gt", "none"), default="gt",
-                   help="gt: the dataset's labels simulate the human; none: pause each round for a labelling "
-                        "tool (export, import_labels.py, --resume)")
-    g = p.add_argument_group("output")
     g.add_argument("--output-dir", "--ckpt", dest="output_dir", default="outputs/run")
     g.add_argument("--resume", default=None, help="checkpoint to continue (restores everything)")
     g.add_argument("--overwrite", action="store_true",
@@ -134,6 +109,7 @@ class Run:
         self.classes = list(train_set.classes)
         self.label_to_cat_id = {str(k): v for k, v in train_set.label_to_cat_id.items()}
         self.environment = environment  # git revision, CPU, threads: read once per process
+        self.rules = asm_config(args)  # the merge rules; a round may gate or calibrate them (round_rules)
         self.asm: ASMState | None = None
         self.phase = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
         self.train_records: list = []  # what the current phase trains on
@@ -205,7 +181,7 @@ class Run:
             torch.manual_seed(self.args.seed + dist.rank() + 1000 * self.epochs_done)
 
     def save(self) -> None:
-        """Checkpoint (``last.pth``, and ``best.pth`` on a new best AP); honour --exit-after-epochs."""
+        """Checkpoint: ``last.pth``, and ``best.pth`` on a new best AP of an evaluated epoch."""
         out = self.args.output_dir
         state = self.state_dict()
         save_checkpoint(os.path.join(out, "last.pth"), state)
@@ -214,16 +190,23 @@ class Run:
             if ap > self.best_ap:
                 self.best_ap = state["best_ap"] = ap
                 save_checkpoint(os.path.join(out, "best.pth"), state)
-        if self.args.exit_after_epochs is not None and self.epochs_done >= self.args.exit_after_epochs:
-            raise Interrupted(f"stopped after {self.epochs_done} epochs (--exit-after-epochs)")
-
-    def step(self) -> int:
-        self.epochs_done += 1
-        return self.epochs_done
 
     def train(self) -> dict:
-        return run_phase(self.trainer, self.phase, self.train_records, self.stopper, self.optimizer,
-                         self.scheduler, self.save, self.step)  # fmt: skip
+        """Train the current phase from its next epoch to its end (last epoch, or AP settled),
+        with a checkpoint after every epoch. Returns the last evaluation's metrics."""
+        phase, exit_after = self.phase, self.args.exit_after_epochs
+        metrics = phase.history[-1]["metrics"] if phase.history else {}
+        loader = phase_loader(self.trainer, phase, self.train_records)
+        HEARTBEAT.start_phase(phase.name, phase.max_epochs, phase.epoch)
+        while not phase.finished:
+            metrics = run_epoch(self.trainer, phase, loader, self.stopper, self.optimizer, self.scheduler,
+                                step=self.epochs_done + 1)  # fmt: skip
+            self.epochs_done += 1
+            self.save()
+            if exit_after is not None and self.epochs_done >= exit_after:
+                raise Interrupted(f"stopped after {self.epochs_done} epochs (--exit-after-epochs)")
+        HEARTBEAT.end_phase()
+        return metrics
 
 
 def start_round(run: Run, train_set, device) -> None:
@@ -259,16 +242,15 @@ def start_round(run: Run, train_set, device) -> None:
     if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
         run.held_out = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
     info["max_score"] = round(max((float(d["scores"][0]) for d in shown if len(d["scores"])), default=0.0), 4)
-    finish_round(run, train_set, merge_with_oracle(shown, batch, cfg, args.move_iou), oracle, info)
+    finish_round(run, train_set, merge_with_oracle(shown, batch, cfg), oracle, info)
 
 
 def round_rules(run: Run, num_classes: int) -> tuple[ASMConfig, dict]:
     """This round's merge rules: no SL below the mining gate; per-class certain thresholds
     calibrated on the last batch (``--certain-precision``). Also what to log about them."""
-    args = run.args
-    cfg = asm_config(args)
+    args, cfg = run.args, run.rules
     ap50 = run.phase.history[-1]["metrics"]["voc/AP50"] if run.phase.history else 0.0
-    info = {"gated": bool(args.enable_sl and ap50 < args.mining_gate)}
+    info = {"gated": bool(cfg.enable_sl and ap50 < args.mining_gate)}
     if info["gated"]:  # ASM_core's ap_thre: a weak model's boxes are not offered to the human
         cfg = dataclasses.replace(cfg, enable_sl=False)
     run.thresholds = {}
@@ -316,7 +298,7 @@ def finish_round(run: Run, train_set, results, oracle, info: dict | None = None)
     why = ""
     if info["precision"] is None and "max_score" in info:  # say why the precision column shows "-"
         why = (f" (no certain boxes: the model's best score was {info['max_score']:.3f}, below --certain_thre "
-               f"{args.certain_thre})")  # fmt: skip
+               f"{run.rules.certain_thre})")  # fmt: skip
     logger.info("round %d: detected %d, drew %d, confirmed %d, deleted %d boxes, precision %s%s; "
                 "label pool %d, training on %d", asm.round, info["images"], info["drawn"], info["confirmed"],
                 info["deleted"], _fmt(info["precision"]), why, len(asm.labelled), len(run.train_records))  # fmt: skip

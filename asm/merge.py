@@ -47,12 +47,13 @@ class ASMConfig:
     gt_iou: float = 0.8
     enable_al: bool = True
     enable_sl: bool = True
+    move_iou: float = 0.5  # a certain box this close to a GT box of its class is moved, not redrawn (asm.edits)
 
     def __post_init__(self) -> None:
         if not 0 <= self.uncertain_thre <= self.certain_thre <= 1:
             raise ValueError(f"need 0 <= uncertain_thre <= certain_thre <= 1, got {self.uncertain_thre}, "
                              f"{self.certain_thre}")  # fmt: skip
-        for name in ("judge_iou", "gt_iou"):
+        for name in ("judge_iou", "gt_iou", "move_iou"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
 

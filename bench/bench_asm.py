@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from asm.merge import ASMConfig, merge_batch  # noqa: E402
 from bench.common import add_bench_args, bench_data, bench_model, sync  # noqa: E402
-from tools.engine import detect  # noqa: E402
 from tests.asm_oracle import merge_by_loop, random_batch, same_result  # noqa: E402
+from tools.engine import detect  # noqa: E402
 from tools.fit import eval_loader  # noqa: E402
 
 

@@ -45,8 +45,10 @@ def bare_loop(model, optimizer, batches, device) -> None:
 
 
 def timed(fn, *args, **kwargs) -> float:
+    """Seconds of ``fn(*args, **kwargs)``, device work included (``args[3]`` is the device)."""
     start = time.perf_counter()
     fn(*args, **kwargs)
+    sync(args[3])
     return time.perf_counter() - start
 
 
@@ -77,13 +79,12 @@ def main() -> None:
     times: dict[str, list[float]] = {"bare": [], "engine": [], "loader": [], **({"amp": []} if amp else {})}
     for rep in range(args.repeat):
         times["bare"].append(timed(bare_loop, model, optimizer, batches, device))
-        times["engine"].append(timed(lambda: (train_one_epoch(model, optimizer, batches, device, epoch=rep), sync(device))))
+        times["engine"].append(timed(train_one_epoch, model, optimizer, batches, device, epoch=rep))
         loader.batch_sampler.set_epoch(rep)
-        times["loader"].append(timed(lambda: (train_one_epoch(model, optimizer, loader, device, epoch=rep), sync(device))))
+        times["loader"].append(timed(train_one_epoch, model, optimizer, loader, device, epoch=rep))
         if amp:
             scaler = torch.amp.GradScaler("cuda")
-            times["amp"].append(timed(lambda: (train_one_epoch(model, optimizer, batches, device, epoch=rep,
-                                                               scaler=scaler), sync(device))))  # fmt: skip
+            times["amp"].append(timed(train_one_epoch, model, optimizer, batches, device, epoch=rep, scaler=scaler))
         print({k: round(v[-1], 3) for k, v in times.items()}, flush=True)
     best = {k: min(v) for k, v in times.items()}
     result = {"train_overhead_ratio": round(best["engine"] / best["bare"], 4),

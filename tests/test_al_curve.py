@@ -9,8 +9,8 @@ import sys
 import torch
 from PIL import Image
 
-from asm.samplers import BaseSampler
 from al_curve import main
+from asm.samplers import BaseSampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

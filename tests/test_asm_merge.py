@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from asm.merge import ASMConfig, merge_batch, split_and_rejudge
-from tests.asm_oracle import iou, merge_by_loop, random_batch, same_result
 from datasets.records import Record
+from tests.asm_oracle import iou, merge_by_loop, random_batch, same_result
 
 CFG = ASMConfig()
 

@@ -10,8 +10,8 @@ from lxml import etree
 from asm.edits import count_edits
 from asm.pools import ASMState
 from datasets.records import AnnotationError, Record, RecordSet
-from tools.checkpoint import load_checkpoint
 from import_labels import main as import_main
+from tools.checkpoint import load_checkpoint
 from tools.labelling import export_round, import_round
 from train_asm_one import main as train_main
 

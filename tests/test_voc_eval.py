@@ -14,13 +14,13 @@ def _iou(a, b):
 
 def reference_ap(records, outputs, cls, thr, use_11pt):
     """The devkit's voc_eval, written out with plain loops."""
-    gts = {i: [(list(map(float, b)), bool(d)) for b, l, d in zip(r.boxes, r.labels, r.difficult) if l == cls]
+    gts = {i: [(list(map(float, b)), bool(d)) for b, lab, d in zip(r.boxes, r.labels, r.difficult) if lab == cls]
            for i, r in enumerate(records)}
     npos = sum(1 for g in gts.values() for _, d in g if not d)
     if npos == 0:
         return None
     dets = [(i, float(s), list(map(float, b))) for i, o in enumerate(outputs)
-            for b, l, s in zip(o["boxes"], o["labels"], o["scores"]) if l == cls]
+            for b, lab, s in zip(o["boxes"], o["labels"], o["scores"]) if lab == cls]
     dets = sorted(dets, key=lambda d: -d[1])  # Python's sort is stable: ties keep input order
     used = {i: [False] * len(g) for i, g in gts.items()}
     tp, fp = [], []

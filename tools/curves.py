@@ -23,25 +23,16 @@ from asm.samplers import load_sampler
 from datasets import AnnotationError
 from datasets.records import atomic_write_text, record_from_dict, record_to_dict
 from net.models import is_mask_model
-from tools import dist
+from tools import dist, fit
 from tools.checkpoint import load_checkpoint, run_environment, save_checkpoint, unwrap
 from tools.coco_eval import COCOEvaluator
 from tools.config import save_resolved
 from tools.early_stop import APShiftStopper
-from tools.fit import (
-    Diverged,
-    Phase,
-    Trainer,
-    ap_summary,
-    eval_loader,
-    make_optimizer,
-    make_scheduler,
-    run_phase,
-)
 from tools.logs import RunLog, read_jsonl
 from tools.mining import mine
-from tools.options import Interrupted, model_from_args, start
+from tools.options import Interrupted, asm_config, model_from_args, start
 from tools.predict import compute_loss, predict_proba
+from tools.progress import HEARTBEAT
 from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("al_curve")
@@ -68,7 +59,7 @@ def sampler_context(sampler, model, args, train_set, remaining, device) -> tuple
                                                             is_mask_model(args.model), device=device), records)  # fmt: skip
         context["losses"] = dict(zip(ids, (v["loss"] for v in losses)))
     if "ratios" in needs:
-        results = mine(model, records, train_set.image_root, args, device)
+        results = mine(model, records, train_set.image_root, asm_config(args), args, device)
         context["ratios"] = {r.sa.image_id: r.ratio for r in results}
         merged = {r.sa.image_id: r for r in results}
     return context, merged
@@ -91,7 +82,7 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
     run_args = argparse.Namespace(**{**vars(args), "seed": seed})
     log = RunLog(os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}"), enabled=dist.is_main())
     evaluators = [VOCEvaluator(val_set.classes), COCOEvaluator(val_set)]
-    val_loader = eval_loader(val_set.records, val_set.image_root, args, pin_memory=device.type == "cuda")
+    val_loader = fit.eval_loader(val_set.records, val_set.image_root, args, pin_memory=device.type == "cuda")
     while True:
         step = len(state["steps"])
         torch.manual_seed(seed * 1000 + step)  # the same draws whether or not the run was resumed
@@ -99,15 +90,18 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         if args.resume_or_load == "continue" and state["model"] is not None:
             unwrap(model).load_state_dict(state["model"])
         records = [record_from_dict(r) for r in state["records"]]
-        trainer = Trainer(model, run_args, device, train_set.image_root, val_loader, evaluators, log)
-        optimizer = make_optimizer(model, run_args)
+        trainer = fit.Trainer(model, run_args, device, train_set.image_root, val_loader, evaluators, log)
+        optimizer = fit.make_optimizer(model, run_args)
         epochs = args.epochs if step == 0 or args.step_epochs is None else args.step_epochs
-        phase = Phase(f"{name}/seed{seed}/step{step}", step, epochs)
+        phase = fit.Phase(f"{name}/seed{seed}/step{step}", step, epochs)
         stopper = APShiftStopper(args.ap_range, args.ap_shift_pretrain, args.ap_thre, args.ap_shift_squared)
-        metrics = run_phase(trainer, phase, records, stopper, optimizer, make_scheduler(optimizer, run_args,
-                            epochs), lambda: None, lambda: step)  # fmt: skip
+        scheduler, loader = fit.make_scheduler(optimizer, run_args, epochs), fit.phase_loader(trainer, phase, records)
+        HEARTBEAT.start_phase(phase.name, epochs, 0)
+        while not phase.finished:  # no checkpoint per epoch: a step is redone from its start
+            metrics = fit.run_epoch(trainer, phase, loader, stopper, optimizer, scheduler, step)
+        HEARTBEAT.end_phase()
         state["steps"].append({"sampler": name, "seed": seed, "step": step, "images": len(records),
-                               "human_drawn_boxes": state["drawn"], **ap_summary(metrics)})  # fmt: skip
+                               "human_drawn_boxes": state["drawn"], **fit.ap_summary(metrics)})  # fmt: skip
         logger.info("%s seed %d step %d: %d images, %d drawn boxes, AP50 %.3f", name, seed, step, len(records),
                     state["drawn"], metrics["voc/AP50"])  # fmt: skip
         selected = [r.image_id for r in records]
@@ -200,7 +194,7 @@ def run_curves(args: argparse.Namespace) -> int:
     except Interrupted as e:
         logger.warning("%s; run the same command again to continue", e)
         return 3
-    except Diverged as e:
+    except fit.Diverged as e:
         logger.error("%s", e)
         return 5
     if dist.is_main():

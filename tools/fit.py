@@ -1,8 +1,9 @@
-"""Builders around the engine: optimizer, schedule, loaders, and the epoch loop of one phase.
+"""Builders around the engine: optimizer, schedule, loaders, and one epoch of a phase.
 
 A *phase* is one training run on a fixed set of records (the initial pool, one ASM round, or the
-whole set for the supervised baseline): epochs of ``train_one_epoch`` + evaluation, AP-shift early
-stopping, and a checkpoint after every epoch so that ``--resume`` continues at the next one.
+whole set for the supervised baseline): epochs of training + evaluation (:func:`run_epoch`) until
+AP-shift early stopping or its last epoch. The callers own the epoch loop and checkpoint after
+every epoch, so that ``--resume`` continues at the next one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,10 @@ class Phase:
     history: list[dict[str, Any]] = field(default_factory=list)
     rollbacks: int = 0  # epochs restarted after a non-finite loss or a loss spike
 
+    @property
+    def finished(self) -> bool:
+        return self.done or self.epoch >= self.max_epochs
+
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "index": self.index, "max_epochs": self.max_epochs, "epoch": self.epoch,
                 "done": self.done, "history": self.history, "rollbacks": self.rollbacks}  # fmt: skip
@@ -118,7 +123,7 @@ class Phase:
 
 @dataclass
 class Trainer:
-    """What a phase needs (plain container, no behaviour beyond :func:`run_phase`)."""
+    """What the epochs of a phase need (a plain container)."""
 
     model: nn.Module
     args: argparse.Namespace
@@ -177,59 +182,48 @@ def train_epoch_safely(t: Trainer, phase: Phase, loader: DataLoader, optimizer: 
                            "of %d)", phase.name, epoch, e, 0.5**tries, phase.rollbacks, MAX_ROLLBACKS)  # fmt: skip
 
 
-def run_phase(
-    t: Trainer,
-    phase: Phase,
-    records: Sequence[Record],
-    stopper: APShiftStopper,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    save: Callable[[], None],
-    global_step: Callable[[], int],
-) -> dict[str, float]:
-    """Train ``phase`` from its next epoch until ``max_epochs`` or AP has settled.
+def phase_loader(t: Trainer, phase: Phase, records: Sequence[Record]) -> DataLoader:
+    """The training batches of ``phase`` (one loader, and its workers, for all its epochs)."""
+    return train_loader(records, t.image_root, t.args, (t.args.seed, phase.index), with_masks=t.with_masks,
+                        pin_memory=t.device.type == "cuda")  # fmt: skip
 
-    ``save`` writes the checkpoint (it reads ``phase``, ``stopper``, optimizer... by reference);
-    ``global_step`` gives the TensorBoard step of the epoch just finished.
+
+def run_epoch(t: Trainer, phase: Phase, loader: DataLoader, stopper: APShiftStopper,
+              optimizer: torch.optim.Optimizer, scheduler, step: int) -> dict[str, float]:  # fmt: skip
+    """Train ``phase``'s next epoch, evaluate when due, and move ``phase`` on.
+
+    Evaluates every ``--eval-interval`` epochs and at the phase's last epoch; the AP-shift
+    ``stopper`` sees evaluated epochs only (its window counts evaluations). Updates ``phase``
+    (``epoch``, ``done``, ``history``) and logs the epoch (TensorBoard step ``step``, log.jsonl, a line).
 
     Returns:
-        The last evaluation's metrics.
+        The last evaluation's metrics (this epoch's when it was evaluated).
     """
     ap_key = AP_KEYS[t.args.ap]
     metrics: dict[str, float] = phase.history[-1]["metrics"] if phase.history else {}
-    loader = train_loader(records, t.image_root, t.args, (t.args.seed, phase.index), with_masks=t.with_masks,
-                          pin_memory=t.device.type == "cuda")  # fmt: skip
-    interval = getattr(t.args, "eval_interval", 1)
-    phase_start = time.monotonic()
-    HEARTBEAT.set(phase=phase.name, epochs=phase.max_epochs, phase_start=phase_start, first_epoch=phase.epoch)
-    while not phase.done and phase.epoch < phase.max_epochs:
-        epoch = phase.epoch
-        HEARTBEAT.set(epoch=epoch)
-        start = time.perf_counter()
-        losses = train_epoch_safely(t, phase, loader, optimizer)
-        scheduler.step()
-        evaluated = (epoch + 1) % interval == 0 or epoch + 1 >= phase.max_epochs
-        stop = False
-        if evaluated:  # AP-shift stopping sees evaluated epochs only: its window counts evaluations
-            metrics = evaluate(t.model, t.val_loader, t.evaluators, t.device)
-            stop = stopper.update(epoch, metrics[ap_key])
-        phase.epoch = epoch + 1
-        phase.done = stop or phase.epoch >= phase.max_epochs
-        entry = {"phase": phase.name, "epoch": epoch, "images": len(records), "losses": losses,
+    epoch = phase.epoch
+    HEARTBEAT.set(epoch=epoch)
+    start = time.perf_counter()
+    losses = train_epoch_safely(t, phase, loader, optimizer)
+    scheduler.step()
+    evaluated = (epoch + 1) % getattr(t.args, "eval_interval", 1) == 0 or epoch + 1 >= phase.max_epochs
+    stop = False
+    if evaluated:
+        metrics = evaluate(t.model, t.val_loader, t.evaluators, t.device)
+        stop = stopper.update(epoch, metrics[ap_key])
+    phase.epoch = epoch + 1
+    phase.done = stop or phase.epoch >= phase.max_epochs
+    phase.history.append({"epoch": epoch, "metrics": metrics, "losses": losses, "evaluated": evaluated})
+    seconds = round(time.perf_counter() - start, 2)
+    t.log.scalars({**{f"Train/{k}": v for k, v in losses.items()}, "Train/rollbacks": phase.rollbacks}, step)
+    if evaluated:
+        t.log.scalars({"Accuracy/AP_50": metrics["voc/AP50"], "Accuracy/AP_75": metrics["voc/AP75"],
+                       "Accuracy/AP_shift": stopper.ap_shift}, step)  # fmt: skip
+    t.log.jsonl({"type": "epoch", "phase": phase.name, "epoch": epoch, "images": len(loader.dataset), "losses": losses,
                  "AP50": metrics["voc/AP50"] if evaluated else None, "AP75": metrics["voc/AP75"] if evaluated else None,
-                 "ap_shift": stopper.ap_shift, "rollbacks": phase.rollbacks,
-                 "seconds": round(time.perf_counter() - start, 2), "stop": stop}  # fmt: skip
-        phase.history.append({"epoch": epoch, "metrics": metrics, "losses": losses, "evaluated": evaluated})
-        step = global_step()
-        t.log.scalars({**{f"Train/{k}": v for k, v in losses.items()}, "Train/rollbacks": phase.rollbacks}, step)
-        if evaluated:
-            t.log.scalars({"Accuracy/AP_50": metrics["voc/AP50"], "Accuracy/AP_75": metrics["voc/AP75"],
-                           "Accuracy/AP_shift": stopper.ap_shift}, step)  # fmt: skip
-        t.log.jsonl({"type": "epoch", **entry})
-        accuracy = (f"AP50 {metrics['voc/AP50']:.3f} AP75 {metrics['voc/AP75']:.3f} ap_shift "
-                    + ("-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}")) if evaluated else "(not evaluated)"  # fmt: skip
-        logger.info("%s epoch %d: loss %.3f %s (%.0fs)%s", phase.name, epoch, losses["loss"], accuracy,
-                    entry["seconds"], f"; AP settled, best epoch {stopper.best_epoch}" if stop else "")  # fmt: skip
-        save()
-    HEARTBEAT.phase_done(time.monotonic() - phase_start)
+                 "ap_shift": stopper.ap_shift, "rollbacks": phase.rollbacks, "seconds": seconds, "stop": stop})  # fmt: skip
+    accuracy = (f"AP50 {metrics['voc/AP50']:.3f} AP75 {metrics['voc/AP75']:.3f} ap_shift "
+                + ("-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}")) if evaluated else "(not evaluated)"  # fmt: skip
+    logger.info("%s epoch %d: loss %.3f %s (%.0fs)%s", phase.name, epoch, losses["loss"], accuracy, seconds,
+                f"; AP settled, best epoch {stopper.best_epoch}" if stop else "")  # fmt: skip
     return metrics

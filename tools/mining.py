@@ -16,11 +16,6 @@ from tools.engine import detect
 from tools.fit import eval_loader
 
 
-def asm_config(args: argparse.Namespace) -> ASMConfig:
-    return ASMConfig(certain_thre=args.certain_thre, uncertain_thre=args.uncertain_thre, judge_iou=args.judge_iou,
-                     gt_iou=args.gt_iou, enable_al=args.enable_al, enable_sl=args.enable_sl)  # fmt: skip
-
-
 def sort_by_score(out: dict) -> dict:
     order = np.argsort(-np.asarray(out["scores"]), kind="stable")
     return {k: np.asarray(v)[order] for k, v in out.items()}
@@ -33,17 +28,16 @@ def detect_sorted(model: nn.Module, records: Sequence[Record], image_root: str, 
     return [sort_by_score(d) for d in detect(model, loader, device, desc="detect", masks=False)]
 
 
-def merge_with_oracle(dets: Sequence[dict], records: Sequence[Record], cfg: ASMConfig,
-                      move_iou: float) -> list[MergeResult]:  # fmt: skip
+def merge_with_oracle(dets: Sequence[dict], records: Sequence[Record], cfg: ASMConfig) -> list[MergeResult]:
     """The simulated human on a round's detections: merge with GT, then count moves (asm.edits)."""
-    return count_moves(merge_batch(dets, records, cfg), move_iou)
+    return count_moves(merge_batch(dets, records, cfg), cfg.move_iou)
 
 
-def mine(model: nn.Module, records: Sequence[Record], image_root: str, args: argparse.Namespace,
-         device: torch.device) -> list[MergeResult]:  # fmt: skip
-    """Detect ``records`` (the oracle's GT records of a round's batch) and merge each with its GT."""
-    dets = detect_sorted(model, records, image_root, args, device)
-    return merge_with_oracle(dets, records, asm_config(args), args.move_iou)
+def mine(model: nn.Module, records: Sequence[Record], image_root: str, cfg: ASMConfig,
+         loader_args: argparse.Namespace, device: torch.device) -> list[MergeResult]:  # fmt: skip
+    """Detect ``records`` (the oracle's GT records of a round's batch) and merge each with its GT
+    under the rules ``cfg``; ``loader_args``: the detection loader's batch size and workers."""
+    return merge_with_oracle(detect_sorted(model, records, image_root, loader_args, device), records, cfg)
 
 
 def preannotate(dets: Sequence[dict], records: Sequence[Record],

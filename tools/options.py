@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import torch
 
+from asm.merge import ASMConfig
+from asm.pools import ROUND_TRAIN, STRATEGIES
 from datasets.build import build_datasets
 from datasets.records import RecordSet
 from net.models import MODELS, PRESETS, build_model
@@ -89,8 +91,22 @@ def add_train_args(p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("
     g.add_argument("--ap-shift-squared", action="store_true", help="mean squared instead of absolute deviation")
 
 
-def add_merge_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("ASM merge rules")
+def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
+    """The active sample mining options: the merge rules (``--certain_thre`` ...; :func:`asm_config`)
+    and, unless ``rules_only`` (``al_curve.py``'s ``al_ratio`` sampler), the rounds."""
+    g = p.add_argument_group("active sample mining")
+    if not rules_only:
+        g.add_argument("--strategy", default="v1+", choices=("none", *STRATEGIES),
+                       help="how a round grows the label pool (asm/pools.py); none: the fully supervised baseline")
+        g.add_argument("--K", type=int, default=100, help="images detected per ASM round")
+        g.add_argument("--initial", type=count_or_fraction, default=0.2, help="initial label pool: fraction or count")
+        g.add_argument("--round-epochs", type=int, default=5, help="max epochs of each ASM round")
+        g.add_argument("--round-train", choices=ROUND_TRAIN, default="pool",
+                       help="besides its images, a round trains on the whole label pool (default) or on K replayed "
+                            "label records (ASM_core's rule)")
+        g.add_argument("--max-rounds", type=int, default=None)
+        g.add_argument("--cer_ratio", type=float, default=0.3)
+        g.add_argument("--uncer_ratio", type=float, default=0.6)
     g.add_argument("--certain_thre", type=float, default=0.8)
     g.add_argument("--uncertain_thre", type=float, default=0.3)
     g.add_argument("--judge_iou", type=float, default=0.5)
@@ -100,6 +116,27 @@ def add_merge_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--move-iou", type=float, default=0.5,
                    help="a certain box at IoU >= this (and < --gt_iou) with a GT box of its class is moved onto it "
                         "by the human (one edit), not deleted and drawn again")
+    if rules_only:
+        return
+    g.add_argument("--candidates", type=int, default=1,
+                   help="detect this many times K images and keep the K most informative (predicted uncertain "
+                        "share plus class-mix diversity); 1: the next K of the shuffled queue")
+    g.add_argument("--diversity", type=float, default=0.5, help="weight of the class-mix term of --candidates")
+    g.add_argument("--mining-gate", type=float, default=0.0,
+                   help="AP50 below which a round offers no model boxes (all boxes drawn), as ASM_core's ap_thre")
+    g.add_argument("--certain-precision", type=float, default=None,
+                   help="per-class certain thresholds: the lowest score reaching this precision on the last "
+                        "round's batch (detected before training on it); default: one --certain_thre")
+    g.add_argument("--oracle", choices=("gt", "none"), default="gt",
+                   help="gt: the dataset's labels simulate the human; none: pause each round for a labelling "
+                        "tool (export, import_labels.py, --resume)")
+
+
+def asm_config(args: argparse.Namespace) -> ASMConfig:
+    """The merge rules of :func:`add_asm_args`' options."""
+    return ASMConfig(certain_thre=args.certain_thre, uncertain_thre=args.uncertain_thre, judge_iou=args.judge_iou,
+                     gt_iou=args.gt_iou, enable_al=args.enable_al, enable_sl=args.enable_sl,
+                     move_iou=args.move_iou)  # fmt: skip
 
 
 def setup(args: argparse.Namespace) -> torch.device:

@@ -2,8 +2,8 @@
 ``nohup``, CI): phase, round r/R, epoch, images/s, and the ETA of the phase and of the run.
 
 On a terminal the tqdm bars show progress instead and this stays quiet. The loops call
-:meth:`Heartbeat.tick`; the entry and :func:`tools.fit.run_phase` tell it where the run stands
-with :meth:`Heartbeat.set`.
+:meth:`Heartbeat.tick`; the epoch loops tell it where the run stands (:meth:`Heartbeat.start_phase`,
+:meth:`Heartbeat.set`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,13 @@ class Heartbeat:
         ``phase_start`` (``time.monotonic()``) and ``first_epoch`` (after a resume, the epoch it began at)."""
         self.context.update(context)
 
-    def phase_done(self, seconds: float) -> None:
-        self.phase_seconds.append(seconds)
+    def start_phase(self, name: str, epochs: int, first_epoch: int) -> None:
+        """A phase of ``epochs`` epochs begins (or resumes) at ``first_epoch``."""
+        self.set(phase=name, epochs=epochs, phase_start=time.monotonic(), first_epoch=first_epoch)
+
+    def end_phase(self) -> None:
+        """The phase begun by :meth:`start_phase` ended: its duration feeds the run's ETA."""
+        self.phase_seconds.append(time.monotonic() - self.context["phase_start"])
 
     def active(self) -> bool:
         if self.enabled is not None:
