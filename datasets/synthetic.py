@@ -24,19 +24,18 @@ import tempfile
 
 import numpy as np
 import torch
-from lxml import etree
 from PIL import Image, ImageDraw
 from torchvision.ops import box_iou
 
 from datasets.cache import default_cache_dir
-from datasets.coco import load_coco
-from datasets.records import RecordSet
-from datasets.voc import load_voc
+from datasets.coco import load_coco, records_to_coco
+from datasets.records import Record, RecordSet
+from datasets.voc import load_voc, voc_xml
 
 logger = logging.getLogger(__name__)
 
 DEMO_CLASSES = ("circle", "square", "triangle", "cross")
-DEMO_VERSION = 2
+DEMO_VERSION = 3  # 3: the COCO files are written by records_to_coco (VOC files unchanged)
 _EMPTY_FRACTION = 0.06
 _MAX_OBJECTS = 5
 _MAX_OVERLAP_IOU = 0.3
@@ -80,17 +79,18 @@ def write_demo(root: str, seed: int, num_train: int, num_val: int) -> None:
         os.makedirs(os.path.join(tmp, "annotations"))
         splits = {"train": range(num_train), "val": range(num_train, num_train + num_val)}
         for split, indices in splits.items():
-            coco = _coco_header()
+            records = []
             for index in indices:
                 image, objects = render_image(seed, index)
-                name = f"demo_{index:06d}"
-                image.save(os.path.join(voc, "JPEGImages", f"{name}.jpg"), quality=92)
-                _write_xml(os.path.join(voc, "Annotations", f"{name}.xml"), name, image.size, objects)
-                _add_coco(coco, index + 1, f"JPEGImages/{name}.jpg", image.size, objects)
+                record = _record(f"demo_{index:06d}", image.size, objects)
+                image.save(os.path.join(voc, record.file_name), quality=92)
+                with open(os.path.join(voc, "Annotations", f"{record.image_id}.xml"), "w", encoding="utf-8") as f:
+                    f.write(voc_xml(record, DEMO_CLASSES))
+                records.append(record)
             with open(os.path.join(voc, "ImageSets", "Main", f"{split}.txt"), "w") as f:
                 f.writelines(f"demo_{i:06d}\n" for i in indices)
             with open(os.path.join(tmp, "annotations", f"instances_{split}.json"), "w") as f:
-                json.dump(coco, f)
+                json.dump(records_to_coco(RecordSet(records, DEMO_CLASSES, voc)), f)
         with open(os.path.join(voc, "ImageSets", "Main", "trainval.txt"), "w") as f:
             f.writelines(f"demo_{i:06d}\n" for i in range(num_train + num_val))
         open(os.path.join(tmp, "DONE"), "w").close()
@@ -168,41 +168,8 @@ def _shape(name: str, cx: float, cy: float, size: float, angle: float) -> np.nda
     return pts @ rot.T + np.array([cx, cy])
 
 
-def _poly_box(poly: list[float]) -> list[float]:
-    xy = np.asarray(poly).reshape(-1, 2)
-    return [float(v) for v in (*xy.min(0), *xy.max(0))]
-
-
-def _write_xml(path: str, name: str, size: tuple[int, int], objects) -> None:
-    root = etree.Element("annotation")
-    etree.SubElement(root, "folder").text = "JPEGImages"
-    etree.SubElement(root, "filename").text = f"{name}.jpg"
-    sz = etree.SubElement(root, "size")
-    for tag, value in zip(("width", "height", "depth"), (*size, 3)):
-        etree.SubElement(sz, tag).text = str(value)
-    for label, poly in objects:
-        obj = etree.SubElement(root, "object")
-        etree.SubElement(obj, "name").text = DEMO_CLASSES[label - 1]
-        etree.SubElement(obj, "difficult").text = "0"
-        bnd = etree.SubElement(obj, "bndbox")
-        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), _poly_box(poly)):
-            etree.SubElement(bnd, tag).text = f"{value:.2f}"
-    etree.ElementTree(root).write(path, pretty_print=True)
-
-
-def _coco_header() -> dict:
-    categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(DEMO_CLASSES)]
-    return {"images": [], "annotations": [], "categories": categories}
-
-
-def _add_coco(coco: dict, image_id: int, file_name: str, size: tuple[int, int], objects) -> None:
-    coco["images"].append({"id": image_id, "file_name": file_name, "width": size[0], "height": size[1]})
-    for label, poly in objects:
-        x1, y1, x2, y2 = _poly_box(poly)
-        xy = np.asarray(poly).reshape(-1, 2)
-        area = 0.5 * abs(np.dot(xy[:, 0], np.roll(xy[:, 1], 1)) - np.dot(xy[:, 1], np.roll(xy[:, 0], 1)))
-        coco["annotations"].append({
-            "id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": label,
-            "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(area), "iscrowd": 0,
-            "segmentation": [poly],
-        })  # fmt: skip
+def _record(name: str, size: tuple[int, int], objects) -> Record:
+    """The record of a rendered image: boxes are the polygons' extents, masks the polygons."""
+    boxes = [[float(v) for v in (*xy.min(0), *xy.max(0))] for xy in (np.reshape(p, (-1, 2)) for _, p in objects)]
+    return Record(name, f"JPEGImages/{name}.jpg", size[0], size[1], np.reshape(boxes, (-1, 4)),
+                  [label for label, _ in objects], masks=[[p] for _, p in objects])  # fmt: skip

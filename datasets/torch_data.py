@@ -31,8 +31,8 @@ class DetectionDataset(Dataset):
 
     ``target`` holds ``boxes`` (``tv_tensors.BoundingBoxes`` xyxy pixels), ``labels`` int64,
     ``iscrowd`` and ``difficult`` bool, ``masks`` (``tv_tensors.Mask`` uint8 ``[N, H, W]``, only
-    with ``with_masks``), ``image_id`` (the index into ``records``) and ``orig_size``
-    (``[H, W]`` of the file, to map predictions on a resized image back).
+    with ``with_masks``), ``index`` (the position in ``records``; ``Record.image_id`` is the
+    image's name) and ``orig_size`` (``[H, W]`` of the file, to map predictions back).
 
     Args:
         records: the annotation records.
@@ -83,7 +83,7 @@ class DetectionDataset(Dataset):
             "labels": torch.from_numpy(record.labels.copy()),
             "iscrowd": torch.from_numpy(record.iscrowd.copy()),
             "difficult": torch.from_numpy(record.difficult.copy()),
-            "image_id": index,
+            "index": index,
             "orig_size": torch.tensor([height, width]),
         }
         if self.with_masks:

@@ -72,7 +72,8 @@ def xml_stems(root: str) -> list[str]:
     return sorted(n[:-4] for n in os.listdir(ann_dir) if n.lower().endswith(".xml"))
 
 
-def _parser() -> etree.XMLParser:
+def xml_parser() -> etree.XMLParser:
+    """An lxml parser that never expands entities or reads the network (for any XML a user gives)."""
     return etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, dtd_validation=False
     )
@@ -91,7 +92,7 @@ def parse_voc_xml(path: str) -> dict:
     if os.path.getsize(path) == 0:
         raise AnnotationError(f"{path}: annotation file is empty")
     try:
-        tree = etree.parse(path, _parser())
+        tree = etree.parse(path, xml_parser())
     except etree.XMLSyntaxError as e:
         raise AnnotationError(f"{path}: malformed XML at line {e.lineno}: {e.msg}") from e
     dtd = tree.docinfo.internalDTD
@@ -132,6 +133,25 @@ def _number(node, field: str, path: str, default=None, cast=float):
     if cast is int and not value.is_integer():
         raise AnnotationError(f"{path}: line {elem.sourceline}: field <{field}> = {text!r} is not an integer")
     return cast(value)
+
+
+def voc_xml(record: Record, classes: Sequence[str]) -> str:
+    """A VOC annotation of ``record`` that :func:`parse_voc_xml` reads back: its file name, size,
+    and per box the class name, ``difficult`` and the ``bndbox`` (coordinates written exactly)."""
+    root = etree.Element("annotation")
+    etree.SubElement(root, "filename").text = os.path.basename(record.file_name)
+    etree.SubElement(root, "path").text = record.file_name
+    size = etree.SubElement(root, "size")
+    for tag, value in (("width", record.width), ("height", record.height), ("depth", 3)):
+        etree.SubElement(size, tag).text = str(int(value))
+    for box, label, difficult in zip(record.boxes.astype(float).tolist(), record.labels, record.difficult):
+        obj = etree.SubElement(root, "object")
+        etree.SubElement(obj, "name").text = classes[int(label) - 1]
+        etree.SubElement(obj, "difficult").text = str(int(difficult))
+        bndbox = etree.SubElement(obj, "bndbox")
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), box):
+            etree.SubElement(bndbox, tag).text = repr(value)
+    return etree.tostring(root, pretty_print=True).decode()
 
 
 def read_split(root: str, split: str) -> list[str]:

@@ -96,3 +96,12 @@ def test_deterministic_curves_repeat_in_fresh_processes(tmp_path):
         results.append(json.load(open(out / "curves.json")))
         assert "# threads:" in (out / "config.yaml").read_text()  # the environment is recorded
     assert results[0] == results[1]
+
+
+def test_plot_without_matplotlib_warns_and_keeps_going(tmp_path, monkeypatch, caplog):
+    from tools.curves import plot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    steps = [{"images": 4, "human_drawn_boxes": 10, "AP50": 0.1}, {"images": 8, "human_drawn_boxes": 20, "AP50": 0.2}]
+    plot([{"sampler": "random", "seed": 0, "steps": steps}], str(tmp_path / "curves.png"), "images", [])
+    assert not (tmp_path / "curves.png").exists() and "matplotlib is not installed" in caplog.text

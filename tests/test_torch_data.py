@@ -117,7 +117,7 @@ def test_epoch_batches_do_not_depend_on_workers_and_change_per_epoch(demo_cache)
         loader = train_loader(records, data.image_root, args, (7, 1))
         assert loader.persistent_workers == (workers > 0)
         loader.batch_sampler.set_epoch(e)
-        return [(t["image_id"], img) for images, targets in loader for img, t in zip(images, targets)]
+        return [(t["index"], img) for images, targets in loader for img, t in zip(images, targets)]
 
     a, b = epoch(0, 3), epoch(2, 3)
     assert [i for i, _ in a] == [i for i, _ in b] and all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))

@@ -13,13 +13,13 @@ import pickle
 import platform
 import random
 import subprocess
-import tempfile
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from datasets.records import atomic_open
 from tools import dist
 
 
@@ -106,17 +106,8 @@ def save_checkpoint(path: str, state: dict[str, Any]) -> None:
     """
     if not dist.is_main():
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".pth")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
 
 
 class CheckpointError(ValueError):

@@ -144,9 +144,14 @@ def mean_curve(runs: list[list[dict]], x_key: str) -> tuple[np.ndarray, np.ndarr
 
 
 def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> None:
-    """Mean +- std of AP50 over seeds per sampler, against images or human-drawn boxes."""
-    import matplotlib
-
+    """Mean +- std of AP50 over seeds per sampler, against images or human-drawn boxes (skipped,
+    with a warning, without matplotlib: ``pip install -e ".[plot]"``)."""
+    try:
+        import matplotlib
+    except ImportError:
+        logger.warning("matplotlib is not installed: no %s (pip install -e \".[plot]\"); curves.json and "
+                       "curves.csv hold the numbers", path)  # fmt: skip
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

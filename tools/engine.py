@@ -133,7 +133,7 @@ def _check(bad_at: torch.Tensor, bad_values: torch.Tensor, keys: list[str], epoc
 @torch.inference_mode()
 def predictions(model: nn.Module, loader: Iterable, device: torch.device, desc: str = "detect",
                 masks: bool = True) -> Iterator[tuple[list[int], list[dict]]]:  # fmt: skip
-    """Run the model over this rank's share of ``loader`` (targets carry ``image_id`` = dataset index).
+    """Run the model over this rank's share of ``loader`` (targets carry ``index``, the position in the dataset).
 
     Yields per batch the dataset indices and their predictions in original pixels
     (:func:`to_original`); ``masks=False`` drops Mask R-CNN's masks on the device.
@@ -149,7 +149,7 @@ def predictions(model: nn.Module, loader: Iterable, device: torch.device, desc: 
         seen += len(images)
         HEARTBEAT.tick(desc, step, steps, seen, started)
         sizes = [(image.shape[-2:], target["orig_size"]) for image, target in zip(images, targets)]
-        yield [int(t["image_id"]) for t in targets], to_original_batch(outputs, sizes, masks)
+        yield [int(t["index"]) for t in targets], to_original_batch(outputs, sizes, masks)
 
 
 def detect(model: nn.Module, loader: Iterable, device: torch.device, desc: str = "detect",

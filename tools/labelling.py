@@ -35,7 +35,7 @@ from datasets.records import (
     record_to_dict,
 )
 from datasets.report import LoadReport
-from datasets.voc import _parser, parse_voc_xml
+from datasets.voc import parse_voc_xml, voc_xml, xml_parser
 from tools.checkpoint import load_checkpoint
 
 
@@ -53,7 +53,7 @@ def export_round(folder: str, round_index: int, pre: Sequence[Record], scores: S
                       json.dumps(records_to_coco(data, list(pre))))  # fmt: skip
     for r in pre:
         stem = os.path.splitext(os.path.basename(r.file_name))[0]
-        atomic_write_text(os.path.join(folder, "voc", f"{stem}.xml"), _voc_xml(r, data.classes))
+        atomic_write_text(os.path.join(folder, "voc", f"{stem}.xml"), voc_xml(r, data.classes))
 
 
 def _label_studio_tasks(pre, scores, data: RecordSet, round_index: int) -> list[dict]:
@@ -86,23 +86,6 @@ def _cvat_xml(pre, classes) -> str:
             etree.SubElement(image, "box", label=classes[int(label) - 1], source="auto", occluded="0",
                              xtl=repr(box[0]), ytl=repr(box[1]), xbr=repr(box[2]), ybr=repr(box[3]), z_order="0")  # fmt: skip
     return etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="utf-8").decode()
-
-
-def _voc_xml(r: Record, classes) -> str:
-    root = etree.Element("annotation")
-    etree.SubElement(root, "filename").text = os.path.basename(r.file_name)
-    etree.SubElement(root, "path").text = r.file_name
-    size = etree.SubElement(root, "size")
-    etree.SubElement(size, "width").text = str(r.width)
-    etree.SubElement(size, "height").text = str(r.height)
-    for box, label in zip(r.boxes.astype(float).tolist(), r.labels):
-        obj = etree.SubElement(root, "object")
-        etree.SubElement(obj, "name").text = classes[int(label) - 1]
-        etree.SubElement(obj, "difficult").text = "0"
-        bnd = etree.SubElement(obj, "bndbox")
-        for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), box):
-            etree.SubElement(bnd, tag).text = repr(v)
-    return etree.tostring(root, pretty_print=True).decode()
 
 
 # -- import -------------------------------------------------------------------------------------
@@ -209,7 +192,7 @@ def _read_label_studio(path, pre, classes):
 
 def _read_cvat(path, pre, classes):
     try:
-        root = etree.parse(path, _parser()).getroot()
+        root = etree.parse(path, xml_parser()).getroot()
     except (etree.XMLSyntaxError, OSError) as e:
         raise AnnotationError(f"{path}: malformed CVAT XML: {e}") from e
     if root.tag != "annotations":

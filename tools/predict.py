@@ -90,7 +90,7 @@ def predict_proba(model: nn.Module, records: Sequence[Record], image_root: str, 
                 for image, target, out, probs in zip(images, targets, outputs, store):
                     res = to_original(out, image.shape[-2:], target["orig_size"])
                     res["probs"] = probs.float().cpu().numpy()
-                    res["file_name"] = records[int(target["image_id"])].file_name
+                    res["file_name"] = records[int(target["index"])].file_name
                     results.append(res)
     finally:
         model.train(was_training)
