@@ -103,7 +103,7 @@ def child(code: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=50, help="images of the small evaluation (the large one: 10 n)")
+    parser.add_argument("--n", type=int, default=30, help="images of the small evaluation (the large one: 10 n)")
     parser.add_argument("--K", type=int, default=10_000)
     parser.add_argument("--work", default=os.path.join(ROOT, "bench", "_work"))
     parser.add_argument("--skip-eval", action="store_true")

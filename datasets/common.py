@@ -1,4 +1,4 @@
-"""Checks shared by the VOC and COCO loaders: box clipping, safe paths, image headers."""
+"""Shared by the loaders (VOC, COCO, folder): box clipping, safe paths, image headers, seeded splits."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pascal VOC XML -> :class:`RecordSet`, in the VOCdevkit layout or a flat one.
+"""Pascal VOC XML <-> :class:`RecordSet`, in the VOCdevkit layout or a flat one.
 
 Two layouts of a root:
 

@@ -1,0 +1,1 @@
+"""Detector builders (torchvision Faster / Mask R-CNN)."""

@@ -198,8 +198,9 @@ def test_pennfudan_mask_pngs_give_boxes_and_masks(tmp_path):
 def test_heartbeat_line_has_round_epoch_rate_and_etas(caplog):
     beat = Heartbeat(interval=0, enabled=True)
     now = time.monotonic()
+    beat.set(phase_start=now - 100)  # the last phase took 100 s
+    beat.end_phase()
     beat.set(round=2, rounds=5, phase="round2", epoch=1, epochs=4, phase_start=now - 60, first_epoch=0)
-    beat.phase_done(100.0)
     with caplog.at_level(logging.INFO, logger="progress"):
         beat.tick("train", 5, 10, 40, started=now - 10)
     line = caplog.text
