@@ -14,6 +14,8 @@ from datasets.report import LoadReport
 
 logger = logging.getLogger(__name__)
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what the loaders look for
+
 
 def sanitize_boxes(
     boxes: np.ndarray,

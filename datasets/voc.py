@@ -30,7 +30,7 @@ from lxml import etree
 from tqdm import tqdm
 
 from datasets.cache import cache_path, read_cache, write_cache
-from datasets.common import check_image, safe_relpath, sanitize_boxes
+from datasets.common import IMAGE_EXTENSIONS, check_image, safe_relpath, sanitize_boxes
 from datasets.records import AnnotationError, Record, RecordSet
 from datasets.report import LoadReport
 
@@ -41,8 +41,6 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )  # fmt: skip
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def voc_layout(root: str) -> tuple[str, str, bool]:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from datasets import AnnotationError
 from datasets.build import build_datasets
 from datasets.coco import records_to_coco
+from datasets.common import IMAGE_EXTENSIONS, read_image_size
 from datasets.records import Record, RecordSet, atomic_write_text
 from datasets.torch_data import read_image
 from net.models import build_model
@@ -32,7 +33,6 @@ from tools.checkpoint import load_checkpoint
 from tools.coco_eval import to_coco_results
 
 logger = logging.getLogger(__name__)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def model_from_checkpoint(path: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -53,8 +53,10 @@ def folder_records(folder: str) -> list[Record]:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
     records = []
     for name in names:
-        h, w = read_image(os.path.join(folder, name)).shape[-2:]
-        records.append(Record(name, name, int(w), int(h)))
+        size = read_image_size(os.path.join(folder, name))  # the header only: infer decodes each image once
+        if isinstance(size, str):
+            raise OSError(f"{os.path.join(folder, name)}: cannot read image ({size.replace('_', ' ')})")
+        records.append(Record(name, name, *size))
     return records
 
 

@@ -140,8 +140,7 @@ def asm_config(args: argparse.Namespace) -> ASMConfig:
 
 
 def setup(args: argparse.Namespace) -> torch.device:
-    logging.basicConfig(level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)  # fmt: skip
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     logging.getLogger().setLevel(getattr(args, "log_level", "INFO"))  # also when logging was configured before
     if getattr(args, "resume", None) and args.weights:
         raise ValueError("--resume restores the model; do not combine it with --weights")
