@@ -16,6 +16,7 @@ import logging
 import os
 import time
 
+import numpy as np
 import torch
 
 from asm.merge import ASMConfig
@@ -118,6 +119,7 @@ class Run:
         self.thresholds: dict[int, float] = {}  # this round's per-class certain thresholds
         self.epochs_done = 0
         self.best_ap = -1.0
+        self.initial_boxes = 0  # boxes of the initial label pool, all drawn by the human
         self.round_stopper = APShiftStopper(args.ap_range, args.ap_shift_asm, args.ap_thre, args.ap_shift_squared)
         self.new_phase(self.phase, args.ap_shift_pretrain)
 
@@ -219,18 +221,22 @@ def start_round(run: Run, train_set, device) -> None:
     """
     args, asm = run.args, run.asm
     oracle = {r.image_id: r for r in train_set.records}
-    ids = asm.next_batch(args.candidates)
-    dets = dict(zip(ids, detect_sorted(run.model, [oracle[i] for i in ids], train_set.image_root, args, device)))
     cfg, info = round_rules(run, train_set.num_classes)
-    if args.candidates > 1:
-        fresh = [i for i in ids if i not in asm.pending]
-        picks = choose_informative([dets[i] for i in fresh], asm.K - (len(ids) - len(fresh)), cfg,
-                                   train_set.num_classes, args.diversity)  # fmt: skip
-        asm.prefer([fresh[j] for j in picks])
-        info["candidates"] = len(ids)
-    batch = [oracle[i] for i in asm.next_batch()]
-    raw = [dets[r.image_id] for r in batch]
-    shown = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
+    if args.strategy == "random":  # nothing is shown to the human: no detection pass
+        batch = [oracle[i] for i in asm.next_batch()]
+        shown = raw = [no_detections() for _ in batch]
+    else:
+        ids = asm.next_batch(args.candidates)
+        dets = dict(zip(ids, detect_sorted(run.model, [oracle[i] for i in ids], train_set.image_root, args, device)))
+        if args.candidates > 1:
+            fresh = [i for i in ids if i not in asm.pending]
+            picks = choose_informative([dets[i] for i in fresh], asm.K - (len(ids) - len(fresh)), cfg,
+                                       train_set.num_classes, args.diversity)  # fmt: skip
+            asm.prefer([fresh[j] for j in picks])
+            info["candidates"] = len(ids)
+        batch = [oracle[i] for i in asm.next_batch()]
+        raw = [dets[r.image_id] for r in batch]
+        shown = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
     if args.oracle == "none":
         pre, scores = preannotate(shown, batch, cfg)
         run.awaiting = os.path.join(os.path.abspath(args.output_dir), "labelling", f"round{asm.round + 1}")
@@ -242,7 +248,12 @@ def start_round(run: Run, train_set, device) -> None:
     if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
         run.held_out = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
     info["max_score"] = round(max((float(d["scores"][0]) for d in shown if len(d["scores"])), default=0.0), 4)
-    finish_round(run, train_set, merge_with_oracle(shown, batch, cfg), oracle, info)
+    finish_round(run, train_set, merge_with_oracle(shown, batch, cfg), info)
+
+
+def no_detections() -> dict:
+    """An image's detections when the model shows the human nothing (``--strategy random``)."""
+    return {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "labels": np.zeros(0, np.int64)}
 
 
 def round_rules(run: Run, num_classes: int) -> tuple[ASMConfig, dict]:
@@ -250,7 +261,10 @@ def round_rules(run: Run, num_classes: int) -> tuple[ASMConfig, dict]:
     calibrated on the last batch (``--certain-precision``). Also what to log about them."""
     args, cfg = run.args, run.rules
     ap50 = run.phase.history[-1]["metrics"]["voc/AP50"] if run.phase.history else 0.0
-    info = {"gated": bool(cfg.enable_sl and ap50 < args.mining_gate)}
+    info = {"ap50_before": ap50}  # the model that detected this round's images
+    if args.strategy == "random":  # the human draws every box of the next K images
+        return dataclasses.replace(cfg, enable_sl=False), info
+    info["gated"] = bool(cfg.enable_sl and ap50 < args.mining_gate)
     if info["gated"]:  # ASM_core's ap_thre: a weak model's boxes are not offered to the human
         cfg = dataclasses.replace(cfg, enable_sl=False)
     run.thresholds = {}
@@ -269,18 +283,19 @@ def resume_labelled(run: Run, train_set) -> None:
     with open(path, encoding="utf-8") as f:
         results = results_from_imported(json.load(f))
     run.awaiting = None
-    finish_round(run, train_set, results, {r.sa.image_id: r.sa for r in results})
+    finish_round(run, train_set, results)
 
 
-def finish_round(run: Run, train_set, results, oracle, info: dict | None = None) -> None:
+def finish_round(run: Run, train_set, results, info: dict | None = None) -> None:
     """Move the pools with the round's results (selection on rank 0, broadcast to the others)."""
     args = run.args
     if dist.is_main():
-        run.train_records = run.asm.apply(results, oracle)
+        run.train_records = run.asm.apply(results)
         run.asm.rounds[-1].update(info or {})
         sheet = round_sheet(results, train_set.image_root, train_set.classes)
         os.makedirs(os.path.join(args.output_dir, "rounds"), exist_ok=True)
         sheet.save(os.path.join(args.output_dir, "rounds", f"round{run.asm.round}.png"))
+        write_round_report(run, results)
         if run.trainer.log.enabled:
             to_tensorboard(run.trainer.log.writer, "ASM/most_uncertain", sheet, run.asm.round)
     if dist.is_distributed():
@@ -288,22 +303,49 @@ def finish_round(run: Run, train_set, results, oracle, info: dict | None = None)
         run.asm, run.train_records = ASMState.from_state(state), [record_from_dict(r) for r in train]
     asm = run.asm
     info = asm.rounds[-1]
-    n = max(info["images"], 1)
+    human = human_work(run)
     run.trainer.log.scalars({
-        "ASM/sample_num/SL": info["sl_images"], "ASM/sample_num/AL": info["al_images"],
-        "ASM/sl_score": info["sl_score"] / max(info["confirmed"], 1), "ASM/al_ratio": info["ratio_sum"] / n,
-        "ASM/human/drawn": asm.cost.drawn, "ASM/human/confirmed": asm.cost.confirmed,
-        "ASM/human/deleted": asm.cost.deleted, "ASM/precision": info["precision"],
-        "ASM/label_pool": len(asm.labelled)}, asm.round)  # fmt: skip
+        "ASM/images_joined": info["images_joined"], "ASM/images_held": info["images_held"],
+        "ASM/mean_al_ratio": info["ratio_sum"] / max(info["images"], 1), "ASM/precision": info["precision"],
+        "ASM/round/drawn": info["drawn"], "ASM/round/confirmed": info["confirmed"],
+        "ASM/round/deleted": info["deleted"], "ASM/round/moved": info["moved"],
+        **{f"ASM/human/{k}": v for k, v in human.items()}, "ASM/label_pool": len(asm.labelled)}, asm.round)  # fmt: skip
     why = ""
     if info["precision"] is None and "max_score" in info:  # say why the precision column shows "-"
         why = (f" (no certain boxes: the model's best score was {info['max_score']:.3f}, below --certain_thre "
                f"{run.rules.certain_thre})")  # fmt: skip
-    logger.info("round %d: detected %d, drew %d, confirmed %d, deleted %d boxes, precision %s%s; "
-                "label pool %d, training on %d", asm.round, info["images"], info["drawn"], info["confirmed"],
-                info["deleted"], _fmt(info["precision"]), why, len(asm.labelled), len(run.train_records))  # fmt: skip
+    logger.info("round %d: detected %d, drew %d, confirmed %d, moved %d, deleted %d boxes, precision %s%s; "
+                "label pool %d (%.0f%% of its boxes confirmed, not drawn), training on %d", asm.round, info["images"],
+                info["drawn"], info["confirmed"], info["moved"], info["deleted"], _fmt(info["precision"]), why,
+                len(asm.labelled), 100 * human["saved_fraction"], len(run.train_records))  # fmt: skip
     run.new_phase(Phase(f"round{asm.round}", asm.round, args.round_epochs), args.ap_shift_asm)
     run.save()
+
+
+def human_work(run: Run) -> dict:
+    """What the human has done so far: boxes drawn (the initial pool's included), confirmed, deleted
+    and moved, the weighted cost, and the share of the label pool's boxes confirmed from the model
+    rather than drawn (``saved_fraction``)."""
+    cost, (pool_boxes, confirmed_in_pool) = run.asm.cost, run.asm.pool_boxes()
+    return {"drawn": run.initial_boxes + cost.drawn, "confirmed": cost.confirmed, "deleted": cost.deleted,
+            "moved": cost.moved,
+            "weighted_cost": round(run.initial_boxes + cost.weighted(run.args.review_cost, run.args.move_cost), 2),
+            "saved_fraction": round(confirmed_in_pool / pool_boxes, 4) if pool_boxes else 0.0}  # fmt: skip
+
+
+def write_round_report(run: Run, results) -> str:
+    """``<output>/rounds/round<r>.json``: every image detected this round, its AL ratio and boxes
+    (confirmed, drawn, moved, deleted), whether it joined the label pool, and why."""
+    asm = run.asm
+    images = [{"image_id": r.sa.image_id, "file_name": r.sa.file_name, "al_ratio": round(float(r.ratio), 4),
+               "confirmed": r.confirmed, "drawn": r.drawn, "moved": 0 if r.moved is None else int(r.moved.sum()),
+               "deleted": r.deleted, "joined_pool": asm.labelled.get(r.sa.image_id) is r.sa,
+               "reason": asm.fates.get(r.sa.image_id, "")} for r in results]  # fmt: skip
+    report = {"round": asm.round, "strategy": asm.strategy, "K": asm.K, "rules": dataclasses.asdict(run.rules),
+              "summary": asm.rounds[-1], "human_so_far": human_work(run), "images": images}  # fmt: skip
+    path = os.path.join(run.args.output_dir, "rounds", f"round{asm.round}.json")
+    atomic_write_text(path, json.dumps(report, indent=1))
+    return path
 
 
 def plan_rounds(run: Run, current: int | None = None) -> None:
@@ -328,15 +370,29 @@ def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def summary_table(run: Run, initial_boxes: int) -> tuple[str, int]:
-    """Per-round table (labelled images, human boxes, precision, AP) and the human-drawn total."""
-    lines = ["round  labelled  drawn  confirmed  deleted  precision   AP50   AP75"]
-    drawn = initial_boxes
+def summary_table(run: Run) -> str:
+    """Per-round table: label pool, the human's boxes, pseudo-label precision, AP."""
+    lines = ["round  labelled  drawn  confirmed  moved  deleted  precision   AP50   AP75"]
     for r in run.asm.rounds:
-        drawn += r["drawn"]
         lines.append(f"{r['round']:>5}  {r['labelled_images']:>8}  {r['drawn']:>5}  {r['confirmed']:>9}  "
-                     f"{r['deleted']:>7}  {_fmt(r['precision']):>9}  {_fmt(r.get('AP50')):>5}  {_fmt(r.get('AP75')):>5}")
-    return "\n".join(lines), drawn
+                     f"{r.get('moved', 0):>5}  {r['deleted']:>7}  {_fmt(r['precision']):>9}  {_fmt(r.get('AP50')):>5}  "
+                     f"{_fmt(r.get('AP75')):>5}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def explain_drop(run: Run, ap50: float) -> None:
+    """Warn when a round's training left AP50 well below the model that started the round, with
+    what the round did (LR restart, its labels' precision, what it trained on)."""
+    info = run.asm.rounds[-1]
+    before = info.get("ap50_before")
+    if before is None or not (ap50 < 0.5 * before and before - ap50 > 0.05):
+        return
+    logger.warning("round %d: AP50 fell from %.3f to %.3f. The round retrained %d images for %d epochs from "
+                   "--lr %g with %d warm-up iterations; its pseudo-label precision was %s (%d of its boxes "
+                   "confirmed from the model). A short round often recovers in the next one; if not, try fewer "
+                   "--round-epochs, a lower --lr or a higher --certain_thre", info["round"], before, ap50,
+                   info["train_images"], run.phase.max_epochs, run.args.lr, run.args.warmup_iters,
+                   _fmt(info["precision"]), info["confirmed"])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,9 +445,9 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set) ->
     else:
         initial = labelled_indices(train_set, args) or initial_pool(len(train_set), args.initial, args.seed)
         run.asm = ASMState.start(args.strategy, args.K, train_set.records, initial, args.seed,
-                                 args.cer_ratio, args.uncer_ratio, round_train=args.round_train)  # fmt: skip
+                                 args.cer_ratio, args.uncer_ratio, args.max_passes, args.round_train)  # fmt: skip
         run.train_records = [train_set.records[i] for i in initial]
-    initial_boxes = sum(len(r) for r in run.train_records) if run.asm else 0
+    run.initial_boxes = sum(len(r) for r in run.train_records) if run.asm else 0
     if args.resume:
         try:
             run.load_state_dict(load_checkpoint(args.resume, required=CHECKPOINT_KEYS), args.resume)
@@ -403,20 +459,29 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set) ->
         if run.awaiting:  # a round paused for a labelling tool
             resume_labelled(run, train_set)
         plan_rounds(run, run.phase.index)
+        stopped = "the supervised baseline finished"
         metrics = run.train()  # the initial phase, or the round a resumed run was in
+        if run.asm is None:  # the supervised point of a learning curve
+            log.jsonl({"type": "round", "round": 0, "labelled_images": len(run.train_records),
+                       "human_drawn_total": sum(len(r) for r in run.train_records), **ap_summary(metrics)})  # fmt: skip
         while run.asm is not None:
             if run.phase.index > 0:  # a round's training just finished
                 run.asm.rounds[-1].update(ap_summary(metrics))
-                log.jsonl({"type": "round", **run.asm.rounds[-1], "human_drawn_total": initial_boxes + run.asm.cost.drawn,
-                           "pool_digests": check_ranks_agree(run.asm)})  # fmt: skip
-                settled = run.round_stopper.update(run.asm.round, metrics[AP_KEYS[args.ap]])
-                if settled:
-                    logger.info("AP settled across rounds (shift %.4f)", run.round_stopper.ap_shift)
+                explain_drop(run, metrics["voc/AP50"])
+                human = human_work(run)
+                log.jsonl({"type": "round", **run.asm.rounds[-1], "human_drawn_total": human["drawn"],
+                           "human": human, "pool_digests": check_ranks_agree(run.asm)})  # fmt: skip
+                if run.round_stopper.update(run.asm.round, metrics[AP_KEYS[args.ap]]):
+                    stopped = f"AP settled across rounds (shift {run.round_stopper.ap_shift:.4f} < --ap_shift_asm)"
                     break
             elif not run.asm.rounds:  # the initial phase: the start of the learning curve
                 log.jsonl({"type": "round", "round": 0, "labelled_images": len(run.asm.labelled),
-                           "human_drawn_total": initial_boxes, **ap_summary(metrics)})  # fmt: skip
-            if run.asm.exhausted() or (args.max_rounds is not None and run.asm.round >= args.max_rounds):
+                           "human_drawn_total": run.initial_boxes, **ap_summary(metrics)})  # fmt: skip
+            if run.asm.exhausted():
+                stopped = "the unlabelled pool is exhausted"
+                break
+            if args.max_rounds is not None and run.asm.round >= args.max_rounds:
+                stopped = f"--max-rounds {args.max_rounds} reached"
                 break
             plan_rounds(run)
             start_round(run, train_set, device)
@@ -437,17 +502,21 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set) ->
         log.close()
     if not dist.is_main():
         return 0
-    drawn = sum(len(r) for r in run.train_records)
-    if run.asm is not None:
-        table, drawn = summary_table(run, initial_boxes)
-        print(table)
-    summary = {"strategy": args.strategy, "rounds": run.asm.round if run.asm else 0,
+    summary = {"strategy": args.strategy, "rounds": run.asm.round if run.asm else 0, "stopped": stopped,
                "ap50": metrics.get("voc/AP50"), "ap75": metrics.get("voc/AP75"),
-               "labelled_images": len(run.asm.labelled) if run.asm else len(run.train_records),
-               "human_drawn_boxes": drawn, "confirmed_boxes": run.asm.cost.confirmed if run.asm else 0,
-               "deleted_boxes": run.asm.cost.deleted if run.asm else 0,
-               "pseudo_label_precision": run.asm.cost.precision if run.asm else None,
-               "epochs": run.epochs_done, "weights_sha256": weights_digest(run.model), "wall_s": round(time.perf_counter() - start_wall, 1)}  # fmt: skip
+               "labelled_images": len(run.asm.labelled) if run.asm else len(run.train_records)}  # fmt: skip
+    if run.asm is not None:
+        print(summary_table(run))
+        human = human_work(run)
+        summary.update({"human_drawn_boxes": human["drawn"], "confirmed_boxes": human["confirmed"],
+                        "deleted_boxes": human["deleted"], "moved_boxes": human["moved"],
+                        "weighted_cost": human["weighted_cost"], "human_saved_fraction": human["saved_fraction"],
+                        "pseudo_label_precision": run.asm.cost.precision})  # fmt: skip
+    else:
+        summary["human_drawn_boxes"] = sum(len(r) for r in run.train_records)
+    summary.update({"epochs": run.epochs_done, "weights_sha256": weights_digest(run.model),
+                    "wall_s": round(time.perf_counter() - start_wall, 1)})  # fmt: skip
+    logger.info("finished: %s", stopped)
     print(json.dumps(summary))
     return 0
 

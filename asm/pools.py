@@ -7,9 +7,11 @@ Every training image is in exactly one of four sets:
 * ``unlabelled``: ids not yet detected, in the order they will be drawn (shuffled once, with the
   selection generator).
 * ``pending`` (``topk_v2``): uncertain images whose untouched GT record is detected again by the
-  next round's model, first in, first out. An image still uncertain on its ``max_passes``-th
-  detection joins the label pool with that pass's SA annotation, so the queue always drains.
-  Images between ``cer_ratio`` and ``uncer_ratio`` go back to the end of the unlabelled queue.
+  next round's model, first in, first out. Images between ``cer_ratio`` and ``uncer_ratio`` go
+  back to the end of the unlabelled queue. Either way, an image on its ``max_passes``-th detection
+  goes to the human: it joins the label pool with that pass's SA annotation (AL), so every image is
+  detected at most ``max_passes`` times and a run ends after at most
+  ``ceil(max_passes * unlabelled / K)`` rounds, whatever the ratios (``tests/test_asm_pools.py``).
 * ``detected``: images detected whose SA annotation is held outside the label pool (``v1``: used
   for one round of training; ``topk_v1``: candidates re-ranked every round).
 
@@ -35,7 +37,7 @@ import numpy as np
 from asm.merge import MergeResult
 from datasets.records import Record, pack_records, record_from_dict, unpack_records
 
-STRATEGIES = ("v1", "v1+", "topk_v1", "topk_v2")
+STRATEGIES = ("v1", "v1+", "topk_v1", "topk_v2", "random")
 # What a round trains on besides its own images: K random label-pool records (ASM_core), or the
 # whole label pool (as most active-learning tools retrain each cycle).
 ROUND_TRAIN = ("replay", "pool")
@@ -89,6 +91,11 @@ class RoundCost:
             self.sl_score += r.sl_score
             self.ratio_sum += r.ratio
 
+    def weighted(self, review_cost: float, move_cost: float) -> float:
+        """Human work in box draws: a drawn box 1, a box confirmed or deleted ``review_cost``, a model
+        box moved onto its object ``move_cost`` (README, "What a round costs the human")."""
+        return self.drawn + review_cost * (self.confirmed + self.deleted) + move_cost * self.moved
+
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.images, "drawn": self.drawn, "confirmed": self.confirmed,
                 "deleted": self.deleted, "moved": self.moved, "certain": self.certain, "matched": self.matched,
@@ -112,10 +119,11 @@ class ASMState:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     cer_ratio: float = 0.3
     uncer_ratio: float = 0.6
-    max_passes: int = 3  # topk_v2: an image uncertain this many times joins the label pool
+    max_passes: int = 3  # topk_v2: an image detected this many times goes to the human and joins the pool
     passes: dict[str, int] = field(default_factory=dict)  # detections per image so far
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     round_train: str = "pool"  # what a round trains on besides its own images: see apply()
+    fates: dict[str, str] = field(default_factory=dict)  # the last round: image id -> what became of it and why
 
     @classmethod
     def start(cls, strategy: str, K: int, records: Sequence[Record], initial: Sequence[int], seed: int,
@@ -130,6 +138,8 @@ class ASMState:
             raise ValueError(f"unknown round_train {round_train!r}; choose one of {ROUND_TRAIN}")
         if not 0 <= cer_ratio < uncer_ratio <= 1:
             raise ValueError(f"need 0 <= cer_ratio < uncer_ratio <= 1, got {cer_ratio}, {uncer_ratio}")
+        if not isinstance(max_passes, int) or max_passes < 1:
+            raise ValueError(f"max_passes must be a positive integer, got {max_passes!r}")
         rng = np.random.default_rng([seed, 11])
         chosen = set(initial)
         rest = [i for i in range(len(records)) if i not in chosen]
@@ -161,12 +171,12 @@ class ASMState:
             raise ValueError(f"not in the unlabelled queue: {sorted(unknown)[:5]}")
         self.unlabelled = list(ids) + [i for i in self.unlabelled if i not in chosen]
 
-    def apply(self, results: Sequence[MergeResult], oracle: dict[str, Record]) -> list[Record]:
+    def apply(self, results: Sequence[MergeResult]) -> list[Record]:
         """Move the detected images between the sets; return the records to train on this round.
+        :attr:`fates` then says, for every image of the round, what became of it and why.
 
         Args:
             results: one merge result per id of :meth:`next_batch`, in that order.
-            oracle: the untouched GT record of every id (for the pending queue).
         """
         batch = self.next_batch()
         if [r.sa.image_id for r in results] != batch:
@@ -182,7 +192,8 @@ class ASMState:
         round_cost.add(results)
         self.cost.add(results)
         replay = self._replay(self.K) if self.round_train == "replay" else None  # the pool before this round
-        train, info = getattr(self, "_" + self.strategy.replace("+", "_plus"))(results, oracle)
+        self.fates = {}
+        train, info = self._STRATEGY_RULES[self.strategy](self, results)
         if replay is None:  # "pool": the whole label pool as it is after this round's moves
             own = {r.image_id for r in train}
             replay = [r for i, r in sorted(self.labelled.items()) if i not in own]
@@ -207,17 +218,23 @@ class ASMState:
         pick = self.rng.choice(len(ids), size=min(n, len(ids)), replace=False)
         return [self.labelled[ids[i]] for i in sorted(pick)]
 
-    def _v1(self, results, oracle):
+    def _v1(self, results):
         for r in results:
             self.detected[r.sa.image_id] = (r.sa, r.ratio)
-        return [r.sa for r in results], {"sl_images": 0, "al_images": len(results)}
+            self.fates[r.sa.image_id] = "v1: trained on this round only; the label pool is unchanged"
+        return [r.sa for r in results], {"images_joined": 0, "images_held": len(results)}
 
-    def _v1_plus(self, results, oracle):
+    def _v1_plus(self, results):
         for r in results:
-            self._label(r.sa)
-        return [r.sa for r in results], {"sl_images": len(results), "al_images": 0}
+            self._label(r.sa, "v1+: every detected image joins with its SA annotation")
+        return [r.sa for r in results], {"images_joined": len(results), "images_held": 0}
 
-    def _topk_v1(self, results, oracle):
+    def _random(self, results):
+        for r in results:
+            self._label(r.sa, "random: the next image of the seeded queue; the human drew every box")
+        return [r.sa for r in results], {"images_joined": len(results), "images_held": 0}
+
+    def _topk_v1(self, results):
         # The K largest ratios of everything detected so far are trained on now and stay ranked;
         # the K smallest of the rest join the label pool (none in the first round).
         for r in results:
@@ -226,30 +243,52 @@ class ASMState:
         uncertain = ranked[::-1][: self.K]
         certain = ranked[: max(len(ranked) - self.K, 0)][: self.K]
         for i in certain:
-            self._label(self.detected.pop(i)[0])
-        train = [self.detected[i][0] for i in uncertain]
-        return train, {"sl_images": len(certain), "al_images": len(uncertain)}
-
-    def _topk_v2(self, results, oracle):
-        uncertain, certain = [], 0
+            self._label(self.detected.pop(i)[0], "topk_v1: among the K lowest AL ratios outside the K highest")
+        for i in uncertain:
+            self.fates[i] = "topk_v1: among the K highest AL ratios: trained on now, ranked again next round"
         for r in results:
+            self.fates.setdefault(r.sa.image_id, "topk_v1: between the two top-K groups: ranked again next round")
+        train = [self.detected[i][0] for i in uncertain]
+        return train, {"images_joined": len(certain), "images_held": len(uncertain)}
+
+    def _topk_v2(self, results):
+        uncertain, joined = [], 0
+        for r in results:
+            i, last = r.sa.image_id, self.passes[r.sa.image_id] >= self.max_passes
             if r.ratio <= self.cer_ratio:
-                self._label(r.sa)
-                certain += 1
+                self._label(r.sa, f"topk_v2: AL ratio {r.ratio:.3f} <= cer_ratio {self.cer_ratio}")
+                joined += 1
+            elif last:  # detected max_passes times: the human's labels of this pass, no more passes
+                self._label(r.sa, f"topk_v2: pass {self.passes[i]} of --max-passes {self.max_passes}: "
+                                  "the human labels it (AL)")  # fmt: skip
+                joined += 1
+                if r.ratio >= self.uncer_ratio:
+                    uncertain.append(r.sa)
             elif r.ratio >= self.uncer_ratio:
                 uncertain.append(r.sa)
-                if self.passes[r.sa.image_id] >= self.max_passes:
-                    self._label(r.sa)  # human-corrected on its last pass: keep it, stop re-detecting
-                else:
-                    self.pending.append(r.sa.image_id)
-            else:  # neither: back to the end of the unlabelled queue
-                self.unlabelled.append(r.sa.image_id)
-        return uncertain, {"sl_images": certain, "al_images": len(uncertain)}
+                self.pending.append(i)
+                self.fates[i] = (f"topk_v2: AL ratio {r.ratio:.3f} >= uncer_ratio {self.uncer_ratio}: trained on "
+                                 f"now, detected again next round (pass {self.passes[i]} of {self.max_passes})")  # fmt: skip
+            else:
+                self.unlabelled.append(i)
+                self.fates[i] = (f"topk_v2: AL ratio {r.ratio:.3f} between cer_ratio and uncer_ratio: back to the "
+                                 f"end of the queue (pass {self.passes[i]} of {self.max_passes})")  # fmt: skip
+        return uncertain, {"images_joined": joined, "images_held": len(uncertain)}
 
-    def _label(self, record: Record) -> None:
+    _STRATEGY_RULES = {"v1": _v1, "v1+": _v1_plus, "topk_v1": _topk_v1, "topk_v2": _topk_v2, "random": _random}
+
+    def _label(self, record: Record, reason: str) -> None:
         if record.image_id in self.labelled:
             raise ValueError(f"{record.image_id} is already in the label pool; refusing to replace its record")
         self.labelled[record.image_id] = record
+        self.fates[record.image_id] = reason
+
+    def pool_boxes(self) -> tuple[int, int]:
+        """Boxes in the label pool, and how many of them the human confirmed from the model (SL)
+        rather than drew (the initial pool and every AL box, moved ones included)."""
+        total = sum(len(r) for r in self.labelled.values())
+        confirmed = sum(sum(self.sl_flags.get(i, ())) for i in self.labelled)
+        return total, confirmed
 
     # -- checks and persistence -----------------------------------------------------------------
     def check(self) -> None:

@@ -1,30 +1,40 @@
 """Annotation efficiency on real data: human work needed to reach the fully supervised AP50.
 
-On BCCD (Pascal VOC, 3 classes; pool = ``train``, 205 images; evaluation = ``val`` + ``test``, 159
-images) and for each seed, every method runs as its own process (``--jobs`` of them at once, side
-by side on one GPU or on the CPU cores), from one shared initial pool, adding the same number of
-images per step until the pool is exhausted:
+Every method is a ``train_asm_one.py`` run: the same trainer, seed, initial pool, model
+initialisation, schedule and round-train rule; they differ only in the labelling rule. For each
+seed, each method runs as its own process (``--jobs`` of them at once), adding K images per round:
 
-* ``supervised``: every train image, every box drawn (the upper bound; once per seed, shared);
-* ``random``, ``entropy``: ``al_curve.py`` learning curves, whole images labelled;
-* ASM methods: ``train_asm_one.py`` rounds. ``v1+`` is the entry's defaults (``default_method``);
-  the others change one thing: ``v1+/replay`` (ASM_core's replay rule), ``topk_v2``,
-  ``v1+/gate`` (mining gate), ``v1+/cand`` (informative choice among 4K candidates),
-  ``v1+/calib`` (per-class calibrated certain thresholds).
+* ``supervised``: every train image, every box drawn (``--strategy none``; the upper bound);
+* ``random``: the same-trainer baseline (``--strategy random``): the next K images of the seeded
+  queue, every box drawn by the human; exactly ``v1+ --enable_sl false`` without the detection pass;
+* ASM methods: ``v1+`` is the entry's defaults (``default_method``); the others change one thing:
+  ``v1+/replay`` (ASM_core's replay rule), ``topk_v2``, ``v1+/gate`` (mining gate), ``v1+/cand``
+  (informative choice among 4K candidates), ``v1+/calib`` (per-class calibrated certain thresholds);
+* ``al_curve/random``, ``al_curve/entropy``: ``al_curve.py`` learning curves, another trainer
+  (extra curves, not the baseline).
+
+Runs use ``--deterministic``: round 0 (the initial pool's model) must be the same for every method of
+a seed, and ``round0_identical`` says whether it was (AP50 equal within 1e-6).
 
 Human cost, two x-axes: boxes drawn from scratch, and a weighted cost = drawn + ``--review-cost`` x
 (confirmed + deleted) + ``--move-cost`` x moved (README, "What a round costs the human").
 
+Data: BCCD by default (pool = ``train``, 205 images; evaluation = ``val`` + ``test``, 159 images), or
+any labelled dataset through the entry's own data options, forwarded as they are:
+
+    python bench/asm_efficiency.py --jobs 9 --json-out docs/efficiency_bccd.json      # v2 protocol (GPU)
+    python bench/asm_efficiency.py --cpu --jobs 2 --json-out docs/efficiency_bccd_cpu.json  # CPU protocol
+    python bench/asm_efficiency.py --quick                                             # smoke run
+    python bench/asm_efficiency.py --quick --dataset voc --voc-roots data/my_voc --discover-classes
+
 Each method resumes from its checkpoints, so an interrupted benchmark continues when the command is
 run again; a method that dies (a non-finite loss, say) is reported and the others go on.
 
-    python bench/asm_efficiency.py --jobs 9 --json-out docs/efficiency_bccd.json   # the v2 protocol
-    python bench/asm_efficiency.py --quick                                          # smoke run
-
 Writes ``efficiency.json`` (settings, every point, the summary), ``efficiency.png`` and
 ``efficiency.md`` in ``--output-dir``. The last line printed is one JSON object with
-``default_method``, ``supervised_ap50``, ``box_fraction_to_100pct`` (per method; null where a
-method never reaches the supervised AP50 in every seed), ``asm_vs_random`` and ``seeds``.
+``default_method``, ``supervised_ap50``, ``round0_identical``, ``box_fraction_to_95pct`` and
+``box_fraction_to_100pct`` (per method; null where a method does not reach the level in every
+seed), ``asm_vs_random`` and ``seeds``.
 """
 
 from __future__ import annotations
@@ -47,10 +57,12 @@ from datasets.records import atomic_write_text  # noqa: E402
 from tools.curves import mean_curve  # noqa: E402
 from tools.logs import read_jsonl  # noqa: E402
 
-CLASSES = ("RBC", "WBC", "Platelets")
-SAMPLER_METHODS = ("random", "entropy")
+BCCD_CLASSES = ("RBC", "WBC", "Platelets")
+SAMPLER_METHODS = {"al_curve/random": "random", "al_curve/entropy": "entropy"}  # another trainer
 DEFAULT_METHOD = "v1+"  # train_asm_one.py's own defaults
+BASELINE = "random"  # the same trainer, every box drawn
 ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
+    "random": ["--strategy", "random"],
     "v1+": [],
     "v1+/replay": ["--round-train", "replay"],
     "topk_v2": ["--strategy", "topk_v2"],
@@ -58,13 +70,18 @@ ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
     "v1+/cand": ["--candidates", "4"],
     "v1+/calib": ["--certain-precision", "0.95"],
 }
-DEFAULT_METHODS = ("random", "entropy", *ASM_METHODS)
+DEFAULT_METHODS = ("random", "v1+")
+# The CPU protocol: 3 seeds of supervised + random + v1+ on BCCD in about 2 h on 2 cores (--jobs 2)
+CPU_PROTOCOL = {"min_size": 416, "epochs": 10, "step_epochs": 4, "supervised_epochs": 14, "steps": 5,
+                "methods": ["random", "v1+"]}  # fmt: skip
 LEVELS = (0.9, 0.95, 1.0)
 SHARED_WEIGHTS = os.path.join(ROOT, "..", "shared", "weights", "mobilenet_v2_imagenet_features.pth")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False, epilog="Any other option is a data option of train_asm_one.py (--dataset voc|coco|"
+                                       "folder and its flags), forwarded to every run; without one: BCCD.")  # fmt: skip
     p.add_argument("--bccd-root", default=os.path.join(ROOT, "..", "shared", "data", "bccd"))
     p.add_argument("--eval-splits", nargs="+", default=["val", "test"])
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=(*SAMPLER_METHODS, *ASM_METHODS))
@@ -85,7 +102,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-iters", type=int, default=50)
     p.add_argument("--review-cost", type=float, default=0.2, help="cost of confirming or deleting a box, in draws")
     p.add_argument("--move-cost", type=float, default=0.5, help="cost of moving a model box onto an object, in draws")
-    p.add_argument("--quick", action="store_true", help="smoke run: a slice of the data, tiny input, one epoch per step")
+    p.add_argument("--cpu", action="store_true",
+                   help=f"the CPU protocol ({', '.join(f'{k}={v}' for k, v in CPU_PROTOCOL.items())}); "
+                        "options given explicitly win")  # fmt: skip
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: tiny input, one epoch per step, two points (on BCCD: a slice of the data)")
     p.add_argument("--quick-images", type=int, nargs=2, default=(16, 8), metavar=("TRAIN", "EVAL"))
     p.add_argument("--output-dir", default=os.path.join(ROOT, "outputs", "efficiency"))
     p.add_argument("--json-out", default=None, help="also write the results JSON here (docs/efficiency_bccd.json)")
@@ -112,11 +133,17 @@ def bench_root(src: str, out: str, eval_splits: list[str], n_train: int | None, 
     return root
 
 
-def common_flags(args, root: str, seed: int) -> list[str]:
-    flags = ["--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train", "--voc-val-split", "eval",
-             "--voc-classes", *CLASSES, "--model", args.model, "--min-size", str(args.min_size),
-             "--lr", str(args.lr), "--warmup-iters", str(args.warmup_iters), "--seed", str(seed),
-             "--ap_shift_pretrain", "0", "--ap_shift_asm", "0"]  # fmt: skip (fixed budgets: no AP-shift early stopping)
+def bccd_flags(root: str) -> list[str]:
+    return ["--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train", "--voc-val-split", "eval",
+            "--voc-classes", *BCCD_CLASSES]  # fmt: skip
+
+
+def common_flags(args, data_flags: list[str], seed: int) -> list[str]:
+    """The shared protocol: data, model, schedule, seed; fixed budgets (no AP-shift early stopping),
+    one evaluation per phase, deterministic so that round 0 is the same model for every method."""
+    flags = [*data_flags, "--model", args.model, "--min-size", str(args.min_size), "--lr", str(args.lr),
+             "--warmup-iters", str(args.warmup_iters), "--seed", str(seed), "--ap_shift_pretrain", "0",
+             "--ap_shift_asm", "0", "--deterministic"]  # fmt: skip
     if args.weights_backbone:
         flags += ["--weights-backbone", args.weights_backbone]
     return flags
@@ -141,19 +168,16 @@ def run_tool(cmd: list[str], log_path: str, threads: int | None) -> str:
     return proc.stdout
 
 
-def sampler_curve(args, root: str, seed: int, method: str, n_train: int, threads: int | None) -> dict:
-    """One ``al_curve.py`` curve (``method`` "supervised": all images at once); resumes."""
-    out = os.path.join(args.output_dir, f"{method}_seed{seed}")
+def sampler_curve(args, data_flags: list[str], seed: int, method: str, n_train: int, threads: int | None) -> dict:
+    """One ``al_curve.py`` curve (another trainer: an extra curve, not the baseline); resumes."""
+    out = os.path.join(args.output_dir, f"{method.replace('/', '_')}_seed{seed}")
     os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, os.path.join(ROOT, "al_curve.py"), *common_flags(args, root, seed),
+    cmd = [sys.executable, os.path.join(ROOT, "al_curve.py"), *common_flags(args, data_flags, seed),
            "--seeds", str(seed), "--train-batch-size", str(args.batch_size), "--output-dir", out,
-           "--resume_or_load", "continue"]  # fmt: skip
-    if method == "supervised":
-        cmd += ["--samplers", "random", "--seed_batch", "1.0", "--steps", "1", "--epochs", str(args.supervised_epochs)]
-    else:
-        cmd += ["--samplers", method, "--seed_batch", str(args.initial), "--step-size",
-                str(image_count(args.step, n_train)), "--epochs", str(args.epochs), "--step-epochs", str(args.step_epochs)]  # fmt: skip
-        cmd += ["--steps", str(args.steps)] if args.steps else []
+           "--resume_or_load", "continue", "--samplers", SAMPLER_METHODS[method], "--seed_batch", str(args.initial),
+           "--step-size", str(image_count(args.step, n_train)), "--epochs", str(args.epochs), "--step-epochs",
+           str(args.step_epochs)]  # fmt: skip
+    cmd += ["--steps", str(args.steps)] if args.steps else []
     run_tool(cmd, os.path.join(out, "bench.log"), threads)
     with open(os.path.join(out, "curves.json"), encoding="utf-8") as f:
         steps = json.load(f)["curves"][0]["steps"]
@@ -162,16 +186,22 @@ def sampler_curve(args, root: str, seed: int, method: str, n_train: int, threads
     return {"method": method, "seed": seed, "points": points}
 
 
-def asm_curve(args, root: str, seed: int, method: str, n_train: int, threads: int | None) -> dict:
-    """One ``train_asm_one.py`` run; resumes from its ``last.pth`` when an earlier run was cut off."""
+def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int, threads: int | None) -> dict:
+    """One ``train_asm_one.py`` run (``method`` "supervised": ``--strategy none``); resumes from its
+    ``last.pth`` when an earlier run was cut off."""
     out = os.path.join(args.output_dir, f"asm_{method.replace('+', 'plus').replace('/', '_')}_seed{seed}")
     summary_path = os.path.join(out, "summary.json")
     if not os.path.isfile(summary_path):
-        cmd = [sys.executable, os.path.join(ROOT, "train_asm_one.py"), *common_flags(args, root, seed),
-               "--K", str(image_count(args.step, n_train)), "--initial", str(args.initial), "--epochs",
-               str(args.epochs), "--round-epochs", str(args.step_epochs), "--batch_size", str(args.batch_size),
-               "--coco-ap", "true", "--output-dir", out, *ASM_METHODS[method]]  # fmt: skip
-        if args.steps:
+        cmd = [sys.executable, os.path.join(ROOT, "train_asm_one.py"), *common_flags(args, data_flags, seed),
+               "--batch_size", str(args.batch_size), "--coco-ap", "true", "--output-dir", out,
+               "--review-cost", str(args.review_cost), "--move-cost", str(args.move_cost),
+               "--eval-interval", "100000"]  # fmt: skip (evaluate once, at the end of each phase)
+        if method == "supervised":
+            cmd += ["--strategy", "none", "--epochs", str(args.supervised_epochs)]
+        else:
+            cmd += ["--K", str(image_count(args.step, n_train)), "--initial", str(args.initial), "--epochs",
+                    str(args.epochs), "--round-epochs", str(args.step_epochs), *ASM_METHODS[method]]  # fmt: skip
+        if args.steps and method != "supervised":
             cmd += ["--max-rounds", str(args.steps - 1)]
         if os.path.isfile(os.path.join(out, "last.pth")):
             cmd += ["--resume", os.path.join(out, "last.pth")]
@@ -192,16 +222,16 @@ def asm_curve(args, root: str, seed: int, method: str, n_train: int, threads: in
     return {"method": method, "seed": seed, "points": points}
 
 
-def run_all(args, root: str, n_train: int) -> tuple[list[dict], list[dict]]:
+def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list[dict]]:
     """Every (method, seed) job, ``--jobs`` at a time; returns the curves and the failures."""
     jobs = [(m, s) for s in args.seeds for m in ("supervised", *args.methods)]
     threads = None if args.jobs <= 1 else max(1, (os.cpu_count() or 1) // args.jobs)
 
     def one(job):
         method, seed = job
-        runner = asm_curve if method in ASM_METHODS else sampler_curve
+        runner = sampler_curve if method in SAMPLER_METHODS else asm_curve
         try:
-            return runner(args, root, seed, method, n_train, threads), None
+            return runner(args, data_flags, seed, method, n_train, threads), None
         except (RuntimeError, OSError, KeyError, ValueError) as e:  # one method's death is reported, not fatal
             print(f"  FAILED {method} seed {seed}: {e}", flush=True)
             return None, {"method": method, "seed": seed, "error": str(e)}
@@ -249,12 +279,12 @@ def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str =
         grid = np.linspace(start, total_boxes, 201)
         result["auc"][m] = round(float(np.mean([_interp(c["points"], "human_drawn_boxes", key, grid).mean()
                                                 for c in runs])), 4)  # fmt: skip
-    randoms = {c["seed"]: c["points"] for c in curves if c["method"] == "random"}
-    for m in (m for m in methods if m in ASM_METHODS):
+    randoms = {c["seed"]: c["points"] for c in curves if c["method"] == BASELINE}
+    for m in (m for m in methods if m in ASM_METHODS and m != BASELINE):
         per_point: dict[int, list[float]] = {}
         for c in (c for c in curves if c["method"] == m and c["seed"] in randoms):
             ref = randoms[c["seed"]]
-            for k, p in enumerate(c["points"][1:], start=1):  # the shared initial pool differs only by init
+            for k, p in enumerate(c["points"][1:], start=1):  # after the shared round 0
                 at = float(_interp(ref, "human_drawn_boxes", key, np.array([p["human_drawn_boxes"]]))[0])
                 per_point.setdefault(k, []).append(p[key] - at)
         late = [v for k, vs in per_point.items() if k >= 2 for v in vs]  # after round 1
@@ -264,6 +294,16 @@ def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str =
             "mean_margin_per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(per_point.items())},
         }
     return result
+
+
+def round0_identical(curves: list[dict], tol: float = 1e-6) -> dict[int, bool]:
+    """Per seed: whether every same-trainer method's round 0 (the model of the shared initial pool)
+    has the same AP50 within ``tol``."""
+    by_seed: dict[int, list[float]] = {}
+    for c in curves:
+        if c["method"] in ASM_METHODS and c["points"]:
+            by_seed.setdefault(c["seed"], []).append(c["points"][0]["AP50"])
+    return {seed: max(aps) - min(aps) <= tol for seed, aps in sorted(by_seed.items())}
 
 
 def _mean_std(values: list[float]) -> dict | None:
@@ -290,11 +330,12 @@ def plot(curves: list[dict], summary: dict, methods: list[str], total_boxes: int
             ax.fill_between(xs, mean - std, mean + std, alpha=0.15)
         ax.axhline(sup, color="k", linestyle="--", linewidth=1, label=f"supervised {sup:.3f}")
         ax.set_xlabel(label)
-        ax.set_ylabel("AP50 (val + test)")
+        ax.set_ylabel("AP50 (evaluation split)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     seeds = sorted({c["seed"] for c in curves})
-    fig.suptitle(f"BCCD: AP50 against human effort (seeds {seeds}; mean +- std)", fontsize=10)
+    fig.suptitle(f"AP50 against human effort (seeds {seeds}; mean +- std; {BASELINE}: same trainer, every box "
+                 "drawn)", fontsize=10)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -328,36 +369,70 @@ def tables(curves: list[dict], summary: dict, per_class: dict, methods: list[str
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], argparse.Namespace | None]:
+    """The study's options, the data flags to forward (checked against the entry's data options), and
+    those flags parsed (None: BCCD)."""
+    from datasets.build import add_data_args
+
+    parser = get_args_parser()
+    args, rest = parser.parse_known_args(argv)
+    given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
+    if args.cpu:
+        for key, value in CPU_PROTOCOL.items():
+            if key not in given:
+                setattr(args, key, value)
     if args.quick:
         args.min_size, args.epochs, args.step_epochs, args.supervised_epochs = 128, 1, 1, 1
         args.initial, args.step, args.steps, args.weights_backbone = 4, 4, 2, None
-    if not os.path.isdir(os.path.join(args.bccd_root, "Annotations")):
-        print(f"error: {args.bccd_root} is not a VOC root (no Annotations/); pass --bccd-root", file=sys.stderr)
-        return 2
-    os.makedirs(args.output_dir, exist_ok=True)
-    n_train, n_eval = args.quick_images if args.quick else (None, None)
-    root = bench_root(os.path.abspath(args.bccd_root), args.output_dir, args.eval_splits, n_train, n_eval)
-    from datasets.voc import load_voc
+    if not rest:
+        return args, [], None
+    data_parser = argparse.ArgumentParser(prog="asm_efficiency.py (data options)", add_help=False)
+    add_data_args(data_parser)
+    data = data_parser.parse_args(rest)  # an unknown option: one line, exit 2
+    data.output_dir = args.output_dir  # a flat folder's seeded split lands in <output-dir>/splits
+    return args, rest, data
 
-    train = load_voc(root, "train", CLASSES, cache_dir=False)
-    total_boxes = train.num_boxes()
+
+def main(argv: list[str] | None = None) -> int:
+    args, data_flags, data = parse(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    if data is None:  # BCCD: train vs val + test
+        if not os.path.isdir(os.path.join(args.bccd_root, "Annotations")):
+            print(f"error: {args.bccd_root} is not a VOC root (no Annotations/); pass --bccd-root or the data "
+                  "options of train_asm_one.py (--dataset ...)", file=sys.stderr)  # fmt: skip
+            return 2
+        n_train, n_eval = args.quick_images if args.quick else (None, None)
+        data_flags = bccd_flags(bench_root(os.path.abspath(args.bccd_root), args.output_dir, args.eval_splits,
+                                           n_train, n_eval))  # fmt: skip
+        data = parse([*data_flags, "--output-dir", args.output_dir])[2]
+    from datasets import AnnotationError
+    from datasets.build import build_datasets
+
+    try:
+        train, _ = build_datasets(data)
+    except (AnnotationError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    total_boxes, classes = train.num_boxes(), list(train.classes)
     start = time.perf_counter()
-    curves, failures = run_all(args, root, len(train))
+    curves, failures = run_all(args, data_flags, len(train))
     with_cost(curves, args.review_cost, args.move_cost)
     if not any(c["method"] == "supervised" for c in curves):
         print(f"error: no supervised run finished: {failures}", file=sys.stderr)
         return 1
     summary = analyse(curves, total_boxes, args.methods)
-    per_class = {cls: analyse(curves, total_boxes, args.methods, f"AP50/{cls}") for cls in CLASSES}
-    headline = {"default_method": DEFAULT_METHOD, "supervised_ap50": summary["supervised"]["mean"],
-                "box_fraction_to_100pct": {m: v["100pct"] for m, v in summary["box_fraction"].items()},
-                "box_fraction_to_100pct_random": summary["box_fraction"].get("random", {}).get("100pct"),
+    per_class = {cls: analyse(curves, total_boxes, args.methods, f"AP50/{cls}") for cls in classes}
+    same_start = round0_identical(curves)
+    headline = {"default_method": DEFAULT_METHOD, "baseline": BASELINE, "supervised_ap50": summary["supervised"]["mean"],
+                "round0_identical": bool(same_start) and all(same_start.values()),
+                "round0_identical_per_seed": same_start,
+                **{f"box_fraction_to_{level}pct": {m: v[f"{level}pct"] for m, v in summary["box_fraction"].items()}
+                   for level in (95, 100)},
                 "asm_vs_random": {m: {k: v[k] for k in ("min_margin_ap50", "at_or_above_after_round1")}
                                   for m, v in summary["vs_random"].items()},
                 "failed": failures, "seeds": args.seeds}  # fmt: skip
-    result = {**headline, "settings": {**vars(args), "total_boxes": total_boxes, "device_note": "see BENCHMARKS.md"},
+    result = {**headline, "settings": {**vars(args), "data_flags": data_flags, "classes": classes,
+                                       "total_boxes": total_boxes, "train_images": len(train)},
               "summary": summary, "per_class": per_class, "curves": curves}  # fmt: skip
     for path in filter(None, (os.path.join(args.output_dir, "efficiency.json"), args.json_out)):
         atomic_write_text(path, json.dumps(result, indent=1))

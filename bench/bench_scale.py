@@ -78,7 +78,7 @@ for r in batch:  # 100 detections: jittered GT boxes (true positives) and random
 t1 = time.perf_counter()
 results = merge_batch(dets, batch, ASMConfig())
 t2 = time.perf_counter()
-train = state.apply(results, by_id)
+train = state.apply(results)
 t3 = time.perf_counter()
 path = os.path.join({work!r}, "round.pth")
 save_checkpoint(path, {{"asm": state.state_dict()}})

@@ -86,14 +86,21 @@ def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys):
     assert eff.main(argv) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert first["default_method"] == "v1+" and first["seeds"] == [1] and first["failed"] == []
-    assert set(first["box_fraction_to_100pct"]) == {"random", "v1+", "topk_v2"}
+    assert set(first["box_fraction_to_100pct"]) == set(first["box_fraction_to_95pct"]) == {"random", "v1+", "topk_v2"}
+    # the same trainer for every method: round 0 is one model (deterministic), the baseline draws every box
+    assert first["round0_identical"] is True and first["baseline"] == "random"
     assert set(first["asm_vs_random"]) == {"v1+", "topk_v2"}
     with open(tmp_path / "docs" / "eff.json") as f:
         data = json.load(f)
     assert {c["method"] for c in data["curves"]} == {"supervised", "random", "v1+", "topk_v2"}
     assert set(data["per_class"]) == {"RBC", "WBC", "Platelets"}
-    starts = {c["method"]: c["points"][0]["human_drawn_boxes"] for c in data["curves"] if c["method"] != "supervised"}
-    assert len(set(starts.values())) == 1  # one shared initial pool
+    starts = {c["method"]: c["points"][0] for c in data["curves"] if c["method"] != "supervised"}
+    assert len({p["human_drawn_boxes"] for p in starts.values()}) == 1  # one shared initial pool
+    assert len({p["AP50"] for p in starts.values()}) == 1  # and one initial model
+    random_run = next(c for c in data["curves"] if c["method"] == "random")
+    assert random_run["points"][-1]["reviewed"] == 0 and random_run["points"][-1]["moved"] == 0
+    sup = next(c for c in data["curves"] if c["method"] == "supervised")
+    assert sup["points"][-1]["human_drawn_boxes"] == data["settings"]["total_boxes"]
     assert all(len(c["points"]) == 2 and "cost" in c["points"][1] for c in data["curves"] if c["method"] != "supervised")
     assert os.path.getsize(os.path.join(out, "efficiency.png")) > 1000
     # evaluation on val + test: the slice's first 8 images of each
@@ -116,3 +123,37 @@ def test_counts(value, n, expected):
     from asm.pools import image_count
 
     assert image_count(value, n) == expected
+
+
+def test_round0_identical_compares_every_same_trainer_method_of_a_seed():
+    curves = [_curve("random", 1, [(100, 0.5), (200, 0.6)]), _curve("v1+", 1, [(100, 0.5), (150, 0.7)]),
+              _curve("random", 2, [(90, 0.4)]), _curve("v1+", 2, [(90, 0.4 + 1e-4)]),
+              _curve("al_curve/random", 1, [(100, 0.1)])]  # another trainer: not compared
+    assert eff.round0_identical(curves) == {1: True, 2: False}
+
+
+def test_quick_study_on_a_flat_voc_folder_that_is_not_bccd(tmp_path, capsys):
+    """A user's own labelled set: the data options go to every run, the classes come from the data."""
+    from datasets.synthetic import demo_root
+
+    demo = demo_root(0, 16, 4, str(tmp_path / "cache"))
+    flat = tmp_path / "my_voc"
+    flat.mkdir()
+    os.symlink(os.path.join(demo, "VOC", "JPEGImages"), flat / "images")
+    os.symlink(os.path.join(demo, "VOC", "Annotations"), flat / "annotations")
+    out = str(tmp_path / "eff")
+    argv = ["--quick", "--seeds", "3", "--jobs", "2", "--output-dir", out,
+            "--dataset", "voc", "--voc-roots", str(flat), "--discover-classes", "--val-fraction", "0.25"]
+    assert eff.main(argv) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["failed"] == [] and last["round0_identical"] is True and "v1+" in last["asm_vs_random"]
+    with open(os.path.join(out, "efficiency.json")) as f:
+        data = json.load(f)
+    assert data["settings"]["train_images"] == 15 and "--discover-classes" in data["settings"]["data_flags"]
+    assert set(data["per_class"]) == set(data["settings"]["classes"]) and "RBC" not in data["per_class"]
+
+
+def test_unknown_options_are_refused(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        eff.main(["--quick", "--output-dir", str(tmp_path), "--voc-rootz", "x"])
+    assert e.value.code == 2

@@ -21,7 +21,7 @@ def _results(state, ratios, oracle):
 
 def _run_round(state, oracle, ratios):
     batch = state.next_batch()
-    train = state.apply(_results(state, ratios(len(batch)), oracle), oracle)
+    train = state.apply(_results(state, ratios(len(batch)), oracle))
     state.check()
     return batch, train
 
@@ -68,11 +68,11 @@ def test_topk_v1_ranks_everything_detected_so_far():
     oracle = {r.image_id: r for r in records}
     state = ASMState.start("topk_v1", 2, records, initial=list(range(5)), seed=0, round_train="replay")
     b = state.next_batch()
-    train = state.apply(_results(state, [0.9, 0.8], oracle), oracle)
+    train = state.apply(_results(state, [0.9, 0.8], oracle))
     assert set(state.detected) == set(b) and len(state.labelled) == 5  # first round: all uncertain
     assert [r.image_id for r in train[:2]] == b
     n = state.next_batch()
-    train = state.apply(_results(state, [0.1, 0.95], oracle), oracle)
+    train = state.apply(_results(state, [0.1, 0.95], oracle))
     # ranked {n0: .1, b1: .8, b0: .9, n1: .95}: the 2 largest are trained on, the 2 smallest join
     assert [r.image_id for r in train[:2]] == [n[1], b[0]]
     assert {n[0], b[1]} <= set(state.labelled) and set(state.detected) == {b[0], n[1]}
@@ -83,13 +83,13 @@ def test_topk_v2_certain_uncertain_pending_and_last_pass():
     oracle = {r.image_id: r for r in records}
     state = ASMState.start("topk_v2", 4, records, initial=list(range(4)), seed=0, max_passes=2, round_train="replay")
     b1 = state.next_batch()
-    train = state.apply(_results(state, [0.1, 0.9, 0.45, 0.7], oracle), oracle)
+    train = state.apply(_results(state, [0.1, 0.9, 0.45, 0.7], oracle))
     assert b1[0] in state.labelled and state.pending == [b1[1], b1[3]]
     assert state.unlabelled[-1] == b1[2]  # between the two thresholds: back of the queue
     assert [r.image_id for r in train[:2]] == [b1[1], b1[3]]
     b2 = state.next_batch()
     assert b2[:2] == [b1[1], b1[3]] and len(b2) == 4  # pending first, then new, K in total
-    state.apply(_results(state, [0.9, 0.0, 0.9, 0.9], oracle), oracle)
+    state.apply(_results(state, [0.9, 0.0, 0.9, 0.9], oracle))
     assert b1[1] in state.labelled and b1[3] in state.labelled  # second pass: kept (max_passes=2) or certain
     assert state.pending == b2[2:]
 
@@ -103,9 +103,9 @@ def test_bad_arguments():
         ASMState.start("topk_v2", 2, _records(5), [0], 0, cer_ratio=0.7, uncer_ratio=0.6)
     state = ASMState.start("v1+", 2, _records(5), [0], 0)
     with pytest.raises(ValueError, match="do not match"):
-        state.apply([], {})
+        state.apply([])
     with pytest.raises(ValueError, match="refusing to replace"):
-        state._label(_records(1)[0])
+        state._label(_records(1)[0], "test")
 
 
 @pytest.mark.parametrize("strategy", ["v1", "v1+", "topk_v1", "topk_v2"])
@@ -158,11 +158,11 @@ def test_topk_v2_never_charges_a_gt_box_twice():
         return out
 
     first = state.next_batch()
-    state.apply(results([[False, False, False], [True, False, False]], moved=[False, False, True]), oracle)
+    state.apply(results([[False, False, False], [True, False, False]], moved=[False, False, True]))
     assert state.pending == first  # both uncertain (ratios 1.0 and 2/3 >= 0.6)
     assert (state.cost.drawn, state.cost.moved) == (2 + 1, 1 + 1)
     # detected again: the human annotated both images on the first pass; nothing is drawn twice
-    state.apply(results([[True, False, False], [False, False, False]]), oracle)
+    state.apply(results([[True, False, False], [False, False, False]]))
     assert state.rounds[-1]["drawn"] == 0 and state.rounds[-1]["moved"] == 0
     assert state.cost.drawn == 3 and state.cost.confirmed == 1 + 1
     assert ASMState.from_state(state.state_dict()).passes == state.passes

@@ -97,3 +97,63 @@ def test_candidates_mining_gate_and_calibrated_thresholds(tmp_path):
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
     assert len(ckpt["held_out"]["scores"]) == len(ckpt["held_out"]["tp"])
     assert len(ASMState.from_state(ckpt["asm"]).labelled) == 8 + 2 * 4
+
+
+def _tags(out):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.path.join(out, "tb"))
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_a_run_says_what_it_saved(tmp_path, capsys):
+    """The last line, the per-round files and TensorBoard carry the human's work and the saving."""
+    code, out = _run(tmp_path, "v1p", "--strategy", "v1+", "--review-cost", "0.25", "--move-cost", "0.5")
+    assert code == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(printed[-1])
+    asm = ASMState.from_state(load_checkpoint(os.path.join(out, "last.pth"))["asm"])
+    total, confirmed = asm.pool_boxes()
+    assert confirmed == summary["confirmed_boxes"] > 0  # v1+: every confirmed box is in the pool
+    assert summary["human_saved_fraction"] == round(confirmed / total, 4)
+    assert summary["weighted_cost"] == pytest.approx(summary["human_drawn_boxes"] + 0.25 * (
+        summary["confirmed_boxes"] + summary["deleted_boxes"]) + 0.5 * summary["moved_boxes"], abs=0.01)
+    assert summary["stopped"] == "--max-rounds 2 reached"
+    assert "moved" in printed[-4] and "confirmed" in printed[-4]  # the table's header
+    for r in (1, 2):
+        with open(os.path.join(out, "rounds", f"round{r}.json")) as f:
+            report = json.load(f)
+        assert report["round"] == r and len(report["images"]) == 4
+        for image in report["images"]:
+            assert image["joined_pool"] and image["reason"].startswith("v1+") and 0 <= image["al_ratio"] <= 1
+            assert image["image_id"] in asm.labelled
+        assert sum(i["confirmed"] for i in report["images"]) == report["summary"]["confirmed"]
+        assert sum(i["drawn"] for i in report["images"]) == report["summary"]["drawn"]
+    tags = _tags(out)
+    assert tags["ASM/images_joined"] == [4, 4] and tags["ASM/label_pool"] == [12, 16]
+    assert tags["ASM/human/saved_fraction"][-1] == pytest.approx(summary["human_saved_fraction"], abs=1e-4)
+    assert tags["ASM/human/confirmed"][-1] == summary["confirmed_boxes"]
+    assert "ASM/sl_score" not in tags and "ASM/sample_num/SL" not in tags
+    assert len(tags["Accuracy/AP_50"]) == 3  # one evaluated epoch per phase
+
+
+def test_random_is_v1_plus_with_every_box_drawn_and_the_same_images(tmp_path, capsys):
+    code, out = _run(tmp_path, "rand", "--strategy", "random")
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["confirmed_boxes"] == summary["deleted_boxes"] == summary["moved_boxes"] == 0
+    assert summary["human_saved_fraction"] == 0.0 and summary["weighted_cost"] == summary["human_drawn_boxes"]
+    code, v1p = _run(tmp_path, "v1p", "--strategy", "v1+")
+    assert code == 0
+    capsys.readouterr()
+    logs = [[e for e in read_jsonl(os.path.join(o, "log.jsonl")) if e["type"] == "round"] for o in (out, v1p)]
+    assert logs[0][0]["AP50"] == logs[1][0]["AP50"]  # round 0: one model (deterministic)
+    for r in (1, 2):
+        reports = []
+        for o in (out, v1p):
+            with open(os.path.join(o, "rounds", f"round{r}.json")) as f:
+                reports.append(json.load(f))
+        assert [i["image_id"] for i in reports[0]["images"]] == [i["image_id"] for i in reports[1]["images"]]
+        for image, other in zip(reports[0]["images"], reports[1]["images"]):
+            assert image["confirmed"] == 0 and image["drawn"] == other["drawn"] + other["confirmed"] + other["moved"]

@@ -97,7 +97,9 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
     g = p.add_argument_group("active sample mining")
     if not rules_only:
         g.add_argument("--strategy", default="v1+", choices=("none", *STRATEGIES),
-                       help="how a round grows the label pool (asm/pools.py); none: the fully supervised baseline")
+                       help="how a round grows the label pool (asm/pools.py); random: the next K images of the "
+                            "same seeded queue, every box drawn by the human (v1+ --enable_sl false without the "
+                            "detection pass: the same-trainer baseline); none: the fully supervised baseline")
         g.add_argument("--K", type=int, default=100, help="images detected per ASM round")
         g.add_argument("--initial", type=count_or_fraction, default=0.2, help="initial label pool: fraction or count")
         g.add_argument("--round-epochs", type=int, default=5, help="max epochs of each ASM round")
@@ -107,6 +109,13 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
         g.add_argument("--max-rounds", type=int, default=None)
         g.add_argument("--cer_ratio", type=float, default=0.3)
         g.add_argument("--uncer_ratio", type=float, default=0.6)
+        g.add_argument("--max-passes", type=int, default=3,
+                       help="topk_v2: an image detected this many times goes to the human (AL) and joins the pool, "
+                            "whatever its ratio, so every run ends")
+        g.add_argument("--review-cost", type=float, default=0.2,
+                       help="human cost of confirming or deleting a model box, in box draws (weighted_cost)")
+        g.add_argument("--move-cost", type=float, default=0.5,
+                       help="human cost of moving a model box onto its object, in box draws (weighted_cost)")
     g.add_argument("--certain_thre", type=float, default=0.8)
     g.add_argument("--uncertain_thre", type=float, default=0.3)
     g.add_argument("--judge_iou", type=float, default=0.5)
@@ -192,7 +201,7 @@ def check_options(args: argparse.Namespace) -> None:
         if high is not None:
             need(value <= high, f"{name} must be <= {high}, got {value}")
 
-    for name in ("batch_size", "eval_interval", "epochs", "round_epochs", "min_size", "eval_batch_size", "K", "candidates", "steps"):
+    for name in ("batch_size", "eval_interval", "epochs", "round_epochs", "min_size", "eval_batch_size", "K", "candidates", "steps", "max_passes"):
         value = getattr(args, name, None)
         need(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
     need(args.min_size >= 32, f"--min-size must be at least 32 pixels, got {args.min_size}")
@@ -216,6 +225,11 @@ def check_options(args: argparse.Namespace) -> None:
     if hasattr(args, "cer_ratio"):
         need(args.cer_ratio < args.uncer_ratio,
              f"--cer_ratio ({args.cer_ratio}) must be below --uncer_ratio ({args.uncer_ratio})")  # fmt: skip
+    finite("--review-cost", 0.0)
+    finite("--move-cost", 0.0)
+    if getattr(args, "strategy", None) == "random":
+        need(args.candidates == 1, "--candidates needs the model's detections; --strategy random shows the human "
+                                   "none (it takes the next K images of the queue)")  # fmt: skip
     max_rounds = getattr(args, "max_rounds", None)
     need(max_rounds is None or max_rounds >= 0, f"--max-rounds must be >= 0 (or left out: until the pool is "
                                                 f"exhausted), got {max_rounds}")  # fmt: skip
