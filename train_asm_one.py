@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 
 import numpy as np
@@ -57,6 +58,7 @@ from tools.labelling import export_round
 from tools.logs import RunLog
 from tools.mining import detect_sorted, merge_with_oracle, preannotate, results_from_imported
 from tools.options import (
+    OPTION_PRESETS,
     Interrupted,
     add_asm_args,
     add_model_args,
@@ -67,6 +69,7 @@ from tools.options import (
     str2bool,
 )
 from tools.progress import HEARTBEAT, rounds_planned
+from tools.stop import STOP, Stopped, resume_command
 from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("train_asm_one")
@@ -150,6 +153,11 @@ class Run:
         if ckpt.get("format", 1) > CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path}: written by a newer version of this tool (format {ckpt['format']}, this "
                                   f"one reads up to {CHECKPOINT_FORMAT}); update the code or start a new run")  # fmt: skip
+        made_with = (ckpt.get("config") or {}).get("strategy", self.args.strategy)
+        if made_with != self.args.strategy:  # e.g. a supervised checkpoint under v1+ would run no round
+            raise CheckpointError(f"{path}: made with --strategy {made_with}, this command says --strategy "
+                                  f"{self.args.strategy}; resume with --strategy {made_with}, or start a new run from "
+                                  f"its model with --weights {path}")  # fmt: skip
         if ckpt.get("classes") is not None and list(ckpt["classes"]) != self.classes:
             raise CheckpointError(f"{path}: made for the classes {ckpt['classes']}, this run has {self.classes}")
         try:
@@ -186,12 +194,13 @@ class Run:
         """Checkpoint: ``last.pth``, and ``best.pth`` on a new best AP of an evaluated epoch."""
         out = self.args.output_dir
         state = self.state_dict()
-        save_checkpoint(os.path.join(out, "last.pth"), state)
-        if self.phase.history and self.phase.history[-1].get("evaluated", True):
-            ap = self.phase.history[-1]["metrics"][AP_KEYS[self.args.ap]]
-            if ap > self.best_ap:
-                self.best_ap = state["best_ap"] = ap
-                save_checkpoint(os.path.join(out, "best.pth"), state)
+        with STOP.deferred():  # Ctrl-C or SIGTERM: after the write, not in the middle of it
+            save_checkpoint(os.path.join(out, "last.pth"), state)
+            if self.phase.history and self.phase.history[-1].get("evaluated", True):
+                ap = self.phase.history[-1]["metrics"][AP_KEYS[self.args.ap]]
+                if ap > self.best_ap:
+                    self.best_ap = state["best_ap"] = ap
+                    save_checkpoint(os.path.join(out, "best.pth"), state)
 
     def train(self) -> dict:
         """Train the current phase from its next epoch to its end (last epoch, or AP settled),
@@ -244,7 +253,7 @@ def start_round(run: Run, train_set, device) -> None:
             export_round(run.awaiting, asm.round + 1, pre, scores, train_set)
         run.save()
         raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {run.awaiting}; label "
-                     f"them, run import_labels.py --run {args.output_dir} --labels <export>, then --resume")
+                     f"them, run: python import_labels.py --run {args.output_dir} --labels <export>")
     if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
         run.held_out = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
     info["max_score"] = round(max((float(d["scores"][0]) for d in shown if len(d["scores"])), default=0.0), 4)
@@ -395,6 +404,13 @@ def explain_drop(run: Run, ap50: float) -> None:
                    _fmt(info["precision"]), info["confirmed"])  # fmt: skip
 
 
+def continue_command(args: argparse.Namespace, argv: list[str] | None) -> str:
+    """The exact command that continues this run from its last checkpoint (``argv``: the command
+    line's options; None: ``sys.argv``)."""
+    options = list(argv) if argv is not None else sys.argv[1:]
+    return resume_command(options, os.path.join(args.output_dir, "last.pth"), "train_asm_one.py")
+
+
 def main(argv: list[str] | None = None) -> int:
     with dist.session():
         return run_main(argv)
@@ -402,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_main(argv: list[str] | None) -> int:
     try:
-        args = parse_with_config(get_args_parser(), argv)
+        args = parse_with_config(get_args_parser(), argv, OPTION_PRESETS)
         device, train_set, val_set = start(args)
         if args.strategy != "none":
             dist.check_shardable(args.K, "--K (images detected per round)")
@@ -411,14 +427,17 @@ def run_main(argv: list[str] | None) -> int:
         logging.getLogger("train_asm_one").error("%s", e)  # names the file and field; no traceback
         return 2
     try:
-        with run_dir.claim(args.output_dir, bool(args.resume), args.overwrite, enabled=dist.is_main()):
-            return train(args, device, train_set, val_set)
+        with STOP, run_dir.claim(args.output_dir, bool(args.resume), args.overwrite, enabled=dist.is_main()):
+            return train(args, device, train_set, val_set, argv)
     except run_dir.OutputDirError as e:
         logger.error("%s", e)
         return 2
+    except Stopped as e:  # before training started, or between the loop and its handler
+        logger.warning("%s before anything was saved; run the same command again", e)
+        return e.exit_code
 
 
-def train(args: argparse.Namespace, device: torch.device, train_set, val_set) -> int:
+def train(args: argparse.Namespace, device: torch.device, train_set, val_set, argv: list[str] | None = None) -> int:
     """Initial phase, then ASM rounds until the pool is exhausted, AP settles or --max-rounds."""
     logger.info(describe("train pool", train_set))
     logger.info(describe("evaluation", val_set))
@@ -487,10 +506,16 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set) ->
             start_round(run, train_set, device)
             metrics = run.train()
     except Interrupted as e:
-        logger.warning("%s; continue with --resume %s", e, os.path.join(args.output_dir, "last.pth"))
+        logger.warning("%s; continue with: %s", e, continue_command(args, argv))
         return 3
+    except Stopped as e:
+        if os.path.isfile(os.path.join(args.output_dir, "last.pth")):
+            logger.warning("%s; the last checkpoint is complete. Continue with: %s", e, continue_command(args, argv))
+        else:
+            logger.warning("%s before the first checkpoint; run the same command again to start over", e)
+        return e.exit_code
     except Paused as e:
-        logger.warning("%s", e)
+        logger.warning("%s; then continue with: %s", e, continue_command(args, argv))
         return 4
     except LabelsMissing as e:
         logger.error("%s", e)

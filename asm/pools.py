@@ -235,20 +235,22 @@ class ASMState:
         return [r.sa for r in results], {"images_joined": len(results), "images_held": 0}
 
     def _topk_v1(self, results):
-        # The K largest ratios of everything detected so far are trained on now and stay ranked;
-        # the K smallest of the rest join the label pool (none in the first round).
+        # ASM_core: everything detected so far is ranked by AL ratio; every round (the first
+        # included) the K lowest join the label pool and the K highest are trained on now (with
+        # fewer than 2K ranked, an image can be both). A joined image leaves the ranking; ASM_core
+        # keeps it there, where ranking it again cannot change the pool.
         for r in results:
             self.detected[r.sa.image_id] = (r.sa, r.ratio)
         ranked = sorted(self.detected, key=lambda i: (self.detected[i][1], i))
         uncertain = ranked[::-1][: self.K]
-        certain = ranked[: max(len(ranked) - self.K, 0)][: self.K]
+        train = [self.detected[i][0] for i in uncertain]
+        certain = ranked[: self.K]
         for i in certain:
-            self._label(self.detected.pop(i)[0], "topk_v1: among the K lowest AL ratios outside the K highest")
+            self._label(self.detected.pop(i)[0], "topk_v1: among the K lowest AL ratios detected so far")
         for i in uncertain:
-            self.fates[i] = "topk_v1: among the K highest AL ratios: trained on now, ranked again next round"
+            self.fates.setdefault(i, "topk_v1: among the K highest AL ratios: trained on now, ranked again")
         for r in results:
             self.fates.setdefault(r.sa.image_id, "topk_v1: between the two top-K groups: ranked again next round")
-        train = [self.detected[i][0] for i in uncertain]
         return train, {"images_joined": len(certain), "images_held": len(uncertain)}
 
     def _topk_v2(self, results):

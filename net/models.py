@@ -28,11 +28,14 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import mobilenet_backbone
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor, mobilenet_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.resnet import Bottleneck, ResNet
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+from net.pisa import PisaConfig, PisaRoIHeads
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,31 @@ def _torchvision(fn_name: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _resnext_fpn(mask: bool, arch: str, num_classes, weights, weights_backbone, trainable_layers, local_backbone,
+                 **kw):  # fmt: skip
+    """Faster/Mask R-CNN on a ResNeXt-FPN backbone, built as torchvision builds its ResNet-50 ones.
+    ``arch``: a torchvision ResNeXt (ImageNet weights by torchvision's names, e.g. ``DEFAULT``), or
+    ``resnext101_32x4d`` (MMDetection's; no torchvision weights: random init or a local ``.pth``)."""
+    if weights is not None:
+        raise ValueError(f"torchvision has no detection weights for the {arch} models; pass a local .pth to --weights")
+    pretrained = weights_backbone is not None or local_backbone is not None
+    norm = misc_nn_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+    if arch == "resnext101_32x4d":
+        if weights_backbone is not None:
+            raise ValueError("resnext101_32x4d has no torchvision ImageNet weights; pass a local .pth to "
+                             "--weights-backbone, or none for random init")  # fmt: skip
+        body = ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=4, norm_layer=norm)
+    else:
+        body = getattr(torchvision.models, arch)(weights=weights_backbone, norm_layer=norm)
+    layers = trainable_layers if trainable_layers is not None else (3 if pretrained else 5)
+    backbone = _resnet_fpn_extractor(body, layers)
+    if local_backbone is not None:
+        _load_backbone(backbone.body, local_backbone)
+    for key in _CUSTOM_OPTIONS:
+        kw.pop(key, None)
+    return (MaskRCNN if mask else FasterRCNN)(backbone, num_classes=num_classes, **kw)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fasterrcnn_resnet50_fpn": _torchvision("fasterrcnn_resnet50_fpn"),
     "fasterrcnn_resnet50_fpn_v2": _torchvision("fasterrcnn_resnet50_fpn_v2"),
@@ -103,7 +131,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fasterrcnn_mobilenet_v2_fpn": partial(_mobilenet_v2_fpn, False),
     "maskrcnn_resnet50_fpn": _torchvision("maskrcnn_resnet50_fpn"),
     "maskrcnn_mobilenet_v2_fpn": partial(_mobilenet_v2_fpn, True),
-}
+    **{f"{kind}rcnn_{arch}_fpn": partial(_resnext_fpn, kind == "mask", arch)
+       for kind in ("faster", "mask") for arch in ("resnext50_32x4d", "resnext101_32x8d", "resnext101_32x4d")},
+}  # fmt: skip
+ROI_HEADS = ("standard", "pisa")
 _CUSTOM = {"fasterrcnn_mobilenet_v2_fpn", "maskrcnn_mobilenet_v2_fpn"}
 
 
@@ -121,6 +152,8 @@ def build_model(
     max_size: int | None = None,
     train_scales: tuple[float, ...] | None = None,
     preset: str = "default",
+    roi_head: str = "standard",
+    pisa: PisaConfig | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build a detector by name.
@@ -135,6 +168,7 @@ def build_model(
         train_scales: factors of ``min_size`` picked at random per batch in training (scale
             jitter); evaluation uses ``min_size``.
         preset: a key of :data:`PRESETS` (``cpu_fast``: fewer proposals, smaller ROI batch).
+        roi_head: ``standard`` or ``pisa`` (:mod:`net.pisa`: training only, with ``pisa``'s settings).
         **kwargs: more FasterRCNN/MaskRCNN options (``rpn_*``, ``box_*``); they win over the preset.
 
     Raises:
@@ -145,6 +179,8 @@ def build_model(
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if roi_head not in ROI_HEADS:
+        raise ValueError(f"unknown RoI head {roi_head!r}; choose one of {ROI_HEADS}")
     local_weights = weights if _is_file(weights) else None
     local_backbone = weights_backbone if _is_file(weights_backbone) else None
     if local_weights is None and weights is not None and name in _CUSTOM:
@@ -162,6 +198,8 @@ def build_model(
     _replace_heads(model, num_classes)
     if local_weights:
         load_matching(model, local_weights)
+    if roi_head == "pisa":
+        model.roi_heads = PisaRoIHeads(model.roi_heads, pisa or PisaConfig())
     if train_scales:
         # GeneralizedRCNNTransform picks one of min_size at random in training, the last in eval.
         model.transform.min_size = tuple(round(min_size * f) for f in train_scales if f != 1.0) + (min_size,)

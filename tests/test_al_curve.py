@@ -41,7 +41,8 @@ def test_curves_written_and_resume_gives_the_same_json(tmp_path):
         assert c["steps"][1]["human_drawn_boxes"] >= c["steps"][0]["human_drawn_boxes"]
     rows = list(csv.DictReader(open(os.path.join(full, "curves.csv"))))
     assert len(rows) == 8 and set(rows[0]) == {"sampler", "seed", "step", "images", "human_drawn_boxes",
-                                               "AP50", "AP75", "AP"}
+                                               "AP50", "AP75", "AP", "segm_AP", "segm_AP50"}
+    assert rows[0]["segm_AP"] == ""  # a box model has no mask AP
     with Image.open(os.path.join(full, "curves.png")) as im:
         assert im.size[0] > 100 and len(set(im.convert("L").tobytes())) > 10  # something is drawn
     code, part = _run(tmp_path, "part", *samplers, "--x-axis", "boxes", "--exit-after-steps", "3")
@@ -105,3 +106,20 @@ def test_plot_without_matplotlib_warns_and_keeps_going(tmp_path, monkeypatch, ca
     steps = [{"images": 4, "human_drawn_boxes": 10, "AP50": 0.1}, {"images": 8, "human_drawn_boxes": 20, "AP50": 0.2}]
     plot([{"sampler": "random", "seed": 0, "steps": steps}], str(tmp_path / "curves.png"), "images", [])
     assert not (tmp_path / "curves.png").exists() and "matplotlib is not installed" in caplog.text
+
+
+def test_mask_rcnn_curves_train_on_masks_and_report_mask_ap(tiny_coco_root, tmp_path):
+    """al_curve.py with Mask R-CNN: masks in the targets, segm AP per step in curves.json and the plot."""
+    out = str(tmp_path / "mask")
+    code = main(["--dataset", "coco", "--coco-train-json", os.path.join(tiny_coco_root, "annotations",
+                 "instances_train2017.json"), "--coco-train-images", os.path.join(tiny_coco_root, "train2017"),
+                 "--coco-val-json", os.path.join(tiny_coco_root, "annotations", "instances_val2017.json"),
+                 "--coco-val-images", os.path.join(tiny_coco_root, "val2017"), "--model", "maskrcnn_mobilenet_v2_fpn",
+                 "--min-size", "96", "--train-batch-size", "4", "--workers", "0", "--warmup-iters", "2",
+                 "--epochs", "1", "--seed_batch", "8", "--step-size", "4", "--steps", "2", "--seeds", "0",
+                 "--samplers", "random", "--amp", "--output-dir", out])
+    assert code == 0
+    steps = json.load(open(os.path.join(out, "curves.json")))["curves"][0]["steps"]
+    assert len(steps) == 2 and all(isinstance(s["segm_AP"], float) and 0 <= s["segm_AP"] <= 1 for s in steps)
+    with Image.open(os.path.join(out, "curves.png")) as im:
+        assert im.size[0] >= 1000  # two panels: box and mask AP

@@ -64,18 +64,23 @@ def test_v1_plus_adds_the_k_sa_annotations():
 
 
 def test_topk_v1_ranks_everything_detected_so_far():
+    """ASM_core's rule: every round the K lowest AL ratios of everything detected so far join the
+    pool (the first round too) and the K highest are trained on now."""
     records = _records(40)
     oracle = {r.image_id: r for r in records}
     state = ASMState.start("topk_v1", 2, records, initial=list(range(5)), seed=0, round_train="replay")
     b = state.next_batch()
     train = state.apply(_results(state, [0.9, 0.8], oracle))
-    assert set(state.detected) == set(b) and len(state.labelled) == 5  # first round: all uncertain
-    assert [r.image_id for r in train[:2]] == b
+    assert set(b) <= set(state.labelled) and not state.detected  # round 1: the K detected join
+    assert sorted(r.image_id for r in train[:2]) == sorted(b)  # and are the K highest: trained on
     n = state.next_batch()
     train = state.apply(_results(state, [0.1, 0.95], oracle))
-    # ranked {n0: .1, b1: .8, b0: .9, n1: .95}: the 2 largest are trained on, the 2 smallest join
-    assert [r.image_id for r in train[:2]] == [n[1], b[0]]
-    assert {n[0], b[1]} <= set(state.labelled) and set(state.detected) == {b[0], n[1]}
+    assert n[0] in state.labelled and n[1] in state.labelled
+    n2 = state.next_batch()
+    train = state.apply(_results(state, [0.7, 0.3], oracle))
+    assert [r.image_id for r in train[:2]] == [n2[0], n2[1]]  # ranked {n2_1: .3, n2_0: .7}: highest first
+    assert set(n2) <= set(state.labelled) and len(state.labelled) == 5 + 6
+    assert "K lowest" in state.fates[n2[1]]
 
 
 def test_topk_v2_certain_uncertain_pending_and_last_pass():
@@ -166,3 +171,49 @@ def test_topk_v2_never_charges_a_gt_box_twice():
     assert state.rounds[-1]["drawn"] == 0 and state.rounds[-1]["moved"] == 0
     assert state.cost.drawn == 3 and state.cost.confirmed == 1 + 1
     assert ASMState.from_state(state.state_dict()).passes == state.passes
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_topk_v2_ends_whatever_the_ratios(seed):
+    """Property: every image is detected at most max_passes times, so for any sequence of ratios the
+    pool empties within ceil(max_passes * N / K) full rounds plus max_passes short ones."""
+    rng = np.random.default_rng(seed)
+    n, k, passes = int(rng.integers(5, 60)), int(rng.integers(1, 9)), int(rng.integers(1, 5))
+    records = _records(n + 3)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("topk_v2", k, records, initial=[0, 1, 2], seed=seed, max_passes=passes)
+    band = rng.choice(["middle", "high", "mixed"])
+    draw = {"middle": lambda m: [0.45] * m, "high": lambda m: [0.9] * m,
+            "mixed": lambda m: rng.choice([0.0, 0.31, 0.5, 0.59, 0.6, 1.0], m).tolist()}[band]
+    bound = -(-passes * n // k) + passes
+    rounds = 0
+    while not state.exhausted():
+        _run_round(state, oracle, draw)
+        rounds += 1
+        assert rounds <= bound, f"{band}: not exhausted after {bound} rounds"
+    assert len(state.labelled) == n + 3 and max(state.passes.values()) <= passes
+
+
+def test_middle_band_goes_to_the_human_on_its_last_pass():
+    records = _records(12)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("topk_v2", 4, records, initial=[0, 1], seed=0, max_passes=2)
+    first = state.next_batch()
+    state.apply(_results(state, [0.45] * 4, oracle))
+    assert state.unlabelled[-4:] == first and "back to the end of the queue" in state.fates[first[0]]
+    while first[0] not in state.labelled:
+        _run_round(state, oracle, lambda m: [0.45] * m)
+    assert state.passes[first[0]] == 2 and "the human labels it" in state.fates[first[0]]
+
+
+def test_random_takes_the_same_images_as_v1_plus():
+    records = _records(30)
+    oracle = {r.image_id: r for r in records}
+    states = [ASMState.start(s, 5, records, initial=list(range(6)), seed=3) for s in ("random", "v1+")]
+    for _ in range(3):
+        batches = [s.next_batch() for s in states]
+        assert batches[0] == batches[1]
+        for s in states:
+            _run_round(s, oracle, lambda m: [1.0] * m)
+    assert set(states[0].labelled) == set(states[1].labelled)
+    assert all(states[0].fates[i].startswith("random:") for i in batches[0])

@@ -157,3 +157,65 @@ def test_random_is_v1_plus_with_every_box_drawn_and_the_same_images(tmp_path, ca
         assert [i["image_id"] for i in reports[0]["images"]] == [i["image_id"] for i in reports[1]["images"]]
         for image, other in zip(reports[0]["images"], reports[1]["images"]):
             assert image["confirmed"] == 0 and image["drawn"] == other["drawn"] + other["confirmed"] + other["moved"]
+
+
+def _without_max_rounds():
+    k = TINY.index("--max-rounds")
+    return TINY[:k] + TINY[k + 2:]
+
+
+@pytest.mark.parametrize("extra, pool, check", [
+    (["--strategy", "v1"], 8, lambda rounds: all(r["images_joined"] == 0 for r in rounds)),
+    (["--strategy", "topk_v1"], 16, lambda rounds: all(r["images_joined"] == 4 for r in rounds)),
+    (["--round-train", "replay"], 16, lambda rounds: all(r["train_images"] == 8 for r in rounds)),
+    (["--enable_sl", "false"], 16, lambda rounds: all(r["confirmed"] == 0 and r["drawn"] > 0 for r in rounds)),
+    (["--enable_al", "false"], 16, lambda rounds: all(r["drawn"] == 0 for r in rounds)),
+])  # fmt: skip
+def test_every_strategy_round_rule_and_ablation_runs_end_to_end(tmp_path, capsys, extra, pool, check):
+    code, out = _run(tmp_path, "run", *extra)
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rounds"] == 2 and summary["labelled_images"] == pool
+    rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round" and e["round"] > 0]
+    assert len(rounds) == 2 and check(rounds)
+    assert all(os.path.isfile(os.path.join(out, "rounds", f"round{r}.json")) for r in (1, 2))
+
+
+def test_topk_v2_with_every_ratio_in_the_middle_band_ends_by_itself(tmp_path, capsys):
+    out = str(tmp_path / "mid")
+    argv = [*_without_max_rounds(), "--strategy", "topk_v2", "--cer_ratio", "0.0", "--uncer_ratio", "1.0",
+            "--max-passes", "2", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["stopped"] == "the unlabelled pool is exhausted" and summary["labelled_images"] == 24
+    assert summary["rounds"] <= 16 * 2 // 4 + 2  # ceil(max_passes * unlabelled / K) + max_passes
+
+
+def test_rounds_stop_when_ap_settles_and_the_tags_are_written(tmp_path, capsys, monkeypatch):
+    import tools.fit
+
+    aps = iter([0.30, 0.40, 0.50, 0.505, 0.9, 0.9])  # pretrain (2 epochs), round 1, round 2, ...
+
+    def scripted(model, loader, evaluators, device):
+        ap = next(aps)
+        return {"voc/AP50": ap, "voc/AP75": ap / 2}
+
+    monkeypatch.setattr(tools.fit, "evaluate", scripted)
+    out = str(tmp_path / "settle")
+    argv = [*_without_max_rounds(), "--epochs", "2", "--ap_range", "2", "--ap_shift_asm", "0.01",
+            "--ap_shift_pretrain", "0", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # rounds 1 and 2 give AP 0.50 and 0.505: shift 0.0025 < 0.01 with a 2-wide window
+    assert summary["rounds"] == 2 and summary["stopped"].startswith("AP settled across rounds")
+    tags = _tags(out)
+    assert tags["Accuracy/AP_50"] == pytest.approx([0.30, 0.40, 0.50, 0.505])
+    assert tags["Accuracy/AP_shift"] == pytest.approx([0.05])  # the pretrain window [0.30, 0.40]
+    assert tags["ASM/label_pool"] == [12, 16] and tags["ASM/human/drawn"][0] > 0
+
+
+def test_resuming_a_checkpoint_of_another_strategy_is_refused(tmp_path, capsys, caplog):
+    code, out = _run(tmp_path, "sup", "--strategy", "none", "--epochs", "1")
+    assert code == 0
+    code, _ = _run(tmp_path, "sup", "--resume", os.path.join(out, "last.pth"))
+    assert code == 2 and "made with --strategy none, this command says --strategy v1+" in caplog.text

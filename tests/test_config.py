@@ -68,3 +68,19 @@ def test_resolved_config_is_written_and_reproduces_the_run(tmp_path):
     assert saved["lr"] == 0.005 and saved["epochs"] == 1 and "cfg_options" not in saved
     again = parse_with_config(get_args_parser(), ["--config", str(out / "config.yaml")])
     assert {k: v for k, v in vars(again).items() if k != "config"} == {**saved, "cfg_options": []}
+
+
+def test_asm_core_defaults_sit_under_config_files_and_flags(tmp_path):
+    from tools.config import parse_with_config
+    from tools.options import ASM_CORE_DEFAULTS, OPTION_PRESETS
+    from train_asm_one import get_args_parser
+
+    parse = lambda *argv: parse_with_config(get_args_parser(), list(argv), OPTION_PRESETS)  # noqa: E731
+    plain = parse()
+    assert (plain.ap_range, plain.round_train, plain.mining_gate) == (4, "pool", 0.0)
+    core = parse("--asm-core-defaults")
+    assert {k: getattr(core, k) for k in ASM_CORE_DEFAULTS} == ASM_CORE_DEFAULTS
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("ap_thre: 0.2\n")
+    mixed = parse("--asm-core-defaults", "--config", str(cfg), "--ap_range", "6")
+    assert (mixed.ap_thre, mixed.ap_range, mixed.ap_shift_asm) == (0.2, 6, 0.001)

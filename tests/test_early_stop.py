@@ -42,3 +42,26 @@ def test_state_round_trip():
     t.load_state_dict(s.state_dict())
     assert t.state_dict() == s.state_dict()
     assert t.update(3, 0.46) == s.update(3, 0.46)
+
+
+def test_ap_equal_to_ap_thre_does_not_stop():
+    """ASM_core stops only *above* ap_thre: a settled AP exactly at the threshold keeps training."""
+    s = APShiftStopper(ap_range=2, threshold=0.01, ap_thre=0.505)
+    s.update(0, 0.50)
+    assert not s.update(1, 0.505) and 0 < s.ap_shift < 0.01
+    assert s.update(2, 0.506)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ap_range", "1"], "--ap_range must be at least 2"),
+    (["--ap_shift_asm", "-0.1"], "--ap_shift_asm must be >= 0.0"),
+    (["--ap_shift_pretrain", "nan"], "--ap_shift_pretrain must be a finite number"),
+    (["--ap_thre", "1.5"], "--ap_thre must be <= 1.0"),
+])
+def test_early_stop_options_end_in_one_line_with_exit_2(tmp_path, capsys, flags, message):
+    from train_asm_one import main
+
+    assert main(["--output-dir", str(tmp_path / "run"), *flags]) == 2
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert message in text and "Traceback" not in text

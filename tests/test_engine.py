@@ -91,6 +91,33 @@ def test_losses_are_read_every_few_iterations_and_the_first_bad_one_is_named():
     assert "loss spike at epoch 0, iteration 2" in error
 
 
+class _TwoTerms(nn.Module):
+    """Loss terms ``big`` (steady at 100) and ``mask`` (scripted), each times (1 + w^2)."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.mask, self.calls = mask, 0
+
+    def forward(self, images, targets):
+        value = self.mask[self.calls]
+        self.calls += 1
+        scale = (1 + self.w**2).sum()
+        return {"big": 100 * scale, "mask": value * scale}
+
+
+def test_one_loss_term_that_jumps_is_a_spike_even_when_the_total_is_not():
+    from tools.fit import spike_bounds
+
+    bounds = spike_bounds({"big": 200.0, "mask": 11.0, "loss": 211.0, "lr": 0.02})  # the last epoch's means
+    assert bounds == {"big": 4000.0, "mask": 220.0, "loss": 4220.0}
+    model = _TwoTerms([6.5, 5.5, 147.5])  # the mask loss x27 its mean; the total far below its bound
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with pytest.raises(FloatingPointError, match="loss spike at epoch 0, iteration 2: mask 295 > 220"):
+        train_one_epoch(model, opt, [([torch.zeros(3, 2, 2)], [{}])] * 3, torch.device("cpu"), epoch=0,
+                        loss_bound=bounds)  # fmt: skip
+
+
 def test_loss_means_are_exact_without_per_iteration_reads():
     model = _Scripted([1.0, 2.0, 4.0, 8.0, 16.0])
     opt = torch.optim.SGD(model.parameters(), lr=0.0)

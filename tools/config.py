@@ -70,14 +70,21 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
+                      presets: dict[str, dict[str, Any]] | None = None) -> argparse.Namespace:  # fmt: skip
     """Parse ``argv`` with config files and ``--cfg-options`` applied as defaults.
+
+    ``presets`` maps a boolean option (``asm_core_defaults``) to option values that apply, when it is
+    set, above argparse's defaults and below the config files and explicit flags.
 
     Raises:
         ValueError: an unknown key (the message lists the valid ones) or a malformed file.
     """
     first, _ = parser.parse_known_args(argv)
     values: dict[str, Any] = {}
+    for flag, preset in (presets or {}).items():
+        if vars(first).get(flag):
+            values = merge_dicts(values, preset)
     for path in first.config:
         values = merge_dicts(values, load_config(path))
     values = merge_dicts(values, parse_cfg_options(first.cfg_options))

@@ -36,7 +36,7 @@ from tools.progress import HEARTBEAT
 from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("al_curve")
-COLUMNS = ("sampler", "seed", "step", "images", "human_drawn_boxes", "AP50", "AP75", "AP")
+COLUMNS = ("sampler", "seed", "step", "images", "human_drawn_boxes", "AP50", "AP75", "AP", "segm_AP", "segm_AP50")
 
 
 def _slug(name: str) -> str:
@@ -81,8 +81,11 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
     sampler = cls(name, [r.image_id for r in train_set.records], seed=seed, aggregate=args.aggregate)
     run_args = argparse.Namespace(**{**vars(args), "seed": seed})
     log = RunLog(os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}"), enabled=dist.is_main())
-    evaluators = [VOCEvaluator(val_set.classes), COCOEvaluator(val_set)]
-    val_loader = fit.eval_loader(val_set.records, val_set.image_root, args, pin_memory=device.type == "cuda")
+    with_masks = is_mask_model(args.model)
+    evaluators = [VOCEvaluator(val_set.classes), COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",))]
+    val_loader = fit.eval_loader(val_set.records, val_set.image_root, args, with_masks,
+                                 pin_memory=device.type == "cuda")  # fmt: skip
+    scaler = torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
     while True:
         step = len(state["steps"])
         torch.manual_seed(seed * 1000 + step)  # the same draws whether or not the run was resumed
@@ -90,7 +93,8 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         if args.resume_or_load == "continue" and state["model"] is not None:
             unwrap(model).load_state_dict(state["model"])
         records = [record_from_dict(r) for r in state["records"]]
-        trainer = fit.Trainer(model, run_args, device, train_set.image_root, val_loader, evaluators, log)
+        trainer = fit.Trainer(model, run_args, device, train_set.image_root, val_loader, evaluators, log, with_masks,
+                              scaler)  # fmt: skip
         optimizer = fit.make_optimizer(model, run_args)
         epochs = args.epochs if step == 0 or args.step_epochs is None else args.step_epochs
         phase = fit.Phase(f"{name}/seed{seed}/step{step}", step, epochs)
@@ -131,15 +135,15 @@ def write_results(out: str, curves: list[dict], args: argparse.Namespace) -> Non
     with open(os.path.join(out, "curves.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows({k: row[k] for k in COLUMNS} for row in rows)
+        writer.writerows({k: row.get(k) for k in COLUMNS} for row in rows)
     plot(curves, os.path.join(out, "curves.png"), args.x_axis, args.asm_logs)
 
 
-def mean_curve(runs: list[list[dict]], x_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeds of one method (each a list of points): mean x, mean and std of AP50 over the common length."""
+def mean_curve(runs: list[list[dict]], x_key: str, y_key: str = "AP50") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeds of one method (each a list of points): mean x, mean and std of ``y_key`` over the common length."""
     length = min(len(r) for r in runs)
     xs = np.array([[p[x_key] for p in r[:length]] for r in runs], dtype=float).mean(0)
-    ys = np.array([[p["AP50"] for p in r[:length]] for r in runs], dtype=float)
+    ys = np.array([[p[y_key] for p in r[:length]] for r in runs], dtype=float)
     return xs, ys.mean(0), ys.std(0)
 
 
@@ -156,20 +160,23 @@ def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> Non
     import matplotlib.pyplot as plt
 
     key = "images" if x_axis == "images" else "human_drawn_boxes"
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    for name in dict.fromkeys(c["sampler"] for c in curves):
-        runs = [c["steps"] for c in curves if c["sampler"] == name]
-        xs, mean, std = mean_curve(runs, key)
-        ax.plot(xs, mean, marker="o", label=f"{name} ({len(runs)} seeds)")
-        ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
+    masks = any(s.get("segm_AP50") is not None for c in curves for s in c["steps"])  # Mask R-CNN: a mask panel
+    fig, axes = plt.subplots(1, 2 if masks else 1, figsize=(12 if masks else 6.4, 4.2), dpi=100, squeeze=False)
+    for ax, y_key, label in zip(axes[0], ("AP50", "segm_AP50"), ("box AP50 (VOC)", "mask AP50 (COCO segm)")):
+        for name in dict.fromkeys(c["sampler"] for c in curves):
+            runs = [c["steps"] for c in curves if c["sampler"] == name]
+            xs, mean, std = mean_curve(runs, key, y_key)
+            ax.plot(xs, mean, marker="o", label=f"{name} ({len(runs)} seeds)")
+            ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
+        ax.set_xlabel("labelled images" if x_axis == "images" else "human-drawn boxes")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax = axes[0][0]
     for log_path in asm_logs:
         rounds = [e for e in read_jsonl(log_path) if e.get("type") == "round"]
         xk = "labelled_images" if x_axis == "images" else "human_drawn_total"
         ax.plot([r[xk] for r in rounds], [r["AP50"] for r in rounds], marker="s", linestyle="--",
                 label=f"ASM {os.path.basename(os.path.dirname(os.path.abspath(log_path)))}")  # fmt: skip
-    ax.set_xlabel("labelled images" if x_axis == "images" else "human-drawn boxes")
-    ax.set_ylabel("AP50")
-    ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

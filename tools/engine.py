@@ -37,7 +37,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     clip_grad: float | None = None,
     desc: str = "train",
-    loss_bound: float | None = None,
+    loss_bound: float | dict[str, float] | None = None,
     check_every: int = CHECK_EVERY,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``.
@@ -53,7 +53,8 @@ def train_one_epoch(
             the first epoch only; pass 0 afterwards).
         scaler: a ``torch.amp.GradScaler`` to train in mixed precision (CUDA); ``None`` = fp32.
         clip_grad: max gradient norm, or ``None``.
-        loss_bound: a total loss above this is a spike, raised like a non-finite loss (``None``: no bound).
+        loss_bound: a total loss above this is a spike, raised like a non-finite loss; a dict bounds
+            each named loss term (``"loss"``: the total) and leaves the others free; ``None``: no bound.
         check_every: iterations between host reads of the loss sums.
 
     Returns:
@@ -69,7 +70,7 @@ def train_one_epoch(
         warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 0.001, 1.0, total_iters=warmup_iters)
     # fp32 gets a scaler at a constant 1.0 (exact): its on-device skip of non-finite steps is the guard
     guard = scaler or torch.amp.GradScaler(device.type, init_scale=1.0, growth_interval=2**30)
-    bound = torch.tensor(math.inf if loss_bound is None else loss_bound, device=device)
+    bounds = loss_bound if isinstance(loss_bound, dict) else {} if loss_bound is None else {"loss": loss_bound}
     keys: list[str] = []
     sums = bad_at = bad_values = None
     count = seen = 0
@@ -85,10 +86,11 @@ def train_one_epoch(
             sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=device)
             bad_at = torch.full((), -1, dtype=torch.int64, device=device)
             bad_values = torch.zeros_like(sums)
+            bound = torch.tensor([bounds.get(k, math.inf) for k in [*keys, "loss"]], dtype=torch.float64, device=device)
         loss = sum(loss_dict[k] for k in keys)
         values = torch.stack([loss_dict[k].detach().float().sum() for k in keys] + [loss.detach().float().sum()])
         values = values.double()
-        ok = torch.isfinite(values[-1]) & (values[-1] <= bound)
+        ok = (torch.isfinite(values) & (values <= bound)).all()
         first = (bad_at < 0) & ~ok
         bad_at = torch.where(first, count, bad_at)
         bad_values = torch.where(first, values, bad_values)
@@ -107,27 +109,28 @@ def train_one_epoch(
         seen += len(images)
         HEARTBEAT.tick("train", count, steps, seen, started)
         if count % check_every == 0:
-            _check(bad_at, bad_values, keys, epoch, loss_bound)
+            _check(bad_at, bad_values, keys, epoch, bounds)
             bar.set_postfix(loss=f"{sums[-1].item() / count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     if sums is None:
         return {"loss": 0.0, "lr": optimizer.param_groups[0]["lr"]}
-    _check(bad_at, bad_values, keys, epoch, loss_bound)
+    _check(bad_at, bad_values, keys, epoch, bounds)
     means = dict(zip([*keys, "loss"], (sums / count).tolist()))
     means["lr"] = optimizer.param_groups[0]["lr"]
     return means
 
 
 def _check(bad_at: torch.Tensor, bad_values: torch.Tensor, keys: list[str], epoch: int,
-           loss_bound: float | None) -> None:  # fmt: skip
+           bounds: dict[str, float]) -> None:  # fmt: skip
     """Raise for the first bad iteration recorded on the device, if any (one host sync)."""
     at = int(bad_at.item())
     if at < 0:
         return
-    values = dict(zip(keys, bad_values[:-1].tolist()))
-    total = float(bad_values[-1])
-    if not math.isfinite(total):
+    values = dict(zip([*keys, "loss"], bad_values.tolist()))
+    if not all(map(math.isfinite, values.values())):
         raise FloatingPointError(f"non-finite loss at epoch {epoch}, iteration {at}: {values}")
-    raise FloatingPointError(f"loss spike at epoch {epoch}, iteration {at}: {total:.3g} > {loss_bound:.3g}")
+    name = next(k for k, v in values.items() if v > bounds.get(k, math.inf))
+    raise FloatingPointError(f"loss spike at epoch {epoch}, iteration {at}: {name} {values[name]:.3g} > "
+                             f"{bounds[name]:.3g}")
 
 
 @torch.inference_mode()

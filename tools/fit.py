@@ -42,10 +42,13 @@ AP_KEYS = {"ap_50": "voc/AP50", "ap_75": "voc/AP75"}
 
 
 def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
-    """A learning-curve point's accuracy: VOC AP50 and AP75, COCO-style AP (None if not evaluated),
-    and VOC AP50 per class (``AP50/<class>``)."""
+    """A learning-curve point's accuracy: VOC AP50 and AP75, COCO-style box AP (None if not
+    evaluated), mask AP and AP50 (``segm_AP``, ``segm_AP50``: Mask R-CNN with COCO evaluation), and
+    VOC AP50 per class (``AP50/<class>``)."""
     per_class = {k[len("voc/"):]: v for k, v in metrics.items() if k.startswith("voc/AP50/")}
-    return {"AP50": metrics["voc/AP50"], "AP75": metrics["voc/AP75"], "AP": metrics.get("bbox/AP"), **per_class}
+    masks = {f"segm_{k}": metrics[f"segm/{k}"] for k in ("AP", "AP50") if f"segm/{k}" in metrics}
+    return {"AP50": metrics["voc/AP50"], "AP75": metrics["voc/AP75"], "AP": metrics.get("bbox/AP"), **masks,
+            **per_class}  # fmt: skip
 
 
 def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -134,6 +137,7 @@ class Trainer:
     log: Any
     with_masks: bool = False
     scaler: torch.amp.GradScaler | None = None
+    last_losses: dict[str, float] | None = None  # the last epoch's mean losses, across phases (spike bounds)
 
 
 class Diverged(FloatingPointError):
@@ -141,7 +145,12 @@ class Diverged(FloatingPointError):
 
 
 MAX_ROLLBACKS = 3  # per phase
-SPIKE = 20.0  # a loss above this many times the last epoch's mean loss counts as divergence
+SPIKE = 20.0  # a loss (or one loss term) above this many times its last epoch's mean counts as divergence
+
+
+def spike_bounds(last: dict[str, float] | None) -> dict[str, float]:
+    """Per loss term (and ``loss``, the total): :data:`SPIKE` times its mean over the last epoch."""
+    return {k: SPIKE * v for k, v in (last or {}).items() if k != "lr" and math.isfinite(v) and v > 0}
 
 
 def train_epoch_safely(t: Trainer, phase: Phase, loader: DataLoader, optimizer: torch.optim.Optimizer) -> dict:
@@ -155,15 +164,15 @@ def train_epoch_safely(t: Trainer, phase: Phase, loader: DataLoader, optimizer: 
     """
     epoch = phase.epoch
     snapshot = (copy.deepcopy(unwrap(t.model).state_dict()), copy.deepcopy(optimizer.state_dict()), rng_state())
-    last = phase.history[-1]["losses"].get("loss") if phase.history else None
-    bound = SPIKE * last if last and math.isfinite(last) else None
+    # the last epoch's means: this phase's, or the previous phase's for a round's first epoch
+    bounds = spike_bounds(phase.history[-1]["losses"] if phase.history else t.last_losses)
     tries = 0
     while True:
         loader.batch_sampler.set_epoch(epoch)  # the same batches on every try
         warmup = min(t.args.warmup_iters, len(loader) - 1) if epoch == 0 else 0
         try:
             return train_one_epoch(t.model, optimizer, loader, t.device, epoch, warmup_iters=warmup, scaler=t.scaler,
-                                   clip_grad=t.args.clip_grad, desc=phase.name, loss_bound=bound)  # fmt: skip
+                                   clip_grad=t.args.clip_grad, desc=phase.name, loss_bound=bounds or None)  # fmt: skip
         except FloatingPointError as e:
             if phase.rollbacks >= MAX_ROLLBACKS:
                 raise Diverged(f"{phase.name}: training diverged {phase.rollbacks + 1} times ({e}); the last good "
@@ -205,6 +214,7 @@ def run_epoch(t: Trainer, phase: Phase, loader: DataLoader, stopper: APShiftStop
     HEARTBEAT.set(epoch=epoch)
     start = time.perf_counter()
     losses = train_epoch_safely(t, phase, loader, optimizer)
+    t.last_losses = losses
     scheduler.step()
     evaluated = (epoch + 1) % getattr(t.args, "eval_interval", 1) == 0 or epoch + 1 >= phase.max_epochs
     stop = False

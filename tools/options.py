@@ -6,6 +6,7 @@ argparse is the single source of defaults: config files (and ``--cfg-options``) 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -19,7 +20,8 @@ from asm.merge import ASMConfig
 from asm.pools import ROUND_TRAIN, STRATEGIES
 from datasets.build import build_datasets
 from datasets.records import RecordSet
-from net.models import MODELS, PRESETS, build_model
+from net.models import MODELS, PRESETS, ROI_HEADS, build_model
+from net.pisa import PisaConfig
 from tools import dist
 from tools.fit import AP_KEYS
 
@@ -43,6 +45,18 @@ def count_or_fraction(value: str) -> float:
     return number
 
 
+# ASM_core's values of the options where our defaults differ (README, "Where we differ from ASM_core").
+# --asm-core-defaults puts them under any config file and explicit flag.
+ASM_CORE_DEFAULTS = {
+    "ap_range": 3, "ap_shift_pretrain": 0.05, "ap_shift_asm": 0.001,
+    "ap_thre": 0.5,  # AP-shift stops only above it ...
+    "mining_gate": 0.5,  # ... and no model boxes are offered below it (ASM_core mines only above ap_thre)
+    "round_train": "replay",  # a round trains on its images plus K random label-pool records
+    "round_epochs": 1,  # ASM_core brings K new images after every epoch
+}  # fmt: skip
+OPTION_PRESETS = {"asm_core_defaults": ASM_CORE_DEFAULTS}
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn", help=f"one of {sorted(MODELS)}")
@@ -53,6 +67,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-size", type=int, default=None)
     g.add_argument("--preset", default="cpu_fast", choices=sorted(PRESETS))
     g.add_argument("--scale-jitter", type=str2bool, default=True, help="random train scales 0.8-1.2x min-size")
+    g.add_argument("--roi-head", choices=ROI_HEADS, default="standard",
+                   help="pisa: Prime Sample Attention in training (ISR-P, CARL, Score-HLR sampling; net/pisa.py); "
+                        "inference is the standard head's")
+    g = p.add_argument_group("PISA (--roi-head pisa): MMDetection's train_cfg fields and defaults")
+    for f in dataclasses.fields(PisaConfig):
+        part, key = f.name.split("_", 1)
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=int if f.name == "hlr_num" else float, default=f.default,
+                       help=f"MMDetection's {dict(hlr='sampler').get(part, part)}.{key}"
+                            + (" (default: the model's RoIs per image)" if f.name == "hlr_num" else ""))
 
 
 def add_train_args(p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("--batch_size", "--batch-size")) -> None:
@@ -107,6 +130,9 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
                        help="besides its images, a round trains on the whole label pool (default) or on K replayed "
                             "label records (ASM_core's rule)")
         g.add_argument("--max-rounds", type=int, default=None)
+        g.add_argument("--asm-core-defaults", action="store_true",
+                       help="ASM_core's defaults where ours differ: " + ", ".join(
+                           f"{k}={v}" for k, v in ASM_CORE_DEFAULTS.items()) + " (a config or flag still wins)")
         g.add_argument("--cer_ratio", type=float, default=0.3)
         g.add_argument("--uncer_ratio", type=float, default=0.6)
         g.add_argument("--max-passes", type=int, default=3,
@@ -225,6 +251,10 @@ def check_options(args: argparse.Namespace) -> None:
     if hasattr(args, "cer_ratio"):
         need(args.cer_ratio < args.uncer_ratio,
              f"--cer_ratio ({args.cer_ratio}) must be below --uncer_ratio ({args.uncer_ratio})")  # fmt: skip
+    need(args.ap_range >= 2, f"--ap_range must be at least 2 (a window of AP values to compare), got {args.ap_range}")
+    finite("--ap_shift_pretrain", 0.0)
+    finite("--ap_shift_asm", 0.0)
+    finite("--ap_thre", 0.0, 1.0)
     finite("--review-cost", 0.0)
     finite("--move-cost", 0.0)
     if getattr(args, "strategy", None) == "random":
@@ -266,6 +296,10 @@ def start(args: argparse.Namespace) -> tuple[torch.device, RecordSet, RecordSet]
     return device, train_set, val_set
 
 
+def pisa_config(args: argparse.Namespace) -> PisaConfig:
+    return PisaConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PisaConfig)})
+
+
 def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
     """The detector the options describe, for ``num_classes`` foreground classes.
 
@@ -273,6 +307,6 @@ def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.de
     """
     model = build_model(args.model, num_classes + 1, weights=args.weights, weights_backbone=args.weights_backbone,
                         trainable_layers=args.trainable_layers, min_size=args.min_size, max_size=args.max_size,
-                        preset=args.preset,
+                        preset=args.preset, roi_head=args.roi_head, pisa=pisa_config(args),
                         train_scales=(0.8, 0.9, 1.1, 1.2) if args.scale_jitter else None).to(device)  # fmt: skip
     return dist.wrap_model(model, device, args.sync_bn)

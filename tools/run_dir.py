@@ -42,9 +42,16 @@ def _take_lock(path: str) -> None:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            with open(path, encoding="utf-8") as f:
-                host, _, pid = f.read().strip().partition(" ")
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    host, _, pid = f.read().strip().partition(" ")
+            except (OSError, UnicodeDecodeError):
+                host, pid = "", ""
+            if not host or not pid.isdigit():  # empty or torn: its writer died before finishing it
+                logger.warning("taking over %s: it names no process (empty or unreadable)", path)
+                os.remove(path)
+                continue
+            if host == socket.gethostname() and not _alive(int(pid)):
                 logger.info("taking over %s from process %s, which is gone", path, pid)
                 os.remove(path)
                 continue
@@ -76,6 +83,13 @@ def claim(output_dir: str, resume: bool, overwrite: bool, enabled: bool = True) 
                 target = os.path.join(output_dir, name)
                 shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
             logger.warning("--overwrite: removed %s from %s", ", ".join(found), output_dir)
+        elif found and not resume and not os.path.exists(os.path.join(output_dir, "last.pth")):
+            # a run that stopped before its first checkpoint: nothing to continue, start it again
+            for name in found:
+                target = os.path.join(output_dir, name)
+                shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+            logger.info("%s holds no checkpoint yet (a run stopped before its first one): starting again",
+                        output_dir)  # fmt: skip
         elif found and not resume:
             raise OutputDirError(f"{output_dir} holds another run ({', '.join(found)}): pass --resume "
                                  f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to start over, "

@@ -1,0 +1,130 @@
+"""PISA (net/pisa.py): hand-computed ranks and weights, equality with the standard head at exponent 0,
+CARL's gradient, and Faster / Mask R-CNN training with it."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from torchvision.models.detection.roi_heads import fastrcnn_loss
+
+from net.models import build_model
+from net.pisa import PisaConfig, PisaRoIHeads, iou_hlr_weights, nms_groups, pisa_losses, score_hlr_sample
+
+
+def test_iou_hlr_ranks_inside_each_gt_then_across_and_keeps_the_loss():
+    # two GT boxes of one class, three positives each: A's IoUs .9 .7 .5, B's .8 .6 .95
+    ious = torch.tensor([0.9, 0.7, 0.5, 0.8, 0.6, 0.95])
+    gt_ids, labels = torch.tensor([0, 0, 0, 1, 1, 1]), torch.ones(6, dtype=torch.long)
+    losses = torch.tensor([1.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+    # local ranks A 0 1 2, B 1 2 0; IoU-HLR (local rank first, then IoU): B.95 A.9 B.8 A.7 B.6 A.5;
+    # u = (6 - rank) / 6 with 6 positives in the class; k=2: u^2, then scaled to keep sum(w * loss) = 7
+    u = torch.tensor([5, 3, 1, 4, 2, 6]) / 6
+    expected = u**2 * (7 / (u**2 * losses).sum())
+    weights = iou_hlr_weights(ious, gt_ids, labels, losses, k=2.0, bias=0.0)
+    torch.testing.assert_close(weights, expected)
+    assert float((weights * losses).sum()) == pytest.approx(7.0)
+    assert torch.equal(iou_hlr_weights(ious, gt_ids, labels, losses, k=0.0, bias=0.0), torch.ones(6))
+
+
+def test_two_classes_share_the_largest_class_count_as_the_top():
+    ious, gt_ids = torch.tensor([0.9, 0.5, 0.7]), torch.tensor([0, 0, 1])
+    labels = torch.tensor([1, 1, 2])
+    weights = iou_hlr_weights(ious, gt_ids, labels, torch.ones(3), k=1.0, bias=0.0)
+    u = torch.tensor([2 / 2, 1 / 2, 2 / 2])  # class 2's only positive is its top
+    torch.testing.assert_close(weights, u * 3 / u.sum())
+
+
+def test_score_hlr_groups_overlapping_negatives_and_ranks_by_group_then_score():
+    probs = torch.tensor([[0.1, 0.9, 0.0], [0.4, 0.0, 0.6], [0.3, 0.7, 0.0], [0.98, 0.02, 0.0], [0.97, 0.03, 0.0]])
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 0, 5, 5], [70, 70, 80, 80.0]])
+    assert [g.tolist() for g in nms_groups(boxes[:3], probs[:3, 1:].max(1).values, 0.5)] == [[0, 1], [2]]
+    bg = -torch.log(probs[:, 0])
+    # importance: n0 3-0+.9, n1 3-1+.6, n2 3-0+.7 -> order n0 n2 n1; u = (3 - rank) / 3; k=.5: sqrt
+    pick, w = score_hlr_sample(probs, boxes, bg, 3, PisaConfig())
+    assert pick.tolist() == [0, 2, 1]
+    raw = torch.tensor([1.0, 2 / 3, 1 / 3]).sqrt()
+    torch.testing.assert_close(w, raw * bg[pick].sum() / (raw * bg[pick]).sum())
+    # one more wanted than valid: a random low-score negative at the lowest weight; top = max(4, 3)
+    pick, w = score_hlr_sample(probs, boxes, bg, 4, PisaConfig(), torch.Generator().manual_seed(0))
+    assert pick[:3].tolist() == [0, 2, 1] and int(pick[3]) in (3, 4)
+    raw = torch.tensor([1.0, 0.75, 0.5, 0.5]).sqrt()
+    torch.testing.assert_close(w, raw * bg[pick].sum() / (raw * bg[pick]).sum())
+
+
+def _head_outputs(n=12, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, classes, generator=g, requires_grad=True)
+    deltas = torch.randn(n, 4 * classes, generator=g, requires_grad=True)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    labels[:2] = torch.tensor([1, 2])  # at least two positives
+    return logits, deltas, labels, torch.randn(n, 4, generator=g)
+
+
+def test_losses_equal_the_standard_head_when_the_exponents_are_0():
+    logits, deltas, labels, targets = _head_outputs()
+    cls, box = fastrcnn_loss(logits, deltas, [labels], [targets])
+    p_cls, p_box = pisa_losses(logits, deltas, labels, targets, torch.ones(len(labels)), carl_k=0.0, carl_bias=0.2)
+    torch.testing.assert_close(p_cls, cls, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(p_box, box, rtol=1e-6, atol=1e-7)
+
+
+def test_carl_weights_by_class_score_and_its_gradient_reaches_the_class_logits():
+    logits, deltas, labels, targets = _head_outputs()
+    _, box = pisa_losses(logits, deltas, labels, targets, torch.ones(len(labels)), carl_k=1.0, carl_bias=0.2)
+    grad = torch.autograd.grad(box, logits)[0]
+    assert grad.abs().sum() > 0  # the box loss trains the classifier
+    _, plain = pisa_losses(logits, deltas, labels, targets, torch.ones(len(labels)), carl_k=0.0, carl_bias=0.2)
+    unused = torch.autograd.grad(plain, logits, allow_unused=True)[0]
+    assert unused is None or float(unused.abs().sum()) == 0.0  # k = 0: the plain box loss
+    # hand-computed: scores .5 1 0 -> 0.2 + 0.8 p = .6 1 .2, normalised to a mean of 1
+    three = torch.tensor([[0.0, 0.0], [-50.0, 50.0], [50.0, -50.0]], requires_grad=True)
+    lab = torch.ones(3, dtype=torch.long)
+    per = torch.tensor([1.0, 2.0, 3.0])  # each positive's smooth L1 sum, put in through the targets
+    deltas3 = torch.zeros(3, 8)
+    targets3 = torch.zeros(3, 4)
+    targets3[:, 0] = per + 0.5 / 9  # smooth_l1(beta=1/9) of |x| >= 1/9 is |x| - 0.5/9
+    _, box3 = pisa_losses(three, deltas3, lab, targets3, torch.ones(3), carl_k=1.0, carl_bias=0.2)
+    w = torch.tensor([0.6, 1.0, 0.2]) * 3 / 1.8
+    assert float(box3.detach()) == pytest.approx(float((w * per).sum() / 3), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v2_fpn", "maskrcnn_mobilenet_v2_fpn"])
+def test_a_training_step_with_pisa_and_standard_inference(name):
+    torch.manual_seed(0)
+    model = build_model(name, 3, min_size=64, preset="cpu_fast", roi_head="pisa")
+    assert isinstance(model.roi_heads, PisaRoIHeads)
+    target = {"boxes": torch.tensor([[5.0, 5, 30, 30], [35, 10, 60, 40]]), "labels": torch.tensor([1, 2])}
+    if name.startswith("mask"):
+        masks = torch.zeros(2, 48, 64, dtype=torch.uint8)
+        masks[0, 5:30, 5:30] = masks[1, 10:40, 35:60] = 1
+        target["masks"] = masks
+    model.train()
+    losses = model([torch.rand(3, 48, 64)], [target])
+    assert set(losses) >= {"loss_classifier", "loss_box_reg"} and all(math.isfinite(float(v)) for v in losses.values())
+    assert ("loss_mask" in losses) == name.startswith("mask")
+    sum(losses.values()).backward()
+    standard = build_model(name, 3, min_size=64, preset="cpu_fast")
+    standard.load_state_dict(model.state_dict())  # the same modules: a PISA checkpoint loads anywhere
+    model.eval(), standard.eval()
+    image = torch.rand(3, 48, 64)
+    with torch.no_grad():
+        a, b = model([image])[0], standard([image])[0]
+    torch.testing.assert_close(a["boxes"], b["boxes"])
+    torch.testing.assert_close(a["scores"], b["scores"])
+
+
+def test_faster_rcnn_with_pisa_trains_mines_evaluates_and_resumes(tmp_path, capsys):
+    from tests.test_asm_run import TINY
+    from train_asm_one import main
+
+    out = str(tmp_path / "pisa")
+    argv = [*TINY, "--roi-head", "pisa", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out]
+    assert main([*argv, "--exit-after-epochs", "2"]) == 3  # killed inside round 1
+    capsys.readouterr()
+    assert main([*argv, "--resume", os.path.join(out, "last.pth")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rounds"] == 2 and summary["ap50"] is not None
+    config = open(os.path.join(out, "config.yaml")).read()
+    assert "roi_head: pisa" in config and "isr_k: 2.0" in config

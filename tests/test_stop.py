@@ -1,0 +1,73 @@
+"""Clean stops: Ctrl-C / SIGTERM never cut a checkpoint write and print the command that continues."""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tools.logs import read_jsonl
+from tools.stop import STOP, Stopped, resume_command
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_resume_command_drops_what_would_start_over_or_stop_again():
+    argv = ["--K", "4", "--overwrite", "--weights", "w.pth", "--exit-after-epochs=2", "--resume", "old.pth",
+            "--output-dir", "out dir"]
+    assert resume_command(argv, "out dir/last.pth", "train_asm_one.py") == (
+        "python train_asm_one.py --K 4 --output-dir 'out dir' --resume 'out dir/last.pth'")
+
+
+def test_a_signal_during_a_checkpoint_write_waits_for_the_write():
+    written = []
+    with STOP:
+        with pytest.raises(Stopped) as e:
+            with STOP.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                written.append("checkpoint")  # still runs: the stop comes after the section
+        assert e.value.exit_code == 128 + signal.SIGTERM and written == ["checkpoint"]
+        with pytest.raises(Stopped):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def _restore_sigint():  # a background job of a non-interactive shell inherits an ignored SIGINT
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_sigint_mid_epoch_exits_with_the_command_that_continues(tmp_path):
+    out = str(tmp_path / "run")
+    argv = ["--demo-train", "40", "--demo-val", "6", "--min-size", "64", "--batch_size", "2", "--workers", "0",
+            "--warmup-iters", "2", "--K", "8", "--initial", "8", "--epochs", "3", "--round-epochs", "1",
+            "--max-rounds", "1", "--ap_range", "10", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "train_asm_one.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=_restore_sigint)
+    log = os.path.join(out, "log.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # wait for the first epoch's checkpoint
+        if os.path.isfile(log) and any(e["type"] == "epoch" for e in read_jsonl(log)):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[0][-2000:]
+    time.sleep(0.5)  # inside the second epoch
+    proc.send_signal(signal.SIGINT)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, text[-2000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    hint = [line for line in text.splitlines() if "stopped by SIGINT" in line]
+    assert len(hint) == 1 and "Continue with: python train_asm_one.py" in hint[0]
+    command = shlex.split(hint[0].split("Continue with: ", 1)[1])
+    assert command[-2:] == ["--resume", os.path.join(out, "last.pth")]
+    done = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["rounds"] == 1 and summary["epochs"] == 3 + 1
+    epochs = [(e["phase"], e["epoch"]) for e in read_jsonl(log) if e["type"] == "epoch"]
+    assert epochs == [("pretrain", 0), ("pretrain", 1), ("pretrain", 2), ("round1", 0)]

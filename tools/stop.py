@@ -1,0 +1,90 @@
+"""Clean stops on Ctrl-C (SIGINT) and SIGTERM: never in the middle of a checkpoint write.
+
+While :data:`STOP` is installed (``with STOP:``), either signal raises :class:`Stopped` at once,
+unless a checkpoint is being written (``with STOP.deferred():``): then the write finishes first
+and :class:`Stopped` is raised right after it. The entry catches it and prints the exact command
+that continues the run. A signal that the parent process ignores (a background job of a
+non-interactive shell ignores SIGINT) stays ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(Exception):
+    """A stop signal arrived; ``exit_code`` is the shell's convention (128 + signal number)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+class StopSignals:
+    def __init__(self) -> None:
+        self._deferring = 0
+        self.pending: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only
+            for signum in SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        self.pending = None
+
+    def _handle(self, signum: int, frame) -> None:
+        if self._deferring:
+            self.pending = signum
+            return
+        raise Stopped(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A section a stop signal must not cut (a checkpoint write): it raises after the section."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if not self._deferring and self.pending is not None:
+                signum, self.pending = self.pending, None
+                raise Stopped(signum)
+
+
+STOP = StopSignals()
+
+# Flags that must not be repeated when a run continues: they start over, reinitialise the model
+# or stop the run again.
+_DROP = {"--resume": 1, "--overwrite": 0, "--weights": 1, "--exit-after-epochs": 1}
+
+
+def resume_command(argv: Sequence[str], checkpoint: str, script: str | None = None) -> str:
+    """The command line that continues a run: ``argv`` without the flags of :data:`_DROP`, plus
+    ``--resume checkpoint``."""
+    kept, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _DROP:
+            skip = 0 if "=" in arg else _DROP[name]
+            continue
+        kept.append(arg)
+    script = script or sys.argv[0]
+    return shlex.join(["python", script, *kept, "--resume", checkpoint])
