@@ -64,6 +64,7 @@ from tools.options import (
     add_model_args,
     add_train_args,
     asm_config,
+    check_options,
     model_from_args,
     start,
     str2bool,
@@ -79,7 +80,9 @@ CHECKPOINT_KEYS = ("model", "optimizer", "lr_scheduler", "phase", "early_stop", 
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=MMDET_FLAGS)
+    p.add_argument("config_file", nargs="?", default=None, help="a YAML config (as --config; MMDetection style)")
     add_data_args(p)
     add_model_args(p)
     add_train_args(p)
@@ -88,13 +91,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("evaluation and output")
     g.add_argument("--coco-ap", type=str2bool, default=None,
                    help="also evaluate COCO-style bbox AP (default: only with --dataset coco)")
-    g.add_argument("--output-dir", "--ckpt", dest="output_dir", default="outputs/run")
+    g.add_argument("--output-dir", "--ckpt", "--work-dir", dest="output_dir", default="outputs/run")
     g.add_argument("--resume", default=None, help="checkpoint to continue (restores everything)")
+    g.add_argument("--auto-resume", action="store_true",
+                   help="continue from <output-dir>/last.pth when it exists, otherwise start (MMDetection's --resume "
+                        "without a path)")
     g.add_argument("--overwrite", action="store_true",
                    help="start over in an --output-dir that holds another run (its checkpoints and logs are removed)")
     g.add_argument("--exit-after-epochs", type=int, default=None,
                    help="stop the process after this many epochs in all, as if killed (resume tests)")
     return p
+
+
+MMDET_FLAGS = """MMDetection's tools/train.py flags here:
+  CONFIG (positional)   the same (also --config, several merged in order)
+  --work-dir DIR        --output-dir DIR (alias)
+  --resume [CKPT]       --resume CKPT, or --auto-resume for the latest in --output-dir
+  --amp                 --amp (CUDA)
+  --auto-scale-lr       --auto-scale-lr, with --base-batch-size (16)
+  --cfg-options K=V     --cfg-options K=V
+  --no-validate         --no-validate (MMDetection 2.x)
+  --seed / --deterministic   the same
+  --launcher pytorch    torchrun ... train_asm_one.py (README "Several GPUs")
+  --gpu-id N            --device cuda:N
+"""
 
 
 class Paused(Exception):
@@ -248,11 +268,12 @@ def start_round(run: Run, train_set, device) -> None:
         shown = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
     if args.oracle == "none":
         pre, scores = preannotate(shown, batch, cfg)
-        run.awaiting = os.path.join(os.path.abspath(args.output_dir), "labelling", f"round{asm.round + 1}")
+        run.awaiting = os.path.join("labelling", f"round{asm.round + 1}")  # relative to the run folder: it can move
+        folder = os.path.join(args.output_dir, run.awaiting)
         if dist.is_main():
-            export_round(run.awaiting, asm.round + 1, pre, scores, train_set)
+            export_round(folder, asm.round + 1, pre, scores, train_set)
         run.save()
-        raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {run.awaiting}; label "
+        raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {folder}; label "
                      f"them, run: python import_labels.py --run {args.output_dir} --labels <export>")
     if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
         run.held_out = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
@@ -286,9 +307,10 @@ def round_rules(run: Run, num_classes: int) -> tuple[ASMConfig, dict]:
 
 def resume_labelled(run: Run, train_set) -> None:
     """Continue a round paused for a human, with the labels imported by import_labels.py."""
-    path = os.path.join(run.awaiting, "imported.json")
+    folder = os.path.join(run.args.output_dir, run.awaiting)  # older checkpoints hold an absolute path: join keeps it
+    path = os.path.join(folder, "imported.json")
     if not os.path.isfile(path):
-        raise LabelsMissing(f"no labels imported for {run.awaiting}: run import_labels.py first")
+        raise LabelsMissing(f"no labels imported for {folder}: run import_labels.py first")
     with open(path, encoding="utf-8") as f:
         results = results_from_imported(json.load(f))
     run.awaiting = None
@@ -417,23 +439,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_main(argv: list[str] | None) -> int:
+    log = logging.getLogger("train_asm_one")
     try:
         args = parse_with_config(get_args_parser(), argv, OPTION_PRESETS)
-        device, train_set, val_set = start(args)
-        if args.strategy != "none":
-            dist.check_shardable(args.K, "--K (images detected per round)")
-            initial_pool(len(train_set), args.initial, args.seed)  # --initial larger than the pool: say so now
-    except (AnnotationError, ValueError, FileNotFoundError) as e:
-        logging.getLogger("train_asm_one").error("%s", e)  # names the file and field; no traceback
+        if args.auto_resume and not args.resume and os.path.isfile(os.path.join(args.output_dir, "last.pth")):
+            args.resume = os.path.join(args.output_dir, "last.pth")
+            log.info("--auto-resume: continuing %s%s", args.resume, " (its model, not --weights)" if args.weights else "")
+            args.weights = None
+        check_options(args)
+    except (ValueError, FileNotFoundError) as e:
+        log.error("%s", e)  # names the option or the config file and key; no traceback
         return 2
     try:
-        with STOP, run_dir.claim(args.output_dir, bool(args.resume), args.overwrite, enabled=dist.is_main()):
+        # the folder is claimed before the data loads: --overwrite also clears the old run's splits/
+        with STOP, run_dir.claim(args.output_dir, bool(args.resume), args.overwrite, enabled=dist.will_be_main()):
+            try:
+                device, train_set, val_set = start(args)
+                if args.strategy != "none":
+                    dist.check_shardable(args.K, "--K (images detected per round)")
+                    initial_pool(len(train_set), args.initial, args.seed)  # --initial larger than the pool: say so now
+            except (AnnotationError, ValueError, FileNotFoundError) as e:
+                log.error("%s", e)  # names the file and field; no traceback
+                return 2
             return train(args, device, train_set, val_set, argv)
     except run_dir.OutputDirError as e:
-        logger.error("%s", e)
+        log.error("%s", e)
         return 2
     except Stopped as e:  # before training started, or between the loop and its handler
-        logger.warning("%s before anything was saved; run the same command again", e)
+        log.warning("%s before anything was saved; run the same command again", e)
         return e.exit_code
 
 

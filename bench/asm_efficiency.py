@@ -369,12 +369,13 @@ def tables(curves: list[dict], summary: dict, per_class: dict, methods: list[str
     return "\n".join(lines) + "\n"
 
 
-def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], argparse.Namespace | None]:
-    """The study's options, the data flags to forward (checked against the entry's data options), and
-    those flags parsed (None: BCCD)."""
+def parse(argv: list[str] | None, parser: argparse.ArgumentParser | None = None,
+          ) -> tuple[argparse.Namespace, list[str], argparse.Namespace | None]:  # fmt: skip
+    """The study's options (``parser``: this script's, or a benchmark's that extends it), the data
+    flags to forward (checked against the entry's data options), and those flags parsed (None: BCCD)."""
     from datasets.build import add_data_args
 
-    parser = get_args_parser()
+    parser = parser or get_args_parser()
     args, rest = parser.parse_known_args(argv)
     given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
     if args.cpu:

@@ -43,6 +43,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--folder-classes", nargs="+", default=None,
                    help="class names, or one file of them (.txt one per line, or a YAML 'names' such as "
                         "ultralytics' coco128.yaml); default: YOLO classes.txt or data.yaml, masks 'object'")
+    g.add_argument("--allow-missing-labels", action="store_true",
+                   help="--dataset folder: accept more than half the images without a label file")
     g.add_argument("--val-fraction", type=float, default=0.2,
                    help="without split files: share of images held out for evaluation (seeded by --data-seed; the "
                         "lists are written to <output-dir>/splits for reuse)")
@@ -68,6 +70,9 @@ def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
             raise ValueError(f"no {name} images found under {data.image_root} ({why}); check --{args.dataset}-roots "
                              f"/ the layout (README 'Your own data')"
                              + ("; load_report.json in the output folder lists every file" if found else ""))
+    if not train.num_boxes():
+        raise ValueError(f"the training images under {train.image_root} hold no boxes at all ({len(train)} images); "
+                         "check the labels' location and format (README 'Your own data')")  # fmt: skip
     shared = {r.file_name for r in train.records} & {r.file_name for r in val.records}
     if shared and train.image_root == val.image_root:
         logger.warning("training and evaluation share %d of %d evaluation images (e.g. %s): AP will be optimistic; "
@@ -87,7 +92,12 @@ def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
         train_split, val_split = args.voc_train_split, args.voc_val_split
         first = args.voc_roots[0]
         voc_layout(first)  # a clear error for a folder of neither layout
+        sets = os.path.join(first, "ImageSets", "Main")
         if args.voc_val_root is None and not os.path.isfile(split_file(first, train_split)):
+            if os.path.isdir(sets):  # a VOCdevkit folder: a split name that is not there is a typo, not "no splits"
+                names = sorted(n[:-4] for n in os.listdir(sets) if n.endswith(".txt") and "_" not in n)
+                raise ValueError(f"{split_file(first, train_split)}: no such split file (--voc-train-split "
+                                 f"{train_split!r}); {sets} has {names or 'no split files'}")  # fmt: skip
             train_split, val_split = seeded_split(xml_stems(first), args.val_fraction, args.data_seed, _splits_dir(args))
         roots = list(args.voc_roots) + list(args.voc_unlabelled_roots)
         splits = [train_split] * len(args.voc_roots) + [args.voc_unlabelled_split] * len(args.voc_unlabelled_roots)
@@ -118,15 +128,17 @@ def _load_folder(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
     train_split = next((s for s in splits if s.startswith("train")), None)
     val_split = next((s for s in splits if s.startswith("val")), None)
     if train_split and val_split:
-        train = load_folder(root, split=train_split, classes=args.folder_classes)
-        return train, load_folder(root, split=val_split, classes=train.classes)
+        kw = {"allow_missing_labels": args.allow_missing_labels}
+        train = load_folder(root, split=train_split, classes=args.folder_classes, **kw)
+        return train, load_folder(root, split=val_split, classes=train.classes, **kw)
     if len(splits) > 1 and train_split is None:
         raise ValueError(f"{os.path.join(root, 'images')}: split folders {splits}, none named train*; name the "
                          "training folder train (and the validation folder val), or keep only one")  # fmt: skip
     split = train_split or (splits[0] if splits else None)
     train_file, val_file = seeded_split(image_stems(root, split), args.val_fraction, args.data_seed, _splits_dir(args))
-    train = load_folder(root, read_split(root, train_file), split=split, classes=args.folder_classes)
-    return train, load_folder(root, read_split(root, val_file), split=split, classes=train.classes)
+    kw = {"allow_missing_labels": args.allow_missing_labels}
+    train = load_folder(root, read_split(root, train_file), split=split, classes=args.folder_classes, **kw)
+    return train, load_folder(root, read_split(root, val_file), split=split, classes=train.classes, **kw)
 
 
 def _splits_dir(args: argparse.Namespace) -> str:

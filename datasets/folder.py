@@ -28,7 +28,7 @@ import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from datasets.common import check_image, sanitize_boxes
+from datasets.common import IMAGE_EXTENSIONS, check_image, sanitize_boxes
 from datasets.records import AnnotationError, Record, RecordSet
 from datasets.report import LoadReport
 from datasets.voc import images_by_stem
@@ -63,15 +63,25 @@ def image_stems(root: str, split: str | None = None) -> list[str]:
     return sorted(images_by_stem(_image_dir(root, split)))
 
 
+MAX_UNLABELLED = 0.5  # more images than this share without a label file: the labels were not found
+
+
 def load_folder(root: str, stems: Sequence[str] | None = None, split: str | None = None,
-                classes: Sequence[str] | None = None, check_images: bool = True) -> RecordSet:  # fmt: skip
-    """Records of the images ``stems`` (default all) of ``root``'s ``split`` folder (default flat)."""
+                classes: Sequence[str] | None = None, check_images: bool = True,
+                allow_missing_labels: bool = False) -> RecordSet:  # fmt: skip
+    """Records of the images ``stems`` (default all) of ``root``'s ``split`` folder (default flat).
+
+    Label files without an image, images sharing a stem and images without a label file are counted
+    in the report; more than half the images without a label file is an error unless
+    ``allow_missing_labels`` (the labels were most likely not found: ``img.jpg.txt``, another folder).
+    """
     root = os.path.abspath(root)
     layout = folder_layout(root)
     image_dir = _image_dir(root, split)
     by_stem = images_by_stem(image_dir)
     stems = sorted(by_stem) if stems is None else list(stems)
     report = LoadReport()
+    _report_shared_stems(image_dir, by_stem, report)
     if classes is not None and len(classes) == 1 and os.path.isfile(classes[0]):
         classes = read_class_names(classes[0])
     if layout == "yolo":
@@ -82,6 +92,11 @@ def load_folder(root: str, stems: Sequence[str] | None = None, split: str | None
     else:
         classes = tuple(classes or ("object",))
         mask_dir = _first_dir(root, ("PedMasks", "masks"))
+    label_folder = label_dir if layout == "yolo" else mask_dir
+    for name in sorted(os.listdir(label_folder)):  # labels whose image is not there
+        stem = name[:-4] if layout == "yolo" else name[:-4].removesuffix("_mask")
+        if name.endswith(".txt" if layout == "yolo" else ".png") and stem not in by_stem:
+            report.add("orphan_label", os.path.join(label_folder, name), f"no image {stem}.* in {image_dir}")
     records = []
     for stem in stems:
         name = by_stem.get(stem, f"{stem}.jpg")
@@ -91,12 +106,31 @@ def load_folder(root: str, stems: Sequence[str] | None = None, split: str | None
         if size is None:
             continue
         if layout == "yolo":
-            record = _yolo_record(os.path.join(label_dir, f"{stem}.txt"), stem, file_name, size, len(classes), report)
+            label_path = os.path.join(label_dir, f"{stem}.txt")
+            if not os.path.isfile(label_path):
+                report.add("no_label_file", path, f"expected {label_path}")
+            record = _yolo_record(label_path, stem, file_name, size, len(classes), report)
         else:
             record = _mask_record(mask_dir, stem, file_name, size, report)
         records.append(record)
     report.log(f"folder {root} ({layout}{', ' + split if split else ''})")
+    missing = report.counts.get("no_label_file", 0)
+    if records and missing > MAX_UNLABELLED * len(records) and not allow_missing_labels:
+        example = report.of("no_label_file")[0][1]
+        raise AnnotationError(f"{image_dir}: {missing} of {len(records)} images have no label file ({example}); "
+                              "labels are <image stem>.txt in the matching labels/ folder. Pass "
+                              "--allow-missing-labels if most images really have no objects")  # fmt: skip
     return RecordSet(records, classes, root, report=report)
+
+
+def _report_shared_stems(image_dir: str, by_stem: dict[str, str], report: LoadReport) -> None:
+    """Count the images not used because another image has the same stem (``a.jpg`` and ``a.png``)."""
+    if not os.path.isdir(image_dir):
+        return
+    for name in sorted(os.listdir(image_dir)):
+        stem = os.path.splitext(name)[0]
+        if stem in by_stem and by_stem[stem] != name and name.lower().endswith(IMAGE_EXTENSIONS):
+            report.add("duplicate_stem", os.path.join(image_dir, name), f"{by_stem[stem]} is used for {stem}")
 
 
 def yolo_classes(root: str) -> list[str]:
@@ -110,14 +144,36 @@ def yolo_classes(root: str) -> list[str]:
 
 
 def read_class_names(path: str) -> list[str]:
-    """Class names of a text file (one per line) or a YAML file's ``names`` (a list or a dict)."""
-    with open(path, encoding="utf-8") as f:
-        if not path.endswith((".yaml", ".yml")):
-            return [line.strip() for line in f if line.strip()]
-        data = yaml.safe_load(f)
+    """Class names of a text file (one per line) or a YAML file's ``names`` (a list, or a dict whose
+    keys are the class numbers 0, 1, 2, ... with none missing).
+
+    Raises:
+        AnnotationError: not UTF-8, not valid YAML, or ``names`` of another shape (the file and the
+            problem named).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {e.start}); save the class names as UTF-8") from None
+    if not path.endswith((".yaml", ".yml")):
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise AnnotationError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     names = data.get("names") if isinstance(data, dict) else None
     if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names, key=int)]
+        keys = list(names)
+        if not all(isinstance(k, int) for k in keys):
+            raise AnnotationError(f"{path}: 'names' keys must be the class numbers 0, 1, 2, ..., got {keys[:5]}")
+        if sorted(keys) != list(range(len(keys))):
+            missing = sorted(set(range(max(keys) + 1)) - set(keys))
+            raise AnnotationError(f"{path}: 'names' has no class {missing[:5]}; YOLO class numbers run 0..N-1 "
+                                  "without gaps")  # fmt: skip
+        return [str(names[k]) for k in sorted(keys)]
     if isinstance(names, list):
         return [str(n) for n in names]
     raise AnnotationError(f"{path}: field 'names' must be a list or a dict of class names")
@@ -156,6 +212,9 @@ def _yolo_line(fields, where, num_classes, width, height) -> tuple[int, list[flo
         raise AnnotationError(f"{where}: class {cls} outside 0..{num_classes - 1}")
     if not np.isfinite(coords).all():
         raise AnnotationError(f"{where}: non-finite coordinate")
+    if np.abs(coords).max() > 1.01:  # rounding can overshoot 1 a little; pixels overshoot a lot
+        raise AnnotationError(f"{where}: coordinate {np.abs(coords).max():g} is not normalised to [0, 1] (YOLO "
+                              "labels are fractions of the image width and height, not pixels)")  # fmt: skip
     if len(fields) == 5:
         cx, cy, w, h = coords
         return cls, [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], None

@@ -24,6 +24,9 @@ REASONS = {
     "size_mismatch": "annotated width/height differ from the image file (file size used)",
     "duplicate_image": "image listed twice in a split file (second listing dropped)",
     "empty_image_dropped": "image without annotations dropped on request",
+    "no_label_file": "image without a label file (kept, without boxes)",
+    "orphan_label": "label or mask file without an image (not used)",
+    "duplicate_stem": "two images share a file stem (the first name kept, the other not used)",
 }
 
 

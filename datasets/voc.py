@@ -159,7 +159,12 @@ def read_split(root: str, split: str) -> list[str]:
         raise AnnotationError(f"{path}: split file not found (root {root!r}, split {split!r}); without split "
                               "files, --val-fraction splits the images by seed")  # fmt: skip
     with open(path, encoding="utf-8") as f:
-        return [line.split()[0] for line in f if line.strip()]
+        ids = [(n, line.split()[0]) for n, line in enumerate(f, 1) if line.strip()]
+    for n, image_id in ids:  # an id names a file inside the root, never one outside it
+        if os.path.isabs(image_id) or ".." in image_id.replace("\\", "/").split("/"):
+            raise AnnotationError(f"{path} line {n}: image id {image_id!r} leaves the dataset root; ids are file "
+                                  "stems under Annotations/")  # fmt: skip
+    return [image_id for _, image_id in ids]
 
 
 def load_voc(

@@ -290,3 +290,78 @@ def test_the_load_report_names_the_first_files_of_each_kind(caplog):
     assert sum("missing_image: ann/" in m for m in shown) == 10 and any("... 2 more" in m for m in shown)
     assert any("truncated_image: ann/t.xml img/t.jpg" in m for m in shown)
     assert "12 missing_image, 1 truncated_image" in caplog.text
+
+
+# -- issue 28: run folders, split files, configs --------------------------------------------------
+def _voc_devkit(root, ids=("a", "b", "c", "d")):
+    from tests.helpers import make_voc, voc_xml
+
+    make_voc(root, {i: voc_xml(f"{i}.jpg", objects=(("cat", (5, 5, 30, 30)),)) for i in ids},
+             split="trainval", split_ids=list(ids))  # fmt: skip
+    return str(root)
+
+
+def test_a_typo_in_a_voc_split_name_is_an_error_listing_the_splits(tmp_path, caplog):
+    root = _voc_devkit(tmp_path / "VOC")
+    code, out = _run(tmp_path, "run", "--dataset", "voc", "--voc-roots", root, "--voc-classes", "cat",
+                     "--voc-train-split", "trainvall")  # fmt: skip
+    message = _error(caplog)
+    assert code == 2 and "no such split file (--voc-train-split 'trainvall')" in message and "['trainval']" in message
+
+
+def test_split_ids_cannot_leave_the_dataset_root(tmp_path, caplog):
+    root = _voc_devkit(tmp_path / "VOC")
+    with open(os.path.join(root, "ImageSets", "Main", "evil.txt"), "w") as f:
+        f.write("a\n../../../outside\n")
+    code, _ = _run(tmp_path, "run", "--dataset", "voc", "--voc-roots", root, "--voc-classes", "cat",
+                   "--voc-train-split", "evil")  # fmt: skip
+    assert code == 2 and "evil.txt line 2: image id '../../../outside' leaves the dataset root" in _error(caplog)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("_base_: 5\n", "_base_ must be a file name or a list of them, got [5]"),
+    ("_base_: [null]\n", "_base_ must be a file name or a list of them, got [None]"),
+    ("3: 4\n", "key 3 is not an option name"),
+    ("K: [1, 2\n", "line 2: not valid YAML"),
+])  # fmt: skip
+def test_config_errors_are_one_line_with_the_file_and_key(tmp_path, caplog, text, message):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    code, _ = _run(tmp_path, "run", "--config", str(cfg))
+    assert code == 2 and message in _error(caplog) and str(cfg) in _error(caplog)
+
+
+def test_bad_yaml_in_cfg_options_is_one_line(tmp_path, caplog):
+    code, _ = _run(tmp_path, "run", "--cfg-options", "K=[1,")
+    assert code == 2 and "--cfg-options 'K=[1,': the value is not valid YAML" in _error(caplog)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_command(tmp_path):
+    out = tmp_path / "early"
+    out.mkdir()
+    (out / "config.yaml").write_text("K: 4\n")  # what a run killed during its first epoch leaves
+    (out / "log.jsonl").write_text("")
+    (out / ".lock").write_text("")  # an empty lock: its writer died before finishing it
+    code, _ = _run(tmp_path, "early", "--max-rounds", "0")
+    assert code == 0 and (out / "last.pth").is_file() and not (out / ".lock").exists()
+
+
+def test_overwrite_draws_a_flat_folders_split_again(tmp_path, capsys):
+    from datasets.synthetic import demo_root
+
+    demo = demo_root(0, 16, 4, str(tmp_path / "cache"))
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    (flat / "annotations").mkdir()
+    names = sorted(os.listdir(os.path.join(demo, "VOC", "Annotations")))
+    for name in names[:10]:
+        shutil.copy(os.path.join(demo, "VOC", "Annotations", name), flat / "annotations" / name)
+        shutil.copy(os.path.join(demo, "VOC", "JPEGImages", name[:-4] + ".jpg"), flat / "images")
+    argv = ["--dataset", "voc", "--voc-roots", str(flat), "--discover-classes", "--max-rounds", "0", "--initial", "4"]
+    code, out = _run(tmp_path, "run", *argv)
+    assert code == 0 and len(open(os.path.join(out, "splits", "train.txt")).read().split()) == 8
+    for name in names[10:]:  # the dataset grows
+        shutil.copy(os.path.join(demo, "VOC", "Annotations", name), flat / "annotations" / name)
+        shutil.copy(os.path.join(demo, "VOC", "JPEGImages", name[:-4] + ".jpg"), flat / "images")
+    code, out = _run(tmp_path, "run", *argv, "--overwrite")
+    assert code == 0 and len(open(os.path.join(out, "splits", "train.txt")).read().split()) == 16

@@ -1,6 +1,7 @@
 import contextlib
 import io
 import json
+import os
 import shutil
 
 import numpy as np
@@ -113,3 +114,27 @@ def test_visualize_honours_a_threshold_below_the_models_own(tmp_path, recwarn, m
                  "--checkpoint", ckpt, "--score-thresh", "0.01", "--out", str(tmp_path / "viz")]) == 0
     assert seen == [0.01, 0.01]
     assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
+def test_unreadable_images_in_a_folder_are_skipped_and_reported(tmp_path, capsys, caplog):
+    ckpt = _checkpoint(tmp_path)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    src = next(p for p in (tmp_path / "cache").rglob("demo_000012.jpg"))
+    shutil.copy(src, folder / "good.jpg")
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    data = src.read_bytes()
+    (folder / "cut.jpg").write_bytes(data[: len(data) // 2])  # cut short: no end marker
+    capsys.readouterr()
+    out = _infer(tmp_path, ckpt, "--images", str(folder))
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["images"] == 1 and summary["skipped"] == 2
+    assert sorted(os.path.basename(f) for f in summary["skipped_files"]) == ["broken.jpg", "cut.jpg"]
+    assert {r["image_id"] for r in json.load(open(out))} <= {1} and "unreadable_image" in caplog.text
+
+
+def test_a_checkpoint_without_a_config_is_named(tmp_path, caplog):
+    path = str(tmp_path / "weights.pth")
+    torch.save({"model": {}}, path)
+    assert infer_main(["--checkpoint", path, "--out", str(tmp_path / "r.json")]) == 2
+    assert "not a train_asm_one.py checkpoint (no 'config', 'classes', 'label_to_cat_id')" in caplog.text

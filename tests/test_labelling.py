@@ -96,7 +96,7 @@ def test_foreign_and_malformed_files_name_the_task_or_image(tmp_path):
         "empty.json": (json.dumps([{"id": 5, "data": {"file_name": "imgs/a.jpg"}, "annotations": [{"result": [
             {"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 5, "height": 5,
                                                   "rectanglelabels": []}}]}]}]),
-                       "task 5 \\(imgs/a.jpg\\): result 0 needs numeric x, y, width, height and one of rectanglelabels"),
+                       "task 5 \\(imgs/a.jpg\\): result 0 needs numeric x, y, width, height \\(or points\\) and one label"),
         "x.json": (json.dumps([{"id": 6, "data": {"file_name": "imgs/a.jpg"}, "annotations": [{"result": [
             {"type": "rectanglelabels", "value": {"x": "left", "y": 1, "width": 5, "height": 5,
                                                   "rectanglelabels": ["cat"]}}]}]}]),
@@ -123,7 +123,9 @@ def test_pause_import_resume_on_demo(tmp_path, capsys):
             "--K", "3", "--initial", "6", "--max-rounds", "1", "--oracle", "none", "--certain_thre", "0.05",
             "--uncertain_thre", "0.04", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out]
     assert train_main(argv) == 4
-    folder = load_checkpoint(os.path.join(out, "last.pth"))["awaiting"]
+    awaiting = load_checkpoint(os.path.join(out, "last.pth"))["awaiting"]
+    assert awaiting == os.path.join("labelling", "round1")  # relative: the run folder can be moved or copied
+    folder = os.path.join(out, awaiting)
     assert os.path.isfile(os.path.join(folder, "label_studio_tasks.json"))
     resume = [*argv, "--resume", os.path.join(out, "last.pth")]
     assert train_main(resume) == 2  # labels not imported yet
@@ -145,3 +147,47 @@ def test_pause_import_resume_on_demo(tmp_path, capsys):
     image_id = json.load(open(os.path.join(folder, "imported.json")))["records"][0]["image_id"]
     assert labelled[image_id].boxes.tolist() == [[2.0, 2.0, 40.0, 40.0]] and labelled[image_id].labels.tolist() == [1]
     assert ckpt["asm"]["rounds"][0]["drawn"] + ckpt["asm"]["rounds"][0]["moved"] >= 1  # a move is cheaper than a draw
+
+
+def _task(task_id, file_name, result):
+    return {"id": task_id, "data": {"image": file_name}, "annotations": [{"result": result}]}
+
+
+def _rect(x, y, w, h, label="cat", rotation=0):
+    return {"type": "rectanglelabels", "original_width": 100, "original_height": 100,
+            "value": {"x": x, "y": y, "width": w, "height": h, "rotation": rotation, "rectanglelabels": [label]}}
+
+
+def test_label_studio_polygons_rotation_uploads_and_duplicates(tmp_path, caplog):
+    """Uploaded names match, polygons and rotated rectangles become counted bounding boxes, and a
+    second task for one image is refused (it would replace the first and the counts would be wrong)."""
+    from tools.labelling import _read_label_studio
+
+    pre = [Record("a", "imgs/raccoon-109.jpg", 100, 100, np.zeros((0, 4)), np.zeros(0, np.int64))]
+    polygon = {"type": "polygonlabels", "original_width": 100, "original_height": 100,
+               "value": {"points": [[10, 20], [30, 25], [20, 40]], "polygonlabels": ["cat"]}}
+    tasks = [_task(1, "/data/upload/1/3f2a1b7c-raccoon-109.jpg", [_rect(10, 10, 20, 10, rotation=90), polygon])]
+    path = tmp_path / "ls.json"
+    path.write_text(json.dumps(tasks))
+    with caplog.at_level("WARNING"):
+        found = _read_label_studio(str(path), pre, ["cat", "dog"])
+    boxes, labels = found["imgs/raccoon-109.jpg"]
+    # 20 x 10 turned 90 degrees clockwise around (10, 10): x 0..10, y 10..30
+    np.testing.assert_allclose(boxes, [[0, 10, 10, 30], [10, 20, 30, 40]], atol=1e-9)
+    assert labels == [1, 1]
+    assert "1 polygon boxes kept as their axis-aligned bounding boxes" in caplog.text
+    assert "1 rotated boxes kept" in caplog.text
+    path.write_text(json.dumps(tasks + [_task(2, "imgs/raccoon-109.jpg", [_rect(1, 1, 5, 5)])]))
+    with pytest.raises(AnnotationError, match="task 2: a second task for image 'imgs/raccoon-109.jpg' \\(task 1"):
+        _read_label_studio(str(path), pre, ["cat"])
+
+
+def test_every_importer_refuses_an_empty_box(tmp_path):
+    folder, _ = _round(tmp_path)
+    coco = {"images": [{"id": 1, "file_name": "imgs/a.jpg", "width": 64, "height": 48}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, -3, 4], "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "cat"}]}
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(coco))
+    with pytest.raises(AnnotationError, match="empty or inverted"):
+        import_round(folder, str(path))

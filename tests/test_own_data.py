@@ -227,3 +227,61 @@ def test_a_piped_run_prints_progress_lines(tmp_path, caplog, monkeypatch):
     assert any("round 1/1" in m and "images/s" in m and "phase ETA" in m for m in lines), lines[:5]
     assert any(m.startswith("progress: ") and "detect" in m for m in lines)
     assert "precision - (no certain boxes: the model's best score was 0." in caplog.text  # why the "-"
+
+
+# -- issue 28: nothing lost without a word -------------------------------------------------------
+def _folder(tmp_path, root, *extra):
+    return build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root), *extra))
+
+
+def test_labels_that_are_never_found_stop_the_load(tmp_path):
+    root = _yolo(tmp_path / "yolo")
+    for i in range(5):  # named after the whole file name, as some tools do
+        os.rename(root / "labels" / f"{i}.txt", root / "labels" / f"{i}.jpg.txt")
+    with pytest.raises(AnnotationError, match=r"(\d) of \1 images have no label file .*--allow-missing-labels"):
+        _folder(tmp_path, root)
+    with pytest.raises(ValueError, match="hold no boxes at all"):  # allowed, but then nothing to learn from
+        _folder(tmp_path, root, "--allow-missing-labels")
+
+
+def test_pixel_coordinates_in_yolo_labels_are_refused(tmp_path):
+    root = _yolo(tmp_path / "yolo", lines="0 50 25 20 10\n")
+    with pytest.raises(AnnotationError, match=r"0.txt, line 1: coordinate 50 is not normalised to \[0, 1\]"):
+        _folder(tmp_path, root)
+
+
+def test_orphan_labels_and_shared_stems_are_counted(tmp_path):
+    root = _yolo(tmp_path / "yolo")
+    (root / "labels" / "gone.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    write_image(str(root / "images" / "0.png"), size=(100, 50))  # 0.jpg and 0.png
+    train, val = _folder(tmp_path, root)
+    counts = {k: train.report.counts.get(k, 0) + val.report.counts.get(k, 0) for k in ("orphan_label", "duplicate_stem")}
+    assert counts == {"orphan_label": 2, "duplicate_stem": 2}  # each split's load reports them
+    assert any("gone.txt" in src for src, _ in train.report.of("orphan_label"))
+
+
+def test_orphan_mask_pngs_are_counted(tmp_path):
+    root = tmp_path / "masks"
+    for i in range(3):
+        write_image(str(root / "PNGImages" / f"p{i}.png"), size=(40, 30))
+    os.makedirs(root / "PedMasks")
+    for i in range(4):  # p3 has no image
+        ids = np.zeros((30, 40), np.uint8)
+        ids[2:10, 3:8] = 1
+        Image.fromarray(ids).save(root / "PedMasks" / f"p{i}_mask.png")
+    train, _ = _folder(tmp_path, root)
+    assert [os.path.basename(src) for src, _ in train.report.of("orphan_label")] == ["p3_mask.png"]
+
+
+@pytest.mark.parametrize("text, encoding, message", [
+    ("names: [a, b\n", "utf-8", r"data.yaml line 2: not valid YAML"),
+    ("names: {a: cat, b: dog}\n", "utf-8", r"'names' keys must be the class numbers 0, 1, 2"),
+    ("names: {0: cat, 2: dog}\n", "utf-8", r"'names' has no class \[1\]"),
+    ("names: [chat, café]\n", "latin-1", r"data.yaml: not UTF-8 text"),
+])  # fmt: skip
+def test_bad_class_name_files_end_in_one_clear_line(tmp_path, text, encoding, message):
+    root = _yolo(tmp_path / "yolo")
+    os.remove(root / "classes.txt")
+    (root / "data.yaml").write_bytes(text.encode(encoding))
+    with pytest.raises(AnnotationError, match=message):
+        _folder(tmp_path, root)

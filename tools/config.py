@@ -43,12 +43,21 @@ def load_config(path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         try:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from e
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ValueError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a mapping of option names to values")
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ValueError(f"{path}: key {odd[0]!r} is not an option name (keys are names such as K or lr)")
     bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ValueError(f"{path}: _base_ must be a file name or a list of them, got {bases!r}")
     merged: dict[str, Any] = {}
-    for base in [bases] if isinstance(bases, str) else bases:
+    for base in bases:
         merged = merge_dicts(merged, load_config(os.path.join(os.path.dirname(path), base), _seen + (path,)))
     return merge_dicts(merged, {k.replace("-", "_"): v for k, v in data.items()})
 
@@ -60,7 +69,11 @@ def parse_cfg_options(items: Sequence[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"--cfg-options expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--cfg-options {item!r}: the value is not valid YAML "
+                             f"({getattr(e, 'problem', None) or e})") from None  # fmt: skip
     return out
 
 
@@ -85,14 +98,15 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     for flag, preset in (presets or {}).items():
         if vars(first).get(flag):
             values = merge_dicts(values, preset)
-    for path in first.config:
+    positional = vars(first).get("config_file")  # train_asm_one.py configs/x.yaml, as MMDetection
+    for path in [*first.config, *([positional] if positional else [])]:
         values = merge_dicts(values, load_config(path))
     values = merge_dicts(values, parse_cfg_options(first.cfg_options))
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "cfg_options")}
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "cfg_options", "config_file")}
     unknown = sorted(set(values) - set(actions))
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(actions)}")
-    source = " ".join(first.config) or "--cfg-options"
+    source = " ".join([*first.config, *([positional] if positional else [])]) or "--cfg-options"
     parser.set_defaults(**{k: _coerce(actions[k], k, v, source) for k, v in values.items()})
     return parser.parse_args(argv)
 
@@ -136,7 +150,7 @@ def save_resolved(args: argparse.Namespace, output_dir: str, environment: dict[s
     ``environment`` (git revision, processor, thread count...) goes in as comments at the top, so the
     file stays a valid config.
     """
-    resolved = {k: v for k, v in vars(args).items() if k not in ("config", "cfg_options")}
+    resolved = {k: v for k, v in vars(args).items() if k not in ("config", "cfg_options", "config_file")}
     header = "".join(f"# {k}: {v}\n" for k, v in (environment or {}).items())
     path = os.path.join(output_dir, "config.yaml")
     atomic_write_text(path, header + yaml.safe_dump(resolved, sort_keys=True))

@@ -85,6 +85,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def will_be_main() -> bool:
+    """Rank 0, also before the process group starts (torchrun sets ``RANK``)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

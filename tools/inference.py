@@ -27,6 +27,7 @@ from datasets.build import build_datasets
 from datasets.coco import records_to_coco
 from datasets.common import IMAGE_EXTENSIONS, read_image_size
 from datasets.records import Record, RecordSet, atomic_write_text
+from datasets.report import LoadReport
 from datasets.torch_data import read_image
 from net.models import build_model
 from tools.checkpoint import load_checkpoint
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 def model_from_checkpoint(path: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The detector of a ``train_asm_one.py`` checkpoint, in eval mode, and the checkpoint."""
     ckpt = load_checkpoint(path)
+    missing = [k for k in ("config", "classes", "model", "label_to_cat_id") if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a train_asm_one.py checkpoint (no {', '.join(repr(k) for k in missing)}); "
+                         "pass the last.pth or best.pth of a run")  # fmt: skip
     cfg = ckpt["config"]
     model = build_model(cfg["model"], len(ckpt["classes"]) + 1, min_size=cfg["min_size"], max_size=cfg["max_size"],
                         preset=cfg["preset"])  # fmt: skip
@@ -45,8 +50,14 @@ def model_from_checkpoint(path: str, device: torch.device) -> tuple[torch.nn.Mod
     return model.to(device).eval(), ckpt
 
 
-def folder_records(folder: str) -> list[Record]:
-    """Records (no boxes) for every image file under ``folder``, sorted by path."""
+def folder_records(folder: str, report: LoadReport | None = None) -> list[Record]:
+    """Records (no boxes) for every readable image file under ``folder``, sorted by path; the others
+    are counted in ``report`` (missing, unreadable, truncated, too large), as training counts them.
+
+    Raises:
+        FileNotFoundError: no image file at all under ``folder``.
+    """
+    report = report if report is not None else LoadReport()
     names = sorted(os.path.relpath(os.path.join(d, f), folder).replace(os.sep, "/")
                    for d, _, files in os.walk(folder) for f in files if f.lower().endswith(IMAGE_EXTENSIONS))  # fmt: skip
     if not names:
@@ -55,7 +66,8 @@ def folder_records(folder: str) -> list[Record]:
     for name in names:
         size = read_image_size(os.path.join(folder, name))  # the header only: infer decodes each image once
         if isinstance(size, str):
-            raise OSError(f"{os.path.join(folder, name)}: cannot read image ({size.replace('_', ' ')})")
+            report.add(size, os.path.join(folder, name))
+            continue
         records.append(Record(name, name, *size))
     return records
 
@@ -113,7 +125,10 @@ def infer(args: argparse.Namespace) -> int:
         classes = tuple(ckpt["classes"])
         label_to_cat = {int(k): int(v) for k, v in ckpt["label_to_cat_id"].items()}
         if args.images:
-            data = RecordSet(folder_records(args.images), classes, os.path.abspath(args.images), label_to_cat)
+            report = LoadReport()
+            data = RecordSet(folder_records(args.images, report), classes, os.path.abspath(args.images), label_to_cat,
+                             report=report)  # fmt: skip
+            report.log(f"images under {args.images}")
         else:
             data = build_datasets(args)[0 if args.split == "train" else 1]
             if data.label_to_cat_id != label_to_cat or data.classes != classes:
@@ -125,8 +140,15 @@ def infer(args: argparse.Namespace) -> int:
     gt = records_to_coco(data)
     coco_ids = [im["id"] for im in gt["images"]]
     results = []
+    skipped = []
     for record, image_id in tqdm(list(zip(data.records, coco_ids)), desc="infer", disable=None):
-        image = read_image(os.path.join(data.image_root, record.file_name)).float().div(255).to(device)
+        path = os.path.join(data.image_root, record.file_name)
+        try:
+            image = read_image(path).float().div(255).to(device)
+        except (OSError, RuntimeError, ValueError) as e:  # its header read, its pixels do not decode
+            logger.warning("%s: cannot decode (%s); skipped", path, str(e).splitlines()[0][:200])
+            skipped.append(record.file_name)
+            continue
         out = predict_tta(model, image, args.tta_scales, args.tta_flip, args.tta_merge, args.tta_iou)
         results += to_coco_results([record], [out], label_to_cat, [image_id], with_masks="masks" in out)
     atomic_write_text(args.out, json.dumps(results))
@@ -136,6 +158,11 @@ def infer(args: argparse.Namespace) -> int:
                        "train longer", args.score_thresh, len(data), args.out)  # fmt: skip
     if args.dataset != "coco" or args.images:
         atomic_write_text(args.out + ".gt.json", json.dumps(gt))
-    logger.info("%d detections on %d images -> %s", len(results), len(data), args.out)
-    print(json.dumps({"images": len(data), "detections": len(results), "out": os.path.abspath(args.out)}))
+    done = len(data) - len(skipped)
+    if args.images:  # the files the folder scan already left out (header unreadable, missing, too large)
+        skipped += [source for _, source, _ in data.report.entries]
+    logger.info("%d detections on %d images -> %s%s", len(results), done, args.out,
+                f"; {len(skipped)} images skipped" if skipped else "")  # fmt: skip
+    print(json.dumps({"images": done, "detections": len(results), "skipped": len(skipped),
+                      "skipped_files": skipped[:20], "out": os.path.abspath(args.out)}))  # fmt: skip
     return 0

@@ -16,9 +16,13 @@ JSON, each matched to the round's images by file name; the corrected records and
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 from lxml import etree
@@ -37,6 +41,8 @@ from datasets.records import (
 from datasets.report import LoadReport
 from datasets.voc import parse_voc_xml, voc_xml, xml_parser
 from tools.checkpoint import load_checkpoint
+
+logger = logging.getLogger(__name__)
 
 
 def export_round(folder: str, round_index: int, pre: Sequence[Record], scores: Sequence[np.ndarray],
@@ -147,10 +153,16 @@ def _label_of(name: str, classes: list[str], where: str) -> int:
     return classes.index(name) + 1
 
 
+UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio renames uploads to <8 hex digits>-<name>
+
+
 def _image_of(name: str, pre: Sequence[Record], where: str) -> Record:
+    """The round's record of an image named by a tool: by path, by file name, or by the file name
+    Label Studio gives an uploaded image (``/data/upload/1/3f2a1b7c-raccoon-109.jpg``)."""
     names = {r.file_name: r for r in pre}
     base = {os.path.basename(r.file_name): r for r in pre}
-    record = names.get(name) or base.get(os.path.basename(name))
+    name = unquote(name)
+    record = names.get(name) or base.get(os.path.basename(name)) or base.get(UPLOAD_PREFIX.sub("", os.path.basename(name)))
     if record is None:
         raise AnnotationError(f"{where}: image {name!r} is not one of this round's images")
     return record
@@ -160,7 +172,7 @@ def _read_label_studio(path, pre, classes):
     tasks = _read_json(path)
     if not isinstance(tasks, list):
         raise AnnotationError(f"{path}: a Label Studio export is a JSON list of tasks")
-    found = {}
+    found, seen, converted = {}, {}, {"polygon": 0, "rotated": 0}
     for k, task in enumerate(tasks):
         where = f"{path}: task {task.get('id', k) if isinstance(task, dict) else k}"
         if not isinstance(task, dict) or "data" not in task:
@@ -172,22 +184,49 @@ def _read_label_studio(path, pre, classes):
         done = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
         if not done:
             raise AnnotationError(f"{where}: image {record.file_name!r} has no completed annotation")
+        if record.file_name in found:
+            raise AnnotationError(f"{where}: a second task for image {record.file_name!r} (task "
+                                  f"{seen[record.file_name]} has it too); delete one of them in Label Studio")  # fmt: skip
+        seen[record.file_name] = task.get("id", k)
         boxes, labels = [], []
         for j, item in enumerate(done[-1].get("result", [])):
-            if not isinstance(item, dict) or item.get("type") != "rectanglelabels":
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind not in ("rectanglelabels", "polygonlabels"):
                 continue
             try:
                 v = item["value"]
                 w, h = float(item.get("original_width", record.width)), float(item.get("original_height", record.height))
-                x1, y1, bw, bh = (float(v[k]) for k in ("x", "y", "width", "height"))
-                name = v["rectanglelabels"][0]
+                name = v[kind][0]
+                if kind == "polygonlabels":  # kept as its bounding box, counted
+                    xy = np.asarray(v["points"], np.float64).reshape(-1, 2) * (w / 100, h / 100)
+                    box = [*xy.min(0), *xy.max(0)]
+                    converted["polygon"] += 1
+                else:
+                    box = _rectangle(v, w, h)
+                    converted["rotated"] += bool(float(v.get("rotation", 0) or 0) % 360)
             except (KeyError, TypeError, ValueError, IndexError) as e:
                 raise AnnotationError(f"{where} ({record.file_name}): result {j} needs numeric x, y, width, height "
-                                      f"and one of rectanglelabels ({type(e).__name__}: {e})") from e  # fmt: skip
-            boxes.append([x1 * w / 100, y1 * h / 100, (x1 + bw) * w / 100, (y1 + bh) * h / 100])
+                                      f"(or points) and one label ({type(e).__name__}: {e})") from e  # fmt: skip
+            boxes.append(box)
             labels.append(_label_of(name, classes, f"{where} ({record.file_name})"))
         found[record.file_name] = (boxes, labels)
+    for kind, n in converted.items():
+        if n:
+            logger.warning("%s: %d %s boxes kept as their axis-aligned bounding boxes", path, n, kind)
     return found
+
+
+def _rectangle(v: dict, w: float, h: float) -> list[float]:
+    """A Label Studio rectangle (percent of the image, rotated clockwise by ``rotation`` degrees around
+    its top-left corner) as the pixel box that holds it."""
+    x, y, bw, bh = (float(v[k]) * s / 100 for k, s in (("x", w), ("y", h), ("width", w), ("height", h)))
+    angle = math.radians(float(v.get("rotation", 0) or 0))
+    if not angle:
+        return [x, y, x + bw, y + bh]
+    c, s = math.cos(angle), math.sin(angle)
+    corners = [(x + dx * c - dy * s, y + dx * s + dy * c) for dx, dy in ((0, 0), (bw, 0), (bw, bh), (0, bh))]
+    xs, ys = zip(*corners)
+    return [min(xs), min(ys), max(xs), max(ys)]
 
 
 def _read_cvat(path, pre, classes):
@@ -226,6 +265,9 @@ def _read_voc(path, pre, classes):
 
 def _read_coco(path, pre, classes):
     data = load_coco(path, "/", check_images=False)
+    bad = data.report.of("degenerate_box") if data.report is not None else []
+    if bad:  # refused, as the other importers refuse an empty or inverted box
+        raise AnnotationError(f"{bad[0][0]}: {bad[0][1]} is empty or inverted (need a positive width and height)")
     found = {}
     for r in data.records:
         record = _image_of(r.file_name, pre, path)
@@ -260,4 +302,4 @@ def import_for_run(run_dir: str, labels_path: str, fmt: str = "auto") -> dict[st
     folder = load_checkpoint(os.path.join(run_dir, "last.pth")).get("awaiting")
     if not folder:
         raise ValueError(f"{run_dir}/last.pth is not waiting for labels (run with --oracle none first)")
-    return import_round(folder, labels_path, fmt)
+    return import_round(os.path.join(run_dir, folder), labels_path, fmt)  # relative to the run folder (moved runs)

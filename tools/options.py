@@ -99,6 +99,14 @@ def add_train_args(p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("
     g.add_argument("--warmup-iters", type=int, default=100)
     g.add_argument("--clip-grad", type=float, default=None)
     g.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    g.add_argument("--auto-scale-lr", action="store_true",
+                   help="scale --lr by the total batch (--batch-size x processes) / --base-batch-size (MMDetection's "
+                        "auto_scale_lr)")
+    g.add_argument("--base-batch-size", type=int, default=16,
+                   help="the total batch --lr is meant for (MMDetection's configs: 16 = 8 GPUs x 2)")
+    g.add_argument("--no-validate", action="store_true",
+                   help="evaluate only at the end of each phase (as --eval-interval larger than any phase); "
+                        "AP-shift early stopping then cannot stop a phase early")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun, CUDA)")
     g.add_argument("--num_epoches", "--epochs", dest="epochs", type=int, default=12, help="max epochs of the initial phase")
     g.add_argument("--seed", type=int, default=0)
@@ -196,6 +204,17 @@ def setup(args: argparse.Namespace) -> torch.device:
         args.workers = default_workers() if device.type == "cuda" else 0
     if args.eval_batch_size is None:
         args.eval_batch_size = 8 if device.type == "cuda" else 1
+    log = logging.getLogger(__name__)
+    if args.no_validate:
+        args.eval_interval = 10**9  # the last epoch of each phase is still evaluated
+        log.warning("--no-validate: evaluating at the end of each phase only; AP-shift early stopping cannot stop "
+                    "a phase early")  # fmt: skip
+    if args.auto_scale_lr:
+        total = args.batch_size * dist.world_size()
+        scaled = args.lr * total / args.base_batch_size
+        log.info("--auto-scale-lr: lr %g x %d / %d = %g", args.lr, total, args.base_batch_size, scaled)
+        # config.yaml then holds the scaled lr and no second scaling: it reproduces this run
+        args.lr, args.auto_scale_lr = scaled, False
     return device
 
 
@@ -227,7 +246,7 @@ def check_options(args: argparse.Namespace) -> None:
         if high is not None:
             need(value <= high, f"{name} must be <= {high}, got {value}")
 
-    for name in ("batch_size", "eval_interval", "epochs", "round_epochs", "min_size", "eval_batch_size", "K", "candidates", "steps", "max_passes"):
+    for name in ("batch_size", "eval_interval", "base_batch_size", "epochs", "round_epochs", "min_size", "eval_batch_size", "K", "candidates", "steps", "max_passes"):
         value = getattr(args, name, None)
         need(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
     need(args.min_size >= 32, f"--min-size must be at least 32 pixels, got {args.min_size}")

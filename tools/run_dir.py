@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 
-RUN_FILES = ("last.pth", "best.pth", "log.jsonl", "config.yaml", "load_report.json", "tb", "rounds", "labelling")
+RUN_FILES = ("last.pth", "best.pth", "log.jsonl", "config.yaml", "load_report.json", "tb", "rounds", "labelling",
+             "splits")  # splits: a flat folder's seeded train/val lists (--overwrite draws them again)
 
 
 class OutputDirError(ValueError):
@@ -73,6 +74,7 @@ def claim(output_dir: str, resume: bool, overwrite: bool, enabled: bool = True) 
     if not enabled:
         yield
         return
+    created = not os.path.exists(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     lock = os.path.join(output_dir, ".lock")
     _take_lock(lock)
@@ -101,3 +103,6 @@ def claim(output_dir: str, resume: bool, overwrite: bool, enabled: bool = True) 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(lock)
+        if created:  # a run refused before it wrote anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(output_dir)
