@@ -93,8 +93,8 @@ def read_image_size(path: str) -> tuple[int, int] | str:
         return "image_too_large"
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return "unreadable_image"
-    if fmt == "JPEG" and not _ends_with_eoi(path):
-        return "truncated_image"
+    if fmt == "JPEG" and not _ends_with_eoi(path) and not _decodes(path):
+        return "truncated_image"  # no end marker near the end, and the pixels do not decode: cut short
     return size
 
 
@@ -103,10 +103,21 @@ MAX_PIXELS = 100_000_000  # larger images are refused (PIL warns of decompressio
 
 def _ends_with_eoi(path: str) -> bool:
     """A complete JPEG ends with the EOI marker (``FF D9``), allowing a little trailing padding;
-    a file cut short during a copy does not."""
+    a file cut short during a copy does not. A cheap first look: a file that fails it is decoded."""
     with open(path, "rb") as f:
         f.seek(max(os.path.getsize(path) - 64, 0))
         return b"\xff\xd9" in f.read()
+
+
+def _decodes(path: str) -> bool:
+    """Whether every pixel of the image decodes (a JPEG padded after its end marker does; one cut
+    short does not)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return True
 
 
 def check_image(
