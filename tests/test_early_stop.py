@@ -58,10 +58,10 @@ def test_ap_equal_to_ap_thre_does_not_stop():
     (["--ap_shift_pretrain", "nan"], "--ap_shift_pretrain must be a finite number"),
     (["--ap_thre", "1.5"], "--ap_thre must be <= 1.0"),
 ])
-def test_early_stop_options_end_in_one_line_with_exit_2(tmp_path, capsys, flags, message):
+def test_early_stop_options_end_in_one_line_with_exit_2(tmp_path, caplog, flags, message):
     from train_asm_one import main
 
     assert main(["--output-dir", str(tmp_path / "run"), *flags]) == 2
-    captured = capsys.readouterr()
-    text = captured.out + captured.err
-    assert message in text and "Traceback" not in text
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in caplog.text
+    assert not (tmp_path / "run").exists()  # refused before anything was written
