@@ -28,10 +28,10 @@ import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from datasets.common import IMAGE_EXTENSIONS, check_image, sanitize_boxes
+from datasets.common import check_image, sanitize_boxes
 from datasets.records import AnnotationError, Record, RecordSet
 from datasets.report import LoadReport
-from datasets.voc import images_by_stem
+from datasets.voc import images_by_stem, report_shared_stems
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def load_folder(root: str, stems: Sequence[str] | None = None, split: str | None
     by_stem = images_by_stem(image_dir)
     stems = sorted(by_stem) if stems is None else list(stems)
     report = LoadReport()
-    _report_shared_stems(image_dir, by_stem, report)
+    report_shared_stems(image_dir, by_stem, report)
     if classes is not None and len(classes) == 1 and os.path.isfile(classes[0]):
         classes = read_class_names(classes[0])
     if layout == "yolo":
@@ -121,16 +121,6 @@ def load_folder(root: str, stems: Sequence[str] | None = None, split: str | None
                               "labels are <image stem>.txt in the matching labels/ folder. Pass "
                               "--allow-missing-labels if most images really have no objects")  # fmt: skip
     return RecordSet(records, classes, root, report=report)
-
-
-def _report_shared_stems(image_dir: str, by_stem: dict[str, str], report: LoadReport) -> None:
-    """Count the images not used because another image has the same stem (``a.jpg`` and ``a.png``)."""
-    if not os.path.isdir(image_dir):
-        return
-    for name in sorted(os.listdir(image_dir)):
-        stem = os.path.splitext(name)[0]
-        if stem in by_stem and by_stem[stem] != name and name.lower().endswith(IMAGE_EXTENSIONS):
-            report.add("duplicate_stem", os.path.join(image_dir, name), f"{by_stem[stem]} is used for {stem}")
 
 
 def yolo_classes(root: str) -> list[str]:

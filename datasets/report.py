@@ -27,6 +27,7 @@ REASONS = {
     "no_label_file": "image without a label file (kept, without boxes)",
     "orphan_label": "label or mask file without an image (not used)",
     "duplicate_stem": "two images share a file stem (the first name kept, the other not used)",
+    "image_without_xml": "image of a flat VOC folder without an annotation file of its stem (not used)",
 }
 
 

@@ -227,6 +227,7 @@ def _load_voc_uncached(roots, layouts, splits, ids, classes, discover, skip_unkn
         by_stem = images_by_stem(img_dir) if flat else {}
         if flat:  # matched by stem: adding or renaming an image changes the folder's mtime, and the cache key
             images.append(img_dir)
+            _report_flat_leftovers(ann_dir, img_dir, by_stem, report)
         seen: set[str] = set()
         for i in tqdm(root_ids, desc=f"VOC {os.path.basename(root)}/{os.path.basename(split)}", leave=False,
                       disable=None):  # fmt: skip
@@ -238,8 +239,8 @@ def _load_voc_uncached(roots, layouts, splits, ids, classes, discover, skip_unkn
             if not os.path.isfile(xml):
                 raise AnnotationError(f"{xml}: annotation file not found (listed in split {split!r})")
             p = parse_voc_xml(xml)
-            if flat:  # the image is the file of the same stem, whatever <filename> says
-                p["filename"] = by_stem.get(i, p["filename"] or f"{i}.jpg")
+            if flat:  # the image is the file of the same stem, whatever <filename> says (never another image)
+                p["filename"] = by_stem.get(i, f"{i}.jpg")
             parsed.append((img_dir, prefix + i, xml, p))
     if discover:
         classes = sorted({name for *_, p in parsed for name, _, _ in p["objects"]})
@@ -252,6 +253,25 @@ def _load_voc_uncached(roots, layouts, splits, ids, classes, discover, skip_unkn
         if record is not None:
             records.append(record)
     return RecordSet(records, classes, image_root, report=report)
+
+
+def _report_flat_leftovers(ann_dir: str, img_dir: str, by_stem: dict[str, str], report: LoadReport) -> None:
+    """Count a flat folder's images that no XML describes, and images sharing a stem."""
+    stems = {n[:-4] for n in os.listdir(ann_dir) if n.lower().endswith(".xml")}
+    for stem, name in sorted(by_stem.items()):
+        if stem not in stems:
+            report.add("image_without_xml", os.path.join(img_dir, name), f"no {stem}.xml in {ann_dir}")
+    report_shared_stems(img_dir, by_stem, report)
+
+
+def report_shared_stems(img_dir: str, by_stem: dict[str, str], report: LoadReport) -> None:
+    """Count the images not used because another image has the same stem (``a.jpg`` and ``a.png``)."""
+    if not os.path.isdir(img_dir):
+        return
+    for name in sorted(os.listdir(img_dir)):
+        stem = os.path.splitext(name)[0]
+        if name.lower().endswith(IMAGE_EXTENSIONS) and by_stem.get(stem, name) != name:
+            report.add("duplicate_stem", os.path.join(img_dir, name), f"{by_stem[stem]} is used for {stem}")
 
 
 def images_by_stem(img_dir: str) -> dict[str, str]:

@@ -285,3 +285,16 @@ def test_bad_class_name_files_end_in_one_clear_line(tmp_path, text, encoding, me
     (root / "data.yaml").write_bytes(text.encode(encoding))
     with pytest.raises(AnnotationError, match=message):
         _folder(tmp_path, root)
+
+
+def test_flat_voc_images_without_xml_and_foreign_filenames_are_handled(tmp_path):
+    root = _flat_voc(tmp_path / "flat", n=6)
+    write_image(str(root / "images" / "extra.jpg"))  # an image no XML describes
+    xml = (root / "annotations" / "img0.xml").read_text()
+    os.remove(root / "images" / "img0.png")  # its image is gone; its <filename> must not pick another image
+    (root / "annotations" / "img0.xml").write_text(xml.replace("IMG_0.JPG", "img1.png"))
+    train, val = build_datasets(_args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes"))
+    files = [r.file_name for r in train.records + val.records]
+    assert len(files) == len(set(files)) == 5  # img1.png once, with its own boxes
+    report = {k: train.report.counts.get(k, 0) + val.report.counts.get(k, 0) for k in ("image_without_xml", "missing_image")}
+    assert report == {"image_without_xml": 2, "missing_image": 1}  # each split's load counts the leftover
