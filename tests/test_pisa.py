@@ -128,3 +128,26 @@ def test_faster_rcnn_with_pisa_trains_mines_evaluates_and_resumes(tmp_path, caps
     assert summary["rounds"] == 2 and summary["ap50"] is not None
     config = open(os.path.join(out, "config.yaml")).read()
     assert "roi_head: pisa" in config and "isr_k: 2.0" in config
+
+
+def test_a_one_epoch_bccd_run_with_pisa_finishes_and_resumes(bccd_root, tmp_path, capsys):
+    """Real data: 8 BCCD images at 128 px, cut after the pretrain epoch and continued."""
+    from train_asm_one import main
+
+    root = tmp_path / "bccd"
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    for name in ("Annotations", "JPEGImages"):
+        os.symlink(os.path.join(bccd_root, name), root / name)
+    ids = open(os.path.join(bccd_root, "ImageSets", "Main", "train.txt")).read().split()
+    (root / "ImageSets" / "Main" / "tr.txt").write_text("\n".join(ids[:8]) + "\n")
+    (root / "ImageSets" / "Main" / "ev.txt").write_text("\n".join(ids[8:12]) + "\n")
+    out = str(tmp_path / "run")
+    argv = ["--dataset", "voc", "--voc-roots", str(root), "--voc-train-split", "tr", "--voc-val-split", "ev",
+            "--voc-classes", "RBC", "WBC", "Platelets", "--roi-head", "pisa", "--min-size", "128", "--epochs", "1",
+            "--round-epochs", "1", "--K", "4", "--initial", "4", "--max-rounds", "1", "--batch_size", "2",
+            "--warmup-iters", "2", "--no-cache", "--output-dir", out]  # fmt: skip
+    assert main([*argv, "--exit-after-epochs", "1"]) == 3
+    capsys.readouterr()
+    assert main([*argv, "--auto-resume"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rounds"] == 1 and summary["epochs"] == 2
