@@ -76,7 +76,7 @@ def test_an_output_dir_that_is_a_file(tmp_path, caplog):
     ("no_such_key: 1\n", "unknown config keys ['no_such_key']"),
     ("- a list\n", "must be a mapping"),
     ("K: [\n", "not valid YAML"),
-    ("_base_: 5\n", "_base_ must be a file name or a list of them, got [5]"),
+    ("_base_: 5\n", "_base_ must be a file name or a list of them, got 5"),
     ("_base_: [null]\n", "_base_ must be a file name or a list of them, got [None]"),
     ("3: 4\n", "key 3 is not an option name"),
     ("K: [1, 2\n", "line 2: not valid YAML"),

@@ -148,9 +148,16 @@ MAX_ROLLBACKS = 3  # per phase
 SPIKE = 20.0  # a loss (or one loss term) above this many times its last epoch's mean counts as divergence
 
 
+SPIKE_FLOOR = 0.1  # a term's bound is taken from at least this share of the total loss
+
+
 def spike_bounds(last: dict[str, float] | None) -> dict[str, float]:
-    """Per loss term (and ``loss``, the total): :data:`SPIKE` times its mean over the last epoch."""
-    return {k: SPIKE * v for k, v in (last or {}).items() if k != "lr" and math.isfinite(v) and v > 0}
+    """Per loss term (and ``loss``, the total): :data:`SPIKE` times its mean over the last epoch, or
+    times :data:`SPIKE_FLOOR` of the total's mean when the term was smaller (a term near zero, such
+    as the box loss of a model that finds few positives yet, may grow many times over and be fine)."""
+    last = {k: v for k, v in (last or {}).items() if k != "lr" and math.isfinite(v) and v > 0}
+    floor = SPIKE_FLOOR * last.get("loss", 0.0)
+    return {k: SPIKE * max(v, floor) for k, v in last.items()}
 
 
 def train_epoch_safely(t: Trainer, phase: Phase, loader: DataLoader, optimizer: torch.optim.Optimizer) -> dict:
