@@ -20,6 +20,11 @@ def _run(tmp_path, name, *extra):
     return code, out
 
 
+def _epochs(out):
+    """The epoch lines of a run's log.jsonl (a supervised run ends with its learning-curve point)."""
+    return [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "epoch"]
+
+
 def test_resume_is_exact(tmp_path):
     code, full = _run(tmp_path, "full", "--epochs", "3")
     assert code == 0
@@ -27,7 +32,7 @@ def test_resume_is_exact(tmp_path):
     assert code == 3 and load_checkpoint(os.path.join(part, "last.pth"))["phase"]["epoch"] == 1
     code, _ = _run(tmp_path, "part", "--epochs", "3", "--resume", os.path.join(part, "last.pth"))
     assert code == 0
-    a, b = read_jsonl(os.path.join(full, "log.jsonl")), read_jsonl(os.path.join(part, "log.jsonl"))
+    a, b = _epochs(full), _epochs(part)
     assert [e["epoch"] for e in b] == [0, 1, 2]
     assert [e["losses"] for e in a] == [e["losses"] for e in b]
     assert [e["AP50"] for e in a] == [e["AP50"] for e in b]
@@ -67,7 +72,7 @@ def test_training_on_demo_improves_ap(tmp_path, capsys):
     code, out = _run(tmp_path, "learn", "--demo-train", "160", "--demo-val", "30", "--min-size", "128",
                      "--epochs", "6", "--batch_size", "8", "--warmup-iters", "10")
     assert code == 0
-    log = read_jsonl(os.path.join(out, "log.jsonl"))
+    log = _epochs(out)
     aps = [e["AP50"] for e in log]  # 30 val images: AP moves by +-0.02 from epoch to epoch at this level
     assert max(aps[1:]) > aps[0] + 0.02 and log[-1]["losses"]["loss"] < 0.7 * log[0]["losses"]["loss"], aps
 
@@ -95,7 +100,7 @@ def test_a_non_finite_loss_rolls_back_and_the_run_finishes(tmp_path, monkeypatch
     calls = _poison_epochs(monkeypatch, bad_calls={2})  # epoch 1, first try
     code, out = _run(tmp_path, "nan", "--epochs", "3")
     assert code == 0 and len(calls) == 4  # epoch 1 ran twice
-    log, ref = read_jsonl(os.path.join(out, "log.jsonl")), read_jsonl(os.path.join(clean, "log.jsonl"))
+    log, ref = _epochs(out), _epochs(clean)
     assert [e["rollbacks"] for e in log] == [0, 1, 1]
     assert log[0]["losses"] == ref[0]["losses"]  # the epoch before is untouched
     assert log[1]["losses"]["lr"] == pytest.approx(ref[1]["losses"]["lr"] * 0.5)  # retried at half the LR
@@ -118,7 +123,7 @@ def test_training_that_keeps_diverging_stops_cleanly(tmp_path, monkeypatch, capl
 def test_eval_interval_evaluates_every_e_epochs_and_at_the_end(tmp_path):
     code, out = _run(tmp_path, "interval", "--epochs", "3", "--eval-interval", "2")
     assert code == 0
-    log = read_jsonl(os.path.join(out, "log.jsonl"))
+    log = _epochs(out)
     assert [e["AP50"] is not None for e in log] == [False, True, True]  # epoch 1, then the phase's last
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
     assert [h["evaluated"] for h in ckpt["phase"]["history"]] == [False, True, True]
