@@ -46,6 +46,15 @@ def _error(caplog) -> str:
     (["--candidates", "0"], "--candidates must be at least 1"),
     (["--lr-steps", "1.5"], "--lr-steps are fractions"),
     (["--warmup-iters", "-1"], "--warmup-iters must be >= 0"),
+    (["--max-passes", "0"], "--max_passes must be at least 1"),
+    (["--review-cost", "-1"], "--review-cost must be >= 0.0"),
+    (["--move-cost", "nan"], "--move-cost must be a finite number"),
+    (["--base-batch-size", "0"], "--base_batch_size must be at least 1"),
+    (["--hlr-pos-fraction", "1.5"], "--hlr-pos-fraction must be <= 1.0"),
+    (["--carl-bias", "-0.1"], "--carl-bias must be >= 0.0"),
+    (["--isr-k", "inf"], "--isr-k must be a finite number"),
+    (["--hlr-num", "0"], "--hlr-num must be at least 1"),
+    (["--strategy", "random", "--candidates", "4"], "--candidates needs the model's detections"),
 ])  # fmt: skip
 def test_bad_options_are_refused_before_any_data_loads(tmp_path, caplog, flags, message):
     code, out = _run(tmp_path, "run", *flags)

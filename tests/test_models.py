@@ -82,3 +82,14 @@ def test_rpn_and_roi_sizes_override_the_preset():
     assert model.rpn._post_nms_top_n["testing"] == 50
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 32
     assert model.rpn._pre_nms_top_n["training"] == 600  # from the preset
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_resnext50_32x4d_fpn", "maskrcnn_resnext101_32x4d_fpn"])
+def test_resnext_models_build_and_refuse_weights_torchvision_lacks(name):
+    model = build_model(name, 3, min_size=64, max_size=96)
+    assert model.backbone.body.layer1[0].conv2.groups == 32 and model.roi_heads.box_predictor.cls_score.out_features == 3
+    with pytest.raises(ValueError, match="torchvision has no detection weights"):
+        build_model(name, 3, weights="DEFAULT")
+    if "32x4d" in name and "101" in name:
+        with pytest.raises(ValueError, match="no torchvision ImageNet weights"):
+            build_model(name, 3, weights_backbone="DEFAULT")

@@ -274,6 +274,12 @@ def check_options(args: argparse.Namespace) -> None:
     finite("--ap_shift_pretrain", 0.0)
     finite("--ap_shift_asm", 0.0)
     finite("--ap_thre", 0.0, 1.0)
+    for name in ("--isr-k", "--isr-bias", "--carl-k", "--carl-bias", "--hlr-k", "--hlr-bias"):
+        finite(name, 0.0, None if name.endswith("-k") else 1.0)
+    finite("--hlr-pos-fraction", 0.0, 1.0, low_open=True)
+    finite("--hlr-score-thr", 0.0, 1.0)
+    finite("--hlr-iou-thr", 0.0, 1.0, low_open=True)
+    need(getattr(args, "hlr_num", None) is None or args.hlr_num >= 1, f"--hlr-num must be at least 1, got {args.hlr_num}")
     finite("--review-cost", 0.0)
     finite("--move-cost", 0.0)
     if getattr(args, "strategy", None) == "random":
