@@ -6,9 +6,9 @@ import argparse
 import logging
 import os
 
-from datasets.coco import load_coco
-from datasets.common import seeded_split
-from datasets.folder import folder_splits, image_stems, load_folder
+from datasets.coco import EXPORT_JSON, export_splits, load_coco
+from datasets.common import same_files, seeded_split
+from datasets.folder import export_folders, folder_splits, image_stems, load_folder, yolo_classes
 from datasets.records import RecordSet
 from datasets.synthetic import load_demo
 from datasets.voc import load_voc, read_split, split_file, voc_layout, xml_stems
@@ -30,16 +30,24 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--voc-unlabelled-split", default="trainval")
     g.add_argument("--voc-val-root", default=None, help="VOC root for evaluation (default: first train root)")
     g.add_argument("--voc-val-split", default="test", help="split name or a file of image ids")
+    g.add_argument("--voc-annotations-dir", default=None,
+                   help="the XML folder of each VOC root when it has another name (e.g. annots); files are matched "
+                        "by stem")
+    g.add_argument("--voc-images-dir", default=None, help="the image folder of each VOC root when it has another name")
     g.add_argument("--voc-classes", nargs="+", default=None, help="class names (default: the 20 VOC classes)")
     g.add_argument("--discover-classes", action="store_true", help="take the class list from the XML files")
     g.add_argument("--skip-unknown-classes", action="store_true", help="count and drop objects of unknown classes")
+    g.add_argument("--coco-root", default=None,
+                   help=f"a COCO export (Roboflow): train/ and valid/ (or val/, test/) each with {EXPORT_JSON} "
+                        "and its images; replaces the four --coco-* file options")
     g.add_argument("--coco-train-json", default=None)
     g.add_argument("--coco-train-images", default=None)
     g.add_argument("--coco-val-json", default=None)
     g.add_argument("--coco-val-images", default=None)
     g.add_argument("--drop-empty", action="store_true", help="drop COCO images without annotations")
-    g.add_argument("--folder-root", default=None, help="--dataset folder: root with images/ + labels/ (YOLO) or "
-                                                       "PNGImages/ + PedMasks/ (mask PNGs)")
+    g.add_argument("--folder-root", default=None,
+                   help="--dataset folder: root with images/ + labels/ (YOLO), train/ + valid/ each with images/ + "
+                        "labels/ (a Roboflow YOLO export, data.yaml beside them), or PNGImages/ + PedMasks/ (mask PNGs)")
     g.add_argument("--folder-classes", nargs="+", default=None,
                    help="class names, or one file of them (.txt one per line, or a YAML 'names' such as "
                         "ultralytics' coco128.yaml); default: YOLO classes.txt or data.yaml, masks 'object'")
@@ -73,10 +81,14 @@ def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
     if not train.num_boxes():
         raise ValueError(f"the training images under {train.image_root} hold no boxes at all ({len(train)} images); "
                          "check the labels' location and format (README 'Your own data')")  # fmt: skip
-    shared = {r.file_name for r in train.records} & {r.file_name for r in val.records}
-    if shared and train.image_root == val.image_root:
-        logger.warning("training and evaluation share %d of %d evaluation images (e.g. %s): AP will be optimistic; "
-                       "give a separate validation split", len(shared), len(val), sorted(shared)[0])  # fmt: skip
+    shared = same_files([os.path.join(train.image_root, r.file_name) for r in train.records],
+                        [os.path.join(val.image_root, r.file_name) for r in val.records])  # fmt: skip
+    if shared:
+        a, b = sorted(shared)[0]
+        example = a if a == b else f"{a} = {b}"
+        logger.warning("training and evaluation share %d of %d evaluation images (by content, e.g. %s): AP will be "
+                       "optimistic; give a separate validation split", len(shared), len(val),
+                       example)  # fmt: skip
     return train, val
 
 
@@ -88,17 +100,19 @@ def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
     if args.dataset == "voc":
         if not args.voc_roots:
             raise ValueError("--dataset voc needs --voc-roots")
-        kw = dict(classes=args.voc_classes, skip_unknown_classes=args.skip_unknown_classes, cache_dir=cache_dir)
+        folders = (args.voc_annotations_dir, args.voc_images_dir)
+        kw = dict(classes=args.voc_classes, skip_unknown_classes=args.skip_unknown_classes, cache_dir=cache_dir,
+                  folders=folders)  # fmt: skip
         train_split, val_split = args.voc_train_split, args.voc_val_split
         first = args.voc_roots[0]
-        voc_layout(first)  # a clear error for a folder of neither layout
+        voc_layout(first, folders)  # a clear error for a folder of neither layout
         sets = os.path.join(first, "ImageSets", "Main")
         if args.voc_val_root is None and not os.path.isfile(split_file(first, train_split)):
             if os.path.isdir(sets):  # a VOCdevkit folder: a split name that is not there is a typo, not "no splits"
                 names = sorted(n[:-4] for n in os.listdir(sets) if n.endswith(".txt") and "_" not in n)
                 raise ValueError(f"{split_file(first, train_split)}: no such split file (--voc-train-split "
                                  f"{train_split!r}); {sets} has {names or 'no split files'}")  # fmt: skip
-            train_split, val_split = seeded_split(xml_stems(first), args.val_fraction, args.data_seed, _splits_dir(args))
+            train_split, val_split = seeded_split(xml_stems(first, folders), args.val_fraction, args.data_seed, _splits_dir(args))
         roots = list(args.voc_roots) + list(args.voc_unlabelled_roots)
         splits = [train_split] * len(args.voc_roots) + [args.voc_unlabelled_split] * len(args.voc_unlabelled_roots)
         train = load_voc(roots, splits, discover_classes=args.discover_classes, **kw)
@@ -108,13 +122,22 @@ def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
         return train, val
     if args.dataset == "folder":
         return _load_folder(args)
-    for name in ("coco_train_json", "coco_train_images", "coco_val_json", "coco_val_images"):
-        if not getattr(args, name):
-            raise ValueError(f"--dataset coco needs --{name.replace('_', '-')}")
-    train = load_coco(args.coco_train_json, args.coco_train_images, drop_empty=args.drop_empty)
-    val = load_coco(args.coco_val_json, args.coco_val_images)
-    if train.label_to_cat_id != val.label_to_cat_id:
-        raise ValueError(f"{args.coco_train_json} and {args.coco_val_json} have different categories")
+    files = (args.coco_train_json, args.coco_train_images, args.coco_val_json, args.coco_val_images)
+    if args.coco_root:
+        if any(files):
+            raise ValueError("--coco-root finds the JSON files and image folders itself; drop the --coco-train-* "
+                             "and --coco-val-* options (or drop --coco-root)")  # fmt: skip
+        train_dir, val_dir = export_splits(args.coco_root)
+        files = (os.path.join(train_dir, EXPORT_JSON), train_dir, os.path.join(val_dir, EXPORT_JSON), val_dir)
+    names = ("coco-train-json", "coco-train-images", "coco-val-json", "coco-val-images")
+    for name, value in zip(names, files):
+        if not value:
+            raise ValueError(f"--dataset coco needs --{name} (or --coco-root for an export with train/ and valid/)")
+    train = load_coco(files[0], files[1], drop_empty=args.drop_empty)
+    val = load_coco(files[2], files[3])
+    if train.label_to_cat_id != val.label_to_cat_id or train.classes != val.classes:
+        raise ValueError(f"{files[0]} and {files[2]} have different categories ({list(train.classes)} vs "
+                         f"{list(val.classes)})")  # fmt: skip
     return train, val
 
 
@@ -124,11 +147,15 @@ def _load_folder(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
     root = args.folder_root
     if not root:
         raise ValueError("--dataset folder needs --folder-root")
+    kw = {"allow_missing_labels": args.allow_missing_labels}
+    exported = export_folders(root)
+    if exported is not None:  # Roboflow: train/ and valid/ each with images/ + labels/, data.yaml beside them
+        train = load_folder(exported[0], classes=args.folder_classes or yolo_classes(root), **kw)
+        return train, load_folder(exported[1], classes=train.classes, **kw)
     splits = folder_splits(root)
     train_split = next((s for s in splits if s.startswith("train")), None)
     val_split = next((s for s in splits if s.startswith("val")), None)
     if train_split and val_split:
-        kw = {"allow_missing_labels": args.allow_missing_labels}
         train = load_folder(root, split=train_split, classes=args.folder_classes, **kw)
         return train, load_folder(root, split=val_split, classes=train.classes, **kw)
     if len(splits) > 1 and train_split is None:
@@ -136,7 +163,6 @@ def _load_folder(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
                          "training folder train (and the validation folder val), or keep only one")  # fmt: skip
     split = train_split or (splits[0] if splits else None)
     train_file, val_file = seeded_split(image_stems(root, split), args.val_fraction, args.data_seed, _splits_dir(args))
-    kw = {"allow_missing_labels": args.allow_missing_labels}
     train = load_folder(root, read_split(root, train_file), split=split, classes=args.folder_classes, **kw)
     return train, load_folder(root, read_split(root, val_file), split=split, classes=train.classes, **kw)
 

@@ -9,6 +9,11 @@ The loader reads the JSON itself and builds the records with numpy, so that a tr
 loads in about the time pycocotools ``COCO()`` takes to index it (``bench/bench_load.py``).
 :func:`records_to_coco` writes records back as COCO JSON (to evaluate VOC data with COCOeval and to
 export SA annotations); ``load_coco(records_to_coco(x))`` gives ``x`` back.
+
+Exports as Roboflow writes them load as they are: an empty ``segmentation`` (``[]``) means a box
+without a mask, a category that no box uses and that is another category's ``supercategory`` (the
+dataset's name, as category 0) is dropped with an INFO line, and :func:`export_splits` finds the
+``train/``, ``valid/`` and ``test/`` folders with their ``_annotations.coco.json``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,30 @@ def read_json(path: str) -> Any:
             raise AnnotationError(f"{path}: JSON nested too deeply to be a COCO file") from e
         except UnicodeDecodeError as e:
             raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+EXPORT_JSON = "_annotations.coco.json"  # Roboflow: one per split folder, the images beside it
+EVAL_SPLITS = ("valid", "val", "test")  # the evaluation split of an export, in order of preference
+
+
+def export_splits(root: str) -> tuple[str, str]:
+    """``(training folder, evaluation folder)`` of a COCO export (Roboflow's ``train/``, ``valid/``,
+    ``test/``), each holding :data:`EXPORT_JSON` and its images.
+
+    Raises:
+        AnnotationError: no ``train/`` or no evaluation folder with the JSON (the message lists what
+            is there).
+    """
+    found = {d: os.path.join(root, d) for d in ("train", *EVAL_SPLITS)
+             if os.path.isfile(os.path.join(root, d, EXPORT_JSON))}  # fmt: skip
+    evaluation = next((found[d] for d in EVAL_SPLITS if d in found), None)
+    if "train" not in found or evaluation is None:
+        present = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) if os.path.isdir(root) else []
+        raise AnnotationError(f"{root}: a COCO export needs train/{EXPORT_JSON} and one of "
+                              f"{', '.join(d + '/' for d in EVAL_SPLITS)} with its {EXPORT_JSON} (found folders "
+                              f"{present}); otherwise pass --coco-train-json/--coco-train-images and "
+                              "--coco-val-json/--coco-val-images")  # fmt: skip
+    return found["train"], evaluation
 
 
 def strict_int(value: Any) -> int:
@@ -158,11 +187,11 @@ def load_coco(
         if key in data and not isinstance(data[key], list):
             raise AnnotationError(f"{src}: '{key}' must be a list, got {type(data[key]).__name__}")
     report = LoadReport()
-    classes, cat_ids = _categories(data["categories"], src)
+    anns = data.get("annotations") or []
+    classes, cat_ids = _categories(_drop_supercategories(data["categories"], anns, src), src)
     image_ids, images = _images(data["images"], src)
     if "annotations" not in data:
         logger.warning("%s: no 'annotations' key: all %d images are negatives (no objects)", src, len(images))
-    anns = data.get("annotations") or []
     ann_idx, img_idx, labels, boxes, iscrowd, ann_ids = _annotations(anns, image_ids, cat_ids, src, report)
     widths = np.array([im[3] for im in images], np.float32)
     heights = np.array([im[4] for im in images], np.float32)
@@ -172,7 +201,7 @@ def load_coco(
     kept = kept[np.argsort(img_idx[kept], kind="stable")]
     bounds = np.searchsorted(img_idx[kept], np.arange(len(images) + 1))
     ann_idx = ann_idx[kept]
-    segms = [anns[i].get("segmentation") for i in ann_idx]
+    segms = [anns[i].get("segmentation") or None for i in ann_idx]  # [] (Roboflow): a box without a mask
     has_masks = any(s is not None for s in segms)
     if has_masks:
         _check_segmentations(segms, [ann_ids[i] for i in ann_idx], [images[k] for k in img_idx[kept]], src)
@@ -196,6 +225,20 @@ def load_coco(
     dataset = RecordSet(records, classes, os.path.abspath(image_root), label_to_cat, report)
     report.log(f"COCO {src}")
     return dataset
+
+
+def _drop_supercategories(categories: list, anns: list, src: str) -> list:
+    """``categories`` without those that no annotation uses and that name another category's
+    supercategory (Roboflow writes the dataset's name as category 0): not classes to learn."""
+    cats = [c for c in categories if isinstance(c, dict)]
+    used = {str(a.get("category_id")) for a in anns if isinstance(a, dict)}
+    dropped = [c for c in cats
+               if str(c.get("id")) not in used
+               and any(d is not c and str(d.get("supercategory")) == str(c.get("name")) for d in cats)]  # fmt: skip
+    if dropped:
+        logger.info("%s: category %s dropped: no box uses it and it is the supercategory of the others",
+                    src, ", ".join(f"{c.get('id')} {c.get('name')!r}" for c in dropped))  # fmt: skip
+    return [c for c in categories if not any(c is d for d in dropped)]
 
 
 def _categories(categories: list, src: str) -> tuple[tuple[str, ...], list[int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -27,7 +28,9 @@ def sanitize_boxes(
     """Clip xyxy boxes to their image and find the ones that are degenerate after clipping.
 
     Inverted boxes (x2 < x1) are degenerate: swapping the corners would guess at what the
-    annotator meant. Every clipped or dropped box is counted in ``report``.
+    annotator meant. Every clipped or dropped box is counted in ``report``; a box that overshoots by
+    less than a pixel (rounded YOLO fractions) is counted as ``clipped_subpixel``, which is not
+    warned about.
 
     Args:
         boxes: ``[N, 4]`` xyxy pixels.
@@ -45,8 +48,10 @@ def sanitize_boxes(
     clipped = np.clip(boxes, 0.0, upper)
     keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     changed = np.any(clipped != boxes, axis=1) & keep
+    subpixel = changed & (np.abs(clipped - boxes).max(axis=1, initial=0.0) < 1.0)
     describe = source if callable(source) else (lambda i: source)
-    for reason, rows in (("degenerate_box", ~keep), ("clipped_box", changed)):
+    rows_of = (("degenerate_box", ~keep), ("clipped_box", changed & ~subpixel), ("clipped_subpixel", subpixel))
+    for reason, rows in rows_of:
         for i in np.flatnonzero(rows):
             size = f"{width[i]:g}x{height[i]:g}"
             report.add(reason, describe(int(i)), f"box {i} {boxes[i].tolist()} in {size}")
@@ -131,6 +136,37 @@ def check_image(
     if tuple(record_size) != tuple(size) and all(record_size):
         report.add("size_mismatch", source, f"annotated {record_size}, file {size}")
     return size
+
+
+def same_files(paths_a: list[str], paths_b: list[str], head: int = 65536) -> list[tuple[str, str]]:
+    """``(a, b)`` for every file ``b`` of ``paths_b`` with the content of a file ``a`` of ``paths_a``, as
+    far as their size and a hash of their first ``head`` bytes tell: the same image under two folders
+    (``train2017/`` and ``val2017/``).
+
+    Only files of a size found on both sides are read, so two sets of distinct images cost one
+    ``stat`` per file. Missing files are ignored.
+    """
+
+    def sizes(paths: list[str]) -> dict[str, int]:
+        out = {}
+        for p in paths:
+            try:
+                out[p] = os.path.getsize(p)
+            except OSError:
+                continue
+        return out
+
+    def fingerprint(path: str, size: int) -> tuple[int, str]:
+        with open(path, "rb") as f:
+            return size, hashlib.blake2b(f.read(head), digest_size=16).hexdigest()
+
+    size_a, size_b = sizes(paths_a), sizes(paths_b)
+    common = set(size_a.values()) & set(size_b.values())
+    first_a: dict[tuple[int, str], str] = {}
+    for p, n in size_a.items():
+        if n in common:
+            first_a.setdefault(fingerprint(p, n), p)
+    return [(first_a[key], p) for p, n in size_b.items() if n in common and (key := fingerprint(p, n)) in first_a]
 
 
 def seeded_split(stems: list[str], val_fraction: float, seed: int, out_dir: str) -> tuple[str, str]:

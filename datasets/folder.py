@@ -8,6 +8,8 @@ Layouts under ``root`` (found in this order):
   ``classes.txt`` (one per line) or ``data.yaml``/``dataset.yaml`` (``names``: list or dict); an
   image without a label file has no boxes. ``images/<split>/`` + ``labels/<split>/`` (ultralytics)
   are read as splits.
+* A Roboflow YOLO export: ``train/``, ``valid/`` (or ``val/``, ``test/``) each with ``images/`` +
+  ``labels/``, ``data.yaml`` beside them (:func:`export_folders`); ``valid`` is the evaluation split.
 * Mask PNGs (PennFudan, torchvision's detection tutorial): ``PNGImages/`` (or ``images/``) +
   ``PedMasks/`` (or ``masks/``) with ``<stem>_mask.png`` (or ``<stem>.png``): pixel value k > 0 is
   instance k. Boxes come from the masks; masks are kept as COCO RLE for Mask R-CNN. One class
@@ -48,6 +50,30 @@ def folder_layout(root: str) -> str:
         return "masks"
     raise AnnotationError(f"{root}: no labels/ (YOLO txt) and no PedMasks/ or masks/ (mask PNGs) folder; "
                           "see README 'Your own data'")  # fmt: skip
+
+
+EVAL_FOLDERS = ("valid", "val", "test")  # the evaluation split of an export, in order of preference
+
+
+def export_folders(root: str) -> tuple[str, str] | None:
+    """``(training folder, evaluation folder)`` of a YOLO export (Roboflow: ``train/`` and ``valid/``,
+    each with ``images/`` + ``labels/``), or ``None`` for another layout.
+
+    Raises:
+        AnnotationError: ``train/`` is there but no evaluation folder with ``images/`` + ``labels/``.
+    """
+
+    def complete(name: str) -> bool:
+        return all(os.path.isdir(os.path.join(root, name, d)) for d in ("images", "labels"))
+
+    if not complete("train"):
+        return None
+    evaluation = next((d for d in EVAL_FOLDERS if complete(d)), None)
+    if evaluation is None:
+        raise AnnotationError(f"{root}: train/ holds images/ + labels/ but none of "
+                              f"{', '.join(d + '/' for d in EVAL_FOLDERS)} does; export a validation split too, "
+                              f"or pass --folder-root {os.path.join(root, 'train')} to split it by seed")  # fmt: skip
+    return os.path.join(root, "train"), os.path.join(root, evaluation)
 
 
 def folder_splits(root: str) -> list[str]:

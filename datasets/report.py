@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 REASONS = {
     "degenerate_box": "box has zero or negative width/height after clipping to the image (dropped)",
     "clipped_box": "box extended outside the image and was clipped (kept)",
+    "clipped_subpixel": "box overshot the image by less than a pixel (rounding) and was clipped (kept, not warned)",
     "unknown_class": "object class not in the class list (dropped, --skip-unknown-classes)",
     "unknown_category": "annotation names a category id absent from 'categories' (dropped)",
     "missing_image_id": "annotation points to an image id absent from 'images' (dropped)",
@@ -29,6 +30,7 @@ REASONS = {
     "duplicate_stem": "two images share a file stem (the first name kept, the other not used)",
     "image_without_xml": "image of a flat VOC folder without an annotation file of its stem (not used)",
 }
+QUIET = {"clipped_subpixel"}  # counted and listed in load_report.json, but not worth a warning
 
 
 @dataclass
@@ -59,13 +61,16 @@ class LoadReport:
     def log(self, name: str, shown: int = 10) -> None:
         """Log a one-line summary, the first ``shown`` files of each reason at info level, and the
         rest at debug level (all of them are in ``load_report.json`` of the run's output folder)."""
-        if not self.entries:
-            logger.info("%s: loaded with nothing skipped or fixed", name)
+        quiet = {reason: n for reason, n in self.counts.items() if reason in QUIET}
+        loud = [e for e in self.entries if e[0] not in QUIET]
+        aside = "".join(f"; {n} {reason}" for reason, n in sorted(quiet.items()))
+        if not loud:
+            logger.info("%s: loaded with nothing skipped or fixed%s", name, aside)
             return
-        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
-        logger.warning("%s: %s (each file below; all in load_report.json)", name, summary)
+        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()) if reason not in QUIET)
+        logger.warning("%s: %s (each file below; all in load_report.json)%s", name, summary, aside)
         seen: Counter = Counter()
-        for reason, src, detail in self.entries:
+        for reason, src, detail in loud:
             seen[reason] += 1
             level = logging.INFO if seen[reason] <= shown else logging.DEBUG
             logger.log(level, "  %s: %s %s", reason, src, detail)

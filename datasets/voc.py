@@ -43,19 +43,39 @@ VOC_CLASSES = (
 )  # fmt: skip
 
 
-def voc_layout(root: str) -> tuple[str, str, bool]:
+def voc_layout(root: str, folders: tuple[str | None, str | None] | None = None) -> tuple[str, str, bool]:
     """``(annotation folder, image folder, flat)`` of a VOC root.
 
+    Args:
+        folders: ``(annotations, images)`` folder names (relative to ``root``, or absolute) of a
+            layout of its own (a kangaroo set's ``annots/`` + ``images/``); files are then matched
+            by stem, as in the flat layout. ``None`` entries take the usual names.
+
     Raises:
-        AnnotationError: neither layout found; the message shows both.
+        AnnotationError: neither layout found (or a given folder missing); the message shows both
+            and the options that name other folders.
     """
+    if folders is not None and any(folders):
+        def folder(given: str | None, usual: tuple[str, str]) -> str:
+            if given:
+                return os.path.join(root, given)
+            return next((os.path.join(root, n) for n in usual if os.path.isdir(os.path.join(root, n))), usual[0])
+
+        ann = folder(folders[0], ("Annotations", "annotations"))
+        img = folder(folders[1], ("images", "JPEGImages"))
+        for path, flag in ((ann, "--voc-annotations-dir"), (img, "--voc-images-dir")):
+            if not os.path.isdir(path):
+                raise AnnotationError(f"{path}: no such folder ({flag}, under the VOC root {root})")
+        return ann, img, True
     if os.path.isdir(os.path.join(root, "Annotations")):
         return os.path.join(root, "Annotations"), os.path.join(root, "JPEGImages"), False
     if os.path.isdir(os.path.join(root, "annotations")) and os.path.isdir(os.path.join(root, "images")):
         return os.path.join(root, "annotations"), os.path.join(root, "images"), True
+    present = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) if os.path.isdir(root) else []
     raise AnnotationError(
-        f"{root}: not a VOC folder; expected Annotations/ + JPEGImages/ + ImageSets/Main/<split>.txt "
-        "(VOCdevkit) or annotations/ + images/ (flat, matched by file stem); see README 'Your own data'"
+        f"{root}: not a VOC folder (it holds {present or 'no folders'}); expected Annotations/ + JPEGImages/ + "
+        "ImageSets/Main/<split>.txt (VOCdevkit) or annotations/ + images/ (flat, matched by file stem); for other "
+        "folder names pass --voc-annotations-dir and --voc-images-dir; see README 'Your own data'"
     )
 
 
@@ -64,9 +84,9 @@ def split_file(root: str, split: str) -> str:
     return split if os.path.isfile(split) else os.path.join(root, "ImageSets", "Main", f"{split}.txt")
 
 
-def xml_stems(root: str) -> list[str]:
+def xml_stems(root: str, folders: tuple[str | None, str | None] | None = None) -> list[str]:
     """Stems of the XML files of a root (either layout): the ids of a split made without split files."""
-    ann_dir, _, _ = voc_layout(root)
+    ann_dir, _, _ = voc_layout(root, folders)
     return sorted(n[:-4] for n in os.listdir(ann_dir) if n.lower().endswith(".xml"))
 
 
@@ -175,6 +195,7 @@ def load_voc(
     skip_unknown_classes: bool = False,
     check_images: bool = True,
     cache_dir: str | None | bool = None,
+    folders: tuple[str | None, str | None] | None = None,
 ) -> RecordSet:
     """Load one or several VOC roots into a :class:`RecordSet`.
 
@@ -187,6 +208,7 @@ def load_voc(
         check_images: drop (and count) missing or unreadable images; take sizes from the files.
         cache_dir: folder for the parsed-record cache; ``None`` = :func:`default_cache_dir`,
             ``False`` = no cache.
+        folders: ``(annotations, images)`` folder names of every root (:func:`voc_layout`).
 
     Returns:
         The records, with ``report`` listing every dropped or clipped box and dropped image.
@@ -197,12 +219,12 @@ def load_voc(
         raise ValueError(f"{len(roots)} roots but {len(splits)} splits")
     if discover_classes and classes is not None:
         raise ValueError("pass either classes or discover_classes=True, not both")
-    layouts = [voc_layout(r) for r in roots]
+    layouts = [voc_layout(r, folders) for r in roots]
     ids = [read_split(r, s) for r, s in zip(roots, splits)]
     key_files = [split_file(r, s) for r, s in zip(roots, splits)]
     key_files += [os.path.join(ann, f"{i}.xml") for (ann, _, _), rid in zip(layouts, ids) for i in rid]
     options = dict(roots=roots, splits=splits, classes=list(classes or []), discover=discover_classes,
-                   skip_unknown=skip_unknown_classes, check_images=check_images)  # fmt: skip
+                   skip_unknown=skip_unknown_classes, check_images=check_images, layouts=layouts)  # fmt: skip
     cached = cache_path("voc", cache_dir, options, key_files)
     dataset = read_cache(cached)
     if dataset is not None:
