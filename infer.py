@@ -1,6 +1,7 @@
 """Run a checkpoint over images and write COCO results JSON (``tools/inference.py``).
 
     python infer.py --checkpoint outputs/run/best.pth --images photos/ --out results.json
+    python infer.py --checkpoint outputs/run/best.pth --split val --out results.json   # the run's own val split
     python infer.py --checkpoint outputs/run/best.pth --dataset demo --split val --out results.json \\
         --tta-scales 0.8 1.0 1.2 --tta-flip
 """
@@ -17,6 +18,7 @@ from tools.inference import infer
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
+    p.set_defaults(dataset=None)  # the data of the run that wrote --checkpoint, unless given
     p.add_argument("--checkpoint", required=True, help="a train_asm_one.py checkpoint (last.pth / best.pth)")
     p.add_argument("--images", default=None, help="an image folder (instead of a dataset split)")
     p.add_argument("--split", choices=("train", "val"), default="val", help="dataset split to run on")

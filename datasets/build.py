@@ -63,6 +63,15 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", default=None, help="record/demo cache (default $ASM_CACHE_DIR or ~/.cache/asm_trainer)")
 
 
+def run_data_options(config: dict, run_dir: str) -> dict:
+    """The data options a run was trained with (its checkpoint's config; options it predates take
+    their defaults), with ``output_dir`` its folder, so that seeded split lists are the run's own."""
+    parser = argparse.ArgumentParser()
+    add_data_args(parser)
+    defaults = vars(parser.parse_args([]))
+    return {name: config.get(name, default) for name, default in defaults.items()} | {"output_dir": run_dir}
+
+
 def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
     """Return ``(train pool, evaluation split)`` as record sets with the same classes.
 

@@ -23,7 +23,7 @@ from torchvision.ops import batched_nms, box_iou
 from tqdm import tqdm
 
 from datasets import AnnotationError
-from datasets.build import build_datasets
+from datasets.build import build_datasets, run_data_options
 from datasets.coco import records_to_coco
 from datasets.common import IMAGE_EXTENSIONS, read_image_size
 from datasets.records import Record, RecordSet, atomic_write_text
@@ -130,6 +130,8 @@ def infer(args: argparse.Namespace) -> int:
                              report=report)  # fmt: skip
             report.log(f"images under {args.images}")
         else:
+            if args.dataset is None:  # the data and split lists of the run that wrote the checkpoint
+                vars(args).update(run_data_options(ckpt["config"], os.path.dirname(os.path.abspath(args.checkpoint))))
             data = build_datasets(args)[0 if args.split == "train" else 1]
             if data.label_to_cat_id != label_to_cat or data.classes != classes:
                 raise ValueError(f"{args.checkpoint} was trained on classes {classes}, the data has {data.classes}")
