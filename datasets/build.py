@@ -63,6 +63,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", default=None, help="record/demo cache (default $ASM_CACHE_DIR or ~/.cache/asm_trainer)")
 
 
+DATA_FLAG = {"demo": "--demo-train", "voc": "--voc-roots", "coco": "--coco-root or --coco-*-images",
+             "folder": "--folder-root"}  # the option that says where each kind of data is
+
+
 def run_data_options(config: dict, run_dir: str) -> dict:
     """The data options a run was trained with (its checkpoint's config; options it predates take
     their defaults), with ``output_dir`` its folder, so that seeded split lists are the run's own."""
@@ -84,7 +88,7 @@ def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
         if not len(data):
             found = data.report.counts if data.report is not None else {}
             why = ", ".join(f"{n} {reason}" for reason, n in sorted(found.items())) or "no files listed"
-            raise ValueError(f"no {name} images found under {data.image_root} ({why}); check --{args.dataset}-roots "
+            raise ValueError(f"no {name} images found under {data.image_root} ({why}); check {DATA_FLAG[args.dataset]} "
                              f"/ the layout (README 'Your own data')"
                              + ("; load_report.json in the output folder lists every file" if found else ""))
     if not train.num_boxes():

@@ -209,3 +209,14 @@ def test_an_export_trains_evaluates_and_mines_with_one_command(tmp_path, capsys,
     assert [e["round"] for e in rounds] == [0, 1] and rounds[-1]["labelled_images"] == 8
     assert all(set(e) >= {"AP50", f"AP50/{CLASSES[0]}"} for e in rounds)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rounds"] == 1
+
+
+def test_an_empty_folder_dataset_names_the_option_that_exists(tmp_path):
+    for sub in ("images", "labels"):
+        (tmp_path / "yolo" / sub).mkdir(parents=True)
+    (tmp_path / "yolo" / "classes.txt").write_text("cat\n")
+    (tmp_path / "yolo" / "images" / "a.jpg").write_bytes(b"")  # one unreadable image, nothing else
+    (tmp_path / "yolo" / "images" / "b.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"check --folder-root / the layout") as e:
+        build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(tmp_path / "yolo")))
+    assert "--folder-roots" not in str(e.value)
