@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     except (AnnotationError, ValueError, FileNotFoundError, KeyError) as e:
         logging.getLogger("import_labels").error("%s", e)
         return 2
-    print(json.dumps({"round": imported["round"], "images": len(imported["records"]), **imported["edits"]}))
+    print(json.dumps({"round": imported["round"], "images": len(imported["records"]), **imported["edits"],
+                      "nudged": imported["nudged"]}))  # fmt: skip
     return 0
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 
@@ -118,7 +119,11 @@ MMDET_FLAGS = """MMDetection's tools/train.py flags here:
 
 
 class Paused(Exception):
-    """A round waits for a human's labels (``--oracle none``)."""
+    """A round waits for a human's labels (``--oracle none``) in ``folder``."""
+
+    def __init__(self, message: str, folder: str):
+        super().__init__(message)
+        self.folder = folder
 
 
 class LabelsMissing(Exception):
@@ -267,14 +272,13 @@ def start_round(run: Run, train_set, device) -> None:
         raw = [dets[r.image_id] for r in batch]
         shown = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
     if args.oracle == "none":
-        pre, scores = preannotate(shown, batch, cfg)
+        pre, scores, estimates = preannotate(shown, batch, cfg)
         run.awaiting = os.path.join("labelling", f"round{asm.round + 1}")  # relative to the run folder: it can move
         folder = os.path.join(args.output_dir, run.awaiting)
         if dist.is_main():
-            export_round(folder, asm.round + 1, pre, scores, train_set)
+            export_round(folder, asm.round + 1, pre, scores, train_set, estimates)
         run.save()
-        raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {folder}; label "
-                     f"them, run: python import_labels.py --run {args.output_dir} --labels <export>")
+        raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {folder}", folder)
     if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
         run.held_out = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
     info["max_score"] = round(max((float(d["scores"][0]) for d in shown if len(d["scores"])), default=0.0), 4)
@@ -426,6 +430,24 @@ def explain_drop(run: Run, ap50: float) -> None:
                    _fmt(info["precision"]), info["confirmed"])  # fmt: skip
 
 
+def next_steps(paused: Paused, output_dir: str, command: str) -> str:
+    """What the human does after a round paused for labels: push, label, pull (or a file export and
+    import_labels.py), then continue. The continue command is also kept in the round's folder
+    (``continue.txt``), where ``labelstudio_round.py pull`` reads it."""
+    run = shlex.quote(output_dir)
+    if dist.is_main():
+        atomic_write_text(os.path.join(paused.folder, "continue.txt"), command + "\n")
+    return (f"{paused}. Next:\n"
+            f"  1. with a running Label Studio (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY set):\n"
+            f"       python labelstudio_round.py push --run {run}\n"
+            f"       (label every task in the browser)\n"
+            f"       python labelstudio_round.py pull --run {run}\n"
+            f"     or with another tool: label the files in that folder (CVAT XML, COCO, VOC), then\n"
+            f"       python import_labels.py --run {run} --labels <the tool's export>\n"
+            f"  2. continue the run:\n"
+            f"       {command}")
+
+
 def continue_command(args: argparse.Namespace, argv: list[str] | None) -> str:
     """The exact command that continues this run from its last checkpoint (``argv``: the command
     line's options; None: ``sys.argv``)."""
@@ -548,7 +570,7 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set, ar
             logger.warning("%s before the first checkpoint; run the same command again to start over", e)
         return e.exit_code
     except Paused as e:
-        logger.warning("%s; then continue with: %s", e, continue_command(args, argv))
+        logger.warning("%s", next_steps(e, args.output_dir, continue_command(args, argv)))
         return 4
     except LabelsMissing as e:
         logger.error("%s", e)

@@ -191,3 +191,28 @@ def test_every_importer_refuses_an_empty_box(tmp_path):
     path.write_text(json.dumps(coco))
     with pytest.raises(AnnotationError, match="empty or inverted"):
         import_round(folder, str(path))
+
+
+def test_tasks_carry_a_servable_image_url_and_the_al_estimate(tmp_path):
+    pre = [Record("a", "imgs/my photo.jpg", 200, 100, [[10, 10, 50, 50]], [1])]
+    folder = str(tmp_path / "round1")
+    export_round(folder, 3, pre, [np.full(1, 0.9)], RecordSet(pre, CLASSES, str(tmp_path / "root")), [0.25])
+    task = json.load(open(os.path.join(folder, "label_studio_tasks.json")))[0]
+    assert task["data"]["image"] == "/data/local-files/?d=imgs/my%20photo.jpg"  # not a filesystem path
+    assert task["data"]["file_name"] == "imgs/my photo.jpg" and task["data"]["al_ratio_estimate"] == 0.25
+    assert task["data"]["asm_round"] == 3
+
+
+def test_a_small_adjustment_counts_as_confirmed_and_is_told(tmp_path, caplog):
+    folder, pre = _round(tmp_path)
+    tasks = json.load(open(os.path.join(folder, "label_studio_tasks.json")))
+    for k, t in enumerate(tasks):
+        t["id"] = k + 1
+        t["annotations"] = [{"result": t["predictions"][0]["result"]}]
+    tasks[0]["annotations"][0]["result"][0]["value"]["x"] += 1.0  # 2 px of 200: IoU 0.9, still confirmed
+    path = tmp_path / "ls.json"
+    path.write_text(json.dumps(tasks))
+    with caplog.at_level("INFO"):
+        imported = import_round(folder, str(path))
+    assert imported["edits"]["confirmed"] == 4 and imported["nudged"] == 1
+    assert "1 confirmed boxes were adjusted a little" in caplog.text

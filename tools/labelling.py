@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import numpy as np
 from lxml import etree
@@ -46,14 +46,15 @@ logger = logging.getLogger(__name__)
 
 
 def export_round(folder: str, round_index: int, pre: Sequence[Record], scores: Sequence[np.ndarray],
-                 data: RecordSet) -> None:  # fmt: skip
-    """Write the pre-annotations of a round in every supported format."""
+                 data: RecordSet, al_estimates: Sequence[float] | None = None) -> None:  # fmt: skip
+    """Write the pre-annotations of a round in every supported format (``al_estimates``: the model's
+    estimate of each image's AL ratio, a field of the Label Studio tasks)."""
     os.makedirs(os.path.join(folder, "voc"), exist_ok=True)
     manifest = {"round": round_index, "classes": list(data.classes), "image_root": data.image_root,
                 "preannotations": [record_to_dict(r) for r in pre], "scores": [s.tolist() for s in scores]}  # fmt: skip
     atomic_write_text(os.path.join(folder, "manifest.json"), json.dumps(manifest))
     atomic_write_text(os.path.join(folder, "label_studio_tasks.json"),
-                      json.dumps(_label_studio_tasks(pre, scores, data, round_index), indent=1))  # fmt: skip
+                      json.dumps(_label_studio_tasks(pre, scores, data, round_index, al_estimates), indent=1))  # fmt: skip
     atomic_write_text(os.path.join(folder, "cvat_annotations.xml"), _cvat_xml(pre, data.classes))
     atomic_write_text(os.path.join(folder, "coco_preannotations.json"),
                       json.dumps(records_to_coco(data, list(pre))))  # fmt: skip
@@ -62,9 +63,16 @@ def export_round(folder: str, round_index: int, pre: Sequence[Record], scores: S
         atomic_write_text(os.path.join(folder, "voc", f"{stem}.xml"), voc_xml(r, data.classes))
 
 
-def _label_studio_tasks(pre, scores, data: RecordSet, round_index: int) -> list[dict]:
+LOCAL_FILES = "/data/local-files/?d="  # Label Studio's URL of a file under its local-files document root
+
+
+def _label_studio_tasks(pre, scores, data: RecordSet, round_index: int, al_estimates=None) -> list[dict]:
+    """One task per image. ``data.image`` is a URL Label Studio serves from local files when started
+    with ``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true`` and ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``
+    set to the dataset's image root (``labelstudio_round.py push`` uploads the images instead)."""
     tasks = []
-    for r, s in zip(pre, scores):
+    estimates = al_estimates if al_estimates is not None else [None] * len(pre)
+    for r, s, estimate in zip(pre, scores, estimates):
         result = []
         for k, (box, label) in enumerate(zip(r.boxes.astype(float), r.labels)):
             x1, y1, x2, y2 = box
@@ -74,7 +82,10 @@ def _label_studio_tasks(pre, scores, data: RecordSet, round_index: int) -> list[
                            "value": {"x": 100 * x1 / r.width, "y": 100 * y1 / r.height,
                                      "width": 100 * (x2 - x1) / r.width, "height": 100 * (y2 - y1) / r.height,
                                      "rotation": 0, "rectanglelabels": [data.classes[int(label) - 1]]}})  # fmt: skip
-        tasks.append({"data": {"image": os.path.join(data.image_root, r.file_name), "file_name": r.file_name},
+        fields = {"image": LOCAL_FILES + quote(r.file_name), "file_name": r.file_name, "asm_round": round_index}
+        if estimate is not None:
+            fields["al_ratio_estimate"] = round(float(estimate), 4)
+        tasks.append({"data": fields,
                       "predictions": [{"model_version": f"asm-round{round_index}", "result": result,
                                        "score": float(np.mean(s)) if len(s) else 0.0}]})  # fmt: skip
     return tasks
@@ -275,31 +286,55 @@ def _read_coco(path, pre, classes):
     return found
 
 
+def nudged_boxes(pre_boxes: np.ndarray, confirmed: np.ndarray, tol: float = 0.5) -> int:
+    """How many ``confirmed`` boxes differ from every pre-annotation by more than ``tol`` pixels on
+    some side: boxes the human adjusted without leaving the SL rule's IoU >= 0.8."""
+    if not len(confirmed):
+        return 0
+    if not len(pre_boxes):
+        return len(confirmed)
+    gap = np.abs(np.asarray(confirmed, np.float64)[:, None, :] - np.asarray(pre_boxes, np.float64)[None]).max(-1)
+    return int((gap.min(1) > tol).sum())
+
+
 def import_round(folder: str, labels_path: str, fmt: str = "auto") -> dict[str, Any]:
     """Read corrected labels for the round in ``folder``; write and return ``imported.json``'s content."""
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
         manifest = json.load(f)
     pre = [record_from_dict(r) for r in manifest["preannotations"]]
     records = read_labels(labels_path, manifest, fmt)
-    total, per_image = Edits(), []
+    total, per_image, nudged = Edits(), [], 0
     for p, r in zip(pre, records):
         edits, sl, moved = count_edits(p.boxes, p.labels, r.boxes, r.labels)
         total += edits
+        nudged += nudged_boxes(p.boxes, r.boxes[sl])
         per_image.append({"image_id": r.image_id, **edits.as_dict(), "sl": sl.tolist(), "moved_boxes": moved.tolist()})
+    if nudged:
+        logger.info("%d confirmed boxes were adjusted a little (still IoU >= 0.8 with the model's box): they count as "
+                    "confirmed (SL), as the rule says; a box moved further counts as moved (AL)", nudged)  # fmt: skip
     imported = {"round": manifest["round"], "source": os.path.abspath(labels_path), "edits": total.as_dict(),
-                "images": per_image, "records": [record_to_dict(r) for r in records],
+                "nudged": nudged, "images": per_image, "records": [record_to_dict(r) for r in records],
                 "preannotated": [len(p) for p in pre]}  # fmt: skip
     atomic_write_text(os.path.join(folder, "imported.json"), json.dumps(imported))
     return imported
 
 
-def import_for_run(run_dir: str, labels_path: str, fmt: str = "auto") -> dict[str, Any]:
-    """:func:`import_round` for the round that the run in ``run_dir`` waits on (``--oracle none``).
+def awaiting_folder(run_dir: str) -> str:
+    """The labelling folder of the round that the run in ``run_dir`` waits on (``--oracle none``).
 
     Raises:
-        ValueError: the run's ``last.pth`` waits for no labels.
+        FileNotFoundError: no ``last.pth`` in ``run_dir``.
+        ValueError: the run waits for no labels.
     """
-    folder = load_checkpoint(os.path.join(run_dir, "last.pth")).get("awaiting")
+    path = os.path.join(run_dir, "last.pth")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no checkpoint; --run is the output folder of a train_asm_one.py run")
+    folder = load_checkpoint(path).get("awaiting")
     if not folder:
-        raise ValueError(f"{run_dir}/last.pth is not waiting for labels (run with --oracle none first)")
-    return import_round(os.path.join(run_dir, folder), labels_path, fmt)  # relative to the run folder (moved runs)
+        raise ValueError(f"{path} is not waiting for labels (run with --oracle none first)")
+    return os.path.join(run_dir, folder)  # relative to the run folder (moved runs); join keeps an old absolute one
+
+
+def import_for_run(run_dir: str, labels_path: str, fmt: str = "auto") -> dict[str, Any]:
+    """:func:`import_round` for the round that the run in ``run_dir`` waits on (:func:`awaiting_folder`)."""
+    return import_round(awaiting_folder(run_dir), labels_path, fmt)

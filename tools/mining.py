@@ -41,12 +41,15 @@ def mine(model: nn.Module, records: Sequence[Record], image_root: str, cfg: ASMC
 
 
 def preannotate(dets: Sequence[dict], records: Sequence[Record],
-                cfg: ASMConfig) -> tuple[list[Record], list[np.ndarray]]:  # fmt: skip
-    """The model's certain boxes (after rejudge) in ``dets`` of ``records``: pre-annotations for a human."""
-    certain, _, _ = split_and_rejudge(dets, cfg)
+                cfg: ASMConfig) -> tuple[list[Record], list[np.ndarray], list[float]]:  # fmt: skip
+    """The model's certain boxes (after rejudge) in ``dets`` of ``records``: pre-annotations for a
+    human; their scores; and per image the model's estimate of the AL ratio, the share of uncertain
+    boxes among the boxes it found (the true ratio is known once the human has labelled)."""
+    certain, uncertain, _ = split_and_rejudge(dets, cfg)
     pre = [Record(r.image_id, r.file_name, r.width, r.height, d["boxes"][c], d["labels"][c])
            for r, d, c in zip(records, dets, certain)]  # fmt: skip
-    return pre, [d["scores"][c] for d, c in zip(dets, certain)]
+    estimates = [float(u.sum() / (u.sum() + c.sum())) if u.sum() + c.sum() else 1.0 for c, u in zip(certain, uncertain)]
+    return pre, [d["scores"][c] for d, c in zip(dets, certain)], estimates
 
 
 def results_from_imported(imported: dict) -> list[MergeResult]:
