@@ -56,7 +56,7 @@ from tools.fit import (
     run_epoch,
 )
 from tools.labelling import export_round
-from tools.logs import RunLog
+from tools.logs import RunLog, read_jsonl
 from tools.mining import detect_sorted, merge_with_oracle, preannotate, results_from_imported
 from tools.options import (
     OPTION_PRESETS,
@@ -415,6 +415,30 @@ def summary_table(run: Run) -> str:
     return "\n".join(lines)
 
 
+def closing_story(run: Run, ap50: float | None) -> str:
+    """The lines a person reads at the end of a run: AP50 round by round, the human's boxes against
+    the model's, where the outputs are, and what to try next on their own data."""
+    out = run.args.output_dir
+    log_path = os.path.join(out, "log.jsonl")
+    rounds = [e for e in read_jsonl(log_path) if e["type"] == "round"] if os.path.isfile(log_path) else []
+    points = sorted({e["round"]: e.get("AP50") for e in rounds}.items()) or [(run.asm.round if run.asm else 0, ap50)]
+    curve = " -> ".join(f"round {k}: {_fmt(v)}" for k, v in points)
+    lines = ["", f"AP50 by round: {curve}"]
+    if run.asm is not None:
+        human = human_work(run)
+        total = human["drawn"] + human["confirmed"]
+        lines.append(f"The human drew {human['drawn']} boxes (moved {human['moved']}) and confirmed {human['confirmed']} "
+                     f"from the model: {100 * human['saved_fraction']:.0f}% of the {total} pool boxes were not drawn by "
+                     "hand.")  # fmt: skip
+    lines += [f"Outputs in {out}: the best model best.pth, round sheets rounds/round<r>.png and .json, the log "
+              "log.jsonl;",
+              f"  curves: tensorboard --logdir {shlex.quote(os.path.join(out, 'tb'))}",
+              "Next, on your own data (VOC XML; README 'Your own data' for COCO, YOLO and Roboflow exports):",
+              "  python train_asm_one.py --dataset voc --voc-roots path/to/data --discover-classes --output-dir runs/mine",
+              ""]  # fmt: skip
+    return "\n".join(lines)
+
+
 def explain_drop(run: Run, ap50: float) -> None:
     """Warn when a round's training left AP50 well below the model that started the round, with
     what the round did (LR restart, its labels' precision, what it trained on)."""
@@ -597,6 +621,7 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set, ar
     summary.update({"epochs": run.epochs_done, "weights_sha256": weights_digest(run.model),
                     "wall_s": round(time.perf_counter() - start_wall, 1)})  # fmt: skip
     logger.info("finished: %s", stopped)
+    print(closing_story(run, summary["ap50"]))
     print(json.dumps(summary))
     return 0
 

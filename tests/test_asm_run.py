@@ -19,6 +19,11 @@ TINY = ["--demo-train", "24", "--demo-val", "6", "--min-size", "64", "--batch_si
         "--gt_iou", "0.3", "--ap_range", "10"]
 
 
+def summary_ap50(out, round_index):
+    point = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round"][round_index]
+    return f"{point['AP50']:.3f}"
+
+
 def _run(tmp_path, name, *extra):
     out = str(tmp_path / name)
     return main([*TINY, "--cache-dir", str(tmp_path / "cache"), "--output-dir", out, *extra]), out
@@ -32,6 +37,11 @@ def test_two_rounds_end_to_end(tmp_path, capsys, strategy):
     summary = json.loads(printed[-1])
     assert summary["rounds"] == 2 and summary["strategy"] == strategy
     assert any(line.startswith("round  labelled") for line in printed)
+    story = "\n".join(printed[-8:-1])  # the closing lines, above the JSON
+    assert f"AP50 by round: round 0: {summary_ap50(out, 0)}" in story and "-> round 2: " in story
+    assert f"The human drew {summary['human_drawn_boxes']} boxes" in story and "% of the" in story
+    assert f"tensorboard --logdir {os.path.join(out, 'tb')}" in story and "best.pth" in story
+    assert "python train_asm_one.py --dataset voc --voc-roots" in story
     start, *rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round"]
     assert [r["round"] for r in rounds] == [1, 2] and all(r["images"] == 4 for r in rounds)
     # round 0: the initial pool, the first point of the learning curve
