@@ -52,7 +52,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                    help="class names, or one file of them (.txt one per line, or a YAML 'names' such as "
                         "ultralytics' coco128.yaml); default: YOLO classes.txt or data.yaml, masks 'object'")
     g.add_argument("--allow-missing-labels", action="store_true",
-                   help="--dataset folder: accept more than half the images without a label file")
+                   help="accept more than half the images without a label file (--dataset folder) or losing every "
+                        "box while loading (degenerate boxes, unknown classes)")
     g.add_argument("--val-fraction", type=float, default=0.2,
                    help="without split files: share of images held out for evaluation (seeded by --data-seed; the "
                         "lists are written to <output-dir>/splits for reuse)")
@@ -91,6 +92,13 @@ def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
             raise ValueError(f"no {name} images found under {data.image_root} ({why}); check {DATA_FLAG[args.dataset]} "
                              f"/ the layout (README 'Your own data')"
                              + ("; load_report.json in the output folder lists every file" if found else ""))
+    for name, data in (("training", train), ("evaluation", val)):
+        lost = data.report.counts.get("labels_lost", 0) if data.report is not None else 0
+        if lost > MAX_LOST * len(data) and not args.allow_missing_labels:
+            example = data.report.of("labels_lost")[0][0]
+            raise ValueError(f"{lost} of {len(data)} {name} images lost every box while loading (e.g. {example}; "
+                             f"{_reasons(data)}): the boxes or the class list do not fit the data. Fix them, or "
+                             "pass --allow-missing-labels to train anyway")  # fmt: skip
     if not train.num_boxes():
         raise ValueError(f"the training images under {train.image_root} hold no boxes at all ({len(train)} images); "
                          "check the labels' location and format (README 'Your own data')")  # fmt: skip
@@ -103,6 +111,13 @@ def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
                        "optimistic; give a separate validation split", len(shared), len(val),
                        example)  # fmt: skip
     return train, val
+
+
+MAX_LOST = 0.5  # more images than this share losing every box while loading: the data does not fit
+
+
+def _reasons(data: RecordSet) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(data.report.counts.items()))
 
 
 def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:

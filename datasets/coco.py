@@ -198,6 +198,9 @@ def load_coco(
     boxes, keep = sanitize_boxes(boxes, widths[img_idx], heights[img_idx], report,
                                  lambda i: f"{src}: annotation id {ann_ids[ann_idx[i]]}")  # fmt: skip
     kept = np.flatnonzero(keep)
+    lost = (np.bincount(img_idx, minlength=len(images)) > 0) & (np.bincount(img_idx[kept], minlength=len(images)) == 0)
+    for k in np.flatnonzero(lost):
+        report.add("labels_lost", f"{src}: image id {images[k][0]}", "every annotation dropped")
     kept = kept[np.argsort(img_idx[kept], kind="stable")]
     bounds = np.searchsorted(img_idx[kept], np.arange(len(images) + 1))
     ann_idx = ann_idx[kept]

@@ -211,6 +211,8 @@ def _yolo_record(path, stem, file_name, size, num_classes, report) -> Record:
     boxes = np.array(boxes, np.float32).reshape(-1, 4)
     masks = segms if any(s is not None for s in segms) else None  # a box line's mask is its box
     boxes, keep = sanitize_boxes(boxes, width, height, report, path)
+    if len(keep) and not keep.any():
+        report.add("labels_lost", path, f"all {len(keep)} boxes dropped")
     record = Record(stem, file_name, width, height, boxes, np.array(labels, np.int64), masks=masks)
     return record if keep.all() else record.select(keep)
 

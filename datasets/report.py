@@ -28,6 +28,7 @@ REASONS = {
     "no_label_file": "image without a label file (kept, without boxes)",
     "orphan_label": "label or mask file without an image (not used)",
     "duplicate_stem": "two images share a file stem (the first name kept, the other not used)",
+    "labels_lost": "image whose every box was dropped (degenerate, unknown class): kept without boxes",
     "image_without_xml": "image of a flat VOC folder without an annotation file of its stem (not used)",
 }
 QUIET = {"clipped_subpixel"}  # counted and listed in load_report.json, but not worth a warning

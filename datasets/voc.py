@@ -331,6 +331,8 @@ def _to_record(img_dir, image_root, image_id, xml, p, label_of, skip_unknown, ch
         boxes.append(box)
         difficult.append(diff)
     boxes, keep = sanitize_boxes(np.asarray(boxes, np.float32), width, height, report, xml)
+    if p["objects"] and not keep.any():
+        report.add("labels_lost", xml, f"all {len(p['objects'])} objects dropped")
     record = Record(image_id, file_name, width, height, boxes, np.asarray(labels, np.int64),
                     difficult=np.asarray(difficult, bool))  # fmt: skip
     return record if keep.all() else record.select(keep)

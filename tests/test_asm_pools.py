@@ -217,3 +217,14 @@ def test_random_takes_the_same_images_as_v1_plus():
             _run_round(s, oracle, lambda m: [1.0] * m)
     assert set(states[0].labelled) == set(states[1].labelled)
     assert all(states[0].fates[i].startswith("random:") for i in batches[0])
+
+
+def test_topk_v2_an_al_ratio_equal_to_cer_ratio_is_certain():
+    records = _records(12)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("topk_v2", 3, records, initial=list(range(3)), seed=0, cer_ratio=0.3, uncer_ratio=0.6)
+    batch = state.next_batch()
+    state.apply(_results(state, [0.3, 0.6, 0.3000001], oracle))
+    assert batch[0] in state.labelled  # ratio == cer_ratio: ASM_core's "<=", joins the pool
+    assert state.pending == [batch[1]]  # ratio == uncer_ratio: uncertain, detected again
+    assert batch[2] in state.unlabelled  # just above cer_ratio: back in the queue

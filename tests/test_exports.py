@@ -220,3 +220,26 @@ def test_an_empty_folder_dataset_names_the_option_that_exists(tmp_path):
     with pytest.raises(ValueError, match=r"check --folder-root / the layout") as e:
         build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(tmp_path / "yolo")))
     assert "--folder-roots" not in str(e.value)
+
+
+def test_more_than_half_the_images_losing_every_box_stops_the_load(tmp_path):
+    root = tmp_path / "voc"
+    (root / "annotations").mkdir(parents=True)
+    (root / "images").mkdir()
+    for k in range(6):  # 4 of 6 images hold only a zero-area box
+        box = (20, 16, 20, 48) if k < 4 else (20, 16, 60, 48)
+        (root / "annotations" / f"{k}.xml").write_text(voc_xml(f"{k}.jpg", size=(96, 64), objects=(("cat", box),)))
+        _photo(root / "images" / f"{k}.jpg", k)
+    argv = ["--dataset", "voc", "--voc-roots", str(root), "--voc-classes", "cat", "--val-fraction", "0.34"]
+    with pytest.raises(ValueError, match=r"images lost every box while loading \(e\.g\. .*\.xml; .*degenerate_box"):
+        build_datasets(_args(tmp_path, *argv))
+    train, val = build_datasets(_args(tmp_path, *argv, "--allow-missing-labels"))
+    assert train.report.counts["labels_lost"] + val.report.counts.get("labels_lost", 0) == 4
+    # the same in COCO: two of three images keep no box
+    data = {"images": [{"id": k, "file_name": f"{k}.jpg", "width": 96, "height": 64} for k in range(3)],
+            "categories": [{"id": 1, "name": "cat"}],
+            "annotations": [{"id": k, "image_id": k, "category_id": 1, "bbox": [5, 5, 0 if k < 2 else 9, 9]}
+                            for k in range(3)]}  # fmt: skip
+    for k in range(3):
+        _photo(root / "images" / f"{k}.jpg", k)
+    assert load_coco(data, str(root / "images")).report.counts["labels_lost"] == 2

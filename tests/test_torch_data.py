@@ -124,3 +124,14 @@ def test_epoch_batches_do_not_depend_on_workers_and_change_per_epoch(demo_cache)
     c = epoch(0, 4)
     assert sorted(i for i, _ in c) == sorted(i for i, _ in a) == list(range(8))
     assert [i for i, _ in c] != [i for i, _ in a] or any(not torch.equal(x, y) for (_, x), (_, y) in zip(a, c))
+
+
+def test_every_image_of_a_batch_gets_its_own_augmentation_seed():
+    from datasets.torch_data import EpochBatches
+
+    sampler = EpochBatches([0] * 16, batch_size=4, seed_keys=(1, 0))
+    batches = list(sampler)
+    seeds = [s for batch in batches for _, s in batch]
+    assert len(batches) == 4 and len(set(seeds)) == 16  # not one seed per batch: flips and scales differ
+    sampler.set_epoch(1)
+    assert not set(seeds) & {s for batch in sampler for _, s in batch}  # and new ones each epoch
