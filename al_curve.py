@@ -36,18 +36,40 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_asm_args(p, rules_only=True)
     add_config_args(p)
     g = p.add_argument_group("curves")
-    g.add_argument("--samplers", "--sampler", dest="samplers", nargs="+", default=["random", "entropy"],
-                   help="names or module:Class (a user plug-in)")
+    g.add_argument(
+        "--samplers",
+        "--sampler",
+        dest="samplers",
+        nargs="+",
+        default=["random", "entropy"],
+        help="names or module:Class (a user plug-in)",
+    )
     g.add_argument("--seeds", nargs="+", type=int, default=[0])
-    g.add_argument("--seed_batch", type=count_or_fraction, default=0.4, help="initial pool: fraction or count")
-    g.add_argument("--step-size", "--batch_size", dest="step_size", type=count_or_fraction, default=0.1,
-                   help="images added per step: fraction of the pool or count (--batch_size: ASM_core's name)")
+    g.add_argument(
+        "--seed_batch", type=count_or_fraction, default=0.4, help="initial pool: fraction or count"
+    )
+    g.add_argument(
+        "--step-size",
+        "--batch_size",
+        dest="step_size",
+        type=count_or_fraction,
+        default=0.1,
+        help="images added per step: fraction of the pool or count (--batch_size: ASM_core's name)",
+    )
     g.add_argument("--steps", type=int, default=None, help="evaluations per curve (default: until exhausted)")
     g.add_argument("--resume_or_load", choices=("scratch", "continue"), default="scratch")
-    g.add_argument("--step-epochs", type=int, default=None,
-                   help="max epochs of each step after the first (default: --epochs); like --round-epochs")
-    g.add_argument("--aggregate", choices=("max", "mean", "sum"), default="max", help="box -> image uncertainty")
-    g.add_argument("--conf-thres", type=float, default=0.05, help="detections considered by uncertainty samplers")
+    g.add_argument(
+        "--step-epochs",
+        type=int,
+        default=None,
+        help="max epochs of each step after the first (default: --epochs); like --round-epochs",
+    )
+    g.add_argument(
+        "--aggregate", choices=("max", "mean", "sum"), default="max", help="box -> image uncertainty"
+    )
+    g.add_argument(
+        "--conf-thres", type=float, default=0.05, help="detections considered by uncertainty samplers"
+    )
     g.add_argument("--x-axis", choices=("images", "boxes"), default="images")
     g.add_argument("--asm-logs", nargs="*", default=[], help="train_asm_one.py log.jsonl files to plot too")
     g.add_argument("--output-dir", default="outputs/curves")

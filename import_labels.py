@@ -31,8 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     except (AnnotationError, ValueError, FileNotFoundError, KeyError) as e:
         logging.getLogger("import_labels").error("%s", e)
         return 2
-    print(json.dumps({"round": imported["round"], "images": len(imported["records"]), **imported["edits"],
-                      "nudged": imported["nudged"]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "round": imported["round"],
+                "images": len(imported["records"]),
+                **imported["edits"],
+                "nudged": imported["nudged"],
+            }
+        )
+    )
     return 0
 
 

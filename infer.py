@@ -26,8 +26,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-thresh", type=float, default=0.05)
     p.add_argument("--tta-scales", type=float, nargs="+", default=[1.0])
     p.add_argument("--tta-flip", action="store_true")
-    p.add_argument("--tta-merge", choices=("nms", "vote"), default="nms",
-                   help="nms: keep the best box of each cluster; vote: the score-weighted mean of the cluster")
+    p.add_argument(
+        "--tta-merge",
+        choices=("nms", "vote"),
+        default="nms",
+        help="nms: keep the best box of each cluster; vote: the score-weighted mean of the cluster",
+    )
     p.add_argument("--tta-iou", type=float, default=0.5)
     p.add_argument("--device", default="auto")
     return p

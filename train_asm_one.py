@@ -77,30 +77,56 @@ from tools.voc_eval import VOCEvaluator
 logger = logging.getLogger("train_asm_one")
 
 CHECKPOINT_FORMAT = 2  # 2: held_out, log_lines, per-phase rollbacks
-CHECKPOINT_KEYS = ("model", "optimizer", "lr_scheduler", "phase", "early_stop", "round_stop", "epochs_done", "rng")
+CHECKPOINT_KEYS = (
+    "model",
+    "optimizer",
+    "lr_scheduler",
+    "phase",
+    "early_stop",
+    "round_stop",
+    "epochs_done",
+    "rng",
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=MMDET_FLAGS)
-    p.add_argument("config_file", nargs="?", default=None, help="a YAML config (as --config; MMDetection style)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=MMDET_FLAGS
+    )
+    p.add_argument(
+        "config_file", nargs="?", default=None, help="a YAML config (as --config; MMDetection style)"
+    )
     add_data_args(p)
     add_model_args(p)
     add_train_args(p)
     add_asm_args(p)
     add_config_args(p)
     g = p.add_argument_group("evaluation and output")
-    g.add_argument("--coco-ap", type=str2bool, default=None,
-                   help="also evaluate COCO-style bbox AP (default: only with --dataset coco)")
+    g.add_argument(
+        "--coco-ap",
+        type=str2bool,
+        default=None,
+        help="also evaluate COCO-style bbox AP (default: only with --dataset coco)",
+    )
     g.add_argument("--output-dir", "--ckpt", "--work-dir", dest="output_dir", default="outputs/run")
     g.add_argument("--resume", default=None, help="checkpoint to continue (restores everything)")
-    g.add_argument("--auto-resume", action="store_true",
-                   help="continue from <output-dir>/last.pth when it exists, otherwise start (MMDetection's --resume "
-                        "without a path)")
-    g.add_argument("--overwrite", action="store_true",
-                   help="start over in an --output-dir that holds another run (its checkpoints and logs are removed)")
-    g.add_argument("--exit-after-epochs", type=int, default=None,
-                   help="stop the process after this many epochs in all, as if killed (resume tests)")
+    g.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue from <output-dir>/last.pth when it exists, otherwise start (MMDetection's --resume "
+        "without a path)",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an --output-dir that holds another run (its checkpoints and logs are removed)",
+    )
+    g.add_argument(
+        "--exit-after-epochs",
+        type=int,
+        default=None,
+        help="stop the process after this many epochs in all, as if killed (resume tests)",
+    )
     return p
 
 
@@ -148,7 +174,9 @@ class Run:
         self.epochs_done = 0
         self.best_ap = -1.0
         self.initial_boxes = 0  # boxes of the initial label pool, all drawn by the human
-        self.round_stopper = APShiftStopper(args.ap_range, args.ap_shift_asm, args.ap_thre, args.ap_shift_squared)
+        self.round_stopper = APShiftStopper(
+            args.ap_range, args.ap_shift_asm, args.ap_thre, args.ap_shift_squared
+        )
         self.new_phase(self.phase, args.ap_shift_pretrain)
 
     def new_phase(self, phase: Phase, threshold: float) -> None:
@@ -160,14 +188,29 @@ class Run:
 
     def state_dict(self) -> dict:
         scaler = self.trainer.scaler
-        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                "lr_scheduler": self.scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                "phase": self.phase.state_dict(), "early_stop": self.stopper.state_dict(),
-                "round_stop": self.round_stopper.state_dict(), "epochs_done": self.epochs_done,
-                "best_ap": self.best_ap, "asm": self.asm.state_dict() if self.asm else None,
-                "train_records": [record_to_dict(r) for r in self.train_records], "rng": rng_state(),
-                "config": vars(self.args), "git": self.environment["git"], "environment": self.environment, "classes": self.classes, "awaiting": self.awaiting,
-                "label_to_cat_id": self.label_to_cat_id, "held_out": self.held_out, "log_lines": self.trainer.log.lines, "format": CHECKPOINT_FORMAT}  # fmt: skip
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler else None,
+            "phase": self.phase.state_dict(),
+            "early_stop": self.stopper.state_dict(),
+            "round_stop": self.round_stopper.state_dict(),
+            "epochs_done": self.epochs_done,
+            "best_ap": self.best_ap,
+            "asm": self.asm.state_dict() if self.asm else None,
+            "train_records": [record_to_dict(r) for r in self.train_records],
+            "rng": rng_state(),
+            "config": vars(self.args),
+            "git": self.environment["git"],
+            "environment": self.environment,
+            "classes": self.classes,
+            "awaiting": self.awaiting,
+            "label_to_cat_id": self.label_to_cat_id,
+            "held_out": self.held_out,
+            "log_lines": self.trainer.log.lines,
+            "format": CHECKPOINT_FORMAT,
+        }
 
     def load_state_dict(self, ckpt: dict, path: str = "checkpoint") -> None:
         """Restore everything :meth:`state_dict` saved.
@@ -176,29 +219,45 @@ class Run:
             CheckpointError: the checkpoint is of another dataset (classes), model or optimizer setup.
         """
         if ckpt.get("format", 1) > CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path}: written by a newer version of this tool (format {ckpt['format']}, this "
-                                  f"one reads up to {CHECKPOINT_FORMAT}); update the code or start a new run")  # fmt: skip
+            raise CheckpointError(
+                f"{path}: written by a newer version of this tool (format {ckpt['format']}, this "
+                f"one reads up to {CHECKPOINT_FORMAT}); update the code or start a new run"
+            )
         made_with = (ckpt.get("config") or {}).get("strategy", self.args.strategy)
         if made_with != self.args.strategy:  # e.g. a supervised checkpoint under v1+ would run no round
-            raise CheckpointError(f"{path}: made with --strategy {made_with}, this command says --strategy "
-                                  f"{self.args.strategy}; resume with --strategy {made_with}, or start a new run from "
-                                  f"its model with --weights {path}")  # fmt: skip
+            raise CheckpointError(
+                f"{path}: made with --strategy {made_with}, this command says --strategy "
+                f"{self.args.strategy}; resume with --strategy {made_with}, or start a new run from "
+                f"its model with --weights {path}"
+            )
         if ckpt.get("classes") is not None and list(ckpt["classes"]) != self.classes:
-            raise CheckpointError(f"{path}: made for the classes {ckpt['classes']}, this run has {self.classes}")
+            raise CheckpointError(
+                f"{path}: made for the classes {ckpt['classes']}, this run has {self.classes}"
+            )
         try:
             unwrap(self.model).load_state_dict(ckpt["model"])
         except RuntimeError as e:
-            detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line or "Missing" in line),
-                          str(e).splitlines()[0])  # fmt: skip
-            raise CheckpointError(f"{path}: made for another model or class count than --model "
-                                  f"{self.args.model} ({detail[:200]})") from e  # fmt: skip
+            detail = next(
+                (
+                    line.strip()
+                    for line in str(e).splitlines()
+                    if "size mismatch" in line or "Missing" in line
+                ),
+                str(e).splitlines()[0],
+            )
+            raise CheckpointError(
+                f"{path}: made for another model or class count than --model "
+                f"{self.args.model} ({detail[:200]})"
+            ) from e
         self.phase = Phase.from_state(ckpt["phase"])
         self.new_phase(self.phase, 0.0)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: its optimizer state does not fit --opt {self.args.opt} with these "
-                                  f"trainable layers ({e})") from e  # fmt: skip
+            raise CheckpointError(
+                f"{path}: its optimizer state does not fit --opt {self.args.opt} with these "
+                f"trainable layers ({e})"
+            ) from e
         self.scheduler.load_state_dict(ckpt["lr_scheduler"])
         if self.trainer.scaler is not None and ckpt.get("scaler"):
             self.trainer.scaler.load_state_dict(ckpt["scaler"])
@@ -210,7 +269,9 @@ class Run:
         self.awaiting = ckpt.get("awaiting")
         self.held_out = ckpt.get("held_out")
         if ckpt.get("log_lines") is not None and self.trainer.log.truncate(ckpt["log_lines"]):
-            logger.info("log.jsonl: dropped the records written after %s was saved (they are written again)", path)
+            logger.info(
+                "log.jsonl: dropped the records written after %s was saved (they are written again)", path
+            )
         set_rng_state(ckpt["rng"])  # rank 0's: a single process resumes exactly
         if dist.rank() > 0:  # the other ranks keep augmentations of their own
             torch.manual_seed(self.args.seed + dist.rank() + 1000 * self.epochs_done)
@@ -235,8 +296,15 @@ class Run:
         loader = phase_loader(self.trainer, phase, self.train_records)
         HEARTBEAT.start_phase(phase.name, phase.max_epochs, phase.epoch)
         while not phase.finished:
-            metrics = run_epoch(self.trainer, phase, loader, self.stopper, self.optimizer, self.scheduler,
-                                step=self.epochs_done + 1)  # fmt: skip
+            metrics = run_epoch(
+                self.trainer,
+                phase,
+                loader,
+                self.stopper,
+                self.optimizer,
+                self.scheduler,
+                step=self.epochs_done + 1,
+            )
             self.epochs_done += 1
             self.save()
             if exit_after is not None and self.epochs_done >= exit_after:
@@ -261,11 +329,18 @@ def start_round(run: Run, train_set, device) -> None:
         shown = raw = [no_detections() for _ in batch]
     else:
         ids = asm.next_batch(args.candidates)
-        dets = dict(zip(ids, detect_sorted(run.model, [oracle[i] for i in ids], train_set.image_root, args, device)))
+        dets = dict(
+            zip(ids, detect_sorted(run.model, [oracle[i] for i in ids], train_set.image_root, args, device))
+        )
         if args.candidates > 1:
             fresh = [i for i in ids if i not in asm.pending]
-            picks = choose_informative([dets[i] for i in fresh], asm.K - (len(ids) - len(fresh)), cfg,
-                                       train_set.num_classes, args.diversity)  # fmt: skip
+            picks = choose_informative(
+                [dets[i] for i in fresh],
+                asm.K - (len(ids) - len(fresh)),
+                cfg,
+                train_set.num_classes,
+                args.diversity,
+            )
             asm.prefer([fresh[j] for j in picks])
             info["candidates"] = len(ids)
         batch = [oracle[i] for i in asm.next_batch()]
@@ -273,7 +348,9 @@ def start_round(run: Run, train_set, device) -> None:
         shown = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
     if args.oracle == "none":
         pre, scores, estimates = preannotate(shown, batch, cfg)
-        run.awaiting = os.path.join("labelling", f"round{asm.round + 1}")  # relative to the run folder: it can move
+        run.awaiting = os.path.join(
+            "labelling", f"round{asm.round + 1}"
+        )  # relative to the run folder: it can move
         folder = os.path.join(args.output_dir, run.awaiting)
         if dist.is_main():
             export_round(folder, asm.round + 1, pre, scores, train_set, estimates)
@@ -287,7 +364,11 @@ def start_round(run: Run, train_set, device) -> None:
 
 def no_detections() -> dict:
     """An image's detections when the model shows the human nothing (``--strategy random``)."""
-    return {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "labels": np.zeros(0, np.int64)}
+    return {
+        "boxes": np.zeros((0, 4), np.float32),
+        "scores": np.zeros(0, np.float32),
+        "labels": np.zeros(0, np.int64),
+    }
 
 
 def round_rules(run: Run, num_classes: int) -> tuple[ASMConfig, dict]:
@@ -303,15 +384,18 @@ def round_rules(run: Run, num_classes: int) -> tuple[ASMConfig, dict]:
         cfg = dataclasses.replace(cfg, enable_sl=False)
     run.thresholds = {}
     if args.certain_precision is not None and run.held_out:
-        run.thresholds = class_thresholds(run.held_out, num_classes, args.certain_precision, cfg.certain_thre,
-                                          cfg.uncertain_thre)  # fmt: skip
+        run.thresholds = class_thresholds(
+            run.held_out, num_classes, args.certain_precision, cfg.certain_thre, cfg.uncertain_thre
+        )
         info["thresholds"] = {run.classes[c - 1]: round(t, 4) for c, t in run.thresholds.items()}
     return cfg, info
 
 
 def resume_labelled(run: Run, train_set) -> None:
     """Continue a round paused for a human, with the labels imported by import_labels.py."""
-    folder = os.path.join(run.args.output_dir, run.awaiting)  # older checkpoints hold an absolute path: join keeps it
+    folder = os.path.join(
+        run.args.output_dir, run.awaiting
+    )  # older checkpoints hold an absolute path: join keeps it
     path = os.path.join(folder, "imported.json")
     if not os.path.isfile(path):
         raise LabelsMissing(f"no labels imported for {folder}: run import_labels.py first")
@@ -339,20 +423,42 @@ def finish_round(run: Run, train_set, results, info: dict | None = None) -> None
     asm = run.asm
     info = asm.rounds[-1]
     human = human_work(run)
-    run.trainer.log.scalars({
-        "ASM/images_joined": info["images_joined"], "ASM/images_held": info["images_held"],
-        "ASM/mean_al_ratio": info["ratio_sum"] / max(info["images"], 1), "ASM/precision": info["precision"],
-        "ASM/round/drawn": info["drawn"], "ASM/round/confirmed": info["confirmed"],
-        "ASM/round/deleted": info["deleted"], "ASM/round/moved": info["moved"],
-        **{f"ASM/human/{k}": v for k, v in human.items()}, "ASM/label_pool": len(asm.labelled)}, asm.round)  # fmt: skip
+    run.trainer.log.scalars(
+        {
+            "ASM/images_joined": info["images_joined"],
+            "ASM/images_held": info["images_held"],
+            "ASM/mean_al_ratio": info["ratio_sum"] / max(info["images"], 1),
+            "ASM/precision": info["precision"],
+            "ASM/round/drawn": info["drawn"],
+            "ASM/round/confirmed": info["confirmed"],
+            "ASM/round/deleted": info["deleted"],
+            "ASM/round/moved": info["moved"],
+            **{f"ASM/human/{k}": v for k, v in human.items()},
+            "ASM/label_pool": len(asm.labelled),
+        },
+        asm.round,
+    )
     why = ""
     if info["precision"] is None and "max_score" in info:  # say why the precision column shows "-"
-        why = (f" (no certain boxes: the model's best score was {info['max_score']:.3f}, below --certain_thre "
-               f"{run.rules.certain_thre})")  # fmt: skip
-    logger.info("round %d: detected %d, drew %d, confirmed %d, moved %d, deleted %d boxes, precision %s%s; "
-                "label pool %d (%.0f%% of its boxes confirmed, not drawn), training on %d", asm.round, info["images"],
-                info["drawn"], info["confirmed"], info["moved"], info["deleted"], _fmt(info["precision"]), why,
-                len(asm.labelled), 100 * human["saved_fraction"], len(run.train_records))  # fmt: skip
+        why = (
+            f" (no certain boxes: the model's best score was {info['max_score']:.3f}, below --certain_thre "
+            f"{run.rules.certain_thre})"
+        )
+    logger.info(
+        "round %d: detected %d, drew %d, confirmed %d, moved %d, deleted %d boxes, precision %s%s; "
+        "label pool %d (%.0f%% of its boxes confirmed, not drawn), training on %d",
+        asm.round,
+        info["images"],
+        info["drawn"],
+        info["confirmed"],
+        info["moved"],
+        info["deleted"],
+        _fmt(info["precision"]),
+        why,
+        len(asm.labelled),
+        100 * human["saved_fraction"],
+        len(run.train_records),
+    )
     run.new_phase(Phase(f"round{asm.round}", asm.round, args.round_epochs), args.ap_shift_asm)
     run.save()
 
@@ -362,22 +468,45 @@ def human_work(run: Run) -> dict:
     and moved, the weighted cost, and the share of the label pool's boxes confirmed from the model
     rather than drawn (``saved_fraction``)."""
     cost, (pool_boxes, confirmed_in_pool) = run.asm.cost, run.asm.pool_boxes()
-    return {"drawn": run.initial_boxes + cost.drawn, "confirmed": cost.confirmed, "deleted": cost.deleted,
-            "moved": cost.moved,
-            "weighted_cost": round(run.initial_boxes + cost.weighted(run.args.review_cost, run.args.move_cost), 2),
-            "saved_fraction": round(confirmed_in_pool / pool_boxes, 4) if pool_boxes else 0.0}  # fmt: skip
+    return {
+        "drawn": run.initial_boxes + cost.drawn,
+        "confirmed": cost.confirmed,
+        "deleted": cost.deleted,
+        "moved": cost.moved,
+        "weighted_cost": round(
+            run.initial_boxes + cost.weighted(run.args.review_cost, run.args.move_cost), 2
+        ),
+        "saved_fraction": round(confirmed_in_pool / pool_boxes, 4) if pool_boxes else 0.0,
+    }
 
 
 def write_round_report(run: Run, results) -> str:
     """``<output>/rounds/round<r>.json``: every image detected this round, its AL ratio and boxes
     (confirmed, drawn, moved, deleted), whether it joined the label pool, and why."""
     asm = run.asm
-    images = [{"image_id": r.sa.image_id, "file_name": r.sa.file_name, "al_ratio": round(float(r.ratio), 4),
-               "confirmed": r.confirmed, "drawn": r.drawn, "moved": 0 if r.moved is None else int(r.moved.sum()),
-               "deleted": r.deleted, "joined_pool": asm.labelled.get(r.sa.image_id) is r.sa,
-               "reason": asm.fates.get(r.sa.image_id, "")} for r in results]  # fmt: skip
-    report = {"round": asm.round, "strategy": asm.strategy, "K": asm.K, "rules": dataclasses.asdict(run.rules),
-              "summary": asm.rounds[-1], "human_so_far": human_work(run), "images": images}  # fmt: skip
+    images = [
+        {
+            "image_id": r.sa.image_id,
+            "file_name": r.sa.file_name,
+            "al_ratio": round(float(r.ratio), 4),
+            "confirmed": r.confirmed,
+            "drawn": r.drawn,
+            "moved": 0 if r.moved is None else int(r.moved.sum()),
+            "deleted": r.deleted,
+            "joined_pool": asm.labelled.get(r.sa.image_id) is r.sa,
+            "reason": asm.fates.get(r.sa.image_id, ""),
+        }
+        for r in results
+    ]
+    report = {
+        "round": asm.round,
+        "strategy": asm.strategy,
+        "K": asm.K,
+        "rules": dataclasses.asdict(run.rules),
+        "summary": asm.rounds[-1],
+        "human_so_far": human_work(run),
+        "images": images,
+    }
     path = os.path.join(run.args.output_dir, "rounds", f"round{asm.round}.json")
     atomic_write_text(path, json.dumps(report, indent=1))
     return path
@@ -388,8 +517,11 @@ def plan_rounds(run: Run, current: int | None = None) -> None:
     if run.asm is None:
         return
     asm, max_rounds = run.asm, run.args.max_rounds
-    left = rounds_planned(len(asm.unlabelled) + len(asm.pending), asm.K,
-                          None if max_rounds is None else max(max_rounds - asm.round, 0))  # fmt: skip
+    left = rounds_planned(
+        len(asm.unlabelled) + len(asm.pending),
+        asm.K,
+        None if max_rounds is None else max(max_rounds - asm.round, 0),
+    )
     HEARTBEAT.set(round=asm.round + 1 if current is None else current, rounds=asm.round + left)
 
 
@@ -409,9 +541,11 @@ def summary_table(run: Run) -> str:
     """Per-round table: label pool, the human's boxes, pseudo-label precision, AP."""
     lines = ["round  labelled  drawn  confirmed  moved  deleted  precision   AP50   AP75"]
     for r in run.asm.rounds:
-        lines.append(f"{r['round']:>5}  {r['labelled_images']:>8}  {r['drawn']:>5}  {r['confirmed']:>9}  "
-                     f"{r.get('moved', 0):>5}  {r['deleted']:>7}  {_fmt(r['precision']):>9}  {_fmt(r.get('AP50')):>5}  "
-                     f"{_fmt(r.get('AP75')):>5}")  # fmt: skip
+        lines.append(
+            f"{r['round']:>5}  {r['labelled_images']:>8}  {r['drawn']:>5}  {r['confirmed']:>9}  "
+            f"{r.get('moved', 0):>5}  {r['deleted']:>7}  {_fmt(r['precision']):>9}  {_fmt(r.get('AP50')):>5}  "
+            f"{_fmt(r.get('AP75')):>5}"
+        )
     return "\n".join(lines)
 
 
@@ -421,21 +555,27 @@ def closing_story(run: Run, ap50: float | None) -> str:
     out = run.args.output_dir
     log_path = os.path.join(out, "log.jsonl")
     rounds = [e for e in read_jsonl(log_path) if e["type"] == "round"] if os.path.isfile(log_path) else []
-    points = sorted({e["round"]: e.get("AP50") for e in rounds}.items()) or [(run.asm.round if run.asm else 0, ap50)]
+    points = sorted({e["round"]: e.get("AP50") for e in rounds}.items()) or [
+        (run.asm.round if run.asm else 0, ap50)
+    ]
     curve = " -> ".join(f"round {k}: {_fmt(v)}" for k, v in points)
     lines = ["", f"AP50 by round: {curve}"]
     if run.asm is not None:
         human = human_work(run)
         total = human["drawn"] + human["confirmed"]
-        lines.append(f"The human drew {human['drawn']} boxes (moved {human['moved']}) and confirmed {human['confirmed']} "
-                     f"from the model: {100 * human['saved_fraction']:.0f}% of the {total} pool boxes were not drawn by "
-                     "hand.")  # fmt: skip
-    lines += [f"Outputs in {out}: the best model best.pth, round sheets rounds/round<r>.png and .json, the log "
-              "log.jsonl;",
-              f"  curves: tensorboard --logdir {shlex.quote(os.path.join(out, 'tb'))}",
-              "Next, on your own data (VOC XML; README 'Your own data' for COCO, YOLO and Roboflow exports):",
-              "  python train_asm_one.py --dataset voc --voc-roots path/to/data --discover-classes --output-dir runs/mine",
-              ""]  # fmt: skip
+        lines.append(
+            f"The human drew {human['drawn']} boxes (moved {human['moved']}) and confirmed {human['confirmed']} "
+            f"from the model: {100 * human['saved_fraction']:.0f}% of the {total} pool boxes were not drawn by "
+            "hand."
+        )
+    lines += [
+        f"Outputs in {out}: the best model best.pth, round sheets rounds/round<r>.png and .json, the log "
+        "log.jsonl;",
+        f"  curves: tensorboard --logdir {shlex.quote(os.path.join(out, 'tb'))}",
+        "Next, on your own data (VOC XML; README 'Your own data' for COCO, YOLO and Roboflow exports):",
+        "  python train_asm_one.py --dataset voc --voc-roots path/to/data --discover-classes --output-dir runs/mine",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -446,12 +586,21 @@ def explain_drop(run: Run, ap50: float) -> None:
     before = info.get("ap50_before")
     if before is None or not (ap50 < 0.5 * before and before - ap50 > 0.05):
         return
-    logger.warning("round %d: AP50 fell from %.3f to %.3f. The round retrained %d images for %d epochs from "
-                   "--lr %g with %d warm-up iterations; its pseudo-label precision was %s (%d of its boxes "
-                   "confirmed from the model). A short round often recovers in the next one; if not, try fewer "
-                   "--round-epochs, a lower --lr or a higher --certain_thre", info["round"], before, ap50,
-                   info["train_images"], run.phase.max_epochs, run.args.lr, run.args.warmup_iters,
-                   _fmt(info["precision"]), info["confirmed"])  # fmt: skip
+    logger.warning(
+        "round %d: AP50 fell from %.3f to %.3f. The round retrained %d images for %d epochs from "
+        "--lr %g with %d warm-up iterations; its pseudo-label precision was %s (%d of its boxes "
+        "confirmed from the model). A short round often recovers in the next one; if not, try fewer "
+        "--round-epochs, a lower --lr or a higher --certain_thre",
+        info["round"],
+        before,
+        ap50,
+        info["train_images"],
+        run.phase.max_epochs,
+        run.args.lr,
+        run.args.warmup_iters,
+        _fmt(info["precision"]),
+        info["confirmed"],
+    )
 
 
 def next_steps(paused: Paused, output_dir: str, command: str) -> str:
@@ -461,15 +610,17 @@ def next_steps(paused: Paused, output_dir: str, command: str) -> str:
     run = shlex.quote(output_dir)
     if dist.is_main():
         atomic_write_text(os.path.join(paused.folder, "continue.txt"), command + "\n")
-    return (f"{paused}. Next:\n"
-            f"  1. with a running Label Studio (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY set):\n"
-            f"       python labelstudio_round.py push --run {run}\n"
-            f"       (label every task in the browser)\n"
-            f"       python labelstudio_round.py pull --run {run}\n"
-            f"     or with another tool: label the files in that folder (CVAT XML, COCO, VOC), then\n"
-            f"       python import_labels.py --run {run} --labels <the tool's export>\n"
-            f"  2. continue the run:\n"
-            f"       {command}")
+    return (
+        f"{paused}. Next:\n"
+        f"  1. with a running Label Studio (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY set):\n"
+        f"       python labelstudio_round.py push --run {run}\n"
+        f"       (label every task in the browser)\n"
+        f"       python labelstudio_round.py pull --run {run}\n"
+        f"     or with another tool: label the files in that folder (CVAT XML, COCO, VOC), then\n"
+        f"       python import_labels.py --run {run} --labels <the tool's export>\n"
+        f"  2. continue the run:\n"
+        f"       {command}"
+    )
 
 
 def continue_command(args: argparse.Namespace, argv: list[str] | None) -> str:
@@ -490,7 +641,11 @@ def run_main(argv: list[str] | None) -> int:
         args = parse_with_config(get_args_parser(), argv, OPTION_PRESETS)
         if args.auto_resume and not args.resume and os.path.isfile(os.path.join(args.output_dir, "last.pth")):
             args.resume = os.path.join(args.output_dir, "last.pth")
-            log.info("--auto-resume: continuing %s%s", args.resume, " (its model, not --weights)" if args.weights else "")
+            log.info(
+                "--auto-resume: continuing %s%s",
+                args.resume,
+                " (its model, not --weights)" if args.weights else "",
+            )
             args.weights = None
         check_options(args)
     except (ValueError, FileNotFoundError) as e:
@@ -498,12 +653,17 @@ def run_main(argv: list[str] | None) -> int:
         return 2
     try:
         # the folder is claimed before the data loads: --overwrite also clears the old run's splits/
-        with STOP, run_dir.claim(args.output_dir, bool(args.resume), args.overwrite, enabled=dist.will_be_main()):
+        with (
+            STOP,
+            run_dir.claim(args.output_dir, bool(args.resume), args.overwrite, enabled=dist.will_be_main()),
+        ):
             try:
                 device, train_set, val_set = start(args)
                 if args.strategy != "none":
                     dist.check_shardable(args.K, "--K (images detected per round)")
-                    initial_pool(len(train_set), args.initial, args.seed)  # --initial larger than the pool: say so now
+                    initial_pool(
+                        len(train_set), args.initial, args.seed
+                    )  # --initial larger than the pool: say so now
             except (AnnotationError, ValueError, FileNotFoundError) as e:
                 log.error("%s", e)  # names the file and field; no traceback
                 return 2
@@ -516,14 +676,23 @@ def run_main(argv: list[str] | None) -> int:
         return e.exit_code
 
 
-def train(args: argparse.Namespace, device: torch.device, train_set, val_set, argv: list[str] | None = None) -> int:
+def train(
+    args: argparse.Namespace, device: torch.device, train_set, val_set, argv: list[str] | None = None
+) -> int:
     """Initial phase, then ASM rounds until the pool is exhausted, AP settles or --max-rounds."""
     logger.info(describe("train pool", train_set))
     logger.info(describe("evaluation", val_set))
     if dist.is_main():  # every skipped or fixed file of both sets, beyond the first 10 per kind logged
-        atomic_write_text(os.path.join(args.output_dir, "load_report.json"), json.dumps(
-            {name: d.report.to_dict() if d.report else None for name, d in (("train", train_set),
-                                                                           ("evaluation", val_set))}, indent=1))  # fmt: skip
+        atomic_write_text(
+            os.path.join(args.output_dir, "load_report.json"),
+            json.dumps(
+                {
+                    name: d.report.to_dict() if d.report else None
+                    for name, d in (("train", train_set), ("evaluation", val_set))
+                },
+                indent=1,
+            ),
+        )
     start_wall = time.perf_counter()
     with_masks = is_mask_model(args.model)
     model = model_from_args(args, train_set.num_classes, device)
@@ -534,16 +703,33 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set, ar
     environment = run_environment()
     if dist.is_main():
         logger.info("resolved config written to %s", save_resolved(args, args.output_dir, environment))
-    trainer = Trainer(model, args, device, train_set.image_root, eval_loader(val_set.records, val_set.image_root,
-                      args, with_masks, pin_memory=device.type == "cuda"), evaluators, log, with_masks,
-                      torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None)  # fmt: skip
+    trainer = Trainer(
+        model,
+        args,
+        device,
+        train_set.image_root,
+        eval_loader(val_set.records, val_set.image_root, args, with_masks, pin_memory=device.type == "cuda"),
+        evaluators,
+        log,
+        with_masks,
+        torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None,
+    )
     run = Run(args, model, trainer, train_set, environment)
     if args.strategy == "none":
         run.train_records = list(train_set.records)
     else:
         initial = labelled_indices(train_set, args) or initial_pool(len(train_set), args.initial, args.seed)
-        run.asm = ASMState.start(args.strategy, args.K, train_set.records, initial, args.seed,
-                                 args.cer_ratio, args.uncer_ratio, args.max_passes, args.round_train)  # fmt: skip
+        run.asm = ASMState.start(
+            args.strategy,
+            args.K,
+            train_set.records,
+            initial,
+            args.seed,
+            args.cer_ratio,
+            args.uncer_ratio,
+            args.max_passes,
+            args.round_train,
+        )
         run.train_records = [train_set.records[i] for i in initial]
     run.initial_boxes = sum(len(r) for r in run.train_records) if run.asm else 0
     if args.resume:
@@ -560,21 +746,44 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set, ar
         stopped = "the supervised baseline finished"
         metrics = run.train()  # the initial phase, or the round a resumed run was in
         if run.asm is None:  # the supervised point of a learning curve
-            log.jsonl({"type": "round", "round": 0, "labelled_images": len(run.train_records),
-                       "human_drawn_total": sum(len(r) for r in run.train_records), **ap_summary(metrics)})  # fmt: skip
+            log.jsonl(
+                {
+                    "type": "round",
+                    "round": 0,
+                    "labelled_images": len(run.train_records),
+                    "human_drawn_total": sum(len(r) for r in run.train_records),
+                    **ap_summary(metrics),
+                }
+            )
         while run.asm is not None:
             if run.phase.index > 0:  # a round's training just finished
                 run.asm.rounds[-1].update(ap_summary(metrics))
                 explain_drop(run, metrics["voc/AP50"])
                 human = human_work(run)
-                log.jsonl({"type": "round", **run.asm.rounds[-1], "human_drawn_total": human["drawn"],
-                           "human": human, "pool_digests": check_ranks_agree(run.asm)})  # fmt: skip
+                log.jsonl(
+                    {
+                        "type": "round",
+                        **run.asm.rounds[-1],
+                        "human_drawn_total": human["drawn"],
+                        "human": human,
+                        "pool_digests": check_ranks_agree(run.asm),
+                    }
+                )
                 if run.round_stopper.update(run.asm.round, metrics[AP_KEYS[args.ap]]):
-                    stopped = f"AP settled across rounds (shift {run.round_stopper.ap_shift:.4f} < --ap_shift_asm)"
+                    stopped = (
+                        f"AP settled across rounds (shift {run.round_stopper.ap_shift:.4f} < --ap_shift_asm)"
+                    )
                     break
             elif not run.asm.rounds:  # the initial phase: the start of the learning curve
-                log.jsonl({"type": "round", "round": 0, "labelled_images": len(run.asm.labelled),
-                           "human_drawn_total": run.initial_boxes, **ap_summary(metrics)})  # fmt: skip
+                log.jsonl(
+                    {
+                        "type": "round",
+                        "round": 0,
+                        "labelled_images": len(run.asm.labelled),
+                        "human_drawn_total": run.initial_boxes,
+                        **ap_summary(metrics),
+                    }
+                )
             if run.asm.exhausted():
                 stopped = "the unlabelled pool is exhausted"
                 break
@@ -589,7 +798,9 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set, ar
         return 3
     except Stopped as e:
         if os.path.isfile(os.path.join(args.output_dir, "last.pth")):
-            logger.warning("%s; the last checkpoint is complete. Continue with: %s", e, continue_command(args, argv))
+            logger.warning(
+                "%s; the last checkpoint is complete. Continue with: %s", e, continue_command(args, argv)
+            )
         else:
             logger.warning("%s before the first checkpoint; run the same command again to start over", e)
         return e.exit_code
@@ -606,20 +817,37 @@ def train(args: argparse.Namespace, device: torch.device, train_set, val_set, ar
         log.close()
     if not dist.is_main():
         return 0
-    summary = {"strategy": args.strategy, "rounds": run.asm.round if run.asm else 0, "stopped": stopped,
-               "ap50": metrics.get("voc/AP50"), "ap75": metrics.get("voc/AP75"),
-               "labelled_images": len(run.asm.labelled) if run.asm else len(run.train_records)}  # fmt: skip
+    summary = {
+        "strategy": args.strategy,
+        "rounds": run.asm.round if run.asm else 0,
+        "stopped": stopped,
+        "ap50": metrics.get("voc/AP50"),
+        "ap75": metrics.get("voc/AP75"),
+        "labelled_images": len(run.asm.labelled) if run.asm else len(run.train_records),
+    }
     if run.asm is not None:
         print(summary_table(run))
         human = human_work(run)
-        summary.update({"human_drawn_boxes": human["drawn"], "confirmed_boxes": human["confirmed"],
-                        "deleted_boxes": human["deleted"], "moved_boxes": human["moved"],
-                        "weighted_cost": human["weighted_cost"], "human_saved_fraction": human["saved_fraction"],
-                        "pseudo_label_precision": run.asm.cost.precision})  # fmt: skip
+        summary.update(
+            {
+                "human_drawn_boxes": human["drawn"],
+                "confirmed_boxes": human["confirmed"],
+                "deleted_boxes": human["deleted"],
+                "moved_boxes": human["moved"],
+                "weighted_cost": human["weighted_cost"],
+                "human_saved_fraction": human["saved_fraction"],
+                "pseudo_label_precision": run.asm.cost.precision,
+            }
+        )
     else:
         summary["human_drawn_boxes"] = sum(len(r) for r in run.train_records)
-    summary.update({"epochs": run.epochs_done, "weights_sha256": weights_digest(run.model),
-                    "wall_s": round(time.perf_counter() - start_wall, 1)})  # fmt: skip
+    summary.update(
+        {
+            "epochs": run.epochs_done,
+            "weights_sha256": weights_digest(run.model),
+            "wall_s": round(time.perf_counter() - start_wall, 1),
+        }
+    )
     logger.info("finished: %s", stopped)
     print(closing_story(run, summary["ap50"]))
     print(json.dumps(summary))

@@ -24,7 +24,6 @@ from datasets import AnnotationError
 from datasets.build import add_data_args, build_datasets, run_data_options
 from datasets.records import RecordSet
 from datasets.report import LoadReport
-from tools.checkpoint import load_checkpoint
 from tools.drawing import GT_COLOR, PRED_COLOR, contact_sheet, draw_boxes, legend
 from tools.inference import folder_records, model_from_checkpoint, predict_tta
 
@@ -34,9 +33,13 @@ logger = logging.getLogger("visualize")
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
-    p.set_defaults(dataset=None, output_dir=None)  # with a checkpoint: the run's data and split lists; else the demo
+    p.set_defaults(
+        dataset=None, output_dir=None
+    )  # with a checkpoint: the run's data and split lists; else the demo
     p.add_argument("--checkpoint", default=None, help="draw its predictions too (else ground truth only)")
-    p.add_argument("--images", default=None, help="a folder of photos to draw the checkpoint's predictions on")
+    p.add_argument(
+        "--images", default=None, help="a folder of photos to draw the checkpoint's predictions on"
+    )
     p.add_argument("--split", choices=("train", "val"), default="val")
     p.add_argument("--num", type=int, default=8, help="images to draw (the first of the split or folder)")
     p.add_argument("--score-thresh", type=float, default=0.5)
@@ -48,12 +51,16 @@ def load_images(args: argparse.Namespace, classes: tuple[str, ...] | None) -> Re
     """The records to draw: the photos under ``--images`` (no ground truth) or a dataset split."""
     if args.images:
         report = LoadReport()
-        data = RecordSet(folder_records(args.images, report), classes, os.path.abspath(args.images), report=report)
+        data = RecordSet(
+            folder_records(args.images, report), classes, os.path.abspath(args.images), report=report
+        )
         report.log(f"images under {args.images}")
         return data
     data = build_datasets(args)[0 if args.split == "train" else 1]
     if classes is not None and data.classes != classes:
-        raise ValueError(f"{args.checkpoint} was trained on classes {list(classes)}, the data has {list(data.classes)}")
+        raise ValueError(
+            f"{args.checkpoint} was trained on classes {list(classes)}, the data has {list(data.classes)}"
+        )
     return data
 
 
@@ -66,29 +73,47 @@ def draw(args: argparse.Namespace) -> str:
         classes = tuple(ckpt["classes"])
         model.roi_heads.score_thresh = 0.0  # keep every score, to report the best one when none passes
         if args.dataset is None and not args.images:
-            vars(args).update(run_data_options(ckpt["config"], os.path.dirname(os.path.abspath(args.checkpoint))))
+            vars(args).update(
+                run_data_options(ckpt["config"], os.path.dirname(os.path.abspath(args.checkpoint)))
+            )
     elif args.images:
         raise ValueError("--images draws a model's predictions: pass --checkpoint too")
     args.dataset = args.dataset or "demo"
-    args.output_dir = args.output_dir or args.out  # split lists made here go under --out, never the working folder
+    args.output_dir = (
+        args.output_dir or args.out
+    )  # split lists made here go under --out, never the working folder
     data = load_images(args, classes)
     os.makedirs(args.out, exist_ok=True)
     tiles, best, shown = [], 0.0, 0
     for record in data.records[: args.num]:
         image = Image.open(os.path.join(data.image_root, record.file_name)).convert("RGB")
-        drawn = draw_boxes(image, record.boxes, record.labels, data.classes, GT_COLOR) if len(record) else image
+        drawn = (
+            draw_boxes(image, record.boxes, record.labels, data.classes, GT_COLOR) if len(record) else image
+        )
         if model is not None:
             pred = predict_tta(model, torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255)
             best = max(best, float(pred["scores"].max(initial=0.0)))
             keep = pred["scores"] >= args.score_thresh
             shown += int(keep.sum())
-            drawn = draw_boxes(drawn, pred["boxes"][keep], pred["labels"][keep], data.classes, PRED_COLOR,
-                               scores=pred["scores"][keep], masks=pred["masks"][keep] if "masks" in pred else None)  # fmt: skip
+            drawn = draw_boxes(
+                drawn,
+                pred["boxes"][keep],
+                pred["labels"][keep],
+                data.classes,
+                PRED_COLOR,
+                scores=pred["scores"][keep],
+                masks=pred["masks"][keep] if "masks" in pred else None,
+            )
         drawn.save(os.path.join(args.out, os.path.splitext(record.file_name.replace("/", "_"))[0] + ".png"))
         tiles.append(drawn)
     if model is not None and not shown:
-        logger.warning("no prediction scored >= --score-thresh %g on %d images (best score %.3f); lower "
-                       "--score-thresh to see them", args.score_thresh, len(tiles), best)  # fmt: skip
+        logger.warning(
+            "no prediction scored >= --score-thresh %g on %d images (best score %.3f); lower "
+            "--score-thresh to see them",
+            args.score_thresh,
+            len(tiles),
+            best,
+        )
     key = [] if args.images else [("ground truth", GT_COLOR)]
     if model is not None:
         key.append((f"prediction >= {args.score_thresh:g}", PRED_COLOR))

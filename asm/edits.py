@@ -37,8 +37,9 @@ class Edits:
         return dataclasses.asdict(self)
 
 
-def count_edits(pre_boxes, pre_labels, boxes, labels, keep_iou: float = 0.8,
-                pair_iou: float = 0.3) -> tuple[Edits, np.ndarray, np.ndarray]:  # fmt: skip
+def count_edits(
+    pre_boxes, pre_labels, boxes, labels, keep_iou: float = 0.8, pair_iou: float = 0.3
+) -> tuple[Edits, np.ndarray, np.ndarray]:
     """Edits of one image, and for each final box whether it is a confirmed model box (SL) and
     whether it is a model box the human moved.
 
@@ -91,8 +92,13 @@ def count_moves(results: Sequence[MergeResult], move_iou: float = 0.5) -> list[M
             if pairs:
                 keep = np.ones(len(r.deleted_boxes), bool)
                 keep[[p for p, _ in pairs]] = False
-                r = dataclasses.replace(r, drawn=r.drawn - len(pairs), deleted=r.deleted - len(pairs),
-                                        deleted_boxes=r.deleted_boxes[keep], deleted_labels=r.deleted_labels[keep])  # fmt: skip
+                r = dataclasses.replace(
+                    r,
+                    drawn=r.drawn - len(pairs),
+                    deleted=r.deleted - len(pairs),
+                    deleted_boxes=r.deleted_boxes[keep],
+                    deleted_labels=r.deleted_labels[keep],
+                )
         out.append(dataclasses.replace(r, moved=moved))
     return out
 

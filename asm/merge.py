@@ -47,12 +47,16 @@ class ASMConfig:
     gt_iou: float = 0.8
     enable_al: bool = True
     enable_sl: bool = True
-    move_iou: float = 0.5  # a certain box this close to a GT box of its class is moved, not redrawn (asm.edits)
+    move_iou: float = (
+        0.5  # a certain box this close to a GT box of its class is moved, not redrawn (asm.edits)
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.uncertain_thre <= self.certain_thre <= 1:
-            raise ValueError(f"need 0 <= uncertain_thre <= certain_thre <= 1, got {self.uncertain_thre}, "
-                             f"{self.certain_thre}")  # fmt: skip
+            raise ValueError(
+                f"need 0 <= uncertain_thre <= certain_thre <= 1, got {self.uncertain_thre}, "
+                f"{self.certain_thre}"
+            )
         for name in ("judge_iou", "gt_iou", "move_iou"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
@@ -79,7 +83,9 @@ class MergeResult:
     sl_score: float = 0.0  # sum of the detection scores of the matched certain boxes
     deleted_boxes: np.ndarray | None = None  # [deleted, 4] the false positives the human removed
     deleted_labels: np.ndarray | None = None  # [deleted] their classes
-    moved: np.ndarray | None = None  # bool [len(sa)]: AL boxes made by moving a model box (asm.edits.count_moves)
+    moved: np.ndarray | None = (
+        None  # bool [len(sa)]: AL boxes made by moving a model box (asm.edits.count_moves)
+    )
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -90,7 +96,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     w = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0.0)
     h = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0.0)
     inter = w * h
-    union = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None] + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    union = (
+        ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None]
+        + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        - inter
+    )
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -120,7 +130,9 @@ def rejudge(det: dict, cfg: ASMConfig) -> tuple[np.ndarray, int, int]:
     return kept, nc, nu
 
 
-def split_and_rejudge(dets: Sequence[dict], cfg: ASMConfig) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+def split_and_rejudge(
+    dets: Sequence[dict], cfg: ASMConfig
+) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
     """Per image: certain flags (after rejudge), uncertain flags (before it), and the number demoted."""
     certain, uncertain, demoted = [], [], []
     for det in dets:
@@ -158,24 +170,47 @@ def merge_one(det: dict, gt: Record, cfg: ASMConfig) -> MergeResult:
     match = match_gt(boxes, labels, gt, cfg.gt_iou)
     hit = match >= 0
     n_cert, n_unc, n_hit = len(boxes), nu + demoted, int(hit.sum())
-    counts = {"certain": n_cert, "uncertain": n_unc, "demoted": demoted, "matched": n_hit,
-              "sl_score": float(scores[hit].sum())}  # fmt: skip
+    counts = {
+        "certain": n_cert,
+        "uncertain": n_unc,
+        "demoted": demoted,
+        "matched": n_hit,
+        "sl_score": float(scores[hit].sum()),
+    }
     if not cfg.enable_al:  # pseudo-labels only: the certain boxes are the annotation, no human
         sa = Record(gt.image_id, gt.file_name, gt.width, gt.height, boxes, labels)
         ratio = n_unc / (n_unc + n_cert) if n_unc + n_cert else 0.0
         return MergeResult(sa, np.ones(n_cert, bool), 0, 0, 0, ratio=ratio, **counts)
     sa_boxes, sl = gt.boxes.copy(), np.zeros(len(gt), bool)
     masks = None if gt.masks is None else list(gt.masks)
-    sa = Record.trusted(gt.image_id, gt.file_name, gt.width, gt.height, sa_boxes, gt.labels.copy(),
-                        gt.difficult.copy(), gt.iscrowd.copy(), masks)  # fmt: skip
+    sa = Record.trusted(
+        gt.image_id,
+        gt.file_name,
+        gt.width,
+        gt.height,
+        sa_boxes,
+        gt.labels.copy(),
+        gt.difficult.copy(),
+        gt.iscrowd.copy(),
+        masks,
+    )
     if not cfg.enable_sl:  # the human draws every box; model boxes are never shown
         return MergeResult(sa, sl, len(gt), 0, 0, ratio=float(len(gt) > 0), **counts)
     sa_boxes[match[hit]] = boxes[hit]  # a matched GT box takes the model's coordinates: SL
     sl[match[hit]] = True
     deleted = n_cert - n_hit
     ratio = (len(gt) - n_hit) / len(gt) if len(gt) else float(deleted > 0)
-    return MergeResult(sa, sl, len(gt) - n_hit, n_hit, deleted, ratio=ratio, deleted_boxes=boxes[~hit],
-                       deleted_labels=labels[~hit], **counts)  # fmt: skip
+    return MergeResult(
+        sa,
+        sl,
+        len(gt) - n_hit,
+        n_hit,
+        deleted,
+        ratio=ratio,
+        deleted_boxes=boxes[~hit],
+        deleted_labels=labels[~hit],
+        **counts,
+    )
 
 
 def merge_batch(dets: Sequence[dict], gts: Sequence[Record], cfg: ASMConfig) -> list[MergeResult]:

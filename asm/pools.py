@@ -97,9 +97,18 @@ class RoundCost:
         return self.drawn + review_cost * (self.confirmed + self.deleted) + move_cost * self.moved
 
     def as_dict(self) -> dict[str, Any]:
-        return {"images": self.images, "drawn": self.drawn, "confirmed": self.confirmed,
-                "deleted": self.deleted, "moved": self.moved, "certain": self.certain, "matched": self.matched,
-                "sl_score": self.sl_score, "ratio_sum": self.ratio_sum, "precision": self.precision}  # fmt: skip
+        return {
+            "images": self.images,
+            "drawn": self.drawn,
+            "confirmed": self.confirmed,
+            "deleted": self.deleted,
+            "moved": self.moved,
+            "certain": self.certain,
+            "matched": self.matched,
+            "sl_score": self.sl_score,
+            "ratio_sum": self.ratio_sum,
+            "precision": self.precision,
+        }
 
 
 @dataclass
@@ -123,12 +132,23 @@ class ASMState:
     passes: dict[str, int] = field(default_factory=dict)  # detections per image so far
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     round_train: str = "pool"  # what a round trains on besides its own images: see apply()
-    fates: dict[str, str] = field(default_factory=dict)  # the last round: image id -> what became of it and why
+    fates: dict[str, str] = field(
+        default_factory=dict
+    )  # the last round: image id -> what became of it and why
 
     @classmethod
-    def start(cls, strategy: str, K: int, records: Sequence[Record], initial: Sequence[int], seed: int,
-              cer_ratio: float = 0.3, uncer_ratio: float = 0.6, max_passes: int = 3,
-              round_train: str = "pool") -> ASMState:  # fmt: skip
+    def start(
+        cls,
+        strategy: str,
+        K: int,
+        records: Sequence[Record],
+        initial: Sequence[int],
+        seed: int,
+        cer_ratio: float = 0.3,
+        uncer_ratio: float = 0.6,
+        max_passes: int = 3,
+        round_train: str = "pool",
+    ) -> ASMState:
         """Initial state: ``initial`` indices of ``records`` labelled (drawn by a human), the rest shuffled."""
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
@@ -143,8 +163,16 @@ class ASMState:
         rng = np.random.default_rng([seed, 11])
         chosen = set(initial)
         rest = [i for i in range(len(records)) if i not in chosen]
-        state = cls(strategy, K, [r.image_id for r in records], cer_ratio=cer_ratio, uncer_ratio=uncer_ratio,
-                    max_passes=max_passes, rng=rng, round_train=round_train)
+        state = cls(
+            strategy,
+            K,
+            [r.image_id for r in records],
+            cer_ratio=cer_ratio,
+            uncer_ratio=uncer_ratio,
+            max_passes=max_passes,
+            rng=rng,
+            round_train=round_train,
+        )
         state.labelled = {records[i].image_id: records[i] for i in sorted(chosen)}
         state.unlabelled = [records[i].image_id for i in rng.permutation(rest)]
         state.check()
@@ -183,7 +211,7 @@ class ASMState:
             raise ValueError("merge results do not match next_batch() (order or ids differ)")
         n_pending = min(len(self.pending), self.K)
         self.pending = self.pending[n_pending:]
-        self.unlabelled = self.unlabelled[len(batch) - n_pending:]
+        self.unlabelled = self.unlabelled[len(batch) - n_pending :]
         results = [self._charge(r) for r in results]
         for r in results:
             self.sl_flags[r.sa.image_id] = r.sl.tolist()
@@ -199,8 +227,15 @@ class ASMState:
             replay = [r for i, r in sorted(self.labelled.items()) if i not in own]
         train = train + replay
         self.round += 1
-        self.rounds.append({"round": self.round, **round_cost.as_dict(), **info,
-                            "labelled_images": len(self.labelled), "train_images": len(train)})  # fmt: skip
+        self.rounds.append(
+            {
+                "round": self.round,
+                **round_cost.as_dict(),
+                **info,
+                "labelled_images": len(self.labelled),
+                "train_images": len(train),
+            }
+        )
         self.check()
         return train
 
@@ -250,7 +285,9 @@ class ASMState:
         for i in uncertain:
             self.fates.setdefault(i, "topk_v1: among the K highest AL ratios: trained on now, ranked again")
         for r in results:
-            self.fates.setdefault(r.sa.image_id, "topk_v1: between the two top-K groups: ranked again next round")
+            self.fates.setdefault(
+                r.sa.image_id, "topk_v1: between the two top-K groups: ranked again next round"
+            )
         return train, {"images_joined": len(certain), "images_held": len(uncertain)}
 
     def _topk_v2(self, results):
@@ -261,27 +298,42 @@ class ASMState:
                 self._label(r.sa, f"topk_v2: AL ratio {r.ratio:.3f} <= cer_ratio {self.cer_ratio}")
                 joined += 1
             elif last:  # detected max_passes times: the human's labels of this pass, no more passes
-                self._label(r.sa, f"topk_v2: pass {self.passes[i]} of --max-passes {self.max_passes}: "
-                                  "the human labels it (AL)")  # fmt: skip
+                self._label(
+                    r.sa,
+                    f"topk_v2: pass {self.passes[i]} of --max-passes {self.max_passes}: "
+                    "the human labels it (AL)",
+                )
                 joined += 1
                 if r.ratio >= self.uncer_ratio:
                     uncertain.append(r.sa)
             elif r.ratio >= self.uncer_ratio:
                 uncertain.append(r.sa)
                 self.pending.append(i)
-                self.fates[i] = (f"topk_v2: AL ratio {r.ratio:.3f} >= uncer_ratio {self.uncer_ratio}: trained on "
-                                 f"now, detected again next round (pass {self.passes[i]} of {self.max_passes})")  # fmt: skip
+                self.fates[i] = (
+                    f"topk_v2: AL ratio {r.ratio:.3f} >= uncer_ratio {self.uncer_ratio}: trained on "
+                    f"now, detected again next round (pass {self.passes[i]} of {self.max_passes})"
+                )
             else:
                 self.unlabelled.append(i)
-                self.fates[i] = (f"topk_v2: AL ratio {r.ratio:.3f} between cer_ratio and uncer_ratio: back to the "
-                                 f"end of the queue (pass {self.passes[i]} of {self.max_passes})")  # fmt: skip
+                self.fates[i] = (
+                    f"topk_v2: AL ratio {r.ratio:.3f} between cer_ratio and uncer_ratio: back to the "
+                    f"end of the queue (pass {self.passes[i]} of {self.max_passes})"
+                )
         return uncertain, {"images_joined": joined, "images_held": len(uncertain)}
 
-    _STRATEGY_RULES = {"v1": _v1, "v1+": _v1_plus, "topk_v1": _topk_v1, "topk_v2": _topk_v2, "random": _random}
+    _STRATEGY_RULES = {
+        "v1": _v1,
+        "v1+": _v1_plus,
+        "topk_v1": _topk_v1,
+        "topk_v2": _topk_v2,
+        "random": _random,
+    }
 
     def _label(self, record: Record, reason: str) -> None:
         if record.image_id in self.labelled:
-            raise ValueError(f"{record.image_id} is already in the label pool; refusing to replace its record")
+            raise ValueError(
+                f"{record.image_id} is already in the label pool; refusing to replace its record"
+            )
         self.labelled[record.image_id] = record
         self.fates[record.image_id] = reason
 
@@ -295,8 +347,12 @@ class ASMState:
     # -- checks and persistence -----------------------------------------------------------------
     def check(self) -> None:
         """Every image in exactly one set (raises ``AssertionError`` naming the problem)."""
-        sets = {"labelled": list(self.labelled), "unlabelled": self.unlabelled, "pending": self.pending,
-                "detected": list(self.detected)}  # fmt: skip
+        sets = {
+            "labelled": list(self.labelled),
+            "unlabelled": self.unlabelled,
+            "pending": self.pending,
+            "detected": list(self.detected),
+        }
         seen: dict[str, str] = {}
         for name, ids in sets.items():
             for i in ids:
@@ -308,21 +364,35 @@ class ASMState:
 
     def digest(self) -> str:
         """A short hash of the pools, the pending queue and the detected images (with their ratios)."""
-        pools = [sorted(self.labelled), self.unlabelled, self.pending, sorted((k, q) for k, (_, q) in self.detected.items())]
+        pools = [
+            sorted(self.labelled),
+            self.unlabelled,
+            self.pending,
+            sorted((k, q) for k, (_, q) in self.detected.items()),
+        ]
         return hashlib.sha1(json.dumps(pools).encode()).hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "strategy": self.strategy, "K": self.K, "all_ids": self.all_ids,
+            "strategy": self.strategy,
+            "K": self.K,
+            "all_ids": self.all_ids,
             "labelled": pack_records(list(self.labelled.values())),
-            "unlabelled": self.unlabelled, "pending": self.pending,
+            "unlabelled": self.unlabelled,
+            "pending": self.pending,
             "detected": pack_records([r for r, _ in self.detected.values()]),
             "detected_ratio": [ratio for _, ratio in self.detected.values()],
-            "sl_flags": self.sl_flags, "round": self.round, "cost": self.cost.as_dict(),
-            "rounds": self.rounds, "cer_ratio": self.cer_ratio, "uncer_ratio": self.uncer_ratio,
-            "max_passes": self.max_passes, "passes": self.passes, "rng": _rng_to_plain(self.rng),
+            "sl_flags": self.sl_flags,
+            "round": self.round,
+            "cost": self.cost.as_dict(),
+            "rounds": self.rounds,
+            "cer_ratio": self.cer_ratio,
+            "uncer_ratio": self.uncer_ratio,
+            "max_passes": self.max_passes,
+            "passes": self.passes,
+            "rng": _rng_to_plain(self.rng),
             "round_train": self.round_train,
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> ASMState:
@@ -333,11 +403,25 @@ class ASMState:
         else:
             labelled = unpack_records(s["labelled"])
             detected = list(zip(unpack_records(s["detected"]), map(float, s["detected_ratio"])))
-        state = cls(s["strategy"], int(s["K"]), list(s["all_ids"]), {r.image_id: r for r in labelled},
-                    list(s["unlabelled"]), list(s["pending"]), {r.image_id: (r, q) for r, q in detected},
-                    dict(s["sl_flags"]), int(s["round"]), cost, list(s["rounds"]), float(s["cer_ratio"]),
-                    float(s["uncer_ratio"]), int(s["max_passes"]), dict(s["passes"]),
-                    _rng_from_plain(s["rng"]), s.get("round_train", "replay"))  # fmt: skip
+        state = cls(
+            s["strategy"],
+            int(s["K"]),
+            list(s["all_ids"]),
+            {r.image_id: r for r in labelled},
+            list(s["unlabelled"]),
+            list(s["pending"]),
+            {r.image_id: (r, q) for r, q in detected},
+            dict(s["sl_flags"]),
+            int(s["round"]),
+            cost,
+            list(s["rounds"]),
+            float(s["cer_ratio"]),
+            float(s["uncer_ratio"]),
+            int(s["max_passes"]),
+            dict(s["passes"]),
+            _rng_from_plain(s["rng"]),
+            s.get("round_train", "replay"),
+        )
         state.check()
         return state
 
@@ -345,13 +429,21 @@ class ASMState:
 def _rng_to_plain(rng: np.random.Generator) -> dict[str, Any]:
     # PCG64's 128-bit state/inc as decimal strings: plain data that weights_only loading accepts
     st = rng.bit_generator.state
-    return {"bit_generator": st["bit_generator"], "state": str(st["state"]["state"]),
-            "inc": str(st["state"]["inc"]), "has_uint32": st["has_uint32"], "uinteger": st["uinteger"]}  # fmt: skip
+    return {
+        "bit_generator": st["bit_generator"],
+        "state": str(st["state"]["state"]),
+        "inc": str(st["state"]["inc"]),
+        "has_uint32": st["has_uint32"],
+        "uinteger": st["uinteger"],
+    }
 
 
 def _rng_from_plain(d: dict[str, Any]) -> np.random.Generator:
     rng = np.random.Generator(np.random.PCG64())
-    rng.bit_generator.state = {"bit_generator": d["bit_generator"],
-                               "state": {"state": int(d["state"]), "inc": int(d["inc"])},
-                               "has_uint32": d["has_uint32"], "uinteger": d["uinteger"]}  # fmt: skip
+    rng.bit_generator.state = {
+        "bit_generator": d["bit_generator"],
+        "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+        "has_uint32": d["has_uint32"],
+        "uinteger": d["uinteger"],
+    }
     return rng

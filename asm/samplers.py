@@ -66,7 +66,9 @@ class BaseSampler:
             return []
         scores = np.asarray(self.rank(candidates, **context), dtype=np.float64)
         if scores.shape != (len(candidates),):
-            raise ValueError(f"sampler {self.name}: rank() gave {scores.shape}, expected ({len(candidates)},)")
+            raise ValueError(
+                f"sampler {self.name}: rank() gave {scores.shape}, expected ({len(candidates)},)"
+            )
         order = sorted(range(len(candidates)), key=lambda k: (-scores[k], candidates[k]))
         return [candidates[k] for k in order[: int(n_sample)]]
 

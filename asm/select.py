@@ -40,8 +40,9 @@ def class_mix(dets: Sequence[dict], num_classes: int, floor: float) -> np.ndarra
     return mix
 
 
-def choose_informative(dets: Sequence[dict], k: int, cfg: ASMConfig, num_classes: int,
-                       diversity: float = 0.5) -> list[int]:  # fmt: skip
+def choose_informative(
+    dets: Sequence[dict], k: int, cfg: ASMConfig, num_classes: int, diversity: float = 0.5
+) -> list[int]:
     """Indices of the ``k`` candidates to label, in the order chosen.
 
     Each step takes the candidate with the largest ``uncertainty + diversity * (1 - cos(mix, chosen))``,
@@ -66,8 +67,9 @@ def choose_informative(dets: Sequence[dict], k: int, cfg: ASMConfig, num_classes
     return chosen
 
 
-def detection_outcomes(dets: Sequence[dict], gts: Sequence[Record], gt_iou: float,
-                       floor: float) -> dict[str, list]:  # fmt: skip
+def detection_outcomes(
+    dets: Sequence[dict], gts: Sequence[Record], gt_iou: float, floor: float
+) -> dict[str, list]:
     """Label, score and true/false positive of every detection at or above ``floor``.
 
     A detection is a true positive when it takes a free GT box of its class at IoU >= ``gt_iou``
@@ -76,15 +78,25 @@ def detection_outcomes(dets: Sequence[dict], gts: Sequence[Record], gt_iou: floa
     labels, scores, tp = [], [], []
     for d, g in zip(dets, gts):
         keep = np.asarray(d["scores"]) >= floor
-        boxes, lab, sc = np.asarray(d["boxes"], np.float64)[keep], np.asarray(d["labels"])[keep], np.asarray(d["scores"])[keep]
+        boxes, lab, sc = (
+            np.asarray(d["boxes"], np.float64)[keep],
+            np.asarray(d["labels"])[keep],
+            np.asarray(d["scores"])[keep],
+        )
         tp += (match_gt(boxes, lab, g, gt_iou) >= 0).tolist()
         labels += lab.tolist()
         scores += sc.tolist()
     return {"labels": labels, "scores": scores, "tp": tp}
 
 
-def class_thresholds(outcomes: dict[str, list], num_classes: int, precision: float, default: float,
-                     floor: float, min_support: int = 10) -> dict[int, float]:  # fmt: skip
+def class_thresholds(
+    outcomes: dict[str, list],
+    num_classes: int,
+    precision: float,
+    default: float,
+    floor: float,
+    min_support: int = 10,
+) -> dict[int, float]:
     """Per class (1..C): the lowest score at which the detections scoring at least that much reach
     ``precision``; 1.0 (nothing certain) when no score does; ``default`` with fewer than
     ``min_support`` held-out detections of the class. Never below ``floor`` (``uncertain_thre``)."""
@@ -116,7 +128,9 @@ def calibrate_scores(dets: Sequence[dict], thresholds: dict[int, float], cfg: AS
         t = np.array([thresholds.get(int(k), c) for k in np.asarray(d["labels"])], np.float64)
         low = u + (s - u) * (c - u) / np.maximum(t - u, 1e-12)
         high = c + (s - t) * (1.0 - c) / np.maximum(1.0 - t, 1e-12)
-        mapped = np.where(s < u, s, np.where(s < t, np.minimum(low, np.nextafter(c, 0)), np.minimum(high, 1.0)))
+        mapped = np.where(
+            s < u, s, np.where(s < t, np.minimum(low, np.nextafter(c, 0)), np.minimum(high, 1.0))
+        )
         order = np.argsort(-mapped, kind="stable")
         out.append({**{k: np.asarray(v)[order] for k, v in d.items()}, "scores": mapped[order]})
     return out

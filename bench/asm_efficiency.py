@@ -72,44 +72,75 @@ ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
 }
 DEFAULT_METHODS = ("random", "v1+")
 # The CPU protocol: 3 seeds of supervised + random + v1+ on BCCD in about 2 h on 2 cores (--jobs 2)
-CPU_PROTOCOL = {"min_size": 416, "epochs": 10, "step_epochs": 4, "supervised_epochs": 14, "steps": 5,
-                "methods": ["random", "v1+"]}  # fmt: skip
+CPU_PROTOCOL = {
+    "min_size": 416,
+    "epochs": 10,
+    "step_epochs": 4,
+    "supervised_epochs": 14,
+    "steps": 5,
+    "methods": ["random", "v1+"],
+}
 LEVELS = (0.9, 0.95, 1.0)
 SHARED_WEIGHTS = os.path.join(ROOT, "..", "shared", "weights", "mobilenet_v2_imagenet_features.pth")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False, epilog="Any other option is a data option of train_asm_one.py (--dataset voc|coco|"
-                                       "folder and its flags), forwarded to every run; without one: BCCD.")  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        epilog="Any other option is a data option of train_asm_one.py (--dataset voc|coco|"
+        "folder and its flags), forwarded to every run; without one: BCCD.",
+    )
     p.add_argument("--bccd-root", default=os.path.join(ROOT, "..", "shared", "data", "bccd"))
     p.add_argument("--eval-splits", nargs="+", default=["val", "test"])
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=(*SAMPLER_METHODS, *ASM_METHODS))
+    p.add_argument(
+        "--methods", nargs="+", default=list(DEFAULT_METHODS), choices=(*SAMPLER_METHODS, *ASM_METHODS)
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    p.add_argument("--jobs", type=int, default=1, help="method x seed processes at once (one GPU or the CPU cores)")
-    p.add_argument("--weights-backbone", default=SHARED_WEIGHTS if os.path.isfile(SHARED_WEIGHTS) else None,
-                   help="ImageNet backbone (.pth or torchvision name); default: ../shared/weights if present")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="method x seed processes at once (one GPU or the CPU cores)"
+    )
+    p.add_argument(
+        "--weights-backbone",
+        default=SHARED_WEIGHTS if os.path.isfile(SHARED_WEIGHTS) else None,
+        help="ImageNet backbone (.pth or torchvision name); default: ../shared/weights if present",
+    )
     p.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn")
     p.add_argument("--min-size", type=int, default=480)
     p.add_argument("--initial", type=float, default=20, help="initial pool: fraction or count")
     p.add_argument("--step", type=float, default=20, help="images added per step/round: fraction or count")
-    p.add_argument("--steps", type=int, default=None, help="points per curve (default: until the pool is exhausted)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="points per curve (default: until the pool is exhausted)"
+    )
     p.add_argument("--epochs", type=int, default=30, help="epochs on the initial pool")
     p.add_argument("--step-epochs", type=int, default=10, help="epochs of each later step/round")
     p.add_argument("--supervised-epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--warmup-iters", type=int, default=50)
-    p.add_argument("--review-cost", type=float, default=0.2, help="cost of confirming or deleting a box, in draws")
-    p.add_argument("--move-cost", type=float, default=0.5, help="cost of moving a model box onto an object, in draws")
-    p.add_argument("--cpu", action="store_true",
-                   help=f"the CPU protocol ({', '.join(f'{k}={v}' for k, v in CPU_PROTOCOL.items())}); "
-                        "options given explicitly win")  # fmt: skip
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: tiny input, one epoch per step, two points (on BCCD: a slice of the data)")
+    p.add_argument(
+        "--review-cost", type=float, default=0.2, help="cost of confirming or deleting a box, in draws"
+    )
+    p.add_argument(
+        "--move-cost", type=float, default=0.5, help="cost of moving a model box onto an object, in draws"
+    )
+    p.add_argument(
+        "--cpu",
+        action="store_true",
+        help=f"the CPU protocol ({', '.join(f'{k}={v}' for k, v in CPU_PROTOCOL.items())}); "
+        "options given explicitly win",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: tiny input, one epoch per step, two points (on BCCD: a slice of the data)",
+    )
     p.add_argument("--quick-images", type=int, nargs=2, default=(16, 8), metavar=("TRAIN", "EVAL"))
     p.add_argument("--output-dir", default=os.path.join(ROOT, "outputs", "efficiency"))
-    p.add_argument("--json-out", default=None, help="also write the results JSON here (docs/efficiency_bccd.json)")
+    p.add_argument(
+        "--json-out", default=None, help="also write the results JSON here (docs/efficiency_bccd.json)"
+    )
     return p
 
 
@@ -134,16 +165,41 @@ def bench_root(src: str, out: str, eval_splits: list[str], n_train: int | None, 
 
 
 def bccd_flags(root: str) -> list[str]:
-    return ["--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train", "--voc-val-split", "eval",
-            "--voc-classes", *BCCD_CLASSES]  # fmt: skip
+    return [
+        "--dataset",
+        "voc",
+        "--voc-roots",
+        root,
+        "--voc-train-split",
+        "train",
+        "--voc-val-split",
+        "eval",
+        "--voc-classes",
+        *BCCD_CLASSES,
+    ]
 
 
 def common_flags(args, data_flags: list[str], seed: int) -> list[str]:
     """The shared protocol: data, model, schedule, seed; fixed budgets (no AP-shift early stopping),
     one evaluation per phase, deterministic so that round 0 is the same model for every method."""
-    flags = [*data_flags, "--model", args.model, "--min-size", str(args.min_size), "--lr", str(args.lr),
-             "--warmup-iters", str(args.warmup_iters), "--seed", str(seed), "--ap_shift_pretrain", "0",
-             "--ap_shift_asm", "0", "--deterministic"]  # fmt: skip
+    flags = [
+        *data_flags,
+        "--model",
+        args.model,
+        "--min-size",
+        str(args.min_size),
+        "--lr",
+        str(args.lr),
+        "--warmup-iters",
+        str(args.warmup_iters),
+        "--seed",
+        str(seed),
+        "--ap_shift_pretrain",
+        "0",
+        "--ap_shift_asm",
+        "0",
+        "--deterministic",
+    ]
     if args.weights_backbone:
         flags += ["--weights-backbone", args.weights_backbone]
     return flags
@@ -164,25 +220,56 @@ def run_tool(cmd: list[str], log_path: str, threads: int | None) -> str:
         with open(log_path, encoding="utf-8") as f:
             last = [line.strip() for line in f if line.strip()][-1:] or ["?"]
         raise RuntimeError(f"exit code {proc.returncode}: {last[0][:300]} (log: {log_path})")
-    print(f"  done in {time.perf_counter() - t:.0f} s: {os.path.basename(os.path.dirname(log_path))}", flush=True)
+    print(
+        f"  done in {time.perf_counter() - t:.0f} s: {os.path.basename(os.path.dirname(log_path))}",
+        flush=True,
+    )
     return proc.stdout
 
 
-def sampler_curve(args, data_flags: list[str], seed: int, method: str, n_train: int, threads: int | None) -> dict:
+def sampler_curve(
+    args, data_flags: list[str], seed: int, method: str, n_train: int, threads: int | None
+) -> dict:
     """One ``al_curve.py`` curve (another trainer: an extra curve, not the baseline); resumes."""
     out = os.path.join(args.output_dir, f"{method.replace('/', '_')}_seed{seed}")
     os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, os.path.join(ROOT, "al_curve.py"), *common_flags(args, data_flags, seed),
-           "--seeds", str(seed), "--train-batch-size", str(args.batch_size), "--output-dir", out,
-           "--resume_or_load", "continue", "--samplers", SAMPLER_METHODS[method], "--seed_batch", str(args.initial),
-           "--step-size", str(image_count(args.step, n_train)), "--epochs", str(args.epochs), "--step-epochs",
-           str(args.step_epochs)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "al_curve.py"),
+        *common_flags(args, data_flags, seed),
+        "--seeds",
+        str(seed),
+        "--train-batch-size",
+        str(args.batch_size),
+        "--output-dir",
+        out,
+        "--resume_or_load",
+        "continue",
+        "--samplers",
+        SAMPLER_METHODS[method],
+        "--seed_batch",
+        str(args.initial),
+        "--step-size",
+        str(image_count(args.step, n_train)),
+        "--epochs",
+        str(args.epochs),
+        "--step-epochs",
+        str(args.step_epochs),
+    ]
     cmd += ["--steps", str(args.steps)] if args.steps else []
     run_tool(cmd, os.path.join(out, "bench.log"), threads)
     with open(os.path.join(out, "curves.json"), encoding="utf-8") as f:
         steps = json.load(f)["curves"][0]["steps"]
-    points = [{**{k: v for k, v in s.items() if k.startswith("AP")}, "images": s["images"],
-               "human_drawn_boxes": s["human_drawn_boxes"], "reviewed": 0, "moved": 0} for s in steps]  # fmt: skip
+    points = [
+        {
+            **{k: v for k, v in s.items() if k.startswith("AP")},
+            "images": s["images"],
+            "human_drawn_boxes": s["human_drawn_boxes"],
+            "reviewed": 0,
+            "moved": 0,
+        }
+        for s in steps
+    ]
     return {"method": method, "seed": seed, "points": points}
 
 
@@ -192,15 +279,37 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
     out = os.path.join(args.output_dir, f"asm_{method.replace('+', 'plus').replace('/', '_')}_seed{seed}")
     summary_path = os.path.join(out, "summary.json")
     if not os.path.isfile(summary_path):
-        cmd = [sys.executable, os.path.join(ROOT, "train_asm_one.py"), *common_flags(args, data_flags, seed),
-               "--batch_size", str(args.batch_size), "--coco-ap", "true", "--output-dir", out,
-               "--review-cost", str(args.review_cost), "--move-cost", str(args.move_cost),
-               "--eval-interval", "100000"]  # fmt: skip (evaluate once, at the end of each phase)
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, "train_asm_one.py"),
+            *common_flags(args, data_flags, seed),
+            "--batch_size",
+            str(args.batch_size),
+            "--coco-ap",
+            "true",
+            "--output-dir",
+            out,
+            "--review-cost",
+            str(args.review_cost),
+            "--move-cost",
+            str(args.move_cost),
+            "--eval-interval",
+            "100000",
+        ]  # evaluate once, at the end of each phase
         if method == "supervised":
             cmd += ["--strategy", "none", "--epochs", str(args.supervised_epochs)]
         else:
-            cmd += ["--K", str(image_count(args.step, n_train)), "--initial", str(args.initial), "--epochs",
-                    str(args.epochs), "--round-epochs", str(args.step_epochs), *ASM_METHODS[method]]  # fmt: skip
+            cmd += [
+                "--K",
+                str(image_count(args.step, n_train)),
+                "--initial",
+                str(args.initial),
+                "--epochs",
+                str(args.epochs),
+                "--round-epochs",
+                str(args.step_epochs),
+                *ASM_METHODS[method],
+            ]
         if args.steps and method != "supervised":
             cmd += ["--max-rounds", str(args.steps - 1)]
         if os.path.isfile(os.path.join(out, "last.pth")):
@@ -216,9 +325,17 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
     for k, r in sorted(rounds.items()):
         reviewed += r.get("confirmed", 0) + r.get("deleted", 0)
         moved += r.get("moved", 0)
-        points.append({**{key: v for key, v in r.items() if key.startswith("AP")}, "images": r["labelled_images"],
-                       "human_drawn_boxes": r["human_drawn_total"], "reviewed": reviewed, "moved": moved,
-                       "precision": r.get("precision"), "round": k})  # fmt: skip
+        points.append(
+            {
+                **{key: v for key, v in r.items() if key.startswith("AP")},
+                "images": r["labelled_images"],
+                "human_drawn_boxes": r["human_drawn_total"],
+                "reviewed": reviewed,
+                "moved": moved,
+                "precision": r.get("precision"),
+                "round": k,
+            }
+        )
     return {"method": method, "seed": seed, "points": points}
 
 
@@ -232,7 +349,12 @@ def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list
         runner = sampler_curve if method in SAMPLER_METHODS else asm_curve
         try:
             return runner(args, data_flags, seed, method, n_train, threads), None
-        except (RuntimeError, OSError, KeyError, ValueError) as e:  # one method's death is reported, not fatal
+        except (
+            RuntimeError,
+            OSError,
+            KeyError,
+            ValueError,
+        ) as e:  # one method's death is reported, not fatal
             print(f"  FAILED {method} seed {seed}: {e}", flush=True)
             return None, {"method": method, "seed": seed, "error": str(e)}
 
@@ -244,7 +366,9 @@ def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list
 def with_cost(curves: list[dict], review_cost: float, move_cost: float) -> None:
     for c in curves:
         for p in c["points"]:
-            p["cost"] = round(p["human_drawn_boxes"] + review_cost * p["reviewed"] + move_cost * p["moved"], 2)
+            p["cost"] = round(
+                p["human_drawn_boxes"] + review_cost * p["reviewed"] + move_cost * p["moved"], 2
+            )
 
 
 def first_reaching(points: list[dict], key: str, target: float, x: str = "human_drawn_boxes") -> float | None:
@@ -261,8 +385,13 @@ def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str =
     """For one metric (``AP50`` or ``AP50/<class>``): the supervised value, box and cost fractions
     to reach 90/95/100% of it, the area under the curve, and each ASM method against random."""
     sup = {c["seed"]: c["points"][-1][key] for c in curves if c["method"] == "supervised"}
-    result = {"supervised": _mean_std(list(sup.values())), "box_fraction": {}, "cost_fraction": {}, "auc": {},
-              "vs_random": {}}  # fmt: skip
+    result = {
+        "supervised": _mean_std(list(sup.values())),
+        "box_fraction": {},
+        "cost_fraction": {},
+        "auc": {},
+        "vs_random": {},
+    }
     for m in methods:
         runs = [c for c in curves if c["method"] == m and c["seed"] in sup]
         if not runs:
@@ -277,8 +406,9 @@ def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str =
         # mean AP over the budget from the shared initial pool to every box drawn (flat past a curve's end)
         start = min(c["points"][0]["human_drawn_boxes"] for c in runs)
         grid = np.linspace(start, total_boxes, 201)
-        result["auc"][m] = round(float(np.mean([_interp(c["points"], "human_drawn_boxes", key, grid).mean()
-                                                for c in runs])), 4)  # fmt: skip
+        result["auc"][m] = round(
+            float(np.mean([_interp(c["points"], "human_drawn_boxes", key, grid).mean() for c in runs])), 4
+        )
     randoms = {c["seed"]: c["points"] for c in curves if c["method"] == BASELINE}
     for m in (m for m in methods if m in ASM_METHODS and m != BASELINE):
         per_point: dict[int, list[float]] = {}
@@ -307,7 +437,9 @@ def round0_identical(curves: list[dict], tol: float = 1e-6) -> dict[int, bool]:
 
 
 def _mean_std(values: list[float]) -> dict | None:
-    return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)} if values else None
+    return (
+        {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)} if values else None
+    )
 
 
 def plot(curves: list[dict], summary: dict, methods: list[str], total_boxes: int, path: str) -> None:
@@ -318,8 +450,10 @@ def plot(curves: list[dict], summary: dict, methods: list[str], total_boxes: int
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=90)
     sup = summary["supervised"]["mean"]
-    for ax, key, label in ((axes[0], "human_drawn_boxes", "human-drawn boxes (% of all train boxes)"),
-                           (axes[1], "cost", "weighted cost (% of drawing every box)")):  # fmt: skip
+    for ax, key, label in (
+        (axes[0], "human_drawn_boxes", "human-drawn boxes (% of all train boxes)"),
+        (axes[1], "cost", "weighted cost (% of drawing every box)"),
+    ):
         for m in methods:
             runs = [c["points"] for c in curves if c["method"] == m]
             if not runs:
@@ -334,8 +468,10 @@ def plot(curves: list[dict], summary: dict, methods: list[str], total_boxes: int
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     seeds = sorted({c["seed"] for c in curves})
-    fig.suptitle(f"AP50 against human effort (seeds {seeds}; mean +- std; {BASELINE}: same trainer, every box "
-                 "drawn)", fontsize=10)  # fmt: skip
+    fig.suptitle(
+        f"AP50 against human effort (seeds {seeds}; mean +- std; {BASELINE}: same trainer, every box drawn)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -345,39 +481,59 @@ def tables(curves: list[dict], summary: dict, per_class: dict, methods: list[str
     """Markdown: the summary per method, per class, and every point."""
     pct = lambda v: "never" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     sup = summary["supervised"]
-    lines = [f"Supervised upper bound: AP50 {sup['mean']:.3f} +- {sup['std']:.3f} ({total_boxes} train boxes, all drawn).",
-             "", "| method | boxes to 90% | 95% | 100% of supervised AP50 | cost to 100% | AUC AP50 | min margin vs random after round 1 |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"Supervised upper bound: AP50 {sup['mean']:.3f} +- {sup['std']:.3f} ({total_boxes} train boxes, all drawn).",
+        "",
+        "| method | boxes to 90% | 95% | 100% of supervised AP50 | cost to 100% | AUC AP50 | min margin vs random after round 1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for m in (m for m in methods if m in summary["box_fraction"]):
         b, vs = summary["box_fraction"][m], summary["vs_random"].get(m, {})
         margin = vs.get("min_margin_ap50")
-        lines.append(f"| {m} | {pct(b['90pct'])} | {pct(b['95pct'])} | {pct(b['100pct'])} | "
-                     f"{pct(summary['cost_fraction'][m]['100pct'])} | {summary['auc'][m]:.3f} | "
-                     f"{'-' if margin is None else f'{margin:+.3f}'} |")  # fmt: skip
-    lines += ["", "| class | supervised AP50 | " + " | ".join(f"{m}: boxes to 100% / AUC" for m in methods) + " |",
-              "|---|---|" + "---|" * len(methods)]  # fmt: skip
+        lines.append(
+            f"| {m} | {pct(b['90pct'])} | {pct(b['95pct'])} | {pct(b['100pct'])} | "
+            f"{pct(summary['cost_fraction'][m]['100pct'])} | {summary['auc'][m]:.3f} | "
+            f"{'-' if margin is None else f'{margin:+.3f}'} |"
+        )
+    lines += [
+        "",
+        "| class | supervised AP50 | " + " | ".join(f"{m}: boxes to 100% / AUC" for m in methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
     for cls, s in per_class.items():
-        cells = [f"{pct(s['box_fraction'][m]['100pct'])} / {s['auc'][m]:.3f}" if m in s["auc"] else "-" for m in methods]
+        cells = [
+            f"{pct(s['box_fraction'][m]['100pct'])} / {s['auc'][m]:.3f}" if m in s["auc"] else "-"
+            for m in methods
+        ]
         lines.append(f"| {cls} | {s['supervised']['mean']:.3f} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | seed | point | images | drawn | % boxes | cost | AP50 | precision |",
-              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "| method | seed | point | images | drawn | % boxes | cost | AP50 | precision |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in curves:
         for k, p in enumerate(c["points"]):
             prec = "-" if p.get("precision") is None else f"{p['precision']:.3f}"
-            lines.append(f"| {c['method']} | {c['seed']} | {k} | {p['images']} | {p['human_drawn_boxes']} | "
-                         f"{100 * p['human_drawn_boxes'] / total_boxes:.1f}% | {p['cost']:.0f} | {p['AP50']:.3f} | {prec} |")
+            lines.append(
+                f"| {c['method']} | {c['seed']} | {k} | {p['images']} | {p['human_drawn_boxes']} | "
+                f"{100 * p['human_drawn_boxes'] / total_boxes:.1f}% | {p['cost']:.0f} | {p['AP50']:.3f} | {prec} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def parse(argv: list[str] | None, parser: argparse.ArgumentParser | None = None,
-          ) -> tuple[argparse.Namespace, list[str], argparse.Namespace | None]:  # fmt: skip
+def parse(
+    argv: list[str] | None,
+    parser: argparse.ArgumentParser | None = None,
+) -> tuple[argparse.Namespace, list[str], argparse.Namespace | None]:
     """The study's options (``parser``: this script's, or a benchmark's that extends it), the data
     flags to forward (checked against the entry's data options), and those flags parsed (None: BCCD)."""
     from datasets.build import add_data_args
 
     parser = parser or get_args_parser()
     args, rest = parser.parse_known_args(argv)
-    given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
+    given = {
+        a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")
+    }
     if args.cpu:
         for key, value in CPU_PROTOCOL.items():
             if key not in given:
@@ -399,12 +555,16 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     if data is None:  # BCCD: train vs val + test
         if not os.path.isdir(os.path.join(args.bccd_root, "Annotations")):
-            print(f"error: {args.bccd_root} is not a VOC root (no Annotations/); pass --bccd-root or the data "
-                  "options of train_asm_one.py (--dataset ...)", file=sys.stderr)  # fmt: skip
+            print(
+                f"error: {args.bccd_root} is not a VOC root (no Annotations/); pass --bccd-root or the data "
+                "options of train_asm_one.py (--dataset ...)",
+                file=sys.stderr,
+            )
             return 2
         n_train, n_eval = args.quick_images if args.quick else (None, None)
-        data_flags = bccd_flags(bench_root(os.path.abspath(args.bccd_root), args.output_dir, args.eval_splits,
-                                           n_train, n_eval))  # fmt: skip
+        data_flags = bccd_flags(
+            bench_root(os.path.abspath(args.bccd_root), args.output_dir, args.eval_splits, n_train, n_eval)
+        )
         data = parse([*data_flags, "--output-dir", args.output_dir])[2]
     from datasets import AnnotationError
     from datasets.build import build_datasets
@@ -424,17 +584,36 @@ def main(argv: list[str] | None = None) -> int:
     summary = analyse(curves, total_boxes, args.methods)
     per_class = {cls: analyse(curves, total_boxes, args.methods, f"AP50/{cls}") for cls in classes}
     same_start = round0_identical(curves)
-    headline = {"default_method": DEFAULT_METHOD, "baseline": BASELINE, "supervised_ap50": summary["supervised"]["mean"],
-                "round0_identical": bool(same_start) and all(same_start.values()),
-                "round0_identical_per_seed": same_start,
-                **{f"box_fraction_to_{level}pct": {m: v[f"{level}pct"] for m, v in summary["box_fraction"].items()}
-                   for level in (95, 100)},
-                "asm_vs_random": {m: {k: v[k] for k in ("min_margin_ap50", "at_or_above_after_round1")}
-                                  for m, v in summary["vs_random"].items()},
-                "failed": failures, "seeds": args.seeds}  # fmt: skip
-    result = {**headline, "settings": {**vars(args), "data_flags": data_flags, "classes": classes,
-                                       "total_boxes": total_boxes, "train_images": len(train)},
-              "summary": summary, "per_class": per_class, "curves": curves}  # fmt: skip
+    headline = {
+        "default_method": DEFAULT_METHOD,
+        "baseline": BASELINE,
+        "supervised_ap50": summary["supervised"]["mean"],
+        "round0_identical": bool(same_start) and all(same_start.values()),
+        "round0_identical_per_seed": same_start,
+        **{
+            f"box_fraction_to_{level}pct": {m: v[f"{level}pct"] for m, v in summary["box_fraction"].items()}
+            for level in (95, 100)
+        },
+        "asm_vs_random": {
+            m: {k: v[k] for k in ("min_margin_ap50", "at_or_above_after_round1")}
+            for m, v in summary["vs_random"].items()
+        },
+        "failed": failures,
+        "seeds": args.seeds,
+    }
+    result = {
+        **headline,
+        "settings": {
+            **vars(args),
+            "data_flags": data_flags,
+            "classes": classes,
+            "total_boxes": total_boxes,
+            "train_images": len(train),
+        },
+        "summary": summary,
+        "per_class": per_class,
+        "curves": curves,
+    }
     for path in filter(None, (os.path.join(args.output_dir, "efficiency.json"), args.json_out)):
         atomic_write_text(path, json.dumps(result, indent=1))
     plot(curves, summary, args.methods, total_boxes, os.path.join(args.output_dir, "efficiency.png"))

@@ -42,9 +42,14 @@ def bench_merge(n_images: int, n_dets: int) -> dict:
         t = time.perf_counter()
         results = merge_batch(dets, gts, cfg)
         best = min(best, time.perf_counter() - t)
-    assert all(same_result(r, merge_by_loop(d, g, cfg)) for r, d, g in zip(results, dets, gts)), "merge != oracle"
-    print(f"merge: {best:.3f} s for {n_images} images ({sum(r.confirmed for r in results)} SL, "
-          f"{sum(r.demoted for r in results)} demoted), identical to the per-box loop", flush=True)
+    assert all(same_result(r, merge_by_loop(d, g, cfg)) for r, d, g in zip(results, dets, gts)), (
+        "merge != oracle"
+    )
+    print(
+        f"merge: {best:.3f} s for {n_images} images ({sum(r.confirmed for r in results)} SL, "
+        f"{sum(r.demoted for r in results)} demoted), identical to the per-box loop",
+        flush=True,
+    )
     return {"merge_seconds": round(best, 4), "merge_images_per_s": round(n_images / best, 1)}
 
 
@@ -75,7 +80,11 @@ def bench_detect(args: argparse.Namespace) -> dict:
     batches = [[im.to(device) for im in images] for images, _ in loader]  # the same batches, decoded up front
     paths = [os.path.join(data.image_root, r.file_name) for r in records]
     pure_forward(model, batches[:1], device)
-    times: dict[str, list[float]] = {"detect": [], "forward": [], **({"loop": []} if device.type == "cpu" else {})}
+    times: dict[str, list[float]] = {
+        "detect": [],
+        "forward": [],
+        **({"loop": []} if device.type == "cpu" else {}),
+    }
     for _ in range(args.repeat):
         t = time.perf_counter()
         detect(model, loader, device, masks=False)
@@ -89,17 +98,22 @@ def bench_detect(args: argparse.Namespace) -> dict:
             times["loop"].append(time.perf_counter() - t)
         print({k: round(v[-1], 3) for k, v in times.items()}, flush=True)
     best = {k: min(v) for k, v in times.items()}
-    out = {"detect_vs_forward": round(best["forward"] / best["detect"], 4),
-           "detect_images_per_s": round(len(records) / best["detect"], 2),
-           "forward_images_per_s": round(len(records) / best["forward"], 2), "detect_seconds": best["detect"],
-           "detect_images": len(records)}  # fmt: skip
+    out = {
+        "detect_vs_forward": round(best["forward"] / best["detect"], 4),
+        "detect_images_per_s": round(len(records) / best["detect"], 2),
+        "forward_images_per_s": round(len(records) / best["forward"], 2),
+        "detect_seconds": best["detect"],
+        "detect_images": len(records),
+    }
     if "loop" in best:
         out["detect_vs_per_image_loop"] = round(best["loop"] / best["detect"], 3)
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--merge-images", type=int, default=1000)
     parser.add_argument("--merge-dets", type=int, default=100)
     parser.add_argument("--detect-images", type=int, default=96)
@@ -112,7 +126,9 @@ def main() -> None:
     detection = bench_detect(args)
     result = bench_merge(args.merge_images, args.merge_dets)
     per_image_detect = detection["detect_seconds"] / detection["detect_images"]
-    result["merge_fraction_of_detect"] = round(result["merge_seconds"] / args.merge_images / per_image_detect, 4)
+    result["merge_fraction_of_detect"] = round(
+        result["merge_seconds"] / args.merge_images / per_image_detect, 4
+    )
     print(json.dumps({**result, **detection}))
 
 

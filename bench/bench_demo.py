@@ -23,8 +23,15 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEYS = ("ap50", "rounds", "labelled_images", "human_drawn_boxes", "confirmed_boxes", "human_saved_fraction",
-        "stopped")  # fmt: skip
+KEYS = (
+    "ap50",
+    "rounds",
+    "labelled_images",
+    "human_drawn_boxes",
+    "confirmed_boxes",
+    "human_saved_fraction",
+    "stopped",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,11 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("extra", nargs="*", help="options appended to the default command (to try other settings)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
-        cmd = [sys.executable, os.path.join(ROOT, "train_asm_one.py"), "--K", "100", "--output-dir",
-               os.path.join(tmp, "run"), *args.extra]  # fmt: skip
-        env = dict(os.environ, ASM_CACHE_DIR=os.path.join(tmp, "cache"))  # a fresh machine: the demo is generated
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, "train_asm_one.py"),
+            "--K",
+            "100",
+            "--output-dir",
+            os.path.join(tmp, "run"),
+            *args.extra,
+        ]
+        env = dict(
+            os.environ, ASM_CACHE_DIR=os.path.join(tmp, "cache")
+        )  # a fresh machine: the demo is generated
         start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -45,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     lines = proc.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
     print("\n".join(lines[-8:-1]))  # the closing lines the user reads
-    result = {"demo_s": round(seconds, 1), **{k: summary.get(k) for k in KEYS}, "threads": torch.get_num_threads(),
-              "extra": args.extra}  # fmt: skip
+    result = {
+        "demo_s": round(seconds, 1),
+        **{k: summary.get(k) for k in KEYS},
+        "threads": torch.get_num_threads(),
+        "extra": args.extra,
+    }
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)

@@ -36,7 +36,9 @@ def worker(args: argparse.Namespace) -> None:
         data = dist.main_first(load_demo, "train")
         records = data.records[: args.images]
         torch.manual_seed(0)
-        model = build_model("fasterrcnn_mobilenet_v2_fpn", data.num_classes + 1, min_size=224, preset="cpu_fast")
+        model = build_model(
+            "fasterrcnn_mobilenet_v2_fpn", data.num_classes + 1, min_size=224, preset="cpu_fast"
+        )
         options = argparse.Namespace(eval_batch_size=1, workers=0)
         detect(model, eval_loader(records[:8], data.image_root, options), device)  # warm-up
         loader = eval_loader(records, data.image_root, options)
@@ -57,9 +59,21 @@ def launch(nproc: int, images: int, repeat: int) -> dict:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               os.path.abspath(__file__), "--worker", "--result", result, "--images", str(images),
-               "--repeat", str(repeat)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            os.path.abspath(__file__),
+            "--worker",
+            "--result",
+            result,
+            "--images",
+            str(images),
+            "--repeat",
+            str(repeat),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // nproc))}
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -84,9 +98,17 @@ def main() -> None:
         return
     one = launch(1, args.images, args.repeat)
     many = launch(args.nproc, args.images, args.repeat)
-    print(json.dumps({"detect_nproc_vs_1": round(many["images_per_s"] / one["images_per_s"], 3),
-                      "nproc": args.nproc, "images_per_s_1": round(one["images_per_s"], 1),
-                      f"images_per_s_{args.nproc}": round(many["images_per_s"], 1), "cores": os.cpu_count()}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "detect_nproc_vs_1": round(many["images_per_s"] / one["images_per_s"], 3),
+                "nproc": args.nproc,
+                "images_per_s_1": round(one["images_per_s"], 1),
+                f"images_per_s_{args.nproc}": round(many["images_per_s"], 1),
+                "cores": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,20 +48,39 @@ def generate(path: str, num_images: int, num_boxes: int, seed: int = 0) -> None:
     xy = rng.uniform(0, 300, size=(num_boxes, 2)).round(2)
     wh = rng.uniform(2, 300, size=(num_boxes, 2)).round(2)
     cats = rng.choice(cat_ids, size=num_boxes)
-    images = [{"id": i + 1, "file_name": f"{i + 1:012d}.jpg", "width": int(w), "height": int(h),
-               "license": 1, "date_captured": "2013-11-14 16:28:13"} for i, (w, h) in enumerate(sizes)]  # fmt: skip
+    images = [
+        {
+            "id": i + 1,
+            "file_name": f"{i + 1:012d}.jpg",
+            "width": int(w),
+            "height": int(h),
+            "license": 1,
+            "date_captured": "2013-11-14 16:28:13",
+        }
+        for i, (w, h) in enumerate(sizes)
+    ]
     anns = []
     for k in range(num_boxes):
         x, y = xy[k].tolist()
         w, h = wh[k].tolist()
         poly = [x, y, x + w, y, x + w, y + h, x + w / 2, y + h + 0.0, x, y + h, x, y + h / 2]
-        anns.append({"id": k + 1, "image_id": int(image_of[k]), "category_id": int(cats[k]),
-                     "bbox": [x, y, w, h], "area": round(w * h, 2), "iscrowd": 0,
-                     "segmentation": [[round(v, 2) for v in poly]]})  # fmt: skip
+        anns.append(
+            {
+                "id": k + 1,
+                "image_id": int(image_of[k]),
+                "category_id": int(cats[k]),
+                "bbox": [x, y, w, h],
+                "area": round(w * h, 2),
+                "iscrowd": 0,
+                "segmentation": [[round(v, 2) for v in poly]],
+            }
+        )
     cats_json = [{"id": c, "name": f"class{c}", "supercategory": "thing"} for c in cat_ids]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"info": {}, "licenses": [], "images": images, "annotations": anns, "categories": cats_json}, f)
+        json.dump(
+            {"info": {}, "licenses": [], "images": images, "annotations": anns, "categories": cats_json}, f
+        )
     os.replace(tmp, path)
 
 
@@ -72,7 +91,9 @@ def run_child(which: str, path: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", default=os.path.join(ROOT, "bench", "_work"))
     parser.add_argument("--images", type=int, default=118_287)
     parser.add_argument("--boxes", type=int, default=860_001)
@@ -94,9 +115,15 @@ def main() -> None:
     base = min(r["time"] for r in results["pycocotools"])
     print(f"COCO(): {base:.2f} s, peak {max(r['rss_gb'] for r in results['pycocotools']):.2f} GB")
     print(f"load_coco: {ours:.2f} s, peak {max(r['rss_gb'] for r in results['asm']):.2f} GB")
-    print(json.dumps({"load_time_ratio": round(ours / base, 3),
-                      "peak_rss_gb": round(max(r["rss_gb"] for r in results["asm"]), 3),
-                      "baseline_peak_rss_gb": round(max(r["rss_gb"] for r in results["pycocotools"]), 3)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "load_time_ratio": round(ours / base, 3),
+                "peak_rss_gb": round(max(r["rss_gb"] for r in results["asm"]), 3),
+                "baseline_peak_rss_gb": round(max(r["rss_gb"] for r in results["pycocotools"]), 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-_spec = importlib.util.spec_from_file_location("asm_efficiency", os.path.join(ROOT, "bench", "asm_efficiency.py"))
+_spec = importlib.util.spec_from_file_location(
+    "asm_efficiency", os.path.join(ROOT, "bench", "asm_efficiency.py")
+)
 efficiency = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(efficiency)
 
@@ -41,7 +43,9 @@ MAX_STEP_RATIO = 1.2
 def get_args_parser() -> argparse.ArgumentParser:
     p = efficiency.get_args_parser()
     p.description = __doc__
-    p.add_argument("--timing-steps", type=int, default=8, help="training steps timed per head (after 2 warm-up)")
+    p.add_argument(
+        "--timing-steps", type=int, default=8, help="training steps timed per head (after 2 warm-up)"
+    )
     p.set_defaults(seeds=[1, 2], output_dir=os.path.join(ROOT, "outputs", "pisa"), cpu=True)
     return p
 
@@ -51,9 +55,25 @@ def run_head(args, data_flags: list[str], seed: int, head: str, threads: int | N
     out = os.path.join(args.output_dir, f"{head}_seed{seed}")
     summary_path = os.path.join(out, "summary.json")
     if not os.path.isfile(summary_path):
-        cmd = [sys.executable, os.path.join(ROOT, "train_asm_one.py"), *efficiency.common_flags(args, data_flags, seed),
-               "--batch_size", str(args.batch_size), "--coco-ap", "true", "--output-dir", out, "--strategy", "none",
-               "--epochs", str(args.supervised_epochs), "--eval-interval", "100000", "--roi-head", head]  # fmt: skip
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, "train_asm_one.py"),
+            *efficiency.common_flags(args, data_flags, seed),
+            "--batch_size",
+            str(args.batch_size),
+            "--coco-ap",
+            "true",
+            "--output-dir",
+            out,
+            "--strategy",
+            "none",
+            "--epochs",
+            str(args.supervised_epochs),
+            "--eval-interval",
+            "100000",
+            "--roi-head",
+            head,
+        ]
         if os.path.isfile(os.path.join(out, "last.pth")):
             cmd += ["--resume", os.path.join(out, "last.pth")]
         os.makedirs(out, exist_ok=True)
@@ -62,8 +82,13 @@ def run_head(args, data_flags: list[str], seed: int, head: str, threads: int | N
     log = read_jsonl(os.path.join(out, "log.jsonl"))
     point = [e for e in log if e["type"] == "round"][-1]
     seconds = [e["seconds"] for e in log if e["type"] == "epoch"]
-    return {"head": head, "seed": seed, "AP50": point["AP50"], "AP": point.get("AP"),
-            "epoch_s": round(statistics.median(seconds), 1)}  # fmt: skip
+    return {
+        "head": head,
+        "seed": seed,
+        "AP50": point["AP50"],
+        "AP": point.get("AP"),
+        "epoch_s": round(statistics.median(seconds), 1),
+    }
 
 
 def step_time_ratio(args, data, steps: int) -> float:
@@ -73,15 +98,25 @@ def step_time_ratio(args, data, steps: int) -> float:
     from net.models import build_model
 
     torch.manual_seed(0)
-    models = {head: build_model(args.model, data.num_classes + 1, min_size=args.min_size, preset="cpu_fast",
-                                roi_head=head).train() for head in HEADS}  # fmt: skip
+    models = {
+        head: build_model(
+            args.model, data.num_classes + 1, min_size=args.min_size, preset="cpu_fast", roi_head=head
+        ).train()
+        for head in HEADS
+    }
     models["pisa"].load_state_dict(models["standard"].state_dict())
-    dataset = DetectionDataset(data.records[: args.batch_size * (steps + 2)], data.image_root, build_transforms(False))
-    batches = [collate_fn([dataset[i] for i in range(k, k + args.batch_size)])
-               for k in range(0, len(dataset) - args.batch_size + 1, args.batch_size)]  # fmt: skip
+    dataset = DetectionDataset(
+        data.records[: args.batch_size * (steps + 2)], data.image_root, build_transforms(False)
+    )
+    batches = [
+        collate_fn([dataset[i] for i in range(k, k + args.batch_size)])
+        for k in range(0, len(dataset) - args.batch_size + 1, args.batch_size)
+    ]
     times: dict[str, list[float]] = {head: [] for head in HEADS}
     for k, (images, targets) in enumerate(batches):
-        for head in HEADS if k % 2 == 0 else HEADS[::-1]:  # alternate, so drift in the machine's speed cancels
+        for head in (
+            HEADS if k % 2 == 0 else HEADS[::-1]
+        ):  # alternate, so drift in the machine's speed cancels
             model = models[head]
             start = time.perf_counter()
             sum(model(list(images), list(targets)).values()).backward()
@@ -96,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     if data is None:
         n_train, n_eval = args.quick_images if args.quick else (None, None)
-        data_flags = efficiency.bccd_flags(efficiency.bench_root(os.path.abspath(args.bccd_root), args.output_dir,
-                                                                 args.eval_splits, n_train, n_eval))  # fmt: skip
+        data_flags = efficiency.bccd_flags(
+            efficiency.bench_root(
+                os.path.abspath(args.bccd_root), args.output_dir, args.eval_splits, n_train, n_eval
+            )
+        )
         data = efficiency.parse([*data_flags, "--output-dir", args.output_dir], get_args_parser())[2]
     from datasets.build import build_datasets
 
@@ -114,17 +152,37 @@ def main(argv: list[str] | None = None) -> int:
         return round(statistics.mean(values), 4) if values else None
 
     by_seed = {s: {r["head"]: r for r in runs if r["seed"] == s} for s in args.seeds}
-    wins = all(v["pisa"]["AP50"] > v["standard"]["AP50"] for v in by_seed.values()) and ratio <= MAX_STEP_RATIO
-    result = {"seeds": args.seeds, "ap50_baseline": mean("standard", "AP50"), "ap50_pisa": mean("pisa", "AP50"),
-              "ap_baseline": mean("standard", "AP"), "ap_pisa": mean("pisa", "AP"), "step_time_ratio": ratio,
-              "pisa_wins": wins, "runs": runs,
-              "settings": {"data_flags": data_flags, "min_size": args.min_size, "epochs": args.supervised_epochs,
-                           "batch_size": args.batch_size, "lr": args.lr, "model": args.model,
-                           "weights_backbone": args.weights_backbone, "quick": args.quick}}  # fmt: skip
+    wins = (
+        all(v["pisa"]["AP50"] > v["standard"]["AP50"] for v in by_seed.values()) and ratio <= MAX_STEP_RATIO
+    )
+    result = {
+        "seeds": args.seeds,
+        "ap50_baseline": mean("standard", "AP50"),
+        "ap50_pisa": mean("pisa", "AP50"),
+        "ap_baseline": mean("standard", "AP"),
+        "ap_pisa": mean("pisa", "AP"),
+        "step_time_ratio": ratio,
+        "pisa_wins": wins,
+        "runs": runs,
+        "settings": {
+            "data_flags": data_flags,
+            "min_size": args.min_size,
+            "epochs": args.supervised_epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "model": args.model,
+            "weights_backbone": args.weights_backbone,
+            "quick": args.quick,
+        },
+    }
     for path in filter(None, (os.path.join(args.output_dir, "pisa.json"), args.json_out)):
         atomic_write_text(path, json.dumps(result, indent=1))
-    print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "settings")}
-                     | {"wall_s": round(time.perf_counter() - start, 1)}))  # fmt: skip
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if k not in ("runs", "settings")}
+            | {"wall_s": round(time.perf_counter() - start, 1)}
+        )
+    )
     return 0
 
 

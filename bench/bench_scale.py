@@ -102,8 +102,12 @@ def child(code: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=30, help="images of the small evaluation (the large one: 10 n)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--n", type=int, default=30, help="images of the small evaluation (the large one: 10 n)"
+    )
     parser.add_argument("--K", type=int, default=10_000)
     parser.add_argument("--work", default=os.path.join(ROOT, "bench", "_work"))
     parser.add_argument("--skip-eval", action="store_true")
@@ -116,7 +120,10 @@ def main() -> None:
         large = child(EVAL_CHILD.format(root=ROOT, n=10 * args.n, cache=cache))
         print("eval", small, large, flush=True)
         result["eval_rss_growth"] = round(large["rss_gb"] / small["rss_gb"], 4)
-        result["eval_peak_gb"] = {str(small["images"]): round(small["rss_gb"], 3), str(large["images"]): round(large["rss_gb"], 3)}
+        result["eval_peak_gb"] = {
+            str(small["images"]): round(small["rss_gb"], 3),
+            str(large["images"]): round(large["rss_gb"], 3),
+        }
     sys.path.insert(0, ROOT)
     from bench.bench_load import generate
 
@@ -125,9 +132,16 @@ def main() -> None:
         generate(path, 118_287, 860_001)
     rnd = child(ROUND_CHILD.format(root=ROOT, path=path, K=args.K, work=args.work))
     print("round", rnd, flush=True)
-    result.update({"coco_round_s": round(rnd["round_s"], 2), "coco_round_peak_gb": round(rnd["peak_gb"], 3),
-                   "checkpoint_mb": round(rnd["checkpoint_mb"], 1), "checkpoint_s": round(rnd["checkpoint_s"], 2),
-                   "merge_s": round(rnd["merge_s"], 2), "records_gb": round(rnd["loaded_gb"], 3)})  # fmt: skip
+    result.update(
+        {
+            "coco_round_s": round(rnd["round_s"], 2),
+            "coco_round_peak_gb": round(rnd["peak_gb"], 3),
+            "checkpoint_mb": round(rnd["checkpoint_mb"], 1),
+            "checkpoint_s": round(rnd["checkpoint_s"], 2),
+            "merge_s": round(rnd["merge_s"], 2),
+            "records_gb": round(rnd["loaded_gb"], 3),
+        }
+    )
     print(json.dumps(result))
 
 

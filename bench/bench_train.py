@@ -53,7 +53,9 @@ def timed(fn, *args, **kwargs) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
@@ -66,11 +68,14 @@ def main() -> None:
     records = data.records[:n]
     torch.manual_seed(0)
     dataset = DetectionDataset(records, data.image_root, build_transforms(True))
-    batches = [to_device(*collate_fn([dataset[i] for i in range(j, min(j + args.batch_size, n))]), device)
-               for j in range(0, n, args.batch_size)]  # fmt: skip
+    batches = [
+        to_device(*collate_fn([dataset[i] for i in range(j, min(j + args.batch_size, n))]), device)
+        for j in range(0, n, args.batch_size)
+    ]
     model = bench_model(args, data, device)
-    options = argparse.Namespace(opt="sgd", lr=0.005, momentum=0.9, weight_decay=1e-4, batch_size=args.batch_size,
-                                 workers=args.workers)  # fmt: skip
+    options = argparse.Namespace(
+        opt="sgd", lr=0.005, momentum=0.9, weight_decay=1e-4, batch_size=args.batch_size, workers=args.workers
+    )
     optimizer = make_optimizer(model, options)
     # workers live across the repeats, as in a phase
     loader = train_loader(records, data.image_root, options, (0,), pin_memory=device.type == "cuda")
@@ -84,15 +89,23 @@ def main() -> None:
         times["loader"].append(timed(train_one_epoch, model, optimizer, loader, device, epoch=rep))
         if amp:
             scaler = torch.amp.GradScaler("cuda")
-            times["amp"].append(timed(train_one_epoch, model, optimizer, batches, device, epoch=rep, scaler=scaler))
+            times["amp"].append(
+                timed(train_one_epoch, model, optimizer, batches, device, epoch=rep, scaler=scaler)
+            )
         print({k: round(v[-1], 3) for k, v in times.items()}, flush=True)
     best = {k: min(v) for k, v in times.items()}
-    result = {"train_overhead_ratio": round(best["engine"] / best["bare"], 4),
-              "train_images_per_s": round(n / best["engine"], 2), "bare_images_per_s": round(n / best["bare"], 2),
-              "loader_ratio": round(best["loader"] / best["bare"], 4),
-              "loader_vs_bare": round(best["bare"] / best["loader"], 4),
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "model": args.model, "batch_size": args.batch_size, "min_size": args.min_size, "data": args.data}  # fmt: skip
+    result = {
+        "train_overhead_ratio": round(best["engine"] / best["bare"], 4),
+        "train_images_per_s": round(n / best["engine"], 2),
+        "bare_images_per_s": round(n / best["bare"], 2),
+        "loader_ratio": round(best["loader"] / best["bare"], 4),
+        "loader_vs_bare": round(best["bare"] / best["loader"], 4),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "min_size": args.min_size,
+        "data": args.data,
+    }
     if amp:
         result["amp_speedup"] = round(best["engine"] / best["amp"], 4)
     print(json.dumps(result))

@@ -19,53 +19,95 @@ logger = logging.getLogger(__name__)
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """Data options shared by ``train_asm_one.py`` and the tools."""
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", choices=("demo", "voc", "coco", "folder"), default="demo",
-                   help="demo: built-in synthetic shapes (default); voc: VOC XML (VOCdevkit or flat); coco: JSON "
-                        "files; folder: images with YOLO txt labels or per-instance mask PNGs")
-    g.add_argument("--voc-roots", nargs="+", default=[], help="VOC roots of the training pool, e.g. VOCdevkit/VOC2007")
+    g.add_argument(
+        "--dataset",
+        choices=("demo", "voc", "coco", "folder"),
+        default="demo",
+        help="demo: built-in synthetic shapes (default); voc: VOC XML (VOCdevkit or flat); coco: JSON "
+        "files; folder: images with YOLO txt labels or per-instance mask PNGs",
+    )
+    g.add_argument(
+        "--voc-roots", nargs="+", default=[], help="VOC roots of the training pool, e.g. VOCdevkit/VOC2007"
+    )
     g.add_argument("--voc-train-split", default="trainval", help="split name or a file of image ids")
-    g.add_argument("--voc-unlabelled-roots", nargs="+", default=[],
-                   help="VOC roots whose images form the unlabelled pool (e.g. VOC2012, as ASM_core); the "
-                        "--voc-roots images are then the initial label pool")
+    g.add_argument(
+        "--voc-unlabelled-roots",
+        nargs="+",
+        default=[],
+        help="VOC roots whose images form the unlabelled pool (e.g. VOC2012, as ASM_core); the "
+        "--voc-roots images are then the initial label pool",
+    )
     g.add_argument("--voc-unlabelled-split", default="trainval")
     g.add_argument("--voc-val-root", default=None, help="VOC root for evaluation (default: first train root)")
     g.add_argument("--voc-val-split", default="test", help="split name or a file of image ids")
-    g.add_argument("--voc-annotations-dir", default=None,
-                   help="the XML folder of each VOC root when it has another name (e.g. annots); files are matched "
-                        "by stem")
-    g.add_argument("--voc-images-dir", default=None, help="the image folder of each VOC root when it has another name")
+    g.add_argument(
+        "--voc-annotations-dir",
+        default=None,
+        help="the XML folder of each VOC root when it has another name (e.g. annots); files are matched "
+        "by stem",
+    )
+    g.add_argument(
+        "--voc-images-dir", default=None, help="the image folder of each VOC root when it has another name"
+    )
     g.add_argument("--voc-classes", nargs="+", default=None, help="class names (default: the 20 VOC classes)")
     g.add_argument("--discover-classes", action="store_true", help="take the class list from the XML files")
-    g.add_argument("--skip-unknown-classes", action="store_true", help="count and drop objects of unknown classes")
-    g.add_argument("--coco-root", default=None,
-                   help=f"a COCO export (Roboflow): train/ and valid/ (or val/, test/) each with {EXPORT_JSON} "
-                        "and its images; replaces the four --coco-* file options")
+    g.add_argument(
+        "--skip-unknown-classes", action="store_true", help="count and drop objects of unknown classes"
+    )
+    g.add_argument(
+        "--coco-root",
+        default=None,
+        help=f"a COCO export (Roboflow): train/ and valid/ (or val/, test/) each with {EXPORT_JSON} "
+        "and its images; replaces the four --coco-* file options",
+    )
     g.add_argument("--coco-train-json", default=None)
     g.add_argument("--coco-train-images", default=None)
     g.add_argument("--coco-val-json", default=None)
     g.add_argument("--coco-val-images", default=None)
     g.add_argument("--drop-empty", action="store_true", help="drop COCO images without annotations")
-    g.add_argument("--folder-root", default=None,
-                   help="--dataset folder: root with images/ + labels/ (YOLO), train/ + valid/ each with images/ + "
-                        "labels/ (a Roboflow YOLO export, data.yaml beside them), or PNGImages/ + PedMasks/ (mask PNGs)")
-    g.add_argument("--folder-classes", nargs="+", default=None,
-                   help="class names, or one file of them (.txt one per line, or a YAML 'names' such as "
-                        "ultralytics' coco128.yaml); default: YOLO classes.txt or data.yaml, masks 'object'")
-    g.add_argument("--allow-missing-labels", action="store_true",
-                   help="accept more than half the images without a label file (--dataset folder) or losing every "
-                        "box while loading (degenerate boxes, unknown classes)")
-    g.add_argument("--val-fraction", type=float, default=0.2,
-                   help="without split files: share of images held out for evaluation (seeded by --data-seed; the "
-                        "lists are written to <output-dir>/splits for reuse)")
-    g.add_argument("--no-cache", action="store_true", help="read every annotation file again (no record cache)")
+    g.add_argument(
+        "--folder-root",
+        default=None,
+        help="--dataset folder: root with images/ + labels/ (YOLO), train/ + valid/ each with images/ + "
+        "labels/ (a Roboflow YOLO export, data.yaml beside them), or PNGImages/ + PedMasks/ (mask PNGs)",
+    )
+    g.add_argument(
+        "--folder-classes",
+        nargs="+",
+        default=None,
+        help="class names, or one file of them (.txt one per line, or a YAML 'names' such as "
+        "ultralytics' coco128.yaml); default: YOLO classes.txt or data.yaml, masks 'object'",
+    )
+    g.add_argument(
+        "--allow-missing-labels",
+        action="store_true",
+        help="accept more than half the images without a label file (--dataset folder) or losing every "
+        "box while loading (degenerate boxes, unknown classes)",
+    )
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="without split files: share of images held out for evaluation (seeded by --data-seed; the "
+        "lists are written to <output-dir>/splits for reuse)",
+    )
+    g.add_argument(
+        "--no-cache", action="store_true", help="read every annotation file again (no record cache)"
+    )
     g.add_argument("--demo-train", type=int, default=500, help="demo training images")
     g.add_argument("--demo-val", type=int, default=100, help="demo validation images")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the demo dataset")
-    g.add_argument("--cache-dir", default=None, help="record/demo cache (default $ASM_CACHE_DIR or ~/.cache/asm_trainer)")
+    g.add_argument(
+        "--cache-dir", default=None, help="record/demo cache (default $ASM_CACHE_DIR or ~/.cache/asm_trainer)"
+    )
 
 
-DATA_FLAG = {"demo": "--demo-train", "voc": "--voc-roots", "coco": "--coco-root or --coco-*-images",
-             "folder": "--folder-root"}  # the option that says where each kind of data is
+DATA_FLAG = {
+    "demo": "--demo-train",
+    "voc": "--voc-roots",
+    "coco": "--coco-root or --coco-*-images",
+    "folder": "--folder-root",
+}  # the option that says where each kind of data is
 
 
 def run_data_options(config: dict, run_dir: str) -> dict:
@@ -89,27 +131,39 @@ def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
         if not len(data):
             found = data.report.counts if data.report is not None else {}
             why = ", ".join(f"{n} {reason}" for reason, n in sorted(found.items())) or "no files listed"
-            raise ValueError(f"no {name} images found under {data.image_root} ({why}); check {DATA_FLAG[args.dataset]} "
-                             f"/ the layout (README 'Your own data')"
-                             + ("; load_report.json in the output folder lists every file" if found else ""))
+            raise ValueError(
+                f"no {name} images found under {data.image_root} ({why}); check {DATA_FLAG[args.dataset]} "
+                f"/ the layout (README 'Your own data')"
+                + ("; load_report.json in the output folder lists every file" if found else "")
+            )
     for name, data in (("training", train), ("evaluation", val)):
         lost = data.report.counts.get("labels_lost", 0) if data.report is not None else 0
         if lost > MAX_LOST * len(data) and not args.allow_missing_labels:
             example = data.report.of("labels_lost")[0][0]
-            raise ValueError(f"{lost} of {len(data)} {name} images lost every box while loading (e.g. {example}; "
-                             f"{_reasons(data)}): the boxes or the class list do not fit the data. Fix them, or "
-                             "pass --allow-missing-labels to train anyway")  # fmt: skip
+            raise ValueError(
+                f"{lost} of {len(data)} {name} images lost every box while loading (e.g. {example}; "
+                f"{_reasons(data)}): the boxes or the class list do not fit the data. Fix them, or "
+                "pass --allow-missing-labels to train anyway"
+            )
     if not train.num_boxes():
-        raise ValueError(f"the training images under {train.image_root} hold no boxes at all ({len(train)} images); "
-                         "check the labels' location and format (README 'Your own data')")  # fmt: skip
-    shared = same_files([os.path.join(train.image_root, r.file_name) for r in train.records],
-                        [os.path.join(val.image_root, r.file_name) for r in val.records])  # fmt: skip
+        raise ValueError(
+            f"the training images under {train.image_root} hold no boxes at all ({len(train)} images); "
+            "check the labels' location and format (README 'Your own data')"
+        )
+    shared = same_files(
+        [os.path.join(train.image_root, r.file_name) for r in train.records],
+        [os.path.join(val.image_root, r.file_name) for r in val.records],
+    )
     if shared:
         a, b = sorted(shared)[0]
         example = a if a == b else f"{a} = {b}"
-        logger.warning("training and evaluation share %d of %d evaluation images (by content, e.g. %s): AP will be "
-                       "optimistic; give a separate validation split", len(shared), len(val),
-                       example)  # fmt: skip
+        logger.warning(
+            "training and evaluation share %d of %d evaluation images (by content, e.g. %s): AP will be "
+            "optimistic; give a separate validation split",
+            len(shared),
+            len(val),
+            example,
+        )
     return train, val
 
 
@@ -123,26 +177,40 @@ def _reasons(data: RecordSet) -> str:
 def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
     cache_dir = False if getattr(args, "no_cache", False) else args.cache_dir
     if args.dataset == "demo":
-        kw = dict(seed=args.data_seed, num_train=args.demo_train, num_val=args.demo_val, cache_dir=args.cache_dir)
+        kw = dict(
+            seed=args.data_seed, num_train=args.demo_train, num_val=args.demo_val, cache_dir=args.cache_dir
+        )
         return load_demo("train", **kw), load_demo("val", **kw)
     if args.dataset == "voc":
         if not args.voc_roots:
             raise ValueError("--dataset voc needs --voc-roots")
         folders = (args.voc_annotations_dir, args.voc_images_dir)
-        kw = dict(classes=args.voc_classes, skip_unknown_classes=args.skip_unknown_classes, cache_dir=cache_dir,
-                  folders=folders)  # fmt: skip
+        kw = dict(
+            classes=args.voc_classes,
+            skip_unknown_classes=args.skip_unknown_classes,
+            cache_dir=cache_dir,
+            folders=folders,
+        )
         train_split, val_split = args.voc_train_split, args.voc_val_split
         first = args.voc_roots[0]
         voc_layout(first, folders)  # a clear error for a folder of neither layout
         sets = os.path.join(first, "ImageSets", "Main")
         if args.voc_val_root is None and not os.path.isfile(split_file(first, train_split)):
-            if os.path.isdir(sets):  # a VOCdevkit folder: a split name that is not there is a typo, not "no splits"
+            if os.path.isdir(
+                sets
+            ):  # a VOCdevkit folder: a split name that is not there is a typo, not "no splits"
                 names = sorted(n[:-4] for n in os.listdir(sets) if n.endswith(".txt") and "_" not in n)
-                raise ValueError(f"{split_file(first, train_split)}: no such split file (--voc-train-split "
-                                 f"{train_split!r}); {sets} has {names or 'no split files'}")  # fmt: skip
-            train_split, val_split = seeded_split(xml_stems(first, folders), args.val_fraction, args.data_seed, _splits_dir(args))
+                raise ValueError(
+                    f"{split_file(first, train_split)}: no such split file (--voc-train-split "
+                    f"{train_split!r}); {sets} has {names or 'no split files'}"
+                )
+            train_split, val_split = seeded_split(
+                xml_stems(first, folders), args.val_fraction, args.data_seed, _splits_dir(args)
+            )
         roots = list(args.voc_roots) + list(args.voc_unlabelled_roots)
-        splits = [train_split] * len(args.voc_roots) + [args.voc_unlabelled_split] * len(args.voc_unlabelled_roots)
+        splits = [train_split] * len(args.voc_roots) + [args.voc_unlabelled_split] * len(
+            args.voc_unlabelled_roots
+        )
         train = load_voc(roots, splits, discover_classes=args.discover_classes, **kw)
         if args.discover_classes:
             kw["classes"] = train.classes
@@ -153,19 +221,25 @@ def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
     files = (args.coco_train_json, args.coco_train_images, args.coco_val_json, args.coco_val_images)
     if args.coco_root:
         if any(files):
-            raise ValueError("--coco-root finds the JSON files and image folders itself; drop the --coco-train-* "
-                             "and --coco-val-* options (or drop --coco-root)")  # fmt: skip
+            raise ValueError(
+                "--coco-root finds the JSON files and image folders itself; drop the --coco-train-* "
+                "and --coco-val-* options (or drop --coco-root)"
+            )
         train_dir, val_dir = export_splits(args.coco_root)
         files = (os.path.join(train_dir, EXPORT_JSON), train_dir, os.path.join(val_dir, EXPORT_JSON), val_dir)
     names = ("coco-train-json", "coco-train-images", "coco-val-json", "coco-val-images")
     for name, value in zip(names, files):
         if not value:
-            raise ValueError(f"--dataset coco needs --{name} (or --coco-root for an export with train/ and valid/)")
+            raise ValueError(
+                f"--dataset coco needs --{name} (or --coco-root for an export with train/ and valid/)"
+            )
     train = load_coco(files[0], files[1], drop_empty=args.drop_empty)
     val = load_coco(files[2], files[3])
     if train.label_to_cat_id != val.label_to_cat_id or train.classes != val.classes:
-        raise ValueError(f"{files[0]} and {files[2]} have different categories ({list(train.classes)} vs "
-                         f"{list(val.classes)})")  # fmt: skip
+        raise ValueError(
+            f"{files[0]} and {files[2]} have different categories ({list(train.classes)} vs "
+            f"{list(val.classes)})"
+        )
     return train, val
 
 
@@ -187,10 +261,14 @@ def _load_folder(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
         train = load_folder(root, split=train_split, classes=args.folder_classes, **kw)
         return train, load_folder(root, split=val_split, classes=train.classes, **kw)
     if len(splits) > 1 and train_split is None:
-        raise ValueError(f"{os.path.join(root, 'images')}: split folders {splits}, none named train*; name the "
-                         "training folder train (and the validation folder val), or keep only one")  # fmt: skip
+        raise ValueError(
+            f"{os.path.join(root, 'images')}: split folders {splits}, none named train*; name the "
+            "training folder train (and the validation folder val), or keep only one"
+        )
     split = train_split or (splits[0] if splits else None)
-    train_file, val_file = seeded_split(image_stems(root, split), args.val_fraction, args.data_seed, _splits_dir(args))
+    train_file, val_file = seeded_split(
+        image_stems(root, split), args.val_fraction, args.data_seed, _splits_dir(args)
+    )
     train = load_folder(root, read_split(root, train_file), split=split, classes=args.folder_classes, **kw)
     return train, load_folder(root, read_split(root, val_file), split=split, classes=train.classes, **kw)
 
@@ -203,12 +281,16 @@ def labelled_indices(data: RecordSet, args: argparse.Namespace) -> list[int] | N
     """Indices of the initial label pool when it is given by folders (``--voc-unlabelled-roots``)."""
     if args.dataset != "voc" or not args.voc_unlabelled_roots:
         return None
-    prefixes = tuple(os.path.relpath(os.path.abspath(r), data.image_root).replace(os.sep, "/") + "/"
-                     for r in args.voc_roots)  # fmt: skip
+    prefixes = tuple(
+        os.path.relpath(os.path.abspath(r), data.image_root).replace(os.sep, "/") + "/"
+        for r in args.voc_roots
+    )
     return [i for i, r in enumerate(data.records) if r.file_name.startswith(prefixes)]
 
 
 def describe(name: str, data: RecordSet) -> str:
     empty = sum(len(r) == 0 for r in data.records)
-    return (f"{name}: {len(data)} images ({empty} without boxes), {data.num_boxes()} boxes, "
-            f"{data.num_classes} classes, images under {data.image_root}")
+    return (
+        f"{name}: {len(data)} images ({empty} without boxes), {data.num_boxes()} boxes, "
+        f"{data.num_classes} classes, images under {data.image_root}"
+    )

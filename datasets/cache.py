@@ -64,8 +64,12 @@ def read_cache(path: str | None) -> RecordSet | None:
         return None
     changed = [p for p, stamp in images.items() if file_stamp(p) != stamp]
     if changed:
-        logger.info("record cache %s is stale (%d image files changed, e.g. %s); loading again", path, len(changed),
-                    changed[0])  # fmt: skip
+        logger.info(
+            "record cache %s is stale (%d image files changed, e.g. %s); loading again",
+            path,
+            len(changed),
+            changed[0],
+        )
         return None
     return dataset
 

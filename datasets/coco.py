@@ -64,15 +64,24 @@ def export_splits(root: str) -> tuple[str, str]:
         AnnotationError: no ``train/`` or no evaluation folder with the JSON (the message lists what
             is there).
     """
-    found = {d: os.path.join(root, d) for d in ("train", *EVAL_SPLITS)
-             if os.path.isfile(os.path.join(root, d, EXPORT_JSON))}  # fmt: skip
+    found = {
+        d: os.path.join(root, d)
+        for d in ("train", *EVAL_SPLITS)
+        if os.path.isfile(os.path.join(root, d, EXPORT_JSON))
+    }
     evaluation = next((found[d] for d in EVAL_SPLITS if d in found), None)
     if "train" not in found or evaluation is None:
-        present = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) if os.path.isdir(root) else []
-        raise AnnotationError(f"{root}: a COCO export needs train/{EXPORT_JSON} and one of "
-                              f"{', '.join(d + '/' for d in EVAL_SPLITS)} with its {EXPORT_JSON} (found folders "
-                              f"{present}); otherwise pass --coco-train-json/--coco-train-images and "
-                              "--coco-val-json/--coco-val-images")  # fmt: skip
+        present = (
+            sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+            if os.path.isdir(root)
+            else []
+        )
+        raise AnnotationError(
+            f"{root}: a COCO export needs train/{EXPORT_JSON} and one of "
+            f"{', '.join(d + '/' for d in EVAL_SPLITS)} with its {EXPORT_JSON} (found folders "
+            f"{present}); otherwise pass --coco-train-json/--coco-train-images and "
+            "--coco-val-json/--coco-val-images"
+        )
     return found["train"], evaluation
 
 
@@ -143,15 +152,25 @@ def check_segmentation(seg: Any, height: int, width: int, where: str) -> None:
     if isinstance(seg, list):
         for k, poly in enumerate(seg):
             if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
-                raise AnnotationError(f"{where}: segmentation polygon {k} needs an even number (>= 6) of "
-                                      f"coordinates, got {len(poly) if isinstance(poly, list) else poly!r}")  # fmt: skip
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in poly):
-                raise AnnotationError(f"{where}: segmentation polygon {k} holds a value that is not a finite number")
+                raise AnnotationError(
+                    f"{where}: segmentation polygon {k} needs an even number (>= 6) of "
+                    f"coordinates, got {len(poly) if isinstance(poly, list) else poly!r}"
+                )
+            if not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in poly
+            ):
+                raise AnnotationError(
+                    f"{where}: segmentation polygon {k} holds a value that is not a finite number"
+                )
         return
     if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
-        raise AnnotationError(f"{where}: segmentation must be polygons or an RLE dict with 'counts' and 'size'")
+        raise AnnotationError(
+            f"{where}: segmentation must be polygons or an RLE dict with 'counts' and 'size'"
+        )
     if list(seg["size"]) != [height, width]:
-        raise AnnotationError(f"{where}: RLE size {seg['size']} is not the image's [height, width] [{height}, {width}]")
+        raise AnnotationError(
+            f"{where}: RLE size {seg['size']} is not the image's [height, width] [{height}, {width}]"
+        )
     try:
         rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else seg
         mask_utils.decode(rle)
@@ -195,10 +214,17 @@ def load_coco(
     ann_idx, img_idx, labels, boxes, iscrowd, ann_ids = _annotations(anns, image_ids, cat_ids, src, report)
     widths = np.array([im[3] for im in images], np.float32)
     heights = np.array([im[4] for im in images], np.float32)
-    boxes, keep = sanitize_boxes(boxes, widths[img_idx], heights[img_idx], report,
-                                 lambda i: f"{src}: annotation id {ann_ids[ann_idx[i]]}")  # fmt: skip
+    boxes, keep = sanitize_boxes(
+        boxes,
+        widths[img_idx],
+        heights[img_idx],
+        report,
+        lambda i: f"{src}: annotation id {ann_ids[ann_idx[i]]}",
+    )
     kept = np.flatnonzero(keep)
-    lost = (np.bincount(img_idx, minlength=len(images)) > 0) & (np.bincount(img_idx[kept], minlength=len(images)) == 0)
+    lost = (np.bincount(img_idx, minlength=len(images)) > 0) & (
+        np.bincount(img_idx[kept], minlength=len(images)) == 0
+    )
     for k in np.flatnonzero(lost):
         report.add("labels_lost", f"{src}: image id {images[k][0]}", "every annotation dropped")
     kept = kept[np.argsort(img_idx[kept], kind="stable")]
@@ -221,9 +247,19 @@ def load_coco(
             if size is None:
                 continue
             width, height = size
-        records.append(Record(key, name, width, height, boxes[lo:hi], labels[lo:hi],
-                              iscrowd=iscrowd[lo:hi], difficult=_difficult(anns, ann_idx[lo:hi]),
-                              masks=segms[lo:hi] if has_masks else None))  # fmt: skip
+        records.append(
+            Record(
+                key,
+                name,
+                width,
+                height,
+                boxes[lo:hi],
+                labels[lo:hi],
+                iscrowd=iscrowd[lo:hi],
+                difficult=_difficult(anns, ann_idx[lo:hi]),
+                masks=segms[lo:hi] if has_masks else None,
+            )
+        )
     label_to_cat = {i + 1: c for i, c in enumerate(cat_ids)}
     dataset = RecordSet(records, classes, os.path.abspath(image_root), label_to_cat, report)
     report.log(f"COCO {src}")
@@ -235,12 +271,18 @@ def _drop_supercategories(categories: list, anns: list, src: str) -> list:
     supercategory (Roboflow writes the dataset's name as category 0): not classes to learn."""
     cats = [c for c in categories if isinstance(c, dict)]
     used = {str(a.get("category_id")) for a in anns if isinstance(a, dict)}
-    dropped = [c for c in cats
-               if str(c.get("id")) not in used
-               and any(d is not c and str(d.get("supercategory")) == str(c.get("name")) for d in cats)]  # fmt: skip
+    dropped = [
+        c
+        for c in cats
+        if str(c.get("id")) not in used
+        and any(d is not c and str(d.get("supercategory")) == str(c.get("name")) for d in cats)
+    ]
     if dropped:
-        logger.info("%s: category %s dropped: no box uses it and it is the supercategory of the others",
-                    src, ", ".join(f"{c.get('id')} {c.get('name')!r}" for c in dropped))  # fmt: skip
+        logger.info(
+            "%s: category %s dropped: no box uses it and it is the supercategory of the others",
+            src,
+            ", ".join(f"{c.get('id')} {c.get('name')!r}" for c in dropped),
+        )
     return [c for c in categories if not any(c is d for d in dropped)]
 
 
@@ -294,12 +336,13 @@ def _annotations(anns: list, image_ids: np.ndarray, cat_ids: list[int], src: str
     except (KeyError, TypeError, ValueError) as e:
         bad = next((k for k, a in enumerate(anns) if not _valid_ann(a)), 0)
         raise AnnotationError(
-            f"{src}: annotations[{bad}] needs integer 'image_id', 'category_id' and a 4-number "
-            f"'bbox' ({e})"
+            f"{src}: annotations[{bad}] needs integer 'image_id', 'category_id' and a 4-number 'bbox' ({e})"
         ) from e
     crowd = np.asarray([a.get("iscrowd", 0) for a in anns])
     if crowd.dtype.kind not in "biu" or not np.isin(crowd, (0, 1)).all():
-        crowd = np.array([_flag(a.get("iscrowd", 0), f"{src}: annotations[{k}]") for k, a in enumerate(anns)], bool)
+        crowd = np.array(
+            [_flag(a.get("iscrowd", 0), f"{src}: annotations[{k}]") for k, a in enumerate(anns)], bool
+        )
     crowd = crowd.astype(bool)
     ann_ids = [a.get("id", k) for k, a in enumerate(anns)]
     order = np.argsort(image_ids)
@@ -345,21 +388,34 @@ def records_to_coco(dataset: RecordSet, records: list[Record] | None = None) -> 
     images, annotations = [], []
     for k, r in enumerate(records):
         coco_id = int(r.image_id) if numeric else k + 1
-        images.append({"id": coco_id, "file_name": r.file_name, "width": int(r.width),
-                       "height": int(r.height), "asm_image_id": r.image_id})  # fmt: skip
+        images.append(
+            {
+                "id": coco_id,
+                "file_name": r.file_name,
+                "width": int(r.width),
+                "height": int(r.height),
+                "asm_image_id": r.image_id,
+            }
+        )
         b = r.boxes.astype(np.float64)  # float32 differences would round: stay exact
         xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
         areas = _areas(r, xywh)
         for i in range(len(r)):
-            ann = {"id": len(annotations) + 1, "image_id": coco_id,
-                   "category_id": int(dataset.label_to_cat_id[int(r.labels[i])]),
-                   "bbox": [float(v) for v in xywh[i]], "area": areas[i],
-                   "iscrowd": int(r.iscrowd[i]), "difficult": int(r.difficult[i])}  # fmt: skip
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": coco_id,
+                "category_id": int(dataset.label_to_cat_id[int(r.labels[i])]),
+                "bbox": [float(v) for v in xywh[i]],
+                "area": areas[i],
+                "iscrowd": int(r.iscrowd[i]),
+                "difficult": int(r.difficult[i]),
+            }
             if r.masks is not None and r.masks[i] is not None:
                 ann["segmentation"] = r.masks[i]
             annotations.append(ann)
-    categories = [{"id": int(dataset.label_to_cat_id[i + 1]), "name": name}
-                  for i, name in enumerate(dataset.classes)]  # fmt: skip
+    categories = [
+        {"id": int(dataset.label_to_cat_id[i + 1]), "name": name} for i, name in enumerate(dataset.classes)
+    ]
     return {"images": images, "annotations": annotations, "categories": categories}
 
 

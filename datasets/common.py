@@ -50,7 +50,11 @@ def sanitize_boxes(
     changed = np.any(clipped != boxes, axis=1) & keep
     subpixel = changed & (np.abs(clipped - boxes).max(axis=1, initial=0.0) < 1.0)
     describe = source if callable(source) else (lambda i: source)
-    rows_of = (("degenerate_box", ~keep), ("clipped_box", changed & ~subpixel), ("clipped_subpixel", subpixel))
+    rows_of = (
+        ("degenerate_box", ~keep),
+        ("clipped_box", changed & ~subpixel),
+        ("clipped_subpixel", subpixel),
+    )
     for reason, rows in rows_of:
         for i in np.flatnonzero(rows):
             size = f"{width[i]:g}x{height[i]:g}"
@@ -166,7 +170,9 @@ def same_files(paths_a: list[str], paths_b: list[str], head: int = 65536) -> lis
     for p, n in size_a.items():
         if n in common:
             first_a.setdefault(fingerprint(p, n), p)
-    return [(first_a[key], p) for p, n in size_b.items() if n in common and (key := fingerprint(p, n)) in first_a]
+    return [
+        (first_a[key], p) for p, n in size_b.items() if n in common and (key := fingerprint(p, n)) in first_a
+    ]
 
 
 def seeded_split(stems: list[str], val_fraction: float, seed: int, out_dir: str) -> tuple[str, str]:
@@ -190,6 +196,13 @@ def seeded_split(stems: list[str], val_fraction: float, seed: int, out_dir: str)
     for path, part in zip(paths, (order[n_val:], order[:n_val])):
         with open(path, "w", encoding="utf-8") as f:
             f.write("".join(f"{stems[i]}\n" for i in sorted(part)))
-    logger.info("no split files: %d images split into %d train / %d val (seed %d, --val-fraction %g), written to %s",
-                len(stems), len(stems) - n_val, n_val, seed, val_fraction, out_dir)  # fmt: skip
+    logger.info(
+        "no split files: %d images split into %d train / %d val (seed %d, --val-fraction %g), written to %s",
+        len(stems),
+        len(stems) - n_val,
+        n_val,
+        seed,
+        val_fraction,
+        out_dir,
+    )
     return paths

@@ -48,8 +48,10 @@ def folder_layout(root: str) -> str:
         return "yolo"
     if _first_dir(root, ("PedMasks", "masks")):
         return "masks"
-    raise AnnotationError(f"{root}: no labels/ (YOLO txt) and no PedMasks/ or masks/ (mask PNGs) folder; "
-                          "see README 'Your own data'")  # fmt: skip
+    raise AnnotationError(
+        f"{root}: no labels/ (YOLO txt) and no PedMasks/ or masks/ (mask PNGs) folder; "
+        "see README 'Your own data'"
+    )
 
 
 EVAL_FOLDERS = ("valid", "val", "test")  # the evaluation split of an export, in order of preference
@@ -70,9 +72,11 @@ def export_folders(root: str) -> tuple[str, str] | None:
         return None
     evaluation = next((d for d in EVAL_FOLDERS if complete(d)), None)
     if evaluation is None:
-        raise AnnotationError(f"{root}: train/ holds images/ + labels/ but none of "
-                              f"{', '.join(d + '/' for d in EVAL_FOLDERS)} does; export a validation split too, "
-                              f"or pass --folder-root {os.path.join(root, 'train')} to split it by seed")  # fmt: skip
+        raise AnnotationError(
+            f"{root}: train/ holds images/ + labels/ but none of "
+            f"{', '.join(d + '/' for d in EVAL_FOLDERS)} does; export a validation split too, "
+            f"or pass --folder-root {os.path.join(root, 'train')} to split it by seed"
+        )
     return os.path.join(root, "train"), os.path.join(root, evaluation)
 
 
@@ -92,9 +96,14 @@ def image_stems(root: str, split: str | None = None) -> list[str]:
 MAX_UNLABELLED = 0.5  # more images than this share without a label file: the labels were not found
 
 
-def load_folder(root: str, stems: Sequence[str] | None = None, split: str | None = None,
-                classes: Sequence[str] | None = None, check_images: bool = True,
-                allow_missing_labels: bool = False) -> RecordSet:  # fmt: skip
+def load_folder(
+    root: str,
+    stems: Sequence[str] | None = None,
+    split: str | None = None,
+    classes: Sequence[str] | None = None,
+    check_images: bool = True,
+    allow_missing_labels: bool = False,
+) -> RecordSet:
     """Records of the images ``stems`` (default all) of ``root``'s ``split`` folder (default flat).
 
     Label files without an image, images sharing a stem and images without a label file are counted
@@ -143,9 +152,11 @@ def load_folder(root: str, stems: Sequence[str] | None = None, split: str | None
     missing = report.counts.get("no_label_file", 0)
     if records and missing > MAX_UNLABELLED * len(records) and not allow_missing_labels:
         example = report.of("no_label_file")[0][1]
-        raise AnnotationError(f"{image_dir}: {missing} of {len(records)} images have no label file ({example}); "
-                              "labels are <image stem>.txt in the matching labels/ folder. Pass "
-                              "--allow-missing-labels if most images really have no objects")  # fmt: skip
+        raise AnnotationError(
+            f"{image_dir}: {missing} of {len(records)} images have no label file ({example}); "
+            "labels are <image stem>.txt in the matching labels/ folder. Pass "
+            "--allow-missing-labels if most images really have no objects"
+        )
     return RecordSet(records, classes, root, report=report)
 
 
@@ -155,8 +166,10 @@ def yolo_classes(root: str) -> list[str]:
         path = os.path.join(root, name)
         if os.path.isfile(path):
             return read_class_names(path)
-    raise AnnotationError(f"{root}: YOLO labels need class names: classes.txt (one per line) or data.yaml "
-                          "'names', or pass --folder-classes (names, or one such file)")  # fmt: skip
+    raise AnnotationError(
+        f"{root}: YOLO labels need class names: classes.txt (one per line) or data.yaml "
+        "'names', or pass --folder-classes (names, or one such file)"
+    )
 
 
 def read_class_names(path: str) -> list[str]:
@@ -171,7 +184,9 @@ def read_class_names(path: str) -> list[str]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except UnicodeDecodeError as e:
-        raise AnnotationError(f"{path}: not UTF-8 text (byte {e.start}); save the class names as UTF-8") from None
+        raise AnnotationError(
+            f"{path}: not UTF-8 text (byte {e.start}); save the class names as UTF-8"
+        ) from None
     if not path.endswith((".yaml", ".yml")):
         return [line.strip() for line in text.splitlines() if line.strip()]
     try:
@@ -184,11 +199,14 @@ def read_class_names(path: str) -> list[str]:
     if isinstance(names, dict):
         keys = list(names)
         if not all(isinstance(k, int) for k in keys):
-            raise AnnotationError(f"{path}: 'names' keys must be the class numbers 0, 1, 2, ..., got {keys[:5]}")
+            raise AnnotationError(
+                f"{path}: 'names' keys must be the class numbers 0, 1, 2, ..., got {keys[:5]}"
+            )
         if sorted(keys) != list(range(len(keys))):
             missing = sorted(set(range(max(keys) + 1)) - set(keys))
-            raise AnnotationError(f"{path}: 'names' has no class {missing[:5]}; YOLO class numbers run 0..N-1 "
-                                  "without gaps")  # fmt: skip
+            raise AnnotationError(
+                f"{path}: 'names' has no class {missing[:5]}; YOLO class numbers run 0..N-1 without gaps"
+            )
         return [str(names[k]) for k in sorted(keys)]
     if isinstance(names, list):
         return [str(n) for n in names]
@@ -220,8 +238,10 @@ def _yolo_record(path, stem, file_name, size, num_classes, report) -> Record:
 def _yolo_line(fields, where, num_classes, width, height) -> tuple[int, list[float], list[float] | None]:
     """``(class, box in pixels, polygon in pixels or None)`` of a box or a segment (polygon) line."""
     if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
-        raise AnnotationError(f"{where}: expected 'class cx cy w h' (box) or 'class x1 y1 x2 y2 x3 y3 ...' "
-                              f"(segment, 3 points or more), got {len(fields)} fields")  # fmt: skip
+        raise AnnotationError(
+            f"{where}: expected 'class cx cy w h' (box) or 'class x1 y1 x2 y2 x3 y3 ...' "
+            f"(segment, 3 points or more), got {len(fields)} fields"
+        )
     try:
         cls, coords = int(fields[0]), np.array(fields[1:], np.float64)
     except ValueError as e:
@@ -231,11 +251,17 @@ def _yolo_line(fields, where, num_classes, width, height) -> tuple[int, list[flo
     if not np.isfinite(coords).all():
         raise AnnotationError(f"{where}: non-finite coordinate")
     if np.abs(coords).max() > 1.01:  # rounding can overshoot 1 a little; pixels overshoot a lot
-        raise AnnotationError(f"{where}: coordinate {np.abs(coords).max():g} is not normalised to [0, 1] (YOLO "
-                              "labels are fractions of the image width and height, not pixels)")  # fmt: skip
+        raise AnnotationError(
+            f"{where}: coordinate {np.abs(coords).max():g} is not normalised to [0, 1] (YOLO "
+            "labels are fractions of the image width and height, not pixels)"
+        )
     if len(fields) == 5:
         cx, cy, w, h = coords
-        return cls, [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], None
+        return (
+            cls,
+            [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height],
+            None,
+        )
     xy = coords.reshape(-1, 2) * (width, height)
     box = [*xy.min(0), *xy.max(0)]
     return cls, box, [round(float(v), 2) for v in xy.ravel()]
@@ -243,14 +269,22 @@ def _yolo_line(fields, where, num_classes, width, height) -> tuple[int, list[flo
 
 def _mask_record(mask_dir, stem, file_name, size, report) -> Record:
     width, height = size
-    path = next((p for p in (os.path.join(mask_dir, f"{stem}_mask.png"), os.path.join(mask_dir, f"{stem}.png"))
-                 if os.path.isfile(p)), None)  # fmt: skip
+    path = next(
+        (
+            p
+            for p in (os.path.join(mask_dir, f"{stem}_mask.png"), os.path.join(mask_dir, f"{stem}.png"))
+            if os.path.isfile(p)
+        ),
+        None,
+    )
     if path is None:
         raise AnnotationError(f"{mask_dir}: no mask for image {file_name} ({stem}_mask.png or {stem}.png)")
     with Image.open(path) as im:
         ids = np.asarray(im)
     if ids.ndim != 2 or ids.shape != (height, width):
-        raise AnnotationError(f"{path}: mask is {ids.shape}, expected one channel of {height}x{width} (the image)")
+        raise AnnotationError(
+            f"{path}: mask is {ids.shape}, expected one channel of {height}x{width} (the image)"
+        )
     boxes, masks = [], []
     for k in np.unique(ids):
         if k == 0:
@@ -277,4 +311,3 @@ def _image_dir(root: str, split: str | None) -> str:
     if found is None:
         raise AnnotationError(f"{root}: no images/ (or PNGImages/, JPEGImages/) folder")
     return found
-

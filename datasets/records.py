@@ -76,13 +76,32 @@ class Record:
             raise ValueError(f"record {self.image_id}: {n} boxes but {len(self.masks)} masks")
 
     @classmethod
-    def trusted(cls, image_id: str, file_name: str, width: int, height: int, boxes: np.ndarray, labels: np.ndarray,
-                difficult: np.ndarray, iscrowd: np.ndarray, masks: list | None = None) -> Record:  # fmt: skip
+    def trusted(
+        cls,
+        image_id: str,
+        file_name: str,
+        width: int,
+        height: int,
+        boxes: np.ndarray,
+        labels: np.ndarray,
+        difficult: np.ndarray,
+        iscrowd: np.ndarray,
+        masks: list | None = None,
+    ) -> Record:
         """A record from arrays that already have the right dtypes and lengths, without re-checking
         them (hot loops that build thousands of records from validated ones)."""
         record = object.__new__(cls)
-        record.__dict__.update(image_id=image_id, file_name=file_name, width=width, height=height, boxes=boxes,
-                               labels=labels, difficult=difficult, iscrowd=iscrowd, masks=masks)  # fmt: skip
+        record.__dict__.update(
+            image_id=image_id,
+            file_name=file_name,
+            width=width,
+            height=height,
+            boxes=boxes,
+            labels=labels,
+            difficult=difficult,
+            iscrowd=iscrowd,
+            masks=masks,
+        )
         return record
 
     def __len__(self) -> int:
@@ -204,21 +223,38 @@ def pack_records(records: list[Record]) -> dict[str, Any]:
         parts = [np.asarray(getattr(r, key), dtype).reshape(shape) for r in records]
         return torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, *shape[1:]), dtype))
 
-    return {"image_id": [r.image_id for r in records], "file_name": [r.file_name for r in records],
-            "size": [[int(r.width), int(r.height)] for r in records],
-            "counts": torch.tensor([len(r.boxes) for r in records], dtype=torch.int64),
-            "boxes": flat("boxes", np.float32, (-1, 4)), "labels": flat("labels", np.int64),
-            "difficult": flat("difficult", bool), "iscrowd": flat("iscrowd", bool),
-            "masks": [r.masks for r in records]}  # fmt: skip
+    return {
+        "image_id": [r.image_id for r in records],
+        "file_name": [r.file_name for r in records],
+        "size": [[int(r.width), int(r.height)] for r in records],
+        "counts": torch.tensor([len(r.boxes) for r in records], dtype=torch.int64),
+        "boxes": flat("boxes", np.float32, (-1, 4)),
+        "labels": flat("labels", np.int64),
+        "difficult": flat("difficult", bool),
+        "iscrowd": flat("iscrowd", bool),
+        "masks": [r.masks for r in records],
+    }
 
 
 def unpack_records(data: dict[str, Any]) -> list[Record]:
     """Inverse of :func:`pack_records`."""
     cuts = np.cumsum(data["counts"].numpy())[:-1]
-    boxes, labels, difficult, iscrowd = (np.split(data[k].numpy(), cuts) for k in ("boxes", "labels", "difficult", "iscrowd"))
-    return [Record(i, f, int(w), int(h), b, lab, d, c, m)
-            for i, f, (w, h), b, lab, d, c, m in zip(data["image_id"], data["file_name"], data["size"], boxes,
-                                                     labels, difficult, iscrowd, data["masks"])]  # fmt: skip
+    boxes, labels, difficult, iscrowd = (
+        np.split(data[k].numpy(), cuts) for k in ("boxes", "labels", "difficult", "iscrowd")
+    )
+    return [
+        Record(i, f, int(w), int(h), b, lab, d, c, m)
+        for i, f, (w, h), b, lab, d, c, m in zip(
+            data["image_id"],
+            data["file_name"],
+            data["size"],
+            boxes,
+            labels,
+            difficult,
+            iscrowd,
+            data["masks"],
+        )
+    ]
 
 
 def recordset_to_dict(dataset: RecordSet) -> dict[str, Any]:

@@ -68,7 +68,9 @@ class LoadReport:
         if not loud:
             logger.info("%s: loaded with nothing skipped or fixed%s", name, aside)
             return
-        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()) if reason not in QUIET)
+        summary = ", ".join(
+            f"{n} {reason}" for reason, n in sorted(self.counts.items()) if reason not in QUIET
+        )
         logger.warning("%s: %s (each file below; all in load_report.json)%s", name, summary, aside)
         seen: Counter = Counter()
         for reason, src, detail in loud:

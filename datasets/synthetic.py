@@ -84,7 +84,9 @@ def write_demo(root: str, seed: int, num_train: int, num_val: int) -> None:
                 image, objects = render_image(seed, index)
                 record = _record(f"demo_{index:06d}", image.size, objects)
                 image.save(os.path.join(voc, record.file_name), quality=92)
-                with open(os.path.join(voc, "Annotations", f"{record.image_id}.xml"), "w", encoding="utf-8") as f:
+                with open(
+                    os.path.join(voc, "Annotations", f"{record.image_id}.xml"), "w", encoding="utf-8"
+                ) as f:
                     f.write(voc_xml(record, DEMO_CLASSES))
                 records.append(record)
             with open(os.path.join(voc, "ImageSets", "Main", f"{split}.txt"), "w") as f:
@@ -125,7 +127,11 @@ def render_image(seed: int, index: int) -> tuple[Image.Image, list[tuple[int, li
         poly = _shape(DEMO_CLASSES[label - 1], cx, cy, size, float(rng.uniform(0, 2 * np.pi)))
         box = np.array([*poly.min(0), *poly.max(0)])
         inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
-        if not inside or (boxes and box_iou(torch.from_numpy(box[None]), torch.from_numpy(np.stack(boxes))).max() > _MAX_OVERLAP_IOU):
+        if not inside or (
+            boxes
+            and box_iou(torch.from_numpy(box[None]), torch.from_numpy(np.stack(boxes))).max()
+            > _MAX_OVERLAP_IOU
+        ):
             continue
         draw.polygon([tuple(p) for p in poly], fill=_colour(rng, label))
         boxes.append(box)
@@ -162,14 +168,40 @@ def _shape(name: str, cx: float, cy: float, size: float, angle: float) -> np.nda
         pts = np.stack([np.cos(t), np.sin(t)], axis=1) * r
     else:  # cross
         a, b = 1.0, 0.33
-        pts = np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a],
-                        [-b, b], [-a, b], [-a, -b], [-b, -b]]) * r  # fmt: skip
+        pts = (
+            np.array(
+                [
+                    [-b, -a],
+                    [b, -a],
+                    [b, -b],
+                    [a, -b],
+                    [a, b],
+                    [b, b],
+                    [b, a],
+                    [-b, a],
+                    [-b, b],
+                    [-a, b],
+                    [-a, -b],
+                    [-b, -b],
+                ]
+            )
+            * r
+        )
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     return pts @ rot.T + np.array([cx, cy])
 
 
 def _record(name: str, size: tuple[int, int], objects) -> Record:
     """The record of a rendered image: boxes are the polygons' extents, masks the polygons."""
-    boxes = [[float(v) for v in (*xy.min(0), *xy.max(0))] for xy in (np.reshape(p, (-1, 2)) for _, p in objects)]
-    return Record(name, f"JPEGImages/{name}.jpg", size[0], size[1], np.reshape(boxes, (-1, 4)),
-                  [label for label, _ in objects], masks=[[p] for _, p in objects])  # fmt: skip
+    boxes = [
+        [float(v) for v in (*xy.min(0), *xy.max(0))] for xy in (np.reshape(p, (-1, 2)) for _, p in objects)
+    ]
+    return Record(
+        name,
+        f"JPEGImages/{name}.jpg",
+        size[0],
+        size[1],
+        np.reshape(boxes, (-1, 4)),
+        [label for label, _ in objects],
+        masks=[[p] for _, p in objects],
+    )

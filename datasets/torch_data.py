@@ -155,7 +155,9 @@ class GroupedBatchSampler(Sampler[list[int]]):
             run the same number of iterations.
     """
 
-    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int, even: bool = False) -> None:
+    def __init__(
+        self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int, even: bool = False
+    ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.sampler = sampler
@@ -215,8 +217,13 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
             and the same number of batches; ``None`` for one process.
     """
 
-    def __init__(self, group_ids: Sequence[int], batch_size: int, seed_keys: Sequence[int],
-                 shard: tuple[int, int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        group_ids: Sequence[int],
+        batch_size: int,
+        seed_keys: Sequence[int],
+        shard: tuple[int, int] | None = None,
+    ) -> None:
         self.group_ids = list(group_ids)
         self.batch_size = batch_size
         self.seed_keys = tuple(seed_keys)

@@ -37,10 +37,27 @@ from datasets.report import LoadReport
 logger = logging.getLogger(__name__)
 
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 
 def voc_layout(root: str, folders: tuple[str | None, str | None] | None = None) -> tuple[str, str, bool]:
@@ -56,10 +73,13 @@ def voc_layout(root: str, folders: tuple[str | None, str | None] | None = None) 
             and the options that name other folders.
     """
     if folders is not None and any(folders):
+
         def folder(given: str | None, usual: tuple[str, str]) -> str:
             if given:
                 return os.path.join(root, given)
-            return next((os.path.join(root, n) for n in usual if os.path.isdir(os.path.join(root, n))), usual[0])
+            return next(
+                (os.path.join(root, n) for n in usual if os.path.isdir(os.path.join(root, n))), usual[0]
+            )
 
         ann = folder(folders[0], ("Annotations", "annotations"))
         img = folder(folders[1], ("images", "JPEGImages"))
@@ -71,7 +91,11 @@ def voc_layout(root: str, folders: tuple[str | None, str | None] | None = None) 
         return os.path.join(root, "Annotations"), os.path.join(root, "JPEGImages"), False
     if os.path.isdir(os.path.join(root, "annotations")) and os.path.isdir(os.path.join(root, "images")):
         return os.path.join(root, "annotations"), os.path.join(root, "images"), True
-    present = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) if os.path.isdir(root) else []
+    present = (
+        sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        if os.path.isdir(root)
+        else []
+    )
     raise AnnotationError(
         f"{root}: not a VOC folder (it holds {present or 'no folders'}); expected Annotations/ + JPEGImages/ + "
         "ImageSets/Main/<split>.txt (VOCdevkit) or annotations/ + images/ (flat, matched by file stem); for other "
@@ -118,7 +142,9 @@ def parse_voc_xml(path: str) -> dict:
         raise AnnotationError(f"{path}: declares XML entities; refusing to expand them")
     root = tree.getroot()
     if root.tag != "annotation":
-        raise AnnotationError(f"{path}: line {root.sourceline}: root element is <{root.tag}>, expected <annotation>")
+        raise AnnotationError(
+            f"{path}: line {root.sourceline}: root element is <{root.tag}>, expected <annotation>"
+        )
     size = root.find("size")
     width = _number(root, "size/width", path, default=0, cast=int) if size is not None else 0
     height = _number(root, "size/height", path, default=0, cast=int) if size is not None else 0
@@ -130,8 +156,12 @@ def parse_voc_xml(path: str) -> dict:
         box = [_number(obj, f"bndbox/{k}", path) for k in ("xmin", "ymin", "xmax", "ymax")]
         difficult = bool(_number(obj, "difficult", path, default=0, cast=int))
         objects.append((name.strip(), difficult, box))
-    return {"filename": (root.findtext("filename") or "").strip(), "width": width,
-            "height": height, "objects": objects}  # fmt: skip
+    return {
+        "filename": (root.findtext("filename") or "").strip(),
+        "width": width,
+        "height": height,
+        "objects": objects,
+    }
 
 
 def _number(node, field: str, path: str, default=None, cast=float):
@@ -144,10 +174,13 @@ def _number(node, field: str, path: str, default=None, cast=float):
     try:
         value = float(text)
     except ValueError as e:
-        raise AnnotationError(f"{path}: line {elem.sourceline}: field <{field}> = {text!r} is not a number") from e
+        raise AnnotationError(
+            f"{path}: line {elem.sourceline}: field <{field}> = {text!r} is not a number"
+        ) from e
     if not math.isfinite(value) or abs(value) > 1e9:
-        raise AnnotationError(f"{path}: line {elem.sourceline}: field <{field}> = {text!r} is not a finite pixel "
-                              f"value")  # fmt: skip
+        raise AnnotationError(
+            f"{path}: line {elem.sourceline}: field <{field}> = {text!r} is not a finite pixel value"
+        )
     if cast is int and not value.is_integer():
         raise AnnotationError(f"{path}: line {elem.sourceline}: field <{field}> = {text!r} is not an integer")
     return cast(value)
@@ -176,14 +209,18 @@ def read_split(root: str, split: str) -> list[str]:
     """Image ids of a split file (:func:`split_file`; first column, blank lines ignored)."""
     path = split_file(root, split)
     if not os.path.isfile(path):
-        raise AnnotationError(f"{path}: split file not found (root {root!r}, split {split!r}); without split "
-                              "files, --val-fraction splits the images by seed")  # fmt: skip
+        raise AnnotationError(
+            f"{path}: split file not found (root {root!r}, split {split!r}); without split "
+            "files, --val-fraction splits the images by seed"
+        )
     with open(path, encoding="utf-8") as f:
         ids = [(n, line.split()[0]) for n, line in enumerate(f, 1) if line.strip()]
     for n, image_id in ids:  # an id names a file inside the root, never one outside it
         if os.path.isabs(image_id) or ".." in image_id.replace("\\", "/").split("/"):
-            raise AnnotationError(f"{path} line {n}: image id {image_id!r} leaves the dataset root; ids are file "
-                                  "stems under Annotations/")  # fmt: skip
+            raise AnnotationError(
+                f"{path} line {n}: image id {image_id!r} leaves the dataset root; ids are file "
+                "stems under Annotations/"
+            )
     return [image_id for _, image_id in ids]
 
 
@@ -223,8 +260,15 @@ def load_voc(
     ids = [read_split(r, s) for r, s in zip(roots, splits)]
     key_files = [split_file(r, s) for r, s in zip(roots, splits)]
     key_files += [os.path.join(ann, f"{i}.xml") for (ann, _, _), rid in zip(layouts, ids) for i in rid]
-    options = dict(roots=roots, splits=splits, classes=list(classes or []), discover=discover_classes,
-                   skip_unknown=skip_unknown_classes, check_images=check_images, layouts=layouts)  # fmt: skip
+    options = dict(
+        roots=roots,
+        splits=splits,
+        classes=list(classes or []),
+        discover=discover_classes,
+        skip_unknown=skip_unknown_classes,
+        check_images=check_images,
+        layouts=layouts,
+    )
     cached = cache_path("voc", cache_dir, options, key_files)
     dataset = read_cache(cached)
     if dataset is not None:
@@ -232,15 +276,17 @@ def load_voc(
         dataset.report.log(f"VOC {splits} (cached)")
         return dataset
     images: list[str] = []  # every image file looked at, for the cache's key
-    dataset = _load_voc_uncached(roots, layouts, splits, ids, classes, discover_classes, skip_unknown_classes,
-                                 check_images, images)  # fmt: skip
+    dataset = _load_voc_uncached(
+        roots, layouts, splits, ids, classes, discover_classes, skip_unknown_classes, check_images, images
+    )
     write_cache(cached, dataset, images)
     dataset.report.log(f"VOC {splits}")
     return dataset
 
 
-def _load_voc_uncached(roots, layouts, splits, ids, classes, discover, skip_unknown, check_images,
-                       images: list[str]) -> RecordSet:  # fmt: skip
+def _load_voc_uncached(
+    roots, layouts, splits, ids, classes, discover, skip_unknown, check_images, images: list[str]
+) -> RecordSet:
     report = LoadReport()
     image_root = os.path.commonpath(roots) if len(roots) > 1 else roots[0]
     parsed = []  # (root, image_id, xml path, parsed dict)
@@ -251,8 +297,12 @@ def _load_voc_uncached(roots, layouts, splits, ids, classes, discover, skip_unkn
             images.append(img_dir)
             _report_flat_leftovers(ann_dir, img_dir, by_stem, report)
         seen: set[str] = set()
-        for i in tqdm(root_ids, desc=f"VOC {os.path.basename(root)}/{os.path.basename(split)}", leave=False,
-                      disable=None):  # fmt: skip
+        for i in tqdm(
+            root_ids,
+            desc=f"VOC {os.path.basename(root)}/{os.path.basename(split)}",
+            leave=False,
+            disable=None,
+        ):
             if i in seen:
                 report.add("duplicate_image", split_file(root, split), i)
                 continue
@@ -270,8 +320,9 @@ def _load_voc_uncached(roots, layouts, splits, ids, classes, discover, skip_unkn
     label_of = {name: i + 1 for i, name in enumerate(classes)}
     records = []
     for img_dir, image_id, xml, p in parsed:
-        record = _to_record(img_dir, image_root, image_id, xml, p, label_of, skip_unknown, check_images, report,
-                            images)  # fmt: skip
+        record = _to_record(
+            img_dir, image_root, image_id, xml, p, label_of, skip_unknown, check_images, report, images
+        )
         if record is not None:
             records.append(record)
     return RecordSet(records, classes, image_root, report=report)
@@ -333,6 +384,13 @@ def _to_record(img_dir, image_root, image_id, xml, p, label_of, skip_unknown, ch
     boxes, keep = sanitize_boxes(np.asarray(boxes, np.float32), width, height, report, xml)
     if p["objects"] and not keep.any():
         report.add("labels_lost", xml, f"all {len(p['objects'])} objects dropped")
-    record = Record(image_id, file_name, width, height, boxes, np.asarray(labels, np.int64),
-                    difficult=np.asarray(difficult, bool))  # fmt: skip
+    record = Record(
+        image_id,
+        file_name,
+        width,
+        height,
+        boxes,
+        np.asarray(labels, np.int64),
+        difficult=np.asarray(difficult, bool),
+    )
     return record if keep.all() else record.select(keep)

@@ -44,20 +44,33 @@ logger = logging.getLogger(__name__)
 # MobileNetV2 models, narrows the FPN (128 channels) and the box head (512 units).
 PRESETS: dict[str, dict] = {
     "cpu_fast": dict(
-        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
-        rpn_batch_size_per_image=128, box_batch_size_per_image=64, box_detections_per_img=100,
-        fpn_channels=128, box_head_dim=512,
+        rpn_pre_nms_top_n_train=600,
+        rpn_post_nms_top_n_train=300,
+        rpn_pre_nms_top_n_test=300,
+        rpn_post_nms_top_n_test=100,
+        rpn_batch_size_per_image=128,
+        box_batch_size_per_image=64,
+        box_detections_per_img=100,
+        fpn_channels=128,
+        box_head_dim=512,
     ),
     "default": {},
-}  # fmt: skip
+}
 _CUSTOM_OPTIONS = ("fpn_channels", "box_head_dim")
 
 SMALL_ANCHORS = ((16, 32, 64, 128, 256),) * 3
 
 
-def _mobilenet_v2_fpn(mask: bool, num_classes: int, weights_backbone, trainable_layers, local_backbone,
-                      fpn_channels: int = 256, box_head_dim: int = 1024, **kw):  # fmt: skip
+def _mobilenet_v2_fpn(
+    mask: bool,
+    num_classes: int,
+    weights_backbone,
+    trainable_layers,
+    local_backbone,
+    fpn_channels: int = 256,
+    box_head_dim: int = 1024,
+    **kw,
+):
     pretrained = weights_backbone is not None or local_backbone is not None
     backbone = mobilenet_backbone(
         backbone_name="mobilenet_v2",
@@ -77,8 +90,13 @@ def _mobilenet_v2_fpn(mask: bool, num_classes: int, weights_backbone, trainable_
     if mask:
         kw["mask_predictor"] = MaskRCNNPredictor(256, 256, num_classes)
     cls = MaskRCNN if mask else FasterRCNN
-    return cls(backbone, rpn_anchor_generator=anchors, box_head=box_head,
-               box_predictor=FastRCNNPredictor(box_head_dim, num_classes), **kw)
+    return cls(
+        backbone,
+        rpn_anchor_generator=anchors,
+        box_head=box_head,
+        box_predictor=FastRCNNPredictor(box_head_dim, num_classes),
+        **kw,
+    )
 
 
 def _torchvision(fn_name: str) -> Callable[..., nn.Module]:
@@ -88,8 +106,12 @@ def _torchvision(fn_name: str) -> Callable[..., nn.Module]:
         fn = getattr(torchvision.models.detection, fn_name)
         if trainable_layers is not None:
             kw["trainable_backbone_layers"] = trainable_layers
-        model = fn(weights=weights, weights_backbone=weights_backbone,
-                   num_classes=None if weights else num_classes, **kw)  # fmt: skip
+        model = fn(
+            weights=weights,
+            weights_backbone=weights_backbone,
+            num_classes=None if weights else num_classes,
+            **kw,
+        )
         if local_backbone is not None:
             _load_backbone(model.backbone.body, local_backbone)
         return model
@@ -98,19 +120,24 @@ def _torchvision(fn_name: str) -> Callable[..., nn.Module]:
     return build
 
 
-def _resnext_fpn(mask: bool, arch: str, num_classes, weights, weights_backbone, trainable_layers, local_backbone,
-                 **kw):  # fmt: skip
+def _resnext_fpn(
+    mask: bool, arch: str, num_classes, weights, weights_backbone, trainable_layers, local_backbone, **kw
+):
     """Faster/Mask R-CNN on a ResNeXt-FPN backbone, built as torchvision builds its ResNet-50 ones.
     ``arch``: a torchvision ResNeXt (ImageNet weights by torchvision's names, e.g. ``DEFAULT``), or
     ``resnext101_32x4d`` (MMDetection's; no torchvision weights: random init or a local ``.pth``)."""
     if weights is not None:
-        raise ValueError(f"torchvision has no detection weights for the {arch} models; pass a local .pth to --weights")
+        raise ValueError(
+            f"torchvision has no detection weights for the {arch} models; pass a local .pth to --weights"
+        )
     pretrained = weights_backbone is not None or local_backbone is not None
     norm = misc_nn_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
     if arch == "resnext101_32x4d":
         if weights_backbone is not None:
-            raise ValueError("resnext101_32x4d has no torchvision ImageNet weights; pass a local .pth to "
-                             "--weights-backbone, or none for random init")  # fmt: skip
+            raise ValueError(
+                "resnext101_32x4d has no torchvision ImageNet weights; pass a local .pth to "
+                "--weights-backbone, or none for random init"
+            )
         body = ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=4, norm_layer=norm)
     else:
         body = getattr(torchvision.models, arch)(weights=weights_backbone, norm_layer=norm)
@@ -131,9 +158,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fasterrcnn_mobilenet_v2_fpn": partial(_mobilenet_v2_fpn, False),
     "maskrcnn_resnet50_fpn": _torchvision("maskrcnn_resnet50_fpn"),
     "maskrcnn_mobilenet_v2_fpn": partial(_mobilenet_v2_fpn, True),
-    **{f"{kind}rcnn_{arch}_fpn": partial(_resnext_fpn, kind == "mask", arch)
-       for kind in ("faster", "mask") for arch in ("resnext50_32x4d", "resnext101_32x8d", "resnext101_32x4d")},
-}  # fmt: skip
+    **{
+        f"{kind}rcnn_{arch}_fpn": partial(_resnext_fpn, kind == "mask", arch)
+        for kind in ("faster", "mask")
+        for arch in ("resnext50_32x4d", "resnext101_32x8d", "resnext101_32x4d")
+    },
+}
 ROI_HEADS = ("standard", "pisa")
 _CUSTOM = {"fasterrcnn_mobilenet_v2_fpn", "maskrcnn_mobilenet_v2_fpn"}
 
@@ -185,8 +215,12 @@ def build_model(
     local_backbone = weights_backbone if _is_file(weights_backbone) else None
     if local_weights is None and weights is not None and name in _CUSTOM:
         raise ValueError(f"torchvision has no detection weights for {name}; pass a local .pth to --weights")
-    options = {**PRESETS[preset], **kwargs, "min_size": min_size,
-               "max_size": max_size or round(min_size * 1333 / 800)}  # fmt: skip
+    options = {
+        **PRESETS[preset],
+        **kwargs,
+        "min_size": min_size,
+        "max_size": max_size or round(min_size * 1333 / 800),
+    }
     model = MODELS[name](
         num_classes=num_classes,
         weights=None if local_weights else weights,
@@ -239,7 +273,7 @@ def load_matching(module: nn.Module, path: str, strip: tuple[str, ...] = ()) -> 
     """Load the tensors of ``path`` whose names and shapes fit ``module``; log the rest."""
     state = _read_state_dict(path)
     for prefix in strip:
-        state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+        state = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
     own = module.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fits:
@@ -247,8 +281,15 @@ def load_matching(module: nn.Module, path: str, strip: tuple[str, ...] = ()) -> 
     skipped = sorted(set(state) - set(fits))
     missing = sorted(set(own) - set(fits))
     module.load_state_dict(fits, strict=False)
-    logger.info("%s: loaded %d tensors, skipped %d (%s), left %d at init (%s)", path, len(fits),
-                len(skipped), ", ".join(skipped[:4]), len(missing), ", ".join(missing[:4]))  # fmt: skip
+    logger.info(
+        "%s: loaded %d tensors, skipped %d (%s), left %d at init (%s)",
+        path,
+        len(fits),
+        len(skipped),
+        ", ".join(skipped[:4]),
+        len(missing),
+        ", ".join(missing[:4]),
+    )
 
 
 def _load_backbone(body: nn.Module, path: str) -> None:

@@ -66,8 +66,9 @@ def renormalise(weights: Tensor, losses: Tensor) -> Tensor:
     return weights * (losses.sum() / new) if new > 0 else weights
 
 
-def iou_hlr_weights(ious: Tensor, gt_ids: Tensor, labels: Tensor, cls_losses: Tensor, k: float,
-                    bias: float) -> Tensor:  # fmt: skip
+def iou_hlr_weights(
+    ious: Tensor, gt_ids: Tensor, labels: Tensor, cls_losses: Tensor, k: float, bias: float
+) -> Tensor:
     """ISR-P weights of positives: IoU-HLR (rank by IoU inside each GT box's group, then across the
     groups of a class), mapped linearly with the largest class count as the top, renormalised on the
     positives' classification losses.
@@ -104,14 +105,22 @@ def nms_groups(boxes: Tensor, scores: Tensor, iou_thr: float) -> list[Tensor]:
         if not free[a]:
             continue
         members = torch.where(free & (iou[a] >= iou_thr))[0]
-        members = torch.unique(torch.cat([members, members.new_tensor([a])]))  # a degenerate box has IoU 0 with itself
+        members = torch.unique(
+            torch.cat([members, members.new_tensor([a])])
+        )  # a degenerate box has IoU 0 with itself
         free[members] = False
         groups.append(order[members])
     return groups
 
 
-def score_hlr_sample(probs: Tensor, boxes: Tensor, bg_losses: Tensor, num: int, cfg: PisaConfig,
-                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+def score_hlr_sample(
+    probs: Tensor,
+    boxes: Tensor,
+    bg_losses: Tensor,
+    num: int,
+    cfg: PisaConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
     """ISR-N for one image's negatives: which to sample and their classification-loss weights.
 
     Args:
@@ -148,17 +157,27 @@ def score_hlr_sample(probs: Tensor, boxes: Tensor, bg_losses: Tensor, num: int, 
     return pick, renormalise(weights, bg_losses[pick])
 
 
-def pisa_losses(class_logits: Tensor, box_regression: Tensor, labels: Tensor, regression_targets: Tensor,
-                label_weights: Tensor, carl_k: float, carl_bias: float) -> tuple[Tensor, Tensor]:  # fmt: skip
+def pisa_losses(
+    class_logits: Tensor,
+    box_regression: Tensor,
+    labels: Tensor,
+    regression_targets: Tensor,
+    label_weights: Tensor,
+    carl_k: float,
+    carl_bias: float,
+) -> tuple[Tensor, Tensor]:
     """Weighted classification loss and CARL box loss, both averaged over all sampled RoIs as
     torchvision's ``fastrcnn_loss`` does (which they equal with unit weights and ``carl_k`` 0)."""
     n = labels.numel()
     loss_cls = (F.cross_entropy(class_logits, labels, reduction="none") * label_weights).sum() / n
     pos = torch.where(labels > 0)[0]
     box_regression = box_regression.reshape(n, box_regression.size(-1) // 4, 4)
-    per_box = F.smooth_l1_loss(box_regression[pos, labels[pos]], regression_targets[pos], beta=1 / 9,
-                               reduction="none").sum(1)  # fmt: skip
-    score = F.softmax(class_logits[pos], -1)[torch.arange(len(pos), device=pos.device), labels[pos]]  # with gradient
+    per_box = F.smooth_l1_loss(
+        box_regression[pos, labels[pos]], regression_targets[pos], beta=1 / 9, reduction="none"
+    ).sum(1)
+    score = F.softmax(class_logits[pos], -1)[
+        torch.arange(len(pos), device=pos.device), labels[pos]
+    ]  # with gradient
     carl = (carl_bias + (1 - carl_bias) * score).pow(carl_k)
     carl = carl * (len(pos) / carl.sum()) if len(pos) else carl
     return loss_cls, (per_box * carl).sum() / n
@@ -169,12 +188,21 @@ class PisaRoIHeads(RoIHeads):
 
     def __init__(self, base: RoIHeads, cfg: PisaConfig) -> None:
         super().__init__(
-            base.box_roi_pool, base.box_head, base.box_predictor,
-            base.proposal_matcher.high_threshold, base.proposal_matcher.low_threshold,
-            base.fg_bg_sampler.batch_size_per_image, base.fg_bg_sampler.positive_fraction,
-            base.box_coder.weights, base.score_thresh, base.nms_thresh, base.detections_per_img,
-            base.mask_roi_pool, base.mask_head, base.mask_predictor,
-        )  # fmt: skip
+            base.box_roi_pool,
+            base.box_head,
+            base.box_predictor,
+            base.proposal_matcher.high_threshold,
+            base.proposal_matcher.low_threshold,
+            base.fg_bg_sampler.batch_size_per_image,
+            base.fg_bg_sampler.positive_fraction,
+            base.box_coder.weights,
+            base.score_thresh,
+            base.nms_thresh,
+            base.detections_per_img,
+            base.mask_roi_pool,
+            base.mask_head,
+            base.mask_predictor,
+        )
         self.proposal_matcher.allow_low_quality_matches = base.proposal_matcher.allow_low_quality_matches
         self.pisa = cfg
 
@@ -189,24 +217,49 @@ class PisaRoIHeads(RoIHeads):
         proposals = [p[i] for p, i in zip(proposals, picks)]
         matched = [m[i] for m, i in zip(matched, picks)]
         labels = [lab[i] for lab, i in zip(labels, picks)]
-        targets_boxes = [g[m] if len(g) else torch.zeros_like(p) for g, m, p in zip(gt_boxes, matched, proposals)]
+        targets_boxes = [
+            g[m] if len(g) else torch.zeros_like(p) for g, m, p in zip(gt_boxes, matched, proposals)
+        ]
         regression_targets = torch.cat(self.box_coder.encode(targets_boxes, proposals))
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         all_labels, label_weights = torch.cat(labels), torch.cat(weights)
-        offsets = torch.cumsum(torch.tensor([0] + [len(g) for g in gt_boxes[:-1]], device=all_labels.device), 0)
+        offsets = torch.cumsum(
+            torch.tensor([0] + [len(g) for g in gt_boxes[:-1]], device=all_labels.device), 0
+        )
         gt_ids = torch.cat([m + o for m, o in zip(matched, offsets)])
-        label_weights = self.isr_p(class_logits, box_regression, all_labels, gt_ids, torch.cat(proposals),
-                                   torch.cat(targets_boxes), label_weights)  # fmt: skip
-        loss_classifier, loss_box_reg = pisa_losses(class_logits, box_regression, all_labels, regression_targets,
-                                                    label_weights, self.pisa.carl_k, self.pisa.carl_bias)  # fmt: skip
+        label_weights = self.isr_p(
+            class_logits,
+            box_regression,
+            all_labels,
+            gt_ids,
+            torch.cat(proposals),
+            torch.cat(targets_boxes),
+            label_weights,
+        )
+        loss_classifier, loss_box_reg = pisa_losses(
+            class_logits,
+            box_regression,
+            all_labels,
+            regression_targets,
+            label_weights,
+            self.pisa.carl_k,
+            self.pisa.carl_bias,
+        )
         losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
         if self.has_mask():  # torchvision's mask branch, on the sampled positives
             pos = [torch.where(lab > 0)[0] for lab in labels]
             mask_proposals = [p[i] for p, i in zip(proposals, pos)]
-            mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes)))
-            losses["loss_mask"] = maskrcnn_loss(mask_logits, mask_proposals, [t["masks"] for t in targets], gt_labels,
-                                                [m[i] for m, i in zip(matched, pos)])  # fmt: skip
+            mask_logits = self.mask_predictor(
+                self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes))
+            )
+            losses["loss_mask"] = maskrcnn_loss(
+                mask_logits,
+                mask_proposals,
+                [t["masks"] for t in targets],
+                gt_labels,
+                [m[i] for m, i in zip(matched, pos)],
+            )
         return [], losses
 
     def sample(self, features, proposals, labels, image_shapes) -> tuple[list[Tensor], list[Tensor]]:
@@ -220,22 +273,30 @@ class PisaRoIHeads(RoIHeads):
             pos.append(candidates[keep])
         neg = [torch.where(lab == 0)[0] for lab in labels]
         with torch.no_grad():  # the negatives as the current head sees them
-            feats = self.box_head(self.box_roi_pool(features, [p[i] for p, i in zip(proposals, neg)], image_shapes))
+            feats = self.box_head(
+                self.box_roi_pool(features, [p[i] for p, i in zip(proposals, neg)], image_shapes)
+            )
             logits, deltas = self.box_predictor(feats)
         picks, weights = [], []
-        for p, image_pos, image_neg, lg, dt in zip(proposals, pos, neg, logits.split([len(n) for n in neg]),
-                                                   deltas.split([len(n) for n in neg])):  # fmt: skip
+        for p, image_pos, image_neg, lg, dt in zip(
+            proposals, pos, neg, logits.split([len(n) for n in neg]), deltas.split([len(n) for n in neg])
+        ):
             probs = F.softmax(lg, -1)
             best = probs[:, 1:].argmax(1) + 1
-            boxes = self.box_coder.decode_single(dt.reshape(len(dt), -1, 4)[torch.arange(len(dt)), best],
-                                                 p[image_neg])  # fmt: skip
-            bg_losses = F.cross_entropy(lg, torch.zeros(len(lg), dtype=torch.long, device=lg.device), reduction="none")
+            boxes = self.box_coder.decode_single(
+                dt.reshape(len(dt), -1, 4)[torch.arange(len(dt)), best], p[image_neg]
+            )
+            bg_losses = F.cross_entropy(
+                lg, torch.zeros(len(lg), dtype=torch.long, device=lg.device), reduction="none"
+            )
             chosen, w = score_hlr_sample(probs, boxes, bg_losses, num - len(image_pos), self.pisa)
             picks.append(torch.cat([image_pos, image_neg[chosen]]))
             weights.append(torch.cat([w.new_ones(len(image_pos)), w]))
         return picks, weights
 
-    def isr_p(self, class_logits, box_regression, labels, gt_ids, proposals, gt_boxes, label_weights) -> Tensor:
+    def isr_p(
+        self, class_logits, box_regression, labels, gt_ids, proposals, gt_boxes, label_weights
+    ) -> Tensor:
         """``label_weights`` with the positives' weights replaced by their ISR-P weights."""
         pos = torch.where(labels > 0)[0]
         if len(pos) == 0:
@@ -245,7 +306,9 @@ class PisaRoIHeads(RoIHeads):
             predicted = self.box_coder.decode_single(deltas, proposals[pos])
             ious = box_iou(predicted, gt_boxes[pos]).diagonal()
             cls_losses = F.cross_entropy(class_logits[pos], labels[pos], reduction="none")
-            weights = iou_hlr_weights(ious, gt_ids[pos], labels[pos], cls_losses, self.pisa.isr_k, self.pisa.isr_bias)
+            weights = iou_hlr_weights(
+                ious, gt_ids[pos], labels[pos], cls_losses, self.pisa.isr_k, self.pisa.isr_bias
+            )
         label_weights = label_weights.clone()
         label_weights[pos] = weights.to(label_weights.dtype)
         return label_weights

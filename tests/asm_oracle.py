@@ -53,9 +53,18 @@ def merge_by_loop(det: dict, gt: Record, cfg: ASMConfig) -> dict:
         sl[j] = True
     drawn, confirmed, deleted = len(gt_boxes) - len(match), len(match), len(kept) - len(match)
     ratio = drawn / len(gt_boxes) if gt_boxes else (1.0 if deleted else 0.0)
-    return {"boxes": sa_boxes, "sl": sl, "drawn": drawn, "confirmed": confirmed, "deleted": deleted,
-            "certain": len(kept), "uncertain": len(uncertain) + demoted, "demoted": demoted,
-            "matched": len(match), "ratio": ratio}  # fmt: skip
+    return {
+        "boxes": sa_boxes,
+        "sl": sl,
+        "drawn": drawn,
+        "confirmed": confirmed,
+        "deleted": deleted,
+        "certain": len(kept),
+        "uncertain": len(uncertain) + demoted,
+        "demoted": demoted,
+        "matched": len(match),
+        "ratio": ratio,
+    }
 
 
 def random_batch(rng, n_images: int, max_gt: int, n_dets: int | None = None, classes: int = 3):
@@ -91,5 +100,8 @@ def random_batch(rng, n_images: int, max_gt: int, n_dets: int | None = None, cla
 def same_result(result, ref: dict) -> bool:
     """Whether a :class:`asm.merge.MergeResult` equals the loop's result exactly."""
     keys = ("drawn", "confirmed", "deleted", "certain", "uncertain", "demoted", "matched", "ratio")
-    return (result.sa.boxes.tolist() == np.asarray(ref["boxes"], np.float32).reshape(-1, 4).tolist()
-            and result.sl.tolist() == ref["sl"] and all(getattr(result, k) == ref[k] for k in keys))  # fmt: skip
+    return (
+        result.sa.boxes.tolist() == np.asarray(ref["boxes"], np.float32).reshape(-1, 4).tolist()
+        and result.sl.tolist() == ref["sl"]
+        and all(getattr(result, k) == ref[k] for k in keys)
+    )

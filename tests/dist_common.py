@@ -15,7 +15,12 @@ def build():
     """A fixed random tiny model (same weights in every process), 10 demo images, both evaluators."""
     data = load_demo("val", num_train=12, num_val=10)
     torch.manual_seed(0)
-    model = build_model("fasterrcnn_mobilenet_v2_fpn", data.num_classes + 1, min_size=64, preset="cpu_fast",
-                        box_score_thresh=0.0)  # fmt: skip
+    model = build_model(
+        "fasterrcnn_mobilenet_v2_fpn",
+        data.num_classes + 1,
+        min_size=64,
+        preset="cpu_fast",
+        box_score_thresh=0.0,
+    )
     loader = eval_loader(data.records, data.image_root, argparse.Namespace(eval_batch_size=1, workers=0))
     return model, loader, [VOCEvaluator(data.classes), COCOEvaluator(data)]

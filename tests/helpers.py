@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 
-def voc_xml(filename: str = "a.jpg", size=(64, 48), objects=(("cat", (5, 5, 30, 30)),), extra: str = "") -> str:
+def voc_xml(
+    filename: str = "a.jpg", size=(64, 48), objects=(("cat", (5, 5, 30, 30)),), extra: str = ""
+) -> str:
     objs = "".join(
         f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin>"
         f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
@@ -28,8 +30,13 @@ def write_image(path: str, size=(64, 48), value: int = 128) -> None:
     Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
 
 
-def make_voc(root, annotations: dict[str, str], images: dict[str, tuple[int, int]] | None = None,
-             split: str = "train", split_ids: list[str] | None = None) -> str:
+def make_voc(
+    root,
+    annotations: dict[str, str],
+    images: dict[str, tuple[int, int]] | None = None,
+    split: str = "train",
+    split_ids: list[str] | None = None,
+) -> str:
     """Write a VOC folder: ``annotations`` maps id -> XML text, ``images`` file name -> size."""
     root = str(root)
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):

@@ -14,9 +14,34 @@ from asm.samplers import BaseSampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY = ["--demo-train", "24", "--demo-val", "6", "--min-size", "64", "--train-batch-size", "4",
-        "--workers", "0", "--warmup-iters", "2", "--deterministic", "--epochs", "1", "--seed_batch", "8",
-        "--step-size", "4", "--steps", "2", "--seeds", "0", "1", "--ap_range", "10"]
+TINY = [
+    "--demo-train",
+    "24",
+    "--demo-val",
+    "6",
+    "--min-size",
+    "64",
+    "--train-batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--warmup-iters",
+    "2",
+    "--deterministic",
+    "--epochs",
+    "1",
+    "--seed_batch",
+    "8",
+    "--step-size",
+    "4",
+    "--steps",
+    "2",
+    "--seeds",
+    "0",
+    "1",
+    "--ap_range",
+    "10",
+]
 
 
 class LastIdsSampler(BaseSampler):
@@ -35,13 +60,27 @@ def test_curves_written_and_resume_gives_the_same_json(tmp_path):
     assert code == 0
     data = json.load(open(os.path.join(full, "curves.json")))
     assert [(c["sampler"], c["seed"], len(c["steps"])) for c in data["curves"]] == [
-        ("random", 0, 2), ("random", 1, 2), ("entropy", 0, 2), ("entropy", 1, 2)]
+        ("random", 0, 2),
+        ("random", 1, 2),
+        ("entropy", 0, 2),
+        ("entropy", 1, 2),
+    ]
     for c in data["curves"]:
         assert [s["images"] for s in c["steps"]] == [8, 12]
         assert c["steps"][1]["human_drawn_boxes"] >= c["steps"][0]["human_drawn_boxes"]
     rows = list(csv.DictReader(open(os.path.join(full, "curves.csv"))))
-    assert len(rows) == 8 and set(rows[0]) == {"sampler", "seed", "step", "images", "human_drawn_boxes",
-                                               "AP50", "AP75", "AP", "segm_AP", "segm_AP50"}
+    assert len(rows) == 8 and set(rows[0]) == {
+        "sampler",
+        "seed",
+        "step",
+        "images",
+        "human_drawn_boxes",
+        "AP50",
+        "AP75",
+        "AP",
+        "segm_AP",
+        "segm_AP50",
+    }
     assert rows[0]["segm_AP"] == ""  # a box model has no mask AP
     with Image.open(os.path.join(full, "curves.png")) as im:
         assert im.size[0] > 100 and len(set(im.convert("L").tobytes())) > 10  # something is drawn
@@ -55,11 +94,32 @@ def test_curves_written_and_resume_gives_the_same_json(tmp_path):
 def test_user_sampler_al_ratio_continue_mode_and_asm_logs(tmp_path):
     asm_log = tmp_path / "asm" / "log.jsonl"
     asm_log.parent.mkdir()
-    asm_log.write_text("".join(json.dumps({"type": "round", "labelled_images": n, "human_drawn_total": 3 * n,
-                                           "AP50": n / 20}) + "\n" for n in (8, 12)))
-    code, out = _run(tmp_path, "user", "--samplers", "tests.test_al_curve:LastIdsSampler", "al_ratio",
-                     "--seeds", "0", "--certain_thre", "0.05", "--uncertain_thre", "0.04", "--gt_iou", "0.1",
-                     "--resume_or_load", "continue", "--asm-logs", str(asm_log))
+    asm_log.write_text(
+        "".join(
+            json.dumps({"type": "round", "labelled_images": n, "human_drawn_total": 3 * n, "AP50": n / 20})
+            + "\n"
+            for n in (8, 12)
+        )
+    )
+    code, out = _run(
+        tmp_path,
+        "user",
+        "--samplers",
+        "tests.test_al_curve:LastIdsSampler",
+        "al_ratio",
+        "--seeds",
+        "0",
+        "--certain_thre",
+        "0.05",
+        "--uncertain_thre",
+        "0.04",
+        "--gt_iou",
+        "0.1",
+        "--resume_or_load",
+        "continue",
+        "--asm-logs",
+        str(asm_log),
+    )
     assert code == 0
     curves = json.load(open(os.path.join(out, "curves.json")))["curves"]
     assert [c["sampler"] for c in curves] == ["LastIdsSampler", "al_ratio"]
@@ -83,16 +143,29 @@ def _fresh_process(script: str, args: list[str]) -> subprocess.CompletedProcess:
     """``script`` in a new interpreter at torch's default thread count, without MKL_CBWR preset:
     the script must make itself reproducible."""
     env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "OMP_NUM_THREADS")}
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_deterministic_curves_repeat_in_fresh_processes(tmp_path):
     results = []
     for name in ("first", "second"):
         out = tmp_path / name
-        proc = _fresh_process("al_curve.py", [*TINY, "--samplers", "random", "--seeds", "0",
-                                                    "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)])
+        proc = _fresh_process(
+            "al_curve.py",
+            [
+                *TINY,
+                "--samplers",
+                "random",
+                "--seeds",
+                "0",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--output-dir",
+                str(out),
+            ],
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         results.append(json.load(open(out / "curves.json")))
         assert "# threads:" in (out / "config.yaml").read_text()  # the environment is recorded
@@ -103,7 +176,10 @@ def test_plot_without_matplotlib_warns_and_keeps_going(tmp_path, monkeypatch, ca
     from tools.curves import plot
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
-    steps = [{"images": 4, "human_drawn_boxes": 10, "AP50": 0.1}, {"images": 8, "human_drawn_boxes": 20, "AP50": 0.2}]
+    steps = [
+        {"images": 4, "human_drawn_boxes": 10, "AP50": 0.1},
+        {"images": 8, "human_drawn_boxes": 20, "AP50": 0.2},
+    ]
     plot([{"sampler": "random", "seed": 0, "steps": steps}], str(tmp_path / "curves.png"), "images", [])
     assert not (tmp_path / "curves.png").exists() and "matplotlib is not installed" in caplog.text
 
@@ -111,13 +187,45 @@ def test_plot_without_matplotlib_warns_and_keeps_going(tmp_path, monkeypatch, ca
 def test_mask_rcnn_curves_train_on_masks_and_report_mask_ap(tiny_coco_root, tmp_path):
     """al_curve.py with Mask R-CNN: masks in the targets, segm AP per step in curves.json and the plot."""
     out = str(tmp_path / "mask")
-    code = main(["--dataset", "coco", "--coco-train-json", os.path.join(tiny_coco_root, "annotations",
-                 "instances_train2017.json"), "--coco-train-images", os.path.join(tiny_coco_root, "train2017"),
-                 "--coco-val-json", os.path.join(tiny_coco_root, "annotations", "instances_val2017.json"),
-                 "--coco-val-images", os.path.join(tiny_coco_root, "val2017"), "--model", "maskrcnn_mobilenet_v2_fpn",
-                 "--min-size", "96", "--train-batch-size", "4", "--workers", "0", "--warmup-iters", "2",
-                 "--epochs", "1", "--seed_batch", "8", "--step-size", "4", "--steps", "2", "--seeds", "0",
-                 "--samplers", "random", "--amp", "--output-dir", out])
+    code = main(
+        [
+            "--dataset",
+            "coco",
+            "--coco-train-json",
+            os.path.join(tiny_coco_root, "annotations", "instances_train2017.json"),
+            "--coco-train-images",
+            os.path.join(tiny_coco_root, "train2017"),
+            "--coco-val-json",
+            os.path.join(tiny_coco_root, "annotations", "instances_val2017.json"),
+            "--coco-val-images",
+            os.path.join(tiny_coco_root, "val2017"),
+            "--model",
+            "maskrcnn_mobilenet_v2_fpn",
+            "--min-size",
+            "96",
+            "--train-batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--warmup-iters",
+            "2",
+            "--epochs",
+            "1",
+            "--seed_batch",
+            "8",
+            "--step-size",
+            "4",
+            "--steps",
+            "2",
+            "--seeds",
+            "0",
+            "--samplers",
+            "random",
+            "--amp",
+            "--output-dir",
+            out,
+        ]
+    )
     assert code == 0
     steps = json.load(open(os.path.join(out, "curves.json")))["curves"][0]["steps"]
     assert len(steps) == 2 and all(isinstance(s["segm_AP"], float) and 0 <= s["segm_AP"] <= 1 for s in steps)

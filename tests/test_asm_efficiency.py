@@ -8,16 +8,31 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("asm_efficiency", os.path.join(ROOT, "bench", "asm_efficiency.py"))
+spec = importlib.util.spec_from_file_location(
+    "asm_efficiency", os.path.join(ROOT, "bench", "asm_efficiency.py")
+)
 eff = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(eff)
 
 
 def _curve(method, seed, points, reviewed=0, moved=0):
-    curve = {"method": method, "seed": seed,
-             "points": [{"images": 10 * (k + 1), "human_drawn_boxes": b, "AP50": ap, "AP50/a": ap / 2, "AP75": 0.0,
-                         "AP": ap / 2, "reviewed": reviewed * k, "moved": moved * k}
-                        for k, (b, ap) in enumerate(points)]}  # fmt: skip
+    curve = {
+        "method": method,
+        "seed": seed,
+        "points": [
+            {
+                "images": 10 * (k + 1),
+                "human_drawn_boxes": b,
+                "AP50": ap,
+                "AP50/a": ap / 2,
+                "AP75": 0.0,
+                "AP": ap / 2,
+                "reviewed": reviewed * k,
+                "moved": moved * k,
+            }
+            for k, (b, ap) in enumerate(points)
+        ],
+    }
     eff.with_cost([curve], review_cost=0.2, move_cost=0.5)
     return curve
 
@@ -31,10 +46,17 @@ def test_box_and_cost_fractions_auc_and_comparison_with_random():
     ]
     summary = eff.analyse(curves, 1000, ["random", "entropy", "v1+"])
     assert summary["supervised"] == {"mean": 0.8, "std": 0.0}
-    assert summary["box_fraction"]["random"] == {"90pct": 0.6, "95pct": 0.6, "100pct": 1.0}  # 0.70 < 0.72 at 300
+    assert summary["box_fraction"]["random"] == {
+        "90pct": 0.6,
+        "95pct": 0.6,
+        "100pct": 1.0,
+    }  # 0.70 < 0.72 at 300
     assert summary["box_fraction"]["v1+"] == {"90pct": 0.15, "95pct": 0.25, "100pct": 0.25}
     # cost at the 100% point: 250 drawn + 0.2 x 200 reviewed + 0.5 x 20 moved = 300
-    assert summary["cost_fraction"]["v1+"]["100pct"] == 0.3 and summary["cost_fraction"]["random"]["100pct"] == 1.0
+    assert (
+        summary["cost_fraction"]["v1+"]["100pct"] == 0.3
+        and summary["cost_fraction"]["random"]["100pct"] == 1.0
+    )
     assert summary["box_fraction"]["entropy"]["90pct"] is None  # never reached
     assert summary["auc"]["v1+"] > summary["auc"]["random"] > summary["auc"]["entropy"]
     # random at 150 boxes: 0.55 (linear between its points); at 250: 0.65. Round 1 (150) is left out
@@ -42,14 +64,21 @@ def test_box_and_cost_fractions_auc_and_comparison_with_random():
     vs = summary["vs_random"]["v1+"]
     assert vs["at_or_above_after_round1"] and vs["min_margin_ap50"] == pytest.approx(0.15)
     assert vs["mean_margin_per_round"] == {1: pytest.approx(0.18), 2: pytest.approx(0.15)}
-    below = eff.analyse(curves + [_curve("topk_v2", 0, [(100, 0.40), (200, 0.1), (400, 0.70)])], 1000,
-                        ["random", "topk_v2"])  # fmt: skip
+    below = eff.analyse(
+        curves + [_curve("topk_v2", 0, [(100, 0.40), (200, 0.1), (400, 0.70)])], 1000, ["random", "topk_v2"]
+    )
     assert below["vs_random"]["topk_v2"]["min_margin_ap50"] == -0.02
     assert not below["vs_random"]["topk_v2"]["at_or_above_after_round1"]
     per_class = {"a": eff.analyse(curves, 1000, ["random", "entropy", "v1+"], "AP50/a")}
-    assert per_class["a"]["supervised"]["mean"] == 0.4 and per_class["a"]["box_fraction"]["v1+"]["100pct"] == 0.25
+    assert (
+        per_class["a"]["supervised"]["mean"] == 0.4
+        and per_class["a"]["box_fraction"]["v1+"]["100pct"] == 0.25
+    )
     table = eff.tables(curves, summary, per_class, ["random", "entropy", "v1+"], 1000)
-    assert "| v1+ | 15.0% | 25.0% | 25.0% | 30.0% |" in table and "| entropy | never | never | never | never |" in table
+    assert (
+        "| v1+ | 15.0% | 25.0% | 25.0% | 30.0% |" in table
+        and "| entropy | never | never | never | never |" in table
+    )
 
 
 def test_a_level_counts_only_when_every_seed_reaches_it():
@@ -74,19 +103,39 @@ def test_a_method_that_dies_is_reported_and_the_others_go_on(monkeypatch):
     args = argparse.Namespace(seeds=[1, 2], methods=["random", "v1+", "topk_v2"], jobs=3)
     curves, failed = eff.run_all(args, "root", 100)
     assert sorted((c["method"], c["seed"]) for c in curves) == sorted(
-        (m, s) for s in (1, 2) for m in ("supervised", "random", "v1+"))
+        (m, s) for s in (1, 2) for m in ("supervised", "random", "v1+")
+    )
     assert [(f["method"], f["seed"]) for f in failed] == [("topk_v2", 1), ("topk_v2", 2)]
     assert "non-finite" in failed[0]["error"]
 
 
 def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys):
     out = str(tmp_path / "eff")
-    argv = ["--quick", "--bccd-root", bccd_root, "--output-dir", out, "--methods", "random", "v1+", "topk_v2",
-            "--seeds", "1", "--jobs", "2", "--json-out", str(tmp_path / "docs" / "eff.json")]
+    argv = [
+        "--quick",
+        "--bccd-root",
+        bccd_root,
+        "--output-dir",
+        out,
+        "--methods",
+        "random",
+        "v1+",
+        "topk_v2",
+        "--seeds",
+        "1",
+        "--jobs",
+        "2",
+        "--json-out",
+        str(tmp_path / "docs" / "eff.json"),
+    ]
     assert eff.main(argv) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert first["default_method"] == "v1+" and first["seeds"] == [1] and first["failed"] == []
-    assert set(first["box_fraction_to_100pct"]) == set(first["box_fraction_to_95pct"]) == {"random", "v1+", "topk_v2"}
+    assert (
+        set(first["box_fraction_to_100pct"])
+        == set(first["box_fraction_to_95pct"])
+        == {"random", "v1+", "topk_v2"}
+    )
     # the same trainer for every method: round 0 is one model (deterministic), the baseline draws every box
     assert first["round0_identical"] is True and first["baseline"] == "random"
     assert set(first["asm_vs_random"]) == {"v1+", "topk_v2"}
@@ -101,7 +150,11 @@ def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys):
     assert random_run["points"][-1]["reviewed"] == 0 and random_run["points"][-1]["moved"] == 0
     sup = next(c for c in data["curves"] if c["method"] == "supervised")
     assert sup["points"][-1]["human_drawn_boxes"] == data["settings"]["total_boxes"]
-    assert all(len(c["points"]) == 2 and "cost" in c["points"][1] for c in data["curves"] if c["method"] != "supervised")
+    assert all(
+        len(c["points"]) == 2 and "cost" in c["points"][1]
+        for c in data["curves"]
+        if c["method"] != "supervised"
+    )
     assert os.path.getsize(os.path.join(out, "efficiency.png")) > 1000
     # evaluation on val + test: the slice's first 8 images of each
     with open(os.path.join(out, "bccd_root", "ImageSets", "Main", "eval.txt")) as f:
@@ -109,12 +162,16 @@ def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys):
     # running the same command again reuses every finished method
     assert eff.main(argv) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {k: v for k, v in again.items() if k != "wall_s"} == {k: v for k, v in first.items() if k != "wall_s"}
+    assert {k: v for k, v in again.items() if k != "wall_s"} == {
+        k: v for k, v in first.items() if k != "wall_s"
+    }
     assert again["wall_s"] < first["wall_s"]
 
 
 def test_missing_data_root_is_a_clear_error(tmp_path, capsys):
-    assert eff.main(["--quick", "--bccd-root", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert (
+        eff.main(["--quick", "--bccd-root", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o")]) == 2
+    )
     assert "is not a VOC root" in capsys.readouterr().err
 
 
@@ -126,9 +183,13 @@ def test_counts(value, n, expected):
 
 
 def test_round0_identical_compares_every_same_trainer_method_of_a_seed():
-    curves = [_curve("random", 1, [(100, 0.5), (200, 0.6)]), _curve("v1+", 1, [(100, 0.5), (150, 0.7)]),
-              _curve("random", 2, [(90, 0.4)]), _curve("v1+", 2, [(90, 0.4 + 1e-4)]),
-              _curve("al_curve/random", 1, [(100, 0.1)])]  # another trainer: not compared
+    curves = [
+        _curve("random", 1, [(100, 0.5), (200, 0.6)]),
+        _curve("v1+", 1, [(100, 0.5), (150, 0.7)]),
+        _curve("random", 2, [(90, 0.4)]),
+        _curve("v1+", 2, [(90, 0.4 + 1e-4)]),
+        _curve("al_curve/random", 1, [(100, 0.1)]),
+    ]  # another trainer: not compared
     assert eff.round0_identical(curves) == {1: True, 2: False}
 
 
@@ -142,8 +203,22 @@ def test_quick_study_on_a_flat_voc_folder_that_is_not_bccd(tmp_path, capsys):
     os.symlink(os.path.join(demo, "VOC", "JPEGImages"), flat / "images")
     os.symlink(os.path.join(demo, "VOC", "Annotations"), flat / "annotations")
     out = str(tmp_path / "eff")
-    argv = ["--quick", "--seeds", "3", "--jobs", "2", "--output-dir", out,
-            "--dataset", "voc", "--voc-roots", str(flat), "--discover-classes", "--val-fraction", "0.25"]
+    argv = [
+        "--quick",
+        "--seeds",
+        "3",
+        "--jobs",
+        "2",
+        "--output-dir",
+        out,
+        "--dataset",
+        "voc",
+        "--voc-roots",
+        str(flat),
+        "--discover-classes",
+        "--val-fraction",
+        "0.25",
+    ]
     assert eff.main(argv) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["failed"] == [] and last["round0_identical"] is True and "v1+" in last["asm_vs_random"]

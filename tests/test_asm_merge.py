@@ -24,7 +24,9 @@ def _one(det, gt, cfg=CFG):
 
 
 def test_split_thresholds():
-    det = _det((0, 0, 10, 10, 1, 0.8), (50, 50, 60, 60, 1, 0.79), (90, 90, 99, 99, 1, 0.3), (0, 90, 9, 99, 1, 0.29))
+    det = _det(
+        (0, 0, 10, 10, 1, 0.8), (50, 50, 60, 60, 1, 0.79), (90, 90, 99, 99, 1, 0.3), (0, 90, 9, 99, 1, 0.29)
+    )
     certain, uncertain, demoted = split_and_rejudge([det], CFG)
     assert certain[0].tolist() == [True, False, False, False]
     assert uncertain[0].tolist() == [False, True, True, False] and demoted == [0]
@@ -56,10 +58,12 @@ def test_rejudge_rule(rows, kept):
 
 def test_merge_replaces_matched_gt_and_counts_work():
     gt = _gt((0, 0, 100, 100, 1), (120, 120, 160, 160, 2), (10, 150, 40, 190, 1))
-    det = _det((1, 1, 100, 99, 1, 0.99),  # SL for GT 0
-               (120, 120, 150, 160, 2, 0.95),  # IoU 0.75 < 0.8: not SL -> deleted, GT 1 drawn
-               (10, 150, 40, 190, 2, 0.9),  # right place, wrong class -> deleted, GT 2 drawn
-               (170, 0, 199, 30, 1, 0.85))  # nothing there -> deleted
+    det = _det(
+        (1, 1, 100, 99, 1, 0.99),  # SL for GT 0
+        (120, 120, 150, 160, 2, 0.95),  # IoU 0.75 < 0.8: not SL -> deleted, GT 1 drawn
+        (10, 150, 40, 190, 2, 0.9),  # right place, wrong class -> deleted, GT 2 drawn
+        (170, 0, 199, 30, 1, 0.85),
+    )  # nothing there -> deleted
     r = _one(det, gt)
     assert (r.drawn, r.confirmed, r.deleted, r.certain, r.matched) == (2, 1, 3, 4, 1)
     assert r.sl.tolist() == [True, False, False]
@@ -136,8 +140,15 @@ def test_huge_coordinates_decide_like_the_loop():
 
 def test_empty_batch_and_masks_are_kept():
     assert merge_batch([], [], CFG) == []
-    gt = Record("m", "m.jpg", 50, 50, [[0, 0, 10, 10], [20, 20, 30, 30]], [1, 2],
-                masks=[[[0, 0, 10, 0, 10, 10]], [[20, 20, 30, 20, 30, 30]]])  # fmt: skip
+    gt = Record(
+        "m",
+        "m.jpg",
+        50,
+        50,
+        [[0, 0, 10, 10], [20, 20, 30, 30]],
+        [1, 2],
+        masks=[[[0, 0, 10, 0, 10, 10]], [[20, 20, 30, 20, 30, 30]]],
+    )
     r = _one(_det((0, 0, 10, 10.5, 1, 0.9)), gt)
     assert r.confirmed == 1 and r.sa.masks == gt.masks and r.sa.masks is not gt.masks
     r.sa.boxes[0, 0] = 99

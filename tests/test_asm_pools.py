@@ -8,14 +8,20 @@ from tests.helpers import plain_state
 
 
 def _records(n):
-    return [Record(f"i{k:03d}", f"i{k}.jpg", 50, 50, [[0, 0, 10, 10]] * (k % 3), [1] * (k % 3)) for k in range(n)]
+    return [
+        Record(f"i{k:03d}", f"i{k}.jpg", 50, 50, [[0, 0, 10, 10]] * (k % 3), [1] * (k % 3)) for k in range(n)
+    ]
 
 
 def _results(state, ratios, oracle):
     out = []
     for i, q in zip(state.next_batch(), ratios):
         gt = oracle[i]
-        out.append(MergeResult(gt.select(np.ones(len(gt), bool)), np.zeros(len(gt), bool), len(gt), 0, 0, 0, 0, 0, 0, q))
+        out.append(
+            MergeResult(
+                gt.select(np.ones(len(gt), bool)), np.zeros(len(gt), bool), len(gt), 0, 0, 0, 0, 0, 0, q
+            )
+        )
     return out
 
 
@@ -86,7 +92,9 @@ def test_topk_v1_ranks_everything_detected_so_far():
 def test_topk_v2_certain_uncertain_pending_and_last_pass():
     records = _records(30)
     oracle = {r.image_id: r for r in records}
-    state = ASMState.start("topk_v2", 4, records, initial=list(range(4)), seed=0, max_passes=2, round_train="replay")
+    state = ASMState.start(
+        "topk_v2", 4, records, initial=list(range(4)), seed=0, max_passes=2, round_train="replay"
+    )
     b1 = state.next_batch()
     train = state.apply(_results(state, [0.1, 0.9, 0.45, 0.7], oracle))
     assert b1[0] in state.labelled and state.pending == [b1[1], b1[3]]
@@ -147,8 +155,10 @@ def test_candidates_and_prefer_choose_the_next_batch():
 
 
 def test_topk_v2_never_charges_a_gt_box_twice():
-    records = [Record(f"i{k}", f"i{k}.jpg", 50, 50, [[0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30]], [1, 1, 1])
-               for k in range(6)]  # fmt: skip
+    records = [
+        Record(f"i{k}", f"i{k}.jpg", 50, 50, [[0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30]], [1, 1, 1])
+        for k in range(6)
+    ]
     oracle = {r.image_id: r for r in records}
     state = ASMState.start("topk_v2", 2, records, initial=[0], seed=0, max_passes=3)
 
@@ -158,8 +168,11 @@ def test_topk_v2_never_charges_a_gt_box_twice():
             sl = np.asarray(sl, bool)
             mv = np.zeros(3, bool) if moved is None else np.asarray(moved, bool)
             drawn = int((~sl & ~mv).sum())
-            out.append(MergeResult(oracle[i], sl, drawn, int(sl.sum()), 0, 0, 0, 0, int(sl.sum()), 1.0 - sl.mean(),
-                                   moved=mv))  # fmt: skip
+            out.append(
+                MergeResult(
+                    oracle[i], sl, drawn, int(sl.sum()), 0, 0, 0, 0, int(sl.sum()), 1.0 - sl.mean(), moved=mv
+                )
+            )
         return out
 
     first = state.next_batch()
@@ -183,8 +196,11 @@ def test_topk_v2_ends_whatever_the_ratios(seed):
     oracle = {r.image_id: r for r in records}
     state = ASMState.start("topk_v2", k, records, initial=[0, 1, 2], seed=seed, max_passes=passes)
     band = rng.choice(["middle", "high", "mixed"])
-    draw = {"middle": lambda m: [0.45] * m, "high": lambda m: [0.9] * m,
-            "mixed": lambda m: rng.choice([0.0, 0.31, 0.5, 0.59, 0.6, 1.0], m).tolist()}[band]
+    draw = {
+        "middle": lambda m: [0.45] * m,
+        "high": lambda m: [0.9] * m,
+        "mixed": lambda m: rng.choice([0.0, 0.31, 0.5, 0.59, 0.6, 1.0], m).tolist(),
+    }[band]
     bound = -(-passes * n // k) + passes
     rounds = 0
     while not state.exhausted():
@@ -222,7 +238,9 @@ def test_random_takes_the_same_images_as_v1_plus():
 def test_topk_v2_an_al_ratio_equal_to_cer_ratio_is_certain():
     records = _records(12)
     oracle = {r.image_id: r for r in records}
-    state = ASMState.start("topk_v2", 3, records, initial=list(range(3)), seed=0, cer_ratio=0.3, uncer_ratio=0.6)
+    state = ASMState.start(
+        "topk_v2", 3, records, initial=list(range(3)), seed=0, cer_ratio=0.3, uncer_ratio=0.6
+    )
     batch = state.next_batch()
     state.apply(_results(state, [0.3, 0.6, 0.3000001], oracle))
     assert batch[0] in state.labelled  # ratio == cer_ratio: ASM_core's "<=", joins the pool

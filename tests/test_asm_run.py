@@ -13,10 +13,39 @@ from tools.checkpoint import load_checkpoint
 from tools.logs import read_jsonl
 from train_asm_one import main
 
-TINY = ["--demo-train", "24", "--demo-val", "6", "--min-size", "64", "--batch_size", "4", "--workers", "0",
-        "--warmup-iters", "2", "--deterministic", "--K", "4", "--initial", "8", "--epochs", "1",
-        "--round-epochs", "1", "--max-rounds", "2", "--certain_thre", "0.06", "--uncertain_thre", "0.05",
-        "--gt_iou", "0.3", "--ap_range", "10"]
+TINY = [
+    "--demo-train",
+    "24",
+    "--demo-val",
+    "6",
+    "--min-size",
+    "64",
+    "--batch_size",
+    "4",
+    "--workers",
+    "0",
+    "--warmup-iters",
+    "2",
+    "--deterministic",
+    "--K",
+    "4",
+    "--initial",
+    "8",
+    "--epochs",
+    "1",
+    "--round-epochs",
+    "1",
+    "--max-rounds",
+    "2",
+    "--certain_thre",
+    "0.06",
+    "--uncertain_thre",
+    "0.05",
+    "--gt_iou",
+    "0.3",
+    "--ap_range",
+    "10",
+]
 
 
 def summary_ap50(out, round_index):
@@ -82,8 +111,10 @@ def test_deterministic_runs_repeat_in_fresh_processes(tmp_path):
     summaries = []
     for name in ("first", "second"):
         out = str(tmp_path / name)
-        proc = _fresh_process("train_asm_one.py", [*TINY, "--strategy", "v1+", "--cache-dir", str(tmp_path / "cache"),
-                                                   "--output-dir", out])  # fmt: skip
+        proc = _fresh_process(
+            "train_asm_one.py",
+            [*TINY, "--strategy", "v1+", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out],
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
         summary.pop("wall_s")
@@ -95,8 +126,18 @@ def test_deterministic_runs_repeat_in_fresh_processes(tmp_path):
 
 
 def test_candidates_mining_gate_and_calibrated_thresholds(tmp_path):
-    code, out = _run(tmp_path, "rules", "--strategy", "v1+", "--candidates", "3", "--mining-gate", "1.0",
-                     "--certain-precision", "0.5")
+    code, out = _run(
+        tmp_path,
+        "rules",
+        "--strategy",
+        "v1+",
+        "--candidates",
+        "3",
+        "--mining-gate",
+        "1.0",
+        "--certain-precision",
+        "0.5",
+    )
     assert code == 0
     rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round" and e["round"]]
     assert [r["candidates"] for r in rounds] == [12, 12] and all(r["images"] == 4 for r in rounds)
@@ -127,8 +168,12 @@ def test_a_run_says_what_it_saved(tmp_path, capsys):
     total, confirmed = asm.pool_boxes()
     assert confirmed == summary["confirmed_boxes"] > 0  # v1+: every confirmed box is in the pool
     assert summary["human_saved_fraction"] == round(confirmed / total, 4)
-    assert summary["weighted_cost"] == pytest.approx(summary["human_drawn_boxes"] + 0.25 * (
-        summary["confirmed_boxes"] + summary["deleted_boxes"]) + 0.5 * summary["moved_boxes"], abs=0.01)
+    assert summary["weighted_cost"] == pytest.approx(
+        summary["human_drawn_boxes"]
+        + 0.25 * (summary["confirmed_boxes"] + summary["deleted_boxes"])
+        + 0.5 * summary["moved_boxes"],
+        abs=0.01,
+    )
     assert summary["stopped"] == "--max-rounds 2 reached"
     assert "moved" in printed[-4] and "confirmed" in printed[-4]  # the table's header
     for r in (1, 2):
@@ -166,35 +211,60 @@ def test_random_is_v1_plus_with_every_box_drawn_and_the_same_images(tmp_path, ca
                 reports.append(json.load(f))
         assert [i["image_id"] for i in reports[0]["images"]] == [i["image_id"] for i in reports[1]["images"]]
         for image, other in zip(reports[0]["images"], reports[1]["images"]):
-            assert image["confirmed"] == 0 and image["drawn"] == other["drawn"] + other["confirmed"] + other["moved"]
+            assert (
+                image["confirmed"] == 0
+                and image["drawn"] == other["drawn"] + other["confirmed"] + other["moved"]
+            )
 
 
 def _without_max_rounds():
     k = TINY.index("--max-rounds")
-    return TINY[:k] + TINY[k + 2:]
+    return TINY[:k] + TINY[k + 2 :]
 
 
-@pytest.mark.parametrize("extra, pool, check", [
-    (["--strategy", "v1"], 8, lambda rounds: all(r["images_joined"] == 0 for r in rounds)),
-    (["--strategy", "topk_v1"], 16, lambda rounds: all(r["images_joined"] == 4 for r in rounds)),
-    (["--round-train", "replay"], 16, lambda rounds: all(r["train_images"] == 8 for r in rounds)),
-    (["--enable_sl", "false"], 16, lambda rounds: all(r["confirmed"] == 0 and r["drawn"] > 0 for r in rounds)),
-    (["--enable_al", "false"], 16, lambda rounds: all(r["drawn"] == 0 for r in rounds)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, pool, check",
+    [
+        (["--strategy", "v1"], 8, lambda rounds: all(r["images_joined"] == 0 for r in rounds)),
+        (["--strategy", "topk_v1"], 16, lambda rounds: all(r["images_joined"] == 4 for r in rounds)),
+        (["--round-train", "replay"], 16, lambda rounds: all(r["train_images"] == 8 for r in rounds)),
+        (
+            ["--enable_sl", "false"],
+            16,
+            lambda rounds: all(r["confirmed"] == 0 and r["drawn"] > 0 for r in rounds),
+        ),
+        (["--enable_al", "false"], 16, lambda rounds: all(r["drawn"] == 0 for r in rounds)),
+    ],
+)
 def test_every_strategy_round_rule_and_ablation_runs_end_to_end(tmp_path, capsys, extra, pool, check):
     code, out = _run(tmp_path, "run", *extra)
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["rounds"] == 2 and summary["labelled_images"] == pool
-    rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round" and e["round"] > 0]
+    rounds = [
+        e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round" and e["round"] > 0
+    ]
     assert len(rounds) == 2 and check(rounds)
     assert all(os.path.isfile(os.path.join(out, "rounds", f"round{r}.json")) for r in (1, 2))
 
 
 def test_topk_v2_with_every_ratio_in_the_middle_band_ends_by_itself(tmp_path, capsys):
     out = str(tmp_path / "mid")
-    argv = [*_without_max_rounds(), "--strategy", "topk_v2", "--cer_ratio", "0.0", "--uncer_ratio", "1.0",
-            "--max-passes", "2", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out]
+    argv = [
+        *_without_max_rounds(),
+        "--strategy",
+        "topk_v2",
+        "--cer_ratio",
+        "0.0",
+        "--uncer_ratio",
+        "1.0",
+        "--max-passes",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        out,
+    ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["stopped"] == "the unlabelled pool is exhausted" and summary["labelled_images"] == 24
@@ -212,8 +282,21 @@ def test_rounds_stop_when_ap_settles_and_the_tags_are_written(tmp_path, capsys, 
 
     monkeypatch.setattr(tools.fit, "evaluate", scripted)
     out = str(tmp_path / "settle")
-    argv = [*_without_max_rounds(), "--epochs", "2", "--ap_range", "2", "--ap_shift_asm", "0.01",
-            "--ap_shift_pretrain", "0", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out]
+    argv = [
+        *_without_max_rounds(),
+        "--epochs",
+        "2",
+        "--ap_range",
+        "2",
+        "--ap_shift_asm",
+        "0.01",
+        "--ap_shift_pretrain",
+        "0",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        out,
+    ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # rounds 1 and 2 give AP 0.50 and 0.505: shift 0.0025 < 0.01 with a 2-wide window

@@ -19,8 +19,11 @@ CFG = ASMConfig(certain_thre=0.8, uncertain_thre=0.3)
 
 def _det(boxes, labels, scores):
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4)[order], "labels": np.asarray(labels, np.int64)[order],
-            "scores": np.asarray(scores, np.float32)[order]}  # fmt: skip
+    return {
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4)[order],
+        "labels": np.asarray(labels, np.int64)[order],
+        "scores": np.asarray(scores, np.float32)[order],
+    }
 
 
 def _boxes(n, x0=0):
@@ -46,8 +49,11 @@ def test_predicted_uncertainty_and_informative_choice():
 
 def test_detection_outcomes_match_each_gt_box_once():
     gt = Record("a", "a.jpg", 100, 100, [[0, 0, 10, 10], [20, 0, 30, 10]], [1, 2])
-    det = _det([[0, 0, 10, 10], [0, 0, 10, 10], [20, 0, 30, 10], [50, 50, 60, 60]], [1, 1, 1, 2],
-               [0.9, 0.8, 0.7, 0.6])  # a duplicate, a wrong class, a box on nothing
+    det = _det(
+        [[0, 0, 10, 10], [0, 0, 10, 10], [20, 0, 30, 10], [50, 50, 60, 60]],
+        [1, 1, 1, 2],
+        [0.9, 0.8, 0.7, 0.6],
+    )  # a duplicate, a wrong class, a box on nothing
     out = detection_outcomes([det], [gt], gt_iou=0.8, floor=0.3)
     assert out["labels"] == [1, 1, 1, 2] and out["tp"] == [True, False, False, False]
     assert detection_outcomes([det], [gt], gt_iou=0.8, floor=0.75)["tp"] == [True, False]
@@ -65,14 +71,20 @@ def test_class_thresholds_reach_the_target_precision():
     assert t[1] == pytest.approx(0.6)  # 7/8 = 0.875 >= 0.8; 7/9 < 0.8
     never = {"labels": [1] * 10, "scores": [0.9] * 10, "tp": [False] * 10}
     assert class_thresholds(never, 1, 0.9, 0.8, 0.3)[1] == 1.0  # no score is precise enough
-    ties = {"labels": [1] * 10, "scores": [0.9] * 5 + [0.5] * 5, "tp": [True] * 5 + [True, False] * 2 + [False]}
+    ties = {
+        "labels": [1] * 10,
+        "scores": [0.9] * 5 + [0.5] * 5,
+        "tp": [True] * 5 + [True, False] * 2 + [False],
+    }
     assert class_thresholds(ties, 1, 0.9, 0.8, 0.3)[1] == pytest.approx(0.9)  # equal scores stay together
 
 
 def test_calibrated_scores_move_each_class_threshold_onto_certain_thre():
     det = _det(_boxes(6), [1, 1, 1, 2, 2, 2], [0.75, 0.65, 0.2, 0.95, 0.85, 0.5])
     out = calibrate_scores([det], {1: 0.7, 2: 0.9}, CFG)[0]
-    mapped = dict(zip(zip(out["labels"].tolist(), np.round(out["boxes"][:, 0]).tolist()), out["scores"].tolist()))
+    mapped = dict(
+        zip(zip(out["labels"].tolist(), np.round(out["boxes"][:, 0]).tolist()), out["scores"].tolist())
+    )
     assert mapped[(1, 0)] >= 0.8 and mapped[(1, 20)] < 0.8  # class 1: 0.75 is certain now, 0.65 not
     assert mapped[(2, 60)] >= 0.8 and mapped[(2, 80)] < 0.8  # class 2: 0.95 certain, 0.85 no longer
     assert mapped[(1, 40)] == pytest.approx(0.2)  # below uncertain_thre: unchanged

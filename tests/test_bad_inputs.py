@@ -11,9 +11,32 @@ import torch
 from tools.logs import read_jsonl
 from train_asm_one import main
 
-TINY = ["--demo-train", "16", "--demo-val", "4", "--min-size", "64", "--batch_size", "4", "--workers", "0",
-        "--warmup-iters", "2", "--epochs", "2", "--K", "4", "--initial", "8", "--round-epochs", "1",
-        "--max-rounds", "1", "--ap_range", "10"]  # fmt: skip
+TINY = [
+    "--demo-train",
+    "16",
+    "--demo-val",
+    "4",
+    "--min-size",
+    "64",
+    "--batch_size",
+    "4",
+    "--workers",
+    "0",
+    "--warmup-iters",
+    "2",
+    "--epochs",
+    "2",
+    "--K",
+    "4",
+    "--initial",
+    "8",
+    "--round-epochs",
+    "1",
+    "--max-rounds",
+    "1",
+    "--ap_range",
+    "10",
+]
 
 
 def _run(tmp_path, name, *extra):
@@ -27,35 +50,44 @@ def _error(caplog) -> str:
     return errors[0].getMessage()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--certain_thre", "0.2", "--uncertain_thre", "0.5"], "--uncertain_thre (0.5) must not exceed --certain_thre"),
-    (["--batch_size", "0"], "--batch_size must be at least 1"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--round-epochs", "0"], "--round_epochs must be at least 1"),
-    (["--min-size", "0"], "--min_size must be at least 1"),
-    (["--min-size", "16"], "--min-size must be at least 32"),
-    (["--max-size", "50"], "--max-size (50) must be at least --min-size (64)"),
-    (["--lr", "nan"], "--lr must be a finite number"),
-    (["--lr", "-0.1"], "--lr must be > 0.0"),
-    (["--momentum", "2"], "--momentum must be <= 1.0"),
-    (["--cer_ratio", "0.7", "--uncer_ratio", "0.6"], "--cer_ratio (0.7) must be below --uncer_ratio (0.6)"),
-    (["--max-rounds", "-1"], "--max-rounds must be >= 0"),
-    (["--K", "0"], "--K must be at least 1"),
-    (["--gt_iou", "0"], "--gt_iou must be > 0.0"),
-    (["--certain-precision", "1.5"], "--certain-precision must be <= 1.0"),
-    (["--candidates", "0"], "--candidates must be at least 1"),
-    (["--lr-steps", "1.5"], "--lr-steps are fractions"),
-    (["--warmup-iters", "-1"], "--warmup-iters must be >= 0"),
-    (["--max-passes", "0"], "--max_passes must be at least 1"),
-    (["--review-cost", "-1"], "--review-cost must be >= 0.0"),
-    (["--move-cost", "nan"], "--move-cost must be a finite number"),
-    (["--base-batch-size", "0"], "--base_batch_size must be at least 1"),
-    (["--hlr-pos-fraction", "1.5"], "--hlr-pos-fraction must be <= 1.0"),
-    (["--carl-bias", "-0.1"], "--carl-bias must be >= 0.0"),
-    (["--isr-k", "inf"], "--isr-k must be a finite number"),
-    (["--hlr-num", "0"], "--hlr-num must be at least 1"),
-    (["--strategy", "random", "--candidates", "4"], "--candidates needs the model's detections"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--certain_thre", "0.2", "--uncertain_thre", "0.5"],
+            "--uncertain_thre (0.5) must not exceed --certain_thre",
+        ),
+        (["--batch_size", "0"], "--batch_size must be at least 1"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--round-epochs", "0"], "--round_epochs must be at least 1"),
+        (["--min-size", "0"], "--min_size must be at least 1"),
+        (["--min-size", "16"], "--min-size must be at least 32"),
+        (["--max-size", "50"], "--max-size (50) must be at least --min-size (64)"),
+        (["--lr", "nan"], "--lr must be a finite number"),
+        (["--lr", "-0.1"], "--lr must be > 0.0"),
+        (["--momentum", "2"], "--momentum must be <= 1.0"),
+        (
+            ["--cer_ratio", "0.7", "--uncer_ratio", "0.6"],
+            "--cer_ratio (0.7) must be below --uncer_ratio (0.6)",
+        ),
+        (["--max-rounds", "-1"], "--max-rounds must be >= 0"),
+        (["--K", "0"], "--K must be at least 1"),
+        (["--gt_iou", "0"], "--gt_iou must be > 0.0"),
+        (["--certain-precision", "1.5"], "--certain-precision must be <= 1.0"),
+        (["--candidates", "0"], "--candidates must be at least 1"),
+        (["--lr-steps", "1.5"], "--lr-steps are fractions"),
+        (["--warmup-iters", "-1"], "--warmup-iters must be >= 0"),
+        (["--max-passes", "0"], "--max_passes must be at least 1"),
+        (["--review-cost", "-1"], "--review-cost must be >= 0.0"),
+        (["--move-cost", "nan"], "--move-cost must be a finite number"),
+        (["--base-batch-size", "0"], "--base_batch_size must be at least 1"),
+        (["--hlr-pos-fraction", "1.5"], "--hlr-pos-fraction must be <= 1.0"),
+        (["--carl-bias", "-0.1"], "--carl-bias must be >= 0.0"),
+        (["--isr-k", "inf"], "--isr-k must be a finite number"),
+        (["--hlr-num", "0"], "--hlr-num must be at least 1"),
+        (["--strategy", "random", "--candidates", "4"], "--candidates needs the model's detections"),
+    ],
+)
 def test_bad_options_are_refused_before_any_data_loads(tmp_path, caplog, flags, message):
     code, out = _run(tmp_path, "run", *flags)
     assert code == 2
@@ -75,21 +107,24 @@ def test_an_output_dir_that_is_a_file(tmp_path, caplog):
     assert code == 2 and "exists and is not a folder" in _error(caplog)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("K: 1.5\n", "K must be an integer"),
-    ("epochs: null\n", "epochs is null"),
-    ("strategy: v9\n", "strategy must be one of"),
-    ("lr: abc\n", "lr: could not convert"),
-    ("deterministic: maybe\n", "deterministic must be true or false"),
-    ("batch_size: [1, 2]\n", "batch_size takes one value"),
-    ("no_such_key: 1\n", "unknown config keys ['no_such_key']"),
-    ("- a list\n", "must be a mapping"),
-    ("K: [\n", "not valid YAML"),
-    ("_base_: 5\n", "_base_ must be a file name or a list of them, got 5"),
-    ("_base_: [null]\n", "_base_ must be a file name or a list of them, got [None]"),
-    ("3: 4\n", "key 3 is not an option name"),
-    ("K: [1, 2\n", "line 2: not valid YAML"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("K: 1.5\n", "K must be an integer"),
+        ("epochs: null\n", "epochs is null"),
+        ("strategy: v9\n", "strategy must be one of"),
+        ("lr: abc\n", "lr: could not convert"),
+        ("deterministic: maybe\n", "deterministic must be true or false"),
+        ("batch_size: [1, 2]\n", "batch_size takes one value"),
+        ("no_such_key: 1\n", "unknown config keys ['no_such_key']"),
+        ("- a list\n", "must be a mapping"),
+        ("K: [\n", "not valid YAML"),
+        ("_base_: 5\n", "_base_ must be a file name or a list of them, got 5"),
+        ("_base_: [null]\n", "_base_ must be a file name or a list of them, got [None]"),
+        ("3: 4\n", "key 3 is not an option name"),
+        ("K: [1, 2\n", "line 2: not valid YAML"),
+    ],
+)
 def test_bad_config_values_name_the_file_and_key(tmp_path, caplog, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -117,18 +152,30 @@ def _write(tmp_path, name, fill) -> str:
     return path
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda tmp, ck: str(tmp / "nothere.pth"), "checkpoint not found"),
-    (lambda tmp, ck: _write(tmp, "empty.pth", lambda p: open(p, "wb").close()), "the file is empty"),
-    (lambda tmp, ck: _write(tmp, "cut.pth", lambda p: open(p, "wb").write(open(ck, "rb").read()[:4096])),
-     "not a readable checkpoint"),
-    (lambda tmp, ck: _write(tmp, "text.pth", lambda p: open(p, "w").write("hello")), "not a readable checkpoint"),
-    (lambda tmp, ck: _write(tmp, "evil.pth", lambda p: torch.save({"model": Payload()}, p)), "refused"),
-    (lambda tmp, ck: _write(tmp, "pickle.pth", lambda p: pickle.dump({"a": 1}, open(p, "wb"))),
-     "not written by this tool"),
-    (lambda tmp, ck: _write(tmp, "weights.pth", lambda p: torch.save({"model": {}}, p)), "missing ["),
-    (lambda tmp, ck: _write(tmp, "list.pth", lambda p: torch.save([1, 2], p)), "holds a list"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp, ck: str(tmp / "nothere.pth"), "checkpoint not found"),
+        (lambda tmp, ck: _write(tmp, "empty.pth", lambda p: open(p, "wb").close()), "the file is empty"),
+        (
+            lambda tmp, ck: _write(
+                tmp, "cut.pth", lambda p: open(p, "wb").write(open(ck, "rb").read()[:4096])
+            ),
+            "not a readable checkpoint",
+        ),
+        (
+            lambda tmp, ck: _write(tmp, "text.pth", lambda p: open(p, "w").write("hello")),
+            "not a readable checkpoint",
+        ),
+        (lambda tmp, ck: _write(tmp, "evil.pth", lambda p: torch.save({"model": Payload()}, p)), "refused"),
+        (
+            lambda tmp, ck: _write(tmp, "pickle.pth", lambda p: pickle.dump({"a": 1}, open(p, "wb"))),
+            "not written by this tool",
+        ),
+        (lambda tmp, ck: _write(tmp, "weights.pth", lambda p: torch.save({"model": {}}, p)), "missing ["),
+        (lambda tmp, ck: _write(tmp, "list.pth", lambda p: torch.save([1, 2], p)), "holds a list"),
+    ],
+)
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_unusable_checkpoints_explain_themselves(tmp_path, caplog, checkpoint, make, message):
     code, _ = _run(tmp_path, "resume", "--resume", make(tmp_path, checkpoint))
@@ -136,13 +183,21 @@ def test_unusable_checkpoints_explain_themselves(tmp_path, caplog, checkpoint, m
     assert "pwned" not in caplog.text
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c.update(classes=["a", "b"]), "made for the classes ['a', 'b']"),
-    (lambda c: c.update(format=99), "written by a newer version of this tool (format 99"),
-    (lambda c: c["model"].update({k: torch.zeros(3) for k in list(c["model"])[-1:]}), "another model or class count"),
-    (lambda c: c["optimizer"]["param_groups"].append(dict(c["optimizer"]["param_groups"][0])),
-     "optimizer state does not fit"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(classes=["a", "b"]), "made for the classes ['a', 'b']"),
+        (lambda c: c.update(format=99), "written by a newer version of this tool (format 99"),
+        (
+            lambda c: c["model"].update({k: torch.zeros(3) for k in list(c["model"])[-1:]}),
+            "another model or class count",
+        ),
+        (
+            lambda c: c["optimizer"]["param_groups"].append(dict(c["optimizer"]["param_groups"][0])),
+            "optimizer state does not fit",
+        ),
+    ],
+)
 def test_checkpoints_of_another_setup_are_refused(tmp_path, caplog, checkpoint, edit, message):
     ckpt = torch.load(checkpoint, weights_only=True)
     edit(ckpt)
@@ -186,14 +241,17 @@ VOC_XML = """<annotation><filename>a.jpg</filename><size><width>{w}</width><heig
 <ymax>9</ymax></bndbox></object></annotation>"""
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"w": "inf"}, "<size/width> = 'inf' is not a finite pixel value"),
-    ({"w": "1e400"}, "is not a finite pixel value"),
-    ({"w": "64.5"}, "<size/width> = '64.5' is not an integer"),
-    ({"d": "1e400"}, "<difficult> = '1e400' is not a finite"),
-    ({"x2": "nan"}, "<bndbox/xmax> = 'nan' is not a finite"),
-    ({"x2": "ten"}, "<bndbox/xmax> = 'ten' is not a number"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"w": "inf"}, "<size/width> = 'inf' is not a finite pixel value"),
+        ({"w": "1e400"}, "is not a finite pixel value"),
+        ({"w": "64.5"}, "<size/width> = '64.5' is not an integer"),
+        ({"d": "1e400"}, "<difficult> = '1e400' is not a finite"),
+        ({"x2": "nan"}, "<bndbox/xmax> = 'nan' is not a finite"),
+        ({"x2": "ten"}, "<bndbox/xmax> = 'ten' is not a number"),
+    ],
+)
 def test_voc_numbers_are_checked(tmp_path, fields, message):
     from datasets.records import AnnotationError
     from datasets.voc import parse_voc_xml
@@ -206,10 +264,20 @@ def test_voc_numbers_are_checked(tmp_path, fields, message):
 
 
 def _coco(**changes):
-    data = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
-            "categories": [{"id": 3, "name": "cat"}],
-            "annotations": [{"id": 7, "image_id": 1, "category_id": 3, "bbox": [1, 1, 8, 8], "iscrowd": 0,
-                             "segmentation": [[1, 1, 9, 1, 9, 9]]}]}  # fmt: skip
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "categories": [{"id": 3, "name": "cat"}],
+        "annotations": [
+            {
+                "id": 7,
+                "image_id": 1,
+                "category_id": 3,
+                "bbox": [1, 1, 8, 8],
+                "iscrowd": 0,
+                "segmentation": [[1, 1, 9, 1, 9, 9]],
+            }
+        ],
+    }
     for path, value in changes.items():
         *keys, last = path.split(".")
         node = data
@@ -222,24 +290,30 @@ def _coco(**changes):
     return data
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"images.0.id": 522418.5}, "images[0] needs integer 'id'"),
-    ({"images.0.id": 2**70}, "out of the 64-bit range"),
-    ({"images.0.file_name": 12}, "'file_name' is 12, not a string"),
-    ({"images.0.width": -5}, "out of range"),
-    ({"images": None}, "'images' must be a list"),
-    ({"annotations": {"a": 1}}, "'annotations' must be a list"),
-    ({"annotations.0.image_id": 1.5}, "annotations[0] needs integer 'image_id'"),
-    ({"annotations.0.category_id": 2**70}, "annotations[0] needs integer"),
-    ({"annotations.0.bbox": [1, 1, float("inf"), 8]}, "annotations[0]"),
-    ({"annotations.0.iscrowd": "no"}, "'iscrowd' must be 0 or 1, got 'no'"),
-    ({"categories.0.id": 3.5}, "integer 'id' and a 'name'"),
-    ({"annotations.0.segmentation": [[1, 1, 9, 1, 9]]}, "annotation id 7: segmentation polygon 0 needs an even number"),
-    ({"annotations.0.segmentation": [[1, 1, 9, 1, "x", 9]]}, "not a finite number"),
-    ({"annotations.0.segmentation": {"size": [48, 64]}}, "RLE dict with 'counts' and 'size'"),
-    ({"annotations.0.segmentation": {"size": [48, 64], "counts": "!!bad"}}, "RLE cannot be decoded"),
-    ({"annotations.0.segmentation": {"size": [10, 10], "counts": [100]}}, "is not the image's"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"images.0.id": 522418.5}, "images[0] needs integer 'id'"),
+        ({"images.0.id": 2**70}, "out of the 64-bit range"),
+        ({"images.0.file_name": 12}, "'file_name' is 12, not a string"),
+        ({"images.0.width": -5}, "out of range"),
+        ({"images": None}, "'images' must be a list"),
+        ({"annotations": {"a": 1}}, "'annotations' must be a list"),
+        ({"annotations.0.image_id": 1.5}, "annotations[0] needs integer 'image_id'"),
+        ({"annotations.0.category_id": 2**70}, "annotations[0] needs integer"),
+        ({"annotations.0.bbox": [1, 1, float("inf"), 8]}, "annotations[0]"),
+        ({"annotations.0.iscrowd": "no"}, "'iscrowd' must be 0 or 1, got 'no'"),
+        ({"categories.0.id": 3.5}, "integer 'id' and a 'name'"),
+        (
+            {"annotations.0.segmentation": [[1, 1, 9, 1, 9]]},
+            "annotation id 7: segmentation polygon 0 needs an even number",
+        ),
+        ({"annotations.0.segmentation": [[1, 1, 9, 1, "x", 9]]}, "not a finite number"),
+        ({"annotations.0.segmentation": {"size": [48, 64]}}, "RLE dict with 'counts' and 'size'"),
+        ({"annotations.0.segmentation": {"size": [48, 64], "counts": "!!bad"}}, "RLE cannot be decoded"),
+        ({"annotations.0.segmentation": {"size": [10, 10], "counts": [100]}}, "is not the image's"),
+    ],
+)
 def test_coco_fields_are_checked(changes, message):
     from datasets.coco import load_coco
     from datasets.records import AnnotationError
@@ -274,7 +348,9 @@ def test_broken_huge_and_16_bit_images(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(data[:-400])  # the header survives, the end of the scan does not
     assert read_image_size(str(tmp_path / "ok.jpg")) == (64, 48)
     assert read_image_size(str(tmp_path / "cut.jpg")) == "truncated_image"
-    (tmp_path / "padded.jpg").write_bytes(data + b"\x00" * 1190)  # zero padding after the end marker: complete
+    (tmp_path / "padded.jpg").write_bytes(
+        data + b"\x00" * 1190
+    )  # zero padding after the end marker: complete
     assert read_image_size(str(tmp_path / "padded.jpg")) == (64, 48)
     (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
     assert read_image_size(str(tmp_path / "junk.png")) == "unreadable_image"
@@ -285,7 +361,9 @@ def test_broken_huge_and_16_bit_images(tmp_path):
     Image.fromarray(grey).save(tmp_path / "deep.png")
     image = read_image(str(tmp_path / "deep.png"))
     assert image.shape == (3, 48, 64) and image.dtype == torch.uint8
-    assert 0 < image.float().mean() < 255 and image.max() == round(61420 / 65535 * 255)  # scaled, not clipped white
+    assert 0 < image.float().mean() < 255 and image.max() == round(
+        61420 / 65535 * 255
+    )  # scaled, not clipped white
     with pytest.raises(OSError, match="cut.jpg: cannot read image"):
         read_image(str(tmp_path / "cut.jpg"))
 
@@ -311,26 +389,56 @@ def test_the_load_report_names_the_first_files_of_each_kind(caplog):
 def _voc_devkit(root, ids=("a", "b", "c", "d")):
     from tests.helpers import make_voc, voc_xml
 
-    make_voc(root, {i: voc_xml(f"{i}.jpg", objects=(("cat", (5, 5, 30, 30)),)) for i in ids},
-             split="trainval", split_ids=list(ids))  # fmt: skip
+    make_voc(
+        root,
+        {i: voc_xml(f"{i}.jpg", objects=(("cat", (5, 5, 30, 30)),)) for i in ids},
+        split="trainval",
+        split_ids=list(ids),
+    )
     return str(root)
 
 
 def test_a_typo_in_a_voc_split_name_is_an_error_listing_the_splits(tmp_path, caplog):
     root = _voc_devkit(tmp_path / "VOC")
-    code, out = _run(tmp_path, "run", "--dataset", "voc", "--voc-roots", root, "--voc-classes", "cat",
-                     "--voc-train-split", "trainvall")  # fmt: skip
+    code, out = _run(
+        tmp_path,
+        "run",
+        "--dataset",
+        "voc",
+        "--voc-roots",
+        root,
+        "--voc-classes",
+        "cat",
+        "--voc-train-split",
+        "trainvall",
+    )
     message = _error(caplog)
-    assert code == 2 and "no such split file (--voc-train-split 'trainvall')" in message and "['trainval']" in message
+    assert (
+        code == 2
+        and "no such split file (--voc-train-split 'trainvall')" in message
+        and "['trainval']" in message
+    )
 
 
 def test_split_ids_cannot_leave_the_dataset_root(tmp_path, caplog):
     root = _voc_devkit(tmp_path / "VOC")
     with open(os.path.join(root, "ImageSets", "Main", "evil.txt"), "w") as f:
         f.write("a\n../../../outside\n")
-    code, _ = _run(tmp_path, "run", "--dataset", "voc", "--voc-roots", root, "--voc-classes", "cat",
-                   "--voc-train-split", "evil")  # fmt: skip
-    assert code == 2 and "evil.txt line 2: image id '../../../outside' leaves the dataset root" in _error(caplog)
+    code, _ = _run(
+        tmp_path,
+        "run",
+        "--dataset",
+        "voc",
+        "--voc-roots",
+        root,
+        "--voc-classes",
+        "cat",
+        "--voc-train-split",
+        "evil",
+    )
+    assert code == 2 and "evil.txt line 2: image id '../../../outside' leaves the dataset root" in _error(
+        caplog
+    )
 
 
 def test_bad_yaml_in_cfg_options_is_one_line(tmp_path, caplog):
@@ -359,7 +467,17 @@ def test_overwrite_draws_a_flat_folders_split_again(tmp_path, capsys):
     for name in names[:10]:
         shutil.copy(os.path.join(demo, "VOC", "Annotations", name), flat / "annotations" / name)
         shutil.copy(os.path.join(demo, "VOC", "JPEGImages", name[:-4] + ".jpg"), flat / "images")
-    argv = ["--dataset", "voc", "--voc-roots", str(flat), "--discover-classes", "--max-rounds", "0", "--initial", "4"]
+    argv = [
+        "--dataset",
+        "voc",
+        "--voc-roots",
+        str(flat),
+        "--discover-classes",
+        "--max-rounds",
+        "0",
+        "--initial",
+        "4",
+    ]
     code, out = _run(tmp_path, "run", *argv)
     assert code == 0 and len(open(os.path.join(out, "splits", "train.txt")).read().split()) == 8
     for name in names[10:]:  # the dataset grows

@@ -11,15 +11,38 @@ def _args(*argv):
 
 
 def test_voc_and_coco_options(bccd_root, tiny_coco_root, tmp_path):
-    train, val = build_datasets(_args("--dataset", "voc", "--voc-roots", bccd_root, "--voc-train-split", "train",
-                                      "--voc-val-split", "val", "--discover-classes", "--cache-dir", str(tmp_path)))
+    train, val = build_datasets(
+        _args(
+            "--dataset",
+            "voc",
+            "--voc-roots",
+            bccd_root,
+            "--voc-train-split",
+            "train",
+            "--voc-val-split",
+            "val",
+            "--discover-classes",
+            "--cache-dir",
+            str(tmp_path),
+        )
+    )
     assert (len(train), len(val)) == (205, 87) and train.classes == val.classes
     ann = os.path.join(tiny_coco_root, "annotations")
-    train, val = build_datasets(_args(
-        "--dataset", "coco", "--coco-train-json", os.path.join(ann, "instances_train2017.json"),
-        "--coco-train-images", os.path.join(tiny_coco_root, "train2017"), "--drop-empty",
-        "--coco-val-json", os.path.join(ann, "instances_val2017.json"),
-        "--coco-val-images", os.path.join(tiny_coco_root, "val2017")))
+    train, val = build_datasets(
+        _args(
+            "--dataset",
+            "coco",
+            "--coco-train-json",
+            os.path.join(ann, "instances_train2017.json"),
+            "--coco-train-images",
+            os.path.join(tiny_coco_root, "train2017"),
+            "--drop-empty",
+            "--coco-val-json",
+            os.path.join(ann, "instances_val2017.json"),
+            "--coco-val-images",
+            os.path.join(tiny_coco_root, "val2017"),
+        )
+    )
     assert (len(train), len(val)) == (49, 50)
 
 
@@ -31,9 +54,31 @@ def test_missing_options_are_named():
 
 
 def test_entry_script_runs_on_demo(tmp_path):
-    assert main(["--demo-train", "10", "--demo-val", "4", "--cache-dir", str(tmp_path), "--min-size", "64",
-                 "--epochs", "1", "--round-epochs", "1", "--K", "4", "--max-rounds", "1",
-                 "--output-dir", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "--demo-train",
+                "10",
+                "--demo-val",
+                "4",
+                "--cache-dir",
+                str(tmp_path),
+                "--min-size",
+                "64",
+                "--epochs",
+                "1",
+                "--round-epochs",
+                "1",
+                "--K",
+                "4",
+                "--max-rounds",
+                "1",
+                "--output-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_entry_script_reports_bad_annotations_without_traceback(tmp_path, caplog):
@@ -49,11 +94,28 @@ def test_voc_unlabelled_roots_form_the_pool(tmp_path):
     from tests.helpers import make_voc, voc_xml
 
     objs = [("cat", (1, 1, 20, 20))]
-    r07 = make_voc(tmp_path / "VOC2007", {i: voc_xml(f"{i}.jpg", objects=objs) for i in ("a", "b")}, split="trainval")
-    r12 = make_voc(tmp_path / "VOC2012", {i: voc_xml(f"{i}.jpg", objects=objs) for i in ("c", "d", "e")},
-                   split="trainval")
-    args = _args("--dataset", "voc", "--voc-roots", r07, "--voc-unlabelled-roots", r12, "--voc-val-split",
-                 "trainval", "--voc-classes", "cat", "--cache-dir", str(tmp_path / "cache"))
+    r07 = make_voc(
+        tmp_path / "VOC2007", {i: voc_xml(f"{i}.jpg", objects=objs) for i in ("a", "b")}, split="trainval"
+    )
+    r12 = make_voc(
+        tmp_path / "VOC2012",
+        {i: voc_xml(f"{i}.jpg", objects=objs) for i in ("c", "d", "e")},
+        split="trainval",
+    )
+    args = _args(
+        "--dataset",
+        "voc",
+        "--voc-roots",
+        r07,
+        "--voc-unlabelled-roots",
+        r12,
+        "--voc-val-split",
+        "trainval",
+        "--voc-classes",
+        "cat",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     train, val = build_datasets(args)
     assert len(train) == 5 and len(val) == 2
     assert [train.records[i].image_id for i in labelled_indices(train, args)] == ["VOC2007/a", "VOC2007/b"]

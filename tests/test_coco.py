@@ -54,8 +54,12 @@ def test_tiny_coco_round_trip(tiny_coco_root):
     back = load_coco(coco_json, root)
     assert back.records == ds.records and back.label_to_cat_id == ds.label_to_cat_id
     crowd = [a for a in coco_json["annotations"] if a["iscrowd"]]
-    assert crowd and all(a["area"] == float(mask_utils.area(mask_utils.frPyObjects(a["segmentation"], *a["segmentation"]["size"])))
-                         for a in crowd if isinstance(a["segmentation"]["counts"], list))
+    assert crowd and all(
+        a["area"]
+        == float(mask_utils.area(mask_utils.frPyObjects(a["segmentation"], *a["segmentation"]["size"])))
+        for a in crowd
+        if isinstance(a["segmentation"]["counts"], list)
+    )
 
 
 def test_dangling_and_non_contiguous_references(tmp_path):
@@ -76,7 +80,10 @@ def test_dangling_and_non_contiguous_references(tmp_path):
     [
         ("", "annotation file is empty"),
         ('{"images": [', "malformed JSON at line 1"),
-        (coco_dict(images=((1, "a.jpg", 64, 48), (1, "b.jpg", 64, 48))), r"duplicate image ids in 'images': \[1\]"),
+        (
+            coco_dict(images=((1, "a.jpg", 64, 48), (1, "b.jpg", 64, 48))),
+            r"duplicate image ids in 'images': \[1\]",
+        ),
         (coco_dict(cats=((1, "cat"), (1, "dog"))), r"duplicate category ids"),
         (coco_dict(images=((1, "../x.jpg", 64, 48),)), "resolves outside the image root"),
         (coco_dict(images=((1, "/etc/x.jpg", 64, 48),)), "absolute path"),
@@ -103,4 +110,9 @@ def test_missing_unreadable_images_and_boxes(tmp_path):
     ds = load_coco(path, str(tmp_path / "images"))
     assert [r.image_id for r in ds.records] == ["1"]
     np.testing.assert_array_equal(ds.records[0].boxes, [[50, 40, 64, 48]])
-    assert ds.report.counts == {"clipped_box": 1, "degenerate_box": 1, "missing_image": 1, "unreadable_image": 1}
+    assert ds.report.counts == {
+        "clipped_box": 1,
+        "degenerate_box": 1,
+        "missing_image": 1,
+        "unreadable_image": 1,
+    }

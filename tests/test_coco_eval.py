@@ -20,8 +20,14 @@ def _predictions(records, seed=0):
         masks = decode_masks(r)[keep].astype(np.float32)
         masks = np.roll(masks, int(rng.integers(-3, 4)), axis=2)
         labels = np.where(rng.random(len(boxes)) < 0.9, r.labels[keep], 1)
-        outputs.append({"boxes": boxes, "labels": labels, "scores": rng.random(len(boxes)).astype(np.float32),
-                        "masks": masks})
+        outputs.append(
+            {
+                "boxes": boxes,
+                "labels": labels,
+                "scores": rng.random(len(boxes)).astype(np.float32),
+                "masks": masks,
+            }
+        )
     return outputs
 
 
@@ -35,8 +41,13 @@ def test_equals_cocoeval_on_the_original_file(tiny_coco_root):
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(ann)
         for iou_type in ("bbox", "segm"):
-            results = to_coco_results(data.records, outputs, data.label_to_cat_id,
-                                      [int(r.image_id) for r in data.records], with_masks=iou_type == "segm")
+            results = to_coco_results(
+                data.records,
+                outputs,
+                data.label_to_cat_id,
+                [int(r.image_id) for r in data.records],
+                with_masks=iou_type == "segm",
+            )
             ref = COCOeval(gt, gt.loadRes(results), iou_type)
             ref.evaluate(), ref.accumulate(), ref.summarize()
             for k, v in zip(STATS, ref.stats[:6]):
@@ -50,7 +61,9 @@ def test_perfect_predictions_score_one(demo_cache):
     from datasets.synthetic import load_demo
 
     data = load_demo("val", "coco", num_train=120, num_val=20, cache_dir=demo_cache)
-    outputs = [{"boxes": r.boxes, "labels": r.labels, "scores": np.ones(len(r), np.float32)} for r in data.records]
+    outputs = [
+        {"boxes": r.boxes, "labels": r.labels, "scores": np.ones(len(r), np.float32)} for r in data.records
+    ]
     ev = COCOEvaluator(data)
     ev.process(data.records, outputs)
     s = ev.summarize()

@@ -29,7 +29,9 @@ def test_precedence_defaults_config_cfg_options_command_line(tmp_path):
     cfg = _write(tmp_path / "c.yaml", {"lr": 0.5, "K": 9, "strategy": "topk_v2", "epochs": 3})
     parser = get_args_parser()
     defaults = parser.parse_args([])
-    args = parse_with_config(get_args_parser(), ["--config", cfg, "--cfg-options", "K=11", "epochs=4", "--epochs", "5"])
+    args = parse_with_config(
+        get_args_parser(), ["--config", cfg, "--cfg-options", "K=11", "epochs=4", "--epochs", "5"]
+    )
     assert (args.lr, args.K, args.strategy, args.epochs) == (0.5, 11, "topk_v2", 5)
     assert args.min_size == defaults.min_size
 
@@ -53,21 +55,44 @@ def test_shipped_configs_parse(path):
 
 
 def test_demo_config_is_the_default_run():
-    demo = parse_with_config(get_args_parser(), ["--config", os.path.join(ROOT, "configs",
-                                                                           "faster_rcnn_mnv2_fpn_12e_demo_v1plus.yaml")])
+    demo = parse_with_config(
+        get_args_parser(),
+        ["--config", os.path.join(ROOT, "configs", "faster_rcnn_mnv2_fpn_12e_demo_v1plus.yaml")],
+    )
     plain = get_args_parser().parse_args([])
-    assert {k: v for k, v in vars(demo).items() if k != "config"} == {k: v for k, v in vars(plain).items() if k != "config"}
+    assert {k: v for k, v in vars(demo).items() if k != "config"} == {
+        k: v for k, v in vars(plain).items() if k != "config"
+    }
 
 
 def test_resolved_config_is_written_and_reproduces_the_run(tmp_path):
     out = tmp_path / "run"
-    argv = ["--demo-train", "8", "--demo-val", "4", "--min-size", "64", "--epochs", "1", "--strategy", "none",
-            "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out), "--cfg-options", "lr=0.005"]
+    argv = [
+        "--demo-train",
+        "8",
+        "--demo-val",
+        "4",
+        "--min-size",
+        "64",
+        "--epochs",
+        "1",
+        "--strategy",
+        "none",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        str(out),
+        "--cfg-options",
+        "lr=0.005",
+    ]
     assert main(argv) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["lr"] == 0.005 and saved["epochs"] == 1 and "cfg_options" not in saved
     again = parse_with_config(get_args_parser(), ["--config", str(out / "config.yaml")])
-    assert {k: v for k, v in vars(again).items() if k not in ("config", "config_file")} == {**saved, "cfg_options": []}
+    assert {k: v for k, v in vars(again).items() if k not in ("config", "config_file")} == {
+        **saved,
+        "cfg_options": [],
+    }
 
 
 def test_asm_core_defaults_sit_under_config_files_and_flags(tmp_path):

@@ -13,20 +13,51 @@ from tools.engine import detect, evaluate
 from tools.logs import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--demo-train", "24", "--demo-val", "6", "--min-size", "64", "--batch_size", "4", "--warmup-iters", "2",
-        "--K", "4", "--initial", "8", "--epochs", "1", "--round-epochs", "1", "--max-rounds", "2",
-        "--certain_thre", "0.06", "--uncertain_thre", "0.05", "--gt_iou", "0.3", "--ap_range", "10",
-        "--strategy", "v1+"]  # fmt: skip
+TINY = [
+    "--demo-train",
+    "24",
+    "--demo-val",
+    "6",
+    "--min-size",
+    "64",
+    "--batch_size",
+    "4",
+    "--warmup-iters",
+    "2",
+    "--K",
+    "4",
+    "--initial",
+    "8",
+    "--epochs",
+    "1",
+    "--round-epochs",
+    "1",
+    "--max-rounds",
+    "2",
+    "--certain_thre",
+    "0.06",
+    "--uncertain_thre",
+    "0.05",
+    "--gt_iou",
+    "0.3",
+    "--ap_range",
+    "10",
+    "--strategy",
+    "v1+",
+]
 
 
 def _torchrun(nproc: int, *args: str, env: dict) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
-    return subprocess.run(cmd, cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        cmd, cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
 
 
 def _python(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture
@@ -57,7 +88,11 @@ def test_sharded_detection_and_evaluation_equal_one_process(tmp_path, env):
 
 
 def _digests(out: str) -> list[list[str]]:
-    return [e["pool_digests"] for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round" and e["round"]]
+    return [
+        e["pool_digests"]
+        for e in read_jsonl(os.path.join(out, "log.jsonl"))
+        if e["type"] == "round" and e["round"]
+    ]
 
 
 def test_two_processes_pools_match_one_process_and_resume_in_one(tmp_path, env):
@@ -70,7 +105,10 @@ def test_two_processes_pools_match_one_process_and_resume_in_one(tmp_path, env):
     assert len(one) == len(two) == 2
     assert all(len(d) == 2 and d[0] == d[1] for d in two)  # both ranks hold the same pools every round
     assert [d[0] for d in two] == [d[0] for d in one]  # ... and the pools of a single process
-    ckpt_one, ckpt_two = load_checkpoint(os.path.join(single, "last.pth")), load_checkpoint(os.path.join(double, "last.pth"))
+    ckpt_one, ckpt_two = (
+        load_checkpoint(os.path.join(single, "last.pth")),
+        load_checkpoint(os.path.join(double, "last.pth")),
+    )
     for key in ("unlabelled", "pending", "rounds"):
         if key == "rounds":  # the same images were selected each round (the counts depend on the model)
             assert [r["images"] for r in ckpt_one["asm"][key]] == [r["images"] for r in ckpt_two["asm"][key]]
@@ -80,7 +118,9 @@ def test_two_processes_pools_match_one_process_and_resume_in_one(tmp_path, env):
     # cut a 2-process run after its second epoch, finish it in one process
     proc = _torchrun(2, "train_asm_one.py", *TINY, "--output-dir", cut, "--exit-after-epochs", "2", env=env)
     assert proc.returncode != 0 and "stopped after 2 epochs" in proc.stdout + proc.stderr
-    proc = _python("train_asm_one.py", *TINY, "--output-dir", cut, "--resume", os.path.join(cut, "last.pth"), env=env)
+    proc = _python(
+        "train_asm_one.py", *TINY, "--output-dir", cut, "--resume", os.path.join(cut, "last.pth"), env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _digests(cut)[-1] == [one[-1][0]]  # the resumed single process ends in the same pools
 

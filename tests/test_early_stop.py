@@ -52,12 +52,15 @@ def test_ap_equal_to_ap_thre_does_not_stop():
     assert s.update(2, 0.506)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--ap_range", "1"], "--ap_range must be at least 2"),
-    (["--ap_shift_asm", "-0.1"], "--ap_shift_asm must be >= 0.0"),
-    (["--ap_shift_pretrain", "nan"], "--ap_shift_pretrain must be a finite number"),
-    (["--ap_thre", "1.5"], "--ap_thre must be <= 1.0"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ap_range", "1"], "--ap_range must be at least 2"),
+        (["--ap_shift_asm", "-0.1"], "--ap_shift_asm must be >= 0.0"),
+        (["--ap_shift_pretrain", "nan"], "--ap_shift_pretrain must be a finite number"),
+        (["--ap_thre", "1.5"], "--ap_thre must be <= 1.0"),
+    ],
+)
 def test_early_stop_options_end_in_one_line_with_exit_2(tmp_path, caplog, flags, message):
     from train_asm_one import main
 

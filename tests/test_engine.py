@@ -18,7 +18,10 @@ class _Exploding(nn.Module):
 def test_non_finite_loss_raises_with_the_loss_dict():
     model = _Exploding()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    batch = ([torch.zeros(3, 4, 4)], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}])
+    batch = (
+        [torch.zeros(3, 4, 4)],
+        [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}],
+    )
     with pytest.raises(FloatingPointError, match=r"loss_classifier.*nan.*loss_box_reg"):
         train_one_epoch(model, opt, [batch], torch.device("cpu"), epoch=0)
 
@@ -42,8 +45,12 @@ def test_warmup_ramps_the_learning_rate_then_returns_means():
 
 
 def test_predictions_map_backto_original_pixels():
-    out = {"boxes": torch.tensor([[10.0, 20.0, 30.0, 40.0]]), "labels": torch.tensor([2]),
-           "scores": torch.tensor([0.9]), "masks": torch.ones(1, 1, 50, 100)}
+    out = {
+        "boxes": torch.tensor([[10.0, 20.0, 30.0, 40.0]]),
+        "labels": torch.tensor([2]),
+        "scores": torch.tensor([0.9]),
+        "masks": torch.ones(1, 1, 50, 100),
+    }
     res = to_original(out, (50, 100), torch.tensor([100, 200]))
     np.testing.assert_allclose(res["boxes"], [[20, 40, 60, 80]])
     assert res["masks"].shape == (1, 100, 200) and res["labels"].dtype == np.int64
@@ -116,13 +123,15 @@ def test_one_loss_term_that_jumps_is_a_spike_even_when_the_total_is_not():
     model = _TwoTerms([6.5, 5.5, 147.5])  # the mask loss x27 its mean; the total far below its bound
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     with pytest.raises(FloatingPointError, match="loss spike at epoch 0, iteration 2: mask 295 > 220"):
-        train_one_epoch(model, opt, [([torch.zeros(3, 2, 2)], [{}])] * 3, torch.device("cpu"), epoch=0,
-                        loss_bound=bounds)  # fmt: skip
+        train_one_epoch(
+            model, opt, [([torch.zeros(3, 2, 2)], [{}])] * 3, torch.device("cpu"), epoch=0, loss_bound=bounds
+        )
 
 
 def test_loss_means_are_exact_without_per_iteration_reads():
     model = _Scripted([1.0, 2.0, 4.0, 8.0, 16.0])
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    out = train_one_epoch(model, opt, [([torch.zeros(3, 2, 2)], [{}])] * 5, torch.device("cpu"), epoch=0,
-                          check_every=2)  # fmt: skip
+    out = train_one_epoch(
+        model, opt, [([torch.zeros(3, 2, 2)], [{}])] * 5, torch.device("cpu"), epoch=0, check_every=2
+    )
     assert out["loss_a"] == pytest.approx(62 / 5) and out["loss"] == pytest.approx(62 / 5)  # w stays 1: x2

@@ -23,8 +23,9 @@ SPLITS = {"train": 10, "valid": 4, "test": 2}
 
 
 def _args(tmp_path, *argv):
-    return get_args_parser().parse_args([*argv, "--output-dir", str(tmp_path / "out"), "--cache-dir",
-                                         str(tmp_path / "cache")])  # fmt: skip
+    return get_args_parser().parse_args(
+        [*argv, "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    )
 
 
 def _photo(path, seed, size=(96, 64)):
@@ -51,14 +52,36 @@ def roboflow_coco(root):
         for k in range(n):
             name = f"BloodImage_{seed:05d}_jpg.rf.{seed:08x}.jpg"
             _photo(root / split / name, seed)
-            images.append({"id": k, "license": 1, "file_name": name, "height": 64, "width": 96,
-                           "date_captured": "2026-11-29T10:00:00+00:00"})  # fmt: skip
+            images.append(
+                {
+                    "id": k,
+                    "license": 1,
+                    "file_name": name,
+                    "height": 64,
+                    "width": 96,
+                    "date_captured": "2026-11-29T10:00:00+00:00",
+                }
+            )
             for cls, x, y, w, h in _objects(k):
-                anns.append({"id": len(anns), "image_id": k, "category_id": cls + 1, "bbox": [x, y, w, h],
-                             "area": w * h, "segmentation": [], "iscrowd": 0})  # fmt: skip
+                anns.append(
+                    {
+                        "id": len(anns),
+                        "image_id": k,
+                        "category_id": cls + 1,
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "segmentation": [],
+                        "iscrowd": 0,
+                    }
+                )
             seed += 1
-        data = {"info": {"year": "2026", "version": "1"}, "licenses": [{"id": 1, "name": "CC BY 4.0"}],
-                "categories": cats, "images": images, "annotations": anns}  # fmt: skip
+        data = {
+            "info": {"year": "2026", "version": "1"},
+            "licenses": [{"id": 1, "name": "CC BY 4.0"}],
+            "categories": cats,
+            "images": images,
+            "annotations": anns,
+        }
         (root / split / "_annotations.coco.json").write_text(json.dumps(data))
     return root
 
@@ -73,8 +96,10 @@ def roboflow_yolo(root):
         for _ in range(n):
             stem = f"BloodImage_{seed:05d}_jpg.rf.{seed:08x}"
             _photo(root / split / "images" / f"{stem}.jpg", seed)
-            lines = [f"{cls} {(x + w / 2) / 96:.6f} {(y + h / 2) / 64:.6f} {w / 96:.6f} {h / 64:.6f}"
-                     for cls, x, y, w, h in _objects(seed)]  # fmt: skip
+            lines = [
+                f"{cls} {(x + w / 2) / 96:.6f} {(y + h / 2) / 64:.6f} {w / 96:.6f} {h / 64:.6f}"
+                for cls, x, y, w, h in _objects(seed)
+            ]
             (root / split / "labels" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
             seed += 1
     (root / "data.yaml").write_text(
@@ -96,11 +121,15 @@ def test_roboflow_coco_export_loads_by_its_own_layout(tmp_path, caplog):
 
 
 def test_a_supercategory_with_boxes_and_a_category_named_like_its_own_supercategory_stay(tmp_path):
-    data = {"images": [{"id": 1, "file_name": "a.jpg", "width": 96, "height": 64}],
-            "categories": [{"id": 1, "name": "person", "supercategory": "person"},
-                           {"id": 2, "name": "animal", "supercategory": "none"},
-                           {"id": 3, "name": "dog", "supercategory": "animal"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 1, 9, 9]}]}  # fmt: skip
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 96, "height": 64}],
+        "categories": [
+            {"id": 1, "name": "person", "supercategory": "person"},
+            {"id": 2, "name": "animal", "supercategory": "none"},
+            {"id": 3, "name": "dog", "supercategory": "animal"},
+        ],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 1, 9, 9]}],
+    }
     _photo(tmp_path / "a.jpg", 0)
     assert load_coco(data, str(tmp_path)).classes == ("person", "animal", "dog")
 
@@ -108,10 +137,14 @@ def test_a_supercategory_with_boxes_and_a_category_named_like_its_own_supercateg
 def test_coco_root_without_an_evaluation_split_or_with_file_options_is_one_line(tmp_path):
     root = roboflow_coco(tmp_path / "export")
     with pytest.raises(ValueError, match="--coco-root finds the JSON files"):
-        build_datasets(_args(tmp_path, "--dataset", "coco", "--coco-root", str(root), "--coco-train-json", "x"))
+        build_datasets(
+            _args(tmp_path, "--dataset", "coco", "--coco-root", str(root), "--coco-train-json", "x")
+        )
     for split in ("valid", "test"):
         os.remove(root / split / "_annotations.coco.json")
-    with pytest.raises(AnnotationError, match=r"needs train/_annotations.coco.json and one of valid/, val/, test/"):
+    with pytest.raises(
+        AnnotationError, match=r"needs train/_annotations.coco.json and one of valid/, val/, test/"
+    ):
         build_datasets(_args(tmp_path, "--dataset", "coco", "--coco-root", str(root)))
 
 
@@ -120,7 +153,9 @@ def test_roboflow_yolo_export_uses_valid_as_the_evaluation_split(tmp_path, caplo
     with caplog.at_level(logging.INFO):
         train, val = build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root)))
     assert train.classes == CLASSES and len(train) == 10 and len(val) == 4
-    assert sorted(r.file_name for r in val.records) == sorted(f"images/{n}" for n in os.listdir(root / "valid/images"))
+    assert sorted(r.file_name for r in val.records) == sorted(
+        f"images/{n}" for n in os.listdir(root / "valid/images")
+    )
     assert os.path.samefile(val.image_root, root / "valid")
     # 6-decimal rounding overshoots the bottom edge by a fraction of a pixel: counted, not warned
     assert train.report.counts.get("clipped_subpixel", 0) > 0 and "clipped_box" not in train.report.counts
@@ -140,8 +175,9 @@ def _kangaroo(root, n=6):
     (root / "annots").mkdir(parents=True)
     (root / "images").mkdir()
     for k in range(n):
-        (root / "annots" / f"{k:05d}.xml").write_text(voc_xml(f"{k:05d}.jpg", size=(96, 64),
-                                                              objects=(("kangaroo", (20, 16, 60, 48)),)))  # fmt: skip
+        (root / "annots" / f"{k:05d}.xml").write_text(
+            voc_xml(f"{k:05d}.jpg", size=(96, 64), objects=(("kangaroo", (20, 16, 60, 48)),))
+        )
         _photo(root / "images" / f"{k:05d}.jpg", k)
     return root
 
@@ -149,18 +185,44 @@ def _kangaroo(root, n=6):
 def test_voc_folders_with_their_own_names_load_with_one_flag(tmp_path):
     root = _kangaroo(tmp_path / "kangaroo")
     with pytest.raises(AnnotationError, match=r"holds \['annots', 'images'\].*--voc-annotations-dir"):
-        build_datasets(_args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--voc-classes", "kangaroo"))
-    train, val = build_datasets(_args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--voc-classes",
-                                      "kangaroo", "--voc-annotations-dir", "annots"))  # fmt: skip
+        build_datasets(
+            _args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--voc-classes", "kangaroo")
+        )
+    train, val = build_datasets(
+        _args(
+            tmp_path,
+            "--dataset",
+            "voc",
+            "--voc-roots",
+            str(root),
+            "--voc-classes",
+            "kangaroo",
+            "--voc-annotations-dir",
+            "annots",
+        )
+    )
     assert len(train) + len(val) == 6 and train.num_boxes() + val.num_boxes() == 6
     with pytest.raises(AnnotationError, match=r"annotz: no such folder \(--voc-annotations-dir"):
-        build_datasets(_args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--voc-classes", "kangaroo",
-                             "--voc-annotations-dir", "annotz"))  # fmt: skip
+        build_datasets(
+            _args(
+                tmp_path,
+                "--dataset",
+                "voc",
+                "--voc-roots",
+                str(root),
+                "--voc-classes",
+                "kangaroo",
+                "--voc-annotations-dir",
+                "annotz",
+            )
+        )
 
 
 def test_subpixel_overshoot_is_counted_quietly_and_a_real_one_is_warned(caplog):
     report = LoadReport()
-    boxes, keep = sanitize_boxes(np.array([[0, 0, 96.0003, 10], [-5, 0, 20, 10], [1, 1, 5, 5]]), 96, 64, report, "f")
+    boxes, keep = sanitize_boxes(
+        np.array([[0, 0, 96.0003, 10], [-5, 0, 20, 10], [1, 1, 5, 5]]), 96, 64, report, "f"
+    )
     assert keep.all() and boxes[0, 2] == 96 and boxes[1, 0] == 0
     assert report.counts == {"clipped_subpixel": 1, "clipped_box": 1}
     with caplog.at_level(logging.INFO):
@@ -195,14 +257,35 @@ def test_the_same_image_in_two_folders_is_found_by_content(tmp_path, caplog):
     assert "share 1 of 4 evaluation images (by content" in caplog.text and name in caplog.text
 
 
-EXPORT_RUN = ["--min-size", "64", "--batch_size", "2", "--workers", "0", "--warmup-iters", "1", "--K", "2",
-              "--initial", "6", "--epochs", "1", "--round-epochs", "1", "--max-rounds", "1", "--deterministic"]  # fmt: skip
+EXPORT_RUN = [
+    "--min-size",
+    "64",
+    "--batch_size",
+    "2",
+    "--workers",
+    "0",
+    "--warmup-iters",
+    "1",
+    "--K",
+    "2",
+    "--initial",
+    "6",
+    "--epochs",
+    "1",
+    "--round-epochs",
+    "1",
+    "--max-rounds",
+    "1",
+    "--deterministic",
+]
 
 
 @pytest.mark.parametrize("kind", ["coco", "yolo"])
 def test_an_export_trains_evaluates_and_mines_with_one_command(tmp_path, capsys, kind):
     root = roboflow_coco(tmp_path / "export") if kind == "coco" else roboflow_yolo(tmp_path / "export")
-    data = ["--dataset", "coco", "--coco-root"] if kind == "coco" else ["--dataset", "folder", "--folder-root"]
+    data = (
+        ["--dataset", "coco", "--coco-root"] if kind == "coco" else ["--dataset", "folder", "--folder-root"]
+    )
     out = str(tmp_path / "run")
     assert main([*data, str(root), *EXPORT_RUN, "--output-dir", out, "--cache-dir", str(tmp_path / "c")]) == 0
     rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round"]
@@ -228,18 +311,25 @@ def test_more_than_half_the_images_losing_every_box_stops_the_load(tmp_path):
     (root / "images").mkdir()
     for k in range(6):  # 4 of 6 images hold only a zero-area box
         box = (20, 16, 20, 48) if k < 4 else (20, 16, 60, 48)
-        (root / "annotations" / f"{k}.xml").write_text(voc_xml(f"{k}.jpg", size=(96, 64), objects=(("cat", box),)))
+        (root / "annotations" / f"{k}.xml").write_text(
+            voc_xml(f"{k}.jpg", size=(96, 64), objects=(("cat", box),))
+        )
         _photo(root / "images" / f"{k}.jpg", k)
     argv = ["--dataset", "voc", "--voc-roots", str(root), "--voc-classes", "cat", "--val-fraction", "0.34"]
-    with pytest.raises(ValueError, match=r"images lost every box while loading \(e\.g\. .*\.xml; .*degenerate_box"):
+    with pytest.raises(
+        ValueError, match=r"images lost every box while loading \(e\.g\. .*\.xml; .*degenerate_box"
+    ):
         build_datasets(_args(tmp_path, *argv))
     train, val = build_datasets(_args(tmp_path, *argv, "--allow-missing-labels"))
     assert train.report.counts["labels_lost"] + val.report.counts.get("labels_lost", 0) == 4
     # the same in COCO: two of three images keep no box
-    data = {"images": [{"id": k, "file_name": f"{k}.jpg", "width": 96, "height": 64} for k in range(3)],
-            "categories": [{"id": 1, "name": "cat"}],
-            "annotations": [{"id": k, "image_id": k, "category_id": 1, "bbox": [5, 5, 0 if k < 2 else 9, 9]}
-                            for k in range(3)]}  # fmt: skip
+    data = {
+        "images": [{"id": k, "file_name": f"{k}.jpg", "width": 96, "height": 64} for k in range(3)],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [
+            {"id": k, "image_id": k, "category_id": 1, "bbox": [5, 5, 0 if k < 2 else 9, 9]} for k in range(3)
+        ],
+    }
     for k in range(3):
         _photo(root / "images" / f"{k}.jpg", k)
     assert load_coco(data, str(root / "images")).report.counts["labels_lost"] == 2

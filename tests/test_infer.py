@@ -19,16 +19,47 @@ from train_asm_one import main as train_main
 
 def _checkpoint(tmp_path, model="fasterrcnn_mobilenet_v2_fpn"):
     out = tmp_path / f"ckpt_{model}"
-    argv = ["--demo-train", "12", "--demo-val", "4", "--min-size", "64", "--epochs", "1", "--strategy", "none",
-            "--model", model, "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)]
+    argv = [
+        "--demo-train",
+        "12",
+        "--demo-val",
+        "4",
+        "--min-size",
+        "64",
+        "--epochs",
+        "1",
+        "--strategy",
+        "none",
+        "--model",
+        model,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        str(out),
+    ]
     assert train_main(argv) == 0
     return str(out / "last.pth")
 
 
 def _infer(tmp_path, ckpt, *extra):
     out = str(tmp_path / "results.json")
-    code = infer_main(["--checkpoint", ckpt, "--out", out, "--score-thresh", "0.0", "--demo-train", "12",
-                       "--demo-val", "4", "--cache-dir", str(tmp_path / "cache"), *extra])
+    code = infer_main(
+        [
+            "--checkpoint",
+            ckpt,
+            "--out",
+            out,
+            "--score-thresh",
+            "0.0",
+            "--demo-train",
+            "12",
+            "--demo-val",
+            "4",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            *extra,
+        ]
+    )
     assert code == 0
     return out
 
@@ -64,7 +95,9 @@ def test_mask_rle_decodes_to_the_predicted_mask_and_folder_input(tmp_path):
     assert len(results) == len(pred["scores"]) > 0
     for r, mask in zip(results, pred["masks"]):
         assert isinstance(r["segmentation"]["counts"], str)
-        decoded = mask_utils.decode({"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode()})
+        decoded = mask_utils.decode(
+            {"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode()}
+        )
         np.testing.assert_array_equal(decoded, (mask > 0.5).astype(np.uint8))
 
 
@@ -77,8 +110,15 @@ def test_flip_tta_maps_boxes_back(tmp_path):
     mirrored = predict_tta(model, image.flip(-1))
     assert len(mirrored["boxes"]) > 0  # score_thresh 0: the check below is never vacuous
     width = image.shape[-1]
-    expected = np.stack([width - mirrored["boxes"][:, 2], mirrored["boxes"][:, 1],
-                         width - mirrored["boxes"][:, 0], mirrored["boxes"][:, 3]], 1)
+    expected = np.stack(
+        [
+            width - mirrored["boxes"][:, 2],
+            mirrored["boxes"][:, 1],
+            width - mirrored["boxes"][:, 0],
+            mirrored["boxes"][:, 3],
+        ],
+        1,
+    )
     both = predict_tta(model, image, flip=True, iou=1.01)  # iou > 1: NMS keeps everything
     plain = predict_tta(model, image)
     assert len(both["boxes"]) == min(len(plain["boxes"]) + len(expected), 100)
@@ -95,8 +135,22 @@ def test_flip_tta_maps_boxes_back(tmp_path):
 def test_no_detection_says_why_pycocotools_cannot_read_it(tmp_path, caplog):
     ckpt = _checkpoint(tmp_path)
     out = str(tmp_path / "empty.json")
-    code = infer_main(["--checkpoint", ckpt, "--out", out, "--score-thresh", "1.01", "--demo-train", "12",
-                       "--demo-val", "4", "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    code = infer_main(
+        [
+            "--checkpoint",
+            ckpt,
+            "--out",
+            out,
+            "--score-thresh",
+            "1.01",
+            "--demo-train",
+            "12",
+            "--demo-val",
+            "4",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0 and json.load(open(out)) == []
     assert "loadRes cannot read" in caplog.text and "lower --score-thresh" in caplog.text
 
@@ -113,8 +167,27 @@ def test_visualize_honours_a_threshold_below_the_models_own(tmp_path, recwarn, m
         return real(model, *a, **k)
 
     monkeypatch.setattr(visualize, "predict_tta", spy)
-    assert main(["--demo-train", "12", "--demo-val", "4", "--cache-dir", str(tmp_path / "cache"), "--num", "2",
-                 "--checkpoint", ckpt, "--score-thresh", "0.01", "--out", str(tmp_path / "viz")]) == 0
+    assert (
+        main(
+            [
+                "--demo-train",
+                "12",
+                "--demo-val",
+                "4",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--num",
+                "2",
+                "--checkpoint",
+                ckpt,
+                "--score-thresh",
+                "0.01",
+                "--out",
+                str(tmp_path / "viz"),
+            ]
+        )
+        == 0
+    )
     assert seen == [0.0, 0.0]  # every score is kept, and filtered at --score-thresh by visualize
     assert not [w for w in recwarn if "not writable" in str(w.message)]
 

@@ -19,9 +19,13 @@ CLASSES = ("cat", "dog")
 
 
 def _round(tmp_path):
-    pre = [Record("a", "imgs/a.jpg", 200, 100, [[10, 10, 50, 50], [60, 10, 120, 80], [130, 20, 190, 90]], [1, 2, 1]),
-           Record("b", "imgs/b.jpg", 120, 90, [[5.5, 6.25, 40.75, 70.5]], [2]),
-           Record("c", "imgs/c.jpg", 64, 64)]
+    pre = [
+        Record(
+            "a", "imgs/a.jpg", 200, 100, [[10, 10, 50, 50], [60, 10, 120, 80], [130, 20, 190, 90]], [1, 2, 1]
+        ),
+        Record("b", "imgs/b.jpg", 120, 90, [[5.5, 6.25, 40.75, 70.5]], [2]),
+        Record("c", "imgs/c.jpg", 64, 64),
+    ]
     data = RecordSet(pre, CLASSES, str(tmp_path / "root"))
     folder = str(tmp_path / "round1")
     export_round(folder, 1, pre, [np.full(len(r), 0.9) for r in pre], data)
@@ -50,14 +54,21 @@ def _accept_label_studio(folder, path):
 
 def test_export_then_import_without_edits_is_identity(tmp_path):
     folder, pre = _round(tmp_path)
-    exports = {"labelstudio": _accept_label_studio(folder, tmp_path / "ls_export.json"),
-               "cvat": os.path.join(folder, "cvat_annotations.xml"), "voc": os.path.join(folder, "voc"),
-               "coco": os.path.join(folder, "coco_preannotations.json")}
+    exports = {
+        "labelstudio": _accept_label_studio(folder, tmp_path / "ls_export.json"),
+        "cvat": os.path.join(folder, "cvat_annotations.xml"),
+        "voc": os.path.join(folder, "voc"),
+        "coco": os.path.join(folder, "coco_preannotations.json"),
+    }
     for fmt, path in exports.items():
         imported = import_round(folder, path)
-        assert imported["edits"] == {"added": 0, "deleted": 0, "moved": 0, "relabelled": 0, "confirmed": 4}, fmt
+        assert imported["edits"] == {"added": 0, "deleted": 0, "moved": 0, "relabelled": 0, "confirmed": 4}, (
+            fmt
+        )
         for rec, p in zip(imported["records"], pre):
-            np.testing.assert_allclose(np.asarray(rec["boxes"]).reshape(-1, 4), p.boxes, atol=1e-3, err_msg=fmt)
+            np.testing.assert_allclose(
+                np.asarray(rec["boxes"]).reshape(-1, 4), p.boxes, atol=1e-3, err_msg=fmt
+            )
             assert rec["labels"] == p.labels.tolist() and rec["image_id"] == p.image_id
     ls = json.load(open(os.path.join(folder, "label_studio_tasks.json")))
     assert all(r["origin"] == "prediction" for t in ls for r in t["predictions"][0]["result"])
@@ -73,8 +84,16 @@ def test_scripted_cvat_edits_are_counted_exactly(tmp_path):
     image_a.remove(boxes[0])  # deleted
     boxes[1].set("xtl", "80")  # 60..120 -> 80..120: IoU 0.67, moved
     boxes[2].set("label", "dog")  # relabelled
-    etree.SubElement(tree.find("image[@name='imgs/c.jpg']"), "box", label="cat", source="manual", xtl="1",
-                     ytl="1", xbr="30", ybr="30")  # added
+    etree.SubElement(
+        tree.find("image[@name='imgs/c.jpg']"),
+        "box",
+        label="cat",
+        source="manual",
+        xtl="1",
+        ytl="1",
+        xbr="30",
+        ybr="30",
+    )  # added
     path = str(tmp_path / "edited.xml")
     tree.write(path)
     imported = import_round(folder, path)
@@ -86,29 +105,115 @@ def test_foreign_and_malformed_files_name_the_task_or_image(tmp_path):
     folder, _ = _round(tmp_path)
     cases = {
         "notlist.json": ('{"a": 1}', "images"),  # a dict is read as COCO: not a COCO file
-        "task.json": (json.dumps([{"id": 7, "data": {"image": "/x/zzz.jpg"}, "annotations": []}]),
-                      "task 7: image '/x/zzz.jpg' is not one of this round's images"),
-        "label.json": (json.dumps([{"id": 3, "data": {"file_name": "imgs/a.jpg"}, "annotations": [{"result": [
-            {"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 5, "height": 5,
-                                                  "rectanglelabels": ["zebra"]}}]}]}]),
-                       "task 3 \\(imgs/a.jpg\\): unknown label 'zebra'"),
-        "data.json": (json.dumps([{"id": 4, "data": "imgs/a.jpg", "annotations": []}]), "task 4: 'data' must be an object"),
-        "empty.json": (json.dumps([{"id": 5, "data": {"file_name": "imgs/a.jpg"}, "annotations": [{"result": [
-            {"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 5, "height": 5,
-                                                  "rectanglelabels": []}}]}]}]),
-                       "task 5 \\(imgs/a.jpg\\): result 0 needs numeric x, y, width, height \\(or points\\) and one label"),
-        "x.json": (json.dumps([{"id": 6, "data": {"file_name": "imgs/a.jpg"}, "annotations": [{"result": [
-            {"type": "rectanglelabels", "value": {"x": "left", "y": 1, "width": 5, "height": 5,
-                                                  "rectanglelabels": ["cat"]}}]}]}]),
-                   "result 0 needs numeric x"),
-        "nan.xml": ("<annotations><image name='imgs/a.jpg'><box label='cat' xtl='nan' ytl='1' xbr='5' ybr='5'/>"
-                    "</image><image name='imgs/b.jpg'/><image name='imgs/c.jpg'/></annotations>", "image 'imgs/a.jpg': box 0 .* is not finite"),
-        "inverted.xml": ("<annotations><image name='imgs/a.jpg'><box label='cat' xtl='9' ytl='1' xbr='5' ybr='5'/>"
-                         "</image><image name='imgs/b.jpg'/><image name='imgs/c.jpg'/></annotations>", "box 0 .* is empty or inverted"),
-        "outside.xml": ("<annotations><image name='imgs/a.jpg'><box label='cat' xtl='900' ytl='1' xbr='950' "
-                        "ybr='5'/></image><image name='imgs/b.jpg'/><image name='imgs/c.jpg'/></annotations>", "lies outside the image"),
+        "task.json": (
+            json.dumps([{"id": 7, "data": {"image": "/x/zzz.jpg"}, "annotations": []}]),
+            "task 7: image '/x/zzz.jpg' is not one of this round's images",
+        ),
+        "label.json": (
+            json.dumps(
+                [
+                    {
+                        "id": 3,
+                        "data": {"file_name": "imgs/a.jpg"},
+                        "annotations": [
+                            {
+                                "result": [
+                                    {
+                                        "type": "rectanglelabels",
+                                        "value": {
+                                            "x": 1,
+                                            "y": 1,
+                                            "width": 5,
+                                            "height": 5,
+                                            "rectanglelabels": ["zebra"],
+                                        },
+                                    }
+                                ]
+                            }
+                        ],
+                    }
+                ]
+            ),
+            "task 3 \\(imgs/a.jpg\\): unknown label 'zebra'",
+        ),
+        "data.json": (
+            json.dumps([{"id": 4, "data": "imgs/a.jpg", "annotations": []}]),
+            "task 4: 'data' must be an object",
+        ),
+        "empty.json": (
+            json.dumps(
+                [
+                    {
+                        "id": 5,
+                        "data": {"file_name": "imgs/a.jpg"},
+                        "annotations": [
+                            {
+                                "result": [
+                                    {
+                                        "type": "rectanglelabels",
+                                        "value": {
+                                            "x": 1,
+                                            "y": 1,
+                                            "width": 5,
+                                            "height": 5,
+                                            "rectanglelabels": [],
+                                        },
+                                    }
+                                ]
+                            }
+                        ],
+                    }
+                ]
+            ),
+            "task 5 \\(imgs/a.jpg\\): result 0 needs numeric x, y, width, height \\(or points\\) and one label",
+        ),
+        "x.json": (
+            json.dumps(
+                [
+                    {
+                        "id": 6,
+                        "data": {"file_name": "imgs/a.jpg"},
+                        "annotations": [
+                            {
+                                "result": [
+                                    {
+                                        "type": "rectanglelabels",
+                                        "value": {
+                                            "x": "left",
+                                            "y": 1,
+                                            "width": 5,
+                                            "height": 5,
+                                            "rectanglelabels": ["cat"],
+                                        },
+                                    }
+                                ]
+                            }
+                        ],
+                    }
+                ]
+            ),
+            "result 0 needs numeric x",
+        ),
+        "nan.xml": (
+            "<annotations><image name='imgs/a.jpg'><box label='cat' xtl='nan' ytl='1' xbr='5' ybr='5'/>"
+            "</image><image name='imgs/b.jpg'/><image name='imgs/c.jpg'/></annotations>",
+            "image 'imgs/a.jpg': box 0 .* is not finite",
+        ),
+        "inverted.xml": (
+            "<annotations><image name='imgs/a.jpg'><box label='cat' xtl='9' ytl='1' xbr='5' ybr='5'/>"
+            "</image><image name='imgs/b.jpg'/><image name='imgs/c.jpg'/></annotations>",
+            "box 0 .* is empty or inverted",
+        ),
+        "outside.xml": (
+            "<annotations><image name='imgs/a.jpg'><box label='cat' xtl='900' ytl='1' xbr='950' "
+            "ybr='5'/></image><image name='imgs/b.jpg'/><image name='imgs/c.jpg'/></annotations>",
+            "lies outside the image",
+        ),
         "broken.xml": ("<annotations><image name='imgs/a.jpg'>", "malformed CVAT XML"),
-        "partial.xml": ("<annotations><image name='imgs/a.jpg'/></annotations>", "no labels for image 'imgs/b.jpg'"),
+        "partial.xml": (
+            "<annotations><image name='imgs/a.jpg'/></annotations>",
+            "no labels for image 'imgs/b.jpg'",
+        ),
     }
     for name, (text, match) in cases.items():
         path = tmp_path / name
@@ -119,9 +224,34 @@ def test_foreign_and_malformed_files_name_the_task_or_image(tmp_path):
 
 def test_pause_import_resume_on_demo(tmp_path, capsys):
     out = str(tmp_path / "run")
-    argv = ["--demo-train", "16", "--demo-val", "4", "--min-size", "64", "--epochs", "1", "--round-epochs", "1",
-            "--K", "3", "--initial", "6", "--max-rounds", "1", "--oracle", "none", "--certain_thre", "0.05",
-            "--uncertain_thre", "0.04", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out]
+    argv = [
+        "--demo-train",
+        "16",
+        "--demo-val",
+        "4",
+        "--min-size",
+        "64",
+        "--epochs",
+        "1",
+        "--round-epochs",
+        "1",
+        "--K",
+        "3",
+        "--initial",
+        "6",
+        "--max-rounds",
+        "1",
+        "--oracle",
+        "none",
+        "--certain_thre",
+        "0.05",
+        "--uncertain_thre",
+        "0.04",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        out,
+    ]
     assert train_main(argv) == 4
     awaiting = load_checkpoint(os.path.join(out, "last.pth"))["awaiting"]
     assert awaiting == os.path.join("labelling", "round1")  # relative: the run folder can be moved or copied
@@ -145,8 +275,12 @@ def test_pause_import_resume_on_demo(tmp_path, capsys):
     labelled = ASMState.from_state(ckpt["asm"]).labelled
     assert len(labelled) == 9 and ckpt["awaiting"] is None
     image_id = json.load(open(os.path.join(folder, "imported.json")))["records"][0]["image_id"]
-    assert labelled[image_id].boxes.tolist() == [[2.0, 2.0, 40.0, 40.0]] and labelled[image_id].labels.tolist() == [1]
-    assert ckpt["asm"]["rounds"][0]["drawn"] + ckpt["asm"]["rounds"][0]["moved"] >= 1  # a move is cheaper than a draw
+    assert labelled[image_id].boxes.tolist() == [[2.0, 2.0, 40.0, 40.0]] and labelled[
+        image_id
+    ].labels.tolist() == [1]
+    assert (
+        ckpt["asm"]["rounds"][0]["drawn"] + ckpt["asm"]["rounds"][0]["moved"] >= 1
+    )  # a move is cheaper than a draw
 
 
 def _task(task_id, file_name, result):
@@ -154,8 +288,12 @@ def _task(task_id, file_name, result):
 
 
 def _rect(x, y, w, h, label="cat", rotation=0):
-    return {"type": "rectanglelabels", "original_width": 100, "original_height": 100,
-            "value": {"x": x, "y": y, "width": w, "height": h, "rotation": rotation, "rectanglelabels": [label]}}
+    return {
+        "type": "rectanglelabels",
+        "original_width": 100,
+        "original_height": 100,
+        "value": {"x": x, "y": y, "width": w, "height": h, "rotation": rotation, "rectanglelabels": [label]},
+    }
 
 
 def test_label_studio_polygons_rotation_uploads_and_duplicates(tmp_path, caplog):
@@ -164,9 +302,15 @@ def test_label_studio_polygons_rotation_uploads_and_duplicates(tmp_path, caplog)
     from tools.labelling import _read_label_studio
 
     pre = [Record("a", "imgs/raccoon-109.jpg", 100, 100, np.zeros((0, 4)), np.zeros(0, np.int64))]
-    polygon = {"type": "polygonlabels", "original_width": 100, "original_height": 100,
-               "value": {"points": [[10, 20], [30, 25], [20, 40]], "polygonlabels": ["cat"]}}
-    tasks = [_task(1, "/data/upload/1/3f2a1b7c-raccoon-109.jpg", [_rect(10, 10, 20, 10, rotation=90), polygon])]
+    polygon = {
+        "type": "polygonlabels",
+        "original_width": 100,
+        "original_height": 100,
+        "value": {"points": [[10, 20], [30, 25], [20, 40]], "polygonlabels": ["cat"]},
+    }
+    tasks = [
+        _task(1, "/data/upload/1/3f2a1b7c-raccoon-109.jpg", [_rect(10, 10, 20, 10, rotation=90), polygon])
+    ]
     path = tmp_path / "ls.json"
     path.write_text(json.dumps(tasks))
     with caplog.at_level("WARNING"):
@@ -178,15 +322,19 @@ def test_label_studio_polygons_rotation_uploads_and_duplicates(tmp_path, caplog)
     assert "1 polygon boxes kept as their axis-aligned bounding boxes" in caplog.text
     assert "1 rotated boxes kept" in caplog.text
     path.write_text(json.dumps(tasks + [_task(2, "imgs/raccoon-109.jpg", [_rect(1, 1, 5, 5)])]))
-    with pytest.raises(AnnotationError, match="task 2: a second task for image 'imgs/raccoon-109.jpg' \\(task 1"):
+    with pytest.raises(
+        AnnotationError, match="task 2: a second task for image 'imgs/raccoon-109.jpg' \\(task 1"
+    ):
         _read_label_studio(str(path), pre, ["cat"])
 
 
 def test_every_importer_refuses_an_empty_box(tmp_path):
     folder, _ = _round(tmp_path)
-    coco = {"images": [{"id": 1, "file_name": "imgs/a.jpg", "width": 64, "height": 48}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, -3, 4], "iscrowd": 0}],
-            "categories": [{"id": 1, "name": "cat"}]}
+    coco = {
+        "images": [{"id": 1, "file_name": "imgs/a.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, -3, 4], "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "cat"}],
+    }
     path = tmp_path / "coco.json"
     path.write_text(json.dumps(coco))
     with pytest.raises(AnnotationError, match="empty or inverted"):

@@ -7,8 +7,10 @@ from net.models import MODELS, build_model, is_mask_model
 
 def _batch(mask: bool):
     images = [torch.rand(3, 64, 80), torch.rand(3, 72, 64)]
-    targets = [{"boxes": torch.tensor([[5.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1])},
-               {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)}]
+    targets = [
+        {"boxes": torch.tensor([[5.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)},
+    ]
     if mask:
         for t, img in zip(targets, images):
             m = torch.zeros((len(t["boxes"]), *img.shape[-2:]), dtype=torch.uint8)
@@ -77,8 +79,14 @@ def test_local_backbone_weights_freeze_batchnorm(tmp_path):
 
 
 def test_rpn_and_roi_sizes_override_the_preset():
-    model = build_model("fasterrcnn_mobilenet_v2_fpn", 3, min_size=64, preset="cpu_fast",
-                        rpn_post_nms_top_n_test=50, box_batch_size_per_image=32)
+    model = build_model(
+        "fasterrcnn_mobilenet_v2_fpn",
+        3,
+        min_size=64,
+        preset="cpu_fast",
+        rpn_post_nms_top_n_test=50,
+        box_batch_size_per_image=32,
+    )
     assert model.rpn._post_nms_top_n["testing"] == 50
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 32
     assert model.rpn._pre_nms_top_n["training"] == 600  # from the preset
@@ -87,7 +95,10 @@ def test_rpn_and_roi_sizes_override_the_preset():
 @pytest.mark.parametrize("name", ["fasterrcnn_resnext50_32x4d_fpn", "maskrcnn_resnext101_32x4d_fpn"])
 def test_resnext_models_build_and_refuse_weights_torchvision_lacks(name):
     model = build_model(name, 3, min_size=64, max_size=96)
-    assert model.backbone.body.layer1[0].conv2.groups == 32 and model.roi_heads.box_predictor.cls_score.out_features == 3
+    assert (
+        model.backbone.body.layer1[0].conv2.groups == 32
+        and model.roi_heads.box_predictor.cls_score.out_features == 3
+    )
     with pytest.raises(ValueError, match="torchvision has no detection weights"):
         build_model(name, 3, weights="DEFAULT")
     if "32x4d" in name and "101" in name:

@@ -18,15 +18,18 @@ from train_asm_one import get_args_parser, main
 
 
 def _args(tmp_path, *argv):
-    return get_args_parser().parse_args([*argv, "--output-dir", str(tmp_path / "out"), "--cache-dir",
-                                         str(tmp_path / "cache")])  # fmt: skip
+    return get_args_parser().parse_args(
+        [*argv, "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    )
 
 
 def _flat_voc(root, n=10, images=True):
     os.makedirs(root / "images", exist_ok=True)
     for i in range(n):
         os.makedirs(root / "annotations", exist_ok=True)
-        (root / "annotations" / f"img{i}.xml").write_text(voc_xml(f"IMG_{i}.JPG", objects=(("cat", (5, 5, 30, 30)),)))
+        (root / "annotations" / f"img{i}.xml").write_text(
+            voc_xml(f"IMG_{i}.JPG", objects=(("cat", (5, 5, 30, 30)),))
+        )
         if images:
             write_image(str(root / "images" / f"img{i}.png"))
     return root
@@ -34,7 +37,9 @@ def _flat_voc(root, n=10, images=True):
 
 def test_flat_voc_without_split_files_gets_a_seeded_split_written_for_reuse(tmp_path, caplog):
     root = _flat_voc(tmp_path / "flat")
-    args = _args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes", "--val-fraction", "0.3")
+    args = _args(
+        tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes", "--val-fraction", "0.3"
+    )
     train, val = build_datasets(args)
     assert len(train) == 7 and len(val) == 3 and train.classes == ("cat",)
     assert {r.file_name for r in train.records + val.records} == {f"images/img{i}.png" for i in range(10)}
@@ -48,23 +53,45 @@ def test_flat_voc_without_split_files_gets_a_seeded_split_written_for_reuse(tmp_
 def test_a_fixed_dataset_is_seen_without_deleting_the_cache(tmp_path, caplog):
     root = _flat_voc(tmp_path / "flat", images=False)
     args = _args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes")
-    with pytest.raises(ValueError, match=r"no training images found under .*missing_image.*check --voc-roots"):
+    with pytest.raises(
+        ValueError, match=r"no training images found under .*missing_image.*check --voc-roots"
+    ):
         build_datasets(args)
     for i in range(10):  # the user moves the images into place
         write_image(str(root / "images" / f"img{i}.png"))
     train, val = build_datasets(args)
     assert len(train) + len(val) == 10
     assert os.listdir(tmp_path / "cache")  # a cache exists and was not the problem
-    no_cache = _args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes", "--no-cache",
-                     "--cache-dir", str(tmp_path / "cache2"))  # fmt: skip
+    no_cache = _args(
+        tmp_path,
+        "--dataset",
+        "voc",
+        "--voc-roots",
+        str(root),
+        "--discover-classes",
+        "--no-cache",
+        "--cache-dir",
+        str(tmp_path / "cache2"),
+    )
     build_datasets(no_cache)
     assert not os.path.exists(tmp_path / "cache2")
 
 
 def test_entry_with_no_images_says_where_and_what_to_check(tmp_path, caplog):
     root = _flat_voc(tmp_path / "flat", images=False)
-    code = main(["--dataset", "voc", "--voc-roots", str(root), "--discover-classes",
-                 "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")])  # fmt: skip
+    code = main(
+        [
+            "--dataset",
+            "voc",
+            "--voc-roots",
+            str(root),
+            "--discover-classes",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
     assert code == 2 and "no training images found under" in caplog.text and "torchrun" not in caplog.text
 
 
@@ -76,8 +103,19 @@ def test_a_folder_of_neither_layout_is_named(tmp_path):
 
 def test_train_and_val_sharing_images_is_warned(tmp_path, caplog):
     root = make_voc(tmp_path / "voc", {"a": voc_xml("a.jpg"), "b": voc_xml("b.jpg")})
-    args = _args(tmp_path, "--dataset", "voc", "--voc-roots", root, "--voc-train-split", "train",
-                 "--voc-val-split", "train", "--voc-classes", "cat")  # fmt: skip
+    args = _args(
+        tmp_path,
+        "--dataset",
+        "voc",
+        "--voc-roots",
+        root,
+        "--voc-train-split",
+        "train",
+        "--voc-val-split",
+        "train",
+        "--voc-classes",
+        "cat",
+    )
     with caplog.at_level(logging.WARNING):
         build_datasets(args)
     assert "share 2 of 2 evaluation images" in caplog.text
@@ -116,10 +154,25 @@ def test_a_lone_split_folder_is_the_pool_and_gets_a_seeded_split(tmp_path):
     root = _yolo(tmp_path / "coco128", "train2017")  # COCO128: images/train2017 + labels/train2017 only
     os.remove(root / "classes.txt")  # names come from ultralytics' yaml, given by path
     (tmp_path / "coco128.yaml").write_text("path: ../datasets/coco128\nnames:\n  0: person\n  1: bicycle\n")
-    train, val = build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root),
-                                      "--folder-classes", str(tmp_path / "coco128.yaml")))  # fmt: skip
-    assert train.classes == ("person", "bicycle") and (len(train), len(val)) == (4, 1) and not {r.image_id for r in train.records} & {val.records[0].image_id}
-    assert all(r.file_name.startswith("images/train2017/") and len(r) == 2 for r in train.records + val.records)
+    train, val = build_datasets(
+        _args(
+            tmp_path,
+            "--dataset",
+            "folder",
+            "--folder-root",
+            str(root),
+            "--folder-classes",
+            str(tmp_path / "coco128.yaml"),
+        )
+    )
+    assert (
+        train.classes == ("person", "bicycle")
+        and (len(train), len(val)) == (4, 1)
+        and not {r.image_id for r in train.records} & {val.records[0].image_id}
+    )
+    assert all(
+        r.file_name.startswith("images/train2017/") and len(r) == 2 for r in train.records + val.records
+    )
     assert (tmp_path / "out" / "splits" / "val.txt").read_text().split() == [val.records[0].image_id]
     _yolo(root, "test2017")  # a train* folder beside other splits is still the pool; classes.txt again
     assert len(build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root)))[0]) == 4
@@ -147,29 +200,49 @@ def test_yolo_segment_lines_become_masks(tmp_path):
     train, val = build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root)))
     rec = train.records[0]
     np.testing.assert_allclose(rec.boxes, [[10, 10, 50, 40], [40, 15, 60, 35]], atol=1e-4)
-    assert rec.labels.tolist() == [1, 2] and rec.masks[0] == [[10, 10, 50, 10, 50, 40]] and rec.masks[1] is None
+    assert (
+        rec.labels.tolist() == [1, 2] and rec.masks[0] == [[10, 10, 50, 10, 50, 40]] and rec.masks[1] is None
+    )
     masks = decode_masks(rec)  # a triangle, and the box line's box
     assert masks.shape == (2, 50, 100) and 0.4 < masks[0].sum() / (40 * 30) < 0.6
     assert masks[1].sum() == 20 * 20 and masks[1, 15:35, 40:60].all()
 
 
 def test_one_coco_file_for_train_and_val_is_warned(tmp_path, caplog):
-    data = coco_dict(images=((1, "a.jpg", 64, 48), (2, "b.jpg", 64, 48)),
-                     anns=((1, 1, [5, 5, 20, 20]), (2, 1, [10, 10, 30, 30])))  # fmt: skip
+    data = coco_dict(
+        images=((1, "a.jpg", 64, 48), (2, "b.jpg", 64, 48)),
+        anns=((1, 1, [5, 5, 20, 20]), (2, 1, [10, 10, 30, 30])),
+    )
     data["annotations"][0]["segmentation"] = [[5, 5, 25, 5, 25, 25]]
     path = write_coco(tmp_path / "coco128", data)
     images = str(tmp_path / "coco128" / "images")
-    args = _args(tmp_path, "--dataset", "coco", "--coco-train-json", path, "--coco-train-images", images,
-                 "--coco-val-json", path, "--coco-val-images", images)  # fmt: skip
+    args = _args(
+        tmp_path,
+        "--dataset",
+        "coco",
+        "--coco-train-json",
+        path,
+        "--coco-train-images",
+        images,
+        "--coco-val-json",
+        path,
+        "--coco-val-images",
+        images,
+    )
     with caplog.at_level(logging.WARNING):
         train, val = build_datasets(args)
     assert train.records[0].masks is not None and "share 2 of 2 evaluation images" in caplog.text
 
 
-@pytest.mark.parametrize("line, message", [("1 0.5 0.5", r"line 1: expected 'class cx cy w h' \(box\) or .*got 3"),
-                                           ("1 0.1 0.1 0.2 0.2 0.3", "line 1: .*segment, 3 points or more.*got 6"),
-                                           ("7 0.5 0.5 0.1 0.1", "line 1: class 7 outside 0..1"),
-                                           ("a 0.5 0.5 0.1 0.1", "line 1: invalid literal")])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("1 0.5 0.5", r"line 1: expected 'class cx cy w h' \(box\) or .*got 3"),
+        ("1 0.1 0.1 0.2 0.2 0.3", "line 1: .*segment, 3 points or more.*got 6"),
+        ("7 0.5 0.5 0.1 0.1", "line 1: class 7 outside 0..1"),
+        ("a 0.5 0.5 0.1 0.1", "line 1: invalid literal"),
+    ],
+)
 def test_bad_yolo_lines_name_file_and_line(tmp_path, line, message):
     root = _yolo(tmp_path / "yolo", lines=line + "\n")
     with pytest.raises(AnnotationError, match=message) as e:
@@ -186,8 +259,9 @@ def test_pennfudan_mask_pngs_give_boxes_and_masks(tmp_path):
         ids[12:28, 20:39] = 2
         os.makedirs(root / "PedMasks", exist_ok=True)
         Image.fromarray(ids).save(root / "PedMasks" / f"FudanPed{i:05d}_mask.png")
-    train, val = build_datasets(_args(tmp_path, "--dataset", "folder", "--folder-root", str(root),
-                                      "--folder-classes", "pedestrian"))  # fmt: skip
+    train, val = build_datasets(
+        _args(tmp_path, "--dataset", "folder", "--folder-root", str(root), "--folder-classes", "pedestrian")
+    )
     assert train.classes == ("pedestrian",) and len(train) == 3 and len(val) == 1
     rec = train.records[0]
     np.testing.assert_array_equal(rec.boxes, [[3, 2, 8, 10], [20, 12, 39, 28]])
@@ -204,8 +278,15 @@ def test_heartbeat_line_has_round_epoch_rate_and_etas(caplog):
     with caplog.at_level(logging.INFO, logger="progress"):
         beat.tick("train", 5, 10, 40, started=now - 10)
     line = caplog.text
-    for part in ("round 2/5", "round2 epoch 2/4", "train 5/10", "4.0 images/s", "train ETA 0m10s", "phase ETA 1m40s",
-                 "run ETA ~6m40s"):  # 60 s for 1.5 epochs: 100 s for the 2.5 left; then 3 rounds of 100 s
+    for part in (
+        "round 2/5",
+        "round2 epoch 2/4",
+        "train 5/10",
+        "4.0 images/s",
+        "train ETA 0m10s",
+        "phase ETA 1m40s",
+        "run ETA ~6m40s",
+    ):  # 60 s for 1.5 epochs: 100 s for the 2.5 left; then 3 rounds of 100 s
         assert part in line, part
     quiet = Heartbeat(interval=3600, enabled=True)
     quiet.tick("train", 1, 10, 8, started=now)
@@ -218,10 +299,36 @@ def test_a_piped_run_prints_progress_lines(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(HEARTBEAT, "interval", 0.0)
     monkeypatch.setattr(HEARTBEAT, "enabled", True)  # what a pipe gets: stderr is not a terminal
     with caplog.at_level(logging.INFO):
-        code = main(["--demo-train", "16", "--demo-val", "8", "--min-size", "64", "--batch_size", "4", "--epochs", "1",
-                     "--round-epochs", "1", "--K", "4", "--max-rounds", "1", "--initial", "8", "--workers", "0",
-                     "--certain_thre", "0.999",
-                     "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")])  # fmt: skip
+        code = main(
+            [
+                "--demo-train",
+                "16",
+                "--demo-val",
+                "8",
+                "--min-size",
+                "64",
+                "--batch_size",
+                "4",
+                "--epochs",
+                "1",
+                "--round-epochs",
+                "1",
+                "--K",
+                "4",
+                "--max-rounds",
+                "1",
+                "--initial",
+                "8",
+                "--workers",
+                "0",
+                "--certain_thre",
+                "0.999",
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--cache-dir",
+                str(tmp_path / "c"),
+            ]
+        )
     assert code == 0
     lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
     assert any("round 1/1" in m and "images/s" in m and "phase ETA" in m for m in lines), lines[:5]
@@ -238,7 +345,9 @@ def test_labels_that_are_never_found_stop_the_load(tmp_path):
     root = _yolo(tmp_path / "yolo")
     for i in range(5):  # named after the whole file name, as some tools do
         os.rename(root / "labels" / f"{i}.txt", root / "labels" / f"{i}.jpg.txt")
-    with pytest.raises(AnnotationError, match=r"(\d) of \1 images have no label file .*--allow-missing-labels"):
+    with pytest.raises(
+        AnnotationError, match=r"(\d) of \1 images have no label file .*--allow-missing-labels"
+    ):
         _folder(tmp_path, root)
     with pytest.raises(ValueError, match="hold no boxes at all"):  # allowed, but then nothing to learn from
         _folder(tmp_path, root, "--allow-missing-labels")
@@ -255,7 +364,10 @@ def test_orphan_labels_and_shared_stems_are_counted(tmp_path):
     (root / "labels" / "gone.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     write_image(str(root / "images" / "0.png"), size=(100, 50))  # 0.jpg and 0.png
     train, val = _folder(tmp_path, root)
-    counts = {k: train.report.counts.get(k, 0) + val.report.counts.get(k, 0) for k in ("orphan_label", "duplicate_stem")}
+    counts = {
+        k: train.report.counts.get(k, 0) + val.report.counts.get(k, 0)
+        for k in ("orphan_label", "duplicate_stem")
+    }
     assert counts == {"orphan_label": 2, "duplicate_stem": 2}  # each split's load reports them
     assert any("gone.txt" in src for src, _ in train.report.of("orphan_label"))
 
@@ -273,12 +385,15 @@ def test_orphan_mask_pngs_are_counted(tmp_path):
     assert [os.path.basename(src) for src, _ in train.report.of("orphan_label")] == ["p3_mask.png"]
 
 
-@pytest.mark.parametrize("text, encoding, message", [
-    ("names: [a, b\n", "utf-8", r"data.yaml line 2: not valid YAML"),
-    ("names: {a: cat, b: dog}\n", "utf-8", r"'names' keys must be the class numbers 0, 1, 2"),
-    ("names: {0: cat, 2: dog}\n", "utf-8", r"'names' has no class \[1\]"),
-    ("names: [chat, café]\n", "latin-1", r"data.yaml: not UTF-8 text"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, encoding, message",
+    [
+        ("names: [a, b\n", "utf-8", r"data.yaml line 2: not valid YAML"),
+        ("names: {a: cat, b: dog}\n", "utf-8", r"'names' keys must be the class numbers 0, 1, 2"),
+        ("names: {0: cat, 2: dog}\n", "utf-8", r"'names' has no class \[1\]"),
+        ("names: [chat, café]\n", "latin-1", r"data.yaml: not UTF-8 text"),
+    ],
+)
 def test_bad_class_name_files_end_in_one_clear_line(tmp_path, text, encoding, message):
     root = _yolo(tmp_path / "yolo")
     os.remove(root / "classes.txt")
@@ -293,8 +408,13 @@ def test_flat_voc_images_without_xml_and_foreign_filenames_are_handled(tmp_path)
     xml = (root / "annotations" / "img0.xml").read_text()
     os.remove(root / "images" / "img0.png")  # its image is gone; its <filename> must not pick another image
     (root / "annotations" / "img0.xml").write_text(xml.replace("IMG_0.JPG", "img1.png"))
-    train, val = build_datasets(_args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes"))
+    train, val = build_datasets(
+        _args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes")
+    )
     files = [r.file_name for r in train.records + val.records]
     assert len(files) == len(set(files)) == 5  # img1.png once, with its own boxes
-    report = {k: train.report.counts.get(k, 0) + val.report.counts.get(k, 0) for k in ("image_without_xml", "missing_image")}
+    report = {
+        k: train.report.counts.get(k, 0) + val.report.counts.get(k, 0)
+        for k in ("image_without_xml", "missing_image")
+    }
     assert report == {"image_without_xml": 2, "missing_image": 1}  # each split's load counts the leftover

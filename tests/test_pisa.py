@@ -37,7 +37,9 @@ def test_two_classes_share_the_largest_class_count_as_the_top():
 
 
 def test_score_hlr_groups_overlapping_negatives_and_ranks_by_group_then_score():
-    probs = torch.tensor([[0.1, 0.9, 0.0], [0.4, 0.0, 0.6], [0.3, 0.7, 0.0], [0.98, 0.02, 0.0], [0.97, 0.03, 0.0]])
+    probs = torch.tensor(
+        [[0.1, 0.9, 0.0], [0.4, 0.0, 0.6], [0.3, 0.7, 0.0], [0.98, 0.02, 0.0], [0.97, 0.03, 0.0]]
+    )
     boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 0, 5, 5], [70, 70, 80, 80.0]])
     assert [g.tolist() for g in nms_groups(boxes[:3], probs[:3, 1:].max(1).values, 0.5)] == [[0, 1], [2]]
     bg = -torch.log(probs[:, 0])
@@ -65,7 +67,9 @@ def _head_outputs(n=12, classes=4, seed=0):
 def test_losses_equal_the_standard_head_when_the_exponents_are_0():
     logits, deltas, labels, targets = _head_outputs()
     cls, box = fastrcnn_loss(logits, deltas, [labels], [targets])
-    p_cls, p_box = pisa_losses(logits, deltas, labels, targets, torch.ones(len(labels)), carl_k=0.0, carl_bias=0.2)
+    p_cls, p_box = pisa_losses(
+        logits, deltas, labels, targets, torch.ones(len(labels)), carl_k=0.0, carl_bias=0.2
+    )
     torch.testing.assert_close(p_cls, cls, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(p_box, box, rtol=1e-6, atol=1e-7)
 
@@ -75,7 +79,9 @@ def test_carl_weights_by_class_score_and_its_gradient_reaches_the_class_logits()
     _, box = pisa_losses(logits, deltas, labels, targets, torch.ones(len(labels)), carl_k=1.0, carl_bias=0.2)
     grad = torch.autograd.grad(box, logits)[0]
     assert grad.abs().sum() > 0  # the box loss trains the classifier
-    _, plain = pisa_losses(logits, deltas, labels, targets, torch.ones(len(labels)), carl_k=0.0, carl_bias=0.2)
+    _, plain = pisa_losses(
+        logits, deltas, labels, targets, torch.ones(len(labels)), carl_k=0.0, carl_bias=0.2
+    )
     unused = torch.autograd.grad(plain, logits, allow_unused=True)[0]
     assert unused is None or float(unused.abs().sum()) == 0.0  # k = 0: the plain box loss
     # hand-computed: scores .5 1 0 -> 0.2 + 0.8 p = .6 1 .2, normalised to a mean of 1
@@ -102,7 +108,9 @@ def test_a_training_step_with_pisa_and_standard_inference(name):
         target["masks"] = masks
     model.train()
     losses = model([torch.rand(3, 48, 64)], [target])
-    assert set(losses) >= {"loss_classifier", "loss_box_reg"} and all(math.isfinite(float(v)) for v in losses.values())
+    assert set(losses) >= {"loss_classifier", "loss_box_reg"} and all(
+        math.isfinite(float(v)) for v in losses.values()
+    )
     assert ("loss_mask" in losses) == name.startswith("mask")
     sum(losses.values()).backward()
     standard = build_model(name, 3, min_size=64, preset="cpu_fast")
@@ -142,10 +150,41 @@ def test_a_one_epoch_bccd_run_with_pisa_finishes_and_resumes(bccd_root, tmp_path
     (root / "ImageSets" / "Main" / "tr.txt").write_text("\n".join(ids[:8]) + "\n")
     (root / "ImageSets" / "Main" / "ev.txt").write_text("\n".join(ids[8:12]) + "\n")
     out = str(tmp_path / "run")
-    argv = ["--dataset", "voc", "--voc-roots", str(root), "--voc-train-split", "tr", "--voc-val-split", "ev",
-            "--voc-classes", "RBC", "WBC", "Platelets", "--roi-head", "pisa", "--min-size", "128", "--epochs", "1",
-            "--round-epochs", "1", "--K", "4", "--initial", "4", "--max-rounds", "1", "--batch_size", "2",
-            "--warmup-iters", "2", "--no-cache", "--output-dir", out]  # fmt: skip
+    argv = [
+        "--dataset",
+        "voc",
+        "--voc-roots",
+        str(root),
+        "--voc-train-split",
+        "tr",
+        "--voc-val-split",
+        "ev",
+        "--voc-classes",
+        "RBC",
+        "WBC",
+        "Platelets",
+        "--roi-head",
+        "pisa",
+        "--min-size",
+        "128",
+        "--epochs",
+        "1",
+        "--round-epochs",
+        "1",
+        "--K",
+        "4",
+        "--initial",
+        "4",
+        "--max-rounds",
+        "1",
+        "--batch_size",
+        "2",
+        "--warmup-iters",
+        "2",
+        "--no-cache",
+        "--output-dir",
+        out,
+    ]
     assert main([*argv, "--exit-after-epochs", "1"]) == 3
     capsys.readouterr()
     assert main([*argv, "--auto-resume"]) == 0

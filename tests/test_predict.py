@@ -34,7 +34,9 @@ def test_probs_agree_with_scores_labels_and_plain_forward(demo):
     for p, q, r in zip(preds, plain, records):
         assert p["file_name"] == r.file_name and p["probs"].shape == (len(p["scores"]), 5)
         np.testing.assert_allclose(p["probs"].sum(1), 1.0, rtol=1e-5)
-        np.testing.assert_allclose(p["probs"][np.arange(len(p["labels"])), p["labels"]], p["scores"], rtol=1e-6)
+        np.testing.assert_allclose(
+            p["probs"][np.arange(len(p["labels"])), p["labels"]], p["scores"], rtol=1e-6
+        )
         np.testing.assert_allclose(p["boxes"], q["boxes"].numpy(), rtol=1e-5, atol=1e-4)
         np.testing.assert_array_equal(p["labels"], q["labels"].numpy())
     strict = predict_proba(model, records, data.image_root, conf_thres=0.3, nms_thres=0.5)
@@ -52,8 +54,14 @@ def test_compute_loss_leaves_the_model_unchanged_and_equals_frozen_bn_training_l
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert torch.equal(torch.get_rng_state(), rng_before)
-    assert set(losses[0]) == {"file_name", "loss_classifier", "loss_box_reg", "loss_objectness",
-                              "loss_rpn_box_reg", "loss"}
+    assert set(losses[0]) == {
+        "file_name",
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "loss",
+    }
     # the same loss a training step of a frozen-BatchNorm model computes
     model.train()
     for m in model.modules():

@@ -12,11 +12,17 @@ def _record(n=3, masks=True, seed=0):
     xy = rng.uniform(0, 50, size=(n, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(1, 30, size=(n, 2))], axis=1).astype(np.float32)
     return Record(
-        image_id=f"img{seed}", file_name=f"sub/img{seed}.jpg", width=100, height=90,
-        boxes=boxes, labels=rng.integers(1, 4, n), difficult=rng.random(n) < 0.5,
+        image_id=f"img{seed}",
+        file_name=f"sub/img{seed}.jpg",
+        width=100,
+        height=90,
+        boxes=boxes,
+        labels=rng.integers(1, 4, n),
+        difficult=rng.random(n) < 0.5,
         iscrowd=rng.random(n) < 0.3,
         masks=[[[1.5, 2.0, 10.0, 2.0, 10.0, 9.25]]] * (n - 1) + [{"size": [90, 100], "counts": "abc"}]
-        if masks and n else None,
+        if masks and n
+        else None,
     )
 
 

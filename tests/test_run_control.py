@@ -17,27 +17,56 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _argv(tmp_path, name, *extra):
-    return [*TINY, "--max-rounds", "1", "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / name),
-            *extra]
+    return [
+        *TINY,
+        "--max-rounds",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        str(tmp_path / name),
+        *extra,
+    ]
 
 
 def test_help_lists_the_new_flags_and_models():
-    text = subprocess.run([sys.executable, "train_asm_one.py", "--help"], cwd=ROOT, capture_output=True,
-                          text=True).stdout  # fmt: skip
-    for flag in ("--roi-head {standard,pisa}", "--auto-resume", "--no-validate", "--auto-scale-lr", "--work-dir",
-                 "fasterrcnn_resnext101_32x4d_fpn", "maskrcnn_resnext50_32x4d_fpn", "MMDetection's tools/train.py"):
+    text = subprocess.run(
+        [sys.executable, "train_asm_one.py", "--help"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    for flag in (
+        "--roi-head {standard,pisa}",
+        "--auto-resume",
+        "--no-validate",
+        "--auto-scale-lr",
+        "--work-dir",
+        "fasterrcnn_resnext101_32x4d_fpn",
+        "maskrcnn_resnext50_32x4d_fpn",
+        "MMDetection's tools/train.py",
+    ):
         assert flag in text, flag
 
 
 def test_a_positional_config_is_a_config_file(tmp_path):
     cfg = tmp_path / "x.yaml"
-    cfg.write_text(yaml.safe_dump({"_base_": os.path.join(ROOT, "configs", "pisa_faster_rcnn_mnv2_fpn_12e_bccd_v1plus.yaml"),
-                                   "K": 7}))  # fmt: skip
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "_base_": os.path.join(ROOT, "configs", "pisa_faster_rcnn_mnv2_fpn_12e_bccd_v1plus.yaml"),
+                "K": 7,
+            }
+        )
+    )
     args = parse_with_config(get_args_parser(), [str(cfg), "--lr", "0.5"], OPTION_PRESETS)
     assert (args.K, args.roi_head, args.dataset, args.lr) == (7, "pisa", "voc", 0.5)
-    mmdet = parse_with_config(get_args_parser(), [os.path.join(ROOT, "configs", "pisa_faster_rcnn_x101_32x4d_fpn_12e_coco.yaml")])
+    mmdet = parse_with_config(
+        get_args_parser(), [os.path.join(ROOT, "configs", "pisa_faster_rcnn_x101_32x4d_fpn_12e_coco.yaml")]
+    )
     assert (mmdet.model, mmdet.hlr_num, mmdet.carl_bias, mmdet.base_batch_size) == (
-        "fasterrcnn_resnext101_32x4d_fpn", 512, 0.2, 16)
+        "fasterrcnn_resnext101_32x4d_fpn",
+        512,
+        0.2,
+        16,
+    )
 
 
 def test_the_same_command_with_auto_resume_continues(tmp_path, capsys):
@@ -45,7 +74,9 @@ def test_the_same_command_with_auto_resume_continues(tmp_path, capsys):
     assert main([*argv, "--exit-after-epochs", "1"]) == 3
     assert main(argv) == 0  # continues: no "holds another run", no restart
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    epochs = [(e["phase"], e["epoch"]) for e in read_jsonl(tmp_path / "auto" / "log.jsonl") if e["type"] == "epoch"]
+    epochs = [
+        (e["phase"], e["epoch"]) for e in read_jsonl(tmp_path / "auto" / "log.jsonl") if e["type"] == "epoch"
+    ]
     assert epochs == [("pretrain", 0), ("round1", 0)]
     assert main(argv) == 0  # once more: finished already, nothing is trained again
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -54,9 +85,17 @@ def test_the_same_command_with_auto_resume_continues(tmp_path, capsys):
 
 def test_no_validate_evaluates_each_phase_once_and_auto_scale_lr_scales(tmp_path, capsys, caplog):
     out = tmp_path / "nv"
-    assert main(_argv(tmp_path, "nv", "--epochs", "3", "--no-validate", "--auto-scale-lr", "--lr", "0.02")) == 0
-    evaluated = [(e["phase"], e["epoch"]) for e in read_jsonl(out / "log.jsonl") if e["type"] == "epoch" and e["AP50"] is not None]
+    assert (
+        main(_argv(tmp_path, "nv", "--epochs", "3", "--no-validate", "--auto-scale-lr", "--lr", "0.02")) == 0
+    )
+    evaluated = [
+        (e["phase"], e["epoch"])
+        for e in read_jsonl(out / "log.jsonl")
+        if e["type"] == "epoch" and e["AP50"] is not None
+    ]
     assert evaluated == [("pretrain", 2), ("round1", 0)]
     assert "AP-shift early stopping cannot stop" in caplog.text
     config = yaml.safe_load(open(out / "config.yaml"))
-    assert config["lr"] == 0.02 * 4 / 16 and config["auto_scale_lr"] is False and config["base_batch_size"] == 16
+    assert (
+        config["lr"] == 0.02 * 4 / 16 and config["auto_scale_lr"] is False and config["base_batch_size"] == 16
+    )

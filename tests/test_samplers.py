@@ -20,8 +20,11 @@ def _context(seed=0):
         n = int(rng.integers(0, 4))
         p = rng.random((n, 4))
         probs[i] = p / p.sum(1, keepdims=True)
-    return {"probs": probs, "losses": {i: float(rng.random()) for i in POOL},
-            "ratios": {i: float(rng.choice([0.0, 0.5, 1.0])) for i in POOL}}
+    return {
+        "probs": probs,
+        "losses": {i: float(rng.random()) for i in POOL},
+        "ratios": {i: float(rng.choice([0.0, 0.5, 1.0])) for i in POOL},
+    }
 
 
 def _samplers():
@@ -36,7 +39,9 @@ def test_contract(name, cls):
     sampler = cls(name, POOL, seed=3)
     chosen = ["img00", "img05"]
     batch = sampler.select_batch(7, chosen, **ctx)
-    assert len(batch) == 7 and len(set(batch)) == 7 and not set(batch) & set(chosen) and set(batch) <= set(POOL)
+    assert (
+        len(batch) == 7 and len(set(batch)) == 7 and not set(batch) & set(chosen) and set(batch) <= set(POOL)
+    )
     assert cls(name, POOL, seed=3).select_batch(7, chosen, **ctx) == batch  # deterministic
     rest = sampler.select_batch(100, chosen + batch, **ctx)
     assert sorted(rest + batch + chosen) == sorted(POOL)  # pool smaller than n: all that is left
@@ -50,8 +55,12 @@ def test_random_differs_by_seed_and_uncertainty_ranks_correctly():
     a = SAMPLERS["random"]("random", POOL, seed=0).select_batch(10, [])
     b = SAMPLERS["random"]("random", POOL, seed=1).select_batch(10, [])
     assert a != b
-    probs = {"sure": np.array([[0.01, 0.98, 0.01]]), "torn": np.array([[0.34, 0.33, 0.33]]),
-             "empty": np.zeros((0, 3)), "mixed": np.array([[0.0, 1.0, 0.0], [0.2, 0.5, 0.3]])}
+    probs = {
+        "sure": np.array([[0.01, 0.98, 0.01]]),
+        "torn": np.array([[0.34, 0.33, 0.33]]),
+        "empty": np.zeros((0, 3)),
+        "mixed": np.array([[0.0, 1.0, 0.0], [0.2, 0.5, 0.3]]),
+    }
     ids = list(probs)
     for name in ("least_confidence", "margin", "entropy"):
         order = SAMPLERS[name](name, ids).select_batch(4, [], probs=probs)
@@ -65,7 +74,10 @@ def test_random_differs_by_seed_and_uncertainty_ranks_correctly():
 
 def test_loss_and_ratio_rank_highest_first_and_bad_specs():
     assert SAMPLERS["loss"]("loss", ["a", "b"]).select_batch(1, [], losses={"a": 0.1, "b": 2.0}) == ["b"]
-    assert SAMPLERS["al_ratio"]("al_ratio", ["a", "b"]).select_batch(2, [], ratios={"a": 1.0, "b": 0.0}) == ["a", "b"]
+    assert SAMPLERS["al_ratio"]("al_ratio", ["a", "b"]).select_batch(2, [], ratios={"a": 1.0, "b": 0.0}) == [
+        "a",
+        "b",
+    ]
     with pytest.raises(ValueError, match="unknown sampler"):
         load_sampler("nope")
     with pytest.raises(ValueError, match="cannot import"):

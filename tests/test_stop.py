@@ -17,10 +17,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_resume_command_drops_what_would_start_over_or_stop_again():
-    argv = ["--K", "4", "--overwrite", "--weights", "w.pth", "--exit-after-epochs=2", "--resume", "old.pth",
-            "--output-dir", "out dir"]
+    argv = [
+        "--K",
+        "4",
+        "--overwrite",
+        "--weights",
+        "w.pth",
+        "--exit-after-epochs=2",
+        "--resume",
+        "old.pth",
+        "--output-dir",
+        "out dir",
+    ]
     assert resume_command(argv, "out dir/last.pth", "train_asm_one.py") == (
-        "python train_asm_one.py --K 4 --output-dir 'out dir' --resume 'out dir/last.pth'")
+        "python train_asm_one.py --K 4 --output-dir 'out dir' --resume 'out dir/last.pth'"
+    )
 
 
 def test_a_signal_during_a_checkpoint_write_waits_for_the_write():
@@ -43,12 +54,46 @@ def _restore_sigint():  # a background job of a non-interactive shell inherits a
 
 def test_sigint_mid_epoch_exits_with_the_command_that_continues(tmp_path):
     out = str(tmp_path / "run")
-    argv = ["--demo-train", "40", "--demo-val", "6", "--min-size", "64", "--batch_size", "2", "--workers", "0",
-            "--warmup-iters", "2", "--K", "8", "--initial", "8", "--epochs", "3", "--round-epochs", "1",
-            "--max-rounds", "1", "--ap_range", "10", "--cache-dir", str(tmp_path / "cache"), "--output-dir", out]
+    argv = [
+        "--demo-train",
+        "40",
+        "--demo-val",
+        "6",
+        "--min-size",
+        "64",
+        "--batch_size",
+        "2",
+        "--workers",
+        "0",
+        "--warmup-iters",
+        "2",
+        "--K",
+        "8",
+        "--initial",
+        "8",
+        "--epochs",
+        "3",
+        "--round-epochs",
+        "1",
+        "--max-rounds",
+        "1",
+        "--ap_range",
+        "10",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        out,
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "train_asm_one.py", *argv], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=_restore_sigint)
+    proc = subprocess.Popen(
+        [sys.executable, "train_asm_one.py", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=_restore_sigint,
+    )
     log = os.path.join(out, "log.jsonl")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # wait for the first epoch's checkpoint

@@ -39,8 +39,10 @@ def _same(a, b):
 
 
 def test_batches_in_any_order_give_the_numbers_of_one_call(tiny_coco_root):
-    data = load_coco(os.path.join(tiny_coco_root, "annotations", "instances_val2017.json"),
-                     os.path.join(tiny_coco_root, "val2017"))  # fmt: skip
+    data = load_coco(
+        os.path.join(tiny_coco_root, "annotations", "instances_val2017.json"),
+        os.path.join(tiny_coco_root, "val2017"),
+    )
     outputs = _predictions(data.records)
     reference = _at_once(_evaluators(data), data.records, outputs)
     assert reference["segm/AP"] > 0.1 and reference["voc/AP50"] > 0.1  # real numbers, not zeros
@@ -57,9 +59,13 @@ def test_batches_in_any_order_give_the_numbers_of_one_call(tiny_coco_root):
 
 @pytest.fixture(scope="module")
 def mask_model_and_data(tmp_path_factory):
-    data = load_demo("val", fmt="coco", num_train=8, num_val=12, cache_dir=str(tmp_path_factory.mktemp("demo")))
+    data = load_demo(
+        "val", fmt="coco", num_train=8, num_val=12, cache_dir=str(tmp_path_factory.mktemp("demo"))
+    )
     torch.manual_seed(0)
-    model = build_model("maskrcnn_mobilenet_v2_fpn", data.num_classes + 1, min_size=64, preset="cpu_fast").eval()
+    model = build_model(
+        "maskrcnn_mobilenet_v2_fpn", data.num_classes + 1, min_size=64, preset="cpu_fast"
+    ).eval()
     model.roi_heads.score_thresh = 0.0  # many detections, each with a mask
     return model, data
 

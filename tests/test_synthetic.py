@@ -19,7 +19,9 @@ def test_demo_is_deterministic_for_a_seed(tmp_path):
     assert files == _files(b) and len(files) == 2 * 16 + 3 + 2 + 1
     match, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
     assert not mismatch and not errors
-    assert not filecmp.cmp(a / "VOC/JPEGImages/demo_000000.jpg", c / "VOC/JPEGImages/demo_000000.jpg", shallow=False)
+    assert not filecmp.cmp(
+        a / "VOC/JPEGImages/demo_000000.jpg", c / "VOC/JPEGImages/demo_000000.jpg", shallow=False
+    )
 
 
 def test_demo_statistics_and_both_loaders_agree(demo_cache):

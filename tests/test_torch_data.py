@@ -21,8 +21,17 @@ def _two_tone_dataset(tmp_path, transforms):
     Image.fromarray(img).save(path)
     poly = [[10, 10, 40, 10, 40, 30, 10, 30]]
     sliver = [[70, 40, 71.2, 40, 71.2, 50, 70, 50]]
-    record = Record("0", "img.png", 100, 60, [[10, 10, 40, 30], [70, 40, 71.2, 50]], [2, 3],
-                    difficult=[False, True], iscrowd=[True, False], masks=[poly, sliver])
+    record = Record(
+        "0",
+        "img.png",
+        100,
+        60,
+        [[10, 10, 40, 30], [70, 40, 71.2, 50]],
+        [2, 3],
+        difficult=[False, True],
+        iscrowd=[True, False],
+        masks=[poly, sliver],
+    )
     return DetectionDataset([record], str(tmp_path), transforms, with_masks=True)
 
 
@@ -78,8 +87,12 @@ def test_grouped_batches_cover_every_image_once(demo_cache):
         assert sorted(i for b in batches for i in b) == list(range(len(groups)))
         assert all(len({groups[i] for i in b}) == 1 and 1 <= len(b) <= 4 for b in batches)
         assert len(batch_sampler) == len(batches)
-    loader = DataLoader(DetectionDataset(data.records[:8], data.image_root, build_transforms(True, 64)),
-                        batch_size=4, collate_fn=collate_fn, num_workers=0)
+    loader = DataLoader(
+        DetectionDataset(data.records[:8], data.image_root, build_transforms(True, 64)),
+        batch_size=4,
+        collate_fn=collate_fn,
+        num_workers=0,
+    )
     images, targets = next(iter(loader))
     assert len(images) == len(targets) == 4 and all(img.shape[0] == 3 for img in images)
     with pytest.raises(ValueError, match="batch_size"):
@@ -99,7 +112,9 @@ def test_even_batches_give_every_rank_the_same_count():
         assert len(batches) == len(GroupedBatchSampler(sampler, groups, 2, even=True)) == 3  # ceil(6 / 2)
         assert sorted(i for b in batches for i in b) == sorted(sampler)
         counts.append(len(batches))
-    plain = GroupedBatchSampler(DistributedSampler(range(11), num_replicas=2, rank=0, shuffle=True, seed=3), groups, 2)
+    plain = GroupedBatchSampler(
+        DistributedSampler(range(11), num_replicas=2, rank=0, shuffle=True, seed=3), groups, 2
+    )
     assert len(list(plain)) >= counts[0]  # per-group remainders: the count depends on the draw
 
 
@@ -123,7 +138,9 @@ def test_epoch_batches_do_not_depend_on_workers_and_change_per_epoch(demo_cache)
     assert [i for i, _ in a] == [i for i, _ in b] and all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))
     c = epoch(0, 4)
     assert sorted(i for i, _ in c) == sorted(i for i, _ in a) == list(range(8))
-    assert [i for i, _ in c] != [i for i, _ in a] or any(not torch.equal(x, y) for (_, x), (_, y) in zip(a, c))
+    assert [i for i, _ in c] != [i for i, _ in a] or any(
+        not torch.equal(x, y) for (_, x), (_, y) in zip(a, c)
+    )
 
 
 def test_every_image_of_a_batch_gets_its_own_augmentation_seed():

@@ -10,8 +10,25 @@ from tools.checkpoint import load_checkpoint
 from tools.logs import read_jsonl
 from train_asm_one import main
 
-TINY = ["--demo-train", "16", "--demo-val", "8", "--min-size", "64", "--batch_size", "4", "--workers", "0",
-        "--warmup-iters", "2", "--deterministic", "--strategy", "none", "--ap_range", "10"]
+TINY = [
+    "--demo-train",
+    "16",
+    "--demo-val",
+    "8",
+    "--min-size",
+    "64",
+    "--batch_size",
+    "4",
+    "--workers",
+    "0",
+    "--warmup-iters",
+    "2",
+    "--deterministic",
+    "--strategy",
+    "none",
+    "--ap_range",
+    "10",
+]
 
 
 def _run(tmp_path, name, *extra):
@@ -69,8 +86,22 @@ def test_outputs_logs_and_tensorboard(tmp_path, capsys):
 def test_training_on_demo_improves_ap(tmp_path, capsys):
     # From scratch on 2 CPU cores a detector needs a few thousand image-iterations to be good (the
     # default run reaches AP50 ~0.7); this test only asks that ~1,000 of them clearly help.
-    code, out = _run(tmp_path, "learn", "--demo-train", "160", "--demo-val", "30", "--min-size", "128",
-                     "--epochs", "6", "--batch_size", "8", "--warmup-iters", "10")
+    code, out = _run(
+        tmp_path,
+        "learn",
+        "--demo-train",
+        "160",
+        "--demo-val",
+        "30",
+        "--min-size",
+        "128",
+        "--epochs",
+        "6",
+        "--batch_size",
+        "8",
+        "--warmup-iters",
+        "10",
+    )
     assert code == 0
     log = _epochs(out)
     aps = [e["AP50"] for e in log]  # 30 val images: AP moves by +-0.02 from epoch to epoch at this level

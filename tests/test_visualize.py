@@ -2,7 +2,17 @@ import numpy as np
 from PIL import Image
 
 from datasets.records import Record
-from tools.drawing import AL_COLOR, DELETED_COLOR, MOVED_COLOR, PRED_COLOR, SL_COLOR, contact_sheet, draw_boxes, draw_sa, round_sheet
+from tools.drawing import (
+    AL_COLOR,
+    DELETED_COLOR,
+    MOVED_COLOR,
+    PRED_COLOR,
+    SL_COLOR,
+    contact_sheet,
+    draw_boxes,
+    draw_sa,
+    round_sheet,
+)
 
 
 def test_sa_boxes_carry_their_colours_and_deleted_boxes_are_dashed(tmp_path):
@@ -31,8 +41,23 @@ def test_cli_draws_ground_truth_sheet(tmp_path):
     from visualize import main
 
     out = tmp_path / "viz"
-    assert main(["--demo-train", "8", "--demo-val", "4", "--cache-dir", str(tmp_path / "c"), "--num", "3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--demo-train",
+                "8",
+                "--demo-val",
+                "4",
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--num",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert len(list(out.glob("*.png"))) == 4  # 3 images + the sheet
 
 
@@ -44,7 +69,9 @@ def test_labels_stay_inside_the_picture_on_a_filled_background():
     assert tuple(out[60, 100]) == (128, 128, 128)
     big = draw_boxes(Image.new("RGB", (2000, 1500)), [[500, 500, 900, 900]], [1], ["cat"], (0, 200, 0))
     rows = np.flatnonzero((np.asarray(big)[:500, 500:560] == (0, 200, 0)).all(-1).any(1))
-    assert 25 <= rows.max() - rows.min() + 1 <= 60 and rows.max() < 500  # the label's height follows the image (about 1/45 of its side + margin)
+    assert (
+        25 <= rows.max() - rows.min() + 1 <= 60 and rows.max() < 500
+    )  # the label's height follows the image (about 1/45 of its side + margin)
 
 
 def test_masks_are_blended_in_the_box_colour():
@@ -59,9 +86,23 @@ def test_round_sheet_has_a_legend_file_names_and_ratios(tmp_path):
     from asm.merge import MergeResult
 
     Image.new("RGB", (200, 120), (128, 128, 128)).save(tmp_path / "cells_007.jpg")
-    sa = Record("7", "cells_007.jpg", 200, 120, [[10, 30, 60, 90], [80, 30, 130, 90], [140, 20, 190, 60]], [1, 1, 2])
-    result = MergeResult(sa, np.array([True, False, False]), 2, 1, 1, 2, 0, 0, 1, ratio=2 / 3,
-                         deleted_boxes=np.array([[20, 95, 60, 115]]), moved=np.array([False, False, True]))  # fmt: skip
+    sa = Record(
+        "7", "cells_007.jpg", 200, 120, [[10, 30, 60, 90], [80, 30, 130, 90], [140, 20, 190, 60]], [1, 1, 2]
+    )
+    result = MergeResult(
+        sa,
+        np.array([True, False, False]),
+        2,
+        1,
+        1,
+        2,
+        0,
+        0,
+        1,
+        ratio=2 / 3,
+        deleted_boxes=np.array([[20, 95, 60, 115]]),
+        moved=np.array([False, False, True]),
+    )
     sheet = round_sheet([result], str(tmp_path), ["RBC", "WBC"])
     sheet.save(tmp_path / "sheet.png")
     px = np.asarray(sheet)
@@ -82,14 +123,37 @@ def _flat_voc_run(tmp_path):
     (root / "annotations").mkdir(parents=True)
     (root / "images").mkdir()
     for k in range(10):
-        (root / "annotations" / f"k{k}.xml").write_text(voc_xml(f"k{k}.jpg", size=(96, 64),
-                                                                objects=(("kangaroo", (20, 16, 60, 48)),)))  # fmt: skip
+        (root / "annotations" / f"k{k}.xml").write_text(
+            voc_xml(f"k{k}.jpg", size=(96, 64), objects=(("kangaroo", (20, 16, 60, 48)),))
+        )
         pixels = np.random.default_rng(k).integers(0, 255, (64, 96, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(root / "images" / f"k{k}.jpg")
     run = tmp_path / "run"
-    assert train_main(["--dataset", "voc", "--voc-roots", str(root), "--voc-classes", "kangaroo", "--min-size", "64",
-                       "--epochs", "1", "--strategy", "none", "--val-fraction", "0.3", "--output-dir", str(run),
-                       "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
+    assert (
+        train_main(
+            [
+                "--dataset",
+                "voc",
+                "--voc-roots",
+                str(root),
+                "--voc-classes",
+                "kangaroo",
+                "--min-size",
+                "64",
+                "--epochs",
+                "1",
+                "--strategy",
+                "none",
+                "--val-fraction",
+                "0.3",
+                "--output-dir",
+                str(run),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     return root, run
 
 
@@ -112,8 +176,21 @@ def test_visualize_a_checkpoint_draws_its_own_runs_val_split_and_photos(tmp_path
     photos.mkdir()
     for name in ("a.jpg", "b.png"):
         Image.open(root / "images" / "k0.jpg").save(photos / name)
-    assert main(["--checkpoint", ckpt, "--images", str(photos), "--out", str(tmp_path / "viz2"),
-                 "--score-thresh", "0.0"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--checkpoint",
+                ckpt,
+                "--images",
+                str(photos),
+                "--out",
+                str(tmp_path / "viz2"),
+                "--score-thresh",
+                "0.0",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "viz2").glob("*.png")) == ["a.png", "b.png", "sheet.png"]
     drawn = np.asarray(Image.open(tmp_path / "viz2" / "a.png"))
     assert ((drawn == PRED_COLOR).all(-1)).sum() > 20  # the predictions are drawn

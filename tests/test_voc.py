@@ -19,7 +19,9 @@ def test_bccd_counts_and_exact_degenerate_report(bccd_root, tmp_path):
     assert sum(p.num_boxes() for p in parts) == 4888 - 2
     entries = parts[0].report.entries + parts[1].report.entries
     assert [(r, os.path.basename(s)) for r, s, _ in entries] == [
-        ("degenerate_box", "BloodImage_00338.xml"), ("degenerate_box", "BloodImage_00343.xml")]
+        ("degenerate_box", "BloodImage_00338.xml"),
+        ("degenerate_box", "BloodImage_00343.xml"),
+    ]
     counts = np.bincount(np.concatenate([r.labels for p in parts for r in p.records]), minlength=4)
     assert counts[1:].tolist() == [361, 4155 - 2, 372]  # both zero-area boxes are RBC
     rec = parts[0].records[0]
@@ -47,20 +49,31 @@ def test_second_load_hits_cache_and_change_invalidates_it(tmp_path, monkeypatch)
 
 
 def test_several_roots_and_default_classes(tmp_path):
-    r07 = make_voc(tmp_path / "VOC2007", {"000001": voc_xml("000001.jpg", objects=[("person", (1, 1, 20, 20))])})
+    r07 = make_voc(
+        tmp_path / "VOC2007", {"000001": voc_xml("000001.jpg", objects=[("person", (1, 1, 20, 20))])}
+    )
     r12 = make_voc(tmp_path / "VOC2012", {"000001": voc_xml("000001.jpg", objects=[("dog", (2, 2, 20, 20))])})
     ds = load_voc([r07, r12], ["train", "train"], cache_dir=False)
     assert ds.classes == VOC_CLASSES
     assert [r.image_id for r in ds.records] == ["VOC2007/000001", "VOC2012/000001"]
-    assert [r.file_name for r in ds.records] == ["VOC2007/JPEGImages/000001.jpg", "VOC2012/JPEGImages/000001.jpg"]
-    assert [int(r.labels[0]) for r in ds.records] == [VOC_CLASSES.index("person") + 1, VOC_CLASSES.index("dog") + 1]
+    assert [r.file_name for r in ds.records] == [
+        "VOC2007/JPEGImages/000001.jpg",
+        "VOC2012/JPEGImages/000001.jpg",
+    ]
+    assert [int(r.labels[0]) for r in ds.records] == [
+        VOC_CLASSES.index("person") + 1,
+        VOC_CLASSES.index("dog") + 1,
+    ]
 
 
 @pytest.mark.parametrize(
     "text, match",
     [
         ("<annotation><filename>a.jpg</filename><object><name>cat", "malformed XML at line 1"),
-        ("<annotation>\n<object><name>cat</name></object></annotation>", r"line 2: missing field <bndbox/xmin>"),
+        (
+            "<annotation>\n<object><name>cat</name></object></annotation>",
+            r"line 2: missing field <bndbox/xmin>",
+        ),
         ("", "annotation file is empty"),
         (voc_xml(objects=[("cat", ("x", 1, 5, 5))]), "<bndbox/xmin> = 'x' is not a number"),
         ("<other/>", "expected <annotation>"),
@@ -77,8 +90,11 @@ def test_external_entity_and_entity_bomb_are_never_expanded(tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("cat")
     xxe = f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file://{secret}">]>'
-    bomb = '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a "cat"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">' + "".join(
-        f'<!ENTITY {c} "{("&" + p + ";") * 10}">' for p, c in zip("bcdefgh", "cdefghi")) + "]>"
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a "cat"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">'
+        + "".join(f'<!ENTITY {c} "{("&" + p + ";") * 10}">' for p, c in zip("bcdefgh", "cdefghi"))
+        + "]>"
+    )
     for name, prolog, ref in (("xxe", xxe, "&x;"), ("bomb", bomb, "&i;")):
         text = voc_xml(extra=prolog).replace("<name>cat</name>", f"<name>{ref}</name>")
         root = make_voc(tmp_path / name, {"a": text})
@@ -87,8 +103,11 @@ def test_external_entity_and_entity_bomb_are_never_expanded(tmp_path):
 
 
 def test_missing_and_unreadable_images_are_counted_skips(tmp_path):
-    root = make_voc(tmp_path, {"a": voc_xml("a.jpg"), "b": voc_xml("b.jpg"), "c": voc_xml("c.jpg")},
-                    images={"a.jpg": (64, 48)})
+    root = make_voc(
+        tmp_path,
+        {"a": voc_xml("a.jpg"), "b": voc_xml("b.jpg"), "c": voc_xml("c.jpg")},
+        images={"a.jpg": (64, 48)},
+    )
     with open(os.path.join(root, "JPEGImages", "c.jpg"), "wb") as f:
         f.write(b"not a jpeg")
     ds = load_voc(root, "train", classes=CLS, cache_dir=False)
@@ -98,8 +117,13 @@ def test_missing_and_unreadable_images_are_counted_skips(tmp_path):
 
 
 def test_boxes_clipped_or_dropped_when_degenerate(tmp_path):
-    objects = [("cat", (5, 5, 30, 30)), ("cat", (10, 10, 10, 20)), ("dog", (30, 5, 20, 25)),
-               ("dog", (-5, 40, 100, 60)), ("cat", (70, 50, 90, 60))]
+    objects = [
+        ("cat", (5, 5, 30, 30)),
+        ("cat", (10, 10, 10, 20)),
+        ("dog", (30, 5, 20, 25)),
+        ("dog", (-5, 40, 100, 60)),
+        ("cat", (70, 50, 90, 60)),
+    ]
     root = make_voc(tmp_path, {"a": voc_xml("a.jpg", size=(64, 48), objects=objects)})
     ds = load_voc(root, "train", classes=CLS, cache_dir=False)
     rec = ds.records[0]

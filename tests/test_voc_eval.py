@@ -14,13 +14,19 @@ def _iou(a, b):
 
 def reference_ap(records, outputs, cls, thr, use_11pt):
     """The devkit's voc_eval, written out with plain loops."""
-    gts = {i: [(list(map(float, b)), bool(d)) for b, lab, d in zip(r.boxes, r.labels, r.difficult) if lab == cls]
-           for i, r in enumerate(records)}
+    gts = {
+        i: [(list(map(float, b)), bool(d)) for b, lab, d in zip(r.boxes, r.labels, r.difficult) if lab == cls]
+        for i, r in enumerate(records)
+    }
     npos = sum(1 for g in gts.values() for _, d in g if not d)
     if npos == 0:
         return None
-    dets = [(i, float(s), list(map(float, b))) for i, o in enumerate(outputs)
-            for b, lab, s in zip(o["boxes"], o["labels"], o["scores"]) if lab == cls]
+    dets = [
+        (i, float(s), list(map(float, b)))
+        for i, o in enumerate(outputs)
+        for b, lab, s in zip(o["boxes"], o["labels"], o["scores"])
+        if lab == cls
+    ]
     dets = sorted(dets, key=lambda d: -d[1])  # Python's sort is stable: ties keep input order
     used = {i: [False] * len(g) for i, g in gts.items()}
     tp, fp = [], []
@@ -70,7 +76,9 @@ def _random_case(seed, n_images=30, n_classes=3):
         m = int(rng.integers(0, 8))
         src = rng.integers(0, max(n, 1), m)
         jitter = rng.normal(0, 4, (m, 4))
-        det = (boxes[src] + jitter) if n else np.concatenate([rng.uniform(0, 80, (m, 2))] * 2, 1) + [0, 0, 9, 9]
+        det = (
+            (boxes[src] + jitter) if n else np.concatenate([rng.uniform(0, 80, (m, 2))] * 2, 1) + [0, 0, 9, 9]
+        )
         det = np.concatenate([det[:, :2], np.maximum(det[:, 2:], det[:, :2] + 1)], 1)
         dl = np.where(rng.random(m) < 0.8, labels[src] if n else 1, rng.integers(1, n_classes + 1, m))
         scores = rng.choice([0.3, 0.5, 0.7, 0.9], m)  # many ties
@@ -97,11 +105,22 @@ def test_matches_plain_reference(seed):
 
 
 def test_hand_computed_case():
-    gt = Record("0", "0.jpg", 100, 100, [[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30]], [1, 1, 1],
-                difficult=[False, False, True])
-    out = {"boxes": np.array([[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30], [80, 80, 90, 90]],
-                             np.float32),
-           "labels": np.array([1, 1, 1, 1, 1]), "scores": np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)}
+    gt = Record(
+        "0",
+        "0.jpg",
+        100,
+        100,
+        [[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30]],
+        [1, 1, 1],
+        difficult=[False, False, True],
+    )
+    out = {
+        "boxes": np.array(
+            [[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30], [80, 80, 90, 90]], np.float32
+        ),
+        "labels": np.array([1, 1, 1, 1, 1]),
+        "scores": np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32),
+    }
     ev = VOCEvaluator(["x"])
     ev.process([gt], [out])
     s = ev.summarize()

@@ -34,10 +34,13 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state(legacy=False)
     state = {
         "python": [py[0], list(py[1]), py[2]],
-        "numpy": {"bit_generator": np_state["bit_generator"],
-                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                  "gauss": float(np_state["gauss"])},  # fmt: skip
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -50,8 +53,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state({"bit_generator": n["bit_generator"], "has_gauss": n["has_gauss"], "gauss": n["gauss"],
-                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]}})  # fmt: skip
+    np.random.set_state(
+        {
+            "bit_generator": n["bit_generator"],
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+        }
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -60,8 +69,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def git_revision() -> str | None:
     """The project's git commit, or ``None`` outside a checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
-                             capture_output=True, text=True, timeout=5, check=True)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -95,8 +110,14 @@ def run_environment() -> dict[str, Any]:
     A ``--deterministic`` run repeats exactly only where all of these are the same.
     """
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"git": git_revision(), "torch": str(torch.__version__), "cpu": cpu_model(), "threads": torch.get_num_threads(),
-            "gpu": cuda, "mkl_cbwr": os.environ.get("MKL_CBWR")}  # fmt: skip
+    return {
+        "git": git_revision(),
+        "torch": str(torch.__version__),
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "gpu": cuda,
+        "mkl_cbwr": os.environ.get("MKL_CBWR"),
+    }
 
 
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:
@@ -114,7 +135,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what is wrong with it."""
 
 
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ()) -> dict[str, Any]:
+def load_checkpoint(
+    path: str, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (plain data only).
 
     Raises:
@@ -129,15 +152,23 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu", require
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused: it holds objects other than plain data, so it was not written by "
-                              f"this tool ({reason})") from e  # fmt: skip
+        raise CheckpointError(
+            f"{path}: refused: it holds objects other than plain data, so it was not written by "
+            f"this tool ({reason})"
+        ) from e
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint: truncated, or not written by torch.save "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from e  # fmt: skip
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: truncated, or not written by torch.save "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+        ) from e
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a checkpoint of this tool (it holds a {type(state).__name__}, not a dict)")
+        raise CheckpointError(
+            f"{path}: not a checkpoint of this tool (it holds a {type(state).__name__}, not a dict)"
+        )
     missing = [k for k in required if k not in state]
     if missing:
-        raise CheckpointError(f"{path}: not a checkpoint of this tool: missing {missing} (a weights-only file? "
-                              f"pass it as --weights instead of --resume)")  # fmt: skip
+        raise CheckpointError(
+            f"{path}: not a checkpoint of this tool: missing {missing} (a weights-only file? "
+            f"pass it as --weights instead of --resume)"
+        )
     return state

@@ -23,16 +23,25 @@ from tools.evaluator import Evaluator
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def to_coco_results(records: Sequence[Record], outputs: Sequence[dict], label_to_cat_id: dict[int, int],
-                    image_ids: Sequence[int], with_masks: bool = False) -> list[dict]:  # fmt: skip
+def to_coco_results(
+    records: Sequence[Record],
+    outputs: Sequence[dict],
+    label_to_cat_id: dict[int, int],
+    image_ids: Sequence[int],
+    with_masks: bool = False,
+) -> list[dict]:
     """Predictions as COCO result entries (``bbox`` xywh, original ``category_id``, RLE masks)."""
     results = []
     for image_id, out in zip(image_ids, outputs):
         boxes = np.asarray(out["boxes"], dtype=np.float64).reshape(-1, 4)
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         for i in range(len(boxes)):
-            entry = {"image_id": int(image_id), "category_id": int(label_to_cat_id[int(out["labels"][i])]),
-                     "bbox": [round(float(v), 3) for v in xywh[i]], "score": float(out["scores"][i])}  # fmt: skip
+            entry = {
+                "image_id": int(image_id),
+                "category_id": int(label_to_cat_id[int(out["labels"][i])]),
+                "bbox": [round(float(v), 3) for v in xywh[i]],
+                "score": float(out["scores"][i]),
+            }
             if with_masks:
                 entry["segmentation"] = out["rles"][i] if "rles" in out else encode_mask(out["masks"][i])
             results.append(entry)
@@ -76,8 +85,9 @@ class COCOEvaluator(Evaluator):
             gt.createIndex()
         out: dict[str, float] = {}
         for iou_type in self.iou_types:
-            results = to_coco_results(records, outputs, self.dataset.label_to_cat_id,
-                                      image_ids, with_masks=iou_type == "segm")  # fmt: skip
+            results = to_coco_results(
+                records, outputs, self.dataset.label_to_cat_id, image_ids, with_masks=iou_type == "segm"
+            )
             out.update(run_cocoeval(gt, results, iou_type, self.dataset))
         return out
 

@@ -72,8 +72,9 @@ def parse_cfg_options(items: Sequence[str]) -> dict[str, Any]:
         try:
             out[key.strip().replace("-", "_")] = yaml.safe_load(value)
         except yaml.YAMLError as e:
-            raise ValueError(f"--cfg-options {item!r}: the value is not valid YAML "
-                             f"({getattr(e, 'problem', None) or e})") from None  # fmt: skip
+            raise ValueError(
+                f"--cfg-options {item!r}: the value is not valid YAML ({getattr(e, 'problem', None) or e})"
+            ) from None
     return out
 
 
@@ -83,8 +84,11 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
-                      presets: dict[str, dict[str, Any]] | None = None) -> argparse.Namespace:  # fmt: skip
+def parse_with_config(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
+) -> argparse.Namespace:
     """Parse ``argv`` with config files and ``--cfg-options`` applied as defaults.
 
     ``presets`` maps a boolean option (``asm_core_defaults``) to option values that apply, when it is
@@ -102,7 +106,9 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     for path in [*first.config, *([positional] if positional else [])]:
         values = merge_dicts(values, load_config(path))
     values = merge_dicts(values, parse_cfg_options(first.cfg_options))
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "cfg_options", "config_file")}
+    actions = {
+        a.dest: a for a in parser._actions if a.dest not in ("help", "config", "cfg_options", "config_file")
+    }
     unknown = sorted(set(values) - set(actions))
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(actions)}")
@@ -144,7 +150,9 @@ def _coerce(action: argparse.Action, key: str, value: Any, source: str) -> Any:
     return out if many else out[0]
 
 
-def save_resolved(args: argparse.Namespace, output_dir: str, environment: dict[str, Any] | None = None) -> str:
+def save_resolved(
+    args: argparse.Namespace, output_dir: str, environment: dict[str, Any] | None = None
+) -> str:
     """Write the resolved options to ``<output_dir>/config.yaml`` (a config that reproduces the run).
 
     ``environment`` (git revision, processor, thread count...) goes in as comments at the top, so the

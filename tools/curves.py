@@ -36,7 +36,18 @@ from tools.progress import HEARTBEAT
 from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("al_curve")
-COLUMNS = ("sampler", "seed", "step", "images", "human_drawn_boxes", "AP50", "AP75", "AP", "segm_AP", "segm_AP50")
+COLUMNS = (
+    "sampler",
+    "seed",
+    "step",
+    "images",
+    "human_drawn_boxes",
+    "AP50",
+    "AP75",
+    "AP",
+    "segm_AP",
+    "segm_AP50",
+)
 
 
 def _slug(name: str) -> str:
@@ -51,12 +62,20 @@ def sampler_context(sampler, model, args, train_set, remaining, device) -> tuple
     context, merged = {}, {}
     model = unwrap(model)  # each rank scores its slice of the images (tools.dist.sharded_map)
     if "probs" in needs:
-        preds = dist.sharded_map(lambda recs: predict_proba(model, recs, train_set.image_root,
-                                                            conf_thres=args.conf_thres, device=device), records)  # fmt: skip
+        preds = dist.sharded_map(
+            lambda recs: predict_proba(
+                model, recs, train_set.image_root, conf_thres=args.conf_thres, device=device
+            ),
+            records,
+        )
         context["probs"] = dict(zip(ids, (p["probs"] for p in preds)))
     if "losses" in needs:
-        losses = dist.sharded_map(lambda recs: compute_loss(model, recs, train_set.image_root,
-                                                            is_mask_model(args.model), device=device), records)  # fmt: skip
+        losses = dist.sharded_map(
+            lambda recs: compute_loss(
+                model, recs, train_set.image_root, is_mask_model(args.model), device=device
+            ),
+            records,
+        )
         context["losses"] = dict(zip(ids, (v["loss"] for v in losses)))
     if "ratios" in needs:
         results = mine(model, records, train_set.image_root, asm_config(args), args, device)
@@ -74,17 +93,26 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         state = load_checkpoint(path)
     else:
         recs = [train_set.records[i] for i in initial_pool(n, args.seed_batch, seed)]
-        state = {"steps": [], "records": [record_to_dict(r) for r in recs],
-                 "drawn": sum(len(r) for r in recs), "model": None, "done": False}  # fmt: skip
+        state = {
+            "steps": [],
+            "records": [record_to_dict(r) for r in recs],
+            "drawn": sum(len(r) for r in recs),
+            "model": None,
+            "done": False,
+        }
     if state["done"]:
         return state["steps"]
     sampler = cls(name, [r.image_id for r in train_set.records], seed=seed, aggregate=args.aggregate)
     run_args = argparse.Namespace(**{**vars(args), "seed": seed})
     log = RunLog(os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}"), enabled=dist.is_main())
     with_masks = is_mask_model(args.model)
-    evaluators = [VOCEvaluator(val_set.classes), COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",))]
-    val_loader = fit.eval_loader(val_set.records, val_set.image_root, args, with_masks,
-                                 pin_memory=device.type == "cuda")  # fmt: skip
+    evaluators = [
+        VOCEvaluator(val_set.classes),
+        COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)),
+    ]
+    val_loader = fit.eval_loader(
+        val_set.records, val_set.image_root, args, with_masks, pin_memory=device.type == "cuda"
+    )
     scaler = torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
     while True:
         step = len(state["steps"])
@@ -93,28 +121,51 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         if args.resume_or_load == "continue" and state["model"] is not None:
             unwrap(model).load_state_dict(state["model"])
         records = [record_from_dict(r) for r in state["records"]]
-        trainer = fit.Trainer(model, run_args, device, train_set.image_root, val_loader, evaluators, log, with_masks,
-                              scaler)  # fmt: skip
+        trainer = fit.Trainer(
+            model, run_args, device, train_set.image_root, val_loader, evaluators, log, with_masks, scaler
+        )
         optimizer = fit.make_optimizer(model, run_args)
         epochs = args.epochs if step == 0 or args.step_epochs is None else args.step_epochs
         phase = fit.Phase(f"{name}/seed{seed}/step{step}", step, epochs)
         stopper = APShiftStopper(args.ap_range, args.ap_shift_pretrain, args.ap_thre, args.ap_shift_squared)
-        scheduler, loader = fit.make_scheduler(optimizer, run_args, epochs), fit.phase_loader(trainer, phase, records)
+        scheduler, loader = (
+            fit.make_scheduler(optimizer, run_args, epochs),
+            fit.phase_loader(trainer, phase, records),
+        )
         HEARTBEAT.start_phase(phase.name, epochs, 0)
         while not phase.finished:  # no checkpoint per epoch: a step is redone from its start
             metrics = fit.run_epoch(trainer, phase, loader, stopper, optimizer, scheduler, step)
         HEARTBEAT.end_phase()
-        state["steps"].append({"sampler": name, "seed": seed, "step": step, "images": len(records),
-                               "human_drawn_boxes": state["drawn"], **fit.ap_summary(metrics)})  # fmt: skip
-        logger.info("%s seed %d step %d: %d images, %d drawn boxes, AP50 %.3f", name, seed, step, len(records),
-                    state["drawn"], metrics["voc/AP50"])  # fmt: skip
+        state["steps"].append(
+            {
+                "sampler": name,
+                "seed": seed,
+                "step": step,
+                "images": len(records),
+                "human_drawn_boxes": state["drawn"],
+                **fit.ap_summary(metrics),
+            }
+        )
+        logger.info(
+            "%s seed %d step %d: %d images, %d drawn boxes, AP50 %.3f",
+            name,
+            seed,
+            step,
+            len(records),
+            state["drawn"],
+            metrics["voc/AP50"],
+        )
         selected = [r.image_id for r in records]
         chosen = set(selected)
         remaining = [i for i in range(n) if train_set.records[i].image_id not in chosen]
         state["done"] = not remaining or (args.steps is not None and step + 1 >= args.steps)
         if not state["done"]:
             context, merged = sampler_context(sampler, model, args, train_set, remaining, device)
-            picked = list(sampler.select_batch(image_count(args.step_size, n), selected, **context)) if dist.is_main() else None
+            picked = (
+                list(sampler.select_batch(image_count(args.step_size, n), selected, **context))
+                if dist.is_main()
+                else None
+            )
             for image_id in dist.broadcast(picked):  # selected once, on rank 0
                 record = merged[image_id].sa if image_id in merged else train_set.records[index_of[image_id]]
                 state["drawn"] += merged[image_id].drawn if image_id in merged else len(record)
@@ -139,7 +190,9 @@ def write_results(out: str, curves: list[dict], args: argparse.Namespace) -> Non
     plot(curves, os.path.join(out, "curves.png"), args.x_axis, args.asm_logs)
 
 
-def mean_curve(runs: list[list[dict]], x_key: str, y_key: str = "AP50") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mean_curve(
+    runs: list[list[dict]], x_key: str, y_key: str = "AP50"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeds of one method (each a list of points): mean x, mean and std of ``y_key`` over the common length."""
     length = min(len(r) for r in runs)
     xs = np.array([[p[x_key] for p in r[:length]] for r in runs], dtype=float).mean(0)
@@ -153,15 +206,22 @@ def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> Non
     try:
         import matplotlib
     except ImportError:
-        logger.warning("matplotlib is not installed: no %s (pip install -e \".[plot]\"); curves.json and "
-                       "curves.csv hold the numbers", path)  # fmt: skip
+        logger.warning(
+            'matplotlib is not installed: no %s (pip install -e ".[plot]"); curves.json and '
+            "curves.csv hold the numbers",
+            path,
+        )
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     key = "images" if x_axis == "images" else "human_drawn_boxes"
-    masks = any(s.get("segm_AP50") is not None for c in curves for s in c["steps"])  # Mask R-CNN: a mask panel
-    fig, axes = plt.subplots(1, 2 if masks else 1, figsize=(12 if masks else 6.4, 4.2), dpi=100, squeeze=False)
+    masks = any(
+        s.get("segm_AP50") is not None for c in curves for s in c["steps"]
+    )  # Mask R-CNN: a mask panel
+    fig, axes = plt.subplots(
+        1, 2 if masks else 1, figsize=(12 if masks else 6.4, 4.2), dpi=100, squeeze=False
+    )
     for ax, y_key, label in zip(axes[0], ("AP50", "segm_AP50"), ("box AP50 (VOC)", "mask AP50 (COCO segm)")):
         for name in dict.fromkeys(c["sampler"] for c in curves):
             runs = [c["steps"] for c in curves if c["sampler"] == name]
@@ -175,8 +235,13 @@ def plot(curves: list[dict], path: str, x_axis: str, asm_logs: list[str]) -> Non
     for log_path in asm_logs:
         rounds = [e for e in read_jsonl(log_path) if e.get("type") == "round"]
         xk = "labelled_images" if x_axis == "images" else "human_drawn_total"
-        ax.plot([r[xk] for r in rounds], [r["AP50"] for r in rounds], marker="s", linestyle="--",
-                label=f"ASM {os.path.basename(os.path.dirname(os.path.abspath(log_path)))}")  # fmt: skip
+        ax.plot(
+            [r[xk] for r in rounds],
+            [r["AP50"] for r in rounds],
+            marker="s",
+            linestyle="--",
+            label=f"ASM {os.path.basename(os.path.dirname(os.path.abspath(log_path)))}",
+        )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

@@ -48,8 +48,10 @@ def init(device: torch.device) -> torch.device:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs on this node: "
-                             "start at most one process per GPU (--nproc_per_node)")  # fmt: skip
+            raise ValueError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs on this node: "
+                "start at most one process per GPU (--nproc_per_node)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -127,8 +129,10 @@ def all_gather(obj: Any) -> list[Any]:
 def check_shardable(n: int, what: str) -> None:
     """Refuse a launch with more processes than ``n`` items to split (most of them would idle)."""
     if n < world_size():
-        raise ValueError(f"{what}: {n} items for {world_size()} processes; use at most {n} processes "
-                         "(torchrun --nproc_per_node) or more items")  # fmt: skip
+        raise ValueError(
+            f"{what}: {n} items for {world_size()} processes; use at most {n} processes "
+            "(torchrun --nproc_per_node) or more items"
+        )
 
 
 def shard_loader(loader: DataLoader) -> DataLoader:
@@ -136,8 +140,13 @@ def shard_loader(loader: DataLoader) -> DataLoader:
     if not is_distributed():
         return loader
     batches = list(loader.batch_sampler)  # a rank left without batches contributes nothing
-    return DataLoader(loader.dataset, batch_sampler=batches[rank() :: world_size()], num_workers=loader.num_workers,
-                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)  # fmt: skip
+    return DataLoader(
+        loader.dataset,
+        batch_sampler=batches[rank() :: world_size()],
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
 
 
 def local_world_size() -> int:
@@ -170,4 +179,6 @@ def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool = False) ->
         return model
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )

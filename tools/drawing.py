@@ -46,17 +46,34 @@ def _label(draw: ImageDraw.ImageDraw, box, text: str, color, font, image_size: t
 
 def _dashed(draw: ImageDraw.ImageDraw, box, color, width: int = 2, dash: int = 4) -> None:
     x1, y1, x2, y2 = (float(v) for v in box)
-    for (ax, ay), (bx, by) in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
+    for (ax, ay), (bx, by) in (
+        ((x1, y1), (x2, y1)),
+        ((x2, y1), (x2, y2)),
+        ((x2, y2), (x1, y2)),
+        ((x1, y2), (x1, y1)),
+    ):
         length = max(abs(bx - ax), abs(by - ay))
         steps = max(int(length // dash), 1)
         for k in range(0, steps, 2):
             t0, t1 = k / steps, min((k + 1) / steps, 1.0)
-            draw.line([ax + (bx - ax) * t0, ay + (by - ay) * t0, ax + (bx - ax) * t1, ay + (by - ay) * t1],
-                      fill=color, width=width)  # fmt: skip
+            draw.line(
+                [ax + (bx - ax) * t0, ay + (by - ay) * t0, ax + (bx - ax) * t1, ay + (by - ay) * t1],
+                fill=color,
+                width=width,
+            )
 
 
-def draw_boxes(image: Image.Image, boxes, labels, classes: Sequence[str], colors, scores=None,
-               dashed: bool = False, width: int | None = None, masks=None) -> Image.Image:  # fmt: skip
+def draw_boxes(
+    image: Image.Image,
+    boxes,
+    labels,
+    classes: Sequence[str],
+    colors,
+    scores=None,
+    dashed: bool = False,
+    width: int | None = None,
+    masks=None,
+) -> Image.Image:
     """Draw ``boxes`` (xyxy) on a copy of ``image``; ``colors`` is one colour or one per box.
 
     ``masks`` (``[N, H, W]``, probabilities or 0/1) are blended in the box colour under the boxes.
@@ -87,15 +104,23 @@ def draw_boxes(image: Image.Image, boxes, labels, classes: Sequence[str], colors
     return image
 
 
-def draw_sa(image: Image.Image, sa: Record, sl: Sequence[bool], classes: Sequence[str],
-            deleted_boxes: np.ndarray | None = None, moved: Sequence[bool] | None = None) -> Image.Image:  # fmt: skip
+def draw_sa(
+    image: Image.Image,
+    sa: Record,
+    sl: Sequence[bool],
+    classes: Sequence[str],
+    deleted_boxes: np.ndarray | None = None,
+    moved: Sequence[bool] | None = None,
+) -> Image.Image:
     """A round's SA annotation: SL boxes cyan (confirmed), AL boxes orange (drawn) or violet (moved
     from a model box), deleted false positives dashed red."""
     moved = moved if moved is not None else [False] * len(sl)
     colors = [SL_COLOR if flag else MOVED_COLOR if move else AL_COLOR for flag, move in zip(sl, moved)]
     out = draw_boxes(image, sa.boxes, sa.labels, classes, colors)
     if deleted_boxes is not None and len(deleted_boxes):
-        out = draw_boxes(out, deleted_boxes, [1] * len(deleted_boxes), ["deleted"], DELETED_COLOR, dashed=True)
+        out = draw_boxes(
+            out, deleted_boxes, [1] * len(deleted_boxes), ["deleted"], DELETED_COLOR, dashed=True
+        )
     return out
 
 
@@ -125,8 +150,13 @@ def legend(entries: Sequence[tuple[str, tuple[int, int, int]]], width: int, heig
     return strip
 
 
-def contact_sheet(images: Sequence[Image.Image], columns: int = 4, cell: int = 256,
-                  captions: Sequence[str] | None = None, key: Image.Image | None = None) -> Image.Image:  # fmt: skip
+def contact_sheet(
+    images: Sequence[Image.Image],
+    columns: int = 4,
+    cell: int = 256,
+    captions: Sequence[str] | None = None,
+    key: Image.Image | None = None,
+) -> Image.Image:
     """Images scaled into ``cell`` x ``cell`` tiles, ``columns`` per row, each with its caption under
     it when given, and ``key`` (a :func:`legend`) across the top."""
     rows = max(1, -(-len(images) // columns))
@@ -148,11 +178,17 @@ def contact_sheet(images: Sequence[Image.Image], columns: int = 4, cell: int = 2
     return sheet
 
 
-SA_LEGEND = (("drawn (AL)", AL_COLOR), ("confirmed (SL)", SL_COLOR), ("moved", MOVED_COLOR),
-             ("deleted", DELETED_COLOR))  # fmt: skip
+SA_LEGEND = (
+    ("drawn (AL)", AL_COLOR),
+    ("confirmed (SL)", SL_COLOR),
+    ("moved", MOVED_COLOR),
+    ("deleted", DELETED_COLOR),
+)
 
 
-def round_sheet(results, image_root: str, classes: Sequence[str], num: int = 8, cell: int = 256) -> Image.Image:
+def round_sheet(
+    results, image_root: str, classes: Sequence[str], num: int = 8, cell: int = 256
+) -> Image.Image:
     """Contact sheet of the round's ``num`` most uncertain images (highest AL ratio) with their SA
     annotations, each captioned with its file name and AL ratio, under a legend of the colours."""
     ranked = sorted(results, key=lambda r: (-r.ratio, r.sa.image_id))[:num]

@@ -23,7 +23,9 @@ class APShiftStopper:
         squared: use the mean squared deviation instead of the mean absolute one.
     """
 
-    def __init__(self, ap_range: int = 5, threshold: float = 0.01, ap_thre: float = 0.0, squared: bool = False):
+    def __init__(
+        self, ap_range: int = 5, threshold: float = 0.01, ap_thre: float = 0.0, squared: bool = False
+    ):
         if ap_range < 2:
             raise ValueError(f"ap_range must be at least 2, got {ap_range}")
         self.ap_range = ap_range
@@ -39,7 +41,7 @@ class APShiftStopper:
         if len(self.history) < self.ap_range:
             self.ap_shift = None
             return False
-        window = np.array([a for _, a in self.history[-self.ap_range:]])
+        window = np.array([a for _, a in self.history[-self.ap_range :]])
         dev = window - window.mean()
         self.ap_shift = float(np.mean(dev**2) if self.squared else np.mean(np.abs(dev)))
         return 0.0 < self.ap_shift < self.threshold and ap > self.ap_thre
@@ -47,15 +49,20 @@ class APShiftStopper:
     @property
     def best_epoch(self) -> int | None:
         """Epoch with the highest AP in the current window (the earliest on ties)."""
-        window = self.history[-self.ap_range:]
+        window = self.history[-self.ap_range :]
         if not window:
             return None
         return max(window, key=lambda e: (e[1], -e[0]))[0]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [list(h) for h in self.history], "ap_shift": self.ap_shift,
-                "ap_range": self.ap_range, "threshold": self.threshold, "ap_thre": self.ap_thre,
-                "squared": self.squared}  # fmt: skip
+        return {
+            "history": [list(h) for h in self.history],
+            "ap_shift": self.ap_shift,
+            "ap_range": self.ap_range,
+            "threshold": self.threshold,
+            "ap_thre": self.ap_thre,
+            "squared": self.squared,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [(int(e), float(a)) for e, a in state["history"]]

@@ -19,8 +19,10 @@ from tools.progress import HEARTBEAT
 def to_device(images, targets, device: torch.device):
     images = [img.to(device, non_blocking=True) for img in images]
     if targets is not None:
-        targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
-                   for t in targets]  # fmt: skip
+        targets = [
+            {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
+            for t in targets
+        ]
     return images, targets
 
 
@@ -70,7 +72,9 @@ def train_one_epoch(
         warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 0.001, 1.0, total_iters=warmup_iters)
     # fp32 gets a scaler at a constant 1.0 (exact): its on-device skip of non-finite steps is the guard
     guard = scaler or torch.amp.GradScaler(device.type, init_scale=1.0, growth_interval=2**30)
-    bounds = loss_bound if isinstance(loss_bound, dict) else {} if loss_bound is None else {"loss": loss_bound}
+    bounds = (
+        loss_bound if isinstance(loss_bound, dict) else {} if loss_bound is None else {"loss": loss_bound}
+    )
     keys: list[str] = []
     sums = bad_at = bad_values = None
     count = seen = 0
@@ -86,9 +90,13 @@ def train_one_epoch(
             sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=device)
             bad_at = torch.full((), -1, dtype=torch.int64, device=device)
             bad_values = torch.zeros_like(sums)
-            bound = torch.tensor([bounds.get(k, math.inf) for k in [*keys, "loss"]], dtype=torch.float64, device=device)
+            bound = torch.tensor(
+                [bounds.get(k, math.inf) for k in [*keys, "loss"]], dtype=torch.float64, device=device
+            )
         loss = sum(loss_dict[k] for k in keys)
-        values = torch.stack([loss_dict[k].detach().float().sum() for k in keys] + [loss.detach().float().sum()])
+        values = torch.stack(
+            [loss_dict[k].detach().float().sum() for k in keys] + [loss.detach().float().sum()]
+        )
         values = values.double()
         ok = (torch.isfinite(values) & (values <= bound)).all()
         first = (bad_at < 0) & ~ok
@@ -110,7 +118,9 @@ def train_one_epoch(
         HEARTBEAT.tick("train", count, steps, seen, started)
         if count % check_every == 0:
             _check(bad_at, bad_values, keys, epoch, bounds)
-            bar.set_postfix(loss=f"{sums[-1].item() / count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            bar.set_postfix(
+                loss=f"{sums[-1].item() / count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}"
+            )
     if sums is None:
         return {"loss": 0.0, "lr": optimizer.param_groups[0]["lr"]}
     _check(bad_at, bad_values, keys, epoch, bounds)
@@ -119,8 +129,9 @@ def train_one_epoch(
     return means
 
 
-def _check(bad_at: torch.Tensor, bad_values: torch.Tensor, keys: list[str], epoch: int,
-           bounds: dict[str, float]) -> None:  # fmt: skip
+def _check(
+    bad_at: torch.Tensor, bad_values: torch.Tensor, keys: list[str], epoch: int, bounds: dict[str, float]
+) -> None:
     """Raise for the first bad iteration recorded on the device, if any (one host sync)."""
     at = int(bad_at.item())
     if at < 0:
@@ -129,13 +140,15 @@ def _check(bad_at: torch.Tensor, bad_values: torch.Tensor, keys: list[str], epoc
     if not all(map(math.isfinite, values.values())):
         raise FloatingPointError(f"non-finite loss at epoch {epoch}, iteration {at}: {values}")
     name = next(k for k, v in values.items() if v > bounds.get(k, math.inf))
-    raise FloatingPointError(f"loss spike at epoch {epoch}, iteration {at}: {name} {values[name]:.3g} > "
-                             f"{bounds[name]:.3g}")
+    raise FloatingPointError(
+        f"loss spike at epoch {epoch}, iteration {at}: {name} {values[name]:.3g} > {bounds[name]:.3g}"
+    )
 
 
 @torch.inference_mode()
-def predictions(model: nn.Module, loader: Iterable, device: torch.device, desc: str = "detect",
-                masks: bool = True) -> Iterator[tuple[list[int], list[dict]]]:  # fmt: skip
+def predictions(
+    model: nn.Module, loader: Iterable, device: torch.device, desc: str = "detect", masks: bool = True
+) -> Iterator[tuple[list[int], list[dict]]]:
     """Run the model over this rank's share of ``loader`` (targets carry ``index``, the position in the dataset).
 
     Yields per batch the dataset indices and their predictions in original pixels
@@ -155,8 +168,9 @@ def predictions(model: nn.Module, loader: Iterable, device: torch.device, desc: 
         yield [int(t["index"]) for t in targets], to_original_batch(outputs, sizes, masks)
 
 
-def detect(model: nn.Module, loader: Iterable, device: torch.device, desc: str = "detect",
-           masks: bool = True) -> list[dict]:  # fmt: skip
+def detect(
+    model: nn.Module, loader: Iterable, device: torch.device, desc: str = "detect", masks: bool = True
+) -> list[dict]:
     """All predictions over ``loader``, in dataset order.
 
     Under torchrun each rank runs its share of the loader's batches and the outputs are gathered
@@ -193,7 +207,9 @@ def to_original_batch(outputs: list[dict], sizes: list[tuple], masks: bool = Tru
         oh, ow = (int(v) for v in orig_size)
         res["boxes"] = res["boxes"].float()
         if (h, w) != (oh, ow):  # the dataset transform resized the image
-            res["boxes"] = res["boxes"] * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=res["boxes"].device)
+            res["boxes"] = res["boxes"] * torch.tensor(
+                [ow / w, oh / h, ow / w, oh / h], device=res["boxes"].device
+            )
             if "masks" in res:
                 res["masks"] = nn.functional.interpolate(res["masks"].float(), size=(oh, ow), mode="bilinear")
         if "masks" in res:

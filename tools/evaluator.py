@@ -23,7 +23,9 @@ class Evaluator:
     def reset(self) -> None:
         self._items: dict[int, tuple[Record, dict]] = {}
 
-    def process(self, records: Sequence[Record], outputs: Sequence[dict], indices: Sequence[int] | None = None) -> None:
+    def process(
+        self, records: Sequence[Record], outputs: Sequence[dict], indices: Sequence[int] | None = None
+    ) -> None:
         """Add a batch of images: their records and predictions (``boxes`` xyxy, ``scores``, ``labels``
         [, ``masks``]). ``indices`` (dataset positions) order the images in :meth:`summarize`; by
         default they follow the order of the calls."""
@@ -36,8 +38,11 @@ class Evaluator:
 
     def compact(self, output: dict) -> dict:
         """What is kept of one image's prediction."""
-        return {"boxes": np.asarray(output["boxes"]).reshape(-1, 4), "scores": np.asarray(output["scores"]),
-                "labels": np.asarray(output["labels"])}  # fmt: skip
+        return {
+            "boxes": np.asarray(output["boxes"]).reshape(-1, 4),
+            "scores": np.asarray(output["scores"]),
+            "labels": np.asarray(output["labels"]),
+        }
 
     def gathered(self) -> tuple[list[Record], list[dict]]:
         """Every rank's images in index order: ``(records, compact outputs)``."""

@@ -45,10 +45,15 @@ def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
     """A learning-curve point's accuracy: VOC AP50 and AP75, COCO-style box AP (None if not
     evaluated), mask AP and AP50 (``segm_AP``, ``segm_AP50``: Mask R-CNN with COCO evaluation), and
     VOC AP50 per class (``AP50/<class>``)."""
-    per_class = {k[len("voc/"):]: v for k, v in metrics.items() if k.startswith("voc/AP50/")}
+    per_class = {k[len("voc/") :]: v for k, v in metrics.items() if k.startswith("voc/AP50/")}
     masks = {f"segm_{k}": metrics[f"segm/{k}"] for k in ("AP", "AP50") if f"segm/{k}" in metrics}
-    return {"AP50": metrics["voc/AP50"], "AP75": metrics["voc/AP75"], "AP": metrics.get("bbox/AP"), **masks,
-            **per_class}  # fmt: skip
+    return {
+        "AP50": metrics["voc/AP50"],
+        "AP75": metrics["voc/AP75"],
+        "AP": metrics.get("bbox/AP"),
+        **masks,
+        **per_class,
+    }
 
 
 def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -57,8 +62,9 @@ def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Op
     params = [p for p in model.parameters() if p.requires_grad]
     fused = bool(params) and all(p.is_cuda for p in params)
     if args.opt == "sgd":
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                               fused=fused or None)  # fmt: skip
+        return torch.optim.SGD(
+            params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, fused=fused or None
+        )
     if args.opt == "adamw":
         return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, fused=fused or None)
     raise ValueError(f"unknown optimizer {args.opt!r}; choose 'sgd' or 'adamw'")
@@ -75,12 +81,23 @@ def loader_options(args: argparse.Namespace, pin_memory: bool) -> dict[str, Any]
     loader (a phase, or the run for the validation loader), a prefetch depth, and page-locked
     batches for non-blocking copies (``pin_memory``: when the model is on a GPU)."""
     workers = args.workers
-    return {"num_workers": workers, "collate_fn": collate_fn, "persistent_workers": workers > 0,
-            "prefetch_factor": 4 if workers > 0 else None, "pin_memory": pin_memory}  # fmt: skip
+    return {
+        "num_workers": workers,
+        "collate_fn": collate_fn,
+        "persistent_workers": workers > 0,
+        "prefetch_factor": 4 if workers > 0 else None,
+        "pin_memory": pin_memory,
+    }
 
 
-def train_loader(records: Sequence[Record], image_root: str, args: argparse.Namespace, seed_keys: Sequence[int],
-                 with_masks: bool = False, pin_memory: bool = False) -> DataLoader:  # fmt: skip
+def train_loader(
+    records: Sequence[Record],
+    image_root: str,
+    args: argparse.Namespace,
+    seed_keys: Sequence[int],
+    with_masks: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
     """Shuffled, aspect-ratio-grouped batches for one phase; call ``loader.batch_sampler.set_epoch(e)``
     before each epoch. The shuffle and the augmentation depend on ``seed_keys`` and the epoch only
     (:class:`~datasets.torch_data.EpochBatches`); under torchrun each rank gets its part of the same
@@ -91,11 +108,17 @@ def train_loader(records: Sequence[Record], image_root: str, args: argparse.Name
     return DataLoader(dataset, batch_sampler=batches, **loader_options(args, pin_memory))
 
 
-def eval_loader(records: Sequence[Record], image_root: str, args: argparse.Namespace,
-                with_masks: bool = False, pin_memory: bool = False) -> DataLoader:  # fmt: skip
+def eval_loader(
+    records: Sequence[Record],
+    image_root: str,
+    args: argparse.Namespace,
+    with_masks: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
     dataset = DetectionDataset(records, image_root, build_transforms(False), with_masks=with_masks)
-    batches = GroupedBatchSampler(SequentialSampler(dataset), aspect_ratio_groups(dataset.records),
-                                  args.eval_batch_size)  # fmt: skip
+    batches = GroupedBatchSampler(
+        SequentialSampler(dataset), aspect_ratio_groups(dataset.records), args.eval_batch_size
+    )
     return DataLoader(dataset, batch_sampler=batches, **loader_options(args, pin_memory))
 
 
@@ -116,8 +139,15 @@ class Phase:
         return self.done or self.epoch >= self.max_epochs
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "index": self.index, "max_epochs": self.max_epochs, "epoch": self.epoch,
-                "done": self.done, "history": self.history, "rollbacks": self.rollbacks}  # fmt: skip
+        return {
+            "name": self.name,
+            "index": self.index,
+            "max_epochs": self.max_epochs,
+            "epoch": self.epoch,
+            "done": self.done,
+            "history": self.history,
+            "rollbacks": self.rollbacks,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Phase:
@@ -160,7 +190,9 @@ def spike_bounds(last: dict[str, float] | None) -> dict[str, float]:
     return {k: SPIKE * max(v, floor) for k, v in last.items()}
 
 
-def train_epoch_safely(t: Trainer, phase: Phase, loader: DataLoader, optimizer: torch.optim.Optimizer) -> dict:
+def train_epoch_safely(
+    t: Trainer, phase: Phase, loader: DataLoader, optimizer: torch.optim.Optimizer
+) -> dict:
     """One epoch of ``phase``; on a non-finite loss or a loss spike, roll back and retry at half the LR.
 
     The model, optimizer and RNG states are copied in memory at the start of the epoch. A bad step
@@ -170,7 +202,11 @@ def train_epoch_safely(t: Trainer, phase: Phase, loader: DataLoader, optimizer: 
     :class:`Diverged` is raised (the last checkpoint on disk stays the last good state).
     """
     epoch = phase.epoch
-    snapshot = (copy.deepcopy(unwrap(t.model).state_dict()), copy.deepcopy(optimizer.state_dict()), rng_state())
+    snapshot = (
+        copy.deepcopy(unwrap(t.model).state_dict()),
+        copy.deepcopy(optimizer.state_dict()),
+        rng_state(),
+    )
     # the last epoch's means: this phase's, or the previous phase's for a round's first epoch
     bounds = spike_bounds(phase.history[-1]["losses"] if phase.history else t.last_losses)
     tries = 0
@@ -178,12 +214,24 @@ def train_epoch_safely(t: Trainer, phase: Phase, loader: DataLoader, optimizer: 
         loader.batch_sampler.set_epoch(epoch)  # the same batches on every try
         warmup = min(t.args.warmup_iters, len(loader) - 1) if epoch == 0 else 0
         try:
-            return train_one_epoch(t.model, optimizer, loader, t.device, epoch, warmup_iters=warmup, scaler=t.scaler,
-                                   clip_grad=t.args.clip_grad, desc=phase.name, loss_bound=bounds or None)  # fmt: skip
+            return train_one_epoch(
+                t.model,
+                optimizer,
+                loader,
+                t.device,
+                epoch,
+                warmup_iters=warmup,
+                scaler=t.scaler,
+                clip_grad=t.args.clip_grad,
+                desc=phase.name,
+                loss_bound=bounds or None,
+            )
         except FloatingPointError as e:
             if phase.rollbacks >= MAX_ROLLBACKS:
-                raise Diverged(f"{phase.name}: training diverged {phase.rollbacks + 1} times ({e}); the last good "
-                               f"state is the last checkpoint; try a lower --lr or --clip-grad 10") from e  # fmt: skip
+                raise Diverged(
+                    f"{phase.name}: training diverged {phase.rollbacks + 1} times ({e}); the last good "
+                    f"state is the last checkpoint; try a lower --lr or --clip-grad 10"
+                ) from e
             phase.rollbacks += 1
             tries += 1
             model_state, optim_state, rng = snapshot
@@ -194,18 +242,39 @@ def train_epoch_safely(t: Trainer, phase: Phase, loader: DataLoader, optimizer: 
             set_rng_state(rng)
             if t.scaler is not None:
                 t.scaler.update(t.scaler.get_scale() / 2)
-            logger.warning("%s epoch %d: %s; rolled back to the start of the epoch, learning rate x%.3g (rollback %d "
-                           "of %d)", phase.name, epoch, e, 0.5**tries, phase.rollbacks, MAX_ROLLBACKS)  # fmt: skip
+            logger.warning(
+                "%s epoch %d: %s; rolled back to the start of the epoch, learning rate x%.3g (rollback %d "
+                "of %d)",
+                phase.name,
+                epoch,
+                e,
+                0.5**tries,
+                phase.rollbacks,
+                MAX_ROLLBACKS,
+            )
 
 
 def phase_loader(t: Trainer, phase: Phase, records: Sequence[Record]) -> DataLoader:
     """The training batches of ``phase`` (one loader, and its workers, for all its epochs)."""
-    return train_loader(records, t.image_root, t.args, (t.args.seed, phase.index), with_masks=t.with_masks,
-                        pin_memory=t.device.type == "cuda")  # fmt: skip
+    return train_loader(
+        records,
+        t.image_root,
+        t.args,
+        (t.args.seed, phase.index),
+        with_masks=t.with_masks,
+        pin_memory=t.device.type == "cuda",
+    )
 
 
-def run_epoch(t: Trainer, phase: Phase, loader: DataLoader, stopper: APShiftStopper,
-              optimizer: torch.optim.Optimizer, scheduler, step: int) -> dict[str, float]:  # fmt: skip
+def run_epoch(
+    t: Trainer,
+    phase: Phase,
+    loader: DataLoader,
+    stopper: APShiftStopper,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    step: int,
+) -> dict[str, float]:
     """Train ``phase``'s next epoch, evaluate when due, and move ``phase`` on.
 
     Evaluates every ``--eval-interval`` epochs and at the phase's last epoch; the AP-shift
@@ -234,13 +303,44 @@ def run_epoch(t: Trainer, phase: Phase, loader: DataLoader, stopper: APShiftStop
     seconds = round(time.perf_counter() - start, 2)
     t.log.scalars({**{f"Train/{k}": v for k, v in losses.items()}, "Train/rollbacks": phase.rollbacks}, step)
     if evaluated:
-        t.log.scalars({"Accuracy/AP_50": metrics["voc/AP50"], "Accuracy/AP_75": metrics["voc/AP75"],
-                       "Accuracy/AP_shift": stopper.ap_shift}, step)  # fmt: skip
-    t.log.jsonl({"type": "epoch", "phase": phase.name, "epoch": epoch, "images": len(loader.dataset), "losses": losses,
-                 "AP50": metrics["voc/AP50"] if evaluated else None, "AP75": metrics["voc/AP75"] if evaluated else None,
-                 "ap_shift": stopper.ap_shift, "rollbacks": phase.rollbacks, "seconds": seconds, "stop": stop})  # fmt: skip
-    accuracy = (f"AP50 {metrics['voc/AP50']:.3f} AP75 {metrics['voc/AP75']:.3f} ap_shift "
-                + ("-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}")) if evaluated else "(not evaluated)"  # fmt: skip
-    logger.info("%s epoch %d: loss %.3f %s (%.0fs)%s", phase.name, epoch, losses["loss"], accuracy, seconds,
-                f"; AP settled, best epoch {stopper.best_epoch}" if stop else "")  # fmt: skip
+        t.log.scalars(
+            {
+                "Accuracy/AP_50": metrics["voc/AP50"],
+                "Accuracy/AP_75": metrics["voc/AP75"],
+                "Accuracy/AP_shift": stopper.ap_shift,
+            },
+            step,
+        )
+    t.log.jsonl(
+        {
+            "type": "epoch",
+            "phase": phase.name,
+            "epoch": epoch,
+            "images": len(loader.dataset),
+            "losses": losses,
+            "AP50": metrics["voc/AP50"] if evaluated else None,
+            "AP75": metrics["voc/AP75"] if evaluated else None,
+            "ap_shift": stopper.ap_shift,
+            "rollbacks": phase.rollbacks,
+            "seconds": seconds,
+            "stop": stop,
+        }
+    )
+    accuracy = (
+        (
+            f"AP50 {metrics['voc/AP50']:.3f} AP75 {metrics['voc/AP75']:.3f} ap_shift "
+            + ("-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}")
+        )
+        if evaluated
+        else "(not evaluated)"
+    )
+    logger.info(
+        "%s epoch %d: loss %.3f %s (%.0fs)%s",
+        phase.name,
+        epoch,
+        losses["loss"],
+        accuracy,
+        seconds,
+        f"; AP settled, best epoch {stopper.best_epoch}" if stop else "",
+    )
     return metrics

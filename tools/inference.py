@@ -41,11 +41,18 @@ def model_from_checkpoint(path: str, device: torch.device) -> tuple[torch.nn.Mod
     ckpt = load_checkpoint(path)
     missing = [k for k in ("config", "classes", "model", "label_to_cat_id") if k not in ckpt]
     if missing:
-        raise ValueError(f"{path}: not a train_asm_one.py checkpoint (no {', '.join(repr(k) for k in missing)}); "
-                         "pass the last.pth or best.pth of a run")  # fmt: skip
+        raise ValueError(
+            f"{path}: not a train_asm_one.py checkpoint (no {', '.join(repr(k) for k in missing)}); "
+            "pass the last.pth or best.pth of a run"
+        )
     cfg = ckpt["config"]
-    model = build_model(cfg["model"], len(ckpt["classes"]) + 1, min_size=cfg["min_size"], max_size=cfg["max_size"],
-                        preset=cfg["preset"])  # fmt: skip
+    model = build_model(
+        cfg["model"],
+        len(ckpt["classes"]) + 1,
+        min_size=cfg["min_size"],
+        max_size=cfg["max_size"],
+        preset=cfg["preset"],
+    )
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
@@ -58,8 +65,12 @@ def folder_records(folder: str, report: LoadReport | None = None) -> list[Record
         FileNotFoundError: no image file at all under ``folder``.
     """
     report = report if report is not None else LoadReport()
-    names = sorted(os.path.relpath(os.path.join(d, f), folder).replace(os.sep, "/")
-                   for d, _, files in os.walk(folder) for f in files if f.lower().endswith(IMAGE_EXTENSIONS))  # fmt: skip
+    names = sorted(
+        os.path.relpath(os.path.join(d, f), folder).replace(os.sep, "/")
+        for d, _, files in os.walk(folder)
+        for f in files
+        if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
     if not names:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
     records = []
@@ -73,8 +84,9 @@ def folder_records(folder: str, report: LoadReport | None = None) -> list[Record
 
 
 @torch.inference_mode()
-def predict_tta(model, image: torch.Tensor, scales=(1.0,), flip: bool = False, merge: str = "nms",
-                iou: float = 0.5) -> dict:  # fmt: skip
+def predict_tta(
+    model, image: torch.Tensor, scales=(1.0,), flip: bool = False, merge: str = "nms", iou: float = 0.5
+) -> dict:
     """Detections of one image (float ``[3, H, W]`` in ``[0, 1]``), merged over the augmentations.
 
     Returns numpy ``boxes`` (original pixels), ``labels``, ``scores`` and, for Mask R-CNN,
@@ -91,15 +103,24 @@ def predict_tta(model, image: torch.Tensor, scales=(1.0,), flip: bool = False, m
             for mirrored in (False, True) if flip else (False,):
                 out = model([image.flip(-1) if mirrored else image])[0]
                 if mirrored:
-                    out["boxes"] = torch.stack([width - out["boxes"][:, 2], out["boxes"][:, 1],
-                                                width - out["boxes"][:, 0], out["boxes"][:, 3]], 1)  # fmt: skip
+                    out["boxes"] = torch.stack(
+                        [
+                            width - out["boxes"][:, 2],
+                            out["boxes"][:, 1],
+                            width - out["boxes"][:, 0],
+                            out["boxes"][:, 3],
+                        ],
+                        1,
+                    )
                     if "masks" in out:
                         out["masks"] = out["masks"].flip(-1)
                 parts.append(out)
     finally:
         transform.min_size, transform.max_size = base_min, base_max
     merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    keep = batched_nms(merged["boxes"], merged["scores"], merged["labels"], iou)[: model.roi_heads.detections_per_img]
+    keep = batched_nms(merged["boxes"], merged["scores"], merged["labels"], iou)[
+        : model.roi_heads.detections_per_img
+    ]
     result = {k: v[keep] for k, v in merged.items()}
     if merge == "vote" and len(parts) > 1:
         result["boxes"] = _vote(merged, keep, iou)
@@ -119,22 +140,33 @@ def _vote(merged: dict, keep: torch.Tensor, iou: float) -> torch.Tensor:
 def infer(args: argparse.Namespace) -> int:
     """Run ``args.checkpoint`` over an image folder or a dataset split and write ``args.out``
     (``infer.py``'s options); 0 on success, 2 on bad input (logged, naming the file)."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
     try:
         model, ckpt = model_from_checkpoint(args.checkpoint, device)
         classes = tuple(ckpt["classes"])
         label_to_cat = {int(k): int(v) for k, v in ckpt["label_to_cat_id"].items()}
         if args.images:
             report = LoadReport()
-            data = RecordSet(folder_records(args.images, report), classes, os.path.abspath(args.images), label_to_cat,
-                             report=report)  # fmt: skip
+            data = RecordSet(
+                folder_records(args.images, report),
+                classes,
+                os.path.abspath(args.images),
+                label_to_cat,
+                report=report,
+            )
             report.log(f"images under {args.images}")
         else:
             if args.dataset is None:  # the data and split lists of the run that wrote the checkpoint
-                vars(args).update(run_data_options(ckpt["config"], os.path.dirname(os.path.abspath(args.checkpoint))))
+                vars(args).update(
+                    run_data_options(ckpt["config"], os.path.dirname(os.path.abspath(args.checkpoint)))
+                )
             data = build_datasets(args)[0 if args.split == "train" else 1]
             if data.label_to_cat_id != label_to_cat or data.classes != classes:
-                raise ValueError(f"{args.checkpoint} was trained on classes {classes}, the data has {data.classes}")
+                raise ValueError(
+                    f"{args.checkpoint} was trained on classes {classes}, the data has {data.classes}"
+                )
     except (AnnotationError, ValueError, FileNotFoundError, KeyError) as e:
         logger.error("%s", e)
         return 2
@@ -155,16 +187,35 @@ def infer(args: argparse.Namespace) -> int:
         results += to_coco_results([record], [out], label_to_cat, [image_id], with_masks="masks" in out)
     atomic_write_text(args.out, json.dumps(results))
     if not results:  # pycocotools' loadRes([]) fails with an IndexError: say so, and what to change
-        logger.warning("no detection scored >= --score-thresh %g on %d images, so %s holds an empty list, which "
-                       "pycocotools' COCO.loadRes cannot read (an IndexError); lower --score-thresh (e.g. 0.001) or "
-                       "train longer", args.score_thresh, len(data), args.out)  # fmt: skip
+        logger.warning(
+            "no detection scored >= --score-thresh %g on %d images, so %s holds an empty list, which "
+            "pycocotools' COCO.loadRes cannot read (an IndexError); lower --score-thresh (e.g. 0.001) or "
+            "train longer",
+            args.score_thresh,
+            len(data),
+            args.out,
+        )
     if args.dataset != "coco" or args.images:
         atomic_write_text(args.out + ".gt.json", json.dumps(gt))
     done = len(data) - len(skipped)
     if args.images:  # the files the folder scan already left out (header unreadable, missing, too large)
         skipped += [source for _, source, _ in data.report.entries]
-    logger.info("%d detections on %d images -> %s%s", len(results), done, args.out,
-                f"; {len(skipped)} images skipped" if skipped else "")  # fmt: skip
-    print(json.dumps({"images": done, "detections": len(results), "skipped": len(skipped),
-                      "skipped_files": skipped[:20], "out": os.path.abspath(args.out)}))  # fmt: skip
+    logger.info(
+        "%d detections on %d images -> %s%s",
+        len(results),
+        done,
+        args.out,
+        f"; {len(skipped)} images skipped" if skipped else "",
+    )
+    print(
+        json.dumps(
+            {
+                "images": done,
+                "detections": len(results),
+                "skipped": len(skipped),
+                "skipped_files": skipped[:20],
+                "out": os.path.abspath(args.out),
+            }
+        )
+    )
     return 0

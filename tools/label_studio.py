@@ -41,16 +41,26 @@ class Client:
 
     def __init__(self, url: str, token: str, timeout: float = 120.0):
         if not token:
-            raise LabelStudioError("no Label Studio API token: pass --token or set LABEL_STUDIO_API_KEY (Account & "
-                                   "Settings > Access Token in Label Studio)")  # fmt: skip
+            raise LabelStudioError(
+                "no Label Studio API token: pass --token or set LABEL_STUDIO_API_KEY (Account & "
+                "Settings > Access Token in Label Studio)"
+            )
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
         self._auth = f"Token {token}"
-        if token.count(".") == 2:  # a personal access token (JWT refresh token): exchange it for an access token
+        if (
+            token.count(".") == 2
+        ):  # a personal access token (JWT refresh token): exchange it for an access token
             access = self.request("POST", "/api/token/refresh", {"refresh": token}, auth=False)["access"]
             self._auth = f"Bearer {access}"
 
-    def request(self, method: str, path: str, payload: Any = None, files: dict[str, str] | None = None,
-                auth: bool = True) -> Any:  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        payload: Any = None,
+        files: dict[str, str] | None = None,
+        auth: bool = True,
+    ) -> Any:
         """Send one request (JSON ``payload`` or multipart ``files``: field -> path) and decode the answer.
 
         Raises:
@@ -73,21 +83,30 @@ class Client:
             hint = "; check the token (--token / LABEL_STUDIO_API_KEY)" if e.code in (401, 403) else ""
             raise LabelStudioError(f"{method} {self.url + path}: HTTP {e.code} {detail}{hint}") from None
         except (error.URLError, OSError) as e:
-            raise LabelStudioError(f"{self.url}: Label Studio is not reachable ({getattr(e, 'reason', e)}); start it "
-                                   "with: label-studio start --port 8080") from None  # fmt: skip
+            raise LabelStudioError(
+                f"{self.url}: Label Studio is not reachable ({getattr(e, 'reason', e)}); start it "
+                "with: label-studio start --port 8080"
+            ) from None
         return json.loads(text) if text.strip() else None
 
     def create_project(self, title: str, classes: list[str]) -> int:
-        return int(self.request("POST", "/api/projects", {"title": title, "label_config": label_config(classes)})["id"])
+        return int(
+            self.request("POST", "/api/projects", {"title": title, "label_config": label_config(classes)})[
+                "id"
+            ]
+        )
 
     def upload(self, project: int, paths: list[str]) -> list[str]:
         """Upload image files (not yet tasks); their Label Studio URLs, in the order of ``paths``."""
         urls = []
         for path in paths:
-            answer = self.request("POST", f"/api/projects/{project}/import?commit_to_project=false",
-                                  files={"file": path})  # fmt: skip
+            answer = self.request(
+                "POST", f"/api/projects/{project}/import?commit_to_project=false", files={"file": path}
+            )
             ids = answer["file_upload_ids"]
-            uploads = self.request("GET", f"/api/projects/{project}/file-uploads?ids={parse.quote(json.dumps(ids))}")
+            uploads = self.request(
+                "GET", f"/api/projects/{project}/file-uploads?ids={parse.quote(json.dumps(ids))}"
+            )
             urls.append("/data/" + next(u["file"] for u in uploads if u["id"] == ids[0]))
         return urls
 
@@ -105,8 +124,10 @@ class Client:
 def label_config(classes: list[str]) -> str:
     """Label Studio's labelling config for boxes of ``classes`` (the names our tasks' results use)."""
     labels = "".join(f'<Label value="{_xml_escape(c)}"/>' for c in classes)
-    return (f'<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">{labels}'
-            "</RectangleLabels></View>")  # fmt: skip
+    return (
+        f'<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">{labels}'
+        "</RectangleLabels></View>"
+    )
 
 
 def _xml_escape(text: str) -> str:
@@ -119,8 +140,10 @@ def _multipart(files: dict[str, str]) -> tuple[bytes, str]:
     for field, path in files.items():
         with open(path, "rb") as f:
             content = f.read()
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
-                f'filename="{os.path.basename(path)}"\r\nContent-Type: application/octet-stream\r\n\r\n')  # fmt: skip
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{os.path.basename(path)}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        )
         parts.append(head.encode() + content + b"\r\n")
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
@@ -137,13 +160,18 @@ def push(folder: str, client: Client, title: str | None = None) -> dict[str, Any
     if os.path.isfile(state_path):
         with open(state_path, encoding="utf-8") as f:
             state = json.load(f)
-        raise LabelStudioError(f"{folder} was pushed already to project {state['project']} at {state['url']}; label it "
-                               f"there, or delete {state_path} to push again")  # fmt: skip
+        raise LabelStudioError(
+            f"{folder} was pushed already to project {state['project']} at {state['url']}; label it "
+            f"there, or delete {state_path} to push again"
+        )
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
         manifest = json.load(f)
     with open(os.path.join(folder, "label_studio_tasks.json"), encoding="utf-8") as f:
         tasks = json.load(f)
-    title = title or f"ASM round {manifest['round']} ({os.path.basename(os.path.dirname(os.path.dirname(folder)))})"
+    title = (
+        title
+        or f"ASM round {manifest['round']} ({os.path.basename(os.path.dirname(os.path.dirname(folder)))})"
+    )
     project = client.create_project(title, manifest["classes"])
     paths = [os.path.join(manifest["image_root"], t["data"]["file_name"]) for t in tasks]
     started = time.perf_counter()
@@ -152,8 +180,16 @@ def push(folder: str, client: Client, title: str | None = None) -> dict[str, Any
     count = client.import_tasks(project, tasks)
     state = {"url": client.url, "project": project, "tasks": count, "round": manifest["round"]}
     atomic_write_text(state_path, json.dumps(state, indent=1))
-    logger.info("round %d: %d images uploaded and %d tasks imported into project %d in %.0f s: %s/projects/%d",
-                manifest["round"], len(paths), count, project, time.perf_counter() - started, client.url, project)  # fmt: skip
+    logger.info(
+        "round %d: %d images uploaded and %d tasks imported into project %d in %.0f s: %s/projects/%d",
+        manifest["round"],
+        len(paths),
+        count,
+        project,
+        time.perf_counter() - started,
+        client.url,
+        project,
+    )
     return state
 
 
@@ -167,7 +203,9 @@ def pull(folder: str, client: Client) -> dict[str, Any]:
     """
     state_path = os.path.join(folder, PROJECT_FILE)
     if not os.path.isfile(state_path):
-        raise LabelStudioError(f"{folder}: never pushed to Label Studio (no {PROJECT_FILE}); run labelstudio_round.py push")
+        raise LabelStudioError(
+            f"{folder}: never pushed to Label Studio (no {PROJECT_FILE}); run labelstudio_round.py push"
+        )
     with open(state_path, encoding="utf-8") as f:
         state = json.load(f)
     export = client.export(state["project"])

@@ -45,19 +45,33 @@ from tools.checkpoint import load_checkpoint
 logger = logging.getLogger(__name__)
 
 
-def export_round(folder: str, round_index: int, pre: Sequence[Record], scores: Sequence[np.ndarray],
-                 data: RecordSet, al_estimates: Sequence[float] | None = None) -> None:  # fmt: skip
+def export_round(
+    folder: str,
+    round_index: int,
+    pre: Sequence[Record],
+    scores: Sequence[np.ndarray],
+    data: RecordSet,
+    al_estimates: Sequence[float] | None = None,
+) -> None:
     """Write the pre-annotations of a round in every supported format (``al_estimates``: the model's
     estimate of each image's AL ratio, a field of the Label Studio tasks)."""
     os.makedirs(os.path.join(folder, "voc"), exist_ok=True)
-    manifest = {"round": round_index, "classes": list(data.classes), "image_root": data.image_root,
-                "preannotations": [record_to_dict(r) for r in pre], "scores": [s.tolist() for s in scores]}  # fmt: skip
+    manifest = {
+        "round": round_index,
+        "classes": list(data.classes),
+        "image_root": data.image_root,
+        "preannotations": [record_to_dict(r) for r in pre],
+        "scores": [s.tolist() for s in scores],
+    }
     atomic_write_text(os.path.join(folder, "manifest.json"), json.dumps(manifest))
-    atomic_write_text(os.path.join(folder, "label_studio_tasks.json"),
-                      json.dumps(_label_studio_tasks(pre, scores, data, round_index, al_estimates), indent=1))  # fmt: skip
+    atomic_write_text(
+        os.path.join(folder, "label_studio_tasks.json"),
+        json.dumps(_label_studio_tasks(pre, scores, data, round_index, al_estimates), indent=1),
+    )
     atomic_write_text(os.path.join(folder, "cvat_annotations.xml"), _cvat_xml(pre, data.classes))
-    atomic_write_text(os.path.join(folder, "coco_preannotations.json"),
-                      json.dumps(records_to_coco(data, list(pre))))  # fmt: skip
+    atomic_write_text(
+        os.path.join(folder, "coco_preannotations.json"), json.dumps(records_to_coco(data, list(pre)))
+    )
     for r in pre:
         stem = os.path.splitext(os.path.basename(r.file_name))[0]
         atomic_write_text(os.path.join(folder, "voc", f"{stem}.xml"), voc_xml(r, data.classes))
@@ -76,18 +90,46 @@ def _label_studio_tasks(pre, scores, data: RecordSet, round_index: int, al_estim
         result = []
         for k, (box, label) in enumerate(zip(r.boxes.astype(float), r.labels)):
             x1, y1, x2, y2 = box
-            result.append({"id": f"{r.image_id}-{k}", "type": "rectanglelabels", "from_name": "label",
-                           "to_name": "image", "origin": "prediction", "original_width": int(r.width),
-                           "original_height": int(r.height), "image_rotation": 0, "score": float(s[k]),
-                           "value": {"x": 100 * x1 / r.width, "y": 100 * y1 / r.height,
-                                     "width": 100 * (x2 - x1) / r.width, "height": 100 * (y2 - y1) / r.height,
-                                     "rotation": 0, "rectanglelabels": [data.classes[int(label) - 1]]}})  # fmt: skip
-        fields = {"image": LOCAL_FILES + quote(r.file_name), "file_name": r.file_name, "asm_round": round_index}
+            result.append(
+                {
+                    "id": f"{r.image_id}-{k}",
+                    "type": "rectanglelabels",
+                    "from_name": "label",
+                    "to_name": "image",
+                    "origin": "prediction",
+                    "original_width": int(r.width),
+                    "original_height": int(r.height),
+                    "image_rotation": 0,
+                    "score": float(s[k]),
+                    "value": {
+                        "x": 100 * x1 / r.width,
+                        "y": 100 * y1 / r.height,
+                        "width": 100 * (x2 - x1) / r.width,
+                        "height": 100 * (y2 - y1) / r.height,
+                        "rotation": 0,
+                        "rectanglelabels": [data.classes[int(label) - 1]],
+                    },
+                }
+            )
+        fields = {
+            "image": LOCAL_FILES + quote(r.file_name),
+            "file_name": r.file_name,
+            "asm_round": round_index,
+        }
         if estimate is not None:
             fields["al_ratio_estimate"] = round(float(estimate), 4)
-        tasks.append({"data": fields,
-                      "predictions": [{"model_version": f"asm-round{round_index}", "result": result,
-                                       "score": float(np.mean(s)) if len(s) else 0.0}]})  # fmt: skip
+        tasks.append(
+            {
+                "data": fields,
+                "predictions": [
+                    {
+                        "model_version": f"asm-round{round_index}",
+                        "result": result,
+                        "score": float(np.mean(s)) if len(s) else 0.0,
+                    }
+                ],
+            }
+        )
     return tasks
 
 
@@ -98,10 +140,22 @@ def _cvat_xml(pre, classes) -> str:
     for name in classes:
         etree.SubElement(etree.SubElement(labels, "label"), "name").text = name
     for k, r in enumerate(pre):
-        image = etree.SubElement(root, "image", id=str(k), name=r.file_name, width=str(r.width), height=str(r.height))
+        image = etree.SubElement(
+            root, "image", id=str(k), name=r.file_name, width=str(r.width), height=str(r.height)
+        )
         for box, label in zip(r.boxes.astype(float).tolist(), r.labels):
-            etree.SubElement(image, "box", label=classes[int(label) - 1], source="auto", occluded="0",
-                             xtl=repr(box[0]), ytl=repr(box[1]), xbr=repr(box[2]), ybr=repr(box[3]), z_order="0")  # fmt: skip
+            etree.SubElement(
+                image,
+                "box",
+                label=classes[int(label) - 1],
+                source="auto",
+                occluded="0",
+                xtl=repr(box[0]),
+                ytl=repr(box[1]),
+                xbr=repr(box[2]),
+                ybr=repr(box[3]),
+                z_order="0",
+            )
     return etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="utf-8").decode()
 
 
@@ -123,8 +177,16 @@ def read_labels(path: str, manifest: dict[str, Any], fmt: str = "auto") -> list[
         if r.file_name not in found:
             raise AnnotationError(f"{path}: no labels for image {r.file_name!r} of round {manifest['round']}")
         boxes, labels = found[r.file_name]
-        out.append(Record(r.image_id, r.file_name, r.width, r.height, checked_boxes(boxes, r, path),
-                          np.asarray(labels, np.int64)))  # fmt: skip
+        out.append(
+            Record(
+                r.image_id,
+                r.file_name,
+                r.width,
+                r.height,
+                checked_boxes(boxes, r, path),
+                np.asarray(labels, np.int64),
+            )
+        )
     return out
 
 
@@ -137,8 +199,14 @@ def checked_boxes(boxes, record: Record, path: str) -> np.ndarray:
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     where = f"{path}: image {record.file_name!r}"
-    for k in np.flatnonzero(~np.isfinite(boxes).all(1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])):
-        problem = "is not finite" if not np.isfinite(boxes[k]).all() else "is empty or inverted (need x1 < x2 and y1 < y2)"
+    for k in np.flatnonzero(
+        ~np.isfinite(boxes).all(1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    ):
+        problem = (
+            "is not finite"
+            if not np.isfinite(boxes[k]).all()
+            else "is empty or inverted (need x1 < x2 and y1 < y2)"
+        )
         raise AnnotationError(f"{where}: box {k} {boxes[k].tolist()} {problem}")
     report = LoadReport()
     clipped, keep = sanitize_boxes(boxes, record.width, record.height, report, where)
@@ -173,7 +241,11 @@ def _image_of(name: str, pre: Sequence[Record], where: str) -> Record:
     names = {r.file_name: r for r in pre}
     base = {os.path.basename(r.file_name): r for r in pre}
     name = unquote(name)
-    record = names.get(name) or base.get(os.path.basename(name)) or base.get(UPLOAD_PREFIX.sub("", os.path.basename(name)))
+    record = (
+        names.get(name)
+        or base.get(os.path.basename(name))
+        or base.get(UPLOAD_PREFIX.sub("", os.path.basename(name)))
+    )
     if record is None:
         raise AnnotationError(f"{where}: image {name!r} is not one of this round's images")
     return record
@@ -190,14 +262,18 @@ def _read_label_studio(path, pre, classes):
             raise AnnotationError(f"{where}: not a Label Studio task (no 'data')")
         data = task["data"]
         if not isinstance(data, dict):
-            raise AnnotationError(f"{where}: 'data' must be an object with 'image', got {type(data).__name__}")
+            raise AnnotationError(
+                f"{where}: 'data' must be an object with 'image', got {type(data).__name__}"
+            )
         record = _image_of(data.get("file_name") or data.get("image", ""), pre, where)
         done = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
         if not done:
             raise AnnotationError(f"{where}: image {record.file_name!r} has no completed annotation")
         if record.file_name in found:
-            raise AnnotationError(f"{where}: a second task for image {record.file_name!r} (task "
-                                  f"{seen[record.file_name]} has it too); delete one of them in Label Studio")  # fmt: skip
+            raise AnnotationError(
+                f"{where}: a second task for image {record.file_name!r} (task "
+                f"{seen[record.file_name]} has it too); delete one of them in Label Studio"
+            )
         seen[record.file_name] = task.get("id", k)
         boxes, labels = [], []
         for j, item in enumerate(done[-1].get("result", [])):
@@ -206,7 +282,10 @@ def _read_label_studio(path, pre, classes):
                 continue
             try:
                 v = item["value"]
-                w, h = float(item.get("original_width", record.width)), float(item.get("original_height", record.height))
+                w, h = (
+                    float(item.get("original_width", record.width)),
+                    float(item.get("original_height", record.height)),
+                )
                 name = v[kind][0]
                 if kind == "polygonlabels":  # kept as its bounding box, counted
                     xy = np.asarray(v["points"], np.float64).reshape(-1, 2) * (w / 100, h / 100)
@@ -216,8 +295,10 @@ def _read_label_studio(path, pre, classes):
                     box = _rectangle(v, w, h)
                     converted["rotated"] += bool(float(v.get("rotation", 0) or 0) % 360)
             except (KeyError, TypeError, ValueError, IndexError) as e:
-                raise AnnotationError(f"{where} ({record.file_name}): result {j} needs numeric x, y, width, height "
-                                      f"(or points) and one label ({type(e).__name__}: {e})") from e  # fmt: skip
+                raise AnnotationError(
+                    f"{where} ({record.file_name}): result {j} needs numeric x, y, width, height "
+                    f"(or points) and one label ({type(e).__name__}: {e})"
+                ) from e
             boxes.append(box)
             labels.append(_label_of(name, classes, f"{where} ({record.file_name})"))
         found[record.file_name] = (boxes, labels)
@@ -256,7 +337,9 @@ def _read_cvat(path, pre, classes):
             try:
                 boxes.append([float(box.get(k)) for k in ("xtl", "ytl", "xbr", "ybr")])
             except (TypeError, ValueError) as e:
-                raise AnnotationError(f"{path}: line {box.sourceline}: box needs numeric xtl, ytl, xbr, ybr") from e
+                raise AnnotationError(
+                    f"{path}: line {box.sourceline}: box needs numeric xtl, ytl, xbr, ybr"
+                ) from e
             labels.append(_label_of(box.get("label", ""), classes, f"{where} ({record.file_name})"))
         found[record.file_name] = (boxes, labels)
     return found
@@ -269,8 +352,10 @@ def _read_voc(path, pre, classes):
             xml = os.path.join(path, name)
             parsed = parse_voc_xml(xml)
             record = _image_of(parsed["filename"] or name[:-4], pre, xml)
-            found[record.file_name] = ([b for _, _, b in parsed["objects"]],
-                                       [_label_of(c, classes, xml) for c, _, _ in parsed["objects"]])  # fmt: skip
+            found[record.file_name] = (
+                [b for _, _, b in parsed["objects"]],
+                [_label_of(c, classes, xml) for c, _, _ in parsed["objects"]],
+            )
     return found
 
 
@@ -278,11 +363,16 @@ def _read_coco(path, pre, classes):
     data = load_coco(path, "/", check_images=False)
     bad = data.report.of("degenerate_box") if data.report is not None else []
     if bad:  # refused, as the other importers refuse an empty or inverted box
-        raise AnnotationError(f"{bad[0][0]}: {bad[0][1]} is empty or inverted (need a positive width and height)")
+        raise AnnotationError(
+            f"{bad[0][0]}: {bad[0][1]} is empty or inverted (need a positive width and height)"
+        )
     found = {}
     for r in data.records:
         record = _image_of(r.file_name, pre, path)
-        found[record.file_name] = (r.boxes, [_label_of(data.classes[int(lb) - 1], classes, path) for lb in r.labels])
+        found[record.file_name] = (
+            r.boxes,
+            [_label_of(data.classes[int(lb) - 1], classes, path) for lb in r.labels],
+        )
     return found
 
 
@@ -293,7 +383,9 @@ def nudged_boxes(pre_boxes: np.ndarray, confirmed: np.ndarray, tol: float = 0.5)
         return 0
     if not len(pre_boxes):
         return len(confirmed)
-    gap = np.abs(np.asarray(confirmed, np.float64)[:, None, :] - np.asarray(pre_boxes, np.float64)[None]).max(-1)
+    gap = np.abs(np.asarray(confirmed, np.float64)[:, None, :] - np.asarray(pre_boxes, np.float64)[None]).max(
+        -1
+    )
     return int((gap.min(1) > tol).sum())
 
 
@@ -308,13 +400,24 @@ def import_round(folder: str, labels_path: str, fmt: str = "auto") -> dict[str, 
         edits, sl, moved = count_edits(p.boxes, p.labels, r.boxes, r.labels)
         total += edits
         nudged += nudged_boxes(p.boxes, r.boxes[sl])
-        per_image.append({"image_id": r.image_id, **edits.as_dict(), "sl": sl.tolist(), "moved_boxes": moved.tolist()})
+        per_image.append(
+            {"image_id": r.image_id, **edits.as_dict(), "sl": sl.tolist(), "moved_boxes": moved.tolist()}
+        )
     if nudged:
-        logger.info("%d confirmed boxes were adjusted a little (still IoU >= 0.8 with the model's box): they count as "
-                    "confirmed (SL), as the rule says; a box moved further counts as moved (AL)", nudged)  # fmt: skip
-    imported = {"round": manifest["round"], "source": os.path.abspath(labels_path), "edits": total.as_dict(),
-                "nudged": nudged, "images": per_image, "records": [record_to_dict(r) for r in records],
-                "preannotated": [len(p) for p in pre]}  # fmt: skip
+        logger.info(
+            "%d confirmed boxes were adjusted a little (still IoU >= 0.8 with the model's box): they count as "
+            "confirmed (SL), as the rule says; a box moved further counts as moved (AL)",
+            nudged,
+        )
+    imported = {
+        "round": manifest["round"],
+        "source": os.path.abspath(labels_path),
+        "edits": total.as_dict(),
+        "nudged": nudged,
+        "images": per_image,
+        "records": [record_to_dict(r) for r in records],
+        "preannotated": [len(p) for p in pre],
+    }
     atomic_write_text(os.path.join(folder, "imported.json"), json.dumps(imported))
     return imported
 
@@ -328,11 +431,15 @@ def awaiting_folder(run_dir: str) -> str:
     """
     path = os.path.join(run_dir, "last.pth")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no checkpoint; --run is the output folder of a train_asm_one.py run")
+        raise FileNotFoundError(
+            f"{path}: no checkpoint; --run is the output folder of a train_asm_one.py run"
+        )
     folder = load_checkpoint(path).get("awaiting")
     if not folder:
         raise ValueError(f"{path} is not waiting for labels (run with --oracle none first)")
-    return os.path.join(run_dir, folder)  # relative to the run folder (moved runs); join keeps an old absolute one
+    return os.path.join(
+        run_dir, folder
+    )  # relative to the run folder (moved runs); join keeps an old absolute one
 
 
 def import_for_run(run_dir: str, labels_path: str, fmt: str = "auto") -> dict[str, Any]:

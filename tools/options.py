@@ -48,12 +48,14 @@ def count_or_fraction(value: str) -> float:
 # ASM_core's values of the options where our defaults differ (README, "Where we differ from ASM_core").
 # --asm-core-defaults puts them under any config file and explicit flag.
 ASM_CORE_DEFAULTS = {
-    "ap_range": 3, "ap_shift_pretrain": 0.05, "ap_shift_asm": 0.001,
+    "ap_range": 3,
+    "ap_shift_pretrain": 0.05,
+    "ap_shift_asm": 0.001,
     "ap_thre": 0.5,  # AP-shift stops only above it ...
     "mining_gate": 0.5,  # ... and no model boxes are offered below it (ASM_core mines only above ap_thre)
     "round_train": "replay",  # a round trains on its images plus K random label-pool records
     "round_epochs": 1,  # ASM_core brings K new images after every epoch
-}  # fmt: skip
+}
 OPTION_PRESETS = {"asm_core_defaults": ASM_CORE_DEFAULTS}
 
 
@@ -61,65 +63,117 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn", help=f"one of {sorted(MODELS)}")
     g.add_argument("--weights", default=None, help="torchvision weight name (DEFAULT) or local .pth")
-    g.add_argument("--weights-backbone", default=None, help="torchvision weight name or local .pth of the backbone")
+    g.add_argument(
+        "--weights-backbone", default=None, help="torchvision weight name or local .pth of the backbone"
+    )
     g.add_argument("--trainable-layers", type=int, default=None)
     g.add_argument("--min-size", type=int, default=224)
     g.add_argument("--max-size", type=int, default=None)
     g.add_argument("--preset", default="cpu_fast", choices=sorted(PRESETS))
-    g.add_argument("--scale-jitter", type=str2bool, default=True, help="random train scales 0.8-1.2x min-size")
-    g.add_argument("--roi-head", choices=ROI_HEADS, default="standard",
-                   help="pisa: Prime Sample Attention in training (ISR-P, CARL, Score-HLR sampling; net/pisa.py); "
-                        "inference is the standard head's")
+    g.add_argument(
+        "--scale-jitter", type=str2bool, default=True, help="random train scales 0.8-1.2x min-size"
+    )
+    g.add_argument(
+        "--roi-head",
+        choices=ROI_HEADS,
+        default="standard",
+        help="pisa: Prime Sample Attention in training (ISR-P, CARL, Score-HLR sampling; net/pisa.py); "
+        "inference is the standard head's",
+    )
     g = p.add_argument_group("PISA (--roi-head pisa): MMDetection's train_cfg fields and defaults")
     for f in dataclasses.fields(PisaConfig):
         part, key = f.name.split("_", 1)
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=int if f.name == "hlr_num" else float, default=f.default,
-                       help=f"MMDetection's {dict(hlr='sampler').get(part, part)}.{key}"
-                            + (" (default: the model's RoIs per image)" if f.name == "hlr_num" else ""))
+        g.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=int if f.name == "hlr_num" else float,
+            default=f.default,
+            help=f"MMDetection's {dict(hlr='sampler').get(part, part)}.{key}"
+            + (" (default: the model's RoIs per image)" if f.name == "hlr_num" else ""),
+        )
 
 
-def add_train_args(p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("--batch_size", "--batch-size")) -> None:
+def add_train_args(
+    p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("--batch_size", "--batch-size")
+) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     g.add_argument(*batch_flags, dest="batch_size", type=int, default=8, help="training images per batch")
-    g.add_argument("--eval-batch-size", type=int, default=None,
-                   help="images per detection batch (default: 1 on CPU, where padding a batch costs more than it "
-                        "saves; 8 on CUDA)")
-    g.add_argument("--workers", type=int, default=None,
-                   help="DataLoader workers, alive for a whole phase (default: 0 on CPU, where workers compete with "
-                        "compute; on CUDA one per free core, at most 8, per process)")
-    g.add_argument("--eval-interval", type=int, default=1,
-                   help="evaluate every E epochs and at the end of each phase (AP-shift stopping counts evaluations)")
+    g.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=None,
+        help="images per detection batch (default: 1 on CPU, where padding a batch costs more than it "
+        "saves; 8 on CUDA)",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader workers, alive for a whole phase (default: 0 on CPU, where workers compete with "
+        "compute; on CUDA one per free core, at most 8, per process)",
+    )
+    g.add_argument(
+        "--eval-interval",
+        type=int,
+        default=1,
+        help="evaluate every E epochs and at the end of each phase (AP-shift stopping counts evaluations)",
+    )
     g.add_argument("--opt", default="sgd", choices=("sgd", "adamw"))
     g.add_argument("--lr", type=float, default=0.02)
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--lr-steps", type=float, nargs="+", default=[0.7, 0.9], help="decay points, fractions of a phase")
+    g.add_argument(
+        "--lr-steps", type=float, nargs="+", default=[0.7, 0.9], help="decay points, fractions of a phase"
+    )
     g.add_argument("--lr-gamma", type=float, default=0.1)
     g.add_argument("--warmup-iters", type=int, default=100)
     g.add_argument("--clip-grad", type=float, default=None)
     g.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
-    g.add_argument("--auto-scale-lr", action="store_true",
-                   help="scale --lr by the total batch (--batch-size x processes) / --base-batch-size (MMDetection's "
-                        "auto_scale_lr)")
-    g.add_argument("--base-batch-size", type=int, default=16,
-                   help="the total batch --lr is meant for (MMDetection's configs: 16 = 8 GPUs x 2)")
-    g.add_argument("--no-validate", action="store_true",
-                   help="evaluate only at the end of each phase (as --eval-interval larger than any phase); "
-                        "AP-shift early stopping then cannot stop a phase early")
+    g.add_argument(
+        "--auto-scale-lr",
+        action="store_true",
+        help="scale --lr by the total batch (--batch-size x processes) / --base-batch-size (MMDetection's "
+        "auto_scale_lr)",
+    )
+    g.add_argument(
+        "--base-batch-size",
+        type=int,
+        default=16,
+        help="the total batch --lr is meant for (MMDetection's configs: 16 = 8 GPUs x 2)",
+    )
+    g.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="evaluate only at the end of each phase (as --eval-interval larger than any phase); "
+        "AP-shift early stopping then cannot stop a phase early",
+    )
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun, CUDA)")
-    g.add_argument("--num_epoches", "--epochs", dest="epochs", type=int, default=12, help="max epochs of the initial phase")
+    g.add_argument(
+        "--num_epoches",
+        "--epochs",
+        dest="epochs",
+        type=int,
+        default=12,
+        help="max epochs of the initial phase",
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
-    g.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   help="DEBUG also lists every skipped file of the load report")
+    g.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="DEBUG also lists every skipped file of the load report",
+    )
     g = p.add_argument_group("early stopping (AP shift)")
     g.add_argument("--ap", default="ap_50", choices=sorted(AP_KEYS))
     g.add_argument("--ap_thre", type=float, default=0.0, help="stop only above this AP")
     g.add_argument("--ap_range", type=int, default=4, help="window of AP values")
     g.add_argument("--ap_shift_pretrain", type=float, default=0.005)
     g.add_argument("--ap_shift_asm", type=float, default=0.005)
-    g.add_argument("--ap-shift-squared", action="store_true", help="mean squared instead of absolute deviation")
+    g.add_argument(
+        "--ap-shift-squared", action="store_true", help="mean squared instead of absolute deviation"
+    )
 
 
 def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
@@ -127,67 +181,125 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
     and, unless ``rules_only`` (``al_curve.py``'s ``al_ratio`` sampler), the rounds."""
     g = p.add_argument_group("active sample mining")
     if not rules_only:
-        g.add_argument("--strategy", default="v1+", choices=("none", *STRATEGIES),
-                       help="how a round grows the label pool (asm/pools.py); random: the next K images of the "
-                            "same seeded queue, every box drawn by the human (v1+ --enable_sl false without the "
-                            "detection pass: the same-trainer baseline); none: the fully supervised baseline")
+        g.add_argument(
+            "--strategy",
+            default="v1+",
+            choices=("none", *STRATEGIES),
+            help="how a round grows the label pool (asm/pools.py); random: the next K images of the "
+            "same seeded queue, every box drawn by the human (v1+ --enable_sl false without the "
+            "detection pass: the same-trainer baseline); none: the fully supervised baseline",
+        )
         g.add_argument("--K", type=int, default=100, help="images detected per ASM round")
-        g.add_argument("--initial", type=count_or_fraction, default=0.2, help="initial label pool: fraction or count")
+        g.add_argument(
+            "--initial", type=count_or_fraction, default=0.2, help="initial label pool: fraction or count"
+        )
         g.add_argument("--round-epochs", type=int, default=5, help="max epochs of each ASM round")
-        g.add_argument("--round-train", choices=ROUND_TRAIN, default="pool",
-                       help="besides its images, a round trains on the whole label pool (default) or on K replayed "
-                            "label records (ASM_core's rule)")
+        g.add_argument(
+            "--round-train",
+            choices=ROUND_TRAIN,
+            default="pool",
+            help="besides its images, a round trains on the whole label pool (default) or on K replayed "
+            "label records (ASM_core's rule)",
+        )
         g.add_argument("--max-rounds", type=int, default=None)
-        g.add_argument("--asm-core-defaults", action="store_true",
-                       help="ASM_core's defaults where ours differ: " + ", ".join(
-                           f"{k}={v}" for k, v in ASM_CORE_DEFAULTS.items()) + " (a config or flag still wins)")
+        g.add_argument(
+            "--asm-core-defaults",
+            action="store_true",
+            help="ASM_core's defaults where ours differ: "
+            + ", ".join(f"{k}={v}" for k, v in ASM_CORE_DEFAULTS.items())
+            + " (a config or flag still wins)",
+        )
         g.add_argument("--cer_ratio", type=float, default=0.3)
         g.add_argument("--uncer_ratio", type=float, default=0.6)
-        g.add_argument("--max-passes", type=int, default=3,
-                       help="topk_v2: an image detected this many times goes to the human (AL) and joins the pool, "
-                            "whatever its ratio, so every run ends")
-        g.add_argument("--review-cost", type=float, default=0.2,
-                       help="human cost of confirming or deleting a model box, in box draws (weighted_cost)")
-        g.add_argument("--move-cost", type=float, default=0.5,
-                       help="human cost of moving a model box onto its object, in box draws (weighted_cost)")
+        g.add_argument(
+            "--max-passes",
+            type=int,
+            default=3,
+            help="topk_v2: an image detected this many times goes to the human (AL) and joins the pool, "
+            "whatever its ratio, so every run ends",
+        )
+        g.add_argument(
+            "--review-cost",
+            type=float,
+            default=0.2,
+            help="human cost of confirming or deleting a model box, in box draws (weighted_cost)",
+        )
+        g.add_argument(
+            "--move-cost",
+            type=float,
+            default=0.5,
+            help="human cost of moving a model box onto its object, in box draws (weighted_cost)",
+        )
     g.add_argument("--certain_thre", type=float, default=0.8)
     g.add_argument("--uncertain_thre", type=float, default=0.3)
     g.add_argument("--judge_iou", type=float, default=0.5)
     g.add_argument("--gt_iou", type=float, default=0.8)
     g.add_argument("--enable_al", type=str2bool, default=True)
     g.add_argument("--enable_sl", type=str2bool, default=True)
-    g.add_argument("--move-iou", type=float, default=0.5,
-                   help="a certain box at IoU >= this (and < --gt_iou) with a GT box of its class is moved onto it "
-                        "by the human (one edit), not deleted and drawn again")
+    g.add_argument(
+        "--move-iou",
+        type=float,
+        default=0.5,
+        help="a certain box at IoU >= this (and < --gt_iou) with a GT box of its class is moved onto it "
+        "by the human (one edit), not deleted and drawn again",
+    )
     if rules_only:
         return
-    g.add_argument("--candidates", type=int, default=1,
-                   help="detect this many times K images and keep the K most informative (predicted uncertain "
-                        "share plus class-mix diversity); 1: the next K of the shuffled queue")
-    g.add_argument("--diversity", type=float, default=0.5, help="weight of the class-mix term of --candidates")
-    g.add_argument("--mining-gate", type=float, default=0.0,
-                   help="AP50 below which a round offers no model boxes (all boxes drawn), as ASM_core's ap_thre")
-    g.add_argument("--certain-precision", type=float, default=None,
-                   help="per-class certain thresholds: the lowest score reaching this precision on the last "
-                        "round's batch (detected before training on it); default: one --certain_thre")
-    g.add_argument("--oracle", choices=("gt", "none"), default="gt",
-                   help="gt: the dataset's labels simulate the human; none: pause each round for a labelling "
-                        "tool (export, import_labels.py, --resume)")
+    g.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        help="detect this many times K images and keep the K most informative (predicted uncertain "
+        "share plus class-mix diversity); 1: the next K of the shuffled queue",
+    )
+    g.add_argument(
+        "--diversity", type=float, default=0.5, help="weight of the class-mix term of --candidates"
+    )
+    g.add_argument(
+        "--mining-gate",
+        type=float,
+        default=0.0,
+        help="AP50 below which a round offers no model boxes (all boxes drawn), as ASM_core's ap_thre",
+    )
+    g.add_argument(
+        "--certain-precision",
+        type=float,
+        default=None,
+        help="per-class certain thresholds: the lowest score reaching this precision on the last "
+        "round's batch (detected before training on it); default: one --certain_thre",
+    )
+    g.add_argument(
+        "--oracle",
+        choices=("gt", "none"),
+        default="gt",
+        help="gt: the dataset's labels simulate the human; none: pause each round for a labelling "
+        "tool (export, import_labels.py, --resume)",
+    )
 
 
 def asm_config(args: argparse.Namespace) -> ASMConfig:
     """The merge rules of :func:`add_asm_args`' options."""
-    return ASMConfig(certain_thre=args.certain_thre, uncertain_thre=args.uncertain_thre, judge_iou=args.judge_iou,
-                     gt_iou=args.gt_iou, enable_al=args.enable_al, enable_sl=args.enable_sl,
-                     move_iou=args.move_iou)  # fmt: skip
+    return ASMConfig(
+        certain_thre=args.certain_thre,
+        uncertain_thre=args.uncertain_thre,
+        judge_iou=args.judge_iou,
+        gt_iou=args.gt_iou,
+        enable_al=args.enable_al,
+        enable_sl=args.enable_sl,
+        move_iou=args.move_iou,
+    )
 
 
 def setup(args: argparse.Namespace) -> torch.device:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
-    logging.getLogger().setLevel(getattr(args, "log_level", "INFO"))  # also when logging was configured before
+    logging.getLogger().setLevel(
+        getattr(args, "log_level", "INFO")
+    )  # also when logging was configured before
     if getattr(args, "resume", None) and args.weights:
         raise ValueError("--resume restores the model; do not combine it with --weights")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
     device = dist.init(device)  # a no-op unless launched by torchrun
     if args.sync_bn:
         if device.type != "cuda":
@@ -207,8 +319,10 @@ def setup(args: argparse.Namespace) -> torch.device:
     log = logging.getLogger(__name__)
     if args.no_validate:
         args.eval_interval = 10**9  # the last epoch of each phase is still evaluated
-        log.warning("--no-validate: evaluating at the end of each phase only; AP-shift early stopping cannot stop "
-                    "a phase early")  # fmt: skip
+        log.warning(
+            "--no-validate: evaluating at the end of each phase only; AP-shift early stopping cannot stop "
+            "a phase early"
+        )
     if args.auto_scale_lr:
         total = args.batch_size * dist.world_size()
         scaled = args.lr * total / args.base_batch_size
@@ -231,27 +345,46 @@ def check_options(args: argparse.Namespace) -> None:
     Raises:
         ValueError: one line naming the option, its value and what it must be.
     """
+
     def need(ok: bool, message: str) -> None:
         if not ok:
             raise ValueError(message)
 
-    def finite(name: str, low: float | None = None, high: float | None = None, low_open: bool = False) -> None:
+    def finite(
+        name: str, low: float | None = None, high: float | None = None, low_open: bool = False
+    ) -> None:
         value = getattr(args, name.lstrip("-").replace("-", "_"), None)
         if value is None:
             return
         need(math.isfinite(value), f"{name} must be a finite number, got {value}")
         if low is not None:
-            need(value > low if low_open else value >= low,
-                 f"{name} must be {'>' if low_open else '>='} {low}, got {value}")  # fmt: skip
+            need(
+                value > low if low_open else value >= low,
+                f"{name} must be {'>' if low_open else '>='} {low}, got {value}",
+            )
         if high is not None:
             need(value <= high, f"{name} must be <= {high}, got {value}")
 
-    for name in ("batch_size", "eval_interval", "base_batch_size", "epochs", "round_epochs", "min_size", "eval_batch_size", "K", "candidates", "steps", "max_passes"):
+    for name in (
+        "batch_size",
+        "eval_interval",
+        "base_batch_size",
+        "epochs",
+        "round_epochs",
+        "min_size",
+        "eval_batch_size",
+        "K",
+        "candidates",
+        "steps",
+        "max_passes",
+    ):
         value = getattr(args, name, None)
         need(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
     need(args.min_size >= 32, f"--min-size must be at least 32 pixels, got {args.min_size}")
-    need(args.max_size is None or args.max_size >= args.min_size,
-         f"--max-size ({args.max_size}) must be at least --min-size ({args.min_size})")  # fmt: skip
+    need(
+        args.max_size is None or args.max_size >= args.min_size,
+        f"--max-size ({args.max_size}) must be at least --min-size ({args.min_size})",
+    )
     need(args.workers is None or args.workers >= 0, f"--workers must be >= 0, got {args.workers}")
     need(args.warmup_iters >= 0, f"--warmup-iters must be >= 0, got {args.warmup_iters}")
     finite("--lr", 0.0, low_open=True)
@@ -259,18 +392,34 @@ def check_options(args: argparse.Namespace) -> None:
     finite("--weight-decay", 0.0)
     finite("--lr-gamma", 0.0, 1.0, low_open=True)
     finite("--clip-grad", 0.0, low_open=True)
-    need(all(0 < f <= 1 for f in args.lr_steps), f"--lr-steps are fractions of a phase in (0, 1], got {args.lr_steps}")
-    for name in ("--certain_thre", "--uncertain_thre", "--cer_ratio", "--uncer_ratio", "--mining-gate",
-                 "--diversity"):  # fmt: skip
+    need(
+        all(0 < f <= 1 for f in args.lr_steps),
+        f"--lr-steps are fractions of a phase in (0, 1], got {args.lr_steps}",
+    )
+    for name in (
+        "--certain_thre",
+        "--uncertain_thre",
+        "--cer_ratio",
+        "--uncer_ratio",
+        "--mining-gate",
+        "--diversity",
+    ):
         finite(name, 0.0, 1.0 if name != "--diversity" else None)
     for name in ("--judge_iou", "--gt_iou", "--move-iou", "--certain-precision"):
         finite(name, 0.0, 1.0, low_open=True)
-    need(args.uncertain_thre <= args.certain_thre,
-         f"--uncertain_thre ({args.uncertain_thre}) must not exceed --certain_thre ({args.certain_thre})")  # fmt: skip
+    need(
+        args.uncertain_thre <= args.certain_thre,
+        f"--uncertain_thre ({args.uncertain_thre}) must not exceed --certain_thre ({args.certain_thre})",
+    )
     if hasattr(args, "cer_ratio"):
-        need(args.cer_ratio < args.uncer_ratio,
-             f"--cer_ratio ({args.cer_ratio}) must be below --uncer_ratio ({args.uncer_ratio})")  # fmt: skip
-    need(args.ap_range >= 2, f"--ap_range must be at least 2 (a window of AP values to compare), got {args.ap_range}")
+        need(
+            args.cer_ratio < args.uncer_ratio,
+            f"--cer_ratio ({args.cer_ratio}) must be below --uncer_ratio ({args.uncer_ratio})",
+        )
+    need(
+        args.ap_range >= 2,
+        f"--ap_range must be at least 2 (a window of AP values to compare), got {args.ap_range}",
+    )
     finite("--ap_shift_pretrain", 0.0)
     finite("--ap_shift_asm", 0.0)
     finite("--ap_thre", 0.0, 1.0)
@@ -279,15 +428,23 @@ def check_options(args: argparse.Namespace) -> None:
     finite("--hlr-pos-fraction", 0.0, 1.0, low_open=True)
     finite("--hlr-score-thr", 0.0, 1.0)
     finite("--hlr-iou-thr", 0.0, 1.0, low_open=True)
-    need(getattr(args, "hlr_num", None) is None or args.hlr_num >= 1, f"--hlr-num must be at least 1, got {args.hlr_num}")
+    need(
+        getattr(args, "hlr_num", None) is None or args.hlr_num >= 1,
+        f"--hlr-num must be at least 1, got {args.hlr_num}",
+    )
     finite("--review-cost", 0.0)
     finite("--move-cost", 0.0)
     if getattr(args, "strategy", None) == "random":
-        need(args.candidates == 1, "--candidates needs the model's detections; --strategy random shows the human "
-                                   "none (it takes the next K images of the queue)")  # fmt: skip
+        need(
+            args.candidates == 1,
+            "--candidates needs the model's detections; --strategy random shows the human "
+            "none (it takes the next K images of the queue)",
+        )
     max_rounds = getattr(args, "max_rounds", None)
-    need(max_rounds is None or max_rounds >= 0, f"--max-rounds must be >= 0 (or left out: until the pool is "
-                                                f"exhausted), got {max_rounds}")  # fmt: skip
+    need(
+        max_rounds is None or max_rounds >= 0,
+        f"--max-rounds must be >= 0 (or left out: until the pool is exhausted), got {max_rounds}",
+    )
     out = args.output_dir
     need(not os.path.exists(out) or os.path.isdir(out), f"--output-dir {out} exists and is not a folder")
 
@@ -330,8 +487,17 @@ def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.de
 
     Under ``torchrun`` it comes wrapped in ``DistributedDataParallel`` (see :mod:`tools.dist`).
     """
-    model = build_model(args.model, num_classes + 1, weights=args.weights, weights_backbone=args.weights_backbone,
-                        trainable_layers=args.trainable_layers, min_size=args.min_size, max_size=args.max_size,
-                        preset=args.preset, roi_head=args.roi_head, pisa=pisa_config(args),
-                        train_scales=(0.8, 0.9, 1.1, 1.2) if args.scale_jitter else None).to(device)  # fmt: skip
+    model = build_model(
+        args.model,
+        num_classes + 1,
+        weights=args.weights,
+        weights_backbone=args.weights_backbone,
+        trainable_layers=args.trainable_layers,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        preset=args.preset,
+        roi_head=args.roi_head,
+        pisa=pisa_config(args),
+        train_scales=(0.8, 0.9, 1.1, 1.2) if args.scale_jitter else None,
+    ).to(device)
     return dist.wrap_model(model, device, args.sync_bn)

@@ -38,7 +38,9 @@ def _postprocess_with_probs(store: list, conf_thres: float, nms_thres: float):
         for boxes, scores, shape in zip(pred_boxes, pred_scores, image_shapes):
             boxes = box_ops.clip_boxes_to_image(boxes, shape)[:, 1:].reshape(-1, 4)
             labels = torch.arange(num_classes, device=scores.device).expand_as(scores)[:, 1:].reshape(-1)
-            rows = torch.arange(len(scores), device=scores.device)[:, None].expand_as(scores)[:, 1:].reshape(-1)
+            rows = (
+                torch.arange(len(scores), device=scores.device)[:, None].expand_as(scores)[:, 1:].reshape(-1)
+            )
             flat = scores[:, 1:].reshape(-1)
             keep = torch.where(flat > conf_thres)[0]
             keep = keep[box_ops.remove_small_boxes(boxes[keep], min_size=1e-2)]
@@ -57,8 +59,9 @@ def _postprocess_with_probs(store: list, conf_thres: float, nms_thres: float):
 def _recording_probs(model: nn.Module, conf_thres: float, nms_thres: float):
     roi_heads = model.roi_heads
     store: list[torch.Tensor] = []
-    roi_heads.postprocess_detections = types.MethodType(_postprocess_with_probs(store, conf_thres, nms_thres),
-                                                        roi_heads)  # fmt: skip
+    roi_heads.postprocess_detections = types.MethodType(
+        _postprocess_with_probs(store, conf_thres, nms_thres), roi_heads
+    )
     try:
         yield store
     finally:
@@ -66,8 +69,15 @@ def _recording_probs(model: nn.Module, conf_thres: float, nms_thres: float):
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, records: Sequence[Record], image_root: str, conf_thres: float = 0.7,
-                  nms_thres: float = 0.4, batch_size: int = 4, device: torch.device | None = None) -> list[dict]:  # fmt: skip
+def predict_proba(
+    model: nn.Module,
+    records: Sequence[Record],
+    image_root: str,
+    conf_thres: float = 0.7,
+    nms_thres: float = 0.4,
+    batch_size: int = 4,
+    device: torch.device | None = None,
+) -> list[dict]:
     """Detections with class-probability vectors.
 
     Returns:
@@ -83,7 +93,9 @@ def predict_proba(model: nn.Module, records: Sequence[Record], image_root: str, 
     try:
         with _recording_probs(model, conf_thres, nms_thres) as store:
             for start in range(0, len(dataset), batch_size):
-                images, targets = collate_fn([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+                images, targets = collate_fn(
+                    [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+                )
                 images, _ = to_device(images, None, device)
                 store.clear()
                 outputs = model(images)
@@ -97,8 +109,14 @@ def predict_proba(model: nn.Module, records: Sequence[Record], image_root: str, 
     return results
 
 
-def compute_loss(model: nn.Module, records: Sequence[Record], image_root: str, with_masks: bool = False,
-                 seed: int = 0, device: torch.device | None = None) -> list[dict]:  # fmt: skip
+def compute_loss(
+    model: nn.Module,
+    records: Sequence[Record],
+    image_root: str,
+    with_masks: bool = False,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> list[dict]:
     """Per-image training loss dicts, computed without gradients and without changing the model.
 
     Returns:

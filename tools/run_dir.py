@@ -19,8 +19,17 @@ from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 
-RUN_FILES = ("last.pth", "best.pth", "log.jsonl", "config.yaml", "load_report.json", "tb", "rounds", "labelling",
-             "splits")  # splits: a flat folder's seeded train/val lists (--overwrite draws them again)
+RUN_FILES = (
+    "last.pth",
+    "best.pth",
+    "log.jsonl",
+    "config.yaml",
+    "load_report.json",
+    "tb",
+    "rounds",
+    "labelling",
+    "splits",
+)  # splits: a flat folder's seeded train/val lists (--overwrite draws them again)
 
 
 class OutputDirError(ValueError):
@@ -56,8 +65,10 @@ def _take_lock(path: str) -> None:
                 logger.info("taking over %s from process %s, which is gone", path, pid)
                 os.remove(path)
                 continue
-            raise OutputDirError(f"{os.path.dirname(path)} is in use by process {pid} on {host} (its {path}); "
-                                 f"wait for it, or choose another --output-dir") from None  # fmt: skip
+            raise OutputDirError(
+                f"{os.path.dirname(path)} is in use by process {pid} on {host} (its {path}); "
+                f"wait for it, or choose another --output-dir"
+            ) from None
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(me)
         return
@@ -90,12 +101,15 @@ def claim(output_dir: str, resume: bool, overwrite: bool, enabled: bool = True) 
             for name in found:
                 target = os.path.join(output_dir, name)
                 shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
-            logger.info("%s holds no checkpoint yet (a run stopped before its first one): starting again",
-                        output_dir)  # fmt: skip
+            logger.info(
+                "%s holds no checkpoint yet (a run stopped before its first one): starting again", output_dir
+            )
         elif found and not resume:
-            raise OutputDirError(f"{output_dir} holds another run ({', '.join(found)}): pass --resume "
-                                 f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to start over, "
-                                 f"or another --output-dir")  # fmt: skip
+            raise OutputDirError(
+                f"{output_dir} holds another run ({', '.join(found)}): pass --resume "
+                f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to start over, "
+                f"or another --output-dir"
+            )
         for tmp in glob.glob(os.path.join(output_dir, ".tmp_*")):  # torn writes of a killed run
             os.remove(tmp)
             logger.info("removed %s, left by an interrupted checkpoint write", tmp)

@@ -52,8 +52,10 @@ def match_class(dets: list[tuple], gts: list[tuple], iou_thr: float) -> tuple[np
     scores = np.concatenate([s for _, s in dets]) if dets else np.zeros(0)
     local = np.concatenate([np.arange(len(s)) for _, s in dets]) if dets else np.zeros(0, int)
     order = np.argsort(-scores, kind="stable")
-    ious = [box_iou(torch.as_tensor(b, dtype=torch.float64), torch.as_tensor(g, dtype=torch.float64)).numpy()
-            for (b, _), (g, _) in zip(dets, gts)]  # fmt: skip
+    ious = [
+        box_iou(torch.as_tensor(b, dtype=torch.float64), torch.as_tensor(g, dtype=torch.float64)).numpy()
+        for (b, _), (g, _) in zip(dets, gts)
+    ]
     used = [np.zeros(len(g), bool) for g, _ in gts]
     tp = np.zeros(len(order))
     fp = np.zeros(len(order))
