@@ -71,6 +71,7 @@ from tools.options import (
     str2bool,
 )
 from tools.progress import HEARTBEAT, rounds_planned
+from tools.resume import reconcile, run_folder
 from tools.stop import STOP, Stopped, resume_command
 from tools.voc_eval import VOCEvaluator
 
@@ -108,8 +109,22 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="also evaluate COCO-style bbox AP (default: only with --dataset coco)",
     )
-    g.add_argument("--output-dir", "--ckpt", "--work-dir", dest="output_dir", default="outputs/run")
-    g.add_argument("--resume", default=None, help="checkpoint to continue (restores everything)")
+    g.add_argument(
+        "--output-dir",
+        "--ckpt",
+        "--work-dir",
+        dest="output_dir",
+        default=None,
+        help=f"the run's folder (default {DEFAULT_OUTPUT}; with --resume CKPT, the checkpoint's folder)",
+    )
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        help="continue a run (restores everything): CKPT, or without a value <output-dir>/last.pth; the run "
+        "keeps its options (tools/resume.py says which may change)",
+    )
     g.add_argument(
         "--auto-resume",
         action="store_true",
@@ -635,20 +650,56 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(argv)
 
 
+DEFAULT_OUTPUT = "outputs/run"
+
+
+def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Settle the run's folder and, on a resume, its options (:mod:`tools.resume`: the checkpoint's,
+    except the few that may change, which are listed)."""
+    log = logging.getLogger("train_asm_one")
+    folder = args.output_dir or DEFAULT_OUTPUT
+    if args.auto_resume and args.resume is None and os.path.isfile(os.path.join(folder, "last.pth")):
+        args.resume = ""
+        if args.weights:
+            log.info(
+                "--auto-resume: continuing %s (its model, not --weights)", os.path.join(folder, "last.pth")
+            )
+            args.weights = None
+    if args.resume == "":  # --resume without a value: this folder's last checkpoint
+        args.resume = os.path.join(folder, "last.pth")
+    if args.resume is None:
+        args.output_dir = folder
+        return
+    args.output_dir = run_folder(args.resume, args.output_dir)
+    if not os.path.isfile(args.resume):
+        raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint (the run's last.pth)")
+    saved = load_checkpoint(args.resume).get("config")
+    if not isinstance(saved, dict):
+        return
+    defaults = vars(get_args_parser().parse_args([]))
+    named = set(explicit_options(get_args_parser(), argv if argv is not None else sys.argv[1:]))
+    given = {k: v for k, v in vars(args).items() if k in named or v != defaults.get(k)}
+    if args.auto_scale_lr and "lr" in given:  # the checkpoint holds the scaled rate
+        given["lr"] = args.lr * args.batch_size * dist.world_size() / args.base_batch_size
+    values, applied = reconcile(given, saved)
+    vars(args).update(values)
+    for line in applied:
+        log.warning("--resume: applied the new value of %s", line)
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The option names (dests) written on a command line."""
+    actions = parser._option_string_actions
+    return [actions[tok.split("=", 1)[0]].dest for tok in argv if tok.split("=", 1)[0] in actions]
+
+
 def run_main(argv: list[str] | None) -> int:
     log = logging.getLogger("train_asm_one")
     try:
         args = parse_with_config(get_args_parser(), argv, OPTION_PRESETS)
-        if args.auto_resume and not args.resume and os.path.isfile(os.path.join(args.output_dir, "last.pth")):
-            args.resume = os.path.join(args.output_dir, "last.pth")
-            log.info(
-                "--auto-resume: continuing %s%s",
-                args.resume,
-                " (its model, not --weights)" if args.weights else "",
-            )
-            args.weights = None
+        resolve_resume(args, argv)
         check_options(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
         log.error("%s", e)  # names the option or the config file and key; no traceback
         return 2
     try:

@@ -175,7 +175,8 @@ def test_a_run_says_what_it_saved(tmp_path, capsys):
         abs=0.01,
     )
     assert summary["stopped"] == "--max-rounds 2 reached"
-    assert "moved" in printed[-4] and "confirmed" in printed[-4]  # the table's header
+    header = next(line for line in printed if line.startswith("round  labelled"))  # the table's header
+    assert "moved" in header and "confirmed" in header
     for r in (1, 2):
         with open(os.path.join(out, "rounds", f"round{r}.json")) as f:
             report = json.load(f)

@@ -75,7 +75,9 @@ def test_layers_never_import_what_sits_above_them(package):
         if not name.endswith(".py"):
             continue
         tree = ast.parse(_source(os.path.join(package, name)))
-        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+        modules = {
+            n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level
+        }
         modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         bad = {m for m in modules if m.split(".")[0] in NEVER[package]}
         if bad:
