@@ -18,6 +18,7 @@ import os
 import sys
 
 from datasets import AnnotationError
+from tools.checkpoint import last_path
 from tools.label_studio import Client, LabelStudioError, pull, push
 from tools.labelling import awaiting_folder
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 logger.info(
                     "labels imported; continue the run with its options and --resume %s",
-                    os.path.join(args.run, "last.pth"),
+                    last_path(args.run),
                 )
     except (AnnotationError, LabelStudioError, ValueError, FileNotFoundError, KeyError) as e:
         logger.error("%s", e)

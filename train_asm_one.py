@@ -30,7 +30,11 @@ from datasets.records import atomic_write_text, record_from_dict, record_to_dict
 from net.models import is_mask_model
 from tools import dist, run_dir
 from tools.checkpoint import (
+    FORMAT,
+    TRAINING_KEYS,
     CheckpointError,
+    best_path,
+    last_path,
     load_checkpoint,
     rng_state,
     run_environment,
@@ -76,18 +80,6 @@ from tools.stop import STOP, Stopped, resume_command
 from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("train_asm_one")
-
-CHECKPOINT_FORMAT = 2  # 2: held_out, log_lines, per-phase rollbacks
-CHECKPOINT_KEYS = (
-    "model",
-    "optimizer",
-    "lr_scheduler",
-    "phase",
-    "early_stop",
-    "round_stop",
-    "epochs_done",
-    "rng",
-)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -224,7 +216,7 @@ class Run:
             "label_to_cat_id": self.label_to_cat_id,
             "held_out": self.held_out,
             "log_lines": self.trainer.log.lines,
-            "format": CHECKPOINT_FORMAT,
+            "format": FORMAT,
         }
 
     def load_state_dict(self, ckpt: dict, path: str = "checkpoint") -> None:
@@ -233,10 +225,10 @@ class Run:
         Raises:
             CheckpointError: the checkpoint is of another dataset (classes), model or optimizer setup.
         """
-        if ckpt.get("format", 1) > CHECKPOINT_FORMAT:
+        if ckpt.get("format", 1) > FORMAT:
             raise CheckpointError(
                 f"{path}: written by a newer version of this tool (format {ckpt['format']}, this "
-                f"one reads up to {CHECKPOINT_FORMAT}); update the code or start a new run"
+                f"one reads up to {FORMAT}); update the code or start a new run"
             )
         made_with = (ckpt.get("config") or {}).get("strategy", self.args.strategy)
         if made_with != self.args.strategy:  # e.g. a supervised checkpoint under v1+ would run no round
@@ -296,12 +288,12 @@ class Run:
         out = self.args.output_dir
         state = self.state_dict()
         with STOP.deferred():  # Ctrl-C or SIGTERM: after the write, not in the middle of it
-            save_checkpoint(os.path.join(out, "last.pth"), state)
+            save_checkpoint(last_path(out), state)
             if self.phase.history and self.phase.history[-1].get("evaluated", True):
                 ap = self.phase.history[-1]["metrics"][AP_KEYS[self.args.ap]]
                 if ap > self.best_ap:
                     self.best_ap = state["best_ap"] = ap
-                    save_checkpoint(os.path.join(out, "best.pth"), state)
+                    save_checkpoint(best_path(out), state)
 
     def train(self) -> dict:
         """Train the current phase from its next epoch to its end (last epoch, or AP settled),
@@ -642,7 +634,7 @@ def continue_command(args: argparse.Namespace, argv: list[str] | None) -> str:
     """The exact command that continues this run from its last checkpoint (``argv``: the command
     line's options; None: ``sys.argv``)."""
     options = list(argv) if argv is not None else sys.argv[1:]
-    return resume_command(options, os.path.join(args.output_dir, "last.pth"), "train_asm_one.py")
+    return resume_command(options, last_path(args.output_dir), "train_asm_one.py")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -658,15 +650,13 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> None:
     except the few that may change, which are listed)."""
     log = logging.getLogger("train_asm_one")
     folder = args.output_dir or DEFAULT_OUTPUT
-    if args.auto_resume and args.resume is None and os.path.isfile(os.path.join(folder, "last.pth")):
+    if args.auto_resume and args.resume is None and os.path.isfile(last_path(folder)):
         args.resume = ""
         if args.weights:
-            log.info(
-                "--auto-resume: continuing %s (its model, not --weights)", os.path.join(folder, "last.pth")
-            )
+            log.info("--auto-resume: continuing %s (its model, not --weights)", last_path(folder))
             args.weights = None
     if args.resume == "":  # --resume without a value: this folder's last checkpoint
-        args.resume = os.path.join(folder, "last.pth")
+        args.resume = last_path(folder)
     if args.resume is None:
         args.output_dir = folder
         return
@@ -785,7 +775,7 @@ def train(
     run.initial_boxes = sum(len(r) for r in run.train_records) if run.asm else 0
     if args.resume:
         try:
-            run.load_state_dict(load_checkpoint(args.resume, required=CHECKPOINT_KEYS), args.resume)
+            run.load_state_dict(load_checkpoint(args.resume, required=TRAINING_KEYS), args.resume)
         except CheckpointError as e:
             logger.error("%s", e)
             return 2
@@ -848,7 +838,7 @@ def train(
         logger.warning("%s; continue with: %s", e, continue_command(args, argv))
         return 3
     except Stopped as e:
-        if os.path.isfile(os.path.join(args.output_dir, "last.pth")):
+        if os.path.isfile(last_path(args.output_dir)):
             logger.warning(
                 "%s; the last checkpoint is complete. Continue with: %s", e, continue_command(args, argv)
             )

@@ -22,6 +22,43 @@ from torch import nn
 from datasets.records import atomic_open
 from tools import dist
 
+LAST = "last.pth"  # a run's latest checkpoint, in its output folder
+BEST = "best.pth"  # the checkpoint of its best evaluated epoch
+FORMAT = 2  # 2: held_out, log_lines, per-phase rollbacks
+TRAINING_KEYS = (
+    "model",
+    "optimizer",
+    "lr_scheduler",
+    "phase",
+    "early_stop",
+    "round_stop",
+    "epochs_done",
+    "rng",
+)
+RUN_KEYS = ("config", "classes", "model", "label_to_cat_id")  # what inference and the tools read
+
+
+def last_path(run_dir: str) -> str:
+    """The latest checkpoint of the run in ``run_dir``."""
+    return os.path.join(run_dir, LAST)
+
+
+def best_path(run_dir: str) -> str:
+    """The best checkpoint of the run in ``run_dir``."""
+    return os.path.join(run_dir, BEST)
+
+
+def read_run(run_dir: str) -> dict[str, Any]:
+    """The latest checkpoint of the run in ``run_dir``.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` holds no checkpoint (it is not a run's output folder).
+    """
+    path = last_path(run_dir)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no checkpoint; give the output folder of a train_asm_one.py run")
+    return load_checkpoint(path)
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DDP / DataParallel."""

@@ -30,7 +30,7 @@ from datasets.records import Record, RecordSet, atomic_write_text
 from datasets.report import LoadReport
 from datasets.torch_data import read_image
 from net.models import build_model
-from tools.checkpoint import load_checkpoint
+from tools.checkpoint import RUN_KEYS, load_checkpoint
 from tools.coco_eval import to_coco_results
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 def model_from_checkpoint(path: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The detector of a ``train_asm_one.py`` checkpoint, in eval mode, and the checkpoint."""
     ckpt = load_checkpoint(path)
-    missing = [k for k in ("config", "classes", "model", "label_to_cat_id") if k not in ckpt]
+    missing = [k for k in RUN_KEYS if k not in ckpt]
     if missing:
         raise ValueError(
             f"{path}: not a train_asm_one.py checkpoint (no {', '.join(repr(k) for k in missing)}); "

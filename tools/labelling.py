@@ -40,7 +40,7 @@ from datasets.records import (
 )
 from datasets.report import LoadReport
 from datasets.voc import parse_voc_xml, voc_xml, xml_parser
-from tools.checkpoint import load_checkpoint
+from tools.checkpoint import last_path, read_run
 
 logger = logging.getLogger(__name__)
 
@@ -429,14 +429,9 @@ def awaiting_folder(run_dir: str) -> str:
         FileNotFoundError: no ``last.pth`` in ``run_dir``.
         ValueError: the run waits for no labels.
     """
-    path = os.path.join(run_dir, "last.pth")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path}: no checkpoint; --run is the output folder of a train_asm_one.py run"
-        )
-    folder = load_checkpoint(path).get("awaiting")
+    folder = read_run(run_dir).get("awaiting")
     if not folder:
-        raise ValueError(f"{path} is not waiting for labels (run with --oracle none first)")
+        raise ValueError(f"{last_path(run_dir)} is not waiting for labels (run with --oracle none first)")
     return os.path.join(
         run_dir, folder
     )  # relative to the run folder (moved runs); join keeps an old absolute one

@@ -17,11 +17,13 @@ import shutil
 import socket
 from collections.abc import Iterator
 
+from tools.checkpoint import BEST, LAST, last_path
+
 logger = logging.getLogger(__name__)
 
 RUN_FILES = (
-    "last.pth",
-    "best.pth",
+    LAST,
+    BEST,
     "log.jsonl",
     "config.yaml",
     "load_report.json",
@@ -96,7 +98,7 @@ def claim(output_dir: str, resume: bool, overwrite: bool, enabled: bool = True) 
                 target = os.path.join(output_dir, name)
                 shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
             logger.warning("--overwrite: removed %s from %s", ", ".join(found), output_dir)
-        elif found and not resume and not os.path.exists(os.path.join(output_dir, "last.pth")):
+        elif found and not resume and not os.path.exists(last_path(output_dir)):
             # a run that stopped before its first checkpoint: nothing to continue, start it again
             for name in found:
                 target = os.path.join(output_dir, name)
