@@ -1,11 +1,11 @@
 """Learning curves: AP against labelled images and human-drawn boxes, for several samplers and seeds.
 
     python al_curve.py --samplers random entropy al_ratio --seeds 0 1 2 \\
-        --seed_batch 0.2 --step-size 0.1 --steps 5 --output-dir outputs/curves
+        --seed-batch 0.2 --step-size 0.1 --steps 5 --output-dir outputs/curves
 
-Each curve starts from a random seed batch of the training pool (``--seed_batch``: fraction or
+Each curve starts from a random seed batch of the training pool (``--seed-batch``: fraction or
 count), trains and evaluates, then lets the sampler add ``--step-size`` images (fraction or count)
-and repeats until the pool is exhausted or ``--steps`` evaluations are done. ``--resume_or_load``
+and repeats until the pool is exhausted or ``--steps`` evaluations are done. ``--resume-or-load``
 trains each step from scratch (default) or continues from the previous step's weights.
 Human-drawn boxes: all GT boxes of an image picked by ``random``/uncertainty/loss samplers; for
 ``al_ratio`` (ASM) only the AL boxes of its SA annotation, which is what it trains on.
@@ -25,11 +25,11 @@ from datasets.build import add_data_args
 from tools import dist
 from tools.config import add_config_args, parse_with_config
 from tools.curves import run_curves
-from tools.options import add_asm_args, add_model_args, add_train_args, count_or_fraction
+from tools.options import HelpFormatter, add_asm_args, add_model_args, add_train_args, count_or_fraction
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_data_args(p)
     add_model_args(p)
     add_train_args(p, batch_flags=("--train-batch-size",))
@@ -46,7 +46,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--seeds", nargs="+", type=int, default=[0])
     g.add_argument(
-        "--seed_batch", type=count_or_fraction, default=0.4, help="initial pool: fraction or count"
+        "--seed-batch",
+        "--seed_batch",
+        type=count_or_fraction,
+        default=0.4,
+        help="initial pool: fraction or count",
     )
     g.add_argument(
         "--step-size",
@@ -54,10 +58,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         dest="step_size",
         type=count_or_fraction,
         default=0.1,
-        help="images added per step: fraction of the pool or count (--batch_size: ASM_core's name)",
+        help="images added per step: fraction of the pool or count (ASM_core calls it --batch_size)",
     )
     g.add_argument("--steps", type=int, default=None, help="evaluations per curve (default: until exhausted)")
-    g.add_argument("--resume_or_load", choices=("scratch", "continue"), default="scratch")
+    g.add_argument("--resume-or-load", "--resume_or_load", choices=("scratch", "continue"), default="scratch")
     g.add_argument(
         "--step-epochs",
         type=int,

@@ -64,6 +64,7 @@ from tools.logs import RunLog, read_jsonl
 from tools.mining import detect_sorted, merge_with_oracle, preannotate, results_from_imported
 from tools.options import (
     OPTION_PRESETS,
+    HelpFormatter,
     Interrupted,
     add_asm_args,
     add_model_args,
@@ -83,9 +84,7 @@ logger = logging.getLogger("train_asm_one")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=MMDET_FLAGS
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter, epilog=MMDET_FLAGS)
     p.add_argument(
         "config_file", nargs="?", default=None, help="a YAML config (as --config; MMDetection style)"
     )
@@ -448,7 +447,7 @@ def finish_round(run: Run, train_set, results, info: dict | None = None) -> None
     why = ""
     if info["precision"] is None and "max_score" in info:  # say why the precision column shows "-"
         why = (
-            f" (no certain boxes: the model's best score was {info['max_score']:.3f}, below --certain_thre "
+            f" (no certain boxes: the model's best score was {info['max_score']:.3f}, below --certain-thre "
             f"{run.rules.certain_thre})"
         )
     logger.info(
@@ -597,7 +596,7 @@ def explain_drop(run: Run, ap50: float) -> None:
         "round %d: AP50 fell from %.3f to %.3f. The round retrained %d images for %d epochs from "
         "--lr %g with %d warm-up iterations; its pseudo-label precision was %s (%d of its boxes "
         "confirmed from the model). A short round often recovers in the next one; if not, try fewer "
-        "--round-epochs, a lower --lr or a higher --certain_thre",
+        "--round-epochs, a lower --lr or a higher --certain-thre",
         info["round"],
         before,
         ap50,
@@ -812,7 +811,7 @@ def train(
                 )
                 if run.round_stopper.update(run.asm.round, metrics[AP_KEYS[args.ap]]):
                     stopped = (
-                        f"AP settled across rounds (shift {run.round_stopper.ap_shift:.4f} < --ap_shift_asm)"
+                        f"AP settled across rounds (shift {run.round_stopper.ap_shift:.4f} < --ap-shift-asm)"
                     )
                     break
             elif not run.asm.rounds:  # the initial phase: the start of the learning curve

@@ -6,7 +6,7 @@ seed, each method runs as its own process (``--jobs`` of them at once), adding K
 
 * ``supervised``: every train image, every box drawn (``--strategy none``; the upper bound);
 * ``random``: the same-trainer baseline (``--strategy random``): the next K images of the seeded
-  queue, every box drawn by the human; exactly ``v1+ --enable_sl false`` without the detection pass;
+  queue, every box drawn by the human; exactly ``v1+ --enable-sl false`` without the detection pass;
 * ASM methods: ``v1+`` is the entry's defaults (``default_method``); the others change one thing:
   ``v1+/replay`` (ASM_core's replay rule), ``topk_v2``, ``v1+/gate`` (mining gate), ``v1+/cand``
   (informative choice among 4K candidates), ``v1+/calib`` (per-class calibrated certain thresholds);
@@ -195,9 +195,9 @@ def common_flags(args, data_flags: list[str], seed: int) -> list[str]:
         str(args.warmup_iters),
         "--seed",
         str(seed),
-        "--ap_shift_pretrain",
+        "--ap-shift-pretrain",
         "0",
-        "--ap_shift_asm",
+        "--ap-shift-asm",
         "0",
         "--deterministic",
     ]
@@ -244,11 +244,11 @@ def sampler_curve(
         str(args.batch_size),
         "--output-dir",
         out,
-        "--resume_or_load",
+        "--resume-or-load",
         "continue",
         "--samplers",
         SAMPLER_METHODS[method],
-        "--seed_batch",
+        "--seed-batch",
         str(args.initial),
         "--step-size",
         str(image_count(args.step, n_train)),
@@ -284,7 +284,7 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
             sys.executable,
             os.path.join(ROOT, "train_asm_one.py"),
             *common_flags(args, data_flags, seed),
-            "--batch_size",
+            "--batch-size",
             str(args.batch_size),
             "--coco-ap",
             "true",

@@ -60,7 +60,7 @@ def run_head(args, data_flags: list[str], seed: int, head: str, threads: int | N
             sys.executable,
             os.path.join(ROOT, "train_asm_one.py"),
             *efficiency.common_flags(args, data_flags, seed),
-            "--batch_size",
+            "--batch-size",
             str(args.batch_size),
             "--coco-ap",
             "true",

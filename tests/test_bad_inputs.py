@@ -18,7 +18,7 @@ TINY = [
     "4",
     "--min-size",
     "64",
-    "--batch_size",
+    "--batch-size",
     "4",
     "--workers",
     "0",
@@ -34,7 +34,7 @@ TINY = [
     "1",
     "--max-rounds",
     "1",
-    "--ap_range",
+    "--ap-range",
     "10",
 ]
 
@@ -54,10 +54,10 @@ def _error(caplog) -> str:
     "flags, message",
     [
         (
-            ["--certain_thre", "0.2", "--uncertain_thre", "0.5"],
-            "--uncertain_thre (0.5) must not exceed --certain_thre",
+            ["--certain-thre", "0.2", "--uncertain-thre", "0.5"],
+            "--uncertain-thre (0.5) must not exceed --certain-thre",
         ),
-        (["--batch_size", "0"], "--batch_size must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--round-epochs", "0"], "--round_epochs must be at least 1"),
         (["--min-size", "0"], "--min_size must be at least 1"),
@@ -67,12 +67,12 @@ def _error(caplog) -> str:
         (["--lr", "-0.1"], "--lr must be > 0.0"),
         (["--momentum", "2"], "--momentum must be <= 1.0"),
         (
-            ["--cer_ratio", "0.7", "--uncer_ratio", "0.6"],
-            "--cer_ratio (0.7) must be below --uncer_ratio (0.6)",
+            ["--cer-ratio", "0.7", "--uncer-ratio", "0.6"],
+            "--cer-ratio (0.7) must be below --uncer-ratio (0.6)",
         ),
         (["--max-rounds", "-1"], "--max-rounds must be >= 0"),
         (["--K", "0"], "--K must be at least 1"),
-        (["--gt_iou", "0"], "--gt_iou must be > 0.0"),
+        (["--gt-iou", "0"], "--gt-iou must be > 0.0"),
         (["--certain-precision", "1.5"], "--certain-precision must be <= 1.0"),
         (["--candidates", "0"], "--candidates must be at least 1"),
         (["--lr-steps", "1.5"], "--lr-steps are fractions"),

@@ -107,5 +107,5 @@ def test_asm_core_defaults_sit_under_config_files_and_flags(tmp_path):
     assert {k: getattr(core, k) for k in ASM_CORE_DEFAULTS} == ASM_CORE_DEFAULTS
     cfg = tmp_path / "c.yaml"
     cfg.write_text("ap_thre: 0.2\n")
-    mixed = parse("--asm-core-defaults", "--config", str(cfg), "--ap_range", "6")
+    mixed = parse("--asm-core-defaults", "--config", str(cfg), "--ap-range", "6")
     assert (mixed.ap_thre, mixed.ap_range, mixed.ap_shift_asm) == (0.2, 6, 0.001)

@@ -55,10 +55,10 @@ def test_ap_equal_to_ap_thre_does_not_stop():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--ap_range", "1"], "--ap_range must be at least 2"),
-        (["--ap_shift_asm", "-0.1"], "--ap_shift_asm must be >= 0.0"),
-        (["--ap_shift_pretrain", "nan"], "--ap_shift_pretrain must be a finite number"),
-        (["--ap_thre", "1.5"], "--ap_thre must be <= 1.0"),
+        (["--ap-range", "1"], "--ap-range must be at least 2"),
+        (["--ap-shift-asm", "-0.1"], "--ap-shift-asm must be >= 0.0"),
+        (["--ap-shift-pretrain", "nan"], "--ap-shift-pretrain must be a finite number"),
+        (["--ap-thre", "1.5"], "--ap-thre must be <= 1.0"),
     ],
 )
 def test_early_stop_options_end_in_one_line_with_exit_2(tmp_path, caplog, flags, message):

@@ -260,7 +260,7 @@ def test_the_same_image_in_two_folders_is_found_by_content(tmp_path, caplog):
 EXPORT_RUN = [
     "--min-size",
     "64",
-    "--batch_size",
+    "--batch-size",
     "2",
     "--workers",
     "0",

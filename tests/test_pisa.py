@@ -177,7 +177,7 @@ def test_a_one_epoch_bccd_run_with_pisa_finishes_and_resumes(bccd_root, tmp_path
         "4",
         "--max-rounds",
         "1",
-        "--batch_size",
+        "--batch-size",
         "2",
         "--warmup-iters",
         "2",

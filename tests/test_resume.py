@@ -16,7 +16,7 @@ TINY = [
     "4",
     "--min-size",
     "64",
-    "--batch_size",
+    "--batch-size",
     "4",
     "--workers",
     "0",

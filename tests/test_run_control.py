@@ -99,3 +99,16 @@ def test_no_validate_evaluates_each_phase_once_and_auto_scale_lr_scales(tmp_path
     assert (
         config["lr"] == 0.02 * 4 / 16 and config["auto_scale_lr"] is False and config["base_batch_size"] == 16
     )
+
+
+def test_one_flag_style_with_the_old_spellings_as_hidden_aliases(capsys):
+    from train_asm_one import get_args_parser
+
+    parser = get_args_parser()
+    old = parser.parse_args(["--certain_thre", "0.7", "--batch_size", "2", "--num_epoches", "3", "--ap_shift_asm", "0"])
+    new = parser.parse_args(["--certain-thre", "0.7", "--batch-size", "2", "--epochs", "3", "--ap-shift-asm", "0"])
+    assert vars(old) == vars(new)
+    parser.print_help()
+    text = capsys.readouterr().out
+    assert "--certain-thre" in text and "--ap-shift-asm" in text
+    assert "--certain_thre" not in text and "--batch_size" not in text and "--num_epoches" not in text

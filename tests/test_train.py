@@ -17,7 +17,7 @@ TINY = [
     "8",
     "--min-size",
     "64",
-    "--batch_size",
+    "--batch-size",
     "4",
     "--workers",
     "0",
@@ -26,7 +26,7 @@ TINY = [
     "--deterministic",
     "--strategy",
     "none",
-    "--ap_range",
+    "--ap-range",
     "10",
 ]
 
@@ -97,7 +97,7 @@ def test_training_on_demo_improves_ap(tmp_path, capsys):
         "128",
         "--epochs",
         "6",
-        "--batch_size",
+        "--batch-size",
         "8",
         "--warmup-iters",
         "10",

@@ -6,6 +6,7 @@ argparse is the single source of defaults: config files (and ``--cfg-options``) 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import logging
 import math
@@ -59,6 +60,18 @@ ASM_CORE_DEFAULTS = {
 OPTION_PRESETS = {"asm_core_defaults": ASM_CORE_DEFAULTS}
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that shows one flag style: the old underscore spellings (ASM_core's ``--certain_thre``)
+    still work but are not listed."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = [s for s in action.option_strings if "_" not in s]
+        if shown and len(shown) < len(action.option_strings):
+            action = copy.copy(action)
+            action.option_strings = shown
+        return super()._format_action_invocation(action)
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn", help=f"one of {sorted(MODELS)}")
@@ -93,7 +106,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_train_args(
-    p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("--batch_size", "--batch-size")
+    p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("--batch-size", "--batch_size")
 ) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
@@ -149,8 +162,8 @@ def add_train_args(
     )
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun, CUDA)")
     g.add_argument(
-        "--num_epoches",
         "--epochs",
+        "--num_epoches",
         dest="epochs",
         type=int,
         default=12,
@@ -167,17 +180,17 @@ def add_train_args(
     )
     g = p.add_argument_group("early stopping (AP shift)")
     g.add_argument("--ap", default="ap_50", choices=sorted(AP_KEYS))
-    g.add_argument("--ap_thre", type=float, default=0.0, help="stop only above this AP")
-    g.add_argument("--ap_range", type=int, default=4, help="window of AP values")
-    g.add_argument("--ap_shift_pretrain", type=float, default=0.005)
-    g.add_argument("--ap_shift_asm", type=float, default=0.005)
+    g.add_argument("--ap-thre", "--ap_thre", type=float, default=0.0, help="stop only above this AP")
+    g.add_argument("--ap-range", "--ap_range", type=int, default=4, help="window of AP values")
+    g.add_argument("--ap-shift-pretrain", "--ap_shift_pretrain", type=float, default=0.005)
+    g.add_argument("--ap-shift-asm", "--ap_shift_asm", type=float, default=0.005)
     g.add_argument(
         "--ap-shift-squared", action="store_true", help="mean squared instead of absolute deviation"
     )
 
 
 def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
-    """The active sample mining options: the merge rules (``--certain_thre`` ...; :func:`asm_config`)
+    """The active sample mining options: the merge rules (``--certain-thre`` ...; :func:`asm_config`)
     and, unless ``rules_only`` (``al_curve.py``'s ``al_ratio`` sampler), the rounds."""
     g = p.add_argument_group("active sample mining")
     if not rules_only:
@@ -186,7 +199,7 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
             default="v1+",
             choices=("none", *STRATEGIES),
             help="how a round grows the label pool (asm/pools.py); random: the next K images of the "
-            "same seeded queue, every box drawn by the human (v1+ --enable_sl false without the "
+            "same seeded queue, every box drawn by the human (v1+ --enable-sl false without the "
             "detection pass: the same-trainer baseline); none: the fully supervised baseline",
         )
         g.add_argument("--K", type=int, default=100, help="images detected per ASM round")
@@ -209,8 +222,8 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
             + ", ".join(f"{k}={v}" for k, v in ASM_CORE_DEFAULTS.items())
             + " (a config or flag still wins)",
         )
-        g.add_argument("--cer_ratio", type=float, default=0.3)
-        g.add_argument("--uncer_ratio", type=float, default=0.6)
+        g.add_argument("--cer-ratio", "--cer_ratio", type=float, default=0.3)
+        g.add_argument("--uncer-ratio", "--uncer_ratio", type=float, default=0.6)
         g.add_argument(
             "--max-passes",
             type=int,
@@ -230,17 +243,17 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
             default=0.5,
             help="human cost of moving a model box onto its object, in box draws (weighted_cost)",
         )
-    g.add_argument("--certain_thre", type=float, default=0.8)
-    g.add_argument("--uncertain_thre", type=float, default=0.3)
-    g.add_argument("--judge_iou", type=float, default=0.5)
-    g.add_argument("--gt_iou", type=float, default=0.8)
-    g.add_argument("--enable_al", type=str2bool, default=True)
-    g.add_argument("--enable_sl", type=str2bool, default=True)
+    g.add_argument("--certain-thre", "--certain_thre", type=float, default=0.8)
+    g.add_argument("--uncertain-thre", "--uncertain_thre", type=float, default=0.3)
+    g.add_argument("--judge-iou", "--judge_iou", type=float, default=0.5)
+    g.add_argument("--gt-iou", "--gt_iou", type=float, default=0.8)
+    g.add_argument("--enable-al", "--enable_al", type=str2bool, default=True)
+    g.add_argument("--enable-sl", "--enable_sl", type=str2bool, default=True)
     g.add_argument(
         "--move-iou",
         type=float,
         default=0.5,
-        help="a certain box at IoU >= this (and < --gt_iou) with a GT box of its class is moved onto it "
+        help="a certain box at IoU >= this (and < --gt-iou) with a GT box of its class is moved onto it "
         "by the human (one edit), not deleted and drawn again",
     )
     if rules_only:
@@ -266,7 +279,7 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
         type=float,
         default=None,
         help="per-class certain thresholds: the lowest score reaching this precision on the last "
-        "round's batch (detected before training on it); default: one --certain_thre",
+        "round's batch (detected before training on it); default: one --certain-thre",
     )
     g.add_argument(
         "--oracle",
@@ -397,32 +410,32 @@ def check_options(args: argparse.Namespace) -> None:
         f"--lr-steps are fractions of a phase in (0, 1], got {args.lr_steps}",
     )
     for name in (
-        "--certain_thre",
-        "--uncertain_thre",
-        "--cer_ratio",
-        "--uncer_ratio",
+        "--certain-thre",
+        "--uncertain-thre",
+        "--cer-ratio",
+        "--uncer-ratio",
         "--mining-gate",
         "--diversity",
     ):
         finite(name, 0.0, 1.0 if name != "--diversity" else None)
-    for name in ("--judge_iou", "--gt_iou", "--move-iou", "--certain-precision"):
+    for name in ("--judge-iou", "--gt-iou", "--move-iou", "--certain-precision"):
         finite(name, 0.0, 1.0, low_open=True)
     need(
         args.uncertain_thre <= args.certain_thre,
-        f"--uncertain_thre ({args.uncertain_thre}) must not exceed --certain_thre ({args.certain_thre})",
+        f"--uncertain_thre ({args.uncertain_thre}) must not exceed --certain-thre ({args.certain_thre})",
     )
     if hasattr(args, "cer_ratio"):
         need(
             args.cer_ratio < args.uncer_ratio,
-            f"--cer_ratio ({args.cer_ratio}) must be below --uncer_ratio ({args.uncer_ratio})",
+            f"--cer_ratio ({args.cer_ratio}) must be below --uncer-ratio ({args.uncer_ratio})",
         )
     need(
         args.ap_range >= 2,
         f"--ap_range must be at least 2 (a window of AP values to compare), got {args.ap_range}",
     )
-    finite("--ap_shift_pretrain", 0.0)
-    finite("--ap_shift_asm", 0.0)
-    finite("--ap_thre", 0.0, 1.0)
+    finite("--ap-shift-pretrain", 0.0)
+    finite("--ap-shift-asm", 0.0)
+    finite("--ap-thre", 0.0, 1.0)
     for name in ("--isr-k", "--isr-bias", "--carl-k", "--carl-bias", "--hlr-k", "--hlr-bias"):
         finite(name, 0.0, None if name.endswith("-k") else 1.0)
     finite("--hlr-pos-fraction", 0.0, 1.0, low_open=True)
