@@ -105,8 +105,12 @@ def test_one_flag_style_with_the_old_spellings_as_hidden_aliases(capsys):
     from train_asm_one import get_args_parser
 
     parser = get_args_parser()
-    old = parser.parse_args(["--certain_thre", "0.7", "--batch_size", "2", "--num_epoches", "3", "--ap_shift_asm", "0"])
-    new = parser.parse_args(["--certain-thre", "0.7", "--batch-size", "2", "--epochs", "3", "--ap-shift-asm", "0"])
+    old = parser.parse_args(
+        ["--certain_thre", "0.7", "--batch_size", "2", "--num_epoches", "3", "--ap_shift_asm", "0"]
+    )
+    new = parser.parse_args(
+        ["--certain-thre", "0.7", "--batch-size", "2", "--epochs", "3", "--ap-shift-asm", "0"]
+    )
     assert vars(old) == vars(new)
     parser.print_help()
     text = capsys.readouterr().out
