@@ -108,9 +108,8 @@ def claim(output_dir: str, resume: bool, overwrite: bool, enabled: bool = True) 
             )
         elif found and not resume:
             raise OutputDirError(
-                f"{output_dir} holds another run ({', '.join(found)}): pass --resume "
-                f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to start over, "
-                f"or another --output-dir"
+                f"{output_dir} holds another run ({', '.join(found)}): pass --resume to continue it "
+                f"(its {LAST}), --overwrite to start over, or another --output-dir"
             )
         for tmp in glob.glob(os.path.join(output_dir, ".tmp_*")):  # torn writes of a killed run
             os.remove(tmp)

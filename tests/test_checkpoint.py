@@ -1,0 +1,56 @@
+"""tools/checkpoint.py: the file names, plain-data checkpoints written atomically, exact RNG state."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tools.checkpoint import (
+    BEST,
+    LAST,
+    CheckpointError,
+    best_path,
+    last_path,
+    load_checkpoint,
+    read_run,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+
+
+def test_the_file_names_live_here(tmp_path):
+    assert last_path(str(tmp_path)).endswith(LAST) and best_path(str(tmp_path)).endswith(BEST)
+    with pytest.raises(FileNotFoundError, match="no checkpoint; give the output folder"):
+        read_run(str(tmp_path))
+    save_checkpoint(last_path(str(tmp_path)), {"config": {"K": 4}, "weights": torch.ones(2)})
+    assert read_run(str(tmp_path))["config"] == {"K": 4}
+    assert not list(tmp_path.glob(".tmp_*"))  # written through a temp file, renamed into place
+
+
+def test_required_keys_empty_truncated_and_foreign_files_are_refused(tmp_path):
+    path = str(tmp_path / "a.pth")
+    save_checkpoint(path, {"model": {}})
+    with pytest.raises(CheckpointError, match="rng"):
+        load_checkpoint(path, required=("model", "rng"))
+    data = open(path, "rb").read()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(str(tmp_path / "cut.pth"))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_checkpoint(str(tmp_path / "empty.pth"))
+    torch.save({"x": random.Random(0)}, tmp_path / "foreign.pth")  # an object, not plain data
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(str(tmp_path / "foreign.pth"))
+
+
+def test_rng_state_round_trip_repeats_every_generator(tmp_path):
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    save_checkpoint(str(tmp_path / "r.pth"), {"rng": rng_state()})
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(load_checkpoint(str(tmp_path / "r.pth"))["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
