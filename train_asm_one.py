@@ -651,9 +651,12 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> None:
     folder = args.output_dir or DEFAULT_OUTPUT
     if args.auto_resume and args.resume is None and os.path.isfile(last_path(folder)):
         args.resume = ""
-        if args.weights:
-            log.info("--auto-resume: continuing %s (its model, not --weights)", last_path(folder))
-            args.weights = None
+        log.info(
+            "--auto-resume: continuing %s%s",
+            last_path(folder),
+            " (its model, not --weights)" if args.weights else "",
+        )
+        args.weights = None
     if args.resume == "":  # --resume without a value: this folder's last checkpoint
         args.resume = last_path(folder)
     if args.resume is None:
@@ -661,7 +664,7 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> None:
         return
     args.output_dir = run_folder(args.resume, args.output_dir)
     if not os.path.isfile(args.resume):
-        raise FileNotFoundError(f"--resume {args.resume}: no such checkpoint (the run's last.pth)")
+        raise FileNotFoundError(f"checkpoint not found: {args.resume} (--resume)")
     saved = load_checkpoint(args.resume).get("config")
     if not isinstance(saved, dict):
         return

@@ -311,5 +311,5 @@ def test_rounds_stop_when_ap_settles_and_the_tags_are_written(tmp_path, capsys, 
 def test_resuming_a_checkpoint_of_another_strategy_is_refused(tmp_path, capsys, caplog):
     code, out = _run(tmp_path, "sup", "--strategy", "none", "--epochs", "1")
     assert code == 0
-    code, _ = _run(tmp_path, "sup", "--resume", os.path.join(out, "last.pth"))
-    assert code == 2 and "made with --strategy none, this command says --strategy v1+" in caplog.text
+    code, _ = _run(tmp_path, "sup", "--resume", os.path.join(out, "last.pth"), "--strategy", "v1+")
+    assert code == 2 and "these differ: --strategy 'v1+' (the run's: 'none')" in caplog.text

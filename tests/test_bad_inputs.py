@@ -178,7 +178,8 @@ def _write(tmp_path, name, fill) -> str:
 )
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_unusable_checkpoints_explain_themselves(tmp_path, caplog, checkpoint, make, message):
-    code, _ = _run(tmp_path, "resume", "--resume", make(tmp_path, checkpoint))
+    (tmp_path / "resume").mkdir()  # the checkpoint's folder is the run's folder
+    code, _ = _run(tmp_path, "resume", "--resume", make(tmp_path / "resume", checkpoint))
     assert code == 2 and message in _error(caplog)
     assert "pwned" not in caplog.text
 
@@ -201,7 +202,8 @@ def test_unusable_checkpoints_explain_themselves(tmp_path, caplog, checkpoint, m
 def test_checkpoints_of_another_setup_are_refused(tmp_path, caplog, checkpoint, edit, message):
     ckpt = torch.load(checkpoint, weights_only=True)
     edit(ckpt)
-    path = str(tmp_path / "other.pth")
+    (tmp_path / "resume").mkdir()
+    path = str(tmp_path / "resume" / "other.pth")
     torch.save(ckpt, path)
     code, _ = _run(tmp_path, "resume", "--resume", path)
     assert code == 2 and message in _error(caplog)
