@@ -6,7 +6,7 @@ test evaluation, ``--deterministic``), differing only in ``--roi-head``; runs re
 is repeated. The step time is measured in this process: the same batches through both heads,
 alternating, after a warm-up; ``step_time_ratio`` = PISA's median step / the standard head's.
 
-    python bench/bench_pisa.py --seeds 1 2 --jobs 2 --json-out docs/pisa_bccd_cpu.json
+    python bench/bench_pisa.py --seeds 1 2 --jobs 3 --json-out docs/pisa_bccd_cpu.json
 
 PISA becomes the default only if it wins AP50 in every seed at no more than 1.2x the step time;
 the last line says whether it does (``pisa_wins``).
