@@ -657,6 +657,8 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> None:
             " (its model, not --weights)" if args.weights else "",
         )
         args.weights = None
+    if args.resume is not None and args.weights:
+        raise ValueError("--resume restores the model; do not combine it with --weights")
     if args.resume == "":  # --resume without a value: this folder's last checkpoint
         args.resume = last_path(folder)
     if args.resume is None:

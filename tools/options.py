@@ -392,7 +392,7 @@ def check_options(args: argparse.Namespace) -> None:
         "max_passes",
     ):
         value = getattr(args, name, None)
-        need(value is None or value >= 1, f"--{name} must be at least 1, got {value}")
+        need(value is None or value >= 1, f"--{name.replace('_', '-')} must be at least 1, got {value}")
     need(args.min_size >= 32, f"--min-size must be at least 32 pixels, got {args.min_size}")
     need(
         args.max_size is None or args.max_size >= args.min_size,
@@ -422,16 +422,16 @@ def check_options(args: argparse.Namespace) -> None:
         finite(name, 0.0, 1.0, low_open=True)
     need(
         args.uncertain_thre <= args.certain_thre,
-        f"--uncertain_thre ({args.uncertain_thre}) must not exceed --certain-thre ({args.certain_thre})",
+        f"--uncertain-thre ({args.uncertain_thre}) must not exceed --certain-thre ({args.certain_thre})",
     )
     if hasattr(args, "cer_ratio"):
         need(
             args.cer_ratio < args.uncer_ratio,
-            f"--cer_ratio ({args.cer_ratio}) must be below --uncer-ratio ({args.uncer_ratio})",
+            f"--cer-ratio ({args.cer_ratio}) must be below --uncer-ratio ({args.uncer_ratio})",
         )
     need(
         args.ap_range >= 2,
-        f"--ap_range must be at least 2 (a window of AP values to compare), got {args.ap_range}",
+        f"--ap-range must be at least 2 (a window of AP values to compare), got {args.ap_range}",
     )
     finite("--ap-shift-pretrain", 0.0)
     finite("--ap-shift-asm", 0.0)
