@@ -54,7 +54,6 @@ sys.path.insert(0, ROOT)
 
 from asm.pools import image_count  # noqa: E402
 from datasets.records import atomic_write_text  # noqa: E402
-from tools.checkpoint import last_path  # noqa: E402
 from tools.curves import mean_curve  # noqa: E402
 from tools.logs import read_jsonl  # noqa: E402
 
@@ -313,8 +312,7 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
             ]
         if args.steps and method != "supervised":
             cmd += ["--max-rounds", str(args.steps - 1)]
-        if os.path.isfile(last_path(out)):
-            cmd += ["--resume", last_path(out)]
+        cmd.append("--auto-resume")  # continues a run that was cut off
         os.makedirs(out, exist_ok=True)
         stdout = run_tool(cmd, os.path.join(out, "bench.log"), threads)
         atomic_write_text(summary_path, stdout.strip().splitlines()[-1])

@@ -34,7 +34,6 @@ efficiency = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(efficiency)
 
 from datasets.records import atomic_write_text  # noqa: E402
-from tools.checkpoint import last_path  # noqa: E402
 from tools.logs import read_jsonl  # noqa: E402
 
 HEADS = ("standard", "pisa")
@@ -75,8 +74,7 @@ def run_head(args, data_flags: list[str], seed: int, head: str, threads: int | N
             "--roi-head",
             head,
         ]
-        if os.path.isfile(last_path(out)):
-            cmd += ["--resume", last_path(out)]
+        cmd.append("--auto-resume")  # continues a run that was cut off
         os.makedirs(out, exist_ok=True)
         stdout = efficiency.run_tool(cmd, os.path.join(out, "bench.log"), threads)
         atomic_write_text(summary_path, stdout.strip().splitlines()[-1])

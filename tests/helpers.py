@@ -83,3 +83,36 @@ def plain_state(value):
     if isinstance(value, list):
         return [plain_state(v) for v in value]
     return value.tolist() if isinstance(value, torch.Tensor) else value
+
+
+def paused_demo_argv(tmp_path, out: str) -> list[str]:
+    """A tiny demo run that pauses at round 1 for a human (``--oracle none``): 3 images with the
+    model's boxes as pre-annotations (low thresholds, so that a 1-epoch model offers some)."""
+    return [
+        "--demo-train",
+        "16",
+        "--demo-val",
+        "4",
+        "--min-size",
+        "64",
+        "--epochs",
+        "1",
+        "--round-epochs",
+        "1",
+        "--K",
+        "3",
+        "--initial",
+        "6",
+        "--max-rounds",
+        "1",
+        "--oracle",
+        "none",
+        "--certain-thre",
+        "0.05",
+        "--uncertain-thre",
+        "0.04",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        out,
+    ]

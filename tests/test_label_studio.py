@@ -24,6 +24,7 @@ from asm.edits import Edits, count_edits
 from asm.pools import ASMState
 from datasets.records import record_from_dict
 from labelstudio_round import main as ls_main
+from tests.helpers import paused_demo_argv
 from tools.checkpoint import load_checkpoint
 from tools.label_studio import Client
 from train_asm_one import main as train_main
@@ -179,34 +180,7 @@ def test_round_trip_through_a_running_label_studio(label_studio, tmp_path, capsy
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
     out = str(tmp_path / "run")
-    argv = [
-        "--demo-train",
-        "16",
-        "--demo-val",
-        "4",
-        "--min-size",
-        "64",
-        "--epochs",
-        "1",
-        "--round-epochs",
-        "1",
-        "--K",
-        "3",
-        "--initial",
-        "6",
-        "--max-rounds",
-        "1",
-        "--oracle",
-        "none",
-        "--certain-thre",
-        "0.05",
-        "--uncertain-thre",
-        "0.04",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--output-dir",
-        out,
-    ]
+    argv = paused_demo_argv(tmp_path, out)
     assert train_main(argv) == 4  # paused for the human
     folder = os.path.join(out, "labelling", "round1")
     command = open(os.path.join(folder, "continue.txt")).read().strip()

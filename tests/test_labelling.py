@@ -11,6 +11,7 @@ from asm.edits import count_edits
 from asm.pools import ASMState
 from datasets.records import AnnotationError, Record, RecordSet
 from import_labels import main as import_main
+from tests.helpers import paused_demo_argv
 from tools.checkpoint import load_checkpoint
 from tools.labelling import export_round, import_round
 from train_asm_one import main as train_main
@@ -224,34 +225,7 @@ def test_foreign_and_malformed_files_name_the_task_or_image(tmp_path):
 
 def test_pause_import_resume_on_demo(tmp_path, capsys):
     out = str(tmp_path / "run")
-    argv = [
-        "--demo-train",
-        "16",
-        "--demo-val",
-        "4",
-        "--min-size",
-        "64",
-        "--epochs",
-        "1",
-        "--round-epochs",
-        "1",
-        "--K",
-        "3",
-        "--initial",
-        "6",
-        "--max-rounds",
-        "1",
-        "--oracle",
-        "none",
-        "--certain-thre",
-        "0.05",
-        "--uncertain-thre",
-        "0.04",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--output-dir",
-        out,
-    ]
+    argv = paused_demo_argv(tmp_path, out)
     assert train_main(argv) == 4
     awaiting = load_checkpoint(os.path.join(out, "last.pth"))["awaiting"]
     assert awaiting == os.path.join("labelling", "round1")  # relative: the run folder can be moved or copied
@@ -364,3 +338,28 @@ def test_a_small_adjustment_counts_as_confirmed_and_is_told(tmp_path, caplog):
         imported = import_round(folder, str(path))
     assert imported["edits"]["confirmed"] == 4 and imported["nudged"] == 1
     assert "1 confirmed boxes were adjusted a little" in caplog.text
+
+
+def test_labelstudio_round_bad_inputs_end_in_one_line(tmp_path, caplog, monkeypatch):
+    from labelstudio_round import main as ls_main
+
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    assert ls_main(["push", "--run", str(tmp_path / "nothing"), "--token", "t"]) == 2
+    assert "no checkpoint; give the output folder" in caplog.text
+    out = str(tmp_path / "run")
+    assert train_main(paused_demo_argv(tmp_path, out)) == 4
+    caplog.clear()
+    assert ls_main(["push", "--run", out]) == 2  # no token anywhere
+    assert "no Label Studio API token" in caplog.text
+    caplog.clear()
+    assert ls_main(["push", "--run", out, "--url", "http://127.0.0.1:9", "--token", "t"]) == 2
+    assert "Label Studio is not reachable" in caplog.text
+    caplog.clear()
+    assert ls_main(["pull", "--run", out, "--url", "http://127.0.0.1:9", "--token", "t"]) == 2
+    assert "never pushed to Label Studio" in caplog.text
+    folder = os.path.join(out, "labelling", "round1")
+    with open(os.path.join(folder, "label_studio.json"), "w") as f:
+        json.dump({"url": "http://127.0.0.1:9", "project": 7, "tasks": 3, "round": 1}, f)
+    caplog.clear()
+    assert ls_main(["push", "--run", out, "--url", "http://127.0.0.1:9", "--token", "t"]) == 2
+    assert "was pushed already to project 7" in caplog.text
