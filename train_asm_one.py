@@ -644,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
 DEFAULT_OUTPUT = "outputs/run"
 
 
-def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> None:
+def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> dict | None:
     """Settle the run's folder and, on a resume, its options (:mod:`tools.resume`: the checkpoint's,
     except the few that may change, which are listed)."""
     log = logging.getLogger("train_asm_one")
@@ -663,13 +663,14 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> None:
         args.resume = last_path(folder)
     if args.resume is None:
         args.output_dir = folder
-        return
+        return None
     args.output_dir = run_folder(args.resume, args.output_dir)
     if not os.path.isfile(args.resume):
         raise FileNotFoundError(f"checkpoint not found: {args.resume} (--resume)")
-    saved = load_checkpoint(args.resume).get("config")
+    ckpt = load_checkpoint(args.resume, required=TRAINING_KEYS)  # read once: train() restores from it
+    saved = ckpt.get("config")
     if not isinstance(saved, dict):
-        return
+        return ckpt
     defaults = vars(get_args_parser().parse_args([]))
     named = set(explicit_options(get_args_parser(), argv if argv is not None else sys.argv[1:]))
     given = {k: v for k, v in vars(args).items() if k in named or v != defaults.get(k)}
@@ -679,6 +680,7 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> None:
     vars(args).update(values)
     for line in applied:
         log.warning("--resume: applied the new value of %s", line)
+    return ckpt
 
 
 def explicit_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
@@ -691,7 +693,7 @@ def run_main(argv: list[str] | None) -> int:
     log = logging.getLogger("train_asm_one")
     try:
         args = parse_with_config(get_args_parser(), argv, OPTION_PRESETS)
-        resolve_resume(args, argv)
+        checkpoint = resolve_resume(args, argv)
         check_options(args)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         log.error("%s", e)  # names the option or the config file and key; no traceback
@@ -712,7 +714,7 @@ def run_main(argv: list[str] | None) -> int:
             except (AnnotationError, ValueError, FileNotFoundError) as e:
                 log.error("%s", e)  # names the file and field; no traceback
                 return 2
-            return train(args, device, train_set, val_set, argv)
+            return train(args, device, train_set, val_set, argv, checkpoint)
     except run_dir.OutputDirError as e:
         log.error("%s", e)
         return 2
@@ -722,9 +724,15 @@ def run_main(argv: list[str] | None) -> int:
 
 
 def train(
-    args: argparse.Namespace, device: torch.device, train_set, val_set, argv: list[str] | None = None
+    args: argparse.Namespace,
+    device: torch.device,
+    train_set,
+    val_set,
+    argv: list[str] | None = None,
+    checkpoint: dict | None = None,
 ) -> int:
-    """Initial phase, then ASM rounds until the pool is exhausted, AP settles or --max-rounds."""
+    """Initial phase, then ASM rounds until the pool is exhausted, AP settles or --max-rounds;
+    ``checkpoint``: the one ``--resume`` names, already read."""
     logger.info(describe("train pool", train_set))
     logger.info(describe("evaluation", val_set))
     if dist.is_main():  # every skipped or fixed file of both sets, beyond the first 10 per kind logged
@@ -779,7 +787,9 @@ def train(
     run.initial_boxes = sum(len(r) for r in run.train_records) if run.asm else 0
     if args.resume:
         try:
-            run.load_state_dict(load_checkpoint(args.resume, required=TRAINING_KEYS), args.resume)
+            run.load_state_dict(
+                checkpoint or load_checkpoint(args.resume, required=TRAINING_KEYS), args.resume
+            )
         except CheckpointError as e:
             logger.error("%s", e)
             return 2
