@@ -19,13 +19,45 @@ where it stopped and ends with the same ``curves.json``. Results: ``curves.json`
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
+import os
+import re
 
+import torch
+
+from asm.pools import image_count, initial_pool
+from asm.samplers import load_sampler
+from datasets import AnnotationError
 from datasets.build import add_data_args
-from tools import dist
-from tools.config import add_config_args, parse_with_config
-from tools.curves import run_curves
-from tools.options import HelpFormatter, add_asm_args, add_model_args, add_train_args, count_or_fraction
+from datasets.records import record_from_dict, record_to_dict
+from net.models import is_mask_model
+from tools import dist, fit
+from tools.checkpoint import load_checkpoint, run_environment, save_checkpoint, unwrap
+from tools.coco_eval import COCOEvaluator
+from tools.config import add_config_args, parse_with_config, save_resolved
+from tools.curves import write_results
+from tools.early_stop import APShiftStopper
+from tools.logs import RunLog
+from tools.mining import mine
+from tools.options import (
+    HelpFormatter,
+    add_asm_args,
+    add_model_args,
+    add_train_args,
+    asm_config,
+    count_or_fraction,
+    fit_config,
+    model_from_args,
+    start,
+)
+from tools.predict import compute_loss, predict_proba
+from tools.progress import HEARTBEAT
+from tools.stop import Interrupted
+from tools.voc_eval import VOCEvaluator
+
+logger = logging.getLogger("al_curve")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -79,6 +111,174 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-dir", default="outputs/curves")
     g.add_argument("--exit-after-steps", type=int, default=None, help="stop after this many steps (tests)")
     return p
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def sampler_context(sampler, model, args, train_set, remaining, device) -> tuple[dict, dict]:
+    """What the sampler needs about the remaining images, plus SA results for ``al_ratio``."""
+    needs = getattr(sampler, "needs", ())
+    records = [train_set.records[i] for i in remaining]
+    ids = [r.image_id for r in records]
+    context, merged = {}, {}
+    model = unwrap(model)  # each rank scores its slice of the images (tools.dist.sharded_map)
+    if "probs" in needs:
+        preds = dist.sharded_map(
+            lambda recs: predict_proba(
+                model, recs, train_set.image_root, conf_thres=args.conf_thres, device=device
+            ),
+            records,
+        )
+        context["probs"] = dict(zip(ids, (p["probs"] for p in preds)))
+    if "losses" in needs:
+        losses = dist.sharded_map(
+            lambda recs: compute_loss(
+                model, recs, train_set.image_root, is_mask_model(args.model), device=device
+            ),
+            records,
+        )
+        context["losses"] = dict(zip(ids, (v["loss"] for v in losses)))
+    if "ratios" in needs:
+        results = mine(
+            model, records, train_set.image_root, asm_config(args), device, args.eval_batch_size, args.workers
+        )
+        context["ratios"] = {r.sa.image_id: r.ratio for r in results}
+        merged = {r.sa.image_id: r for r in results}
+    return context, merged
+
+
+def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> list[dict]:
+    """One sampler x seed curve; checkpointed after each step; returns its steps."""
+    path = os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}.pth")
+    index_of = {r.image_id: k for k, r in enumerate(train_set.records)}
+    n = len(train_set)
+    if os.path.isfile(path):
+        state = load_checkpoint(path)
+    else:
+        recs = [train_set.records[i] for i in initial_pool(n, args.seed_batch, seed)]
+        state = {
+            "steps": [],
+            "records": [record_to_dict(r) for r in recs],
+            "drawn": sum(len(r) for r in recs),
+            "model": None,
+            "done": False,
+        }
+    if state["done"]:
+        return state["steps"]
+    sampler = cls(name, [r.image_id for r in train_set.records], seed=seed, aggregate=args.aggregate)
+    fit_cfg = dataclasses.replace(fit_config(args), seed=seed)
+    log = RunLog(os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}"), enabled=dist.is_main())
+    with_masks = is_mask_model(args.model)
+    evaluators = [
+        VOCEvaluator(val_set.classes),
+        COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)),
+    ]
+    val_loader = fit.eval_loader(
+        val_set.records,
+        val_set.image_root,
+        args.eval_batch_size,
+        args.workers,
+        with_masks,
+        pin_memory=device.type == "cuda",
+    )
+    scaler = torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
+    while True:
+        step = len(state["steps"])
+        torch.manual_seed(seed * 1000 + step)  # the same draws whether or not the run was resumed
+        model = model_from_args(args, train_set.num_classes, device)
+        if args.resume_or_load == "continue" and state["model"] is not None:
+            unwrap(model).load_state_dict(state["model"])
+        records = [record_from_dict(r) for r in state["records"]]
+        trainer = fit.Trainer(
+            model, fit_cfg, device, train_set.image_root, val_loader, evaluators, log, with_masks, scaler
+        )
+        optimizer = fit.make_optimizer(model, fit_cfg)
+        epochs = args.epochs if step == 0 or args.step_epochs is None else args.step_epochs
+        phase = fit.Phase(f"{name}/seed{seed}/step{step}", step, epochs)
+        stopper = APShiftStopper(args.ap_range, args.ap_shift_pretrain, args.ap_thre, args.ap_shift_squared)
+        scheduler, loader = (
+            fit.make_scheduler(optimizer, fit_cfg, epochs),
+            fit.phase_loader(trainer, phase, records),
+        )
+        HEARTBEAT.start_phase(phase.name, epochs, 0)
+        while not phase.finished:  # no checkpoint per epoch: a step is redone from its start
+            metrics = fit.run_epoch(trainer, phase, loader, stopper, optimizer, scheduler, step)
+        HEARTBEAT.end_phase()
+        state["steps"].append(
+            {
+                "sampler": name,
+                "seed": seed,
+                "step": step,
+                "images": len(records),
+                "human_drawn_boxes": state["drawn"],
+                **fit.ap_summary(metrics),
+            }
+        )
+        logger.info(
+            "%s seed %d step %d: %d images, %d drawn boxes, AP50 %.3f",
+            name,
+            seed,
+            step,
+            len(records),
+            state["drawn"],
+            metrics["voc/AP50"],
+        )
+        selected = [r.image_id for r in records]
+        chosen = set(selected)
+        remaining = [i for i in range(n) if train_set.records[i].image_id not in chosen]
+        state["done"] = not remaining or (args.steps is not None and step + 1 >= args.steps)
+        if not state["done"]:
+            context, merged = sampler_context(sampler, model, args, train_set, remaining, device)
+            picked = (
+                list(sampler.select_batch(image_count(args.step_size, n), selected, **context))
+                if dist.is_main()
+                else None
+            )
+            for image_id in dist.broadcast(picked):  # selected once, on rank 0
+                record = merged[image_id].sa if image_id in merged else train_set.records[index_of[image_id]]
+                state["drawn"] += merged[image_id].drawn if image_id in merged else len(record)
+                state["records"].append(record_to_dict(record))
+        state["model"] = unwrap(model).state_dict() if args.resume_or_load == "continue" else None
+        save_checkpoint(path, state)
+        counter[0] += 1
+        if args.exit_after_steps is not None and counter[0] >= args.exit_after_steps:
+            raise Interrupted(f"stopped after {counter[0]} steps (--exit-after-steps)")
+        if state["done"]:
+            log.close()
+            return state["steps"]
+
+
+def run_curves(args: argparse.Namespace) -> int:
+    """Every sampler x seed curve of ``al_curve.py``'s options; the exit code (0 done, 2 bad input,
+    3 interrupted, 5 diverged)."""
+    try:
+        args, device, train_set, val_set = start(args)
+        samplers = [load_sampler(spec) for spec in args.samplers]
+    except (AnnotationError, ValueError, FileNotFoundError) as e:
+        logging.getLogger("al_curve").error("%s", e)
+        return 2
+    if dist.is_main():
+        os.makedirs(args.output_dir, exist_ok=True)
+        save_resolved(args, args.output_dir, run_environment())
+    curves, counter = [], [0]
+    try:
+        for name, cls in samplers:
+            for seed in args.seeds:
+                steps = run_curve(args, name, cls, seed, train_set, val_set, device, counter)
+                curves.append({"sampler": name, "seed": seed, "steps": steps})
+                if dist.is_main():
+                    write_results(args.output_dir, curves, args.x_axis, args.asm_logs)
+    except Interrupted as e:
+        logger.warning("%s; run the same command again to continue", e)
+        return 3
+    except fit.Diverged as e:
+        logger.error("%s", e)
+        return 5
+    if dist.is_main():
+        print(json.dumps({"curves": len(curves), "output": os.path.abspath(args.output_dir)}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,10 +9,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 
-from datasets.build import add_data_args
-from tools.inference import infer
+import torch
+from tqdm import tqdm
+
+from datasets import AnnotationError
+from datasets.atomic import atomic_write_text
+from datasets.build import DataOptions, add_data_args, build_datasets, run_data_options
+from datasets.coco import records_to_coco
+from datasets.records import RecordSet
+from datasets.report import LoadReport
+from datasets.torch_data import read_image
+from tools.coco_eval import to_coco_results
+from tools.inference import folder_records, model_from_checkpoint, predict_tta
+
+logger = logging.getLogger("infer")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -35,6 +49,90 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta-iou", type=float, default=0.5)
     p.add_argument("--device", default="auto")
     return p
+
+
+def infer(args: argparse.Namespace) -> int:
+    """Run ``args.checkpoint`` over an image folder or a dataset split and write ``args.out``
+    (``infer.py``'s options); 0 on success, 2 on bad input (logged, naming the file)."""
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    try:
+        model, ckpt = model_from_checkpoint(args.checkpoint, device)
+        classes = tuple(ckpt.classes)
+        label_to_cat = {int(k): int(v) for k, v in ckpt.label_to_cat_id.items()}
+        if args.images:
+            report = LoadReport()
+            data = RecordSet(
+                folder_records(args.images, report),
+                classes,
+                os.path.abspath(args.images),
+                label_to_cat,
+                report=report,
+            )
+            report.log(f"images under {args.images}")
+        else:
+            if args.dataset is None:  # the data and split lists of the run that wrote the checkpoint
+                opts = run_data_options(ckpt.config, os.path.dirname(os.path.abspath(args.checkpoint)))
+            else:
+                opts = DataOptions.of(vars(args))
+            data = build_datasets(opts)[0 if args.split == "train" else 1]
+            if data.label_to_cat_id != label_to_cat or data.classes != classes:
+                raise ValueError(
+                    f"{args.checkpoint} was trained on classes {classes}, the data has {data.classes}"
+                )
+    except (AnnotationError, ValueError, FileNotFoundError, KeyError) as e:
+        logger.error("%s", e)
+        return 2
+    model.roi_heads.score_thresh = args.score_thresh
+    gt = records_to_coco(data)
+    coco_ids = [im["id"] for im in gt["images"]]
+    results = []
+    skipped = []
+    for record, image_id in tqdm(list(zip(data.records, coco_ids)), desc="infer", disable=None):
+        path = os.path.join(data.image_root, record.file_name)
+        try:
+            image = read_image(path).float().div(255).to(device)
+        except (OSError, RuntimeError, ValueError) as e:  # its header read, its pixels do not decode
+            logger.warning("%s: cannot decode (%s); skipped", path, str(e).splitlines()[0][:200])
+            skipped.append(record.file_name)
+            continue
+        out = predict_tta(model, image, args.tta_scales, args.tta_flip, args.tta_merge, args.tta_iou)
+        results += to_coco_results([record], [out], label_to_cat, [image_id], with_masks="masks" in out)
+    atomic_write_text(args.out, json.dumps(results))
+    if not results:  # pycocotools' loadRes([]) fails with an IndexError: say so, and what to change
+        logger.warning(
+            "no detection scored >= --score-thresh %g on %d images, so %s holds an empty list, which "
+            "pycocotools' COCO.loadRes cannot read (an IndexError); lower --score-thresh (e.g. 0.001) or "
+            "train longer",
+            args.score_thresh,
+            len(data),
+            args.out,
+        )
+    if args.dataset != "coco" or args.images:
+        atomic_write_text(args.out + ".gt.json", json.dumps(gt))
+    done = len(data) - len(skipped)
+    if args.images:  # the files the folder scan already left out (header unreadable, missing, too large)
+        skipped += [source for _, source, _ in data.report.entries]
+    logger.info(
+        "%d detections on %d images -> %s%s",
+        len(results),
+        done,
+        args.out,
+        f"; {len(skipped)} images skipped" if skipped else "",
+    )
+    print(
+        json.dumps(
+            {
+                "images": done,
+                "detections": len(results),
+                "skipped": len(skipped),
+                "skipped_files": skipped[:20],
+                "out": os.path.abspath(args.out),
+            }
+        )
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,17 +25,17 @@ from asm.merge import ASMConfig
 from asm.pools import ASMState, initial_pool
 from asm.select import calibrate_scores, choose_informative, class_thresholds, detection_outcomes
 from datasets import AnnotationError
-from datasets.build import add_data_args, describe, labelled_indices
-from datasets.records import atomic_write_text, record_from_dict, record_to_dict
+from datasets.atomic import atomic_write_text
+from datasets.build import DataOptions, add_data_args, describe, labelled_indices
+from datasets.records import record_from_dict, record_to_dict
 from net.models import is_mask_model
 from tools import dist, run_dir
 from tools.checkpoint import (
-    FORMAT,
-    TRAINING_KEYS,
     CheckpointError,
+    RunState,
     best_path,
     last_path,
-    load_checkpoint,
+    read_state,
     rng_state,
     run_environment,
     save_checkpoint,
@@ -59,25 +59,25 @@ from tools.fit import (
     phase_loader,
     run_epoch,
 )
-from tools.labelling import export_round
+from tools.labelling import export_round, results_from_imported
 from tools.logs import RunLog, read_jsonl
-from tools.mining import detect_sorted, merge_with_oracle, preannotate, results_from_imported
+from tools.mining import detect_sorted, merge_with_oracle, preannotate
 from tools.options import (
     OPTION_PRESETS,
     HelpFormatter,
-    Interrupted,
     add_asm_args,
     add_model_args,
     add_train_args,
     asm_config,
     check_options,
+    fit_config,
     model_from_args,
     start,
     str2bool,
 )
 from tools.progress import HEARTBEAT, rounds_planned
 from tools.resume import reconcile, run_folder
-from tools.stop import STOP, Stopped, resume_command
+from tools.stop import STOP, Interrupted, Stopped, resume_command
 from tools.voc_eval import VOCEvaluator
 
 logger = logging.getLogger("train_asm_one")
@@ -163,7 +163,7 @@ class LabelsMissing(Exception):
 
 
 class Run:
-    """The mutable state of a run that a checkpoint holds (plain data via :meth:`state_dict`)."""
+    """The mutable state of a run that a checkpoint holds (:meth:`state`: a :class:`~tools.checkpoint.RunState`)."""
 
     def __init__(self, args, model, trainer, train_set, environment: dict):
         self.args, self.model, self.trainer = args, model, trainer
@@ -189,59 +189,53 @@ class Run:
         a = self.args
         self.phase = phase
         self.stopper = APShiftStopper(a.ap_range, threshold, a.ap_thre, a.ap_shift_squared)
-        self.optimizer = make_optimizer(self.model, a)
-        self.scheduler = make_scheduler(self.optimizer, a, phase.max_epochs)
+        self.optimizer = make_optimizer(self.model, self.trainer.config)
+        self.scheduler = make_scheduler(self.optimizer, self.trainer.config, phase.max_epochs)
 
-    def state_dict(self) -> dict:
+    def state(self) -> RunState:
         scaler = self.trainer.scaler
-        return {
-            "model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler else None,
-            "phase": self.phase.state_dict(),
-            "early_stop": self.stopper.state_dict(),
-            "round_stop": self.round_stopper.state_dict(),
-            "epochs_done": self.epochs_done,
-            "best_ap": self.best_ap,
-            "asm": self.asm.state_dict() if self.asm else None,
-            "train_records": [record_to_dict(r) for r in self.train_records],
-            "rng": rng_state(),
-            "config": vars(self.args),
-            "git": self.environment["git"],
-            "environment": self.environment,
-            "classes": self.classes,
-            "awaiting": self.awaiting,
-            "label_to_cat_id": self.label_to_cat_id,
-            "held_out": self.held_out,
-            "log_lines": self.trainer.log.lines,
-            "format": FORMAT,
-        }
+        return RunState(
+            model=unwrap(self.model).state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            lr_scheduler=self.scheduler.state_dict(),
+            scaler=scaler.state_dict() if scaler else None,
+            phase=self.phase.state_dict(),
+            early_stop=self.stopper.state_dict(),
+            round_stop=self.round_stopper.state_dict(),
+            epochs_done=self.epochs_done,
+            best_ap=self.best_ap,
+            asm=self.asm.state_dict() if self.asm else None,
+            train_records=[record_to_dict(r) for r in self.train_records],
+            rng=rng_state(),
+            config=vars(self.args),
+            git=self.environment["git"],
+            environment=self.environment,
+            classes=self.classes,
+            awaiting=self.awaiting,
+            label_to_cat_id=self.label_to_cat_id,
+            held_out=self.held_out,
+            log_lines=self.trainer.log.lines,
+        )
 
-    def load_state_dict(self, ckpt: dict, path: str = "checkpoint") -> None:
-        """Restore everything :meth:`state_dict` saved.
+    def load_state(self, state: RunState, path: str = "checkpoint") -> None:
+        """Restore everything :meth:`state` saved.
 
         Raises:
             CheckpointError: the checkpoint is of another dataset (classes), model or optimizer setup.
         """
-        if ckpt.get("format", 1) > FORMAT:
-            raise CheckpointError(
-                f"{path}: written by a newer version of this tool (format {ckpt['format']}, this "
-                f"one reads up to {FORMAT}); update the code or start a new run"
-            )
-        made_with = (ckpt.get("config") or {}).get("strategy", self.args.strategy)
+        made_with = state.config.get("strategy", self.args.strategy)
         if made_with != self.args.strategy:  # e.g. a supervised checkpoint under v1+ would run no round
             raise CheckpointError(
                 f"{path}: made with --strategy {made_with}, this command says --strategy "
                 f"{self.args.strategy}; resume with --strategy {made_with}, or start a new run from "
                 f"its model with --weights {path}"
             )
-        if ckpt.get("classes") is not None and list(ckpt["classes"]) != self.classes:
+        if state.classes is not None and list(state.classes) != self.classes:
             raise CheckpointError(
-                f"{path}: made for the classes {ckpt['classes']}, this run has {self.classes}"
+                f"{path}: made for the classes {state.classes}, this run has {self.classes}"
             )
         try:
-            unwrap(self.model).load_state_dict(ckpt["model"])
+            unwrap(self.model).load_state_dict(state.model)
         except RuntimeError as e:
             detail = next(
                 (
@@ -255,44 +249,44 @@ class Run:
                 f"{path}: made for another model or class count than --model "
                 f"{self.args.model} ({detail[:200]})"
             ) from e
-        self.phase = Phase.from_state(ckpt["phase"])
+        self.phase = Phase.from_state(state.phase)
         self.new_phase(self.phase, 0.0)
         try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.optimizer.load_state_dict(state.optimizer)
         except (ValueError, KeyError) as e:
             raise CheckpointError(
                 f"{path}: its optimizer state does not fit --opt {self.args.opt} with these "
                 f"trainable layers ({e})"
             ) from e
-        self.scheduler.load_state_dict(ckpt["lr_scheduler"])
-        if self.trainer.scaler is not None and ckpt.get("scaler"):
-            self.trainer.scaler.load_state_dict(ckpt["scaler"])
-        self.stopper.load_state_dict(ckpt["early_stop"])
-        self.round_stopper.load_state_dict(ckpt["round_stop"])
-        self.epochs_done, self.best_ap = ckpt["epochs_done"], ckpt["best_ap"]
-        self.asm = ASMState.from_state(ckpt["asm"]) if ckpt["asm"] else None
-        self.train_records = [record_from_dict(r) for r in ckpt["train_records"]]
-        self.awaiting = ckpt.get("awaiting")
-        self.held_out = ckpt.get("held_out")
-        if ckpt.get("log_lines") is not None and self.trainer.log.truncate(ckpt["log_lines"]):
+        self.scheduler.load_state_dict(state.lr_scheduler)
+        if self.trainer.scaler is not None and state.scaler:
+            self.trainer.scaler.load_state_dict(state.scaler)
+        self.stopper.load_state_dict(state.early_stop)
+        self.round_stopper.load_state_dict(state.round_stop)
+        self.epochs_done, self.best_ap = state.epochs_done, state.best_ap
+        self.asm = ASMState.from_state(state.asm) if state.asm else None
+        self.train_records = [record_from_dict(r) for r in state.train_records]
+        self.awaiting = state.awaiting
+        self.held_out = state.held_out
+        if state.log_lines is not None and self.trainer.log.truncate(state.log_lines):
             logger.info(
                 "log.jsonl: dropped the records written after %s was saved (they are written again)", path
             )
-        set_rng_state(ckpt["rng"])  # rank 0's: a single process resumes exactly
+        set_rng_state(state.rng)  # rank 0's: a single process resumes exactly
         if dist.rank() > 0:  # the other ranks keep augmentations of their own
             torch.manual_seed(self.args.seed + dist.rank() + 1000 * self.epochs_done)
 
     def save(self) -> None:
         """Checkpoint: ``last.pth``, and ``best.pth`` on a new best AP of an evaluated epoch."""
         out = self.args.output_dir
-        state = self.state_dict()
+        state = self.state()
         with STOP.deferred():  # Ctrl-C or SIGTERM: after the write, not in the middle of it
-            save_checkpoint(last_path(out), state)
+            save_checkpoint(last_path(out), state.to_dict())
             if self.phase.history and self.phase.history[-1].get("evaluated", True):
                 ap = self.phase.history[-1]["metrics"][AP_KEYS[self.args.ap]]
                 if ap > self.best_ap:
-                    self.best_ap = state["best_ap"] = ap
-                    save_checkpoint(best_path(out), state)
+                    self.best_ap = state.best_ap = ap
+                    save_checkpoint(best_path(out), state.to_dict())
 
     def train(self) -> dict:
         """Train the current phase from its next epoch to its end (last epoch, or AP settled),
@@ -336,7 +330,17 @@ def start_round(run: Run, train_set, device) -> None:
     else:
         ids = asm.next_batch(args.candidates)
         dets = dict(
-            zip(ids, detect_sorted(run.model, [oracle[i] for i in ids], train_set.image_root, args, device))
+            zip(
+                ids,
+                detect_sorted(
+                    run.model,
+                    [oracle[i] for i in ids],
+                    train_set.image_root,
+                    device,
+                    args.eval_batch_size,
+                    args.workers,
+                ),
+            )
         )
         if args.candidates > 1:
             fresh = [i for i in ids if i not in asm.pending]
@@ -644,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
 DEFAULT_OUTPUT = "outputs/run"
 
 
-def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> dict | None:
+def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> RunState | None:
     """Settle the run's folder and, on a resume, its options (:mod:`tools.resume`: the checkpoint's,
     except the few that may change, which are listed)."""
     log = logging.getLogger("train_asm_one")
@@ -667,10 +671,8 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> dict | N
     args.output_dir = run_folder(args.resume, args.output_dir)
     if not os.path.isfile(args.resume):
         raise FileNotFoundError(f"checkpoint not found: {args.resume} (--resume)")
-    ckpt = load_checkpoint(args.resume, required=TRAINING_KEYS)  # read once: train() restores from it
-    saved = ckpt.get("config")
-    if not isinstance(saved, dict):
-        return ckpt
+    state = read_state(args.resume)  # read once: train() restores from it
+    saved = state.config
     defaults = vars(get_args_parser().parse_args([]))
     named = set(explicit_options(get_args_parser(), argv if argv is not None else sys.argv[1:]))
     given = {k: v for k, v in vars(args).items() if k in named or v != defaults.get(k)}
@@ -680,7 +682,7 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> dict | N
     vars(args).update(values)
     for line in applied:
         log.warning("--resume: applied the new value of %s", line)
-    return ckpt
+    return state
 
 
 def explicit_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
@@ -705,7 +707,7 @@ def run_main(argv: list[str] | None) -> int:
             run_dir.claim(args.output_dir, bool(args.resume), args.overwrite, enabled=dist.will_be_main()),
         ):
             try:
-                device, train_set, val_set = start(args)
+                args, device, train_set, val_set = start(args)
                 if args.strategy != "none":
                     dist.check_shardable(args.K, "--K (images detected per round)")
                     initial_pool(
@@ -729,7 +731,7 @@ def train(
     train_set,
     val_set,
     argv: list[str] | None = None,
-    checkpoint: dict | None = None,
+    checkpoint: RunState | None = None,
 ) -> int:
     """Initial phase, then ASM rounds until the pool is exhausted, AP settles or --max-rounds;
     ``checkpoint``: the one ``--resume`` names, already read."""
@@ -758,10 +760,17 @@ def train(
         logger.info("resolved config written to %s", save_resolved(args, args.output_dir, environment))
     trainer = Trainer(
         model,
-        args,
+        fit_config(args),
         device,
         train_set.image_root,
-        eval_loader(val_set.records, val_set.image_root, args, with_masks, pin_memory=device.type == "cuda"),
+        eval_loader(
+            val_set.records,
+            val_set.image_root,
+            args.eval_batch_size,
+            args.workers,
+            with_masks,
+            pin_memory=device.type == "cuda",
+        ),
         evaluators,
         log,
         with_masks,
@@ -771,7 +780,9 @@ def train(
     if args.strategy == "none":
         run.train_records = list(train_set.records)
     else:
-        initial = labelled_indices(train_set, args) or initial_pool(len(train_set), args.initial, args.seed)
+        initial = labelled_indices(train_set, DataOptions.of(vars(args))) or initial_pool(
+            len(train_set), args.initial, args.seed
+        )
         run.asm = ASMState.start(
             args.strategy,
             args.K,
@@ -787,9 +798,7 @@ def train(
     run.initial_boxes = sum(len(r) for r in run.train_records) if run.asm else 0
     if args.resume:
         try:
-            run.load_state_dict(
-                checkpoint or load_checkpoint(args.resume, required=TRAINING_KEYS), args.resume
-            )
+            run.load_state(checkpoint or read_state(args.resume), args.resume)
         except CheckpointError as e:
             logger.error("%s", e)
             return 2

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from datasets import AnnotationError
-from datasets.build import add_data_args, build_datasets, run_data_options
+from datasets.build import DataOptions, add_data_args, build_datasets, run_data_options
 from datasets.records import RecordSet
 from datasets.report import LoadReport
 from tools.drawing import GT_COLOR, PRED_COLOR, contact_sheet, draw_boxes, legend
@@ -47,8 +47,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_images(args: argparse.Namespace, classes: tuple[str, ...] | None) -> RecordSet:
-    """The records to draw: the photos under ``--images`` (no ground truth) or a dataset split."""
+def load_images(args: argparse.Namespace, opts: DataOptions, classes: tuple[str, ...] | None) -> RecordSet:
+    """The records to draw: the photos under ``--images`` (no ground truth) or a split of ``opts``' data."""
     if args.images:
         report = LoadReport()
         data = RecordSet(
@@ -56,7 +56,7 @@ def load_images(args: argparse.Namespace, classes: tuple[str, ...] | None) -> Re
         )
         report.log(f"images under {args.images}")
         return data
-    data = build_datasets(args)[0 if args.split == "train" else 1]
+    data = build_datasets(opts)[0 if args.split == "train" else 1]
     if classes is not None and data.classes != classes:
         raise ValueError(
             f"{args.checkpoint} was trained on classes {list(classes)}, the data has {list(data.classes)}"
@@ -70,19 +70,17 @@ def draw(args: argparse.Namespace) -> str:
     model, classes = None, None
     if args.checkpoint:
         model, ckpt = model_from_checkpoint(args.checkpoint, torch.device("cpu"))
-        classes = tuple(ckpt["classes"])
+        classes = tuple(ckpt.classes)
         model.roi_heads.score_thresh = 0.0  # keep every score, to report the best one when none passes
-        if args.dataset is None and not args.images:
-            vars(args).update(
-                run_data_options(ckpt["config"], os.path.dirname(os.path.abspath(args.checkpoint)))
-            )
     elif args.images:
         raise ValueError("--images draws a model's predictions: pass --checkpoint too")
-    args.dataset = args.dataset or "demo"
-    args.output_dir = (
-        args.output_dir or args.out
-    )  # split lists made here go under --out, never the working folder
-    data = load_images(args, classes)
+    if args.checkpoint and args.dataset is None:  # the data and split lists of the run that wrote it
+        opts = run_data_options(ckpt.config, os.path.dirname(os.path.abspath(args.checkpoint)))
+    else:  # split lists made here go under --out, never the working folder
+        opts = DataOptions.of(
+            {**vars(args), "dataset": args.dataset or "demo", "output_dir": args.output_dir or args.out}
+        )
+    data = load_images(args, opts, classes)
     os.makedirs(args.out, exist_ok=True)
     tiles, best, shown = [], 0.0, 0
     for record in data.records[: args.num]:

@@ -53,7 +53,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from asm.pools import image_count  # noqa: E402
-from datasets.records import atomic_write_text  # noqa: E402
+from datasets.atomic import atomic_write_text  # noqa: E402
+from datasets.build import DataOptions, add_data_args  # noqa: E402
 from tools.curves import mean_curve  # noqa: E402
 from tools.logs import read_jsonl  # noqa: E402
 
@@ -523,10 +524,9 @@ def tables(curves: list[dict], summary: dict, per_class: dict, methods: list[str
 def parse(
     argv: list[str] | None,
     parser: argparse.ArgumentParser | None = None,
-) -> tuple[argparse.Namespace, list[str], argparse.Namespace | None]:
+) -> tuple[argparse.Namespace, list[str], DataOptions | None]:
     """The study's options (``parser``: this script's, or a benchmark's that extends it), the data
     flags to forward (checked against the entry's data options), and those flags parsed (None: BCCD)."""
-    from datasets.build import add_data_args
 
     parser = parser or get_args_parser()
     args, rest = parser.parse_known_args(argv)
@@ -545,8 +545,8 @@ def parse(
     data_parser = argparse.ArgumentParser(prog="asm_efficiency.py (data options)", add_help=False)
     add_data_args(data_parser)
     data = data_parser.parse_args(rest)  # an unknown option: one line, exit 2
-    data.output_dir = args.output_dir  # a flat folder's seeded split lands in <output-dir>/splits
-    return args, rest, data
+    # a flat folder's seeded split lands in <output-dir>/splits
+    return args, rest, DataOptions.of({**vars(data), "output_dir": args.output_dir})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,8 +75,9 @@ def bench_detect(args: argparse.Namespace) -> dict:
     data = bench_data(args)
     records = data.records[: args.detect_images]
     model = bench_model(args, data, device).eval()
-    options = argparse.Namespace(eval_batch_size=args.batch_size, workers=args.workers)
-    loader = eval_loader(records, data.image_root, options, pin_memory=device.type == "cuda")
+    loader = eval_loader(
+        records, data.image_root, args.batch_size, args.workers, pin_memory=device.type == "cuda"
+    )
     batches = [[im.to(device) for im in images] for images, _ in loader]  # the same batches, decoded up front
     paths = [os.path.join(data.image_root, r.file_name) for r in records]
     pure_forward(model, batches[:1], device)

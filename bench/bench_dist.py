@@ -39,9 +39,8 @@ def worker(args: argparse.Namespace) -> None:
         model = build_model(
             "fasterrcnn_mobilenet_v2_fpn", data.num_classes + 1, min_size=224, preset="cpu_fast"
         )
-        options = argparse.Namespace(eval_batch_size=1, workers=0)
-        detect(model, eval_loader(records[:8], data.image_root, options), device)  # warm-up
-        loader = eval_loader(records, data.image_root, options)
+        detect(model, eval_loader(records[:8], data.image_root), device)  # warm-up
+        loader = eval_loader(records, data.image_root)
         best = float("inf")
         for _ in range(args.repeat):
             dist.barrier()

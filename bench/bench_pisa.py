@@ -33,7 +33,7 @@ _spec = importlib.util.spec_from_file_location(
 efficiency = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(efficiency)
 
-from datasets.records import atomic_write_text  # noqa: E402
+from datasets.atomic import atomic_write_text  # noqa: E402
 from tools.logs import read_jsonl  # noqa: E402
 
 HEADS = ("standard", "pisa")

@@ -38,7 +38,7 @@ torch.manual_seed(0)
 data = load_demo("train", fmt="coco", num_train={n}, num_val=10, cache_dir={cache!r})
 model = build_model("maskrcnn_mobilenet_v2_fpn", data.num_classes + 1, min_size=96, preset="cpu_fast")
 model.roi_heads.score_thresh = 0.0  # keep 100 detections per image, each with a full-size mask
-loader = eval_loader(data.records, data.image_root, argparse.Namespace(eval_batch_size=4, workers=0))
+loader = eval_loader(data.records, data.image_root, batch_size=4)
 evaluators = [VOCEvaluator(data.classes), COCOEvaluator(data, ("bbox", "segm"))]
 t = time.perf_counter()
 metrics = evaluate(model, loader, evaluators, torch.device("cpu"))

@@ -31,7 +31,7 @@ from bench.common import add_bench_args, bench_data, bench_model, sync  # noqa: 
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
 from tools.engine import to_device, train_one_epoch  # noqa: E402
-from tools.fit import make_optimizer, train_loader  # noqa: E402
+from tools.fit import FitConfig, make_optimizer, train_loader  # noqa: E402
 
 
 def bare_loop(model, optimizer, batches, device) -> None:
@@ -73,12 +73,16 @@ def main() -> None:
         for j in range(0, n, args.batch_size)
     ]
     model = bench_model(args, data, device)
-    options = argparse.Namespace(
-        opt="sgd", lr=0.005, momentum=0.9, weight_decay=1e-4, batch_size=args.batch_size, workers=args.workers
-    )
-    optimizer = make_optimizer(model, options)
+    optimizer = make_optimizer(model, FitConfig(lr=0.005, batch_size=args.batch_size))
     # workers live across the repeats, as in a phase
-    loader = train_loader(records, data.image_root, options, (0,), pin_memory=device.type == "cuda")
+    loader = train_loader(
+        records,
+        data.image_root,
+        args.batch_size,
+        (0,),
+        workers=args.workers,
+        pin_memory=device.type == "cuda",
+    )
     amp = args.amp and device.type == "cuda"
     bare_loop(model, optimizer, batches[:2], device)  # warm-up (allocator, kernels)
     times: dict[str, list[float]] = {"bare": [], "engine": [], "loader": [], **({"amp": []} if amp else {})}

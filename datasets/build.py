@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from datasets.coco import EXPORT_JSON, export_splits, load_coco
 from datasets.common import same_files, seeded_split
@@ -16,30 +19,80 @@ from datasets.voc import load_voc, read_split, split_file, voc_layout, xml_stems
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class DataOptions:
+    """Where the data is and how to read it: the flags of :func:`add_data_args` (same names, same
+    defaults), and ``output_dir``, under whose ``splits/`` seeded split lists are written."""
+
+    dataset: str = "demo"
+    voc_roots: tuple[str, ...] = ()
+    voc_train_split: str = "trainval"
+    voc_unlabelled_roots: tuple[str, ...] = ()
+    voc_unlabelled_split: str = "trainval"
+    voc_val_root: str | None = None
+    voc_val_split: str = "test"
+    voc_annotations_dir: str | None = None
+    voc_images_dir: str | None = None
+    voc_classes: tuple[str, ...] | None = None
+    discover_classes: bool = False
+    skip_unknown_classes: bool = False
+    coco_root: str | None = None
+    coco_train_json: str | None = None
+    coco_train_images: str | None = None
+    coco_val_json: str | None = None
+    coco_val_images: str | None = None
+    drop_empty: bool = False
+    folder_root: str | None = None
+    folder_classes: tuple[str, ...] | None = None
+    allow_missing_labels: bool = False
+    val_fraction: float = 0.2
+    no_cache: bool = False
+    demo_train: int = 500
+    demo_val: int = 100
+    data_seed: int = 0
+    cache_dir: str | None = None
+    output_dir: str | None = None  # None: the current folder
+
+    @classmethod
+    def of(cls, options: Mapping) -> DataOptions:
+        """The data options among ``options`` (a run's config, ``vars(args)``); the others are ignored
+        and the missing ones take their defaults (a config older than an option)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in names})
+
+
+D = DataOptions()  # the defaults of the flags
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """Data options shared by ``train_asm_one.py`` and the tools."""
     g = parser.add_argument_group("data")
     g.add_argument(
         "--dataset",
         choices=("demo", "voc", "coco", "folder"),
-        default="demo",
+        default=D.dataset,
         help="demo: built-in synthetic shapes (default); voc: VOC XML (VOCdevkit or flat); coco: JSON "
         "files; folder: images with YOLO txt labels or per-instance mask PNGs",
     )
     g.add_argument(
-        "--voc-roots", nargs="+", default=[], help="VOC roots of the training pool, e.g. VOCdevkit/VOC2007"
+        "--voc-roots",
+        nargs="+",
+        default=list(D.voc_roots),
+        help="VOC roots of the training pool, e.g. VOCdevkit/VOC2007",
     )
-    g.add_argument("--voc-train-split", default="trainval", help="split name or a file of image ids")
+    g.add_argument("--voc-train-split", default=D.voc_train_split, help="split name or a file of image ids")
     g.add_argument(
         "--voc-unlabelled-roots",
         nargs="+",
-        default=[],
+        default=list(D.voc_unlabelled_roots),
         help="VOC roots whose images form the unlabelled pool (e.g. VOC2012, as ASM_core); the "
         "--voc-roots images are then the initial label pool",
     )
-    g.add_argument("--voc-unlabelled-split", default="trainval")
-    g.add_argument("--voc-val-root", default=None, help="VOC root for evaluation (default: first train root)")
-    g.add_argument("--voc-val-split", default="test", help="split name or a file of image ids")
+    g.add_argument("--voc-unlabelled-split", default=D.voc_unlabelled_split)
+    g.add_argument(
+        "--voc-val-root", default=D.voc_val_root, help="VOC root for evaluation (default: first train root)"
+    )
+    g.add_argument("--voc-val-split", default=D.voc_val_split, help="split name or a file of image ids")
     g.add_argument(
         "--voc-annotations-dir",
         default=None,
@@ -87,16 +140,16 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--val-fraction",
         type=float,
-        default=0.2,
+        default=D.val_fraction,
         help="without split files: share of images held out for evaluation (seeded by --data-seed; the "
         "lists are written to <output-dir>/splits for reuse)",
     )
     g.add_argument(
         "--no-cache", action="store_true", help="read every annotation file again (no record cache)"
     )
-    g.add_argument("--demo-train", type=int, default=500, help="demo training images")
-    g.add_argument("--demo-val", type=int, default=100, help="demo validation images")
-    g.add_argument("--data-seed", type=int, default=0, help="seed of the demo dataset")
+    g.add_argument("--demo-train", type=int, default=D.demo_train, help="demo training images")
+    g.add_argument("--demo-val", type=int, default=D.demo_val, help="demo validation images")
+    g.add_argument("--data-seed", type=int, default=D.data_seed, help="seed of the demo dataset")
     g.add_argument(
         "--cache-dir", default=None, help="record/demo cache (default $ASM_CACHE_DIR or ~/.cache/asm_trainer)"
     )
@@ -110,35 +163,32 @@ DATA_FLAG = {
 }  # the option that says where each kind of data is
 
 
-def run_data_options(config: dict, run_dir: str) -> dict:
+def run_data_options(config: dict, run_dir: str) -> DataOptions:
     """The data options a run was trained with (its checkpoint's config; options it predates take
     their defaults), with ``output_dir`` its folder, so that seeded split lists are the run's own."""
-    parser = argparse.ArgumentParser()
-    add_data_args(parser)
-    defaults = vars(parser.parse_args([]))
-    return {name: config.get(name, default) for name, default in defaults.items()} | {"output_dir": run_dir}
+    return dataclasses.replace(DataOptions.of(config), output_dir=run_dir)
 
 
-def build_datasets(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
+def build_datasets(opts: DataOptions) -> tuple[RecordSet, RecordSet]:
     """Return ``(train pool, evaluation split)`` as record sets with the same classes.
 
     Raises:
         ValueError: a missing option, or a split without images (the message names the folder, what
             the load report found, and the fix).
     """
-    train, val = _load(args)
+    train, val = _load(opts)
     for name, data in (("training", train), ("evaluation", val)):
         if not len(data):
             found = data.report.counts if data.report is not None else {}
             why = ", ".join(f"{n} {reason}" for reason, n in sorted(found.items())) or "no files listed"
             raise ValueError(
-                f"no {name} images found under {data.image_root} ({why}); check {DATA_FLAG[args.dataset]} "
+                f"no {name} images found under {data.image_root} ({why}); check {DATA_FLAG[opts.dataset]} "
                 f"/ the layout (README 'Your own data')"
                 + ("; load_report.json in the output folder lists every file" if found else "")
             )
     for name, data in (("training", train), ("evaluation", val)):
         lost = data.report.counts.get("labels_lost", 0) if data.report is not None else 0
-        if lost > MAX_LOST * len(data) and not args.allow_missing_labels:
+        if lost > MAX_LOST * len(data) and not opts.allow_missing_labels:
             example = data.report.of("labels_lost")[0][0]
             raise ValueError(
                 f"{lost} of {len(data)} {name} images lost every box while loading (e.g. {example}; "
@@ -174,28 +224,28 @@ def _reasons(data: RecordSet) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in sorted(data.report.counts.items()))
 
 
-def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
-    cache_dir = False if getattr(args, "no_cache", False) else args.cache_dir
-    if args.dataset == "demo":
+def _load(opts: DataOptions) -> tuple[RecordSet, RecordSet]:
+    cache_dir = False if opts.no_cache else opts.cache_dir
+    if opts.dataset == "demo":
         kw = dict(
-            seed=args.data_seed, num_train=args.demo_train, num_val=args.demo_val, cache_dir=args.cache_dir
+            seed=opts.data_seed, num_train=opts.demo_train, num_val=opts.demo_val, cache_dir=opts.cache_dir
         )
         return load_demo("train", **kw), load_demo("val", **kw)
-    if args.dataset == "voc":
-        if not args.voc_roots:
+    if opts.dataset == "voc":
+        if not opts.voc_roots:
             raise ValueError("--dataset voc needs --voc-roots")
-        folders = (args.voc_annotations_dir, args.voc_images_dir)
+        folders = (opts.voc_annotations_dir, opts.voc_images_dir)
         kw = dict(
-            classes=args.voc_classes,
-            skip_unknown_classes=args.skip_unknown_classes,
+            classes=opts.voc_classes,
+            skip_unknown_classes=opts.skip_unknown_classes,
             cache_dir=cache_dir,
             folders=folders,
         )
-        train_split, val_split = args.voc_train_split, args.voc_val_split
-        first = args.voc_roots[0]
+        train_split, val_split = opts.voc_train_split, opts.voc_val_split
+        first = opts.voc_roots[0]
         voc_layout(first, folders)  # a clear error for a folder of neither layout
         sets = os.path.join(first, "ImageSets", "Main")
-        if args.voc_val_root is None and not os.path.isfile(split_file(first, train_split)):
+        if opts.voc_val_root is None and not os.path.isfile(split_file(first, train_split)):
             if os.path.isdir(
                 sets
             ):  # a VOCdevkit folder: a split name that is not there is a typo, not "no splits"
@@ -205,27 +255,27 @@ def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
                     f"{train_split!r}); {sets} has {names or 'no split files'}"
                 )
             train_split, val_split = seeded_split(
-                xml_stems(first, folders), args.val_fraction, args.data_seed, _splits_dir(args)
+                xml_stems(first, folders), opts.val_fraction, opts.data_seed, _splits_dir(opts)
             )
-        roots = list(args.voc_roots) + list(args.voc_unlabelled_roots)
-        splits = [train_split] * len(args.voc_roots) + [args.voc_unlabelled_split] * len(
-            args.voc_unlabelled_roots
+        roots = list(opts.voc_roots) + list(opts.voc_unlabelled_roots)
+        splits = [train_split] * len(opts.voc_roots) + [opts.voc_unlabelled_split] * len(
+            opts.voc_unlabelled_roots
         )
-        train = load_voc(roots, splits, discover_classes=args.discover_classes, **kw)
-        if args.discover_classes:
+        train = load_voc(roots, splits, discover_classes=opts.discover_classes, **kw)
+        if opts.discover_classes:
             kw["classes"] = train.classes
-        val = load_voc(args.voc_val_root or first, val_split, **kw)
+        val = load_voc(opts.voc_val_root or first, val_split, **kw)
         return train, val
-    if args.dataset == "folder":
-        return _load_folder(args)
-    files = (args.coco_train_json, args.coco_train_images, args.coco_val_json, args.coco_val_images)
-    if args.coco_root:
+    if opts.dataset == "folder":
+        return _load_folder(opts)
+    files = (opts.coco_train_json, opts.coco_train_images, opts.coco_val_json, opts.coco_val_images)
+    if opts.coco_root:
         if any(files):
             raise ValueError(
                 "--coco-root finds the JSON files and image folders itself; drop the --coco-train-* "
                 "and --coco-val-* options (or drop --coco-root)"
             )
-        train_dir, val_dir = export_splits(args.coco_root)
+        train_dir, val_dir = export_splits(opts.coco_root)
         files = (os.path.join(train_dir, EXPORT_JSON), train_dir, os.path.join(val_dir, EXPORT_JSON), val_dir)
     names = ("coco-train-json", "coco-train-images", "coco-val-json", "coco-val-images")
     for name, value in zip(names, files):
@@ -233,7 +283,7 @@ def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
             raise ValueError(
                 f"--dataset coco needs --{name} (or --coco-root for an export with train/ and valid/)"
             )
-    train = load_coco(files[0], files[1], drop_empty=args.drop_empty)
+    train = load_coco(files[0], files[1], drop_empty=opts.drop_empty)
     val = load_coco(files[2], files[3])
     if train.label_to_cat_id != val.label_to_cat_id or train.classes != val.classes:
         raise ValueError(
@@ -243,22 +293,22 @@ def _load(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
     return train, val
 
 
-def _load_folder(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
+def _load_folder(opts: DataOptions) -> tuple[RecordSet, RecordSet]:
     """``images/train*`` + ``images/val*`` when both are present; else a seeded split of the one split
     folder (COCO128's ``images/train2017``) or of the flat folder."""
-    root = args.folder_root
+    root = opts.folder_root
     if not root:
         raise ValueError("--dataset folder needs --folder-root")
-    kw = {"allow_missing_labels": args.allow_missing_labels}
+    kw = {"allow_missing_labels": opts.allow_missing_labels}
     exported = export_folders(root)
     if exported is not None:  # Roboflow: train/ and valid/ each with images/ + labels/, data.yaml beside them
-        train = load_folder(exported[0], classes=args.folder_classes or yolo_classes(root), **kw)
+        train = load_folder(exported[0], classes=opts.folder_classes or yolo_classes(root), **kw)
         return train, load_folder(exported[1], classes=train.classes, **kw)
     splits = folder_splits(root)
     train_split = next((s for s in splits if s.startswith("train")), None)
     val_split = next((s for s in splits if s.startswith("val")), None)
     if train_split and val_split:
-        train = load_folder(root, split=train_split, classes=args.folder_classes, **kw)
+        train = load_folder(root, split=train_split, classes=opts.folder_classes, **kw)
         return train, load_folder(root, split=val_split, classes=train.classes, **kw)
     if len(splits) > 1 and train_split is None:
         raise ValueError(
@@ -267,23 +317,23 @@ def _load_folder(args: argparse.Namespace) -> tuple[RecordSet, RecordSet]:
         )
     split = train_split or (splits[0] if splits else None)
     train_file, val_file = seeded_split(
-        image_stems(root, split), args.val_fraction, args.data_seed, _splits_dir(args)
+        image_stems(root, split), opts.val_fraction, opts.data_seed, _splits_dir(opts)
     )
-    train = load_folder(root, read_split(root, train_file), split=split, classes=args.folder_classes, **kw)
+    train = load_folder(root, read_split(root, train_file), split=split, classes=opts.folder_classes, **kw)
     return train, load_folder(root, read_split(root, val_file), split=split, classes=train.classes, **kw)
 
 
-def _splits_dir(args: argparse.Namespace) -> str:
-    return os.path.join(getattr(args, "output_dir", None) or ".", "splits")
+def _splits_dir(opts: DataOptions) -> str:
+    return os.path.join(opts.output_dir or ".", "splits")
 
 
-def labelled_indices(data: RecordSet, args: argparse.Namespace) -> list[int] | None:
+def labelled_indices(data: RecordSet, opts: DataOptions) -> list[int] | None:
     """Indices of the initial label pool when it is given by folders (``--voc-unlabelled-roots``)."""
-    if args.dataset != "voc" or not args.voc_unlabelled_roots:
+    if opts.dataset != "voc" or not opts.voc_unlabelled_roots:
         return None
     prefixes = tuple(
         os.path.relpath(os.path.abspath(r), data.image_root).replace(os.sep, "/") + "/"
-        for r in args.voc_roots
+        for r in opts.voc_roots
     )
     return [i for i, r in enumerate(data.records) if r.file_name.startswith(prefixes)]
 

@@ -15,7 +15,8 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 
-from datasets.records import RecordSet, atomic_write_text, recordset_from_dict, recordset_to_dict
+from datasets.atomic import atomic_write_text
+from datasets.records import RecordSet, recordset_from_dict, recordset_to_dict
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,5 @@
 """The model, data and evaluators shared by the distributed test and its torchrun worker."""
 
-import argparse
-
 import torch
 
 from datasets.synthetic import load_demo
@@ -22,5 +20,5 @@ def build():
         preset="cpu_fast",
         box_score_thresh=0.0,
     )
-    loader = eval_loader(data.records, data.image_root, argparse.Namespace(eval_batch_size=1, workers=0))
+    loader = eval_loader(data.records, data.image_root)
     return model, loader, [VOCEvaluator(data.classes), COCOEvaluator(data)]

@@ -1,6 +1,5 @@
 """bench/asm_efficiency.py: the analysis on hand-made curves, failures, and a --quick run on a BCCD slice."""
 
-import argparse
 import importlib.util
 import json
 import os
@@ -100,7 +99,9 @@ def test_a_method_that_dies_is_reported_and_the_others_go_on(monkeypatch):
 
     monkeypatch.setattr(eff, "sampler_curve", fine)
     monkeypatch.setattr(eff, "asm_curve", dies)
-    args = argparse.Namespace(seeds=[1, 2], methods=["random", "v1+", "topk_v2"], jobs=3)
+    args = eff.get_args_parser().parse_args(
+        ["--seeds", "1", "2", "--methods", "random", "v1+", "topk_v2", "--jobs", "3"]
+    )
     curves, failed = eff.run_all(args, "root", 100)
     assert sorted((c["method"], c["seed"]) for c in curves) == sorted(
         (m, s) for s in (1, 2) for m in ("supervised", "random", "v1+")

@@ -2,12 +2,12 @@ import os
 
 import pytest
 
-from datasets.build import build_datasets
+from datasets.build import DataOptions, build_datasets
 from train_asm_one import get_args_parser, main
 
 
 def _args(*argv):
-    return get_args_parser().parse_args(list(argv))
+    return DataOptions.of(vars(get_args_parser().parse_args(list(argv))))
 
 
 def test_voc_and_coco_options(bccd_root, tiny_coco_root, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.build import build_datasets
+from datasets.build import DataOptions, build_datasets
 from datasets.coco import load_coco
 from datasets.common import same_files, sanitize_boxes
 from datasets.records import AnnotationError
@@ -23,9 +23,8 @@ SPLITS = {"train": 10, "valid": 4, "test": 2}
 
 
 def _args(tmp_path, *argv):
-    return get_args_parser().parse_args(
-        [*argv, "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
-    )
+    argv = [*argv, "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    return DataOptions.of(vars(get_args_parser().parse_args(argv)))
 
 
 def _photo(path, seed, size=(96, 64)):

@@ -4,7 +4,8 @@ import numpy as np
 
 from asm.merge import ASMConfig
 from datasets.records import Record, record_to_dict
-from tools.mining import preannotate, results_from_imported
+from tools.labelling import results_from_imported
+from tools.mining import preannotate
 
 
 def _det(scores, labels, boxes):

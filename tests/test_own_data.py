@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.build import build_datasets
+from datasets.build import DataOptions, build_datasets
 from datasets.coco import decode_masks
 from datasets.records import AnnotationError
 from tests.helpers import coco_dict, make_voc, voc_xml, write_coco, write_image
@@ -18,9 +18,8 @@ from train_asm_one import get_args_parser, main
 
 
 def _args(tmp_path, *argv):
-    return get_args_parser().parse_args(
-        [*argv, "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
-    )
+    argv = [*argv, "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    return DataOptions.of(vars(get_args_parser().parse_args(argv)))
 
 
 def _flat_voc(root, n=10, images=True):

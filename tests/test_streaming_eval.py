@@ -1,7 +1,6 @@
 """Streaming evaluation: per-batch ``process`` with compact results gives exactly the numbers of one
 call over the whole split, and keeps no mask arrays."""
 
-import argparse
 import os
 
 import numpy as np
@@ -72,7 +71,7 @@ def mask_model_and_data(tmp_path_factory):
 
 def test_evaluate_streams_with_the_numbers_of_detect_then_evaluate(mask_model_and_data):
     model, data = mask_model_and_data
-    loader = eval_loader(data.records, data.image_root, argparse.Namespace(eval_batch_size=3, workers=0))
+    loader = eval_loader(data.records, data.image_root, batch_size=3)
     cpu = torch.device("cpu")
     outputs = detect(model, loader, cpu)
     assert all("masks" in o for o in outputs) and sum(len(o["boxes"]) for o in outputs) > 100
@@ -81,6 +80,5 @@ def test_evaluate_streams_with_the_numbers_of_detect_then_evaluate(mask_model_an
 
 def test_mining_keeps_no_masks(mask_model_and_data):
     model, data = mask_model_and_data
-    args = argparse.Namespace(eval_batch_size=2, workers=0)
-    dets = detect_sorted(model, data.records[:4], data.image_root, args, torch.device("cpu"))
+    dets = detect_sorted(model, data.records[:4], data.image_root, torch.device("cpu"), batch_size=2)
     assert len(dets) == 4 and all("masks" not in d and len(d["boxes"]) for d in dets)

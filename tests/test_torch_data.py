@@ -120,7 +120,6 @@ def test_even_batches_give_every_rank_the_same_count():
 
 def test_epoch_batches_do_not_depend_on_workers_and_change_per_epoch(demo_cache):
     """The phase loader's shuffle and augmentation depend on the seed keys and the epoch only."""
-    import argparse
 
     from tools.fit import train_loader
 
@@ -128,8 +127,7 @@ def test_epoch_batches_do_not_depend_on_workers_and_change_per_epoch(demo_cache)
     records = data.records[:8]
 
     def epoch(workers, e):
-        args = argparse.Namespace(batch_size=4, workers=workers)
-        loader = train_loader(records, data.image_root, args, (7, 1))
+        loader = train_loader(records, data.image_root, 4, (7, 1), workers=workers)
         assert loader.persistent_workers == (workers > 0)
         loader.batch_sampler.set_epoch(e)
         return [(t["index"], img) for images, targets in loader for img, t in zip(images, targets)]

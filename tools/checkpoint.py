@@ -7,24 +7,88 @@ a dict, the git revision, and whatever else the caller adds (the ASM state).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
 import platform
 import random
 import subprocess
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from datasets.records import atomic_open
+from datasets.atomic import atomic_open
 from tools import dist
 
 LAST = "last.pth"  # a run's latest checkpoint, in its output folder
 BEST = "best.pth"  # the checkpoint of its best evaluated epoch
-FORMAT = 2  # 2: held_out, log_lines, per-phase rollbacks
+FORMAT = 2  # 2: held_out, log_lines, per-phase rollbacks (RunState's fields)
+
+
+@dataclass
+class RunState:
+    """What a ``train_asm_one.py`` checkpoint holds, saved as a plain dict of these fields.
+
+    The training state (``model`` … ``rng``) restores a run exactly; ``config`` (the resolved options),
+    ``classes`` and ``label_to_cat_id`` are what inference and the tools read; ``awaiting`` is the
+    labelling folder of a round paused for a human. :meth:`from_dict` checks that the keys a reader
+    needs are there; the others take their defaults (a checkpoint older than the field).
+    """
+
+    model: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] | None = None
+    lr_scheduler: dict[str, Any] | None = None
+    phase: dict[str, Any] | None = None  # tools.fit.Phase.state_dict()
+    early_stop: dict[str, Any] | None = None  # the phase's AP-shift stopper
+    round_stop: dict[str, Any] | None = None  # the stopper across rounds
+    epochs_done: int = 0
+    rng: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] | None = None
+    label_to_cat_id: dict[str, int] = field(default_factory=dict)
+    best_ap: float = -1.0
+    scaler: dict[str, Any] | None = None
+    asm: dict[str, Any] | None = None  # asm.pools.ASMState.state_dict(); None for the supervised baseline
+    train_records: list[dict[str, Any]] = field(default_factory=list)  # what the current phase trains on
+    environment: dict[str, Any] = field(default_factory=dict)
+    git: str | None = None
+    awaiting: str | None = None  # labelling folder of a paused round, relative to the run's folder
+    held_out: dict[str, Any] | None = None  # the last batch's detection outcomes (--certain-precision)
+    log_lines: int | None = None  # log.jsonl's records when this was saved
+    format: int = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(
+        cls, state: dict[str, Any], path: str = "checkpoint", need: tuple[str, ...] = ()
+    ) -> RunState:
+        """Raises:
+        CheckpointError: written by a newer version, or lacking one of the keys in ``need``."""
+        if state.get("format", 1) > FORMAT:
+            raise CheckpointError(
+                f"{path}: written by a newer version of this tool (format {state['format']}, this "
+                f"one reads up to {FORMAT}); update the code or start a new run"
+            )
+        missing = [k for k in need if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"{path}: not a train_asm_one.py checkpoint (no {', '.join(repr(k) for k in missing)}); "
+                + (
+                    "a weights-only file goes to --weights, not --resume"
+                    if need == TRAINING_KEYS
+                    else "pass the last.pth or best.pth of a run"
+                )
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in names} | {"format": state.get("format", 1)})
+
+
 TRAINING_KEYS = (
     "model",
     "optimizer",
@@ -35,7 +99,17 @@ TRAINING_KEYS = (
     "epochs_done",
     "rng",
 )
-RUN_KEYS = ("config", "classes", "model", "label_to_cat_id")  # what inference and the tools read
+MODEL_KEYS = ("config", "classes", "model", "label_to_cat_id")  # what inference and the tools read
+
+
+def read_state(path: str, need: tuple[str, ...] = TRAINING_KEYS) -> RunState:
+    """The run state in the checkpoint ``path``, with the keys in ``need`` (:data:`TRAINING_KEYS`
+    to resume; :data:`MODEL_KEYS` to run the model).
+
+    Raises:
+        CheckpointError: unreadable, of a newer format, or lacking a needed key.
+    """
+    return RunState.from_dict(load_checkpoint(path), path, need)
 
 
 def last_path(run_dir: str) -> str:
@@ -48,16 +122,17 @@ def best_path(run_dir: str) -> str:
     return os.path.join(run_dir, BEST)
 
 
-def read_run(run_dir: str) -> dict[str, Any]:
-    """The latest checkpoint of the run in ``run_dir``.
+def read_run(run_dir: str) -> RunState:
+    """The latest state of the run in ``run_dir``.
 
     Raises:
         FileNotFoundError: ``run_dir`` holds no checkpoint (it is not a run's output folder).
+        CheckpointError: its checkpoint is unreadable or not a run's.
     """
     path = last_path(run_dir)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no checkpoint; give the output folder of a train_asm_one.py run")
-    return load_checkpoint(path)
+    return read_state(path, need=())
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -172,14 +247,12 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what is wrong with it."""
 
 
-def load_checkpoint(
-    path: str, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ()
-) -> dict[str, Any]:
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (plain data only).
 
     Raises:
         CheckpointError: missing, empty, truncated or not a torch file; holding objects other than
-            plain data (refused, never executed); or lacking one of the ``required`` keys.
+            plain data (refused, never executed).
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -201,11 +274,5 @@ def load_checkpoint(
     if not isinstance(state, dict):
         raise CheckpointError(
             f"{path}: not a checkpoint of this tool (it holds a {type(state).__name__}, not a dict)"
-        )
-    missing = [k for k in required if k not in state]
-    if missing:
-        raise CheckpointError(
-            f"{path}: not a checkpoint of this tool: missing {missing} (a weights-only file? "
-            f"pass it as --weights instead of --resume)"
         )
     return state

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from datasets.records import atomic_write_text
+from datasets.atomic import atomic_write_text
 
 
 def merge_dicts(base: dict, override: dict) -> dict:

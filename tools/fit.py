@@ -8,7 +8,6 @@ every epoch, so that ``--resume`` continues at the next one.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import math
@@ -56,31 +55,51 @@ def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
     }
 
 
-def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+@dataclass(frozen=True)
+class FitConfig:
+    """The training options a phase's epochs use: ``train_asm_one.py``'s flags of the same names,
+    whose defaults are these."""
+
+    lr: float = 0.02
+    batch_size: int = 8  # training images per batch
+    seed: int = 0
+    opt: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_steps: tuple[float, ...] = (0.7, 0.9)  # decay points, fractions of a phase
+    lr_gamma: float = 0.1
+    warmup_iters: int = 100
+    clip_grad: float | None = None
+    eval_batch_size: int = 1
+    workers: int = 0
+    ap: str = "ap_50"  # the AP early stopping and best.pth follow (a key of AP_KEYS)
+    eval_interval: int = 1  # evaluate every this many epochs (and at a phase's last)
+
+
+def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     """SGD or AdamW; on CUDA the fused kernels, whose step a ``GradScaler`` skips on the device (no
     host sync per iteration; :func:`tools.engine.train_one_epoch`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     fused = bool(params) and all(p.is_cuda for p in params)
-    if args.opt == "sgd":
+    if cfg.opt == "sgd":
         return torch.optim.SGD(
-            params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, fused=fused or None
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused or None
         )
-    if args.opt == "adamw":
-        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, fused=fused or None)
-    raise ValueError(f"unknown optimizer {args.opt!r}; choose 'sgd' or 'adamw'")
+    if cfg.opt == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    raise ValueError(f"unknown optimizer {cfg.opt!r}; choose 'sgd' or 'adamw'")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, epochs: int):
-    """Step decay by ``args.lr_gamma`` at the given fractions of the phase's epochs."""
-    milestones = sorted({max(1, round(f * epochs)) for f in args.lr_steps})
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=args.lr_gamma)
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: FitConfig, epochs: int):
+    """Step decay by ``cfg.lr_gamma`` at the given fractions of the phase's epochs."""
+    milestones = sorted({max(1, round(f * epochs)) for f in cfg.lr_steps})
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.lr_gamma)
 
 
-def loader_options(args: argparse.Namespace, pin_memory: bool) -> dict[str, Any]:
+def loader_options(workers: int, pin_memory: bool) -> dict[str, Any]:
     """DataLoader settings shared by training and evaluation: workers that live as long as the
     loader (a phase, or the run for the validation loader), a prefetch depth, and page-locked
     batches for non-blocking copies (``pin_memory``: when the model is on a GPU)."""
-    workers = args.workers
     return {
         "num_workers": workers,
         "collate_fn": collate_fn,
@@ -93,8 +112,9 @@ def loader_options(args: argparse.Namespace, pin_memory: bool) -> dict[str, Any]
 def train_loader(
     records: Sequence[Record],
     image_root: str,
-    args: argparse.Namespace,
+    batch_size: int,
     seed_keys: Sequence[int],
+    workers: int = 0,
     with_masks: bool = False,
     pin_memory: bool = False,
 ) -> DataLoader:
@@ -104,22 +124,24 @@ def train_loader(
     permutation and the same number of batches."""
     dataset = DetectionDataset(records, image_root, build_transforms(True), with_masks=with_masks)
     shard = (dist.world_size(), dist.rank()) if dist.is_distributed() else None
-    batches = EpochBatches(aspect_ratio_groups(dataset.records), args.batch_size, seed_keys, shard)
-    return DataLoader(dataset, batch_sampler=batches, **loader_options(args, pin_memory))
+    batches = EpochBatches(aspect_ratio_groups(dataset.records), batch_size, seed_keys, shard)
+    return DataLoader(dataset, batch_sampler=batches, **loader_options(workers, pin_memory))
 
 
 def eval_loader(
     records: Sequence[Record],
     image_root: str,
-    args: argparse.Namespace,
+    batch_size: int = 1,
+    workers: int = 0,
     with_masks: bool = False,
     pin_memory: bool = False,
 ) -> DataLoader:
+    """Batches of ``records`` in order (grouped by aspect ratio), for evaluation and detection."""
     dataset = DetectionDataset(records, image_root, build_transforms(False), with_masks=with_masks)
     batches = GroupedBatchSampler(
-        SequentialSampler(dataset), aspect_ratio_groups(dataset.records), args.eval_batch_size
+        SequentialSampler(dataset), aspect_ratio_groups(dataset.records), batch_size
     )
-    return DataLoader(dataset, batch_sampler=batches, **loader_options(args, pin_memory))
+    return DataLoader(dataset, batch_sampler=batches, **loader_options(workers, pin_memory))
 
 
 @dataclass
@@ -159,7 +181,7 @@ class Trainer:
     """What the epochs of a phase need (a plain container)."""
 
     model: nn.Module
-    args: argparse.Namespace
+    config: FitConfig
     device: torch.device
     image_root: str
     val_loader: DataLoader
@@ -212,7 +234,7 @@ def train_epoch_safely(
     tries = 0
     while True:
         loader.batch_sampler.set_epoch(epoch)  # the same batches on every try
-        warmup = min(t.args.warmup_iters, len(loader) - 1) if epoch == 0 else 0
+        warmup = min(t.config.warmup_iters, len(loader) - 1) if epoch == 0 else 0
         try:
             return train_one_epoch(
                 t.model,
@@ -222,7 +244,7 @@ def train_epoch_safely(
                 epoch,
                 warmup_iters=warmup,
                 scaler=t.scaler,
-                clip_grad=t.args.clip_grad,
+                clip_grad=t.config.clip_grad,
                 desc=phase.name,
                 loss_bound=bounds or None,
             )
@@ -259,8 +281,9 @@ def phase_loader(t: Trainer, phase: Phase, records: Sequence[Record]) -> DataLoa
     return train_loader(
         records,
         t.image_root,
-        t.args,
-        (t.args.seed, phase.index),
+        t.config.batch_size,
+        (t.config.seed, phase.index),
+        workers=t.config.workers,
         with_masks=t.with_masks,
         pin_memory=t.device.type == "cuda",
     )
@@ -284,7 +307,7 @@ def run_epoch(
     Returns:
         The last evaluation's metrics (this epoch's when it was evaluated).
     """
-    ap_key = AP_KEYS[t.args.ap]
+    ap_key = AP_KEYS[t.config.ap]
     metrics: dict[str, float] = phase.history[-1]["metrics"] if phase.history else {}
     epoch = phase.epoch
     HEARTBEAT.set(epoch=epoch)
@@ -292,7 +315,7 @@ def run_epoch(
     losses = train_epoch_safely(t, phase, loader, optimizer)
     t.last_losses = losses
     scheduler.step()
-    evaluated = (epoch + 1) % getattr(t.args, "eval_interval", 1) == 0 or epoch + 1 >= phase.max_epochs
+    evaluated = (epoch + 1) % t.config.eval_interval == 0 or epoch + 1 >= phase.max_epochs
     stop = False
     if evaluated:
         metrics = evaluate(t.model, t.val_loader, t.evaluators, t.device)

@@ -23,7 +23,7 @@ import uuid
 from typing import Any
 from urllib import error, parse, request
 
-from datasets.records import atomic_write_text
+from datasets.atomic import atomic_write_text
 from tools.labelling import import_round
 
 logger = logging.getLogger(__name__)

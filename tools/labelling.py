@@ -28,16 +28,11 @@ import numpy as np
 from lxml import etree
 
 from asm.edits import Edits, count_edits
+from asm.merge import MergeResult
+from datasets.atomic import atomic_write_text
 from datasets.coco import load_coco, records_to_coco
 from datasets.common import sanitize_boxes
-from datasets.records import (
-    AnnotationError,
-    Record,
-    RecordSet,
-    atomic_write_text,
-    record_from_dict,
-    record_to_dict,
-)
+from datasets.records import AnnotationError, Record, RecordSet, record_from_dict, record_to_dict
 from datasets.report import LoadReport
 from datasets.voc import parse_voc_xml, voc_xml, xml_parser
 from tools.checkpoint import last_path, read_run
@@ -429,7 +424,7 @@ def awaiting_folder(run_dir: str) -> str:
         FileNotFoundError: no ``last.pth`` in ``run_dir``.
         ValueError: the run waits for no labels.
     """
-    folder = read_run(run_dir).get("awaiting")
+    folder = read_run(run_dir).awaiting
     if not folder:
         raise ValueError(f"{last_path(run_dir)} is not waiting for labels (run with --oracle none first)")
     return os.path.join(
@@ -440,3 +435,30 @@ def awaiting_folder(run_dir: str) -> str:
 def import_for_run(run_dir: str, labels_path: str, fmt: str = "auto") -> dict[str, Any]:
     """:func:`import_round` for the round that the run in ``run_dir`` waits on (:func:`awaiting_folder`)."""
     return import_round(awaiting_folder(run_dir), labels_path, fmt)
+
+
+def results_from_imported(imported: dict) -> list[MergeResult]:
+    """Merge results of a round labelled in a tool (``tools/labelling.import_round``'s output)."""
+    out = []
+    for rec, img, n_pre in zip(imported["records"], imported["images"], imported["preannotated"]):
+        sa = record_from_dict(rec)
+        al = img["added"] + img["moved"] + img["relabelled"]  # the human's boxes; moves are cheaper edits
+        sl = img["confirmed"]
+        ratio = al / (al + sl) if al + sl else (1.0 if img["deleted"] else 0.0)
+        moved = np.asarray(img.get("moved_boxes", [False] * len(sa)), bool)
+        out.append(
+            MergeResult(
+                sa,
+                np.asarray(img["sl"], bool),
+                al - int(moved.sum()),
+                sl,
+                img["deleted"],
+                n_pre,
+                0,
+                0,
+                sl,
+                ratio,
+                moved=moved,
+            )
+        )
+    return out

@@ -7,7 +7,7 @@ import math
 import os
 from typing import Any
 
-from datasets.records import atomic_write_text
+from datasets.atomic import atomic_write_text
 
 
 class RunLog:

@@ -1,8 +1,8 @@
-"""One ASM round's model side: detect the round's images and merge them with the oracle (or a human)."""
+"""One ASM round's model side: detect the round's images, merge them with the oracle, or prepare
+them for a human (``tools/labelling.py`` imports the human's labels)."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,7 +11,7 @@ from torch import nn
 
 from asm.edits import count_moves
 from asm.merge import ASMConfig, MergeResult, merge_batch, split_and_rejudge
-from datasets.records import Record, record_from_dict
+from datasets.records import Record
 from tools.engine import detect
 from tools.fit import eval_loader
 
@@ -25,11 +25,13 @@ def detect_sorted(
     model: nn.Module,
     records: Sequence[Record],
     image_root: str,
-    args: argparse.Namespace,
     device: torch.device,
+    batch_size: int = 1,
+    workers: int = 0,
 ) -> list[dict]:
-    """Detections of ``records`` in original pixels, each sorted by descending score."""
-    loader = eval_loader(records, image_root, args, pin_memory=device.type == "cuda")
+    """Detections of ``records`` in original pixels, each sorted by descending score (``batch_size``
+    images per forward pass, ``workers`` DataLoader processes)."""
+    loader = eval_loader(records, image_root, batch_size, workers, pin_memory=device.type == "cuda")
     return [sort_by_score(d) for d in detect(model, loader, device, desc="detect", masks=False)]
 
 
@@ -43,12 +45,14 @@ def mine(
     records: Sequence[Record],
     image_root: str,
     cfg: ASMConfig,
-    loader_args: argparse.Namespace,
     device: torch.device,
+    batch_size: int = 1,
+    workers: int = 0,
 ) -> list[MergeResult]:
     """Detect ``records`` (the oracle's GT records of a round's batch) and merge each with its GT
-    under the rules ``cfg``; ``loader_args``: the detection loader's batch size and workers."""
-    return merge_with_oracle(detect_sorted(model, records, image_root, loader_args, device), records, cfg)
+    under the rules ``cfg``."""
+    dets = detect_sorted(model, records, image_root, device, batch_size, workers)
+    return merge_with_oracle(dets, records, cfg)
 
 
 def preannotate(
@@ -66,30 +70,3 @@ def preannotate(
         float(u.sum() / (u.sum() + c.sum())) if u.sum() + c.sum() else 1.0 for c, u in zip(certain, uncertain)
     ]
     return pre, [d["scores"][c] for d, c in zip(dets, certain)], estimates
-
-
-def results_from_imported(imported: dict) -> list[MergeResult]:
-    """Merge results of a round labelled in a tool (``tools/labelling.import_round``'s output)."""
-    out = []
-    for rec, img, n_pre in zip(imported["records"], imported["images"], imported["preannotated"]):
-        sa = record_from_dict(rec)
-        al = img["added"] + img["moved"] + img["relabelled"]  # the human's boxes; moves are cheaper edits
-        sl = img["confirmed"]
-        ratio = al / (al + sl) if al + sl else (1.0 if img["deleted"] else 0.0)
-        moved = np.asarray(img.get("moved_boxes", [False] * len(sa)), bool)
-        out.append(
-            MergeResult(
-                sa,
-                np.asarray(img["sl"], bool),
-                al - int(moved.sum()),
-                sl,
-                img["deleted"],
-                n_pre,
-                0,
-                0,
-                sl,
-                ratio,
-                moved=moved,
-            )
-        )
-    return out

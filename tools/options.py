@@ -11,24 +11,26 @@ import dataclasses
 import logging
 import math
 import os
-import random
-import sys
 
-import numpy as np
 import torch
 
 from asm.merge import ASMConfig
 from asm.pools import ROUND_TRAIN, STRATEGIES
-from datasets.build import build_datasets
+from datasets.build import DataOptions, build_datasets
 from datasets.records import RecordSet
 from net.models import MODELS, PRESETS, ROI_HEADS, build_model
 from net.pisa import PisaConfig
 from tools import dist
-from tools.fit import AP_KEYS
+from tools.fit import AP_KEYS, FitConfig
+from tools.process import (
+    choose_device,
+    configure_logging,
+    default_workers,
+    deterministic_mode,
+    seed_everything,
+)
 
-
-class Interrupted(Exception):
-    """Raised to end a run early (``--exit-after-*``); the checkpoint just written lets it continue."""
+FIT = FitConfig()  # the training flags' defaults
 
 
 def str2bool(value: str) -> bool:
@@ -110,7 +112,9 @@ def add_train_args(
 ) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
-    g.add_argument(*batch_flags, dest="batch_size", type=int, default=8, help="training images per batch")
+    g.add_argument(
+        *batch_flags, dest="batch_size", type=int, default=FIT.batch_size, help="training images per batch"
+    )
     g.add_argument(
         "--eval-batch-size",
         type=int,
@@ -128,19 +132,23 @@ def add_train_args(
     g.add_argument(
         "--eval-interval",
         type=int,
-        default=1,
+        default=FIT.eval_interval,
         help="evaluate every E epochs and at the end of each phase (AP-shift stopping counts evaluations)",
     )
-    g.add_argument("--opt", default="sgd", choices=("sgd", "adamw"))
-    g.add_argument("--lr", type=float, default=0.02)
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--opt", default=FIT.opt, choices=("sgd", "adamw"))
+    g.add_argument("--lr", type=float, default=FIT.lr)
+    g.add_argument("--momentum", type=float, default=FIT.momentum)
+    g.add_argument("--weight-decay", type=float, default=FIT.weight_decay)
     g.add_argument(
-        "--lr-steps", type=float, nargs="+", default=[0.7, 0.9], help="decay points, fractions of a phase"
+        "--lr-steps",
+        type=float,
+        nargs="+",
+        default=list(FIT.lr_steps),
+        help="decay points, fractions of a phase",
     )
-    g.add_argument("--lr-gamma", type=float, default=0.1)
-    g.add_argument("--warmup-iters", type=int, default=100)
-    g.add_argument("--clip-grad", type=float, default=None)
+    g.add_argument("--lr-gamma", type=float, default=FIT.lr_gamma)
+    g.add_argument("--warmup-iters", type=int, default=FIT.warmup_iters)
+    g.add_argument("--clip-grad", type=float, default=FIT.clip_grad)
     g.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     g.add_argument(
         "--auto-scale-lr",
@@ -169,7 +177,7 @@ def add_train_args(
         default=12,
         help="max epochs of the initial phase",
     )
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=FIT.seed)
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
     g.add_argument(
         "--log-level",
@@ -179,7 +187,7 @@ def add_train_args(
         help="DEBUG also lists every skipped file of the load report",
     )
     g = p.add_argument_group("early stopping (AP shift)")
-    g.add_argument("--ap", default="ap_50", choices=sorted(AP_KEYS))
+    g.add_argument("--ap", default=FIT.ap, choices=sorted(AP_KEYS))
     g.add_argument("--ap-thre", "--ap_thre", type=float, default=0.0, help="stop only above this AP")
     g.add_argument("--ap-range", "--ap_range", type=int, default=4, help="window of AP values")
     g.add_argument("--ap-shift-pretrain", "--ap_shift_pretrain", type=float, default=0.005)
@@ -303,35 +311,18 @@ def asm_config(args: argparse.Namespace) -> ASMConfig:
     )
 
 
-def setup(args: argparse.Namespace) -> torch.device:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
-    logging.getLogger().setLevel(
-        getattr(args, "log_level", "INFO")
-    )  # also when logging was configured before
-    if getattr(args, "resume", None) and args.weights:
-        raise ValueError("--resume restores the model; do not combine it with --weights")
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
-    device = dist.init(device)  # a no-op unless launched by torchrun
-    if args.sync_bn:
-        if device.type != "cuda":
-            raise ValueError("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only")
-        if not dist.is_distributed():
-            logging.getLogger(__name__).warning("--sync-bn has no effect in a single process")
-    seed = args.seed + dist.rank()  # data augmentation differs per rank; DDP syncs the initial weights
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if args.deterministic:
-        deterministic_mode()
-    if args.workers is None:
-        args.workers = default_workers() if device.type == "cuda" else 0
-    if args.eval_batch_size is None:
-        args.eval_batch_size = 8 if device.type == "cuda" else 1
+def settle(args: argparse.Namespace, device: torch.device) -> argparse.Namespace:
+    """A copy of ``args`` with the values that depend on the device and the process count: DataLoader
+    workers, the detection batch, ``--no-validate``'s evaluation interval and ``--auto-scale-lr``'s
+    rate. The copy is what the run saves, so that config.yaml reproduces it."""
     log = logging.getLogger(__name__)
+    settled = {}
+    if args.workers is None:
+        settled["workers"] = default_workers() if device.type == "cuda" else 0
+    if args.eval_batch_size is None:
+        settled["eval_batch_size"] = 8 if device.type == "cuda" else 1
     if args.no_validate:
-        args.eval_interval = 10**9  # the last epoch of each phase is still evaluated
+        settled["eval_interval"] = 10**9  # the last epoch of each phase is still evaluated
         log.warning(
             "--no-validate: evaluating at the end of each phase only; AP-shift early stopping cannot stop "
             "a phase early"
@@ -341,58 +332,67 @@ def setup(args: argparse.Namespace) -> torch.device:
         scaled = args.lr * total / args.base_batch_size
         log.info("--auto-scale-lr: lr %g x %d / %d = %g", args.lr, total, args.base_batch_size, scaled)
         # config.yaml then holds the scaled lr and no second scaling: it reproduces this run
-        args.lr, args.auto_scale_lr = scaled, False
-    return device
+        settled |= {"lr": scaled, "auto_scale_lr": False}
+    return argparse.Namespace(**{**vars(args), **settled})
 
 
-def default_workers() -> int:
-    """DataLoader workers per process on a GPU: the cores this process may use, shared among the
-    local torchrun processes, less one for the main process; at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cores // max(dist.local_world_size(), 1) - 1))
+AT_LEAST_ONE = (
+    "batch_size",
+    "eval_interval",
+    "base_batch_size",
+    "epochs",
+    "round_epochs",
+    "min_size",
+    "eval_batch_size",
+    "K",
+    "candidates",
+    "steps",
+    "max_passes",
+    "hlr_num",
+)
+# option: (low, high, low excluded); None: no bound. Each is checked where the parser defines it.
+RANGES = {
+    "lr": (0.0, None, True),
+    "momentum": (0.0, 1.0, False),
+    "weight_decay": (0.0, None, False),
+    "lr_gamma": (0.0, 1.0, True),
+    "clip_grad": (0.0, None, True),
+    **dict.fromkeys(("certain_thre", "uncertain_thre", "cer_ratio", "uncer_ratio"), (0.0, 1.0, False)),
+    "mining_gate": (0.0, 1.0, False),
+    "diversity": (0.0, None, False),
+    **dict.fromkeys(("judge_iou", "gt_iou", "move_iou", "certain_precision"), (0.0, 1.0, True)),
+    "ap_shift_pretrain": (0.0, None, False),
+    "ap_shift_asm": (0.0, None, False),
+    "ap_thre": (0.0, 1.0, False),
+    **{f"{n}_k": (0.0, None, False) for n in ("isr", "carl", "hlr")},
+    **{f"{n}_bias": (0.0, 1.0, False) for n in ("isr", "carl", "hlr")},
+    "hlr_pos_fraction": (0.0, 1.0, True),
+    "hlr_score_thr": (0.0, 1.0, False),
+    "hlr_iou_thr": (0.0, 1.0, True),
+    "review_cost": (0.0, None, False),
+    "move_cost": (0.0, None, False),
+}
 
 
 def check_options(args: argparse.Namespace) -> None:
-    """Cross-check the options before any data loads or training starts.
+    """Cross-check the options before any data loads or training starts. Every rule applies to the
+    options the script's parser defines (``al_curve.py`` has no ``--K``); a value of None is unset.
 
     Raises:
         ValueError: one line naming the option, its value and what it must be.
     """
+    given = {k: v for k, v in vars(args).items() if v is not None}
 
     def need(ok: bool, message: str) -> None:
         if not ok:
             raise ValueError(message)
 
-    def finite(
-        name: str, low: float | None = None, high: float | None = None, low_open: bool = False
-    ) -> None:
-        value = getattr(args, name.lstrip("-").replace("-", "_"), None)
-        if value is None:
-            return
-        need(math.isfinite(value), f"{name} must be a finite number, got {value}")
-        if low is not None:
-            need(
-                value > low if low_open else value >= low,
-                f"{name} must be {'>' if low_open else '>='} {low}, got {value}",
-            )
-        if high is not None:
-            need(value <= high, f"{name} must be <= {high}, got {value}")
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
 
-    for name in (
-        "batch_size",
-        "eval_interval",
-        "base_batch_size",
-        "epochs",
-        "round_epochs",
-        "min_size",
-        "eval_batch_size",
-        "K",
-        "candidates",
-        "steps",
-        "max_passes",
-    ):
-        value = getattr(args, name, None)
-        need(value is None or value >= 1, f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in AT_LEAST_ONE:
+        if name in given:
+            need(given[name] >= 1, f"{flag(name)} must be at least 1, got {given[name]}")
     need(args.min_size >= 32, f"--min-size must be at least 32 pixels, got {args.min_size}")
     need(
         args.max_size is None or args.max_size >= args.min_size,
@@ -400,31 +400,25 @@ def check_options(args: argparse.Namespace) -> None:
     )
     need(args.workers is None or args.workers >= 0, f"--workers must be >= 0, got {args.workers}")
     need(args.warmup_iters >= 0, f"--warmup-iters must be >= 0, got {args.warmup_iters}")
-    finite("--lr", 0.0, low_open=True)
-    finite("--momentum", 0.0, 1.0)
-    finite("--weight-decay", 0.0)
-    finite("--lr-gamma", 0.0, 1.0, low_open=True)
-    finite("--clip-grad", 0.0, low_open=True)
+    for name, (low, high, low_open) in RANGES.items():
+        if name not in given:
+            continue
+        value = given[name]
+        need(math.isfinite(value), f"{flag(name)} must be a finite number, got {value}")
+        need(
+            value > low if low_open else value >= low,
+            f"{flag(name)} must be {'>' if low_open else '>='} {low}, got {value}",
+        )
+        need(high is None or value <= high, f"{flag(name)} must be <= {high}, got {value}")
     need(
         all(0 < f <= 1 for f in args.lr_steps),
         f"--lr-steps are fractions of a phase in (0, 1], got {args.lr_steps}",
     )
-    for name in (
-        "--certain-thre",
-        "--uncertain-thre",
-        "--cer-ratio",
-        "--uncer-ratio",
-        "--mining-gate",
-        "--diversity",
-    ):
-        finite(name, 0.0, 1.0 if name != "--diversity" else None)
-    for name in ("--judge-iou", "--gt-iou", "--move-iou", "--certain-precision"):
-        finite(name, 0.0, 1.0, low_open=True)
     need(
         args.uncertain_thre <= args.certain_thre,
         f"--uncertain-thre ({args.uncertain_thre}) must not exceed --certain-thre ({args.certain_thre})",
     )
-    if hasattr(args, "cer_ratio"):
+    if "cer_ratio" in given:
         need(
             args.cer_ratio < args.uncer_ratio,
             f"--cer-ratio ({args.cer_ratio}) must be below --uncer-ratio ({args.uncer_ratio})",
@@ -433,66 +427,60 @@ def check_options(args: argparse.Namespace) -> None:
         args.ap_range >= 2,
         f"--ap-range must be at least 2 (a window of AP values to compare), got {args.ap_range}",
     )
-    finite("--ap-shift-pretrain", 0.0)
-    finite("--ap-shift-asm", 0.0)
-    finite("--ap-thre", 0.0, 1.0)
-    for name in ("--isr-k", "--isr-bias", "--carl-k", "--carl-bias", "--hlr-k", "--hlr-bias"):
-        finite(name, 0.0, None if name.endswith("-k") else 1.0)
-    finite("--hlr-pos-fraction", 0.0, 1.0, low_open=True)
-    finite("--hlr-score-thr", 0.0, 1.0)
-    finite("--hlr-iou-thr", 0.0, 1.0, low_open=True)
-    need(
-        getattr(args, "hlr_num", None) is None or args.hlr_num >= 1,
-        f"--hlr-num must be at least 1, got {args.hlr_num}",
-    )
-    finite("--review-cost", 0.0)
-    finite("--move-cost", 0.0)
-    if getattr(args, "strategy", None) == "random":
+    if given.get("strategy") == "random":
         need(
             args.candidates == 1,
             "--candidates needs the model's detections; --strategy random shows the human "
             "none (it takes the next K images of the queue)",
         )
-    max_rounds = getattr(args, "max_rounds", None)
-    need(
-        max_rounds is None or max_rounds >= 0,
-        f"--max-rounds must be >= 0 (or left out: until the pool is exhausted), got {max_rounds}",
-    )
+    if "max_rounds" in given:
+        need(
+            args.max_rounds >= 0,
+            f"--max-rounds must be >= 0 (or left out: until the pool is exhausted), got {args.max_rounds}",
+        )
     out = args.output_dir
     need(not os.path.exists(out) or os.path.isdir(out), f"--output-dir {out} exists and is not a folder")
 
 
-def deterministic_mode() -> None:
-    """Same command, same seed, same machine and thread count -> the same numbers, bit for bit.
+def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, RecordSet, RecordSet]:
+    """Check the options, set up the process (:mod:`tools.process`), then load the training pool
+    and the evaluation set (rank 0 first: it fills the caches).
 
-    Besides torch's deterministic algorithms and oneDNN's deterministic mode, this asks Intel MKL for
-    conditional numerical reproducibility (``MKL_CBWR=AUTO,STRICT``): without it MKL picks kernels
-    by the memory alignment of its inputs on Intel CPUs, and two runs differ in the last bits, which
-    training turns into different detections. MKL reads the variable at its first call, so it must be
-    set before any matrix product (the entry scripts call this first thing; tests set it in conftest).
-    Nothing here makes runs agree across processors, thread counts or GPU kinds.
-    """
-    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-    torch.use_deterministic_algorithms(True)
-    torch.backends.mkldnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-
-
-def start(args: argparse.Namespace) -> tuple[torch.device, RecordSet, RecordSet]:
-    """:func:`setup`, then the training pool and the evaluation set (rank 0 first: it fills the caches).
+    Returns:
+        The options settled for this device (:func:`settle`), the device, the two sets.
 
     Raises:
         ValueError: bad options or data, or more processes than evaluation images.
     """
     check_options(args)
-    device = setup(args)
-    train_set, val_set = dist.main_first(build_datasets, args)
+    configure_logging(args.log_level)
+    device = choose_device(args.device)
+    if args.sync_bn:
+        if device.type != "cuda":
+            raise ValueError("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only")
+        if not dist.is_distributed():
+            logging.getLogger(__name__).warning("--sync-bn has no effect in a single process")
+    seed_everything(args.seed)
+    if args.deterministic:
+        deterministic_mode()
+    args = settle(args, device)
+    train_set, val_set = dist.main_first(build_datasets, DataOptions.of(vars(args)))
     dist.check_shardable(len(val_set), "evaluation images")
-    return device, train_set, val_set
+    return args, device, train_set, val_set
+
+
+def pick(cls, args: argparse.Namespace):
+    """The frozen config ``cls`` (a dataclass) of the options of the same names."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def fit_config(args: argparse.Namespace) -> FitConfig:
+    """The training values of ``args`` (settled: :func:`settle`)."""
+    return dataclasses.replace(pick(FitConfig, args), lr_steps=tuple(args.lr_steps))
 
 
 def pisa_config(args: argparse.Namespace) -> PisaConfig:
-    return PisaConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PisaConfig)})
+    return pick(PisaConfig, args)
 
 
 def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:

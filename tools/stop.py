@@ -19,6 +19,10 @@ from collections.abc import Iterator, Sequence
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class Interrupted(Exception):
+    """Raised to end a run early (``--exit-after-*``); the checkpoint just written lets it continue."""
+
+
 class Stopped(Exception):
     """A stop signal arrived; ``exit_code`` is the shell's convention (128 + signal number)."""
 

@@ -1,0 +1,156 @@
+"""tools/fit.py on toy models: the optimizer and schedule from a FitConfig, the rollback of one epoch
+(non-finite loss, loss spike, divergence), and the evaluation interval of run_epoch."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tools import fit
+from tools.early_stop import APShiftStopper
+from tools.fit import (
+    MAX_ROLLBACKS,
+    SPIKE,
+    Diverged,
+    FitConfig,
+    Phase,
+    Trainer,
+    make_optimizer,
+    make_scheduler,
+    run_epoch,
+    spike_bounds,
+    train_epoch_safely,
+)
+from tools.logs import RunLog
+
+
+class _Toy(nn.Module):
+    """One weight; the loss of batch k is ``(w - target_k)^2``, times ``scale`` (``inf``: NaN) while
+    ``poison`` holds k: a bad step that only the first ``tries`` passes over the epoch see."""
+
+    def __init__(self, poison=(), scale=float("nan"), tries=1):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.poison, self.scale, self.tries, self.passes, self.k = set(poison), scale, tries, 0, 0
+
+    def forward(self, images, targets):
+        target = targets[0]["target"]
+        loss = ((self.w - target) ** 2).sum()
+        if self.k in self.poison and self.passes < self.tries:
+            loss = loss * 0 + self.scale if math.isnan(self.scale) else loss * self.scale
+        self.k += 1
+        return {"loss_a": loss}
+
+
+class _Batches:
+    """A loader of fixed batches whose ``batch_sampler.set_epoch`` starts a new pass."""
+
+    def __init__(self, model, targets):
+        self.model, self.targets = model, targets
+        self.batch_sampler = self
+        self.dataset = targets
+
+    def set_epoch(self, epoch):
+        if self.model.k:  # a retry of the epoch
+            self.model.passes += 1
+        self.model.k = 0
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __iter__(self):
+        for t in self.targets:
+            yield [torch.zeros(3, 2, 2)], [{"target": torch.tensor([t])}]
+
+
+def _trainer(model, tmp_path, **config):
+    cfg = FitConfig(**{"lr": 0.1, "warmup_iters": 0, "momentum": 0.0, **config})
+    return Trainer(model, cfg, torch.device("cpu"), "", None, [], RunLog(str(tmp_path), enabled=False))
+
+
+TARGETS = [1.0, 2.0, 3.0, 2.0]
+
+
+def _clean_epoch(lr, tmp_path):
+    model = _Toy()
+    t = _trainer(model, tmp_path, lr=lr)
+    optimizer = make_optimizer(model, t.config)
+    train_epoch_safely(t, Phase("p", 0, 1), _Batches(model, TARGETS), optimizer)
+    return model.w.detach().clone()
+
+
+def test_optimizer_and_schedule_follow_the_config():
+    model = nn.Linear(2, 1)
+    sgd = make_optimizer(model, FitConfig(lr=0.5, momentum=0.7, weight_decay=0.01))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.7
+    assert isinstance(make_optimizer(model, FitConfig(opt="adamw")), torch.optim.AdamW)
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        make_optimizer(model, FitConfig(opt="lamb"))
+    scheduler = make_scheduler(sgd, FitConfig(lr_steps=(0.5, 0.75), lr_gamma=0.1), epochs=8)
+    assert sorted(scheduler.milestones) == [4, 6]
+    for _ in range(6):
+        sgd.step()
+        scheduler.step()
+    assert sgd.param_groups[0]["lr"] == pytest.approx(0.5 * 0.01)
+
+
+def test_spike_bounds_floor_small_terms_at_a_share_of_the_total():
+    bounds = spike_bounds({"loss": 2.0, "loss_box": 0.001, "loss_cls": 1.5, "lr": 0.1})
+    assert bounds["loss"] == SPIKE * 2.0 and bounds["loss_cls"] == SPIKE * 1.5
+    assert bounds["loss_box"] == pytest.approx(SPIKE * 0.2)  # 10% of the total, not 20 x 0.001
+    assert "lr" not in bounds and spike_bounds(None) == {}
+
+
+def test_a_nan_step_rolls_the_epoch_back_and_retries_it_at_half_the_rate(tmp_path):
+    model = _Toy(poison={2})
+    t = _trainer(model, tmp_path)
+    optimizer = make_optimizer(model, t.config)
+    phase = Phase("p", 0, 3)
+    losses = train_epoch_safely(t, phase, _Batches(model, TARGETS), optimizer)
+    assert phase.rollbacks == 1 and math.isfinite(losses["loss"])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # kept for the rest of the phase
+    # the retry starts from the epoch's weights: the same as one clean epoch at half the rate
+    assert torch.allclose(model.w.detach(), _clean_epoch(0.05, tmp_path))
+    assert not torch.allclose(model.w.detach(), _clean_epoch(0.1, tmp_path))
+
+
+def test_a_spike_against_the_last_epochs_means_is_rolled_back(tmp_path):
+    model = _Toy(poison={1}, scale=1000.0)
+    t = _trainer(model, tmp_path)
+    t.last_losses = {"loss_a": 1.0, "loss": 1.0}  # the previous phase's means bound a round's first epoch
+    phase = Phase("round1", 1, 2)
+    train_epoch_safely(t, phase, _Batches(model, TARGETS), make_optimizer(model, t.config))
+    assert phase.rollbacks == 1
+    unbounded = _Toy(poison={1}, scale=1000.0)
+    t2 = _trainer(unbounded, tmp_path)
+    train_epoch_safely(
+        t2, Phase("round1", 1, 2), _Batches(unbounded, TARGETS), make_optimizer(unbounded, t2.config)
+    )
+    assert not math.isfinite(unbounded.w.item()) or abs(unbounded.w.item()) > 10  # nothing stopped it
+
+
+def test_divergence_after_every_rollback_is_raised_and_no_nan_reaches_the_weights(tmp_path):
+    model = _Toy(poison={0}, tries=MAX_ROLLBACKS + 1)
+    t = _trainer(model, tmp_path)
+    phase = Phase("p", 0, 3)
+    with pytest.raises(Diverged, match=r"p: training diverged 4 times .*--lr or --clip-grad"):
+        train_epoch_safely(t, phase, _Batches(model, TARGETS), make_optimizer(model, t.config))
+    assert phase.rollbacks == MAX_ROLLBACKS and math.isfinite(model.w.item())  # on disk: the last checkpoint
+
+
+def test_run_epoch_evaluates_every_interval_and_at_the_phases_end(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fit, "evaluate", lambda *a: calls.append(1) or {"voc/AP50": 0.5, "voc/AP75": 0.2})
+    model = _Toy()
+    t = _trainer(model, tmp_path, eval_interval=2)
+    optimizer = make_optimizer(model, t.config)
+    scheduler = make_scheduler(optimizer, t.config, 5)
+    phase = Phase("p", 0, 5)
+    loader = _Batches(model, TARGETS)
+    stopper = APShiftStopper(4, 0.0)
+    while not phase.finished:
+        run_epoch(t, phase, loader, stopper, optimizer, scheduler, step=phase.epoch)
+    assert [h["evaluated"] for h in phase.history] == [False, True, False, True, True]
+    assert len(calls) == 3 and phase.epoch == 5 and phase.done
+    assert phase.history[0]["metrics"] == {} and phase.history[2]["metrics"]["voc/AP50"] == 0.5

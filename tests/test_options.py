@@ -1,0 +1,84 @@
+"""tools/options.py: one source of defaults, the option rules, and the values settled per device."""
+
+import argparse
+import dataclasses
+
+import pytest
+import torch
+
+from al_curve import get_args_parser as curve_parser
+from datasets.build import DataOptions
+from net.pisa import PisaConfig
+from tools.fit import FitConfig
+from tools.options import AT_LEAST_ONE, RANGES, check_options, fit_config, pick, pisa_config, settle
+from train_asm_one import get_args_parser
+
+
+def _args(*argv):
+    return get_args_parser().parse_args(["--output-dir", "outputs/x", *argv])
+
+
+def test_the_configs_defaults_are_the_flags_defaults():
+    args = _args()
+    assert fit_config(settle(args, torch.device("cpu"))) == FitConfig()  # CPU: 0 workers, batches of 1
+    assert pisa_config(args) == PisaConfig()
+    defaults = DataOptions()
+    for f in dataclasses.fields(DataOptions):
+        if f.name != "output_dir":
+            value = getattr(args, f.name)
+            assert (tuple(value) if isinstance(value, list) else value) == getattr(defaults, f.name), f.name
+
+
+def test_a_config_takes_the_values_of_the_command_line():
+    args = _args("--lr", "0.005", "--batch-size", "2", "--opt", "adamw", "--lr-steps", "0.5")
+    cfg = fit_config(args)
+    assert (cfg.lr, cfg.batch_size, cfg.opt, cfg.lr_steps) == (0.005, 2, "adamw", (0.5,))
+    with pytest.raises(AttributeError):  # no silent default for an option the parser lacks
+        pick(FitConfig, argparse.Namespace(lr=0.1))
+
+
+def test_every_rule_names_a_real_option():
+    names = set(vars(_args())) | set(vars(curve_parser().parse_args([])))
+    assert set(AT_LEAST_ONE) <= names and set(RANGES) <= names
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("--K", "0"), "--K must be at least 1, got 0"),
+        (("--hlr-num", "0"), "--hlr-num must be at least 1, got 0"),
+        (("--lr", "0"), "--lr must be > 0.0, got 0.0"),
+        (("--lr", "nan"), "--lr must be a finite number, got nan"),
+        (("--momentum", "1.5"), "--momentum must be <= 1.0, got 1.5"),
+        (("--judge-iou", "0"), "--judge-iou must be > 0.0"),
+        (("--certain-thre", "0.2", "--uncertain-thre", "0.5"), "--uncertain-thre (0.5) must not exceed"),
+        (("--cer-ratio", "0.6", "--uncer-ratio", "0.5"), "--cer-ratio (0.6) must be below --uncer-ratio"),
+        (("--min-size", "16"), "--min-size must be at least 32 pixels"),
+        (("--strategy", "random", "--candidates", "3"), "--candidates needs the model's detections"),
+        (("--max-rounds", "-1"), "--max-rounds must be >= 0"),
+        (("--lr-steps", "1.5"), "--lr-steps are fractions of a phase in (0, 1]"),
+    ],
+)
+def test_bad_values_are_named_in_one_line(argv, message):
+    with pytest.raises(ValueError) as e:
+        check_options(_args(*argv))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_rules_apply_to_the_options_a_script_has():
+    args = curve_parser().parse_args(["--output-dir", "outputs/c"])  # no --K, --strategy, --max-rounds
+    assert not hasattr(args, "K")
+    check_options(args)
+    with pytest.raises(ValueError, match="--lr must be > 0.0"):
+        check_options(curve_parser().parse_args(["--lr", "-1"]))
+
+
+def test_settle_returns_a_copy_with_the_device_values():
+    args = _args("--no-validate", "--auto-scale-lr", "--lr", "0.02", "--batch-size", "4")
+    settled = settle(args, torch.device("cpu"))
+    assert (settled.workers, settled.eval_batch_size) == (0, 1)  # CPU: no workers, one image a batch
+    assert settled.eval_interval > 10**6
+    assert settled.lr == pytest.approx(0.02 * 4 / 16) and settled.auto_scale_lr is False
+    assert (args.workers, args.eval_batch_size, args.lr, args.auto_scale_lr) == (None, None, 0.02, True)
+    kept = settle(_args("--workers", "2", "--eval-batch-size", "3"), torch.device("cpu"))
+    assert (kept.workers, kept.eval_batch_size, kept.eval_interval) == (2, 3, 1)

@@ -1,0 +1,60 @@
+"""Process setup: logging, the device, seeds, deterministic kernels, DataLoader worker counts.
+
+Nothing here reads command-line options; :func:`tools.options.start` passes their values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+from tools import dist
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One line per record on stdout; sets the level also when logging was configured before."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    logging.getLogger().setLevel(level)
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when there is a GPU, else the CPU; under torchrun, this process's GPU."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    return dist.init(device)  # a no-op unless launched by torchrun
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; each torchrun rank gets its own augmentations (DDP syncs the
+    initial weights)."""
+    seed += dist.rank()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def deterministic_mode() -> None:
+    """Same command, same seed, same machine and thread count -> the same numbers, bit for bit.
+
+    Besides torch's deterministic algorithms and oneDNN's deterministic mode, this asks Intel MKL for
+    conditional numerical reproducibility (``MKL_CBWR=AUTO,STRICT``): without it MKL picks kernels
+    by the memory alignment of its inputs on Intel CPUs, and two runs differ in the last bits, which
+    training turns into different detections. MKL reads the variable at its first call, so it must be
+    set before any matrix product (the entry scripts call this first thing; tests set it in conftest).
+    Nothing here makes runs agree across processors, thread counts or GPU kinds.
+    """
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.mkldnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def default_workers() -> int:
+    """DataLoader workers per process on a GPU: the cores this process may use, shared among the
+    local torchrun processes, less one for the main process; at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores // max(dist.local_world_size(), 1) - 1))
