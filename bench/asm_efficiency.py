@@ -274,10 +274,12 @@ def sampler_curve(
     return {"method": method, "seed": seed, "points": points}
 
 
-def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int, threads: int | None) -> dict:
-    """One ``train_asm_one.py`` run (``method`` "supervised": ``--strategy none``); resumes from its
-    ``last.pth`` when an earlier run was cut off."""
-    out = os.path.join(args.output_dir, f"asm_{method.replace('+', 'plus').replace('/', '_')}_seed{seed}")
+def run_entry(
+    args, data_flags: list[str], seed: int, out: str, extra: list[str], threads: int | None
+) -> list[dict]:
+    """One ``train_asm_one.py`` run of the shared protocol (:func:`common_flags`) plus ``extra``, in
+    its own process, evaluated once at the end of each phase; skipped when ``out`` holds its summary,
+    continued (``--auto-resume``) when an earlier run was cut off. Returns its ``log.jsonl`` entries."""
     summary_path = os.path.join(out, "summary.json")
     if not os.path.isfile(summary_path):
         cmd = [
@@ -290,35 +292,40 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
             "true",
             "--output-dir",
             out,
-            "--review-cost",
-            str(args.review_cost),
-            "--move-cost",
-            str(args.move_cost),
+            *extra,
             "--eval-interval",
             "100000",
-        ]  # evaluate once, at the end of each phase
-        if method == "supervised":
-            cmd += ["--strategy", "none", "--epochs", str(args.supervised_epochs)]
-        else:
-            cmd += [
-                "--K",
-                str(image_count(args.step, n_train)),
-                "--initial",
-                str(args.initial),
-                "--epochs",
-                str(args.epochs),
-                "--round-epochs",
-                str(args.step_epochs),
-                *ASM_METHODS[method],
-            ]
-        if args.steps and method != "supervised":
-            cmd += ["--max-rounds", str(args.steps - 1)]
-        cmd.append("--auto-resume")  # continues a run that was cut off
+            "--auto-resume",
+        ]
         os.makedirs(out, exist_ok=True)
         stdout = run_tool(cmd, os.path.join(out, "bench.log"), threads)
         atomic_write_text(summary_path, stdout.strip().splitlines()[-1])
+    return read_jsonl(os.path.join(out, "log.jsonl"))
+
+
+def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int, threads: int | None) -> dict:
+    """One ``train_asm_one.py`` run (``method`` "supervised": ``--strategy none``)."""
+    out = os.path.join(args.output_dir, f"asm_{method.replace('+', 'plus').replace('/', '_')}_seed{seed}")
+    extra = ["--review-cost", str(args.review_cost), "--move-cost", str(args.move_cost)]
+    if method == "supervised":
+        extra += ["--strategy", "none", "--epochs", str(args.supervised_epochs)]
+    else:
+        extra += [
+            "--K",
+            str(image_count(args.step, n_train)),
+            "--initial",
+            str(args.initial),
+            "--epochs",
+            str(args.epochs),
+            "--round-epochs",
+            str(args.step_epochs),
+            *ASM_METHODS[method],
+        ]
+        if args.steps:
+            extra += ["--max-rounds", str(args.steps - 1)]
+    log = run_entry(args, data_flags, seed, out, extra, threads)
     rounds = {}
-    for entry in read_jsonl(os.path.join(out, "log.jsonl")):
+    for entry in log:
         if entry.get("type") == "round":
             rounds[entry["round"]] = entry  # a resumed run may repeat a round's line: keep the last
     points, reviewed, moved = [], 0, 0

@@ -34,7 +34,6 @@ efficiency = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(efficiency)
 
 from datasets.atomic import atomic_write_text  # noqa: E402
-from tools.logs import read_jsonl  # noqa: E402
 
 HEADS = ("standard", "pisa")
 MAX_STEP_RATIO = 1.2
@@ -53,32 +52,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def run_head(args, data_flags: list[str], seed: int, head: str, threads: int | None) -> dict:
     """One supervised run (resumes); its AP50, COCO-style AP and epoch seconds."""
     out = os.path.join(args.output_dir, f"{head}_seed{seed}")
-    summary_path = os.path.join(out, "summary.json")
-    if not os.path.isfile(summary_path):
-        cmd = [
-            sys.executable,
-            os.path.join(ROOT, "train_asm_one.py"),
-            *efficiency.common_flags(args, data_flags, seed),
-            "--batch-size",
-            str(args.batch_size),
-            "--coco-ap",
-            "true",
-            "--output-dir",
-            out,
-            "--strategy",
-            "none",
-            "--epochs",
-            str(args.supervised_epochs),
-            "--eval-interval",
-            "100000",
-            "--roi-head",
-            head,
-        ]
-        cmd.append("--auto-resume")  # continues a run that was cut off
-        os.makedirs(out, exist_ok=True)
-        stdout = efficiency.run_tool(cmd, os.path.join(out, "bench.log"), threads)
-        atomic_write_text(summary_path, stdout.strip().splitlines()[-1])
-    log = read_jsonl(os.path.join(out, "log.jsonl"))
+    extra = ["--strategy", "none", "--epochs", str(args.supervised_epochs), "--roi-head", head]
+    log = efficiency.run_entry(args, data_flags, seed, out, extra, threads)
     point = [e for e in log if e["type"] == "round"][-1]
     seconds = [e["seconds"] for e in log if e["type"] == "epoch"]
     return {

@@ -7,8 +7,16 @@ import os
 # MKL reads this at its first call, before any test runs: --deterministic runs in this process then
 # repeat exactly on Intel CPUs too (see tools.options.deterministic_mode).
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N: N workers share the cores; one thread each (and in the processes they start), as
+    # two-thread workers on two cores spin against each other and run slower than one at a time
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")

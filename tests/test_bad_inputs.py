@@ -172,7 +172,10 @@ def _write(tmp_path, name, fill) -> str:
             lambda tmp, ck: _write(tmp, "pickle.pth", lambda p: pickle.dump({"a": 1}, open(p, "wb"))),
             "not written by this tool",
         ),
-        (lambda tmp, ck: _write(tmp, "weights.pth", lambda p: torch.save({"model": {}}, p)), "missing ["),
+        (
+            lambda tmp, ck: _write(tmp, "weights.pth", lambda p: torch.save({"model": {}}, p)),
+            "not a train_asm_one.py checkpoint (no 'optimizer'",
+        ),
         (lambda tmp, ck: _write(tmp, "list.pth", lambda p: torch.save([1, 2], p)), "holds a list"),
     ],
 )
