@@ -16,29 +16,46 @@ from infer import main as infer_main
 from tools.inference import model_from_checkpoint, predict_tta
 from train_asm_one import main as train_main
 
+_TRAINED: dict[str, tuple[str, str]] = {}  # model -> (checkpoint, demo cache), trained once per module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _trained_root(tmp_path_factory):
+    _TRAINED.clear()
+    _TRAINED["root"] = (str(tmp_path_factory.mktemp("trained")), "")
+    yield
+    _TRAINED.clear()
+
 
 def _checkpoint(tmp_path, model="fasterrcnn_mobilenet_v2_fpn"):
-    out = tmp_path / f"ckpt_{model}"
-    argv = [
-        "--demo-train",
-        "12",
-        "--demo-val",
-        "4",
-        "--min-size",
-        "64",
-        "--epochs",
-        "1",
-        "--strategy",
-        "none",
-        "--model",
-        model,
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--output-dir",
-        str(out),
-    ]
-    assert train_main(argv) == 0
-    return str(out / "last.pth")
+    """The last.pth of a 1-epoch demo run of ``model``, trained once per module (the tests only read
+    it); the demo images it saw are copied to ``tmp_path/cache``, where ``_infer`` reads them."""
+    if model not in _TRAINED:
+        root = _TRAINED["root"][0]
+        out, cache = os.path.join(root, f"ckpt_{model}"), os.path.join(root, "cache")
+        argv = [
+            "--demo-train",
+            "12",
+            "--demo-val",
+            "4",
+            "--min-size",
+            "64",
+            "--epochs",
+            "1",
+            "--strategy",
+            "none",
+            "--model",
+            model,
+            "--cache-dir",
+            cache,
+            "--output-dir",
+            out,
+        ]
+        assert train_main(argv) == 0
+        _TRAINED[model] = os.path.join(out, "last.pth"), cache
+    ckpt, cache = _TRAINED[model]
+    shutil.copytree(cache, tmp_path / "cache", dirs_exist_ok=True)
+    return ckpt
 
 
 def _infer(tmp_path, ckpt, *extra):

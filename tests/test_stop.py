@@ -72,7 +72,7 @@ def test_sigint_mid_epoch_exits_with_the_command_that_continues(tmp_path):
         "--initial",
         "8",
         "--epochs",
-        "3",
+        "2",
         "--round-epochs",
         "1",
         "--max-rounds",
@@ -113,6 +113,6 @@ def test_sigint_mid_epoch_exits_with_the_command_that_continues(tmp_path):
     done = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["rounds"] == 1 and summary["epochs"] == 3 + 1
+    assert summary["rounds"] == 1 and summary["epochs"] == 2 + 1
     epochs = [(e["phase"], e["epoch"]) for e in read_jsonl(log) if e["type"] == "epoch"]
-    assert epochs == [("pretrain", 0), ("pretrain", 1), ("pretrain", 2), ("round1", 0)]
+    assert epochs == [("pretrain", 0), ("pretrain", 1), ("round1", 0)]
