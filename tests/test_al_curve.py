@@ -55,21 +55,19 @@ def _run(tmp_path, name, *extra):
 
 
 def test_curves_written_and_resume_gives_the_same_json(tmp_path):
-    samplers = ["--samplers", "random", "entropy"]
+    samplers = ["--samplers", "random", "entropy", "--seeds", "0"]  # two seeds: the fresh-process test
     code, full = _run(tmp_path, "full", *samplers, "--x-axis", "boxes")
     assert code == 0
     data = json.load(open(os.path.join(full, "curves.json")))
     assert [(c["sampler"], c["seed"], len(c["steps"])) for c in data["curves"]] == [
         ("random", 0, 2),
-        ("random", 1, 2),
         ("entropy", 0, 2),
-        ("entropy", 1, 2),
     ]
     for c in data["curves"]:
         assert [s["images"] for s in c["steps"]] == [8, 12]
         assert c["steps"][1]["human_drawn_boxes"] >= c["steps"][0]["human_drawn_boxes"]
     rows = list(csv.DictReader(open(os.path.join(full, "curves.csv"))))
-    assert len(rows) == 8 and set(rows[0]) == {
+    assert len(rows) == 4 and set(rows[0]) == {
         "sampler",
         "seed",
         "step",
@@ -84,7 +82,7 @@ def test_curves_written_and_resume_gives_the_same_json(tmp_path):
     assert rows[0]["segm_AP"] == ""  # a box model has no mask AP
     with Image.open(os.path.join(full, "curves.png")) as im:
         assert im.size[0] > 100 and len(set(im.convert("L").tobytes())) > 10  # something is drawn
-    code, part = _run(tmp_path, "part", *samplers, "--x-axis", "boxes", "--exit-after-steps", "3")
+    code, part = _run(tmp_path, "part", *samplers, "--x-axis", "boxes", "--exit-after-steps", "1")
     assert code == 3
     code, part = _run(tmp_path, "part", *samplers, "--x-axis", "boxes")
     assert code == 0

@@ -127,6 +127,9 @@ def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys):
         "2",
         "--json-out",
         str(tmp_path / "docs" / "eff.json"),
+        "--quick-images",
+        "12",
+        "4",
     ]
     assert eff.main(argv) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -152,9 +155,9 @@ def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys):
         if c["method"] != "supervised"
     )
     assert os.path.getsize(os.path.join(out, "efficiency.png")) > 1000
-    # evaluation on val + test: the slice's first 8 images of each
+    # evaluation on val + test: the slice's first 4 images of each
     with open(os.path.join(out, "bccd_root", "ImageSets", "Main", "eval.txt")) as f:
-        assert len(f.read().split()) == 16
+        assert len(f.read().split()) == 8
     # running the same command again reuses every finished method
     assert eff.main(argv) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
