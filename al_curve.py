@@ -191,7 +191,7 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         if args.resume_or_load == "continue" and state["model"] is not None:
             unwrap(model).load_state_dict(state["model"])
         records = [record_from_dict(r) for r in state["records"]]
-        trainer = fit.Trainer(
+        trainer = fit.FitContext(
             model, fit_cfg, device, train_set.image_root, val_loader, evaluators, log, with_masks, scaler
         )
         optimizer = fit.make_optimizer(model, fit_cfg)

@@ -50,8 +50,8 @@ from tools.early_stop import APShiftStopper
 from tools.fit import (
     AP_KEYS,
     Diverged,
+    FitContext,
     Phase,
-    Trainer,
     ap_summary,
     eval_loader,
     make_optimizer,
@@ -175,7 +175,7 @@ class Run:
         self.phase = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
         self.train_records: list = []  # what the current phase trains on
         self.awaiting: str | None = None  # labelling folder of a round paused for a human (--oracle none)
-        self.held_out: dict | None = None  # the last batch's detection outcomes (--certain-precision)
+        self.last_outcomes: dict | None = None  # the last batch's detection outcomes (--certain-precision)
         self.thresholds: dict[int, float] = {}  # this round's per-class certain thresholds
         self.epochs_done = 0
         self.best_ap = -1.0
@@ -213,7 +213,7 @@ class Run:
             classes=self.classes,
             awaiting=self.awaiting,
             label_to_cat_id=self.label_to_cat_id,
-            held_out=self.held_out,
+            last_outcomes=self.last_outcomes,
             log_lines=self.trainer.log.lines,
         )
 
@@ -267,7 +267,7 @@ class Run:
         self.asm = ASMState.from_state(state.asm) if state.asm else None
         self.train_records = [record_from_dict(r) for r in state.train_records]
         self.awaiting = state.awaiting
-        self.held_out = state.held_out
+        self.last_outcomes = state.last_outcomes
         if state.log_lines is not None and self.trainer.log.truncate(state.log_lines):
             logger.info(
                 "log.jsonl: dropped the records written after %s was saved (they are written again)", path
@@ -288,7 +288,7 @@ class Run:
                     self.best_ap = state.best_ap = ap
                     save_checkpoint(best_path(out), state.to_dict())
 
-    def train(self) -> dict:
+    def train_phase(self) -> dict:
         """Train the current phase from its next epoch to its end (last epoch, or AP settled),
         with a checkpoint after every epoch. Returns the last evaluation's metrics."""
         phase, exit_after = self.phase, self.args.exit_after_epochs
@@ -367,7 +367,7 @@ def start_round(run: Run, train_set, device) -> None:
         run.save()
         raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {folder}", folder)
     if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
-        run.held_out = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
+        run.last_outcomes = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
     info["max_score"] = round(max((float(d["scores"][0]) for d in shown if len(d["scores"])), default=0.0), 4)
     finish_round(run, train_set, merge_with_oracle(shown, batch, cfg), info)
 
@@ -393,9 +393,9 @@ def round_rules(run: Run, num_classes: int) -> tuple[ASMConfig, dict]:
     if info["gated"]:  # ASM_core's ap_thre: a weak model's boxes are not offered to the human
         cfg = dataclasses.replace(cfg, enable_sl=False)
     run.thresholds = {}
-    if args.certain_precision is not None and run.held_out:
+    if args.certain_precision is not None and run.last_outcomes:
         run.thresholds = class_thresholds(
-            run.held_out, num_classes, args.certain_precision, cfg.certain_thre, cfg.uncertain_thre
+            run.last_outcomes, num_classes, args.certain_precision, cfg.certain_thre, cfg.uncertain_thre
         )
         info["thresholds"] = {run.classes[c - 1]: round(t, 4) for c, t in run.thresholds.items()}
     return cfg, info
@@ -671,7 +671,7 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> RunState
     args.output_dir = run_folder(args.resume, args.output_dir)
     if not os.path.isfile(args.resume):
         raise FileNotFoundError(f"checkpoint not found: {args.resume} (--resume)")
-    state = read_state(args.resume)  # read once: train() restores from it
+    state = read_state(args.resume)  # read once: run_job() restores from it
     saved = state.config
     defaults = vars(get_args_parser().parse_args([]))
     named = set(explicit_options(get_args_parser(), argv if argv is not None else sys.argv[1:]))
@@ -716,7 +716,7 @@ def run_main(argv: list[str] | None) -> int:
             except (AnnotationError, ValueError, FileNotFoundError) as e:
                 log.error("%s", e)  # names the file and field; no traceback
                 return 2
-            return train(args, device, train_set, val_set, argv, checkpoint)
+            return run_job(args, device, train_set, val_set, argv, checkpoint)
     except run_dir.OutputDirError as e:
         log.error("%s", e)
         return 2
@@ -725,7 +725,7 @@ def run_main(argv: list[str] | None) -> int:
         return e.exit_code
 
 
-def train(
+def run_job(
     args: argparse.Namespace,
     device: torch.device,
     train_set,
@@ -758,7 +758,7 @@ def train(
     environment = run_environment()
     if dist.is_main():
         logger.info("resolved config written to %s", save_resolved(args, args.output_dir, environment))
-    trainer = Trainer(
+    trainer = FitContext(
         model,
         fit_config(args),
         device,
@@ -808,7 +808,7 @@ def train(
             resume_labelled(run, train_set)
         plan_rounds(run, run.phase.index)
         stopped = "the supervised baseline finished"
-        metrics = run.train()  # the initial phase, or the round a resumed run was in
+        metrics = run.train_phase()  # the initial phase, or the round a resumed run was in
         if run.asm is None:  # the supervised point of a learning curve
             log.jsonl(
                 {
@@ -856,7 +856,7 @@ def train(
                 break
             plan_rounds(run)
             start_round(run, train_set, device)
-            metrics = run.train()
+            metrics = run.train_phase()
     except Interrupted as e:
         logger.warning("%s; continue with: %s", e, continue_command(args, argv))
         return 3

@@ -179,7 +179,7 @@ def test_candidates_mining_gate_and_calibrated_thresholds(tmp_path):
     assert set(rounds[1]["thresholds"]) == {"circle", "square", "triangle", "cross"}
     assert all(0.05 <= t <= 1.0 for t in rounds[1]["thresholds"].values())
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
-    assert len(ckpt["held_out"]["scores"]) == len(ckpt["held_out"]["tp"])
+    assert len(ckpt["last_outcomes"]["scores"]) == len(ckpt["last_outcomes"]["tp"])
     assert len(ASMState.from_state(ckpt["asm"]).labelled) == 8 + 2 * 4
 
 

@@ -76,7 +76,16 @@ def test_a_run_state_round_trips_and_older_checkpoints_take_the_defaults(tmp_pat
         and torch.equal(back.model["w"], torch.ones(2))
     )
     save_checkpoint(
-        path, {k: v for k, v in state.to_dict().items() if k not in ("held_out", "log_lines", "format")}
+        path, {k: v for k, v in state.to_dict().items() if k not in ("last_outcomes", "log_lines", "format")}
     )
     old = read_state(path, need=())  # format 1 had neither, nor the key
-    assert old.held_out is None and old.log_lines is None and old.format == 1
+    assert old.last_outcomes is None and old.log_lines is None and old.format == 1
+
+
+def test_a_format_2_checkpoint_reads_its_held_out_as_last_outcomes(tmp_path):
+    path = str(tmp_path / "f2.pth")
+    outcomes = {"scores": [0.9], "tp": [True], "labels": [1]}
+    save_checkpoint(path, {"model": {}, "held_out": outcomes, "format": 2})
+    state = read_state(path, need=())
+    assert state.last_outcomes == outcomes and state.format == 2
+    assert "held_out" not in state.to_dict() and state.to_dict()["last_outcomes"] == outcomes

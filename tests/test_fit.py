@@ -14,8 +14,8 @@ from tools.fit import (
     SPIKE,
     Diverged,
     FitConfig,
+    FitContext,
     Phase,
-    Trainer,
     make_optimizer,
     make_scheduler,
     run_epoch,
@@ -66,7 +66,7 @@ class _Batches:
 
 def _trainer(model, tmp_path, **config):
     cfg = FitConfig(**{"lr": 0.1, "warmup_iters": 0, "momentum": 0.0, **config})
-    return Trainer(model, cfg, torch.device("cpu"), "", None, [], RunLog(str(tmp_path), enabled=False))
+    return FitContext(model, cfg, torch.device("cpu"), "", None, [], RunLog(str(tmp_path), enabled=False))
 
 
 TARGETS = [1.0, 2.0, 3.0, 2.0]

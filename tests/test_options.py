@@ -1,6 +1,5 @@
 """tools/options.py: one source of defaults, the option rules, and the values settled per device."""
 
-import argparse
 import dataclasses
 
 import pytest
@@ -33,8 +32,10 @@ def test_a_config_takes_the_values_of_the_command_line():
     args = _args("--lr", "0.005", "--batch-size", "2", "--opt", "adamw", "--lr-steps", "0.5")
     cfg = fit_config(args)
     assert (cfg.lr, cfg.batch_size, cfg.opt, cfg.lr_steps) == (0.005, 2, "adamw", (0.5,))
+    from visualize import get_args_parser as visualize_parser
+
     with pytest.raises(AttributeError):  # no silent default for an option the parser lacks
-        pick(FitConfig, argparse.Namespace(lr=0.1))
+        pick(FitConfig, visualize_parser().parse_args([]))
 
 
 def test_every_rule_names_a_real_option():

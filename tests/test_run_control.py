@@ -115,3 +115,4 @@ def test_one_flag_style_with_the_old_spellings_as_hidden_aliases(capsys):
     text = capsys.readouterr().out
     assert "--certain-thre" in text and "--ap-shift-asm" in text
     assert "--certain_thre" not in text and "--batch_size" not in text and "--num_epoches" not in text
+    assert "--ckpt" not in text and parser.parse_args(["--ckpt", "o"]).output_dir == "o"  # ASM_core's, hidden

@@ -177,8 +177,9 @@ class Phase:
 
 
 @dataclass
-class Trainer:
-    """What the epochs of a phase need (a plain container)."""
+class FitContext:
+    """What every epoch of a run's phases needs besides the phase: the model, the training values,
+    the evaluation loader and evaluators, the log, the AMP scaler, and the last epoch's mean losses."""
 
     model: nn.Module
     config: FitConfig
@@ -213,7 +214,7 @@ def spike_bounds(last: dict[str, float] | None) -> dict[str, float]:
 
 
 def train_epoch_safely(
-    t: Trainer, phase: Phase, loader: DataLoader, optimizer: torch.optim.Optimizer
+    t: FitContext, phase: Phase, loader: DataLoader, optimizer: torch.optim.Optimizer
 ) -> dict:
     """One epoch of ``phase``; on a non-finite loss or a loss spike, roll back and retry at half the LR.
 
@@ -276,7 +277,7 @@ def train_epoch_safely(
             )
 
 
-def phase_loader(t: Trainer, phase: Phase, records: Sequence[Record]) -> DataLoader:
+def phase_loader(t: FitContext, phase: Phase, records: Sequence[Record]) -> DataLoader:
     """The training batches of ``phase`` (one loader, and its workers, for all its epochs)."""
     return train_loader(
         records,
@@ -290,7 +291,7 @@ def phase_loader(t: Trainer, phase: Phase, records: Sequence[Record]) -> DataLoa
 
 
 def run_epoch(
-    t: Trainer,
+    t: FitContext,
     phase: Phase,
     loader: DataLoader,
     stopper: APShiftStopper,

@@ -62,12 +62,15 @@ ASM_CORE_DEFAULTS = {
 OPTION_PRESETS = {"asm_core_defaults": ASM_CORE_DEFAULTS}
 
 
+HIDDEN_ALIASES = ("--ckpt",)  # ASM_core's name of the output folder: still read, not listed
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Help that shows one flag style: the old underscore spellings (ASM_core's ``--certain_thre``)
-    still work but are not listed."""
+    and :data:`HIDDEN_ALIASES` still work but are not listed."""
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
-        shown = [s for s in action.option_strings if "_" not in s]
+        shown = [s for s in action.option_strings if "_" not in s and s not in HIDDEN_ALIASES]
         if shown and len(shown) < len(action.option_strings):
             action = copy.copy(action)
             action.option_strings = shown
