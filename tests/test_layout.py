@@ -83,3 +83,57 @@ def test_layers_never_import_what_sits_above_them(package):
         if bad:
             found[name] = sorted(bad)
     assert not found, f"{package}/ imports what it never may: {found}"
+
+
+LIBRARY = ("asm", "datasets", "net", "tools")
+
+
+def _library_modules():
+    for package in LIBRARY:
+        for name in sorted(os.listdir(os.path.join(ROOT, package))):
+            if name.endswith(".py"):
+                yield os.path.join(package, name)
+
+
+def test_options_stay_in_the_scripts_and_tools_options():
+    """Below the command lines, functions take plain values or frozen configs: no ``args.x`` (nor a
+    parameter named ``args``) outside ``tools/options.py``, which turns options into those configs,
+    and ``tools/config.py``, which layers config files under them."""
+    found = {}
+    for path in _library_modules():
+        if path in (os.path.join("tools", "options.py"), os.path.join("tools", "config.py")):
+            continue
+        tree = ast.parse(_source(path))
+        uses = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "args"]
+        uses += [n.lineno for n in ast.walk(tree) if isinstance(n, ast.arg) and n.arg == "args"]
+        if uses:
+            found[path] = sorted(set(uses))
+    assert not found, f"options read below the scripts: {found}"
+
+
+def test_the_checkpoint_format_has_one_home():
+    """Only tools/checkpoint.py spells the file names and the keys of a run's checkpoint."""
+    # the file names and the keys no other record of ours uses ("model", "config", "rng" are common words)
+    keys = {"last.pth", "best.pth", "awaiting", "held_out", "last_outcomes", "log_lines", "epochs_done"}
+    keys |= {"lr_scheduler", "early_stop", "round_stop", "train_records", "best_ap"}
+    found = {}
+    for path in [*_library_modules(), *(f"{s}.py" for s in SCRIPTS)]:
+        if path == os.path.join("tools", "checkpoint.py"):
+            continue
+        tree = ast.parse(_source(path))
+        docs = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+        }
+        strings = [
+            (n.lineno, n.value)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+        ]
+        bad = [(line, v) for line, v in strings if v in keys]
+        if bad:
+            found[path] = bad
+    assert not found, f"checkpoint names spelt outside tools/checkpoint.py: {found}"

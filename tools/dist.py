@@ -97,12 +97,12 @@ def barrier() -> None:
         dist.barrier()
 
 
-def main_first(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on rank 0 first, then on the others (rank 0 writes caches they then read)."""
+def main_first(fn: Callable[..., T], *params: Any) -> T:
+    """``fn(*params)`` on rank 0 first, then on the others (rank 0 writes caches they then read)."""
     if not is_main():
         barrier()
     try:
-        return fn(*args)
+        return fn(*params)
     finally:
         if is_main():
             barrier()
