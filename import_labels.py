@@ -2,7 +2,7 @@
 
     python train_asm_one.py --oracle none ...            # pauses, exports labelling/round<r>/
     python import_labels.py --run outputs/run --labels export_from_label_studio.json
-    python train_asm_one.py --oracle none ... --resume outputs/run/last.pth
+    python train_asm_one.py --oracle none ... --resume             # continues outputs/run
 
 Formats: a Label Studio JSON export, CVAT for images 1.1 XML, a folder of VOC XML files, or COCO
 JSON (``--format auto`` tells them apart). Prints the human edits against the pre-annotations:

@@ -6,7 +6,7 @@ python train_asm_one.py --oracle none --output-dir outputs/run ...   # pauses at
 python labelstudio_round.py push --run outputs/run        # a project with the images and the model's boxes
 # label in the browser: accept, move, delete or draw boxes; submit every task
 python labelstudio_round.py pull --run outputs/run        # reads the annotations back, counts the edits
-python train_asm_one.py --oracle none --output-dir outputs/run ... --resume outputs/run/last.pth
+python train_asm_one.py --oracle none --output-dir outputs/run ... --resume   # continues the round
 """
 
 from __future__ import annotations

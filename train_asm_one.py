@@ -2,7 +2,7 @@
 
     python train_asm_one.py --K 100                 # built-in demo dataset, 2 CPU cores
     python train_asm_one.py --strategy none         # fully supervised baseline (upper bound)
-    python train_asm_one.py --resume outputs/demo/last.pth
+    python train_asm_one.py --output-dir outputs/demo --resume   # continue that run
 
 Reads top to bottom: options -> data -> model -> resume -> initial training -> ASM rounds.
 """
