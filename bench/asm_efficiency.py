@@ -206,21 +206,30 @@ def common_flags(args, data_flags: list[str], seed: int) -> list[str]:
     return flags
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def run_tool(cmd: list[str], log_path: str, threads: int | None) -> str:
-    """Run one method's command (its own process), output to ``log_path``; returns stdout.
+    """Run one method's command (its own process); its log lines (stdout) and stderr go to
+    ``log_path``. Returns stdout.
 
     Raises:
-        RuntimeError: the process failed (the message names its log).
+        RuntimeError: the process failed; the message holds its last ERROR line (else its last line)
+            and names the log.
     """
     print("$", " ".join(cmd), flush=True)
     t = time.perf_counter()
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        log.write(proc.stdout)  # the entry logs to stdout: why it stopped is there
     if proc.returncode != 0:
-        with open(log_path, encoding="utf-8") as f:
-            last = [line.strip() for line in f if line.strip()][-1:] or ["?"]
-        raise RuntimeError(f"exit code {proc.returncode}: {last[0][:300]} (log: {log_path})")
+        lines = [line.strip() for line in (proc.stdout + "\n" + _read(log_path)).splitlines() if line.strip()]
+        errors = [line for line in lines if " ERROR " in line]
+        why = (errors or lines or ["?"])[-1]
+        raise RuntimeError(f"exit code {proc.returncode}: {why[:300]} (log: {log_path})")
     print(
         f"  done in {time.perf_counter() - t:.0f} s: {os.path.basename(os.path.dirname(log_path))}",
         flush=True,

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import sys
 
 import pytest
 
@@ -231,3 +232,18 @@ def test_unknown_options_are_refused(tmp_path):
     with pytest.raises(SystemExit) as e:
         eff.main(["--quick", "--output-dir", str(tmp_path), "--voc-rootz", "x"])
     assert e.value.code == 2
+
+
+def test_a_failed_run_says_why_from_its_log_lines(tmp_path):
+    """The entry logs to stdout: a run that stops with exit 5 (diverged) must say so, not '?'."""
+    script = (
+        "import sys; print('12:00:00 INFO train_asm_one: pretrain epoch 5'); "
+        "print('12:00:01 ERROR train_asm_one: pretrain: training diverged 4 times (loss spike)'); "
+        "print('12:00:02 INFO tools: closing'); sys.exit(5)"
+    )
+    log = str(tmp_path / "bench.log")
+    with pytest.raises(
+        RuntimeError, match=r"exit code 5: .*ERROR train_asm_one: pretrain: training diverged"
+    ):
+        eff.run_tool([sys.executable, "-c", script], log, None)
+    assert "pretrain epoch 5" in open(log).read()  # the log keeps the run's lines
