@@ -13,7 +13,6 @@ box kept by NMS becomes the score-weighted mean of its cluster). ``infer.py`` is
 
 from __future__ import annotations
 
-import logging
 import os
 
 import torch
@@ -24,8 +23,6 @@ from datasets.records import Record
 from datasets.report import LoadReport
 from net.models import build_model
 from tools.checkpoint import MODEL_KEYS, RunState, read_state
-
-logger = logging.getLogger(__name__)
 
 
 def model_from_checkpoint(path: str, device: torch.device) -> tuple[torch.nn.Module, RunState]:
