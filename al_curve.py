@@ -46,8 +46,10 @@ from tools.options import (
     add_asm_args,
     add_model_args,
     add_train_args,
+    amp_scaler,
     asm_config,
     count_or_fraction,
+    evaluation_loader,
     fit_config,
     model_from_args,
     start,
@@ -175,15 +177,7 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         VOCEvaluator(val_set.classes),
         COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)),
     ]
-    val_loader = fit.eval_loader(
-        val_set.records,
-        val_set.image_root,
-        args.eval_batch_size,
-        args.workers,
-        with_masks,
-        pin_memory=device.type == "cuda",
-    )
-    scaler = torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
+    val_loader, scaler = evaluation_loader(args, val_set, device), amp_scaler(args, device)
     while True:
         step = len(state["steps"])
         torch.manual_seed(seed * 1000 + step)  # the same draws whether or not the run was resumed

@@ -53,7 +53,6 @@ from tools.fit import (
     FitContext,
     Phase,
     ap_summary,
-    eval_loader,
     make_optimizer,
     make_scheduler,
     phase_loader,
@@ -68,8 +67,10 @@ from tools.options import (
     add_asm_args,
     add_model_args,
     add_train_args,
+    amp_scaler,
     asm_config,
     check_options,
+    evaluation_loader,
     fit_config,
     model_from_args,
     start,
@@ -734,7 +735,7 @@ def run_job(
     checkpoint: RunState | None = None,
 ) -> int:
     """Initial phase, then ASM rounds until the pool is exhausted, AP settles or --max-rounds;
-    ``checkpoint``: the one ``--resume`` names, already read."""
+    ``checkpoint``: the one ``--resume`` names, already read (None: a new run)."""
     logger.info(describe("train pool", train_set))
     logger.info(describe("evaluation", val_set))
     if dist.is_main():  # every skipped or fixed file of both sets, beyond the first 10 per kind logged
@@ -763,18 +764,11 @@ def run_job(
         fit_config(args),
         device,
         train_set.image_root,
-        eval_loader(
-            val_set.records,
-            val_set.image_root,
-            args.eval_batch_size,
-            args.workers,
-            with_masks,
-            pin_memory=device.type == "cuda",
-        ),
+        evaluation_loader(args, val_set, device),
         evaluators,
         log,
         with_masks,
-        torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None,
+        amp_scaler(args, device),
     )
     run = Run(args, model, trainer, train_set, environment)
     if args.strategy == "none":
@@ -796,9 +790,9 @@ def run_job(
         )
         run.train_records = [train_set.records[i] for i in initial]
     run.initial_boxes = sum(len(r) for r in run.train_records) if run.asm else 0
-    if args.resume:
+    if checkpoint is not None:
         try:
-            run.load_state(checkpoint or read_state(args.resume), args.resume)
+            run.load_state(checkpoint, args.resume)
         except CheckpointError as e:
             logger.error("%s", e)
             return 2

@@ -85,18 +85,16 @@ def plain_state(value):
     return value.tolist() if isinstance(value, torch.Tensor) else value
 
 
+def tiny_demo(train: int, val: int = 4) -> list[str]:
+    """The flags of a one-epoch demo run at 64 pixels on ``train`` + ``val`` images."""
+    return ["--demo-train", str(train), "--demo-val", str(val), "--min-size", "64", "--epochs", "1"]
+
+
 def paused_demo_argv(tmp_path, out: str) -> list[str]:
     """A tiny demo run that pauses at round 1 for a human (``--oracle none``): 3 images with the
     model's boxes as pre-annotations (low thresholds, so that a 1-epoch model offers some)."""
     return [
-        "--demo-train",
-        "16",
-        "--demo-val",
-        "4",
-        "--min-size",
-        "64",
-        "--epochs",
-        "1",
+        *tiny_demo(16),
         "--round-epochs",
         "1",
         "--K",

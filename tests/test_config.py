@@ -4,6 +4,7 @@ import os
 import pytest
 import yaml
 
+from tests.helpers import tiny_demo
 from tools.config import load_config, merge_dicts, parse_with_config
 from train_asm_one import get_args_parser, main
 
@@ -68,14 +69,7 @@ def test_demo_config_is_the_default_run():
 def test_resolved_config_is_written_and_reproduces_the_run(tmp_path):
     out = tmp_path / "run"
     argv = [
-        "--demo-train",
-        "8",
-        "--demo-val",
-        "4",
-        "--min-size",
-        "64",
-        "--epochs",
-        "1",
+        *tiny_demo(8),
         "--strategy",
         "none",
         "--cache-dir",

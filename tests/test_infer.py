@@ -13,6 +13,7 @@ from pycocotools.cocoeval import COCOeval
 
 from datasets.torch_data import read_image
 from infer import main as infer_main
+from tests.helpers import tiny_demo
 from tools.inference import model_from_checkpoint, predict_tta
 from train_asm_one import main as train_main
 
@@ -34,14 +35,7 @@ def _checkpoint(tmp_path, model="fasterrcnn_mobilenet_v2_fpn"):
         root = _TRAINED["root"][0]
         out, cache = os.path.join(root, f"ckpt_{model}"), os.path.join(root, "cache")
         argv = [
-            "--demo-train",
-            "12",
-            "--demo-val",
-            "4",
-            "--min-size",
-            "64",
-            "--epochs",
-            "1",
+            *tiny_demo(12),
             "--strategy",
             "none",
             "--model",

@@ -13,15 +13,16 @@ import math
 import os
 
 import torch
+from torch.utils.data import DataLoader
 
 from asm.merge import ASMConfig
 from asm.pools import ROUND_TRAIN, STRATEGIES
 from datasets.build import DataOptions, build_datasets
 from datasets.records import RecordSet
-from net.models import MODELS, PRESETS, ROI_HEADS, build_model
+from net.models import MODELS, PRESETS, ROI_HEADS, build_model, is_mask_model
 from net.pisa import PisaConfig
 from tools import dist
-from tools.fit import AP_KEYS, FitConfig
+from tools.fit import AP_KEYS, FitConfig, eval_loader
 from tools.process import (
     choose_device,
     configure_logging,
@@ -505,3 +506,20 @@ def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.de
         train_scales=(0.8, 0.9, 1.1, 1.2) if args.scale_jitter else None,
     ).to(device)
     return dist.wrap_model(model, device, args.sync_bn)
+
+
+def evaluation_loader(args: argparse.Namespace, val_set: RecordSet, device: torch.device) -> DataLoader:
+    """The evaluation batches of ``val_set`` under the (settled) options; with masks for Mask R-CNN."""
+    return eval_loader(
+        val_set.records,
+        val_set.image_root,
+        args.eval_batch_size,
+        args.workers,
+        is_mask_model(args.model),
+        pin_memory=device.type == "cuda",
+    )
+
+
+def amp_scaler(args: argparse.Namespace, device: torch.device) -> torch.amp.GradScaler | None:
+    """``--amp``'s gradient scaler on CUDA; None trains in fp32."""
+    return torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
