@@ -23,6 +23,7 @@ from datasets.coco import records_to_coco
 from datasets.records import RecordSet
 from datasets.report import LoadReport
 from datasets.torch_data import read_image
+from tools.checkpoint import folder_of
 from tools.coco_eval import to_coco_results
 from tools.inference import folder_records, model_from_checkpoint, predict_tta
 
@@ -33,7 +34,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)
     p.set_defaults(dataset=None)  # the data of the run that wrote --checkpoint, unless given
-    p.add_argument("--checkpoint", required=True, help="a train_asm_one.py checkpoint (last.pth / best.pth)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a train_asm_one.py checkpoint (last.pth / best.pth), or a run's folder (its best.pth)",
+    )
     p.add_argument("--images", default=None, help="an image folder (instead of a dataset split)")
     p.add_argument("--split", choices=("train", "val"), default="val", help="dataset split to run on")
     p.add_argument("--out", required=True, help="COCO results JSON to write")
@@ -73,7 +78,7 @@ def infer(args: argparse.Namespace) -> int:
             report.log(f"images under {args.images}")
         else:
             if args.dataset is None:  # the data and split lists of the run that wrote the checkpoint
-                opts = run_data_options(ckpt.config, os.path.dirname(os.path.abspath(args.checkpoint)))
+                opts = run_data_options(ckpt.config, folder_of(args.checkpoint))
             else:
                 opts = DataOptions.of(vars(args))
             data = build_datasets(opts)[0 if args.split == "train" else 1]

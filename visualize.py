@@ -24,6 +24,7 @@ from datasets import AnnotationError
 from datasets.build import DataOptions, add_data_args, build_datasets, run_data_options
 from datasets.records import RecordSet
 from datasets.report import LoadReport
+from tools.checkpoint import folder_of
 from tools.drawing import GT_COLOR, PRED_COLOR, contact_sheet, draw_boxes, legend
 from tools.inference import folder_records, model_from_checkpoint, predict_tta
 
@@ -36,7 +37,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.set_defaults(
         dataset=None, output_dir=None
     )  # with a checkpoint: the run's data and split lists; else the demo
-    p.add_argument("--checkpoint", default=None, help="draw its predictions too (else ground truth only)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a checkpoint or a run's folder (its best.pth): draw its predictions too (else ground truth only)",
+    )
     p.add_argument(
         "--images", default=None, help="a folder of photos to draw the checkpoint's predictions on"
     )
@@ -75,7 +80,7 @@ def draw(args: argparse.Namespace) -> str:
     elif args.images:
         raise ValueError("--images draws a model's predictions: pass --checkpoint too")
     if args.checkpoint and args.dataset is None:  # the data and split lists of the run that wrote it
-        opts = run_data_options(ckpt.config, os.path.dirname(os.path.abspath(args.checkpoint)))
+        opts = run_data_options(ckpt.config, folder_of(args.checkpoint))
     else:  # split lists made here go under --out, never the working folder
         opts = DataOptions.of(
             {**vars(args), "dataset": args.dataset or "demo", "output_dir": args.output_dir or args.out}

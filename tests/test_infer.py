@@ -225,3 +225,16 @@ def test_a_checkpoint_without_a_config_is_named(tmp_path, caplog):
     torch.save({"model": {}}, path)
     assert infer_main(["--checkpoint", path, "--out", str(tmp_path / "r.json")]) == 2
     assert "not a train_asm_one.py checkpoint (no 'config', 'classes', 'label_to_cat_id')" in caplog.text
+
+
+def test_a_runs_folder_is_its_best_checkpoint_and_an_empty_folder_is_named(tmp_path, caplog):
+    ckpt = _checkpoint(tmp_path)
+    by_file = json.load(open(_infer(tmp_path, ckpt, "--split", "val")))
+    by_folder = json.load(open(_infer(tmp_path, os.path.dirname(ckpt), "--split", "val")))
+    assert by_folder == by_file  # a 1-epoch supervised run: its best.pth is its last.pth
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    assert infer_main(["--checkpoint", str(empty), "--out", str(tmp_path / "r.json")]) == 2
+    assert f"{empty}: a folder without best.pth or last.pth" in caplog.text
+    assert infer_main(["--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "r.json")]) == 2
+    assert "checkpoint not found" in caplog.text and not (tmp_path / "r.json").exists()

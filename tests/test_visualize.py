@@ -172,6 +172,11 @@ def test_visualize_a_checkpoint_draws_its_own_runs_val_split_and_photos(tmp_path
     )
     assert list(elsewhere.iterdir()) == []  # nothing written into the working folder
     assert "no prediction scored >= --score-thresh 0.99 on 3 images (best score 0." in caplog.text
+    # the run's folder instead of a file: its best checkpoint, its own split lists
+    assert main(["--checkpoint", str(run), "--out", str(tmp_path / "viz_dir"), "--score-thresh", "0.99"]) == 0
+    assert sorted(p.name for p in (tmp_path / "viz_dir").glob("*.png")) == sorted(
+        p.name for p in (tmp_path / "viz").glob("*.png")
+    )
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("a.jpg", "b.png"):

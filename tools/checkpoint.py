@@ -124,6 +124,29 @@ def best_path(run_dir: str) -> str:
     return os.path.join(run_dir, BEST)
 
 
+def checkpoint_of(path: str) -> str:
+    """``path`` itself, or for a run's folder its ``best.pth`` (else its ``last.pth``).
+
+    Raises:
+        FileNotFoundError: a folder without either, or no such file.
+    """
+    if os.path.isdir(path):
+        found = [p for p in (best_path(path), last_path(path)) if os.path.isfile(p)]
+        if not found:
+            raise FileNotFoundError(
+                f"{path}: a folder without {BEST} or {LAST}; give the output folder of a train_asm_one.py run"
+            )
+        return found[0]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def folder_of(path: str) -> str:
+    """The run's folder of a checkpoint path or of a run's folder."""
+    return os.path.abspath(path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)))
+
+
 def read_run(run_dir: str) -> RunState:
     """The latest state of the run in ``run_dir``.
 

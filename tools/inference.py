@@ -22,16 +22,18 @@ from datasets.common import IMAGE_EXTENSIONS, read_image_size
 from datasets.records import Record
 from datasets.report import LoadReport
 from net.models import build_model
-from tools.checkpoint import MODEL_KEYS, RunState, read_state
+from tools.checkpoint import MODEL_KEYS, RunState, checkpoint_of, read_state
 
 
 def model_from_checkpoint(path: str, device: torch.device) -> tuple[torch.nn.Module, RunState]:
-    """The detector of a ``train_asm_one.py`` checkpoint, in eval mode, and the run's state.
+    """The detector of a ``train_asm_one.py`` checkpoint (or of a run's folder: its best.pth), in
+    eval mode, and the run's state.
 
     Raises:
+        FileNotFoundError: no such file, or a folder without a checkpoint.
         CheckpointError: unreadable, or not a run's checkpoint (the message names the file).
     """
-    state = read_state(path, MODEL_KEYS)
+    state = read_state(checkpoint_of(path), MODEL_KEYS)
     cfg = state.config
     model = build_model(
         cfg["model"],
