@@ -38,7 +38,6 @@ from tools.checkpoint import load_checkpoint, run_environment, save_checkpoint, 
 from tools.coco_eval import COCOEvaluator
 from tools.config import add_config_args, parse_with_config, save_resolved
 from tools.curves import write_results
-from tools.early_stop import APShiftStopper
 from tools.logs import RunLog
 from tools.mining import mine
 from tools.options import (
@@ -47,6 +46,7 @@ from tools.options import (
     add_model_args,
     add_train_args,
     amp_scaler,
+    ap_stopper,
     asm_config,
     count_or_fraction,
     evaluation_loader,
@@ -191,7 +191,7 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         optimizer = fit.make_optimizer(model, fit_cfg)
         epochs = args.epochs if step == 0 or args.step_epochs is None else args.step_epochs
         phase = fit.Phase(f"{name}/seed{seed}/step{step}", step, epochs)
-        stopper = APShiftStopper(args.ap_range, args.ap_shift_pretrain, args.ap_thre, args.ap_shift_squared)
+        stopper = ap_stopper(args, args.ap_shift_pretrain)
         scheduler, loader = (
             fit.make_scheduler(optimizer, fit_cfg, epochs),
             fit.phase_loader(trainer, phase, records),

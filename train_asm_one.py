@@ -46,7 +46,6 @@ from tools.checkpoint import (
 from tools.coco_eval import COCOEvaluator
 from tools.config import add_config_args, parse_with_config, save_resolved
 from tools.drawing import round_sheet, to_tensorboard
-from tools.early_stop import APShiftStopper
 from tools.fit import (
     AP_KEYS,
     Diverged,
@@ -68,6 +67,7 @@ from tools.options import (
     add_model_args,
     add_train_args,
     amp_scaler,
+    ap_stopper,
     asm_config,
     check_options,
     evaluation_loader,
@@ -181,15 +181,12 @@ class Run:
         self.epochs_done = 0
         self.best_ap = -1.0
         self.initial_boxes = 0  # boxes of the initial label pool, all drawn by the human
-        self.round_stopper = APShiftStopper(
-            args.ap_range, args.ap_shift_asm, args.ap_thre, args.ap_shift_squared
-        )
+        self.round_stopper = ap_stopper(args, args.ap_shift_asm)
         self.new_phase(self.phase, args.ap_shift_pretrain)
 
     def new_phase(self, phase: Phase, threshold: float) -> None:
-        a = self.args
         self.phase = phase
-        self.stopper = APShiftStopper(a.ap_range, threshold, a.ap_thre, a.ap_shift_squared)
+        self.stopper = ap_stopper(self.args, threshold)
         self.optimizer = make_optimizer(self.model, self.trainer.config)
         self.scheduler = make_scheduler(self.optimizer, self.trainer.config, phase.max_epochs)
 

@@ -69,17 +69,20 @@ ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
     "topk_v2": ["--strategy", "topk_v2"],
     "v1+/gate": ["--mining-gate", "0.5"],
     "v1+/cand": ["--candidates", "4"],
-    "v1+/calib": ["--certain-precision", "0.95"],
+    "v1+/fixed": ["--certain-precision", "none"],  # one certain threshold (--certain-thre) for all
+    "v1+/calib": ["--certain-precision", "0.9"],  # per-class thresholds calibrated on the last batch
 }
 DEFAULT_METHODS = ("random", "v1+")
-# The CPU protocol: 3 seeds of supervised + random + v1+ on BCCD in about 2 h on 2 cores (--jobs 2)
+# The CPU protocol: 3 seeds of random + v1+/fixed + v1+/calib and one supervised bound on BCCD, about
+# 80 min on 2 idle cores (--jobs 2: two one-thread processes)
 CPU_PROTOCOL = {
     "min_size": 416,
     "epochs": 10,
     "step_epochs": 4,
     "supervised_epochs": 14,
     "steps": 5,
-    "methods": ["random", "v1+"],
+    "methods": ["random", "v1+/fixed", "v1+/calib"],
+    "supervised_seeds": [1],  # one bound shared by the seeds (it differs only in initialisation)
 }
 LEVELS = (0.9, 0.95, 1.0)
 SHARED_WEIGHTS = os.path.join(ROOT, "..", "shared", "weights", "mobilenet_v2_imagenet_features.pth")
@@ -99,6 +102,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--methods", nargs="+", default=list(DEFAULT_METHODS), choices=(*SAMPLER_METHODS, *ASM_METHODS)
     )
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument(
+        "--supervised-seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="seeds of the supervised bound (default: --seeds); a seed without its own bound is "
+        "compared with their mean",
+    )
     p.add_argument(
         "--jobs", type=int, default=1, help="method x seed processes at once (one GPU or the CPU cores)"
     )
@@ -286,30 +297,83 @@ def sampler_curve(
 def run_entry(
     args, data_flags: list[str], seed: int, out: str, extra: list[str], threads: int | None
 ) -> list[dict]:
-    """One ``train_asm_one.py`` run of the shared protocol (:func:`common_flags`) plus ``extra``, in
-    its own process, evaluated once at the end of each phase; skipped when ``out`` holds its summary,
-    continued (``--auto-resume``) when an earlier run was cut off. Returns its ``log.jsonl`` entries."""
-    summary_path = os.path.join(out, "summary.json")
+    """One ``train_asm_one.py`` run of the shared protocol (:func:`common_flags`) plus ``extra``,
+    evaluated once at the end of each phase (:func:`run_flags`). Returns its ``log.jsonl`` entries."""
+    flags = [
+        *common_flags(args, data_flags, seed),
+        "--batch-size",
+        str(args.batch_size),
+        "--coco-ap",
+        "true",
+        *extra,
+        "--eval-interval",
+        "100000",
+    ]
+    return run_flags(flags, out, threads)
+
+
+FLAGS_FILE = "bench_flags.json"  # the flags a run folder was made with
+
+
+def run_flags(flags: list[str], out: str, threads: int | None) -> list[dict]:
+    """``train_asm_one.py flags --output-dir out`` in its own process; skipped when ``out`` holds its
+    summary, continued (``--auto-resume``) when an earlier run was cut off. A folder is reused only
+    for the flags it was made with (``bench_flags.json``). Returns the run's ``log.jsonl`` entries.
+
+    Raises:
+        RuntimeError: the run failed, or ``out`` holds a run made with other flags (or unrecorded
+            ones): the message names the difference and the fix.
+    """
+    summary_path, flags_path = os.path.join(out, "summary.json"), os.path.join(out, FLAGS_FILE)
+    if os.path.isfile(flags_path):
+        with open(flags_path, encoding="utf-8") as f:
+            recorded = json.load(f)
+        if recorded != flags:
+            raise RuntimeError(
+                f"{out} holds a run made with other flags ({flag_difference(recorded, flags)}): remove the "
+                "folder to run it again, or pass another --output-dir"
+            )
+    elif os.path.isfile(os.path.join(out, "last.pth")):
+        raise RuntimeError(
+            f"{out} holds a run whose flags were not recorded ({FLAGS_FILE} is missing): remove the "
+            "folder to run it again, or pass another --output-dir"
+        )
     if not os.path.isfile(summary_path):
+        os.makedirs(out, exist_ok=True)
+        atomic_write_text(flags_path, json.dumps(flags))
         cmd = [
             sys.executable,
             os.path.join(ROOT, "train_asm_one.py"),
-            *common_flags(args, data_flags, seed),
-            "--batch-size",
-            str(args.batch_size),
-            "--coco-ap",
-            "true",
+            *flags,
             "--output-dir",
             out,
-            *extra,
-            "--eval-interval",
-            "100000",
             "--auto-resume",
         ]
-        os.makedirs(out, exist_ok=True)
         stdout = run_tool(cmd, os.path.join(out, "bench.log"), threads)
         atomic_write_text(summary_path, stdout.strip().splitlines()[-1])
     return read_jsonl(os.path.join(out, "log.jsonl"))
+
+
+def flag_difference(old: list[str], new: list[str]) -> str:
+    """The options whose values differ between two flag lists, as ``--opt old -> new``."""
+
+    def by_option(flags: list[str]) -> dict[str, str]:
+        out, key = {}, None
+        for tok in flags:
+            if tok.startswith("--"):
+                key = tok
+                out[key] = ""
+            elif key is not None:
+                out[key] = f"{out[key]} {tok}".strip()
+        return out
+
+    a, b = by_option(old), by_option(new)
+    diffs = [
+        f"{k} {a.get(k, '(absent)') or '(set)'} -> {b.get(k, '(absent)') or '(set)'}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+    return "; ".join(diffs) or "the same options in another order"
 
 
 def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int, threads: int | None) -> dict:
@@ -349,6 +413,11 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
                 "reviewed": reviewed,
                 "moved": moved,
                 "precision": r.get("precision"),
+                "confirmed": r.get("confirmed", 0),  # this round's: certain boxes that replaced a GT box
+                "certain": r.get("certain", 0),
+                "matched": r.get("matched", 0),
+                "round_drawn": r.get("drawn", 0),
+                "thresholds": r.get("thresholds"),
                 "round": k,
             }
         )
@@ -357,7 +426,8 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
 
 def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list[dict]]:
     """Every (method, seed) job, ``--jobs`` at a time; returns the curves and the failures."""
-    jobs = [(m, s) for s in args.seeds for m in ("supervised", *args.methods)]
+    bound_seeds = args.supervised_seeds or args.seeds
+    jobs = [("supervised", s) for s in bound_seeds] + [(m, s) for s in args.seeds for m in args.methods]
     threads = None if args.jobs <= 1 else max(1, (os.cpu_count() or 1) // args.jobs)
 
     def one(job):
@@ -393,16 +463,26 @@ def first_reaching(points: list[dict], key: str, target: float, x: str = "human_
 
 
 def _interp(points: list[dict], x: str, key: str, at: np.ndarray) -> np.ndarray:
-    """``key`` at ``at`` (linear between points, flat beyond them)."""
+    """``key`` at ``at`` (linear between points, flat beyond them): for the area under a curve."""
     return np.interp(at, [p[x] for p in points], [p[key] for p in points])
+
+
+def step_at(points: list[dict], x: str, key: str, at: float) -> float | None:
+    """``key`` of the last point whose ``x`` is at or below ``at`` (step interpolation: what the
+    curve had measured with no more than that budget), or None before its first point."""
+    reached = [p[key] for p in points if p[x] <= at + 1e-9]
+    return reached[-1] if reached else None
 
 
 def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str = "AP50") -> dict:
     """For one metric (``AP50`` or ``AP50/<class>``): the supervised value, box and cost fractions
     to reach 90/95/100% of it, the area under the curve, and each ASM method against random."""
-    sup = {c["seed"]: c["points"][-1][key] for c in curves if c["method"] == "supervised"}
+    bounds = {c["seed"]: c["points"][-1][key] for c in curves if c["method"] == "supervised"}
+    shared = float(np.mean(list(bounds.values()))) if bounds else None
+    seeds = {c["seed"] for c in curves}
+    sup = {s: bounds.get(s, shared) for s in seeds} if bounds else {}  # a seed without its own: the mean
     result = {
-        "supervised": _mean_std(list(sup.values())),
+        "supervised": _mean_std(list(bounds.values())),
         "box_fraction": {},
         "cost_fraction": {},
         "auc": {},
@@ -427,19 +507,101 @@ def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str =
         )
     randoms = {c["seed"]: c["points"] for c in curves if c["method"] == BASELINE}
     for m in (m for m in methods if m in ASM_METHODS and m != BASELINE):
-        per_point: dict[int, list[float]] = {}
-        for c in (c for c in curves if c["method"] == m and c["seed"] in randoms):
-            ref = randoms[c["seed"]]
-            for k, p in enumerate(c["points"][1:], start=1):  # after the shared round 0
-                at = float(_interp(ref, "human_drawn_boxes", key, np.array([p["human_drawn_boxes"]]))[0])
-                per_point.setdefault(k, []).append(p[key] - at)
-        late = [v for k, vs in per_point.items() if k >= 2 for v in vs]  # after round 1
-        result["vs_random"][m] = {
-            "min_margin_ap50": round(min(late), 4) if late else None,
-            "at_or_above_after_round1": bool(late) and min(late) >= -1e-9,
-            "mean_margin_per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(per_point.items())},
-        }
+        runs = [c for c in curves if c["method"] == m and c["seed"] in randoms]
+        result["vs_random"][m] = versus_random(runs, randoms, key)
     return result
+
+
+def versus_random(runs: list[dict], randoms: dict[int, list[dict]], key: str = "AP50") -> dict:
+    """One ASM method's curves (one per seed) against random's of the same seed, after round 1.
+
+    * At equal drawn boxes, by step interpolation: at each of random's points, the ASM curve's last
+      point with no more drawn boxes than random's (:func:`step_at`). ASM is credited only with what
+      it had measured on that budget or less, random with its own measured point. A straight line
+      between ASM's or random's points would credit one side with values between two measurements
+      (on a concave curve the chord runs low); reading random by a step at ASM's budgets would
+      credit random with less than it has and favour ASM.
+    * At equal images: random's point of the same round (both add K images per round).
+    * The noise floor: ``|ASM - random|`` at round 1, where both trained on the labels of the same
+      images (the same labels when the method confirmed no box in round 1, ``same_labels_round1``).
+
+    ``min_margin_ap50`` is the smallest equal-box margin over the seeds and rounds after round 1,
+    ``at_or_above_after_round1`` whether it is >= 0 in every seed.
+    """
+    boxes: dict[int, list[float]] = {}
+    images: dict[int, list[float]] = {}
+    per_seed, noise, same_labels = {}, [], []
+    for c in runs:
+        ref = randoms[c["seed"]]
+        seed_boxes = []
+        for k, r in enumerate(ref[1:], start=1):  # after the shared round 0
+            asm = step_at(c["points"], "human_drawn_boxes", key, r["human_drawn_boxes"])
+            if asm is not None:
+                boxes.setdefault(k, []).append(asm - r[key])
+                seed_boxes += [asm - r[key]] if k >= 2 else []
+            if k < len(c["points"]):
+                images.setdefault(k, []).append(c["points"][k][key] - r[key])
+        if len(c["points"]) > 1 and len(ref) > 1:
+            noise.append(abs(c["points"][1][key] - ref[1][key]))
+            same_labels.append(c["points"][1].get("confirmed", 0) == 0)
+        per_seed[c["seed"]] = {
+            "min_margin_ap50": round(min(seed_boxes), 4) if seed_boxes else None,
+            "at_or_above_after_round1": bool(seed_boxes) and min(seed_boxes) >= -1e-9,
+        }
+    late_boxes = [v for k, vs in boxes.items() if k >= 2 for v in vs]
+    late_images = [v for k, vs in images.items() if k >= 2 for v in vs]
+    return {
+        "min_margin_ap50": round(min(late_boxes), 4) if late_boxes else None,
+        "at_or_above_after_round1": bool(per_seed)
+        and all(s["at_or_above_after_round1"] for s in per_seed.values()),
+        "margin_at_equal_images": round(min(late_images), 4) if late_images else None,
+        "noise_floor_ap50": round(float(np.mean(noise)), 4) if noise else None,
+        "same_labels_round1": bool(same_labels) and all(same_labels),
+        "mean_margin_per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(boxes.items())},
+        "mean_margin_at_equal_images_per_round": {
+            k: round(float(np.mean(v)), 4) for k, v in sorted(images.items())
+        },
+        "per_seed": per_seed,
+    }
+
+
+def default_method(methods: list[str]) -> str:
+    """The method that runs ``train_asm_one.py``'s defaults: ``v1+`` when it ran, else the one whose
+    flags leave every ASM option at its default (``v1+/fixed`` or ``v1+/calib``)."""
+    from tools.options import add_asm_args
+
+    if DEFAULT_METHOD in methods:
+        return DEFAULT_METHOD
+    parser = argparse.ArgumentParser()
+    add_asm_args(parser)
+    defaults = vars(parser.parse_args([]))
+    same = [m for m in methods if m in ASM_METHODS and vars(parser.parse_args(ASM_METHODS[m])) == defaults]
+    return same[0] if same else DEFAULT_METHOD
+
+
+def sl_precision(curves: list[dict], methods: list[str]) -> dict:
+    """Per ASM method: the share of its certain boxes that were right, over every round and seed
+    (``overall``), per round (mean over the seeds that had certain boxes), and the share of the new
+    images' boxes confirmed rather than drawn (``confirmed_share``)."""
+    out = {}
+    for m in (m for m in methods if m in ASM_METHODS and m != BASELINE):
+        runs = [c for c in curves if c["method"] == m]
+        conf = sum(p.get("confirmed", 0) for c in runs for p in c["points"])
+        certain = sum(p.get("certain", 0) for c in runs for p in c["points"])
+        matched = sum(p.get("matched", 0) for c in runs for p in c["points"])
+        drawn = sum(p.get("round_drawn", 0) for c in runs for p in c["points"][1:])
+        by_round: dict[int, list[float]] = {}
+        for c in runs:
+            for k, p in enumerate(c["points"][1:], start=1):
+                if p.get("precision") is not None:
+                    by_round.setdefault(k, []).append(p["precision"])
+        out[m] = {
+            "overall": round(matched / certain, 4) if certain else None,
+            "per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(by_round.items())},
+            "confirmed": conf,
+            "confirmed_share": round(conf / (conf + drawn), 4) if conf + drawn else 0.0,
+        }
+    return out
 
 
 def round0_identical(curves: list[dict], tol: float = 1e-6) -> dict[int, bool]:
@@ -600,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     per_class = {cls: analyse(curves, total_boxes, args.methods, f"AP50/{cls}") for cls in classes}
     same_start = round0_identical(curves)
     headline = {
-        "default_method": DEFAULT_METHOD,
+        "default_method": default_method(args.methods),
         "baseline": BASELINE,
         "supervised_ap50": summary["supervised"]["mean"],
         "round0_identical": bool(same_start) and all(same_start.values()),
@@ -609,10 +771,25 @@ def main(argv: list[str] | None = None) -> int:
             f"box_fraction_to_{level}pct": {m: v[f"{level}pct"] for m, v in summary["box_fraction"].items()}
             for level in (95, 100)
         },
+        "interpolation": "step",
+        **{
+            f"box_fraction_to_{level}pct": {m: v[f"{level}pct"] for m, v in summary["box_fraction"].items()}
+            for level in (90,)
+        },
         "asm_vs_random": {
-            m: {k: v[k] for k in ("min_margin_ap50", "at_or_above_after_round1")}
+            m: {
+                k: v[k]
+                for k in (
+                    "min_margin_ap50",
+                    "at_or_above_after_round1",
+                    "margin_at_equal_images",
+                    "noise_floor_ap50",
+                    "same_labels_round1",
+                )
+            }
             for m, v in summary["vs_random"].items()
         },
+        "sl_precision": sl_precision(curves, args.methods),
         "failed": failures,
         "seeds": args.seeds,
     }

@@ -59,15 +59,22 @@ def test_box_and_cost_fractions_auc_and_comparison_with_random():
     )
     assert summary["box_fraction"]["entropy"]["90pct"] is None  # never reached
     assert summary["auc"]["v1+"] > summary["auc"]["random"] > summary["auc"]["entropy"]
-    # random at 150 boxes: 0.55 (linear between its points); at 250: 0.65. Round 1 (150) is left out
-    # of the minimum, like the shared initial pool
+    # step interpolation at random's points: at 300 boxes v1+ had measured 0.80 (its point at 250),
+    # at 600 and 1000 too; round 1 (300) is left out of the minimum, like the shared initial pool
     vs = summary["vs_random"]["v1+"]
-    assert vs["at_or_above_after_round1"] and vs["min_margin_ap50"] == pytest.approx(0.15)
-    assert vs["mean_margin_per_round"] == {1: pytest.approx(0.18), 2: pytest.approx(0.15)}
+    assert vs["at_or_above_after_round1"] and vs["min_margin_ap50"] == pytest.approx(0.0)
+    assert vs["mean_margin_per_round"] == {
+        1: pytest.approx(0.1),
+        2: pytest.approx(0.04),
+        3: pytest.approx(0.0),
+    }
+    # at equal images: 0.73 - 0.70 in round 1, 0.80 - 0.76 in round 2; round 1's gap is the noise floor
+    assert vs["margin_at_equal_images"] == pytest.approx(0.04)
+    assert vs["noise_floor_ap50"] == pytest.approx(0.03)
     below = eff.analyse(
         curves + [_curve("topk_v2", 0, [(100, 0.40), (200, 0.1), (400, 0.70)])], 1000, ["random", "topk_v2"]
     )
-    assert below["vs_random"]["topk_v2"]["min_margin_ap50"] == -0.02
+    assert below["vs_random"]["topk_v2"]["min_margin_ap50"] == pytest.approx(-0.1)  # 0.70 at 1000 vs 0.80
     assert not below["vs_random"]["topk_v2"]["at_or_above_after_round1"]
     per_class = {"a": eff.analyse(curves, 1000, ["random", "entropy", "v1+"], "AP50/a")}
     assert (
@@ -247,3 +254,45 @@ def test_a_failed_run_says_why_from_its_log_lines(tmp_path):
     ):
         eff.run_tool([sys.executable, "-c", script], log, None)
     assert "pretrain epoch 5" in open(log).read()  # the log keeps the run's lines
+
+
+def test_step_interpolation_credits_neither_side_with_a_value_it_did_not_measure():
+    """Random is concave: (100, 0.10), (200, 0.50), (300, 0.55); ASM: (150, 0.40), (250, 0.52).
+    A straight line through random reads 0.30 at 150 boxes (ASM +0.10); a step through random reads
+    0.10 there (ASM +0.30). Both credit ASM with random's not-yet-measured gain. At random's own
+    points, ASM's last measurement on no more boxes: 0.40 at 200 (-0.10) and 0.52 at 300 (-0.03)."""
+    random = _curve("random", 1, [(100, 0.10), (200, 0.50), (300, 0.55)])
+    asm = _curve("v1+", 1, [(100, 0.10), (150, 0.40), (250, 0.52)])
+    vs = eff.versus_random([asm], {1: random["points"]})
+    assert vs["mean_margin_per_round"] == {1: pytest.approx(-0.10), 2: pytest.approx(-0.03)}
+    assert vs["min_margin_ap50"] == pytest.approx(-0.03) and not vs["at_or_above_after_round1"]
+    same = eff.versus_random([_curve("v1+", 1, [(100, 0.1), (200, 0.5), (300, 0.55)])], {1: random["points"]})
+    assert same["min_margin_ap50"] == 0.0 and same["at_or_above_after_round1"]  # equal curves: no margin
+    assert same["noise_floor_ap50"] == 0.0
+    assert eff.step_at(random["points"], "human_drawn_boxes", "AP50", 99) is None
+
+
+def test_a_finished_run_is_reused_only_with_the_flags_it_was_made_with(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_tool(cmd, log_path, threads):
+        calls.append(cmd)
+        with open(os.path.join(os.path.dirname(log_path), "log.jsonl"), "w") as f:
+            f.write(json.dumps({"type": "round", "round": 0, "AP50": 0.5}) + "\n")
+        return '{"ap50": 0.5}\n'
+
+    monkeypatch.setattr(eff, "run_tool", fake_tool)
+    out = str(tmp_path / "run")
+    flags = ["--seed", "1", "--lr", "0.01", "--deterministic"]
+    assert eff.run_flags(flags, out, None)[0]["AP50"] == 0.5 and len(calls) == 1
+    assert eff.run_flags(list(flags), out, None) and len(calls) == 1  # the same flags: reused
+    with pytest.raises(RuntimeError, match=r"other flags \(--lr 0.01 -> 0.005\): remove the folder"):
+        eff.run_flags(["--seed", "1", "--lr", "0.005", "--deterministic"], out, None)
+    with pytest.raises(RuntimeError, match=r"--certain-precision \(absent\) -> 0.9"):
+        eff.run_flags([*flags, "--certain-precision", "0.9"], out, None)
+    assert len(calls) == 1  # nothing ran under the wrong name
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "last.pth").write_bytes(b"")
+    with pytest.raises(RuntimeError, match="flags were not recorded"):
+        eff.run_flags(flags, str(legacy), None)

@@ -68,3 +68,34 @@ def test_early_stop_options_end_in_one_line_with_exit_2(tmp_path, caplog, flags,
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in caplog.text
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_phase_flat_near_zero_never_stops_early():
+    """A scripted evaluator that returns AP50 0.010-0.012 every epoch: the shift is small (< 0.005),
+    but AP never rose 0.05 above its first value nor reached the floor, so training goes on."""
+    s = APShiftStopper(ap_range=4, threshold=0.005, min_rise=0.05, floor=0.5)
+    flat = [0.010, 0.011, 0.012, 0.010, 0.011, 0.012, 0.011, 0.010]
+    assert not any(s.update(e, ap) for e, ap in enumerate(flat))
+    assert 0 < s.ap_shift < 0.005
+    # the same flat run stops without the rule (the behaviour it replaces)
+    old = APShiftStopper(ap_range=4, threshold=0.005)
+    assert any(old.update(e, ap) for e, ap in enumerate(flat))
+
+
+def test_a_phase_that_has_risen_or_reached_the_floor_may_stop():
+    risen = APShiftStopper(ap_range=2, threshold=0.01, min_rise=0.05, floor=0.5)
+    for e, ap in enumerate([0.10, 0.149]):
+        assert not risen.update(e, ap)  # 0.049 above the first: not yet
+    assert not risen.update(2, 0.149)  # flat, shift 0
+    assert risen.update(3, 0.152)  # 0.052 above the first and settled
+    high = APShiftStopper(ap_range=2, threshold=0.01, min_rise=0.05, floor=0.5)
+    high.update(0, 0.60)
+    assert high.update(1, 0.605)  # no rise, but above the floor: a trained model that settled
+
+
+def test_a_checkpoint_older_than_the_rise_rule_keeps_the_stoppers_own_values():
+    s = APShiftStopper(ap_range=2, threshold=0.01, min_rise=0.05, floor=0.5)
+    state = s.state_dict()
+    del state["min_rise"], state["floor"]
+    s.load_state_dict(state)
+    assert (s.min_rise, s.floor) == (0.05, 0.5)

@@ -135,3 +135,35 @@ def test_loss_means_are_exact_without_per_iteration_reads():
         model, opt, [([torch.zeros(3, 2, 2)], [{}])] * 5, torch.device("cpu"), epoch=0, check_every=2
     )
     assert out["loss_a"] == pytest.approx(62 / 5) and out["loss"] == pytest.approx(62 / 5)  # w stays 1: x2
+
+
+def test_a_warmup_longer_than_an_epoch_continues_in_the_next_one():
+    """5 iterations of warm-up over epochs of 2: the rate of each step, read inside the step, rises as
+    torch's LinearLR from 0.001x (0.1 * (0.001 + 0.999 * k / 5)) and then stays at 0.1."""
+    model = nn.Linear(1, 1)
+    seen = []
+
+    class Recording(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, images, targets):
+            return {"loss_a": (self.m(torch.ones(1, 1)) ** 2).sum()}
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    original_step = opt.step
+
+    def step(*a, **k):
+        seen.append(opt.param_groups[0]["lr"])
+        return original_step(*a, **k)
+
+    opt.step = step
+    batch = ([torch.zeros(3, 2, 2)], [{}])
+    for epoch in range(4):
+        out = train_one_epoch(
+            Recording(), opt, [batch] * 2, torch.device("cpu"), epoch, warmup_iters=5, warmup_done=2 * epoch
+        )
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1) and out["lr"] == pytest.approx(0.1)
+    expected = [0.1 * (0.001 + 0.999 * k / 5) for k in range(5)] + [0.1] * 3
+    assert seen == pytest.approx(expected)

@@ -17,6 +17,7 @@ from tools.fit import (
     FitContext,
     Phase,
     make_optimizer,
+    climbing,
     make_scheduler,
     run_epoch,
     spike_bounds,
@@ -154,3 +155,50 @@ def test_run_epoch_evaluates_every_interval_and_at_the_phases_end(tmp_path, monk
     assert [h["evaluated"] for h in phase.history] == [False, True, False, True, True]
     assert len(calls) == 3 and phase.epoch == 5 and phase.done
     assert phase.history[0]["metrics"] == {} and phase.history[2]["metrics"]["voc/AP50"] == 0.5
+
+
+def test_a_slow_climb_is_caught_on_its_second_rising_epoch():
+    """Epoch means 2.03, 2.04 (a rise of 0.5%), then 2.06 and 2.50: no step spikes, yet the loss rose
+    twice in a row to 2.50 >= 1.2 x 2.03. Two rises to 2.06 (1.01x) and a single big rise are not a climb."""
+    assert climbing([2.03, 2.04], 2.06) is None  # rising, but 1.015 x the lowest
+    assert climbing([2.03], 2.90) is None  # one rise only
+    assert climbing([2.5, 2.03, 2.9], 2.6) is None  # fell back
+    why = climbing([2.30, 2.03, 2.04], 2.50)
+    assert why is not None and "2.040 -> 2.500" in why and "lowest 2.030" in why
+
+
+class _Climbing(nn.Module):
+    """One weight; every batch of epoch ``e`` has the loss ``losses[e] * (1 + w^2)`` while ``w`` stays
+    near 0 (its gradient is tiny), so the epoch means follow the script; a retry of an epoch (after a
+    rollback) gets ``retry`` instead."""
+
+    def __init__(self, losses, retry):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.losses, self.retry, self.epoch, self.tries, self.k = losses, retry, -1, 0, 0
+
+    def forward(self, images, targets):
+        value = self.retry if self.tries > 1 else self.losses[self.epoch]
+        return {"loss_a": value * (1 + self.w**2).sum()}
+
+
+class _EpochBatches(_Batches):
+    def set_epoch(self, epoch):
+        self.model.tries = self.model.tries + 1 if epoch == self.model.epoch else 1
+        self.model.epoch = epoch
+
+
+def test_a_slow_climb_rolls_the_epoch_back_at_half_the_rate_for_the_rest_of_the_phase(tmp_path, monkeypatch):
+    model = _Climbing([2.30, 2.03, 2.04, 2.50, 1.9], retry=2.0)
+    t = _trainer(model, tmp_path)
+    optimizer = make_optimizer(model, t.config)
+    phase = Phase("pretrain", 0, 5)
+    loader = _EpochBatches(model, TARGETS)
+    scheduler = make_scheduler(optimizer, FitConfig(lr_steps=(2.0,)), 5)  # no decay within the phase
+    stopper = APShiftStopper(4, 0.0)
+    monkeypatch.setattr(fit, "evaluate", lambda *a: {"voc/AP50": 0.0, "voc/AP75": 0.0})
+    while not phase.finished:
+        run_epoch(t, phase, loader, stopper, optimizer, scheduler, step=phase.epoch)
+    means = [round(h["losses"]["loss"], 3) for h in phase.history]
+    assert phase.rollbacks == 1 and means == [2.3, 2.03, 2.04, 2.0, 1.9]  # epoch 3 retried
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # kept after the retry

@@ -36,6 +36,7 @@ def train_one_epoch(
     device: torch.device,
     epoch: int,
     warmup_iters: int = 0,
+    warmup_done: int = 0,
     scaler: torch.amp.GradScaler | None = None,
     clip_grad: float | None = None,
     desc: str = "train",
@@ -51,8 +52,9 @@ def train_one_epoch(
     the device; the next read raises.
 
     Args:
-        warmup_iters: linear learning-rate warm-up from 0.001x over this many iterations (used in
-            the first epoch only; pass 0 afterwards).
+        warmup_iters: linear learning-rate warm-up from 0.001x over this many iterations of the phase,
+            which may span epochs (0: none).
+        warmup_done: iterations of the warm-up run in earlier epochs (the phase's iterations so far).
         scaler: a ``torch.amp.GradScaler`` to train in mixed precision (CUDA); ``None`` = fp32.
         clip_grad: max gradient norm, or ``None``.
         loss_bound: a total loss above this is a spike, raised like a non-finite loss; a dict bounds
@@ -67,9 +69,7 @@ def train_one_epoch(
             first bad iteration and its loss dict.
     """
     model.train()
-    warmup = None
-    if warmup_iters > 0:
-        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 0.001, 1.0, total_iters=warmup_iters)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # the epoch's rate, after warm-up
     # fp32 gets a scaler at a constant 1.0 (exact): its on-device skip of non-finite steps is the guard
     guard = scaler or torch.amp.GradScaler(device.type, init_scale=1.0, growth_interval=2**30)
     bounds = (
@@ -104,6 +104,7 @@ def train_one_epoch(
         bad_values = torch.where(first, values, bad_values)
         sums += torch.where(ok, values, 0.0)
         loss = loss / ok.float()  # a bad loss turns infinite, so are its gradients, and the step is skipped
+        set_warmup_lr(optimizer, base_lrs, warmup_done + count, warmup_iters)
         optimizer.zero_grad(set_to_none=True)
         guard.scale(loss).backward()
         if clip_grad:
@@ -111,8 +112,6 @@ def train_one_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         guard.step(optimizer)
         guard.update()
-        if warmup is not None and count < warmup_iters:
-            warmup.step()
         count += 1
         seen += len(images)
         HEARTBEAT.tick("train", count, steps, seen, started)
@@ -121,12 +120,25 @@ def train_one_epoch(
             bar.set_postfix(
                 loss=f"{sums[-1].item() / count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}"
             )
+    set_warmup_lr(optimizer, base_lrs, 0, 0)  # the schedule goes on from the epoch's own rate
     if sums is None:
         return {"loss": 0.0, "lr": optimizer.param_groups[0]["lr"]}
     _check(bad_at, bad_values, keys, epoch, bounds)
     means = dict(zip([*keys, "loss"], (sums / count).tolist()))
     means["lr"] = optimizer.param_groups[0]["lr"]
     return means
+
+
+WARMUP_START = 0.001  # the warm-up's first factor of the rate
+
+
+def set_warmup_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], step: int, total: int) -> None:
+    """Set each group's rate for the phase's iteration ``step``: ``base`` times a factor rising
+    linearly from :data:`WARMUP_START` at step 0 to 1 at step ``total`` (as torch's ``LinearLR``),
+    and ``base`` from then on."""
+    factor = WARMUP_START + (1.0 - WARMUP_START) * step / total if step < total else 1.0
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
 
 
 def _check(

@@ -213,10 +213,38 @@ def spike_bounds(last: dict[str, float] | None) -> dict[str, float]:
     return {k: SPIKE * max(v, floor) for k, v in last.items()}
 
 
+WARMUP_SHARE = 0.1  # the warm-up takes at most this share of a phase's iterations
+
+
+def warmup_length(warmup_iters: int, phase_iters: int) -> int:
+    """Iterations of a phase's warm-up: ``--warmup-iters``, across epochs, but at most
+    :data:`WARMUP_SHARE` of the phase (a 5-iteration epoch no longer cuts it to 4 iterations, and a
+    short phase still trains most of its steps at the full rate)."""
+    return min(warmup_iters, int(WARMUP_SHARE * phase_iters))
+
+
+CLIMB_EPOCHS = 2  # a loss that rose over this many consecutive epochs of a phase ...
+CLIMB = 1.2  # ... to this many times the phase's lowest epoch loss is diverging slowly
+
+
+def climbing(history: Sequence[float], loss: float) -> str | None:
+    """Why an epoch's mean ``loss``, after the phase's earlier epoch means ``history``, is a slow
+    climb (no single step spiking), or None: it rose in each of the last :data:`CLIMB_EPOCHS`
+    epochs and stands at :data:`CLIMB` times the phase's lowest or more."""
+    if len(history) < CLIMB_EPOCHS or not math.isfinite(loss):
+        return None
+    recent = [*history[-CLIMB_EPOCHS:], loss]
+    if all(b > a for a, b in zip(recent, recent[1:])) and loss >= CLIMB * min(history):
+        rise = " -> ".join(f"{v:.3f}" for v in recent)
+        return f"the loss climbed over {CLIMB_EPOCHS} epochs ({rise}; the phase's lowest {min(history):.3f})"
+    return None
+
+
 def train_epoch_safely(
     t: FitContext, phase: Phase, loader: DataLoader, optimizer: torch.optim.Optimizer
 ) -> dict:
-    """One epoch of ``phase``; on a non-finite loss or a loss spike, roll back and retry at half the LR.
+    """One epoch of ``phase``; on a non-finite loss, a loss spike or a slow climb (:func:`climbing`),
+    roll back and retry at half the LR.
 
     The model, optimizer and RNG states are copied in memory at the start of the epoch. A bad step
     never reaches the weights (the loss is checked before ``backward``); a bad gradient shows as a
@@ -235,20 +263,24 @@ def train_epoch_safely(
     tries = 0
     while True:
         loader.batch_sampler.set_epoch(epoch)  # the same batches on every try
-        warmup = min(t.config.warmup_iters, len(loader) - 1) if epoch == 0 else 0
         try:
-            return train_one_epoch(
+            losses = train_one_epoch(
                 t.model,
                 optimizer,
                 loader,
                 t.device,
                 epoch,
-                warmup_iters=warmup,
+                warmup_iters=warmup_length(t.config.warmup_iters, phase.max_epochs * len(loader)),
+                warmup_done=epoch * len(loader),
                 scaler=t.scaler,
                 clip_grad=t.config.clip_grad,
                 desc=phase.name,
                 loss_bound=bounds or None,
             )
+            climb = climbing([h["losses"]["loss"] for h in phase.history], losses["loss"])
+            if climb is None:
+                return losses
+            raise FloatingPointError(climb)
         except FloatingPointError as e:
             if phase.rollbacks >= MAX_ROLLBACKS:
                 raise Diverged(

@@ -22,6 +22,7 @@ from datasets.records import RecordSet
 from net.models import MODELS, PRESETS, ROI_HEADS, build_model, is_mask_model
 from net.pisa import PisaConfig
 from tools import dist
+from tools.early_stop import APShiftStopper
 from tools.fit import AP_KEYS, FitConfig, eval_loader
 from tools.process import (
     choose_device,
@@ -40,6 +41,16 @@ def str2bool(value: str) -> bool:
     if value.lower() in ("0", "false", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def float_or_none(value: str) -> float | None:
+    """A number, or ``none`` / ``off`` for no value (an option whose default is a number)."""
+    if value.lower() in ("none", "off"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {value!r}") from None
 
 
 def count_or_fraction(value: str) -> float:
@@ -199,6 +210,21 @@ def add_train_args(
     g.add_argument(
         "--ap-shift-squared", action="store_true", help="mean squared instead of absolute deviation"
     )
+    g.add_argument(
+        "--ap-min-rise",
+        type=float,
+        default=0.05,
+        help="AP shift stops a phase only once its AP has risen this much above the phase's first "
+        "evaluation, or reached --ap-floor (a model flat near zero has a small shift too)",
+    )
+    g.add_argument("--ap-floor", type=float, default=0.5, help="see --ap-min-rise")
+
+
+def ap_stopper(args: argparse.Namespace, threshold: float) -> APShiftStopper:
+    """AP-shift early stopping with the run's window, rules and ``threshold``."""
+    return APShiftStopper(
+        args.ap_range, threshold, args.ap_thre, args.ap_shift_squared, args.ap_min_rise, args.ap_floor
+    )
 
 
 def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
@@ -288,10 +314,10 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
     )
     g.add_argument(
         "--certain-precision",
-        type=float,
+        type=float_or_none,
         default=None,
         help="per-class certain thresholds: the lowest score reaching this precision on the last "
-        "round's batch (detected before training on it); default: one --certain-thre",
+        "round's batch (detected before training on it); none: one --certain-thre for every class",
     )
     g.add_argument(
         "--oracle",
