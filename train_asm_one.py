@@ -678,6 +678,7 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> RunState
         given["lr"] = args.lr * args.batch_size * dist.world_size() / args.base_batch_size
     values, applied = reconcile(given, saved)
     vars(args).update(values)
+    args.auto_scale_lr = False  # the checkpoint's lr is the rate the run started with, scaled once
     for line in applied:
         log.warning("--resume: applied the new value of %s", line)
     return state

@@ -85,7 +85,9 @@ CPU_PROTOCOL = {
     "supervised_seeds": [1],  # one bound shared by the seeds (it differs only in initialisation)
 }
 LEVELS = (0.9, 0.95, 1.0)
-SHARED_WEIGHTS = os.path.join(ROOT, "..", "shared", "weights", "mobilenet_v2_imagenet_features.pth")
+SHARED_WEIGHTS = os.path.normpath(
+    os.path.join(ROOT, "..", "shared", "weights", "mobilenet_v2_imagenet_features.pth")
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -142,6 +144,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"the CPU protocol ({', '.join(f'{k}={v}' for k, v in CPU_PROTOCOL.items())}); "
         "options given explicitly win",
+    )
+    p.add_argument(
+        "--replot",
+        metavar="JSON",
+        default=None,
+        help="only draw a study's plot (beside the file, .png) and print its tables, from its JSON",
     )
     p.add_argument(
         "--quick",
@@ -328,7 +336,7 @@ def run_flags(flags: list[str], out: str, threads: int | None) -> list[dict]:
     if os.path.isfile(flags_path):
         with open(flags_path, encoding="utf-8") as f:
             recorded = json.load(f)
-        if recorded != flags:
+        if comparable(recorded) != comparable(flags):
             raise RuntimeError(
                 f"{out} holds a run made with other flags ({flag_difference(recorded, flags)}): remove the "
                 "folder to run it again, or pass another --output-dir"
@@ -354,6 +362,12 @@ def run_flags(flags: list[str], out: str, threads: int | None) -> list[dict]:
     return read_jsonl(os.path.join(out, "log.jsonl"))
 
 
+def comparable(flags: list[str]) -> list[str]:
+    """``flags`` with every existing path resolved: a clone moved or reached by another route (``..``,
+    a link) keeps its runs."""
+    return [os.path.realpath(t) if os.path.exists(t) else t for t in flags]
+
+
 def flag_difference(old: list[str], new: list[str]) -> str:
     """The options whose values differ between two flag lists, as ``--opt old -> new``."""
 
@@ -367,7 +381,7 @@ def flag_difference(old: list[str], new: list[str]) -> str:
                 out[key] = f"{out[key]} {tok}".strip()
         return out
 
-    a, b = by_option(old), by_option(new)
+    a, b = by_option(comparable(old)), by_option(comparable(new))
     diffs = [
         f"{k} {a.get(k, '(absent)') or '(set)'} -> {b.get(k, '(absent)') or '(set)'}"
         for k in sorted(set(a) | set(b))
@@ -727,8 +741,20 @@ def parse(
     return args, rest, DataOptions.of({**vars(data), "output_dir": args.output_dir})
 
 
+def replot(path: str) -> int:
+    """``--replot``: the plot and tables of a finished study, from the JSON it wrote."""
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    methods, total = result["settings"]["methods"], result["settings"]["total_boxes"]
+    plot(result["curves"], result["summary"], methods, total, os.path.splitext(path)[0] + ".png")
+    print(tables(result["curves"], result["summary"], result["per_class"], methods, total))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args, data_flags, data = parse(argv)
+    if args.replot:
+        return replot(args.replot)
     os.makedirs(args.output_dir, exist_ok=True)
     if data is None:  # BCCD: train vs val + test
         if not os.path.isdir(os.path.join(args.bccd_root, "Annotations")):
@@ -793,6 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         "failed": failures,
         "seeds": args.seeds,
     }
+    headline["wall_s"] = round(time.perf_counter() - start, 1)  # this invocation (reused runs cost nothing)
     result = {
         **headline,
         "settings": {
@@ -808,11 +835,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     for path in filter(None, (os.path.join(args.output_dir, "efficiency.json"), args.json_out)):
         atomic_write_text(path, json.dumps(result, indent=1))
-    plot(curves, summary, args.methods, total_boxes, os.path.join(args.output_dir, "efficiency.png"))
+    for path in filter(None, (os.path.join(args.output_dir, "efficiency.json"), args.json_out)):
+        plot(curves, summary, args.methods, total_boxes, os.path.splitext(path)[0] + ".png")
     table = tables(curves, summary, per_class, args.methods, total_boxes)
     atomic_write_text(os.path.join(args.output_dir, "efficiency.md"), table)
     print(table)
-    print(json.dumps({**headline, "wall_s": round(time.perf_counter() - start, 1)}))
+    print(json.dumps(headline))
     return 0
 
 

@@ -159,10 +159,13 @@ def test_run_epoch_evaluates_every_interval_and_at_the_phases_end(tmp_path, monk
 
 def test_a_slow_climb_is_caught_on_its_second_rising_epoch():
     """Epoch means 2.03, 2.04 (a rise of 0.5%), then 2.06 and 2.50: no step spikes, yet the loss rose
-    twice in a row to 2.50 >= 1.2 x 2.03. Two rises to 2.06 (1.01x) and a single big rise are not a climb."""
+    twice in a row to 2.50 >= 1.2 x 2.03, above the first epoch's 2.30. Two rises to 2.06 (1.01x), a
+    single big rise, and a rise that stays below the phase's start (the demo's pretrain phase: its box
+    head's loss grows as the RPN learns) are not a climb."""
     assert climbing([2.03, 2.04], 2.06) is None  # rising, but 1.015 x the lowest
     assert climbing([2.03], 2.90) is None  # one rise only
     assert climbing([2.5, 2.03, 2.9], 2.6) is None  # fell back
+    assert climbing([1.62, 0.781, 0.957], 1.066) is None  # 1.36 x the lowest, still below the start
     why = climbing([2.30, 2.03, 2.04], 2.50)
     assert why is not None and "2.040 -> 2.500" in why and "lowest 2.030" in why
 

@@ -116,3 +116,21 @@ def test_one_flag_style_with_the_old_spellings_as_hidden_aliases(capsys):
     assert "--certain-thre" in text and "--ap-shift-asm" in text
     assert "--certain_thre" not in text and "--batch_size" not in text and "--num_epoches" not in text
     assert "--ckpt" not in text and parser.parse_args(["--ckpt", "o"]).output_dir == "o"  # ASM_core's, hidden
+
+
+def test_auto_scale_lr_scales_once_however_often_the_run_is_resumed(tmp_path):
+    """--lr 0.02 at batch 4 against --base-batch-size 16 is 0.005, in the run's first phase and in
+    every round after two resumes with --max-rounds raised (each resume once divided it by 4)."""
+    argv = _argv(tmp_path, "scaled", "--epochs", "1", "--round-epochs", "1", "--K", "4", "--auto-scale-lr")
+    argv += ["--lr", "0.02", "--warmup-iters", "0"]
+    assert main(argv) == 0
+    for rounds in ("2", "3"):
+        assert main([*argv, "--resume", "--max-rounds", rounds]) == 0
+    log = read_jsonl(tmp_path / "scaled" / "log.jsonl")
+    peaks = {}
+    for e in (e for e in log if e["type"] == "epoch"):
+        peaks[e["phase"]] = max(peaks.get(e["phase"], 0.0), e["losses"]["lr"])
+    assert list(peaks) == ["pretrain", "round1", "round2", "round3"]
+    assert peaks == pytest.approx(dict.fromkeys(peaks, 0.005))
+    with open(tmp_path / "scaled" / "config.yaml") as f:
+        assert yaml.safe_load(f)["lr"] == pytest.approx(0.005)

@@ -224,17 +224,19 @@ def warmup_length(warmup_iters: int, phase_iters: int) -> int:
 
 
 CLIMB_EPOCHS = 2  # a loss that rose over this many consecutive epochs of a phase ...
-CLIMB = 1.2  # ... to this many times the phase's lowest epoch loss is diverging slowly
+CLIMB = 1.2  # ... to this many times the phase's lowest epoch loss, and above its first, is diverging slowly
 
 
 def climbing(history: Sequence[float], loss: float) -> str | None:
     """Why an epoch's mean ``loss``, after the phase's earlier epoch means ``history``, is a slow
     climb (no single step spiking), or None: it rose in each of the last :data:`CLIMB_EPOCHS`
-    epochs and stands at :data:`CLIMB` times the phase's lowest or more."""
+    epochs, stands at :data:`CLIMB` times the phase's lowest or more, and above the phase's first epoch
+    (training left the model worse than it started). A detector's loss may rise for a few epochs
+    while its RPN starts sending positives to the box head; it stays below where the phase began."""
     if len(history) < CLIMB_EPOCHS or not math.isfinite(loss):
         return None
     recent = [*history[-CLIMB_EPOCHS:], loss]
-    if all(b > a for a, b in zip(recent, recent[1:])) and loss >= CLIMB * min(history):
+    if all(b > a for a, b in zip(recent, recent[1:])) and loss >= CLIMB * min(history) and loss > history[0]:
         rise = " -> ".join(f"{v:.3f}" for v in recent)
         return f"the loss climbed over {CLIMB_EPOCHS} epochs ({rise}; the phase's lowest {min(history):.3f})"
     return None

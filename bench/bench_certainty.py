@@ -1,0 +1,191 @@
+"""Which certainty rule makes a weak model's certain boxes right? Fixed threshold, calibration, flip TTA.
+
+Loads the models of finished initial phases (``bench/bench_stability.py`` writes them: the CPU
+efficiency study's round-0 model, 20 BCCD images, 10 epochs) and detects their evaluation images,
+which none of them trained on. Half of the images (even positions) stand for the batch that
+calibrates (``--certain-precision``: per-class thresholds from :func:`asm.select.class_thresholds`),
+the other half for the next batch, on which every rule is measured through the real merge
+(:func:`tools.mining.merge_with_oracle`):
+
+* ``fixed``: ``--certain-thre`` 0.8 (the default);
+* ``calib``: thresholds calibrated to precision ``--precision`` (0.9);
+* ``flip/fixed`` and ``flip/calib``: the same on flip test-time augmentation, where a box's score
+  is the mean of its own and its mirror view's best same-class match (0 without one), so that a box
+  only one view finds loses half its score; boxes are the two views' mean.
+
+For each rule: ``certain`` boxes, ``confirmed`` (matched a GT box of the class at IoU >= 0.8: SL),
+``precision`` = confirmed / certain, and ``precision_iou50`` (the same certain boxes judged at IoU
+0.5: how many are right but drawn too loosely for SL). And per run and view, the ``ceiling`` that
+any threshold could reach: the best precision at IoU 0.8 over the top-n detections (n >= 10), the
+score it needs, and the precision of those boxes at IoU 0.5.
+
+    python bench/bench_certainty.py outputs/stability/bccd_seed1_t2 ... --json-out docs/certainty_bccd_cpu.json
+
+The last line is one JSON object: ``rules.<rule>`` with ``certain``, ``confirmed``, ``precision``,
+``precision_iou50``, summed over the runs, and ``per_run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from asm.merge import ASMConfig, box_iou  # noqa: E402
+from asm.select import class_thresholds, calibrate_scores, detection_outcomes  # noqa: E402
+from datasets.atomic import atomic_write_text  # noqa: E402
+from datasets.build import build_datasets, run_data_options  # noqa: E402
+from datasets.torch_data import read_image  # noqa: E402
+from tools.checkpoint import checkpoint_of  # noqa: E402
+from tools.inference import model_from_checkpoint  # noqa: E402
+from tools.mining import merge_with_oracle, sort_by_score  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run folders of finished initial phases")
+    p.add_argument("--precision", type=float, default=0.9, help="the calibrated rules' target")
+    p.add_argument("--json-out", default=None)
+    return p
+
+
+def mirror(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+
+
+@torch.inference_mode()
+def detect_both(model, image: torch.Tensor) -> tuple[dict, dict]:
+    """The plain detections of ``image`` and the flip-consistent ones (module docstring)."""
+    plain = model([image])[0]
+    flipped = model([image.flip(-1)])[0]
+    flipped["boxes"] = mirror(flipped["boxes"], image.shape[-1])
+    a = {k: v.numpy() for k, v in plain.items()}
+    b = {k: v.numpy() for k, v in flipped.items()}
+    iou = box_iou(a["boxes"], b["boxes"])
+    iou[a["labels"][:, None] != b["labels"][None, :]] = 0.0
+    best = iou.argmax(1) if iou.size else np.zeros(len(a["boxes"]), np.int64)
+    paired = iou[np.arange(len(best)), best] >= 0.5 if iou.size else np.zeros(len(best), bool)
+    partner = np.where(paired, b["scores"][best] if len(b["scores"]) else 0.0, 0.0)
+    boxes = a["boxes"].astype(np.float64)
+    if paired.any():
+        boxes[paired] = (boxes[paired] + b["boxes"][best[paired]]) / 2
+    consistent = {
+        "boxes": boxes.astype(np.float32),
+        "labels": a["labels"],
+        "scores": ((a["scores"] + partner) / 2).astype(np.float32),
+    }
+    return sort_by_score(a), sort_by_score(consistent)
+
+
+def measure(dets, records, cfg: ASMConfig) -> dict:
+    """The real merge of ``dets`` with the records' GT: certain, confirmed, precision (IoU 0.8 and 0.5)."""
+    strict = merge_with_oracle(dets, records, cfg)
+    loose = merge_with_oracle(dets, records, dataclasses.replace(cfg, gt_iou=0.5))
+    certain = sum(r.certain for r in strict)
+    confirmed = sum(r.confirmed for r in strict)
+    return {
+        "certain": certain,
+        "confirmed": confirmed,
+        "matched_iou50": sum(r.matched for r in loose),
+    }
+
+
+def ceiling(dets, records, cfg: ASMConfig, min_support: int = 10) -> dict:
+    """What any score threshold could reach on ``dets``: over the top-n detections (n >= ``min_support``,
+    all classes, scores >= ``uncertain_thre``) the best precision at IoU 0.8, with its n and lowest
+    score, the precision at IoU 0.5 of the same boxes, and the highest score."""
+    strict = detection_outcomes(dets, records, cfg.gt_iou, cfg.uncertain_thre)
+    loose = detection_outcomes(dets, records, 0.5, cfg.uncertain_thre)
+    scores = np.asarray(strict["scores"])
+    if len(scores) < min_support:
+        return {"detections": len(scores), "best_precision": None}
+    order = np.argsort(-scores, kind="stable")
+    n = np.arange(1, len(order) + 1)
+    prec = np.cumsum(np.asarray(strict["tp"], np.float64)[order]) / n
+    prec_loose = np.cumsum(np.asarray(loose["tp"], np.float64)[order]) / n
+    best = int(np.argmax(np.where(n >= min_support, prec, -1.0)))
+    return {
+        "detections": len(scores),
+        "max_score": round(float(scores.max()), 4),
+        "best_precision": round(float(prec[best]), 4),
+        "at_top_n": best + 1,
+        "down_to_score": round(float(scores[order][best]), 4),
+        "precision_iou50_there": round(float(prec_loose[best]), 4),
+    }
+
+
+def with_precision(counts: dict) -> dict:
+    c = counts["certain"]
+    return {
+        **counts,
+        "precision": round(counts["confirmed"] / c, 4) if c else None,
+        "precision_iou50": round(counts["matched_iou50"] / c, 4) if c else None,
+    }
+
+
+def one_run(folder: str, precision: float) -> dict:
+    model, state = model_from_checkpoint(folder, torch.device("cpu"))
+    _, val = build_datasets(run_data_options(state.config, os.path.dirname(checkpoint_of(folder))))
+    records = list(val.records)
+    cfg = ASMConfig()
+    plain, flip = [], []
+    for r in tqdm(records, desc=os.path.basename(folder), disable=None):
+        p, f = detect_both(model, read_image(os.path.join(val.image_root, r.file_name)).float().div(255))
+        plain.append(p)
+        flip.append(f)
+    calib_idx, test_idx = range(0, len(records), 2), range(1, len(records), 2)
+    test_records = [records[i] for i in test_idx]
+    out = {"run": folder, "calibration_images": len(calib_idx), "test_images": len(test_idx), "rules": {}}
+    for view, dets in (("", plain), ("flip/", flip)):
+        outcomes = detection_outcomes(
+            [dets[i] for i in calib_idx], [records[i] for i in calib_idx], cfg.gt_iou, cfg.uncertain_thre
+        )
+        thresholds = class_thresholds(outcomes, len(val.classes), precision, cfg.certain_thre, cfg.uncertain_thre)
+        test = [dets[i] for i in test_idx]
+        out[f"{view}ceiling"] = ceiling(test, test_records, cfg)
+        out["rules"][f"{view}fixed"] = measure(test, test_records, cfg)
+        out["rules"][f"{view}calib"] = {
+            **measure(calibrate_scores(test, thresholds, cfg), test_records, cfg),
+            "thresholds": {val.classes[c - 1]: round(t, 4) for c, t in thresholds.items()},
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    torch.set_grad_enabled(False)
+    start = time.perf_counter()
+    runs = [one_run(f, args.precision) for f in args.runs]
+    rules = {}
+    for name in runs[0]["rules"]:
+        total = {k: sum(r["rules"][name][k] for r in runs) for k in ("certain", "confirmed", "matched_iou50")}
+        rules[name] = with_precision(total)
+    for r in runs:
+        r["rules"] = {k: {**v, **with_precision(v)} for k, v in r["rules"].items()}
+    result = {
+        "what": "precision of certain boxes of the CPU study's round-0 models (BCCD, 20 images) on held-out "
+        "images, per certainty rule; calibrated on the other half of the images",
+        "target_precision": args.precision,
+        "rules": rules,
+        "per_run": runs,
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    line = json.dumps(result)
+    if args.json_out:
+        atomic_write_text(args.json_out, json.dumps(result, indent=1) + "\n")
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
