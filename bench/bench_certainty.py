@@ -42,7 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from asm.merge import ASMConfig, box_iou  # noqa: E402
-from asm.select import class_thresholds, calibrate_scores, detection_outcomes  # noqa: E402
+from asm.select import calibrate_scores, class_thresholds, detection_outcomes  # noqa: E402
 from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.build import build_datasets, run_data_options  # noqa: E402
 from datasets.torch_data import read_image  # noqa: E402
@@ -150,7 +150,9 @@ def one_run(folder: str, precision: float) -> dict:
         outcomes = detection_outcomes(
             [dets[i] for i in calib_idx], [records[i] for i in calib_idx], cfg.gt_iou, cfg.uncertain_thre
         )
-        thresholds = class_thresholds(outcomes, len(val.classes), precision, cfg.certain_thre, cfg.uncertain_thre)
+        thresholds = class_thresholds(
+            outcomes, len(val.classes), precision, cfg.certain_thre, cfg.uncertain_thre
+        )
         test = [dets[i] for i in test_idx]
         out[f"{view}ceiling"] = ceiling(test, test_records, cfg)
         out["rules"][f"{view}fixed"] = measure(test, test_records, cfg)
