@@ -61,6 +61,7 @@ from tools.labelling import export_round, results_from_imported
 from tools.logs import RunLog, read_jsonl
 from tools.mining import detect_sorted, merge_with_oracle, preannotate
 from tools.options import (
+    NO_VALIDATE_INTERVAL,
     OPTION_PRESETS,
     HelpFormatter,
     add_asm_args,
@@ -77,7 +78,7 @@ from tools.options import (
     str2bool,
 )
 from tools.progress import HEARTBEAT, rounds_planned
-from tools.resume import reconcile, run_folder
+from tools.resume import NOT_COMPARED, reconcile, run_folder
 from tools.stop import STOP, Interrupted, Stopped, resume_command
 from tools.voc_eval import VOCEvaluator
 
@@ -679,8 +680,23 @@ def resolve_resume(args: argparse.Namespace, argv: list[str] | None) -> RunState
     values, applied = reconcile(given, saved)
     vars(args).update(values)
     args.auto_scale_lr = False  # the checkpoint's lr is the rate the run started with, scaled once
+    if (
+        saved.get("eval_interval") == NO_VALIDATE_INTERVAL
+        and not args.no_validate
+        and "eval_interval" not in given
+    ):
+        args.eval_interval = defaults["eval_interval"]  # a checkpoint from before fit_config applied it
     for line in applied:
         log.warning("--resume: applied the new value of %s", line)
+    if args.no_validate and "eval_interval" in given:
+        log.warning("--resume: --eval-interval has no effect while --no-validate is on (--no-validate false)")
+    predated = sorted(k for k in vars(args) if k not in saved and k not in NOT_COMPARED)
+    if predated:
+        log.info(
+            "--resume: the checkpoint predates %s; taking %s",
+            ", ".join("--" + k.replace("_", "-") for k in predated),
+            ", ".join(f"{k}={getattr(args, k)!r}" for k in predated),
+        )
     return state
 
 

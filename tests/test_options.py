@@ -78,7 +78,7 @@ def test_settle_returns_a_copy_with_the_device_values():
     args = _args("--no-validate", "--auto-scale-lr", "--lr", "0.02", "--batch-size", "4")
     settled = settle(args, torch.device("cpu"))
     assert (settled.workers, settled.eval_batch_size) == (0, 1)  # CPU: no workers, one image a batch
-    assert settled.eval_interval > 10**6
+    assert settled.eval_interval == 1 and fit_config(settled).eval_interval > 10**6  # kept: resumable off
     assert settled.lr == pytest.approx(0.02 * 4 / 16) and settled.auto_scale_lr is False
     assert (args.workers, args.eval_batch_size, args.lr, args.auto_scale_lr) == (None, None, 0.02, True)
     kept = settle(_args("--workers", "2", "--eval-batch-size", "3"), torch.device("cpu"))

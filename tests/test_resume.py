@@ -85,3 +85,31 @@ def test_resume_without_a_path_continues_the_output_folder_and_lists_changes(tmp
     assert "applied the new value of --eval-interval 1 -> 2" in caplog.text
     assert load_checkpoint(os.path.join(out, "last.pth"))["epochs_done"] == 2
     assert main([*argv, "--resume", str(tmp_path / "run" / "nope.pth")]) == 2  # no such checkpoint
+
+
+def test_max_rounds_none_removes_the_limit_on_resume():
+    from train_asm_one import get_args_parser
+
+    assert get_args_parser().parse_args(["--max-rounds", "none"]).max_rounds is None
+    values, applied = reconcile({"max_rounds": None}, {"max_rounds": 2, "K": 4})
+    assert values == {"max_rounds": None, "K": 4} and applied == ["--max-rounds 2 -> None"]
+
+
+def test_no_validate_is_turned_on_and_off_across_resumes(tmp_path, caplog):
+    """Round 1 with --no-validate evaluates only its last epoch; resumed with --no-validate false,
+    round 2 evaluates every epoch again (the run's --eval-interval 1), and the log says so."""
+    from tests.test_asm_run import TINY as ROUNDS
+    from tools.logs import read_jsonl
+
+    out = tmp_path / "nv"
+    argv = [*ROUNDS, "--round-epochs", "2", "--cache-dir", str(tmp_path / "c"), "--output-dir", str(out)]
+    assert main([*argv, "--max-rounds", "1", "--no-validate"]) == 0
+    with caplog.at_level(logging.WARNING):
+        assert main([*argv, "--resume", "--max-rounds", "2", "--no-validate", "false"]) == 0
+    assert "--no-validate True -> False" in caplog.text
+    evaluated = [
+        (e["phase"], e["epoch"])
+        for e in read_jsonl(out / "log.jsonl")
+        if e["type"] == "epoch" and e["AP50"] is not None
+    ]
+    assert [x for x in evaluated if x[0] != "pretrain"] == [("round1", 1), ("round2", 0), ("round2", 1)]

@@ -33,6 +33,7 @@ from tools.process import (
 )
 
 FIT = FitConfig()  # the training flags' defaults
+NO_VALIDATE_INTERVAL = 10**9  # --no-validate's evaluation interval: longer than any phase
 
 
 def str2bool(value: str) -> bool:
@@ -41,6 +42,16 @@ def str2bool(value: str) -> bool:
     if value.lower() in ("0", "false", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def int_or_none(value: str) -> int | None:
+    """A whole number, or ``none`` / ``off`` for no value (an option whose default is None)."""
+    if value.lower() in ("none", "off"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or none, got {value!r}") from None
 
 
 def float_or_none(value: str) -> float | None:
@@ -179,9 +190,14 @@ def add_train_args(
     )
     g.add_argument(
         "--no-validate",
-        action="store_true",
+        nargs="?",
+        const=True,
+        default=False,
+        type=str2bool,
+        metavar="BOOL",
         help="evaluate only at the end of each phase (as --eval-interval larger than any phase); "
-        "AP-shift early stopping then cannot stop a phase early",
+        "AP-shift early stopping then cannot stop a phase early. A resumed run turns it off with "
+        "--no-validate false, and its --eval-interval applies again",
     )
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun, CUDA)")
     g.add_argument(
@@ -252,7 +268,13 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
             help="besides its images, a round trains on the whole label pool (default) or on K replayed "
             "label records (ASM_core's rule)",
         )
-        g.add_argument("--max-rounds", type=int, default=None)
+        g.add_argument(
+            "--max-rounds",
+            type=int_or_none,
+            default=None,
+            help="stop after this many rounds (default, or none: until the pool is exhausted; a resumed "
+            "run may raise, lower or remove it)",
+        )
         g.add_argument(
             "--asm-core-defaults",
             action="store_true",
@@ -343,16 +365,15 @@ def asm_config(args: argparse.Namespace) -> ASMConfig:
 
 def settle(args: argparse.Namespace, device: torch.device) -> argparse.Namespace:
     """A copy of ``args`` with the values that depend on the device and the process count: DataLoader
-    workers, the detection batch, ``--no-validate``'s evaluation interval and ``--auto-scale-lr``'s
-    rate. The copy is what the run saves, so that config.yaml reproduces it."""
+    workers, the detection batch and ``--auto-scale-lr``'s rate (``--no-validate`` is applied by
+    :func:`fit_config`, so that a resumed run can turn it off). The copy is what the run saves, so that config.yaml reproduces it."""
     log = logging.getLogger(__name__)
     settled = {}
     if args.workers is None:
         settled["workers"] = default_workers() if device.type == "cuda" else 0
     if args.eval_batch_size is None:
         settled["eval_batch_size"] = 8 if device.type == "cuda" else 1
-    if args.no_validate:
-        settled["eval_interval"] = 10**9  # the last epoch of each phase is still evaluated
+    if args.no_validate:  # fit_config() then evaluates at each phase's end; eval_interval is kept for later
         log.warning(
             "--no-validate: evaluating at the end of each phase only; AP-shift early stopping cannot stop "
             "a phase early"
@@ -463,7 +484,7 @@ def check_options(args: argparse.Namespace) -> None:
             "--candidates needs the model's detections; --strategy random shows the human "
             "none (it takes the next K images of the queue)",
         )
-    if "max_rounds" in given:
+    if "max_rounds" in given and args.max_rounds is not None:
         need(
             args.max_rounds >= 0,
             f"--max-rounds must be >= 0 (or left out: until the pool is exhausted), got {args.max_rounds}",
@@ -506,7 +527,10 @@ def pick(cls, args: argparse.Namespace):
 
 def fit_config(args: argparse.Namespace) -> FitConfig:
     """The training values of ``args`` (settled: :func:`settle`)."""
-    return dataclasses.replace(pick(FitConfig, args), lr_steps=tuple(args.lr_steps))
+    config = dataclasses.replace(pick(FitConfig, args), lr_steps=tuple(args.lr_steps))
+    if getattr(args, "no_validate", False):  # the last epoch of each phase is still evaluated
+        config = dataclasses.replace(config, eval_interval=NO_VALIDATE_INTERVAL)
+    return config
 
 
 def pisa_config(args: argparse.Namespace) -> PisaConfig:
