@@ -116,3 +116,45 @@ def test_sigint_mid_epoch_exits_with_the_command_that_continues(tmp_path):
     assert summary["rounds"] == 1 and summary["epochs"] == 2 + 1
     epochs = [(e["phase"], e["epoch"]) for e in read_jsonl(log) if e["type"] == "epoch"]
     assert epochs == [("pretrain", 0), ("pretrain", 1), ("round1", 0)]
+
+
+def _new_group():  # a terminal's Ctrl-C reaches the whole foreground group: the workers as well
+    _restore_sigint()
+    os.setsid()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_group_with_two_workers_stops_cleanly(tmp_path, sig, code):
+    """Ctrl-C (or SIGTERM) sent to the process group, so that both DataLoader workers get it too,
+    mid-epoch: exit 130 (143), no worker traceback, and the command that continues."""
+    out = str(tmp_path / "run")
+    argv = [
+        *("--demo-train", "40", "--demo-val", "6", "--min-size", "64", "--batch-size", "2"),
+        *("--workers", "2", "--warmup-iters", "2", "--K", "8", "--initial", "16", "--epochs", "3"),
+        *("--max-rounds", "1", "--ap-range", "10", "--cache-dir", str(tmp_path / "cache")),
+        *("--output-dir", out),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "train_asm_one.py", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=_new_group,
+    )
+    log = os.path.join(out, "log.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # the first epoch is done: workers are up
+        if os.path.isfile(log) and any(e["type"] == "epoch" for e in read_jsonl(log)):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[0][-2000:]
+    time.sleep(0.5)
+    os.killpg(proc.pid, sig)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == code, text[-2000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    name = signal.Signals(sig).name
+    hint = [line for line in text.splitlines() if f"stopped by {name}" in line]
+    assert len(hint) == 1 and "Continue with: python train_asm_one.py" in hint[0], text[-2000:]

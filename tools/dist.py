@@ -146,6 +146,7 @@ def shard_loader(loader: DataLoader) -> DataLoader:
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
+        worker_init_fn=loader.worker_init_fn,
     )
 
 

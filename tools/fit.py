@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: FitConfig, epochs: int
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.lr_gamma)
 
 
+def quiet_worker(worker_id: int) -> None:
+    """A DataLoader worker ignores Ctrl-C and SIGTERM: a terminal sends them to the whole process
+    group, and the run's process stops cleanly (tools/stop.py) and then shuts its workers down. A
+    worker that took them itself would die with a traceback, or be reported as killed."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def loader_options(workers: int, pin_memory: bool) -> dict[str, Any]:
     """DataLoader settings shared by training and evaluation: workers that live as long as the
     loader (a phase, or the run for the validation loader), a prefetch depth, and page-locked
@@ -106,6 +115,7 @@ def loader_options(workers: int, pin_memory: bool) -> dict[str, Any]:
         "persistent_workers": workers > 0,
         "prefetch_factor": 4 if workers > 0 else None,
         "pin_memory": pin_memory,
+        "worker_init_fn": quiet_worker if workers > 0 else None,
     }
 
 

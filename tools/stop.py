@@ -10,6 +10,7 @@ non-interactive shell ignores SIGINT) stays ignored.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -37,8 +38,10 @@ class StopSignals:
         self._deferring = 0
         self.pending: int | None = None
         self._previous: dict[int, object] = {}
+        self._owner = os.getpid()  # the process whose stop this is (set again on __enter__)
 
     def __enter__(self) -> StopSignals:
+        self._owner = os.getpid()
         if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only
             for signum in SIGNALS:
                 if signal.getsignal(signum) is not signal.SIG_IGN:
@@ -52,6 +55,8 @@ class StopSignals:
         self.pending = None
 
     def _handle(self, signum: int, frame) -> None:
+        if os.getpid() != self._owner:  # a forked DataLoader worker: the run's process stops, then shuts it down
+            return
         if self._deferring:
             self.pending = signum
             return
