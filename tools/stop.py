@@ -55,7 +55,9 @@ class StopSignals:
         self.pending = None
 
     def _handle(self, signum: int, frame) -> None:
-        if os.getpid() != self._owner:  # a forked DataLoader worker: the run's process stops, then shuts it down
+        if (
+            os.getpid() != self._owner
+        ):  # a forked DataLoader worker: the run's process stops, then shuts it down
             return
         if self._deferring:
             self.pending = signum
