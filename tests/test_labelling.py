@@ -235,6 +235,11 @@ def test_pause_import_resume_on_demo(tmp_path, capsys):
     assert train_main(resume) == 2  # labels not imported yet
     tree = etree.parse(os.path.join(folder, "cvat_annotations.xml"))
     first = tree.find("image")
+    removed = [
+        (b.get("label"), *(float(b.get(k)) for k in ("xtl", "ytl", "xbr", "ybr")))
+        for b in first.findall("box")
+    ]
+    kept = sum(len(image.findall("box")) for image in tree.findall("image")) - len(removed)
     for box in first.findall("box"):
         first.remove(box)
     etree.SubElement(first, "box", label="circle", xtl="2", ytl="2", xbr="40", ybr="40")
@@ -243,7 +248,19 @@ def test_pause_import_resume_on_demo(tmp_path, capsys):
     assert import_main(["--run", out, "--labels", edited]) == 0
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert counts["round"] == 1 and counts["images"] == 3
-    assert counts["added"] + counts["moved"] + counts["relabelled"] >= 1 and counts["deleted"] >= 0
+
+    # by hand: the new circle pairs with the removed model box it overlaps most at IoU >= 0.3, if any
+    def iou(a, b):
+        w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+        inter = max(w, 0) * max(h, 0)
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    best = max(((iou(r[1:], (2, 2, 40, 40)), r[0]) for r in removed), default=(0.0, None))
+    paired = best[0] >= 0.3
+    assert counts["deleted"] == len(removed) - paired and counts["added"] == (not paired)
+    assert counts["moved"] == (paired and best[0] < 0.8)
+    assert counts["relabelled"] == (paired and best[0] >= 0.8 and best[1] != "circle")
+    assert counts["confirmed"] == kept + (paired and best[0] >= 0.8 and best[1] == "circle")
     assert train_main(resume) == 0
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
     labelled = ASMState.from_state(ckpt["asm"]).labelled
