@@ -48,6 +48,19 @@ def test_a_signal_during_a_checkpoint_write_waits_for_the_write():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
+def _start(argv, preexec_fn) -> subprocess.Popen:
+    """train_asm_one.py in its own process, its output unbuffered and read as text."""
+    return subprocess.Popen(
+        [sys.executable, "train_asm_one.py", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=preexec_fn,
+    )
+
+
 def _restore_sigint():  # a background job of a non-interactive shell inherits an ignored SIGINT
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -85,15 +98,7 @@ def test_sigint_mid_epoch_exits_with_the_command_that_continues(tmp_path):
         out,
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "train_asm_one.py", *argv],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        preexec_fn=_restore_sigint,
-    )
+    proc = _start(argv, _restore_sigint)
     log = os.path.join(out, "log.jsonl")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # wait for the first epoch's checkpoint
@@ -134,15 +139,7 @@ def test_a_signal_to_the_group_with_two_workers_stops_cleanly(tmp_path, sig, cod
         *("--max-rounds", "1", "--ap-range", "10", "--cache-dir", str(tmp_path / "cache")),
         *("--output-dir", out),
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "train_asm_one.py", *argv],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        preexec_fn=_new_group,
-    )
+    proc = _start(argv, _new_group)
     log = os.path.join(out, "log.jsonl")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # the first epoch is done: workers are up

@@ -44,24 +44,23 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
 
 
-def int_or_none(value: str) -> int | None:
-    """A whole number, or ``none`` / ``off`` for no value (an option whose default is None)."""
+def _number_or_none(value: str, cast, what: str):
     if value.lower() in ("none", "off"):
         return None
     try:
-        return int(value)
+        return cast(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or none, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what} or 'none', got {value!r}") from None
+
+
+def int_or_none(value: str) -> int | None:
+    """A whole number, or ``none`` / ``off`` for no value (an option whose default is None)."""
+    return _number_or_none(value, int, "a whole number")
 
 
 def float_or_none(value: str) -> float | None:
     """A number, or ``none`` / ``off`` for no value (an option whose default is a number)."""
-    if value.lower() in ("none", "off"):
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {value!r}") from None
+    return _number_or_none(value, float, "a number")
 
 
 def count_or_fraction(value: str) -> float:
