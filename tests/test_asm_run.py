@@ -250,6 +250,21 @@ def test_random_is_v1_plus_with_every_box_drawn_and_the_same_images(tmp_path, ca
             )
 
 
+def test_the_same_labels_give_the_same_model_whatever_strategy_chose_them(tmp_path):
+    """v1+ with nothing certain labels round 1 exactly as random does; its detection pass (an extra
+    loader drawing from the global generator) must not change the model trained on those labels."""
+    never_certain = ["--max-rounds", "1", "--certain-thre", "0.999", "--uncertain-thre", "0.998"]
+    weights = []
+    for strategy in ("random", "v1+"):
+        code, out = _run(tmp_path, strategy, "--strategy", strategy, *never_certain)
+        assert code == 0
+        state = load_checkpoint(os.path.join(out, "last.pth"))
+        weights.append((state["train_records"], state["model"]))
+    assert weights[0][0] == weights[1][0]  # the same records, in the same order
+    assert weights[0][1].keys() == weights[1][1].keys()
+    assert all(torch.equal(weights[0][1][k], weights[1][1][k]) for k in weights[0][1])
+
+
 def _without_max_rounds():
     k = TINY.index("--max-rounds")
     return TINY[:k] + TINY[k + 2 :]

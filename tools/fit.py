@@ -28,6 +28,7 @@ from datasets.torch_data import (
     GroupedBatchSampler,
     aspect_ratio_groups,
     collate_fn,
+    mix_seed,
 )
 from datasets.transforms import build_transforms
 from tools import dist
@@ -265,6 +266,10 @@ def train_epoch_safely(
     :class:`Diverged` is raised (the last checkpoint on disk stays the last good state).
     """
     epoch = phase.epoch
+    # The sampling inside the model (RPN and RoI fg/bg draws) uses the global generator: seeded from
+    # the epoch's keys, it cannot depend on what ran before (a detection pass, an evaluation's loader),
+    # so the same labels give the same model whatever the strategy that chose them.
+    torch.manual_seed(mix_seed(t.config.seed, phase.index, epoch, dist.rank()))
     snapshot = (
         copy.deepcopy(unwrap(t.model).state_dict()),
         copy.deepcopy(optimizer.state_dict()),
