@@ -34,7 +34,7 @@ from datasets.build import add_data_args
 from datasets.records import record_from_dict, record_to_dict
 from net.models import is_mask_model
 from tools import dist, fit
-from tools.checkpoint import load_checkpoint, run_environment, save_checkpoint, unwrap
+from tools.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from tools.coco_eval import COCOEvaluator
 from tools.config import add_config_args, parse_with_config, save_resolved
 from tools.curves import write_results
@@ -45,17 +45,15 @@ from tools.options import (
     add_asm_args,
     add_model_args,
     add_train_args,
-    amp_scaler,
     ap_stopper,
     asm_config,
     count_or_fraction,
-    evaluation_loader,
     fit_config,
-    model_from_args,
-    start,
 )
 from tools.predict import compute_loss, predict_proba
-from tools.progress import HEARTBEAT
+from tools.process import run_environment
+from tools.report import ap_summary
+from tools.setup import amp_scaler, evaluation_loader, model_from_args, start
 from tools.stop import Interrupted
 from tools.voc_eval import VOCEvaluator
 
@@ -154,19 +152,7 @@ def sampler_context(sampler, model, args, train_set, remaining, device) -> tuple
 def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> list[dict]:
     """One sampler x seed curve; checkpointed after each step; returns its steps."""
     path = os.path.join(args.output_dir, f"{_slug(name)}_seed{seed}.pth")
-    index_of = {r.image_id: k for k, r in enumerate(train_set.records)}
-    n = len(train_set)
-    if os.path.isfile(path):
-        state = load_checkpoint(path)
-    else:
-        recs = [train_set.records[i] for i in initial_pool(n, args.seed_batch, seed)]
-        state = {
-            "steps": [],
-            "records": [record_to_dict(r) for r in recs],
-            "drawn": sum(len(r) for r in recs),
-            "model": None,
-            "done": False,
-        }
+    state = load_checkpoint(path) if os.path.isfile(path) else new_curve(train_set, args.seed_batch, seed)
     if state["done"]:
         return state["steps"]
     sampler = cls(name, [r.image_id for r in train_set.records], seed=seed, aggregate=args.aggregate)
@@ -188,52 +174,12 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         trainer = fit.FitContext(
             model, fit_cfg, device, train_set.image_root, val_loader, evaluators, log, with_masks, scaler
         )
-        optimizer = fit.make_optimizer(model, fit_cfg)
         epochs = args.epochs if step == 0 or args.step_epochs is None else args.step_epochs
         phase = fit.Phase(f"{name}/seed{seed}/step{step}", step, epochs)
-        stopper = ap_stopper(args, args.ap_shift_pretrain)
-        scheduler, loader = (
-            fit.make_scheduler(optimizer, fit_cfg, epochs),
-            fit.phase_loader(trainer, phase, records),
-        )
-        HEARTBEAT.start_phase(phase.name, epochs, 0)
-        while not phase.finished:  # no checkpoint per epoch: a step is redone from its start
-            metrics = fit.run_epoch(trainer, phase, loader, stopper, optimizer, scheduler, step)
-        HEARTBEAT.end_phase()
-        state["steps"].append(
-            {
-                "sampler": name,
-                "seed": seed,
-                "step": step,
-                "images": len(records),
-                "human_drawn_boxes": state["drawn"],
-                **fit.ap_summary(metrics),
-            }
-        )
-        logger.info(
-            "%s seed %d step %d: %d images, %d drawn boxes, AP50 %.3f",
-            name,
-            seed,
-            step,
-            len(records),
-            state["drawn"],
-            metrics["voc/AP50"],
-        )
-        selected = [r.image_id for r in records]
-        chosen = set(selected)
-        remaining = [i for i in range(n) if train_set.records[i].image_id not in chosen]
-        state["done"] = not remaining or (args.steps is not None and step + 1 >= args.steps)
-        if not state["done"]:
-            context, merged = sampler_context(sampler, model, args, train_set, remaining, device)
-            picked = (
-                list(sampler.select_batch(image_count(args.step_size, n), selected, **context))
-                if dist.is_main()
-                else None
-            )
-            for image_id in dist.broadcast(picked):  # selected once, on rank 0
-                record = merged[image_id].sa if image_id in merged else train_set.records[index_of[image_id]]
-                state["drawn"] += merged[image_id].drawn if image_id in merged else len(record)
-                state["records"].append(record_to_dict(record))
+        training = fit.PhaseTraining(trainer, phase, ap_stopper(args, args.ap_shift_pretrain))
+        metrics = training.train(records, lambda step=step: step)  # no checkpoint per epoch: a step is redone
+        record_step(state, name, seed, len(records), metrics)
+        state["done"] = not grow_pool(state, args, sampler, model, train_set, device)
         state["model"] = unwrap(model).state_dict() if args.resume_or_load == "continue" else None
         save_checkpoint(path, state)
         counter[0] += 1
@@ -242,6 +188,65 @@ def run_curve(args, name, cls, seed, train_set, val_set, device, counter) -> lis
         if state["done"]:
             log.close()
             return state["steps"]
+
+
+def new_curve(train_set, seed_batch: float, seed: int) -> dict:
+    """A curve's state before its first step: the seed batch (the same initial pool as ASM's)."""
+    records = [train_set.records[i] for i in initial_pool(len(train_set), seed_batch, seed)]
+    return {
+        "steps": [],
+        "records": [record_to_dict(r) for r in records],
+        "drawn": sum(len(r) for r in records),
+        "model": None,
+        "done": False,
+    }
+
+
+def record_step(state: dict, name: str, seed: int, images: int, metrics: dict) -> None:
+    """Add the step just trained to the curve, and say it in one line."""
+    step = len(state["steps"])
+    state["steps"].append(
+        {
+            "sampler": name,
+            "seed": seed,
+            "step": step,
+            "images": images,
+            "human_drawn_boxes": state["drawn"],
+            **ap_summary(metrics),
+        }
+    )
+    logger.info(
+        "%s seed %d step %d: %d images, %d drawn boxes, AP50 %.3f",
+        name,
+        seed,
+        step,
+        images,
+        state["drawn"],
+        metrics["voc/AP50"],
+    )
+
+
+def grow_pool(state: dict, args, sampler, model, train_set, device) -> bool:
+    """The sampler's next batch joins the curve's records (chosen on rank 0); False when the curve
+    is done (no image left, or ``--steps`` reached)."""
+    n = len(train_set)
+    selected = [r["image_id"] for r in state["records"]]
+    chosen = set(selected)
+    remaining = [i for i in range(n) if train_set.records[i].image_id not in chosen]
+    if not remaining or (args.steps is not None and len(state["steps"]) >= args.steps):
+        return False
+    context, merged = sampler_context(sampler, model, args, train_set, remaining, device)
+    picked = (
+        list(sampler.select_batch(image_count(args.step_size, n), selected, **context))
+        if dist.is_main()
+        else None
+    )
+    index_of = {r.image_id: k for k, r in enumerate(train_set.records)}
+    for image_id in dist.broadcast(picked):  # selected once, on rank 0
+        record = merged[image_id].sa if image_id in merged else train_set.records[index_of[image_id]]
+        state["drawn"] += merged[image_id].drawn if image_id in merged else len(record)
+        state["records"].append(record_to_dict(record))
+    return True
 
 
 def run_curves(args: argparse.Namespace) -> int:

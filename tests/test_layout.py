@@ -95,13 +95,20 @@ def _library_modules():
                 yield os.path.join(package, name)
 
 
-def test_options_stay_in_the_scripts_and_tools_options():
-    """Below the command lines, functions take plain values or frozen configs: no ``args.x`` (nor a
-    parameter named ``args``) outside ``tools/options.py``, which turns options into those configs,
-    and ``tools/config.py``, which layers config files under them."""
+# The entry's own layer: what train_asm_one.py's main is made of, reading the options as it does.
+# tools/options.py turns options into frozen configs, tools/config.py layers config files under them;
+# tools/setup.py (process, data, model), tools/resume.py (the resume rules), tools/run.py (the run's
+# state), tools/rounds.py (a round) and tools/report.py (what the user reads) are main's steps.
+ENTRY_LAYER = ("options", "config", "setup", "resume", "run", "rounds", "report")
+
+
+def test_options_stay_in_the_scripts_and_the_entry_layer():
+    """Below the entry's layer, functions take plain values or frozen configs: no ``args.x`` (nor a
+    parameter named ``args``) in asm/, datasets/, net/ or the rest of tools/ (the engine, the
+    phase, the evaluators, checkpoints, mining, labelling)."""
     found = {}
     for path in _library_modules():
-        if path in (os.path.join("tools", "options.py"), os.path.join("tools", "config.py")):
+        if path in {os.path.join("tools", f"{m}.py") for m in ENTRY_LAYER}:
             continue
         tree = ast.parse(_source(path))
         uses = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "args"]
@@ -137,3 +144,18 @@ def test_the_checkpoint_format_has_one_home():
         if bad:
             found[path] = bad
     assert not found, f"checkpoint names spelt outside tools/checkpoint.py: {found}"
+
+
+def test_the_entry_layer_sits_above_the_rest_of_tools():
+    """The engine, the phase, evaluation, checkpoints and mining never import the modules the entry
+    is made of (setup, resume, the run's state, a round): those build on them, never the reverse."""
+    above = {f"tools.{m}" for m in ("setup", "resume", "run", "rounds")}
+    found = {}
+    for name in sorted(os.listdir(os.path.join(ROOT, "tools"))):
+        if not name.endswith(".py") or name[:-3] in ENTRY_LAYER:
+            continue
+        tree = ast.parse(_source(os.path.join("tools", name)))
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        if modules & above:
+            found[name] = sorted(modules & above)
+    assert not found, f"tools/ modules below the entry import its layer: {found}"

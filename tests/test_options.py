@@ -9,7 +9,8 @@ from al_curve import get_args_parser as curve_parser
 from datasets.build import DataOptions
 from net.pisa import PisaConfig
 from tools.fit import FitConfig
-from tools.options import AT_LEAST_ONE, RANGES, check_options, fit_config, pick, pisa_config, settle
+from tools.options import AT_LEAST_ONE, RANGES, check_options, fit_config, pick, pisa_config
+from tools.setup import settle
 from train_asm_one import get_args_parser
 
 

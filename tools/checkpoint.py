@@ -11,9 +11,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
-import platform
 import random
-import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,22 +201,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def git_revision() -> str | None:
-    """The project's git commit, or ``None`` outside a checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def weights_digest(model: nn.Module) -> str:
     """SHA-256 of the model's state dict (names, dtypes, shapes and bytes, in order): equal only for equal weights."""
     h = hashlib.sha256()
@@ -227,34 +209,6 @@ def weights_digest(model: nn.Module) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
     return h.hexdigest()
-
-
-def cpu_model() -> str:
-    """The processor's model name (``/proc/cpuinfo`` on Linux), or what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def run_environment() -> dict[str, Any]:
-    """What a run's numbers depend on besides its options: code, libraries, processor, threads.
-
-    A ``--deterministic`` run repeats exactly only where all of these are the same.
-    """
-    cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {
-        "git": git_revision(),
-        "torch": str(torch.__version__),
-        "cpu": cpu_model(),
-        "threads": torch.get_num_threads(),
-        "gpu": cuda,
-        "mkl_cbwr": os.environ.get("MKL_CBWR"),
-    }
 
 
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,25 +36,9 @@ from tools.checkpoint import rng_state, set_rng_state, unwrap
 from tools.early_stop import APShiftStopper
 from tools.engine import evaluate, train_one_epoch
 from tools.progress import HEARTBEAT
+from tools.report import AP_KEYS
 
 logger = logging.getLogger(__name__)
-
-AP_KEYS = {"ap_50": "voc/AP50", "ap_75": "voc/AP75"}
-
-
-def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
-    """A learning-curve point's accuracy: VOC AP50 and AP75, COCO-style box AP (None if not
-    evaluated), mask AP and AP50 (``segm_AP``, ``segm_AP50``: Mask R-CNN with COCO evaluation), and
-    VOC AP50 per class (``AP50/<class>``)."""
-    per_class = {k[len("voc/") :]: v for k, v in metrics.items() if k.startswith("voc/AP50/")}
-    masks = {f"segm_{k}": metrics[f"segm/{k}"] for k in ("AP", "AP50") if f"segm/{k}" in metrics}
-    return {
-        "AP50": metrics["voc/AP50"],
-        "AP75": metrics["voc/AP75"],
-        "AP": metrics.get("bbox/AP"),
-        **masks,
-        **per_class,
-    }
 
 
 @dataclass(frozen=True)
@@ -299,31 +283,36 @@ def train_epoch_safely(
                 return losses
             raise FloatingPointError(climb)
         except FloatingPointError as e:
-            if phase.rollbacks >= MAX_ROLLBACKS:
-                raise Diverged(
-                    f"{phase.name}: training diverged {phase.rollbacks + 1} times ({e}); the last good "
-                    f"state is the last checkpoint; try a lower --lr or --clip-grad 10"
-                ) from e
-            phase.rollbacks += 1
             tries += 1
-            model_state, optim_state, rng = snapshot
-            unwrap(t.model).load_state_dict(model_state)
-            optimizer.load_state_dict(copy.deepcopy(optim_state))
-            for group in optimizer.param_groups:  # the epoch start's LR, halved per try (kept for the phase)
-                group["lr"] *= 0.5**tries
-            set_rng_state(rng)
-            if t.scaler is not None:
-                t.scaler.update(t.scaler.get_scale() / 2)
-            logger.warning(
-                "%s epoch %d: %s; rolled back to the start of the epoch, learning rate x%.3g (rollback %d "
-                "of %d)",
-                phase.name,
-                epoch,
-                e,
-                0.5**tries,
-                phase.rollbacks,
-                MAX_ROLLBACKS,
-            )
+            roll_back(t, phase, optimizer, snapshot, tries, e)
+
+
+def roll_back(t: FitContext, phase: Phase, optimizer, snapshot: tuple, tries: int, error: Exception) -> None:
+    """Restore the epoch start's ``snapshot`` (model, optimizer, RNG) at ``0.5 ** tries`` of its LR;
+    raises :class:`Diverged` past :data:`MAX_ROLLBACKS` in the phase."""
+    if phase.rollbacks >= MAX_ROLLBACKS:
+        raise Diverged(
+            f"{phase.name}: training diverged {phase.rollbacks + 1} times ({error}); the last good "
+            f"state is the last checkpoint; try a lower --lr or --clip-grad 10"
+        ) from error
+    phase.rollbacks += 1
+    model_state, optim_state, rng = snapshot
+    unwrap(t.model).load_state_dict(model_state)
+    optimizer.load_state_dict(copy.deepcopy(optim_state))
+    for group in optimizer.param_groups:  # the epoch start's LR, halved per try (kept for the phase)
+        group["lr"] *= 0.5**tries
+    set_rng_state(rng)
+    if t.scaler is not None:
+        t.scaler.update(t.scaler.get_scale() / 2)
+    logger.warning(
+        "%s epoch %d: %s; rolled back to the start of the epoch, learning rate x%.3g (rollback %d of %d)",
+        phase.name,
+        phase.epoch,
+        error,
+        0.5**tries,
+        phase.rollbacks,
+        MAX_ROLLBACKS,
+    )
 
 
 def phase_loader(t: FitContext, phase: Phase, records: Sequence[Record]) -> DataLoader:
@@ -357,7 +346,6 @@ def run_epoch(
     Returns:
         The last evaluation's metrics (this epoch's when it was evaluated).
     """
-    ap_key = AP_KEYS[t.config.ap]
     metrics: dict[str, float] = phase.history[-1]["metrics"] if phase.history else {}
     epoch = phase.epoch
     HEARTBEAT.set(epoch=epoch)
@@ -369,11 +357,20 @@ def run_epoch(
     stop = False
     if evaluated:
         metrics = evaluate(t.model, t.val_loader, t.evaluators, t.device)
-        stop = stopper.update(epoch, metrics[ap_key])
+        stop = stopper.update(epoch, metrics[AP_KEYS[t.config.ap]])
     phase.epoch = epoch + 1
     phase.done = stop or phase.epoch >= phase.max_epochs
     phase.history.append({"epoch": epoch, "metrics": metrics, "losses": losses, "evaluated": evaluated})
-    seconds = round(time.perf_counter() - start, 2)
+    log_epoch(t, phase, stopper, step, len(loader.dataset), round(time.perf_counter() - start, 2), stop)
+    return metrics
+
+
+def log_epoch(
+    t: FitContext, phase: Phase, stopper: APShiftStopper, step: int, images: int, seconds: float, stop: bool
+) -> None:
+    """The epoch just added to ``phase.history``: TensorBoard (step ``step``), log.jsonl and a line."""
+    last = phase.history[-1]
+    epoch, losses, metrics, evaluated = last["epoch"], last["losses"], last["metrics"], last["evaluated"]
     t.log.scalars({**{f"Train/{k}": v for k, v in losses.items()}, "Train/rollbacks": phase.rollbacks}, step)
     if evaluated:
         t.log.scalars(
@@ -389,7 +386,7 @@ def run_epoch(
             "type": "epoch",
             "phase": phase.name,
             "epoch": epoch,
-            "images": len(loader.dataset),
+            "images": images,
             "losses": losses,
             "AP50": metrics["voc/AP50"] if evaluated else None,
             "AP75": metrics["voc/AP75"] if evaluated else None,
@@ -399,11 +396,9 @@ def run_epoch(
             "stop": stop,
         }
     )
+    shift = "-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}"
     accuracy = (
-        (
-            f"AP50 {metrics['voc/AP50']:.3f} AP75 {metrics['voc/AP75']:.3f} ap_shift "
-            + ("-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}")
-        )
+        f"AP50 {metrics['voc/AP50']:.3f} AP75 {metrics['voc/AP75']:.3f} ap_shift {shift}"
         if evaluated
         else "(not evaluated)"
     )
@@ -416,4 +411,46 @@ def run_epoch(
         seconds,
         f"; AP settled, best epoch {stopper.best_epoch}" if stop else "",
     )
-    return metrics
+
+
+class PhaseTraining:
+    """One phase's training, the one place an optimizer and schedule are made: they are new for every
+    phase (a round restarts the LR schedule, as ASM_core does) or restored from a checkpoint
+    (:meth:`load_state_dict`). :meth:`train` runs the epoch loop to the phase's end."""
+
+    def __init__(self, t: FitContext, phase: Phase, stopper: APShiftStopper):
+        self.t, self.phase, self.stopper = t, phase, stopper
+        self.optimizer = make_optimizer(t.model, t.config)
+        self.scheduler = make_scheduler(self.optimizer, t.config, phase.max_epochs)
+
+    def train(
+        self,
+        records: Sequence[Record],
+        step: Callable[[], int],
+        after_epoch: Callable[[], None] = lambda: None,
+    ) -> dict[str, float]:
+        """Train on ``records`` from the phase's next epoch to its end (last epoch, or AP settled);
+        ``step()``: the TensorBoard step of the coming epoch; ``after_epoch()``: e.g. a checkpoint.
+        Returns the last evaluation's metrics."""
+        phase = self.phase
+        metrics = phase.history[-1]["metrics"] if phase.history else {}
+        loader = phase_loader(self.t, phase, records)
+        HEARTBEAT.start_phase(phase.name, phase.max_epochs, phase.epoch)
+        while not phase.finished:
+            metrics = run_epoch(self.t, phase, loader, self.stopper, self.optimizer, self.scheduler, step())
+            after_epoch()
+        HEARTBEAT.end_phase()
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "stopper": self.stopper.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Raises ValueError or KeyError when the optimizer state does not fit the trainable layers."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["stopper"])

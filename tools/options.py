@@ -1,4 +1,4 @@
-"""Command-line options shared by ``train_asm_one.py`` and ``al_curve.py``, and run setup.
+"""Command-line options shared by ``train_asm_one.py`` and ``al_curve.py``: argparse and checking.
 
 argparse is the single source of defaults: config files (and ``--cfg-options``) only override it.
 """
@@ -8,29 +8,16 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import logging
 import math
 import os
 
-import torch
-from torch.utils.data import DataLoader
-
 from asm.merge import ASMConfig
 from asm.pools import ROUND_TRAIN, STRATEGIES
-from datasets.build import DataOptions, build_datasets
-from datasets.records import RecordSet
-from net.models import MODELS, PRESETS, ROI_HEADS, build_model, is_mask_model
+from net.models import MODELS, PRESETS, ROI_HEADS
 from net.pisa import PisaConfig
-from tools import dist
 from tools.early_stop import APShiftStopper
-from tools.fit import AP_KEYS, FitConfig, eval_loader
-from tools.process import (
-    choose_device,
-    configure_logging,
-    default_workers,
-    deterministic_mode,
-    seed_everything,
-)
+from tools.fit import FitConfig
+from tools.report import AP_KEYS
 
 FIT = FitConfig()  # the training flags' defaults
 NO_VALIDATE_INTERVAL = 10**9  # --no-validate's evaluation interval: longer than any phase
@@ -362,30 +349,6 @@ def asm_config(args: argparse.Namespace) -> ASMConfig:
     )
 
 
-def settle(args: argparse.Namespace, device: torch.device) -> argparse.Namespace:
-    """A copy of ``args`` with the values that depend on the device and the process count: DataLoader
-    workers, the detection batch and ``--auto-scale-lr``'s rate (``--no-validate`` is applied by
-    :func:`fit_config`, so that a resumed run can turn it off). The copy is what the run saves, so that config.yaml reproduces it."""
-    log = logging.getLogger(__name__)
-    settled = {}
-    if args.workers is None:
-        settled["workers"] = default_workers() if device.type == "cuda" else 0
-    if args.eval_batch_size is None:
-        settled["eval_batch_size"] = 8 if device.type == "cuda" else 1
-    if args.no_validate:  # fit_config() then evaluates at each phase's end; eval_interval is kept for later
-        log.warning(
-            "--no-validate: evaluating at the end of each phase only; AP-shift early stopping cannot stop "
-            "a phase early"
-        )
-    if args.auto_scale_lr:
-        total = args.batch_size * dist.world_size()
-        scaled = args.lr * total / args.base_batch_size
-        log.info("--auto-scale-lr: lr %g x %d / %d = %g", args.lr, total, args.base_batch_size, scaled)
-        # config.yaml then holds the scaled lr and no second scaling: it reproduces this run
-        settled |= {"lr": scaled, "auto_scale_lr": False}
-    return argparse.Namespace(**{**vars(args), **settled})
-
-
 AT_LEAST_ONE = (
     "batch_size",
     "eval_interval",
@@ -492,33 +455,6 @@ def check_options(args: argparse.Namespace) -> None:
     need(not os.path.exists(out) or os.path.isdir(out), f"--output-dir {out} exists and is not a folder")
 
 
-def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, RecordSet, RecordSet]:
-    """Check the options, set up the process (:mod:`tools.process`), then load the training pool
-    and the evaluation set (rank 0 first: it fills the caches).
-
-    Returns:
-        The options settled for this device (:func:`settle`), the device, the two sets.
-
-    Raises:
-        ValueError: bad options or data, or more processes than evaluation images.
-    """
-    check_options(args)
-    configure_logging(args.log_level)
-    device = choose_device(args.device)
-    if args.sync_bn:
-        if device.type != "cuda":
-            raise ValueError("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only")
-        if not dist.is_distributed():
-            logging.getLogger(__name__).warning("--sync-bn has no effect in a single process")
-    seed_everything(args.seed)
-    if args.deterministic:
-        deterministic_mode()
-    args = settle(args, device)
-    train_set, val_set = dist.main_first(build_datasets, DataOptions.of(vars(args)))
-    dist.check_shardable(len(val_set), "evaluation images")
-    return args, device, train_set, val_set
-
-
 def pick(cls, args: argparse.Namespace):
     """The frozen config ``cls`` (a dataclass) of the options of the same names."""
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
@@ -534,41 +470,3 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
 
 def pisa_config(args: argparse.Namespace) -> PisaConfig:
     return pick(PisaConfig, args)
-
-
-def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
-    """The detector the options describe, for ``num_classes`` foreground classes.
-
-    Under ``torchrun`` it comes wrapped in ``DistributedDataParallel`` (see :mod:`tools.dist`).
-    """
-    model = build_model(
-        args.model,
-        num_classes + 1,
-        weights=args.weights,
-        weights_backbone=args.weights_backbone,
-        trainable_layers=args.trainable_layers,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        preset=args.preset,
-        roi_head=args.roi_head,
-        pisa=pisa_config(args),
-        train_scales=(0.8, 0.9, 1.1, 1.2) if args.scale_jitter else None,
-    ).to(device)
-    return dist.wrap_model(model, device, args.sync_bn)
-
-
-def evaluation_loader(args: argparse.Namespace, val_set: RecordSet, device: torch.device) -> DataLoader:
-    """The evaluation batches of ``val_set`` under the (settled) options; with masks for Mask R-CNN."""
-    return eval_loader(
-        val_set.records,
-        val_set.image_root,
-        args.eval_batch_size,
-        args.workers,
-        is_mask_model(args.model),
-        pin_memory=device.type == "cuda",
-    )
-
-
-def amp_scaler(args: argparse.Namespace, device: torch.device) -> torch.amp.GradScaler | None:
-    """``--amp``'s gradient scaler on CUDA; None trains in fp32."""
-    return torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None

@@ -1,14 +1,18 @@
-"""Process setup: logging, the device, seeds, deterministic kernels, DataLoader worker counts.
+"""Process setup and facts: logging, the device, seeds, deterministic kernels, DataLoader worker counts,
+and what a run's numbers depend on besides its options (git revision, libraries, processor, threads).
 
-Nothing here reads command-line options; :func:`tools.options.start` passes their values.
+Nothing here reads command-line options; :func:`tools.setup.start` passes their values.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import platform
 import random
+import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,3 +62,47 @@ def default_workers() -> int:
     local torchrun processes, less one for the main process; at most 8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(8, cores // max(dist.local_world_size(), 1) - 1))
+
+
+def git_revision() -> str | None:
+    """The project's git commit, or ``None`` outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), or what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_environment() -> dict[str, Any]:
+    """What a run's numbers depend on besides its options: code, libraries, processor, threads.
+
+    A ``--deterministic`` run repeats exactly only where all of these are the same.
+    """
+    cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "git": git_revision(),
+        "torch": str(torch.__version__),
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "gpu": cuda,
+        "mkl_cbwr": os.environ.get("MKL_CBWR"),
+    }

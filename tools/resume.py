@@ -14,8 +14,19 @@ command itself (the checkpoint, the folder, config files) are the command line's
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import sys
+from collections.abc import Callable
 from typing import Any
+
+from tools import dist
+from tools.checkpoint import RunState, last_path, read_state
+from tools.options import NO_VALIDATE_INTERVAL
+
+logger = logging.getLogger("train_asm_one")
+DEFAULT_OUTPUT = "outputs/run"  # a run's folder when --output-dir is left out
 
 ADJUSTABLE = frozenset({"max_rounds", "eval_interval", "no_validate", "review_cost", "move_cost"})
 PROCESS = frozenset(
@@ -100,3 +111,66 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(a)))
     return a == b
+
+
+def resolve_resume(
+    args: argparse.Namespace, argv: list[str] | None, make_parser: Callable[[], argparse.ArgumentParser]
+) -> RunState | None:
+    """Settle the run's folder and, on a resume, its options: the checkpoint's, except the few that
+    may change (:func:`reconcile`), which are listed. ``make_parser``: the script's parser (its
+    defaults tell the options given from those left out). Returns the checkpoint's state, read once."""
+    folder = args.output_dir or DEFAULT_OUTPUT
+    if args.auto_resume and args.resume is None and os.path.isfile(last_path(folder)):
+        args.resume = ""
+        logger.info(
+            "--auto-resume: continuing %s%s",
+            last_path(folder),
+            " (its model, not --weights)" if args.weights else "",
+        )
+        args.weights = None
+    if args.resume is not None and args.weights:
+        raise ValueError("--resume restores the model; do not combine it with --weights")
+    if args.resume == "":  # --resume without a value: this folder's last checkpoint
+        args.resume = last_path(folder)
+    if args.resume is None:
+        args.output_dir = folder
+        return None
+    args.output_dir = run_folder(args.resume, args.output_dir)
+    if not os.path.isfile(args.resume):
+        raise FileNotFoundError(f"checkpoint not found: {args.resume} (--resume)")
+    state = read_state(args.resume)  # read once: run_job() restores from it
+    saved = state.config
+    defaults = vars(make_parser().parse_args([]))
+    named = set(explicit_options(make_parser(), argv if argv is not None else sys.argv[1:]))
+    given = {k: v for k, v in vars(args).items() if k in named or v != defaults.get(k)}
+    if args.auto_scale_lr and "lr" in given:  # the checkpoint holds the scaled rate
+        given["lr"] = args.lr * args.batch_size * dist.world_size() / args.base_batch_size
+    values, applied = reconcile(given, saved)
+    vars(args).update(values)
+    args.auto_scale_lr = False  # the checkpoint's lr is the rate the run started with, scaled once
+    if (
+        saved.get("eval_interval") == NO_VALIDATE_INTERVAL
+        and not args.no_validate
+        and "eval_interval" not in given
+    ):
+        args.eval_interval = defaults["eval_interval"]  # a checkpoint from before fit_config applied it
+    for line in applied:
+        logger.warning("--resume: applied the new value of %s", line)
+    if args.no_validate and "eval_interval" in given:
+        logger.warning(
+            "--resume: --eval-interval has no effect while --no-validate is on (--no-validate false)"
+        )
+    predated = sorted(k for k in vars(args) if k not in saved and k not in NOT_COMPARED)
+    if predated:
+        logger.info(
+            "--resume: the checkpoint predates %s; taking %s",
+            ", ".join("--" + k.replace("_", "-") for k in predated),
+            ", ".join(f"{k}={getattr(args, k)!r}" for k in predated),
+        )
+    return state
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The option names (dests) written on a command line."""
+    actions = parser._option_string_actions
+    return [actions[tok.split("=", 1)[0]].dest for tok in argv if tok.split("=", 1)[0] in actions]

@@ -1,0 +1,178 @@
+"""One ASM round: choose the images, detect them, merge with the oracle (or pause for a human), and
+finish (move the pools, report, set up the round's training phase).
+
+The rules are pure (:mod:`asm`); this module runs them on a :class:`tools.run.Run`'s model and data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from asm.merge import ASMConfig
+from asm.pools import ASMState
+from asm.select import calibrate_scores, choose_informative, class_thresholds, detection_outcomes
+from datasets.records import record_from_dict, record_to_dict
+from tools import dist
+from tools.drawing import round_sheet, to_tensorboard
+from tools.fit import Phase
+from tools.labelling import export_round, results_from_imported
+from tools.mining import detect_sorted, merge_with_oracle, preannotate
+from tools.progress import HEARTBEAT, rounds_planned
+from tools.report import log_round, round_scalars, write_round_report
+
+
+class Paused(Exception):
+    """A round waits for a human's labels (``--oracle none``) in ``folder``."""
+
+    def __init__(self, message: str, folder: str):
+        super().__init__(message)
+        self.folder = folder
+
+
+class LabelsMissing(Exception):
+    """--resume of a paused round before its labels were imported."""
+
+
+def start_round(run, train_set, device) -> None:
+    """Detect the next batch, merge with the oracle, move the pools; set up the round's training.
+
+    With ``--candidates C`` the model detects ``C x K`` images and the ``K`` most informative are
+    kept (:func:`asm.select.choose_informative`); the rest stay unlabelled. With ``--oracle none``
+    the round pauses instead: the pre-annotations are exported for a labelling tool and
+    :class:`Paused` ends the process until the labels are imported.
+    """
+    args, asm = run.args, run.asm
+    cfg, info = round_rules(run, train_set.num_classes)
+    if args.strategy == "random":  # nothing is shown to the human: no detection pass
+        oracle = {r.image_id: r for r in train_set.records}
+        batch = [oracle[i] for i in asm.next_batch()]
+        shown = raw = [no_detections() for _ in batch]
+    else:
+        batch, raw = detect_batch(run, train_set, device, cfg, info)
+        shown = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
+    if args.oracle == "none":
+        pre, scores, estimates = preannotate(shown, batch, cfg)
+        run.awaiting = os.path.join("labelling", f"round{asm.round + 1}")  # relative to the run: it can move
+        folder = os.path.join(args.output_dir, run.awaiting)
+        if dist.is_main():
+            export_round(folder, asm.round + 1, pre, scores, train_set, estimates)
+        run.save()
+        raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {folder}", folder)
+    if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
+        run.last_outcomes = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
+    info["max_score"] = round(max((float(d["scores"][0]) for d in shown if len(d["scores"])), default=0.0), 4)
+    finish_round(run, train_set, merge_with_oracle(shown, batch, cfg), info)
+
+
+def detect_batch(run, train_set, device, cfg: ASMConfig, info: dict) -> tuple[list, list[dict]]:
+    """The round's images (oracle records) and the model's detections on them. With
+    ``--candidates``, the most informative of the candidates detected go first (``info`` says how
+    many were detected)."""
+    args, asm = run.args, run.asm
+    oracle = {r.image_id: r for r in train_set.records}
+    ids = asm.next_batch(args.candidates)
+    found = detect_sorted(
+        run.model, [oracle[i] for i in ids], train_set.image_root, device, args.eval_batch_size, args.workers
+    )
+    dets = dict(zip(ids, found))
+    if args.candidates > 1:
+        fresh = [i for i in ids if i not in asm.pending]
+        picks = choose_informative(
+            [dets[i] for i in fresh],
+            asm.K - (len(ids) - len(fresh)),
+            cfg,
+            train_set.num_classes,
+            args.diversity,
+        )
+        asm.prefer([fresh[j] for j in picks])
+        info["candidates"] = len(ids)
+    batch = [oracle[i] for i in asm.next_batch()]
+    return batch, [dets[r.image_id] for r in batch]
+
+
+def no_detections() -> dict:
+    """An image's detections when the model shows the human nothing (``--strategy random``)."""
+    return {
+        "boxes": np.zeros((0, 4), np.float32),
+        "scores": np.zeros(0, np.float32),
+        "labels": np.zeros(0, np.int64),
+    }
+
+
+def round_rules(run, num_classes: int) -> tuple[ASMConfig, dict]:
+    """This round's merge rules: no SL below the mining gate; per-class certain thresholds
+    calibrated on the last batch (``--certain-precision``). Also what to log about them."""
+    args, cfg = run.args, run.rules
+    ap50 = run.phase.history[-1]["metrics"]["voc/AP50"] if run.phase.history else 0.0
+    info = {"ap50_before": ap50}  # the model that detected this round's images
+    if args.strategy == "random":  # the human draws every box of the next K images
+        return dataclasses.replace(cfg, enable_sl=False), info
+    info["gated"] = bool(cfg.enable_sl and ap50 < args.mining_gate)
+    if info["gated"]:  # ASM_core's ap_thre: a weak model's boxes are not offered to the human
+        cfg = dataclasses.replace(cfg, enable_sl=False)
+    run.thresholds = {}
+    if args.certain_precision is not None and run.last_outcomes:
+        run.thresholds = class_thresholds(
+            run.last_outcomes, num_classes, args.certain_precision, cfg.certain_thre, cfg.uncertain_thre
+        )
+        info["thresholds"] = {run.classes[c - 1]: round(t, 4) for c, t in run.thresholds.items()}
+    return cfg, info
+
+
+def resume_labelled(run, train_set) -> None:
+    """Continue a round paused for a human, with the labels imported by import_labels.py."""
+    folder = os.path.join(run.args.output_dir, run.awaiting)  # an older checkpoint's absolute path: kept
+    path = os.path.join(folder, "imported.json")
+    if not os.path.isfile(path):
+        raise LabelsMissing(f"no labels imported for {folder}: run import_labels.py first")
+    with open(path, encoding="utf-8") as f:
+        results = results_from_imported(json.load(f))
+    run.awaiting = None
+    finish_round(run, train_set, results)
+
+
+def finish_round(run, train_set, results, info: dict | None = None) -> None:
+    """Move the pools with the round's results (selection on rank 0, broadcast to the others),
+    report the round, and start its training phase."""
+    args = run.args
+    if dist.is_main():
+        run.train_records = run.asm.apply(results)
+        run.asm.rounds[-1].update(info or {})
+        sheet = round_sheet(results, train_set.image_root, train_set.classes)
+        os.makedirs(os.path.join(args.output_dir, "rounds"), exist_ok=True)
+        sheet.save(os.path.join(args.output_dir, "rounds", f"round{run.asm.round}.png"))
+        write_round_report(run, results)
+        if run.trainer.log.enabled:
+            to_tensorboard(run.trainer.log.writer, "ASM/most_uncertain", sheet, run.asm.round)
+    if dist.is_distributed():
+        state, train = dist.broadcast((run.asm.state_dict(), [record_to_dict(r) for r in run.train_records]))
+        run.asm, run.train_records = ASMState.from_state(state), [record_from_dict(r) for r in train]
+    run.trainer.log.scalars(round_scalars(run), run.asm.round)
+    log_round(run)
+    run.new_phase(Phase(f"round{run.asm.round}", run.asm.round, args.round_epochs), args.ap_shift_asm)
+    run.save()
+
+
+def plan_rounds(run, current: int | None = None) -> None:
+    """Tell the progress line which round comes (``current``: the one running) and how many are planned."""
+    if run.asm is None:
+        return
+    asm, max_rounds = run.asm, run.args.max_rounds
+    left = rounds_planned(
+        len(asm.unlabelled) + len(asm.pending),
+        asm.K,
+        None if max_rounds is None else max(max_rounds - asm.round, 0),
+    )
+    HEARTBEAT.set(round=asm.round + 1 if current is None else current, rounds=asm.round + left)
+
+
+def check_ranks_agree(asm: ASMState) -> list[str]:
+    """Every rank's pool digest (one entry per process); raises if the ranks' pools differ."""
+    digests = dist.all_gather(asm.digest())
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"round {asm.round}: the processes hold different pools {digests}")
+    return digests

@@ -1,0 +1,169 @@
+"""The run's state in one object: model, phase training, ASM pools, what the current phase trains on.
+It saves itself (``last.pth`` after every epoch, ``best.pth`` on a new best AP: :meth:`Run.save`, the
+one place a training checkpoint is written) and loads itself (:meth:`Run.load_state`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from asm.pools import ASMState
+from datasets.records import record_from_dict, record_to_dict
+from tools import dist
+from tools.checkpoint import (
+    CheckpointError,
+    RunState,
+    best_path,
+    last_path,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unwrap,
+)
+from tools.fit import Phase, PhaseTraining
+from tools.options import ap_stopper, asm_config
+from tools.report import AP_KEYS
+from tools.stop import STOP, Interrupted
+
+logger = logging.getLogger("train_asm_one")
+
+
+class Run:
+    """The mutable state of a run that a checkpoint holds (:meth:`state`: a :class:`~tools.checkpoint.RunState`)."""
+
+    def __init__(self, args, model, trainer, train_set, environment: dict):
+        self.args, self.model, self.trainer = args, model, trainer
+        self.classes = list(train_set.classes)
+        self.label_to_cat_id = {str(k): v for k, v in train_set.label_to_cat_id.items()}
+        self.environment = environment  # git revision, CPU, threads: read once per process
+        self.rules = asm_config(args)  # the merge rules; a round may gate or calibrate them (round_rules)
+        self.asm: ASMState | None = None
+        self.train_records: list = []  # what the current phase trains on
+        self.awaiting: str | None = None  # labelling folder of a round paused for a human (--oracle none)
+        self.last_outcomes: dict | None = None  # the last batch's detection outcomes (--certain-precision)
+        self.thresholds: dict[int, float] = {}  # this round's per-class certain thresholds
+        self.epochs_done = 0
+        self.best_ap = -1.0
+        self.initial_boxes = 0  # boxes of the initial label pool, all drawn by the human
+        self.round_stopper = ap_stopper(args, args.ap_shift_asm)
+        first = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
+        self.new_phase(first, args.ap_shift_pretrain)
+
+    @property
+    def phase(self) -> Phase:
+        return self.training.phase
+
+    def new_phase(self, phase: Phase, threshold: float) -> None:
+        """Start ``phase``: a new optimizer, LR schedule and AP-shift stopper (``threshold``)."""
+        self.training = PhaseTraining(self.trainer, phase, ap_stopper(self.args, threshold))
+
+    def state(self) -> RunState:
+        scaler, training = self.trainer.scaler, self.training.state_dict()
+        return RunState(
+            model=unwrap(self.model).state_dict(),
+            optimizer=training["optimizer"],
+            lr_scheduler=training["scheduler"],
+            early_stop=training["stopper"],
+            scaler=scaler.state_dict() if scaler else None,
+            phase=self.phase.state_dict(),
+            round_stop=self.round_stopper.state_dict(),
+            epochs_done=self.epochs_done,
+            best_ap=self.best_ap,
+            asm=self.asm.state_dict() if self.asm else None,
+            train_records=[record_to_dict(r) for r in self.train_records],
+            rng=rng_state(),
+            config=vars(self.args),
+            git=self.environment["git"],
+            environment=self.environment,
+            classes=self.classes,
+            awaiting=self.awaiting,
+            label_to_cat_id=self.label_to_cat_id,
+            last_outcomes=self.last_outcomes,
+            log_lines=self.trainer.log.lines,
+        )
+
+    def load_state(self, state: RunState, path: str = "checkpoint") -> None:
+        """Restore everything :meth:`state` saved.
+
+        Raises:
+            CheckpointError: the checkpoint is of another dataset (classes), model or optimizer setup.
+        """
+        self._check_compatible(state, path)
+        self._load_model(state.model, path)
+        self.new_phase(Phase.from_state(state.phase), 0.0)
+        try:
+            self.training.load_state_dict(
+                {
+                    "optimizer": state.optimizer,
+                    "scheduler": state.lr_scheduler,
+                    "stopper": state.early_stop,
+                }
+            )
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(
+                f"{path}: its optimizer state does not fit --opt {self.args.opt} with these trainable layers ({e})"
+            ) from e
+        if self.trainer.scaler is not None and state.scaler:
+            self.trainer.scaler.load_state_dict(state.scaler)
+        self.round_stopper.load_state_dict(state.round_stop)
+        self.epochs_done, self.best_ap = state.epochs_done, state.best_ap
+        self.asm = ASMState.from_state(state.asm) if state.asm else None
+        self.train_records = [record_from_dict(r) for r in state.train_records]
+        self.awaiting = state.awaiting
+        self.last_outcomes = state.last_outcomes
+        if state.log_lines is not None and self.trainer.log.truncate(state.log_lines):
+            logger.info(
+                "log.jsonl: dropped the records written after %s was saved (they are written again)", path
+            )
+        set_rng_state(state.rng)  # rank 0's: a single process resumes exactly
+        if dist.rank() > 0:  # the other ranks keep augmentations of their own
+            torch.manual_seed(self.args.seed + dist.rank() + 1000 * self.epochs_done)
+
+    def _check_compatible(self, state: RunState, path: str) -> None:
+        made_with = state.config.get("strategy", self.args.strategy)
+        if made_with != self.args.strategy:  # e.g. a supervised checkpoint under v1+ would run no round
+            raise CheckpointError(
+                f"{path}: made with --strategy {made_with}, this command says --strategy "
+                f"{self.args.strategy}; resume with --strategy {made_with}, or start a new run from "
+                f"its model with --weights {path}"
+            )
+        if state.classes is not None and list(state.classes) != self.classes:
+            raise CheckpointError(
+                f"{path}: made for the classes {state.classes}, this run has {self.classes}"
+            )
+
+    def _load_model(self, weights: dict, path: str) -> None:
+        try:
+            unwrap(self.model).load_state_dict(weights)
+        except RuntimeError as e:
+            lines = str(e).splitlines()
+            detail = next((s.strip() for s in lines if "size mismatch" in s or "Missing" in s), lines[0])
+            raise CheckpointError(
+                f"{path}: made for another model or class count than --model {self.args.model} ({detail[:200]})"
+            ) from e
+
+    def save(self) -> None:
+        """Checkpoint: ``last.pth``, and ``best.pth`` on a new best AP of an evaluated epoch."""
+        out = self.args.output_dir
+        state = self.state()
+        with STOP.deferred():  # Ctrl-C or SIGTERM: after the write, not in the middle of it
+            save_checkpoint(last_path(out), state.to_dict())
+            if self.phase.history and self.phase.history[-1].get("evaluated", True):
+                ap = self.phase.history[-1]["metrics"][AP_KEYS[self.args.ap]]
+                if ap > self.best_ap:
+                    self.best_ap = state.best_ap = ap
+                    save_checkpoint(best_path(out), state.to_dict())
+
+    def train_phase(self) -> dict:
+        """Train the current phase from its next epoch to its end (last epoch, or AP settled),
+        with a checkpoint after every epoch. Returns the last evaluation's metrics."""
+        return self.training.train(self.train_records, lambda: self.epochs_done + 1, self._after_epoch)
+
+    def _after_epoch(self) -> None:
+        self.epochs_done += 1
+        self.save()
+        exit_after = self.args.exit_after_epochs
+        if exit_after is not None and self.epochs_done >= exit_after:
+            raise Interrupted(f"stopped after {self.epochs_done} epochs (--exit-after-epochs)")

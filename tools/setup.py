@@ -1,0 +1,179 @@
+"""Run setup from the checked options: the process (device, seeds), the data, the model, its
+loaders and the run object (:class:`tools.run.Run`) with its initial label pool.
+
+:mod:`tools.options` defines and checks the options; this module acts on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+import torch
+from torch.utils.data import DataLoader
+
+from asm.pools import ASMState, initial_pool
+from datasets.atomic import atomic_write_text
+from datasets.build import DataOptions, build_datasets, labelled_indices
+from datasets.records import RecordSet
+from net.models import build_model, is_mask_model
+from tools import dist
+from tools.coco_eval import COCOEvaluator
+from tools.fit import FitContext, eval_loader
+from tools.logs import RunLog
+from tools.options import check_options, fit_config, pisa_config
+from tools.process import (
+    choose_device,
+    configure_logging,
+    default_workers,
+    deterministic_mode,
+    run_environment,
+    seed_everything,
+)
+from tools.run import Run
+from tools.voc_eval import VOCEvaluator
+
+
+def settle(args: argparse.Namespace, device: torch.device) -> argparse.Namespace:
+    """A copy of ``args`` with the values that depend on the device and the process count: DataLoader
+    workers, the detection batch and ``--auto-scale-lr``'s rate (``--no-validate`` is applied by
+    :func:`fit_config`, so that a resumed run can turn it off). The copy is what the run saves, so that config.yaml reproduces it."""
+    log = logging.getLogger(__name__)
+    settled = {}
+    if args.workers is None:
+        settled["workers"] = default_workers() if device.type == "cuda" else 0
+    if args.eval_batch_size is None:
+        settled["eval_batch_size"] = 8 if device.type == "cuda" else 1
+    if args.no_validate:  # fit_config() then evaluates at each phase's end; eval_interval is kept for later
+        log.warning(
+            "--no-validate: evaluating at the end of each phase only; AP-shift early stopping cannot stop "
+            "a phase early"
+        )
+    if args.auto_scale_lr:
+        total = args.batch_size * dist.world_size()
+        scaled = args.lr * total / args.base_batch_size
+        log.info("--auto-scale-lr: lr %g x %d / %d = %g", args.lr, total, args.base_batch_size, scaled)
+        # config.yaml then holds the scaled lr and no second scaling: it reproduces this run
+        settled |= {"lr": scaled, "auto_scale_lr": False}
+    return argparse.Namespace(**{**vars(args), **settled})
+
+
+def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, RecordSet, RecordSet]:
+    """Check the options, set up the process (:mod:`tools.process`), then load the training pool
+    and the evaluation set (rank 0 first: it fills the caches).
+
+    Returns:
+        The options settled for this device (:func:`settle`), the device, the two sets.
+
+    Raises:
+        ValueError: bad options or data, or more processes than evaluation images.
+    """
+    check_options(args)
+    configure_logging(args.log_level)
+    device = choose_device(args.device)
+    if args.sync_bn:
+        if device.type != "cuda":
+            raise ValueError("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only")
+        if not dist.is_distributed():
+            logging.getLogger(__name__).warning("--sync-bn has no effect in a single process")
+    seed_everything(args.seed)
+    if args.deterministic:
+        deterministic_mode()
+    args = settle(args, device)
+    train_set, val_set = dist.main_first(build_datasets, DataOptions.of(vars(args)))
+    dist.check_shardable(len(val_set), "evaluation images")
+    return args, device, train_set, val_set
+
+
+def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
+    """The detector the options describe, for ``num_classes`` foreground classes.
+
+    Under ``torchrun`` it comes wrapped in ``DistributedDataParallel`` (see :mod:`tools.dist`).
+    """
+    model = build_model(
+        args.model,
+        num_classes + 1,
+        weights=args.weights,
+        weights_backbone=args.weights_backbone,
+        trainable_layers=args.trainable_layers,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        preset=args.preset,
+        roi_head=args.roi_head,
+        pisa=pisa_config(args),
+        train_scales=(0.8, 0.9, 1.1, 1.2) if args.scale_jitter else None,
+    ).to(device)
+    return dist.wrap_model(model, device, args.sync_bn)
+
+
+def evaluation_loader(args: argparse.Namespace, val_set: RecordSet, device: torch.device) -> DataLoader:
+    """The evaluation batches of ``val_set`` under the (settled) options; with masks for Mask R-CNN."""
+    return eval_loader(
+        val_set.records,
+        val_set.image_root,
+        args.eval_batch_size,
+        args.workers,
+        is_mask_model(args.model),
+        pin_memory=device.type == "cuda",
+    )
+
+
+def amp_scaler(args: argparse.Namespace, device: torch.device) -> torch.amp.GradScaler | None:
+    """``--amp``'s gradient scaler on CUDA; None trains in fp32."""
+    return torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
+
+
+def write_load_report(output_dir: str, train_set: RecordSet, val_set: RecordSet) -> None:
+    """``load_report.json``: every skipped or fixed file of both sets (the log shows 10 per kind)."""
+    report = {
+        name: d.report.to_dict() if d.report else None
+        for name, d in (("train", train_set), ("evaluation", val_set))
+    }
+    atomic_write_text(os.path.join(output_dir, "load_report.json"), json.dumps(report, indent=1))
+
+
+def build_run(
+    args: argparse.Namespace, device: torch.device, train_set: RecordSet, val_set: RecordSet
+) -> Run:
+    """The model, its evaluators, log and trainer, and a new run with its initial label pool (all of
+    the training set for ``--strategy none``)."""
+    with_masks = is_mask_model(args.model)
+    model = model_from_args(args, train_set.num_classes, device)
+    evaluators = [VOCEvaluator(val_set.classes)]
+    if args.coco_ap or (args.coco_ap is None and args.dataset == "coco"):
+        evaluators.append(COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)))
+    log = RunLog(args.output_dir, enabled=dist.is_main())
+    trainer = FitContext(
+        model,
+        fit_config(args),
+        device,
+        train_set.image_root,
+        evaluation_loader(args, val_set, device),
+        evaluators,
+        log,
+        with_masks,
+        amp_scaler(args, device),
+    )
+    run = Run(args, model, trainer, train_set, run_environment())
+    if args.strategy == "none":
+        run.train_records = list(train_set.records)
+        return run
+    initial = labelled_indices(train_set, DataOptions.of(vars(args))) or initial_pool(
+        len(train_set), args.initial, args.seed
+    )
+    run.asm = ASMState.start(
+        args.strategy,
+        args.K,
+        train_set.records,
+        initial,
+        args.seed,
+        args.cer_ratio,
+        args.uncer_ratio,
+        args.max_passes,
+        args.round_train,
+    )
+    run.train_records = [train_set.records[i] for i in initial]
+    run.initial_boxes = sum(len(r) for r in run.train_records)
+    return run
