@@ -64,46 +64,14 @@ def infer(args: argparse.Namespace) -> int:
     )
     try:
         model, ckpt = model_from_checkpoint(args.checkpoint, device)
-        classes = tuple(ckpt.classes)
         label_to_cat = {int(k): int(v) for k, v in ckpt.label_to_cat_id.items()}
-        if args.images:
-            report = LoadReport()
-            data = RecordSet(
-                folder_records(args.images, report),
-                classes,
-                os.path.abspath(args.images),
-                label_to_cat,
-                report=report,
-            )
-            report.log(f"images under {args.images}")
-        else:
-            if args.dataset is None:  # the data and split lists of the run that wrote the checkpoint
-                opts = run_data_options(ckpt.config, folder_of(args.checkpoint))
-            else:
-                opts = DataOptions.of(vars(args))
-            data = build_datasets(opts)[0 if args.split == "train" else 1]
-            if data.label_to_cat_id != label_to_cat or data.classes != classes:
-                raise ValueError(
-                    f"{args.checkpoint} was trained on classes {classes}, the data has {data.classes}"
-                )
+        data = images_to_read(args, ckpt, label_to_cat)
     except (AnnotationError, ValueError, FileNotFoundError, KeyError) as e:
         logger.error("%s", e)
         return 2
     model.roi_heads.score_thresh = args.score_thresh
     gt = records_to_coco(data)
-    coco_ids = [im["id"] for im in gt["images"]]
-    results = []
-    skipped = []
-    for record, image_id in tqdm(list(zip(data.records, coco_ids)), desc="infer", disable=None):
-        path = os.path.join(data.image_root, record.file_name)
-        try:
-            image = read_image(path).float().div(255).to(device)
-        except (OSError, RuntimeError, ValueError) as e:  # its header read, its pixels do not decode
-            logger.warning("%s: cannot decode (%s); skipped", path, str(e).splitlines()[0][:200])
-            skipped.append(record.file_name)
-            continue
-        out = predict_tta(model, image, args.tta_scales, args.tta_flip, args.tta_merge, args.tta_iou)
-        results += to_coco_results([record], [out], label_to_cat, [image_id], with_masks="masks" in out)
+    results, skipped = detect_all(args, model, data, label_to_cat, [im["id"] for im in gt["images"]], device)
     atomic_write_text(args.out, json.dumps(results))
     if not results:  # pycocotools' loadRes([]) fails with an IndexError: say so, and what to change
         logger.warning(
@@ -126,18 +94,45 @@ def infer(args: argparse.Namespace) -> int:
         args.out,
         f"; {len(skipped)} images skipped" if skipped else "",
     )
-    print(
-        json.dumps(
-            {
-                "images": done,
-                "detections": len(results),
-                "skipped": len(skipped),
-                "skipped_files": skipped[:20],
-                "out": os.path.abspath(args.out),
-            }
-        )
-    )
+    summary = {"images": done, "detections": len(results), "skipped": len(skipped)}
+    print(json.dumps({**summary, "skipped_files": skipped[:20], "out": os.path.abspath(args.out)}))
     return 0
+
+
+def images_to_read(args: argparse.Namespace, ckpt, label_to_cat: dict[int, int]) -> RecordSet:
+    """The folder's images (``--images``), or a split of the dataset: the data flags' or, without
+    ``--dataset``, the run's that wrote the checkpoint (``ckpt``). Raises ValueError for other classes."""
+    classes = tuple(ckpt.classes)
+    if args.images:
+        report = LoadReport()
+        records = folder_records(args.images, report)
+        data = RecordSet(records, classes, os.path.abspath(args.images), label_to_cat, report=report)
+        report.log(f"images under {args.images}")
+        return data
+    if args.dataset is None:  # the data and split lists of the run that wrote the checkpoint
+        opts = run_data_options(ckpt.config, folder_of(args.checkpoint))
+    else:
+        opts = DataOptions.of(vars(args))
+    data = build_datasets(opts)[0 if args.split == "train" else 1]
+    if data.label_to_cat_id != label_to_cat or data.classes != classes:
+        raise ValueError(f"{args.checkpoint} was trained on classes {classes}, the data has {data.classes}")
+    return data
+
+
+def detect_all(args, model, data: RecordSet, label_to_cat, coco_ids, device) -> tuple[list[dict], list[str]]:
+    """COCO results of every image (with ``--tta-*``), and the files that would not decode."""
+    results, skipped = [], []
+    for record, image_id in tqdm(list(zip(data.records, coco_ids)), desc="infer", disable=None):
+        path = os.path.join(data.image_root, record.file_name)
+        try:
+            image = read_image(path).float().div(255).to(device)
+        except (OSError, RuntimeError, ValueError) as e:  # its header read, its pixels do not decode
+            logger.warning("%s: cannot decode (%s); skipped", path, str(e).splitlines()[0][:200])
+            skipped.append(record.file_name)
+            continue
+        out = predict_tta(model, image, args.tta_scales, args.tta_flip, args.tta_merge, args.tta_iou)
+        results += to_coco_results([record], [out], label_to_cat, [image_id], with_masks="masks" in out)
+    return results, skipped
 
 
 def main(argv: list[str] | None = None) -> int:

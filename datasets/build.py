@@ -225,49 +225,58 @@ def _reasons(data: RecordSet) -> str:
 
 
 def _load(opts: DataOptions) -> tuple[RecordSet, RecordSet]:
-    cache_dir = False if opts.no_cache else opts.cache_dir
     if opts.dataset == "demo":
         kw = dict(
             seed=opts.data_seed, num_train=opts.demo_train, num_val=opts.demo_val, cache_dir=opts.cache_dir
         )
         return load_demo("train", **kw), load_demo("val", **kw)
     if opts.dataset == "voc":
-        if not opts.voc_roots:
-            raise ValueError("--dataset voc needs --voc-roots")
-        folders = (opts.voc_annotations_dir, opts.voc_images_dir)
-        kw = dict(
-            classes=opts.voc_classes,
-            skip_unknown_classes=opts.skip_unknown_classes,
-            cache_dir=cache_dir,
-            folders=folders,
-        )
-        train_split, val_split = opts.voc_train_split, opts.voc_val_split
-        first = opts.voc_roots[0]
-        voc_layout(first, folders)  # a clear error for a folder of neither layout
-        sets = os.path.join(first, "ImageSets", "Main")
-        if opts.voc_val_root is None and not os.path.isfile(split_file(first, train_split)):
-            if os.path.isdir(
-                sets
-            ):  # a VOCdevkit folder: a split name that is not there is a typo, not "no splits"
-                names = sorted(n[:-4] for n in os.listdir(sets) if n.endswith(".txt") and "_" not in n)
-                raise ValueError(
-                    f"{split_file(first, train_split)}: no such split file (--voc-train-split "
-                    f"{train_split!r}); {sets} has {names or 'no split files'}"
-                )
-            train_split, val_split = seeded_split(
-                xml_stems(first, folders), opts.val_fraction, opts.data_seed, _splits_dir(opts)
-            )
-        roots = list(opts.voc_roots) + list(opts.voc_unlabelled_roots)
-        splits = [train_split] * len(opts.voc_roots) + [opts.voc_unlabelled_split] * len(
-            opts.voc_unlabelled_roots
-        )
-        train = load_voc(roots, splits, discover_classes=opts.discover_classes, **kw)
-        if opts.discover_classes:
-            kw["classes"] = train.classes
-        val = load_voc(opts.voc_val_root or first, val_split, **kw)
-        return train, val
+        return _load_voc(opts)
     if opts.dataset == "folder":
         return _load_folder(opts)
+    return _load_coco(opts)
+
+
+def _load_voc(opts: DataOptions) -> tuple[RecordSet, RecordSet]:
+    if not opts.voc_roots:
+        raise ValueError("--dataset voc needs --voc-roots")
+    folders = (opts.voc_annotations_dir, opts.voc_images_dir)
+    kw = dict(
+        classes=opts.voc_classes,
+        skip_unknown_classes=opts.skip_unknown_classes,
+        cache_dir=False if opts.no_cache else opts.cache_dir,
+        folders=folders,
+    )
+    first = opts.voc_roots[0]
+    voc_layout(first, folders)  # a clear error for a folder of neither layout
+    train_split, val_split = _voc_splits(opts, first, folders)
+    roots = list(opts.voc_roots) + list(opts.voc_unlabelled_roots)
+    splits = [train_split] * len(opts.voc_roots) + [opts.voc_unlabelled_split] * len(
+        opts.voc_unlabelled_roots
+    )
+    train = load_voc(roots, splits, discover_classes=opts.discover_classes, **kw)
+    if opts.discover_classes:
+        kw["classes"] = train.classes
+    val = load_voc(opts.voc_val_root or first, val_split, **kw)
+    return train, val
+
+
+def _voc_splits(opts: DataOptions, first: str, folders) -> tuple[str, str]:
+    """The split names to read: the options', or a seeded split written for a root without split files."""
+    train_split, val_split = opts.voc_train_split, opts.voc_val_split
+    if opts.voc_val_root is not None or os.path.isfile(split_file(first, train_split)):
+        return train_split, val_split
+    sets = os.path.join(first, "ImageSets", "Main")
+    if os.path.isdir(sets):  # a VOCdevkit folder: a split name that is not there is a typo, not "no splits"
+        names = sorted(n[:-4] for n in os.listdir(sets) if n.endswith(".txt") and "_" not in n)
+        raise ValueError(
+            f"{split_file(first, train_split)}: no such split file (--voc-train-split "
+            f"{train_split!r}); {sets} has {names or 'no split files'}"
+        )
+    return seeded_split(xml_stems(first, folders), opts.val_fraction, opts.data_seed, _splits_dir(opts))
+
+
+def _load_coco(opts: DataOptions) -> tuple[RecordSet, RecordSet]:
     files = (opts.coco_train_json, opts.coco_train_images, opts.coco_val_json, opts.coco_val_images)
     if opts.coco_root:
         if any(files):

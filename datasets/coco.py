@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import os
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -199,12 +200,7 @@ def load_coco(
             a file name outside ``image_root``.
     """
     src = source or (ann_file if isinstance(ann_file, str) else "<coco dict>")
-    data = read_json(ann_file) if isinstance(ann_file, str) else ann_file
-    if not isinstance(data, dict) or "images" not in data or "categories" not in data:
-        raise AnnotationError(f"{src}: not a COCO instances file (needs 'images' and 'categories')")
-    for key in ("images", "categories", "annotations"):
-        if key in data and not isinstance(data[key], list):
-            raise AnnotationError(f"{src}: '{key}' must be a list, got {type(data[key]).__name__}")
+    data = _instances(read_json(ann_file) if isinstance(ann_file, str) else ann_file, src)
     report = LoadReport()
     anns = data.get("annotations") or []
     classes, cat_ids = _categories(_drop_supercategories(data["categories"], anns, src), src)
@@ -212,6 +208,32 @@ def load_coco(
     if "annotations" not in data:
         logger.warning("%s: no 'annotations' key: all %d images are negatives (no objects)", src, len(images))
     ann_idx, img_idx, labels, boxes, iscrowd, ann_ids = _annotations(anns, image_ids, cat_ids, src, report)
+    boxes, kept = _sane_boxes(boxes, images, img_idx, ann_idx, ann_ids, report, src)
+    kept = kept[np.argsort(img_idx[kept], kind="stable")]
+    bounds = np.searchsorted(img_idx[kept], np.arange(len(images) + 1))
+    ann_idx = ann_idx[kept]
+    segms = [anns[i].get("segmentation") or None for i in ann_idx]  # [] (Roboflow): a box without a mask
+    if any(s is not None for s in segms):
+        _check_segmentations(segms, [ann_ids[i] for i in ann_idx], [images[k] for k in img_idx[kept]], src)
+    else:
+        segms = None
+    per_image = _Objects(boxes[kept], labels[kept], iscrowd[kept], anns, ann_idx, segms)
+    records = []
+    for k, image in enumerate(images):
+        record = _record(
+            image, per_image, bounds[k], bounds[k + 1], image_root, drop_empty, check_images, report, src
+        )
+        if record is not None:
+            records.append(record)
+    label_to_cat = {i + 1: c for i, c in enumerate(cat_ids)}
+    dataset = RecordSet(records, classes, os.path.abspath(image_root), label_to_cat, report)
+    report.log(f"COCO {src}")
+    return dataset
+
+
+def _sane_boxes(boxes, images, img_idx, ann_idx, ann_ids, report, src):
+    """Boxes clipped to their image, the indices of those kept, and a count of images whose every
+    annotation was dropped."""
     widths = np.array([im[3] for im in images], np.float32)
     heights = np.array([im[4] for im in images], np.float32)
     boxes, keep = sanitize_boxes(
@@ -227,43 +249,56 @@ def load_coco(
     )
     for k in np.flatnonzero(lost):
         report.add("labels_lost", f"{src}: image id {images[k][0]}", "every annotation dropped")
-    kept = kept[np.argsort(img_idx[kept], kind="stable")]
-    bounds = np.searchsorted(img_idx[kept], np.arange(len(images) + 1))
-    ann_idx = ann_idx[kept]
-    segms = [anns[i].get("segmentation") or None for i in ann_idx]  # [] (Roboflow): a box without a mask
-    has_masks = any(s is not None for s in segms)
-    if has_masks:
-        _check_segmentations(segms, [ann_ids[i] for i in ann_idx], [images[k] for k in img_idx[kept]], src)
-    boxes, labels, iscrowd = boxes[kept], labels[kept], iscrowd[kept]
-    records = []
-    for k, (image_id, file_name, key, width, height) in enumerate(images):
-        lo, hi = bounds[k], bounds[k + 1]
-        if drop_empty and lo == hi:
-            report.add("empty_image_dropped", src, f"image id {image_id}")
-            continue
-        name = safe_relpath(image_root, file_name, f"{src}: image id {image_id}", "file_name")
-        if check_images:
-            size = check_image(image_root, (width, height), name, report, f"{src}: image id {image_id}")
-            if size is None:
-                continue
-            width, height = size
-        records.append(
-            Record(
-                key,
-                name,
-                width,
-                height,
-                boxes[lo:hi],
-                labels[lo:hi],
-                iscrowd=iscrowd[lo:hi],
-                difficult=_difficult(anns, ann_idx[lo:hi]),
-                masks=segms[lo:hi] if has_masks else None,
-            )
-        )
-    label_to_cat = {i + 1: c for i, c in enumerate(cat_ids)}
-    dataset = RecordSet(records, classes, os.path.abspath(image_root), label_to_cat, report)
-    report.log(f"COCO {src}")
-    return dataset
+    return boxes, kept
+
+
+def _instances(data, src: str) -> dict:
+    """``data`` if it has the shape of a COCO instances file; else AnnotationError naming the key."""
+    if not isinstance(data, dict) or "images" not in data or "categories" not in data:
+        raise AnnotationError(f"{src}: not a COCO instances file (needs 'images' and 'categories')")
+    for key in ("images", "categories", "annotations"):
+        if key in data and not isinstance(data[key], list):
+            raise AnnotationError(f"{src}: '{key}' must be a list, got {type(data[key]).__name__}")
+    return data
+
+
+@dataclass(frozen=True)
+class _Objects:
+    """The kept annotations, sorted by image: boxes, labels, crowd flags, masks (None: no masks)."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    iscrowd: np.ndarray
+    anns: list
+    ann_idx: np.ndarray
+    segms: list | None
+
+
+def _record(
+    image, objects: _Objects, lo, hi, image_root, drop_empty, check_images, report, src
+) -> Record | None:
+    """One image's record with its objects ``lo:hi``; None when it is dropped (and counted)."""
+    image_id, file_name, key, width, height = image
+    if drop_empty and lo == hi:
+        report.add("empty_image_dropped", src, f"image id {image_id}")
+        return None
+    name = safe_relpath(image_root, file_name, f"{src}: image id {image_id}", "file_name")
+    if check_images:
+        size = check_image(image_root, (width, height), name, report, f"{src}: image id {image_id}")
+        if size is None:
+            return None
+        width, height = size
+    return Record(
+        key,
+        name,
+        width,
+        height,
+        objects.boxes[lo:hi],
+        objects.labels[lo:hi],
+        iscrowd=objects.iscrowd[lo:hi],
+        difficult=_difficult(objects.anns, objects.ann_idx[lo:hi]),
+        masks=objects.segms[lo:hi] if objects.segms is not None else None,
+    )
 
 
 def _drop_supercategories(categories: list, anns: list, src: str) -> list:

@@ -128,10 +128,7 @@ def load_folder(
         classes = tuple(classes or ("object",))
         mask_dir = _first_dir(root, ("PedMasks", "masks"))
     label_folder = label_dir if layout == "yolo" else mask_dir
-    for name in sorted(os.listdir(label_folder)):  # labels whose image is not there
-        stem = name[:-4] if layout == "yolo" else name[:-4].removesuffix("_mask")
-        if name.endswith(".txt" if layout == "yolo" else ".png") and stem not in by_stem:
-            report.add("orphan_label", os.path.join(label_folder, name), f"no image {stem}.* in {image_dir}")
+    _report_orphans(label_folder, layout, by_stem, image_dir, report)
     records = []
     for stem in stems:
         name = by_stem.get(stem, f"{stem}.jpg")
@@ -149,15 +146,31 @@ def load_folder(
             record = _mask_record(mask_dir, stem, file_name, size, report)
         records.append(record)
     report.log(f"folder {root} ({layout}{', ' + split if split else ''})")
+    if not allow_missing_labels:
+        _check_labels_found(image_dir, len(records), report)
+    return RecordSet(records, classes, root, report=report)
+
+
+def _report_orphans(
+    label_folder: str, layout: str, by_stem: dict, image_dir: str, report: LoadReport
+) -> None:
+    """Count the label files (YOLO .txt, mask .png) whose image is not there."""
+    for name in sorted(os.listdir(label_folder)):
+        stem = name[:-4] if layout == "yolo" else name[:-4].removesuffix("_mask")
+        if name.endswith(".txt" if layout == "yolo" else ".png") and stem not in by_stem:
+            report.add("orphan_label", os.path.join(label_folder, name), f"no image {stem}.* in {image_dir}")
+
+
+def _check_labels_found(image_dir: str, images: int, report: LoadReport) -> None:
+    """AnnotationError when more than :data:`MAX_UNLABELLED` of the images have no label file."""
     missing = report.counts.get("no_label_file", 0)
-    if records and missing > MAX_UNLABELLED * len(records) and not allow_missing_labels:
+    if images and missing > MAX_UNLABELLED * images:
         example = report.of("no_label_file")[0][1]
         raise AnnotationError(
-            f"{image_dir}: {missing} of {len(records)} images have no label file ({example}); "
+            f"{image_dir}: {missing} of {images} images have no label file ({example}); "
             "labels are <image stem>.txt in the matching labels/ folder. Pass "
             "--allow-missing-labels if most images really have no objects"
         )
-    return RecordSet(records, classes, root, report=report)
 
 
 def yolo_classes(root: str) -> list[str]:

@@ -172,6 +172,16 @@ def is_mask_model(name: str) -> bool:
     return name.startswith("maskrcnn")
 
 
+def _check_names(name: str, preset: str, roi_head: str) -> None:
+    for value, known, what in (
+        (name, MODELS, "model"),
+        (preset, PRESETS, "preset"),
+        (roi_head, ROI_HEADS, "RoI head"),
+    ):
+        if value not in known:
+            raise ValueError(f"unknown {what} {value!r}; choose one of {sorted(known)}")
+
+
 def build_model(
     name: str,
     num_classes: int,
@@ -202,15 +212,9 @@ def build_model(
         **kwargs: more FasterRCNN/MaskRCNN options (``rpn_*``, ``box_*``); they win over the preset.
 
     Raises:
-        ValueError: unknown model or preset name (the message lists the valid ones), or a weight
-            name given for a model torchvision has no detection weights for.
+        ValueError: an unknown name (the valid ones listed), or weights torchvision lacks for ``name``.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    if roi_head not in ROI_HEADS:
-        raise ValueError(f"unknown RoI head {roi_head!r}; choose one of {ROI_HEADS}")
+    _check_names(name, preset, roi_head)
     local_weights = weights if _is_file(weights) else None
     local_backbone = weights_backbone if _is_file(weights_backbone) else None
     if local_weights is None and weights is not None and name in _CUSTOM:

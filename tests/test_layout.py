@@ -159,3 +159,41 @@ def test_the_entry_layer_sits_above_the_rest_of_tools():
         if modules & above:
             found[name] = sorted(modules & above)
     assert not found, f"tools/ modules below the entry import its layer: {found}"
+
+
+ARGPARSE_BUILDERS = {"add_train_args", "add_asm_args", "add_data_args", "get_args_parser"}
+LIBRARY_DIRS = ("tools", "asm", "datasets", "net")
+
+
+def _python_files():
+    yield from (f"{s}.py" for s in ("train_asm_one", "al_curve", "infer", "visualize"))
+    for folder in LIBRARY_DIRS:
+        yield from sorted(
+            os.path.join(folder, n) for n in os.listdir(os.path.join(ROOT, folder)) if n.endswith(".py")
+        )
+
+
+def test_no_function_is_over_sixty_lines_outside_the_argparse_builders():
+    long = []
+    for path in _python_files():
+        for node in ast.walk(ast.parse(_source(path))):
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and node.name not in ARGPARSE_BUILDERS
+            ):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long
+
+
+def test_the_entry_reads_in_one_sitting_and_the_optimizer_is_made_in_one_place():
+    assert len(_source("train_asm_one.py").splitlines()) <= 400
+    calls = []
+    for path in _python_files():
+        for node in ast.walk(ast.parse(_source(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == (
+                "make_optimizer"
+            ):
+                calls.append(path)
+    assert calls == [os.path.join("tools", "fit.py")], calls

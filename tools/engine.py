@@ -45,88 +45,109 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """Train for one pass over ``loader``.
 
-    The loss sums and the finiteness check stay on the device: the host reads them every
-    ``check_every`` iterations and at the end, so a GPU never waits on the CPU in between. A bad
-    step still never reaches the weights: a non-finite loss, or one above ``loss_bound``, makes the
-    step's gradients non-finite and the (fp32 or AMP) ``GradScaler`` skips that optimizer step on
-    the device; the next read raises.
+    The loss sums and the finiteness check stay on the device (read every ``check_every``
+    iterations and at the end). A non-finite loss, or one above ``loss_bound``, makes the step's
+    gradients non-finite, the ``GradScaler`` (fp32 or AMP) skips it on the device, and the next read raises.
 
     Args:
-        warmup_iters: linear learning-rate warm-up from 0.001x over this many iterations of the phase,
-            which may span epochs (0: none).
+        warmup_iters: linear LR warm-up from 0.001x over this many iterations of the phase (0: none).
         warmup_done: iterations of the warm-up run in earlier epochs (the phase's iterations so far).
         scaler: a ``torch.amp.GradScaler`` to train in mixed precision (CUDA); ``None`` = fp32.
         clip_grad: max gradient norm, or ``None``.
-        loss_bound: a total loss above this is a spike, raised like a non-finite loss; a dict bounds
-            each named loss term (``"loss"``: the total) and leaves the others free; ``None``: no bound.
+        loss_bound: a bound on the total loss, or per named term (:class:`LossTally`); ``None``: none.
         check_every: iterations between host reads of the loss sums.
 
     Returns:
         Mean of each loss over the epoch, plus ``loss`` (their sum) and the last ``lr``.
 
     Raises:
-        FloatingPointError: a non-finite loss or one above ``loss_bound``; the message holds the
-            first bad iteration and its loss dict.
+        FloatingPointError: a non-finite or out-of-bound loss (its first iteration and loss dict).
     """
     model.train()
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # the epoch's rate, after warm-up
     # fp32 gets a scaler at a constant 1.0 (exact): its on-device skip of non-finite steps is the guard
     guard = scaler or torch.amp.GradScaler(device.type, init_scale=1.0, growth_interval=2**30)
-    bounds = (
-        loss_bound if isinstance(loss_bound, dict) else {} if loss_bound is None else {"loss": loss_bound}
-    )
-    keys: list[str] = []
-    sums = bad_at = bad_values = None
+    tally = LossTally(loss_bound, device)
     count = seen = 0
-    steps = len(loader)
-    started = time.monotonic()
+    steps, started = len(loader), time.monotonic()
     bar = tqdm(loader, desc=f"{desc} epoch {epoch}", leave=False, dynamic_ncols=True, disable=progress_off())
     for images, targets in bar:
         images, targets = to_device(images, targets, device)
         with torch.autocast(device.type, enabled=scaler is not None):
             loss_dict = model(images, targets)
-        if sums is None:
-            keys = list(loss_dict)
-            sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=device)
-            bad_at = torch.full((), -1, dtype=torch.int64, device=device)
-            bad_values = torch.zeros_like(sums)
-            bound = torch.tensor(
-                [bounds.get(k, math.inf) for k in [*keys, "loss"]], dtype=torch.float64, device=device
-            )
-        loss = sum(loss_dict[k] for k in keys)
-        values = torch.stack(
-            [loss_dict[k].detach().float().sum() for k in keys] + [loss.detach().float().sum()]
-        )
-        values = values.double()
-        ok = (torch.isfinite(values) & (values <= bound)).all()
-        first = (bad_at < 0) & ~ok
-        bad_at = torch.where(first, count, bad_at)
-        bad_values = torch.where(first, values, bad_values)
-        sums += torch.where(ok, values, 0.0)
-        loss = loss / ok.float()  # a bad loss turns infinite, so are its gradients, and the step is skipped
+        loss = tally.add(loss_dict, count)
         set_warmup_lr(optimizer, base_lrs, warmup_done + count, warmup_iters)
-        optimizer.zero_grad(set_to_none=True)
-        guard.scale(loss).backward()
-        if clip_grad:
-            guard.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        guard.step(optimizer)
-        guard.update()
+        _step(model, optimizer, guard, loss, clip_grad)
         count += 1
         seen += len(images)
         HEARTBEAT.tick("train", count, steps, seen, started)
         if count % check_every == 0:
-            _check(bad_at, bad_values, keys, epoch, bounds)
-            bar.set_postfix(
-                loss=f"{sums[-1].item() / count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}"
-            )
+            tally.check(epoch)
+            bar.set_postfix(loss=f"{tally.mean_loss(count):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     set_warmup_lr(optimizer, base_lrs, 0, 0)  # the schedule goes on from the epoch's own rate
-    if sums is None:
+    if not count:
         return {"loss": 0.0, "lr": optimizer.param_groups[0]["lr"]}
-    _check(bad_at, bad_values, keys, epoch, bounds)
-    means = dict(zip([*keys, "loss"], (sums / count).tolist()))
-    means["lr"] = optimizer.param_groups[0]["lr"]
-    return means
+    tally.check(epoch)
+    return {**tally.means(count), "lr": optimizer.param_groups[0]["lr"]}
+
+
+def _step(model: nn.Module, optimizer, guard: torch.amp.GradScaler, loss: torch.Tensor, clip_grad) -> None:
+    """Backward and optimizer step through the scaler, which skips a step of non-finite gradients."""
+    optimizer.zero_grad(set_to_none=True)
+    guard.scale(loss).backward()
+    if clip_grad:
+        guard.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    guard.step(optimizer)
+    guard.update()
+
+
+class LossTally:
+    """An epoch's loss sums and its first bad iteration, kept on the device (no host sync per step).
+
+    ``loss_bound``: a bound on the total loss, or a dict bounding named terms (``"loss"``: the
+    total); ``None``: finiteness only.
+    """
+
+    def __init__(self, loss_bound: float | dict[str, float] | None, device: torch.device):
+        self.bounds = (
+            loss_bound if isinstance(loss_bound, dict) else {} if loss_bound is None else {"loss": loss_bound}
+        )
+        self.device = device
+        self.keys: list[str] = []
+        self.sums = self.bad_at = self.bad_values = self.bound = None
+
+    def add(self, loss_dict: dict[str, torch.Tensor], index: int) -> torch.Tensor:
+        """Count iteration ``index``'s losses; returns the total to back-propagate, made infinite
+        when any value is bad, so that its gradients are too and the scaler skips the step."""
+        if self.sums is None:
+            self.keys = list(loss_dict)
+            self.sums = torch.zeros(len(self.keys) + 1, dtype=torch.float64, device=self.device)
+            self.bad_at = torch.full((), -1, dtype=torch.int64, device=self.device)
+            self.bad_values = torch.zeros_like(self.sums)
+            limits = [self.bounds.get(k, math.inf) for k in [*self.keys, "loss"]]
+            self.bound = torch.tensor(limits, dtype=torch.float64, device=self.device)
+        loss = sum(loss_dict[k] for k in self.keys)
+        values = torch.stack(
+            [loss_dict[k].detach().float().sum() for k in self.keys] + [loss.detach().float().sum()]
+        )
+        values = values.double()
+        ok = (torch.isfinite(values) & (values <= self.bound)).all()
+        first = (self.bad_at < 0) & ~ok
+        self.bad_at = torch.where(first, index, self.bad_at)
+        self.bad_values = torch.where(first, values, self.bad_values)
+        self.sums += torch.where(ok, values, 0.0)
+        return loss / ok.float()
+
+    def check(self, epoch: int) -> None:
+        """Raise FloatingPointError for the first bad iteration so far (one host read)."""
+        _check(self.bad_at, self.bad_values, self.keys, epoch, self.bounds)
+
+    def mean_loss(self, count: int) -> float:
+        return self.sums[-1].item() / count
+
+    def means(self, count: int) -> dict[str, float]:
+        return dict(zip([*self.keys, "loss"], (self.sums / count).tolist()))
 
 
 WARMUP_START = 0.001  # the warm-up's first factor of the rate

@@ -395,64 +395,75 @@ def check_options(args: argparse.Namespace) -> None:
         ValueError: one line naming the option, its value and what it must be.
     """
     given = {k: v for k, v in vars(args).items() if v is not None}
+    _check_ranges(args, given)
+    _check_rules(args, given)
+    out = args.output_dir
+    _need(not os.path.exists(out) or os.path.isdir(out), f"--output-dir {out} exists and is not a folder")
 
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(message)
 
-    def flag(name: str) -> str:
-        return "--" + name.replace("_", "-")
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
 
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_ranges(args: argparse.Namespace, given: dict) -> None:
+    """Counts of at least one, sizes, and the numeric ranges of :data:`RANGES`."""
     for name in AT_LEAST_ONE:
         if name in given:
-            need(given[name] >= 1, f"{flag(name)} must be at least 1, got {given[name]}")
-    need(args.min_size >= 32, f"--min-size must be at least 32 pixels, got {args.min_size}")
-    need(
+            _need(given[name] >= 1, f"{_flag(name)} must be at least 1, got {given[name]}")
+    _need(args.min_size >= 32, f"--min-size must be at least 32 pixels, got {args.min_size}")
+    _need(
         args.max_size is None or args.max_size >= args.min_size,
         f"--max-size ({args.max_size}) must be at least --min-size ({args.min_size})",
     )
-    need(args.workers is None or args.workers >= 0, f"--workers must be >= 0, got {args.workers}")
-    need(args.warmup_iters >= 0, f"--warmup-iters must be >= 0, got {args.warmup_iters}")
+    _need(args.workers is None or args.workers >= 0, f"--workers must be >= 0, got {args.workers}")
+    _need(args.warmup_iters >= 0, f"--warmup-iters must be >= 0, got {args.warmup_iters}")
     for name, (low, high, low_open) in RANGES.items():
         if name not in given:
             continue
         value = given[name]
-        need(math.isfinite(value), f"{flag(name)} must be a finite number, got {value}")
-        need(
+        _need(math.isfinite(value), f"{_flag(name)} must be a finite number, got {value}")
+        _need(
             value > low if low_open else value >= low,
-            f"{flag(name)} must be {'>' if low_open else '>='} {low}, got {value}",
+            f"{_flag(name)} must be {'>' if low_open else '>='} {low}, got {value}",
         )
-        need(high is None or value <= high, f"{flag(name)} must be <= {high}, got {value}")
-    need(
+        _need(high is None or value <= high, f"{_flag(name)} must be <= {high}, got {value}")
+
+
+def _check_rules(args: argparse.Namespace, given: dict) -> None:
+    """The rules between options: schedule fractions, threshold order, what a strategy allows."""
+    _need(
         all(0 < f <= 1 for f in args.lr_steps),
         f"--lr-steps are fractions of a phase in (0, 1], got {args.lr_steps}",
     )
-    need(
+    _need(
         args.uncertain_thre <= args.certain_thre,
         f"--uncertain-thre ({args.uncertain_thre}) must not exceed --certain-thre ({args.certain_thre})",
     )
     if "cer_ratio" in given:
-        need(
+        _need(
             args.cer_ratio < args.uncer_ratio,
             f"--cer-ratio ({args.cer_ratio}) must be below --uncer-ratio ({args.uncer_ratio})",
         )
-    need(
+    _need(
         args.ap_range >= 2,
         f"--ap-range must be at least 2 (a window of AP values to compare), got {args.ap_range}",
     )
     if given.get("strategy") == "random":
-        need(
+        _need(
             args.candidates == 1,
             "--candidates needs the model's detections; --strategy random shows the human "
             "none (it takes the next K images of the queue)",
         )
     if "max_rounds" in given and args.max_rounds is not None:
-        need(
+        _need(
             args.max_rounds >= 0,
             f"--max-rounds must be >= 0 (or left out: until the pool is exhausted), got {args.max_rounds}",
         )
-    out = args.output_dir
-    need(not os.path.exists(out) or os.path.isdir(out), f"--output-dir {out} exists and is not a folder")
 
 
 def pick(cls, args: argparse.Namespace):
