@@ -52,7 +52,7 @@ from tools.options import (
 )
 from tools.predict import compute_loss, predict_proba
 from tools.process import run_environment
-from tools.report import ap_summary
+from tools.report import AP50, ap_summary
 from tools.setup import amp_scaler, evaluation_loader, model_from_args, start
 from tools.stop import Interrupted
 from tools.voc_eval import VOCEvaluator
@@ -222,7 +222,7 @@ def record_step(state: dict, name: str, seed: int, images: int, metrics: dict) -
         step,
         images,
         state["drawn"],
-        metrics["voc/AP50"],
+        metrics[AP50],
     )
 
 

@@ -37,6 +37,7 @@ from tools.options import (
     str2bool,
 )
 from tools.report import (
+    AP50,
     AP_KEYS,
     ap_summary,
     closing_story,
@@ -237,7 +238,7 @@ def round_finished(run: Run, metrics: dict) -> str | None:
     """Record the round that just trained (log.jsonl, a drop warning); why the rounds stop when AP
     has settled across rounds, else None."""
     run.asm.rounds[-1].update(ap_summary(metrics))
-    explain_drop(run, metrics["voc/AP50"])
+    explain_drop(run, metrics[AP50])
     run.trainer.log.jsonl(round_record(run, check_ranks_agree(run.asm)))
     if run.round_stopper.update(run.asm.round, metrics[AP_KEYS[run.args.ap]]):
         return f"AP settled across rounds (shift {run.round_stopper.ap_shift:.4f} < --ap-shift-asm)"

@@ -98,6 +98,15 @@ def test_two_rounds_end_to_end(shared, strategy):
     assert [r["round"] for r in rounds] == [1, 2] and all(r["images"] == 4 for r in rounds)
     # round 0: the initial pool, the first point of the learning curve
     assert start["round"] == 0 and start["labelled_images"] == 8 and start["AP50"] >= 0
+    # one record shape: round 0 carries every key a round does but the round's own costs
+    shared_keys = {"type", "round", "labelled_images", "AP50", "human_drawn_total", "human"}
+    assert shared_keys <= set(start) and all(shared_keys <= set(r) for r in rounds)
+    assert set(start["human"]) == set(rounds[0]["human"]) and start["human"]["confirmed"] == 0
+    assert (
+        start["human_drawn_total"]
+        == start["human"]["drawn"]
+        == summary["human_drawn_boxes"] - sum(r["drawn"] for r in rounds)
+    )
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
     asm = ASMState.from_state(ckpt["asm"])
     ids = [*asm.labelled, *asm.unlabelled, *asm.pending, *asm.detected]

@@ -36,7 +36,7 @@ from tools.checkpoint import rng_state, set_rng_state, unwrap
 from tools.early_stop import APShiftStopper
 from tools.engine import evaluate, train_one_epoch
 from tools.progress import HEARTBEAT
-from tools.report import AP_KEYS
+from tools.report import AP50, AP_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ def log_epoch(
     if evaluated:
         t.log.scalars(
             {
-                "Accuracy/AP_50": metrics["voc/AP50"],
+                "Accuracy/AP_50": metrics[AP50],
                 "Accuracy/AP_75": metrics["voc/AP75"],
                 "Accuracy/AP_shift": stopper.ap_shift,
             },
@@ -388,7 +388,7 @@ def log_epoch(
             "epoch": epoch,
             "images": images,
             "losses": losses,
-            "AP50": metrics["voc/AP50"] if evaluated else None,
+            "AP50": metrics[AP50] if evaluated else None,
             "AP75": metrics["voc/AP75"] if evaluated else None,
             "ap_shift": stopper.ap_shift,
             "rollbacks": phase.rollbacks,

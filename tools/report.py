@@ -20,7 +20,8 @@ from tools.logs import read_jsonl
 
 logger = logging.getLogger("train_asm_one")
 
-AP_KEYS = {"ap_50": "voc/AP50", "ap_75": "voc/AP75"}  # --ap: the AP early stopping and best.pth follow
+AP50 = "voc/AP50"  # the metric every report, record and early stop reads
+AP_KEYS = {"ap_50": AP50, "ap_75": "voc/AP75"}  # --ap: the AP early stopping and best.pth follow
 
 
 def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -30,7 +31,7 @@ def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
     per_class = {k[len("voc/") :]: v for k, v in metrics.items() if k.startswith("voc/AP50/")}
     masks = {f"segm_{k}": metrics[f"segm/{k}"] for k in ("AP", "AP50") if f"segm/{k}" in metrics}
     return {
-        "AP50": metrics["voc/AP50"],
+        "AP50": metrics[AP50],
         "AP75": metrics["voc/AP75"],
         "AP": metrics.get("bbox/AP"),
         **masks,
@@ -60,13 +61,16 @@ def human_work(run) -> dict:
 
 
 def initial_record(labelled_images: int, drawn: int, metrics: dict[str, float]) -> dict[str, Any]:
-    """log.jsonl's round-0 record: the start of the learning curve (or the supervised point)."""
+    """log.jsonl's round-0 record: the start of the learning curve (or the supervised point), in the
+    shape of :func:`round_record` (every box of the initial pool drawn by the human)."""
+    human = {"drawn": drawn, "confirmed": 0, "deleted": 0, "moved": 0, "weighted_cost": float(drawn)}
     return {
         "type": "round",
         "round": 0,
         "labelled_images": labelled_images,
-        "human_drawn_total": drawn,
         **ap_summary(metrics),
+        "human_drawn_total": drawn,
+        "human": {**human, "saved_fraction": 0.0},
     }
 
 
@@ -253,7 +257,7 @@ def run_summary(run, metrics: dict[str, float], stopped: str, digest: str, wall_
         "strategy": run.args.strategy,
         "rounds": asm.round if asm else 0,
         "stopped": stopped,
-        "ap50": metrics.get("voc/AP50"),
+        "ap50": metrics.get(AP50),
         "ap75": metrics.get("voc/AP75"),
         "labelled_images": len(asm.labelled) if asm else len(run.train_records),
     }

@@ -22,7 +22,7 @@ from tools.fit import Phase
 from tools.labelling import export_round, results_from_imported
 from tools.mining import detect_sorted, merge_with_oracle, preannotate
 from tools.progress import HEARTBEAT, rounds_planned
-from tools.report import log_round, round_scalars, write_round_report
+from tools.report import AP50, log_round, round_scalars, write_round_report
 
 
 class Paused(Exception):
@@ -107,7 +107,7 @@ def round_rules(run, num_classes: int) -> tuple[ASMConfig, dict]:
     """This round's merge rules: no SL below the mining gate; per-class certain thresholds
     calibrated on the last batch (``--certain-precision``). Also what to log about them."""
     args, cfg = run.args, run.rules
-    ap50 = run.phase.history[-1]["metrics"]["voc/AP50"] if run.phase.history else 0.0
+    ap50 = run.phase.history[-1]["metrics"][AP50] if run.phase.history else 0.0
     info = {"ap50_before": ap50}  # the model that detected this round's images
     if args.strategy == "random":  # the human draws every box of the next K images
         return dataclasses.replace(cfg, enable_sl=False), info
