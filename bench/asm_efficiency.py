@@ -10,6 +10,8 @@ seed, each method runs as its own process (``--jobs`` of them at once), adding K
 * ASM methods: ``v1+`` is the entry's defaults (``default_method``); the others change one thing:
   ``v1+/replay`` (ASM_core's replay rule), ``topk_v2``, ``v1+/gate`` (mining gate), ``v1+/cand``
   (informative choice among 4K candidates), ``v1+/calib`` (per-class calibrated certain thresholds);
+* ``random/reseed``: random with another ``--train-seed``: the same labels round by round, another
+  initialisation and batch order; how far it lands from random is the noise floor of every margin;
 * ``al_curve/random``, ``al_curve/entropy``: ``al_curve.py`` learning curves, another trainer
   (extra curves, not the baseline).
 
@@ -62,6 +64,10 @@ BCCD_CLASSES = ("RBC", "WBC", "Platelets")
 SAMPLER_METHODS = {"al_curve/random": "random", "al_curve/entropy": "entropy"}  # another trainer
 DEFAULT_METHOD = "v1+"  # train_asm_one.py's own defaults
 BASELINE = "random"  # the same trainer, every box drawn
+# random again with another training seed: the same labels round by round, another initialisation and
+# batch order. |AP(random) - AP(noise)| is the training noise that any change of labels also brings.
+NOISE = "random/reseed"
+NOISE_SEED_OFFSET = 1000
 ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
     "random": ["--strategy", "random"],
     "v1+": [],
@@ -71,17 +77,18 @@ ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
     "v1+/cand": ["--candidates", "4"],
     "v1+/fixed": ["--certain-precision", "none"],  # one certain threshold (--certain-thre) for all
     "v1+/calib": ["--certain-precision", "0.9"],  # per-class thresholds calibrated on the last batch
+    NOISE: ["--strategy", "random"],  # and --train-seed seed + NOISE_SEED_OFFSET (asm_curve)
 }
 DEFAULT_METHODS = ("random", "v1+")
-# The CPU protocol: 3 seeds of random + v1+/fixed + v1+/calib and one supervised bound on BCCD, about
-# 80 min on 2 idle cores (--jobs 2: two one-thread processes)
+# The CPU protocol: 3 seeds of random + v1+/fixed + v1+/calib + random/reseed and one supervised bound on
+# BCCD (--jobs 2: two one-thread processes on 2 idle cores)
 CPU_PROTOCOL = {
     "min_size": 416,
     "epochs": 10,
     "step_epochs": 4,
     "supervised_epochs": 14,
     "steps": 5,
-    "methods": ["random", "v1+/fixed", "v1+/calib"],
+    "methods": ["random", "v1+/fixed", "v1+/calib", NOISE],
     "supervised_seeds": [1],  # one bound shared by the seeds (it differs only in initialisation)
 }
 LEVELS = (0.9, 0.95, 1.0)
@@ -408,6 +415,8 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
             str(args.step_epochs),
             *ASM_METHODS[method],
         ]
+        if method == NOISE:
+            extra += ["--train-seed", str(seed + NOISE_SEED_OFFSET)]
         if args.steps:
             extra += ["--max-rounds", str(args.steps - 1)]
     log = run_entry(args, data_flags, seed, out, extra, threads)
@@ -520,13 +529,32 @@ def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str =
             float(np.mean([_interp(c["points"], "human_drawn_boxes", key, grid).mean() for c in runs])), 4
         )
     randoms = {c["seed"]: c["points"] for c in curves if c["method"] == BASELINE}
-    for m in (m for m in methods if m in ASM_METHODS and m != BASELINE):
+    noise = training_noise([c for c in curves if c["method"] == NOISE], randoms, key)
+    result["training_noise"] = noise
+    for m in (m for m in methods if m in ASM_METHODS and m not in (BASELINE, NOISE)):
         runs = [c for c in curves if c["method"] == m and c["seed"] in randoms]
-        result["vs_random"][m] = versus_random(runs, randoms, key)
+        result["vs_random"][m] = versus_random(runs, randoms, key, noise)
     return result
 
 
-def versus_random(runs: list[dict], randoms: dict[int, list[dict]], key: str = "AP50") -> dict:
+def training_noise(runs: list[dict], randoms: dict[int, list[dict]], key: str = "AP50") -> dict | None:
+    """How far two trainings on the same labels land apart: ``|AP(random) - AP(random/reseed)|`` at
+    each round after round 1 (the rounds the margins are read at), over the seeds. ``mean`` is the
+    noise floor printed beside every margin; ``max`` the largest gap training noise alone made."""
+    gaps = [
+        abs(p[key] - q[key])
+        for c in runs
+        if c["seed"] in randoms
+        for p, q in list(zip(c["points"], randoms[c["seed"]]))[2:]
+    ]
+    if not gaps:
+        return None
+    return {"mean": round(float(np.mean(gaps)), 4), "max": round(float(np.max(gaps)), 4), "n": len(gaps)}
+
+
+def versus_random(
+    runs: list[dict], randoms: dict[int, list[dict]], key: str = "AP50", noise: dict | None = None
+) -> dict:
     """One ASM method's curves (one per seed) against random's of the same seed, after round 1.
 
     * At equal drawn boxes, by step interpolation: at each of random's points, the ASM curve's last
@@ -536,15 +564,18 @@ def versus_random(runs: list[dict], randoms: dict[int, list[dict]], key: str = "
       (on a concave curve the chord runs low); reading random by a step at ASM's budgets would
       credit random with less than it has and favour ASM.
     * At equal images: random's point of the same round (both add K images per round).
-    * The noise floor: ``|ASM - random|`` at round 1, where both trained on the labels of the same
-      images (the same labels when the method confirmed no box in round 1, ``same_labels_round1``).
+    * The noise floor: the mean gap between two trainings on the same labels (``noise``, from
+      :func:`training_noise`). Training is seeded per epoch, so identical labels give an identical
+      model: ``|ASM - random|`` at round 1 (``round1_gap_ap50``) is 0 whenever the method confirmed
+      no box in round 1 (``same_labels_round1``), and says nothing about noise.
 
     ``min_margin_ap50`` is the smallest equal-box margin over the seeds and rounds after round 1,
-    ``at_or_above_after_round1`` whether it is >= 0 in every seed.
+    ``at_or_above_after_round1`` whether it is >= 0 in every seed, ``within_noise_after_round1``
+    whether it is >= minus the largest gap training noise alone made (``noise["max"]``).
     """
     boxes: dict[int, list[float]] = {}
     images: dict[int, list[float]] = {}
-    per_seed, noise, same_labels = {}, [], []
+    per_seed, round1, same_labels = {}, [], []
     for c in runs:
         ref = randoms[c["seed"]]
         seed_boxes = []
@@ -556,7 +587,7 @@ def versus_random(runs: list[dict], randoms: dict[int, list[dict]], key: str = "
             if k < len(c["points"]):
                 images.setdefault(k, []).append(c["points"][k][key] - r[key])
         if len(c["points"]) > 1 and len(ref) > 1:
-            noise.append(abs(c["points"][1][key] - ref[1][key]))
+            round1.append(abs(c["points"][1][key] - ref[1][key]))
             same_labels.append(c["points"][1].get("confirmed", 0) == 0)
         per_seed[c["seed"]] = {
             "min_margin_ap50": round(min(seed_boxes), 4) if seed_boxes else None,
@@ -564,12 +595,18 @@ def versus_random(runs: list[dict], randoms: dict[int, list[dict]], key: str = "
         }
     late_boxes = [v for k, vs in boxes.items() if k >= 2 for v in vs]
     late_images = [v for k, vs in images.items() if k >= 2 for v in vs]
+    worst = round(min(late_boxes), 4) if late_boxes else None
     return {
-        "min_margin_ap50": round(min(late_boxes), 4) if late_boxes else None,
+        "min_margin_ap50": worst,
         "at_or_above_after_round1": bool(per_seed)
         and all(s["at_or_above_after_round1"] for s in per_seed.values()),
         "margin_at_equal_images": round(min(late_images), 4) if late_images else None,
-        "noise_floor_ap50": round(float(np.mean(noise)), 4) if noise else None,
+        "noise_floor_ap50": noise["mean"] if noise else None,
+        "noise_max_ap50": noise["max"] if noise else None,
+        "within_noise_after_round1": None
+        if noise is None or worst is None
+        else worst >= -noise["max"] - 1e-9,
+        "round1_gap_ap50": round(float(np.mean(round1)), 4) if round1 else None,
         "same_labels_round1": bool(same_labels) and all(same_labels),
         "mean_margin_per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(boxes.items())},
         "mean_margin_at_equal_images_per_round": {
@@ -598,7 +635,7 @@ def sl_precision(curves: list[dict], methods: list[str]) -> dict:
     (``overall``), per round (mean over the seeds that had certain boxes), and the share of the new
     images' boxes confirmed rather than drawn (``confirmed_share``)."""
     out = {}
-    for m in (m for m in methods if m in ASM_METHODS and m != BASELINE):
+    for m in (m for m in methods if m in ASM_METHODS and m not in (BASELINE, NOISE)):
         runs = [c for c in curves if c["method"] == m]
         conf = sum(p.get("confirmed", 0) for c in runs for p in c["points"])
         certain = sum(p.get("certain", 0) for c in runs for p in c["points"])
@@ -623,7 +660,7 @@ def round0_identical(curves: list[dict], tol: float = 1e-6) -> dict[int, bool]:
     has the same AP50 within ``tol``."""
     by_seed: dict[int, list[float]] = {}
     for c in curves:
-        if c["method"] in ASM_METHODS and c["points"]:
+        if c["method"] in ASM_METHODS and c["method"] != NOISE and c["points"]:
             by_seed.setdefault(c["seed"], []).append(c["points"][0]["AP50"])
     return {seed: max(aps) - min(aps) <= tol for seed, aps in sorted(by_seed.items())}
 
@@ -810,11 +847,15 @@ def main(argv: list[str] | None = None) -> int:
                     "at_or_above_after_round1",
                     "margin_at_equal_images",
                     "noise_floor_ap50",
+                    "noise_max_ap50",
+                    "within_noise_after_round1",
+                    "round1_gap_ap50",
                     "same_labels_round1",
                 )
             }
             for m, v in summary["vs_random"].items()
         },
+        "training_noise_ap50": summary["training_noise"],
         "sl_precision": sl_precision(curves, args.methods),
         "failed": failures,
         "seeds": args.seeds,

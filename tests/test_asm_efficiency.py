@@ -68,9 +68,9 @@ def test_box_and_cost_fractions_auc_and_comparison_with_random():
         2: pytest.approx(0.04),
         3: pytest.approx(0.0),
     }
-    # at equal images: 0.73 - 0.70 in round 1, 0.80 - 0.76 in round 2; round 1's gap is the noise floor
+    # at equal images: 0.73 - 0.70 in round 1, 0.80 - 0.76 in round 2; no reseeded random: no noise floor
     assert vs["margin_at_equal_images"] == pytest.approx(0.04)
-    assert vs["noise_floor_ap50"] == pytest.approx(0.03)
+    assert vs["round1_gap_ap50"] == pytest.approx(0.03) and vs["noise_floor_ap50"] is None
     below = eff.analyse(
         curves + [_curve("topk_v2", 0, [(100, 0.40), (200, 0.1), (400, 0.70)])], 1000, ["random", "topk_v2"]
     )
@@ -268,7 +268,7 @@ def test_step_interpolation_credits_neither_side_with_a_value_it_did_not_measure
     assert vs["min_margin_ap50"] == pytest.approx(-0.03) and not vs["at_or_above_after_round1"]
     same = eff.versus_random([_curve("v1+", 1, [(100, 0.1), (200, 0.5), (300, 0.55)])], {1: random["points"]})
     assert same["min_margin_ap50"] == 0.0 and same["at_or_above_after_round1"]  # equal curves: no margin
-    assert same["noise_floor_ap50"] == 0.0
+    assert same["round1_gap_ap50"] == 0.0 and same["noise_floor_ap50"] is None  # no noise runs given
     assert eff.step_at(random["points"], "human_drawn_boxes", "AP50", 99) is None
 
 
@@ -301,3 +301,23 @@ def test_a_finished_run_is_reused_only_with_the_flags_it_was_made_with(tmp_path,
     (legacy / "last.pth").write_bytes(b"")
     with pytest.raises(RuntimeError, match="flags were not recorded"):
         eff.run_flags(flags, str(legacy), None)
+
+
+def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
+    """Random (0.1, 0.3, 0.5, 0.6) and its reseeded twin (0.1, 0.3, 0.44, 0.62): gaps after round 1 are
+    0.06 and 0.02, mean 0.04, max 0.06. ASM at (0.1, 0.3, 0.47, 0.61) on fewer boxes per round is
+    0.03 below random at round 2: not at or above, but within what noise alone made (0.06)."""
+    boxes = [100, 200, 300, 400]
+    random = _curve("random", 1, list(zip(boxes, [0.1, 0.3, 0.5, 0.6])))
+    twin = _curve(eff.NOISE, 1, list(zip(boxes, [0.1, 0.3, 0.44, 0.62])))
+    noise = eff.training_noise([twin], {1: random["points"]})
+    assert noise == {"mean": pytest.approx(0.04), "max": pytest.approx(0.06), "n": 2}
+    asm = _curve("v1+", 1, list(zip([100, 190, 280, 370], [0.1, 0.3, 0.47, 0.61])))
+    vs = eff.versus_random([asm], {1: random["points"]}, noise=noise)
+    assert vs["min_margin_ap50"] == pytest.approx(-0.03) and not vs["at_or_above_after_round1"]
+    assert vs["within_noise_after_round1"] and vs["noise_floor_ap50"] == pytest.approx(0.04)
+    worse = _curve("v1+", 1, list(zip([100, 190, 280, 370], [0.1, 0.3, 0.43, 0.61])))
+    assert not eff.versus_random([worse], {1: random["points"]}, noise=noise)["within_noise_after_round1"]
+    summary = eff.analyse([_curve("supervised", 1, [(500, 0.7)]), random, twin, asm], 500, ["random", "v1+"])
+    assert summary["training_noise"]["max"] == pytest.approx(0.06)
+    assert eff.NOISE not in summary["vs_random"] and summary["vs_random"]["v1+"]["within_noise_after_round1"]

@@ -274,6 +274,21 @@ def test_the_same_labels_give_the_same_model_whatever_strategy_chose_them(tmp_pa
     assert all(torch.equal(weights[0][1][k], weights[1][1][k]) for k in weights[0][1])
 
 
+def test_another_train_seed_keeps_every_label_and_changes_only_the_training(tmp_path):
+    """--train-seed: the efficiency study's noise runs. The initial pool, the queue and the round's
+    images stay those of --seed; the weights differ; --train-seed equal to --seed is --seed alone."""
+    runs = {}
+    for name, extra in (("plain", []), ("same", ["--train-seed", "0"]), ("other", ["--train-seed", "7"])):
+        code, out = _run(tmp_path, name, "--strategy", "random", "--max-rounds", "1", "--seed", "0", *extra)
+        assert code == 0
+        state = load_checkpoint(os.path.join(out, "last.pth"))
+        runs[name] = (sorted(ASMState.from_state(state["asm"]).labelled), state["model"])
+    assert runs["plain"][0] == runs["same"][0] == runs["other"][0] and len(runs["plain"][0]) == 8 + 4
+    plain, same, other = (runs[n][1] for n in ("plain", "same", "other"))
+    assert all(torch.equal(plain[k], same[k]) for k in plain)
+    assert not all(torch.equal(plain[k], other[k]) for k in plain)
+
+
 def _without_max_rounds():
     k = TINY.index("--max-rounds")
     return TINY[:k] + TINY[k + 2 :]

@@ -194,7 +194,16 @@ def add_train_args(
         default=12,
         help="max epochs of the initial phase",
     )
-    g.add_argument("--seed", type=int, default=FIT.seed)
+    g.add_argument(
+        "--seed", type=int, default=FIT.seed, help="seeds the initial pool, the unlabelled queue and training"
+    )
+    g.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="seeds training alone (initialisation, batches, sampling; default: --seed): the same --seed "
+        "with another --train-seed keeps every label and differs by training noise only",
+    )
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
     g.add_argument(
         "--log-level",
@@ -471,9 +480,17 @@ def pick(cls, args: argparse.Namespace):
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
+def training_seed(args: argparse.Namespace) -> int:
+    """The seed of the model's initialisation and of training: ``--train-seed``, else ``--seed``."""
+    train_seed = getattr(args, "train_seed", None)
+    return args.seed if train_seed is None else train_seed
+
+
 def fit_config(args: argparse.Namespace) -> FitConfig:
     """The training values of ``args`` (settled: :func:`settle`)."""
-    config = dataclasses.replace(pick(FitConfig, args), lr_steps=tuple(args.lr_steps))
+    config = dataclasses.replace(
+        pick(FitConfig, args), lr_steps=tuple(args.lr_steps), seed=training_seed(args)
+    )
     if getattr(args, "no_validate", False):  # the last epoch of each phase is still evaluated
         config = dataclasses.replace(config, eval_interval=NO_VALIDATE_INTERVAL)
     return config

@@ -23,7 +23,7 @@ from tools.checkpoint import (
     unwrap,
 )
 from tools.fit import Phase, PhaseTraining
-from tools.options import ap_stopper, asm_config
+from tools.options import ap_stopper, asm_config, training_seed
 from tools.report import AP_KEYS
 from tools.stop import STOP, Interrupted
 
@@ -119,7 +119,7 @@ class Run:
             )
         set_rng_state(state.rng)  # rank 0's: a single process resumes exactly
         if dist.rank() > 0:  # the other ranks keep augmentations of their own
-            torch.manual_seed(self.args.seed + dist.rank() + 1000 * self.epochs_done)
+            torch.manual_seed(training_seed(self.args) + dist.rank() + 1000 * self.epochs_done)
 
     def _check_compatible(self, state: RunState, path: str) -> None:
         made_with = state.config.get("strategy", self.args.strategy)

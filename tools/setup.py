@@ -23,7 +23,7 @@ from tools import dist
 from tools.coco_eval import COCOEvaluator
 from tools.fit import FitContext, eval_loader
 from tools.logs import RunLog
-from tools.options import check_options, fit_config, pisa_config
+from tools.options import check_options, fit_config, pisa_config, training_seed
 from tools.process import (
     choose_device,
     configure_logging,
@@ -78,7 +78,7 @@ def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, R
             raise ValueError("--sync-bn needs CUDA: torch's SyncBatchNorm runs on GPUs only")
         if not dist.is_distributed():
             logging.getLogger(__name__).warning("--sync-bn has no effect in a single process")
-    seed_everything(args.seed)
+    seed_everything(training_seed(args))
     if args.deterministic:
         deterministic_mode()
     args = settle(args, device)
