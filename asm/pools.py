@@ -10,8 +10,10 @@ Every training image is in exactly one of four sets:
   next round's model, first in, first out. Images between ``cer_ratio`` and ``uncer_ratio`` go
   back to the end of the unlabelled queue. Either way, an image on its ``max_passes``-th detection
   goes to the human: it joins the label pool with that pass's SA annotation (AL), so every image is
-  detected at most ``max_passes`` times and a run ends after at most
-  ``ceil(max_passes * unlabelled / K)`` rounds, whatever the ratios (``tests/test_asm_pools.py``).
+  detected at most ``max_passes`` times. Rounds near the end may detect fewer than ``K`` (pending
+  images alone), so the bound is ``ceil(max_passes * unlabelled / K) + max_passes`` rounds, whatever
+  the ratios (the property ``tests/test_asm_pools.py`` checks): with 5 images, ``K`` 4 and
+  ``max_passes`` 2, every ratio high takes 4 rounds, one more than ``ceil(2 * 5 / 4)``.
 * ``detected``: images detected whose SA annotation is held outside the label pool (``v1``: used
   for one round of training; ``topk_v1``: candidates re-ranked every round).
 

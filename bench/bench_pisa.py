@@ -6,8 +6,11 @@ test evaluation, ``--deterministic``), differing only in ``--roi-head``; runs re
 is repeated. The step time is measured in this process: the same batches through both heads,
 alternating, after a warm-up; ``step_time_ratio`` = PISA's median step / the standard head's.
 
-    python bench/bench_pisa.py --seeds 1 2 --jobs 3 --json-out docs/pisa_bccd_cpu.json
+    python bench/bench_pisa.py --jobs 2 --json-out docs/pisa_bccd_cpu.json     # seeds 1 2 3
+    python bench/bench_pisa.py --timing-only                                   # the step times alone
 
+``step_time_ratio`` is measured with the study's sampling (``cpu_fast``: 300 proposals and 64 RoIs
+per image), ``step_time_ratio_512`` with MMDetection's (2,000 proposals and 512 RoIs per image).
 PISA becomes the default only if it wins AP50 in every seed at no more than 1.2x the step time;
 the last line says whether it does (``pisa_wins``).
 """
@@ -45,7 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timing-steps", type=int, default=8, help="training steps timed per head (after 2 warm-up)"
     )
-    p.set_defaults(seeds=[1, 2], output_dir=os.path.join(ROOT, "outputs", "pisa"), cpu=True)
+    p.add_argument("--timing-only", action="store_true", help="only the step-time ratios (no training runs)")
+    p.set_defaults(seeds=[1, 2, 3], output_dir=os.path.join(ROOT, "outputs", "pisa"), cpu=True)
     return p
 
 
@@ -59,14 +63,22 @@ def run_head(args, data_flags: list[str], seed: int, head: str, threads: int | N
     return {
         "head": head,
         "seed": seed,
-        "AP50": point["AP50"],
-        "AP": point.get("AP"),
+        "AP50": round(point["AP50"], 4),
+        "AP": None if point.get("AP") is None else round(point["AP"], 4),
+        "AP50_per_class": {k[5:]: round(v, 4) for k, v in point.items() if k.startswith("AP50/")},
         "epoch_s": round(statistics.median(seconds), 1),
     }
 
 
-def step_time_ratio(args, data, steps: int) -> float:
-    """PISA's median training step over the standard head's: the same model, weights and batches."""
+# MMDetection's PISA sampling: 2,000 proposals per image into the RoI head, 512 RoIs sampled of them
+MMDET_SAMPLING = dict(
+    rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=2000, box_batch_size_per_image=512
+)
+
+
+def step_time_ratio(args, data, steps: int, **sampling) -> float:
+    """PISA's median training step over the standard head's: the same model, weights and batches;
+    ``sampling``: RPN / RoI sampling options over the ``cpu_fast`` preset's."""
     from datasets.torch_data import DetectionDataset, collate_fn
     from datasets.transforms import build_transforms
     from net.models import build_model
@@ -74,7 +86,12 @@ def step_time_ratio(args, data, steps: int) -> float:
     torch.manual_seed(0)
     models = {
         head: build_model(
-            args.model, data.num_classes + 1, min_size=args.min_size, preset="cpu_fast", roi_head=head
+            args.model,
+            data.num_classes + 1,
+            min_size=args.min_size,
+            preset="cpu_fast",
+            roi_head=head,
+            **sampling,
         ).train()
         for head in HEADS
     }
@@ -115,11 +132,18 @@ def main(argv: list[str] | None = None) -> int:
 
     train, _ = build_datasets(data)
     start = time.perf_counter()
+    ratios = {
+        "step_time_ratio": step_time_ratio(args, train, args.timing_steps),
+        "step_time_ratio_512": step_time_ratio(args, train, args.timing_steps, **MMDET_SAMPLING),
+    }
+    if args.timing_only:
+        print(json.dumps(ratios | {"wall_s": round(time.perf_counter() - start, 1)}))
+        return 0
     threads = None if args.jobs <= 1 else max(1, (os.cpu_count() or 1) // args.jobs)
     jobs = [(seed, head) for seed in args.seeds for head in HEADS]
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         runs = list(pool.map(lambda job: run_head(args, data_flags, job[0], job[1], threads), jobs))
-    ratio = step_time_ratio(args, train, args.timing_steps)
+    ratio = ratios["step_time_ratio"]
 
     def mean(head: str, key: str) -> float | None:
         values = [r[key] for r in runs if r["head"] == head and r[key] is not None]
@@ -135,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "ap50_pisa": mean("pisa", "AP50"),
         "ap_baseline": mean("standard", "AP"),
         "ap_pisa": mean("pisa", "AP"),
-        "step_time_ratio": ratio,
+        **ratios,
         "pisa_wins": wins,
         "runs": runs,
         "settings": {

@@ -35,9 +35,10 @@ from datasets.voc import load_voc, voc_xml
 logger = logging.getLogger(__name__)
 
 DEMO_CLASSES = ("circle", "square", "triangle", "cross")
-DEMO_VERSION = 3  # 3: the COCO files are written by records_to_coco (VOC files unchanged)
+DEMO_VERSION = 4  # 4: fewer, larger objects (1-3 of 40-96 px); 3: COCO files by records_to_coco
 _EMPTY_FRACTION = 0.06
-_MAX_OBJECTS = 5
+_MAX_OBJECTS = 3
+_SIZES = (42.0, 92.0)  # px: a shape's extent, whatever its rotation
 _MAX_OVERLAP_IOU = 0.3
 
 
@@ -122,7 +123,7 @@ def render_image(seed: int, index: int) -> tuple[Image.Image, list[tuple[int, li
         if len(objects) == count:
             break
         label = int(rng.integers(1, len(DEMO_CLASSES) + 1))
-        size = float(rng.uniform(22, 76))  # extents 20-80 px whatever the rotation
+        size = float(rng.uniform(*_SIZES))
         cx, cy = rng.uniform(size / 2, width - size / 2), rng.uniform(size / 2, height - size / 2)
         poly = _shape(DEMO_CLASSES[label - 1], cx, cy, size, float(rng.uniform(0, 2 * np.pi)))
         box = np.array([*poly.min(0), *poly.max(0)])

@@ -59,6 +59,9 @@ PRESETS: dict[str, dict] = {
 _CUSTOM_OPTIONS = ("fpn_channels", "box_head_dim")
 
 SMALL_ANCHORS = ((16, 32, 64, 128, 256),) * 3
+# The demo's backbone: MobileNetV2 features pretrained on synthetic images of their own (never the
+# demo's; bench/pretrain_demo_backbone.py regenerates it, its provenance is the .json beside it)
+DEMO_BACKBONE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "demo_mobilenet_v2.pth")
 
 
 def _mobilenet_v2_fpn(

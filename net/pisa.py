@@ -12,10 +12,18 @@ checkpoint loads into a standard model. Three parts, with MMDetection's ``train_
 * **ISR-P** (``isr_*``): positives are ranked by IoU-HLR: by IoU of the predicted box with its GT
   box inside the group of that GT box, then across the groups of a class; weights as above,
   renormalised so the positives' summed classification loss is unchanged.
-* **CARL** (``carl_*``): each positive's box loss is weighted by ``((1 - bias) * p + bias) ** k``, p
-  its score for its GT class (with gradient, so the box loss also trains the classifier),
-  normalised to a mean weight of 1. Here CARL weights the box loss itself (MMDetection adds it as a
-  second box term): with every exponent 0 the losses are exactly torchvision's.
+* **CARL** (``carl_*``): a second box loss, ``loss_carl``, added to the plain ``loss_box_reg`` as
+  MMDetection does: each positive's box loss weighted by ``((1 - bias) * p + bias) ** k``, p its
+  score for its GT class (with gradient, so it also trains the classifier), normalised to a mean
+  weight of 1.
+
+Both box terms are Smooth-L1 with ``smooth_l1_beta`` 1.0, the value of MMDetection's PISA configs
+(torchvision's standard head uses 1/9). Negatives are scored by the box head in eval mode, so that
+BatchNorm in a box head (``fasterrcnn_resnet50_fpn_v2``) keeps its running statistics. Grouping and
+ranking are tensor operations (torchvision's NMS, sorts), with no host read per box.
+
+With every exponent 0 the classification loss and ``loss_box_reg`` are torchvision's at the same
+beta, but the negatives are still those Score-HLR picks, and ``loss_carl`` equals ``loss_box_reg``.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
-from torchvision.ops import box_iou
+from torchvision.ops import box_iou, nms
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class PisaConfig:
     hlr_bias: float = 0.0
     hlr_score_thr: float = 0.05
     hlr_iou_thr: float = 0.5
+    smooth_l1_beta: float = 1.0  # MMDetection's PISA configs: SmoothL1Loss(beta=1.0), both box terms
 
 
 def rank_descending(values: Tensor) -> Tensor:
@@ -54,7 +63,21 @@ def rank_descending(values: Tensor) -> Tensor:
     return rank
 
 
-def linear_importance(rank: Tensor, top: int, k: float, bias: float) -> Tensor:
+def rank_within(groups: Tensor, values: Tensor) -> Tensor:
+    """Rank of each value inside its group (equal ``groups``), 0 for the largest; ties: the earlier
+    index first. Two stable sorts, no loop."""
+    order = torch.sort(values, descending=True, stable=True).indices
+    order = order[torch.sort(groups[order], stable=True).indices]  # group by group, each by value
+    position = torch.arange(len(order), device=values.device)
+    starts = torch.ones(len(order), dtype=torch.bool, device=values.device)
+    starts[1:] = groups[order][1:] != groups[order][:-1]
+    first = torch.cummax(torch.where(starts, position, 0), 0).values  # where each one's group starts
+    rank = torch.empty_like(order)
+    rank[order] = position - first
+    return rank
+
+
+def linear_importance(rank: Tensor, top: int | Tensor, k: float, bias: float) -> Tensor:
     """``((1 - bias) * u + bias) ** k`` with ``u = (top - rank) / top``."""
     u = (top - rank.to(torch.float32)) / top
     return (bias + (1 - bias) * u).pow(k)
@@ -63,7 +86,7 @@ def linear_importance(rank: Tensor, top: int, k: float, bias: float) -> Tensor:
 def renormalise(weights: Tensor, losses: Tensor) -> Tensor:
     """``weights`` scaled so that ``sum(weights * losses) == sum(losses)`` (unchanged when it is 0)."""
     new = (weights * losses).sum()
-    return weights * (losses.sum() / new) if new > 0 else weights
+    return weights * torch.where(new > 0, losses.sum() / new.clamp_min(1e-30), 1.0)
 
 
 def iou_hlr_weights(
@@ -81,36 +104,33 @@ def iou_hlr_weights(
     """
     if len(labels) == 0:
         return cls_losses.new_ones(0)
-    top = int(torch.bincount(labels).max())
-    weights = torch.ones_like(ious, dtype=torch.float32)
-    for cls in torch.unique(labels):
-        in_cls = torch.where(labels == cls)[0]
-        key = ious[in_cls].to(torch.float64).clone()
-        for gt in torch.unique(gt_ids[in_cls]):
-            group = torch.where(gt_ids[in_cls] == gt)[0]
-            key[group] += top - rank_descending(ious[in_cls][group]).to(torch.float64)  # local rank first
-        weights[in_cls] = linear_importance(rank_descending(key), top, 1.0, 0.0)
+    top = torch.bincount(labels).max()
+    local = rank_within(gt_ids, ious)  # inside each GT box's group, by IoU
+    key = ious.to(torch.float64) + (top - local).to(torch.float64)  # local rank first, then IoU
+    weights = linear_importance(rank_within(labels, key), top, 1.0, 0.0)
     weights = (bias + (1 - bias) * weights).pow(k)
     return renormalise(weights, cls_losses)
 
 
-def nms_groups(boxes: Tensor, scores: Tensor, iou_thr: float) -> list[Tensor]:
-    """Greedy NMS that keeps what it suppresses: each group is a kept box (highest score left)
-    and the boxes it suppresses (IoU >= ``iou_thr``), in descending score order."""
+def nms_group_ids(boxes: Tensor, scores: Tensor, iou_thr: float) -> Tensor:
+    """Greedy NMS that keeps what it suppresses: for each box, the index of the kept box whose group
+    it joins (itself when kept). A box joins the first kept box, in descending score order, that
+    comes before it and overlaps it by IoU > ``iou_thr`` (torchvision's NMS rule)."""
+    n = len(scores)
     order = torch.sort(scores, descending=True, stable=True).indices
-    iou = box_iou(boxes[order], boxes[order])
-    free = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
-    groups = []
-    for a in range(len(order)):
-        if not free[a]:
-            continue
-        members = torch.where(free & (iou[a] >= iou_thr))[0]
-        members = torch.unique(
-            torch.cat([members, members.new_tensor([a])])
-        )  # a degenerate box has IoU 0 with itself
-        free[members] = False
-        groups.append(order[members])
-    return groups
+    ranked = boxes[order]
+    # descending ranks as scores: torchvision's NMS visits the boxes in this (stable) order
+    kept = torch.sort(
+        nms(ranked, torch.arange(n, 0, -1, dtype=torch.float32, device=boxes.device), iou_thr)
+    ).values
+    joins = (box_iou(ranked[kept], ranked) > iou_thr) & (
+        kept[:, None] <= torch.arange(n, device=boxes.device)
+    )
+    joins[torch.arange(len(kept), device=boxes.device), kept] = True  # a degenerate box: its own group
+    leader = kept[joins.to(torch.uint8).argmax(0)]  # the first kept box that takes it
+    group = torch.empty_like(order)
+    group[order] = order[leader]
+    return group
 
 
 def score_hlr_sample(
@@ -141,10 +161,10 @@ def score_hlr_sample(
     if len(valid) == 0:
         pick = torch.randperm(len(probs), generator=generator, device=probs.device)[:num]
         return pick, probs.new_ones(num)
-    importance = probs.new_zeros(len(valid), dtype=torch.float64)
-    for group in nms_groups(boxes[valid], max_score[valid], cfg.hlr_iou_thr):
-        importance[group] = len(valid) - torch.arange(len(group), device=probs.device, dtype=torch.float64)
-        importance[group] += max_score[valid][group].to(torch.float64)
+    scores = max_score[valid]
+    groups = nms_group_ids(boxes[valid], scores, cfg.hlr_iou_thr)
+    # a negative's rank inside its NMS group first, then its score
+    importance = (len(valid) - rank_within(groups, scores)).to(torch.float64) + scores.to(torch.float64)
     rank = rank_descending(importance)
     n_hlr = min(len(valid), num)
     hlr = torch.sort(rank).indices[:n_hlr]  # the best Score-HLR first
@@ -165,22 +185,31 @@ def pisa_losses(
     label_weights: Tensor,
     carl_k: float,
     carl_bias: float,
-) -> tuple[Tensor, Tensor]:
-    """Weighted classification loss and CARL box loss, both averaged over all sampled RoIs as
-    torchvision's ``fastrcnn_loss`` does (which they equal with unit weights and ``carl_k`` 0)."""
+    beta: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The weighted classification loss, the plain box loss and the CARL box loss, each averaged
+    over all sampled RoIs as torchvision's ``fastrcnn_loss`` and MMDetection's ``avg_factor`` do (with
+    unit weights and ``beta`` 1/9 the first two are ``fastrcnn_loss``'s)."""
     n = labels.numel()
     loss_cls = (F.cross_entropy(class_logits, labels, reduction="none") * label_weights).sum() / n
     pos = torch.where(labels > 0)[0]
     box_regression = box_regression.reshape(n, box_regression.size(-1) // 4, 4)
     per_box = F.smooth_l1_loss(
-        box_regression[pos, labels[pos]], regression_targets[pos], beta=1 / 9, reduction="none"
+        box_regression[pos, labels[pos]], regression_targets[pos], beta=beta, reduction="none"
     ).sum(1)
     score = F.softmax(class_logits[pos], -1)[
         torch.arange(len(pos), device=pos.device), labels[pos]
     ]  # with gradient
     carl = (carl_bias + (1 - carl_bias) * score).pow(carl_k)
-    carl = carl * (len(pos) / carl.sum()) if len(pos) else carl
-    return loss_cls, (per_box * carl).sum() / n
+    carl = carl * (len(pos) / carl.sum().clamp_min(1e-12))
+    return loss_cls, per_box.sum() / n, (per_box * carl).sum() / n
+
+
+def batch_gt_ids(matched: list[Tensor], gt_counts: list[int]) -> Tensor:
+    """Each sampled RoI's GT box as an id unique across the batch: its index in its image's GT boxes
+    plus the GT boxes of the images before it (MMDetection offsets by RoIs, which can collide)."""
+    offsets = [sum(gt_counts[:i]) for i in range(len(gt_counts))]
+    return torch.cat([m + o for m, o in zip(matched, offsets)])
 
 
 class PisaRoIHeads(RoIHeads):
@@ -224,10 +253,7 @@ class PisaRoIHeads(RoIHeads):
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         all_labels, label_weights = torch.cat(labels), torch.cat(weights)
-        offsets = torch.cumsum(
-            torch.tensor([0] + [len(g) for g in gt_boxes[:-1]], device=all_labels.device), 0
-        )
-        gt_ids = torch.cat([m + o for m, o in zip(matched, offsets)])
+        gt_ids = batch_gt_ids(matched, [len(g) for g in gt_boxes])
         label_weights = self.isr_p(
             class_logits,
             box_regression,
@@ -237,7 +263,7 @@ class PisaRoIHeads(RoIHeads):
             torch.cat(targets_boxes),
             label_weights,
         )
-        loss_classifier, loss_box_reg = pisa_losses(
+        loss_classifier, loss_box_reg, loss_carl = pisa_losses(
             class_logits,
             box_regression,
             all_labels,
@@ -245,8 +271,9 @@ class PisaRoIHeads(RoIHeads):
             label_weights,
             self.pisa.carl_k,
             self.pisa.carl_bias,
+            self.pisa.smooth_l1_beta,
         )
-        losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+        losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_carl": loss_carl}
         if self.has_mask():  # torchvision's mask branch, on the sampled positives
             pos = [torch.where(lab > 0)[0] for lab in labels]
             mask_proposals = [p[i] for p, i in zip(proposals, pos)]
@@ -272,20 +299,12 @@ class PisaRoIHeads(RoIHeads):
             keep = torch.randperm(len(candidates), device=lab.device)[: int(num * self.pisa.hlr_pos_fraction)]
             pos.append(candidates[keep])
         neg = [torch.where(lab == 0)[0] for lab in labels]
-        with torch.no_grad():  # the negatives as the current head sees them
-            feats = self.box_head(
-                self.box_roi_pool(features, [p[i] for p, i in zip(proposals, neg)], image_shapes)
-            )
-            logits, deltas = self.box_predictor(feats)
+        logits, deltas = self.score_negatives(features, [p[i] for p, i in zip(proposals, neg)], image_shapes)
         picks, weights = [], []
         for p, image_pos, image_neg, lg, dt in zip(
             proposals, pos, neg, logits.split([len(n) for n in neg]), deltas.split([len(n) for n in neg])
         ):
-            probs = F.softmax(lg, -1)
-            best = probs[:, 1:].argmax(1) + 1
-            boxes = self.box_coder.decode_single(
-                dt.reshape(len(dt), -1, 4)[torch.arange(len(dt)), best], p[image_neg]
-            )
+            probs, boxes = self.best_class_boxes(lg, dt, p[image_neg])
             bg_losses = F.cross_entropy(
                 lg, torch.zeros(len(lg), dtype=torch.long, device=lg.device), reduction="none"
             )
@@ -293,6 +312,26 @@ class PisaRoIHeads(RoIHeads):
             picks.append(torch.cat([image_pos, image_neg[chosen]]))
             weights.append(torch.cat([w.new_ones(len(image_pos)), w]))
         return picks, weights
+
+    def best_class_boxes(self, logits: Tensor, deltas: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """Softmax scores of RoIs and each one's predicted box for its best foreground class."""
+        probs = F.softmax(logits, -1)
+        best = probs[:, 1:].argmax(1) + 1
+        picked = deltas.reshape(len(deltas), -1, 4)[torch.arange(len(deltas), device=deltas.device), best]
+        return probs, self.box_coder.decode_single(picked, boxes)
+
+    @torch.no_grad()
+    def score_negatives(self, features, boxes: list[Tensor], image_shapes) -> tuple[Tensor, Tensor]:
+        """The head's class logits and box deltas for ``boxes``, in eval mode: a BatchNorm in the box
+        head is not updated by negatives alone (its running statistics stay the training step's)."""
+        modes = [(m, m.training) for m in (self.box_head, self.box_predictor)]
+        for m, _ in modes:
+            m.eval()
+        try:
+            return self.box_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)))
+        finally:
+            for m, was in modes:
+                m.train(was)
 
     def isr_p(
         self, class_logits, box_regression, labels, gt_ids, proposals, gt_boxes, label_weights

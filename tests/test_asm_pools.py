@@ -210,6 +210,18 @@ def test_topk_v2_ends_whatever_the_ratios(seed):
     assert len(state.labelled) == n + 3 and max(state.passes.values()) <= passes
 
 
+def test_topk_v2_with_every_ratio_high_takes_one_round_more_than_passes_times_n_over_k():
+    """5 images, K 4, 2 passes, all uncertain: round 1 detects 4 (pending), round 2 detects them again
+    (their last pass: to the human), round 3 the fifth, round 4 the fifth again: 4 rounds, not 3."""
+    records = _records(5 + 1)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("topk_v2", 4, records, initial=[0], seed=0, max_passes=2)
+    sizes = []
+    while not state.exhausted():
+        sizes.append(len(_run_round(state, oracle, lambda m: [0.9] * m)[0]))
+    assert sizes == [4, 4, 1, 1] and len(state.labelled) == 6
+
+
 def test_middle_band_goes_to_the_human_on_its_last_pass():
     records = _records(12)
     oracle = {r.image_id: r for r in records}

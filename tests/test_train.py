@@ -94,6 +94,27 @@ def test_outputs_logs_and_tensorboard(clean_run):
     assert not [f for f in os.listdir(out) if f.startswith(".tmp_")]
 
 
+def test_best_pth_holds_the_model_alone_and_a_run_resumes_from_last(clean_run, tmp_path, caplog):
+    out, _ = clean_run
+    best, last = (load_checkpoint(os.path.join(out, n)) for n in ("best.pth", "last.pth"))
+    assert set(best) == {
+        "config",
+        "classes",
+        "model",
+        "label_to_cat_id",
+        "best_ap",
+        "environment",
+        "git",
+        "format",
+    }
+    assert best["model"].keys() == last["model"].keys() and "optimizer" in last
+    assert os.path.getsize(os.path.join(out, "best.pth")) < 0.75 * os.path.getsize(
+        os.path.join(out, "last.pth")
+    )
+    code = main([*TINY, "--cache-dir", str(tmp_path / "cache"), "--resume", os.path.join(out, "best.pth")])
+    assert code == 2 and "a weights-only file goes to --weights, not --resume" in caplog.text
+
+
 def _poison_epochs(monkeypatch, bad_calls):
     """Make chosen calls of train_one_epoch start from NaN weights: the real loss check must fire."""
     import tools.fit

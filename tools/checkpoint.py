@@ -62,6 +62,12 @@ class RunState:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    def model_dict(self) -> dict[str, Any]:
+        """What ``best.pth`` holds: the model and what reads it (:data:`MODEL_KEYS`), its AP and where
+        it came from; no optimizer, schedule or pools (a run resumes from ``last.pth``)."""
+        keep = (*MODEL_KEYS, "best_ap", "environment", "git", "format")
+        return {name: getattr(self, name) for name in keep}
+
     @classmethod
     def from_dict(
         cls, state: dict[str, Any], path: str = "checkpoint", need: tuple[str, ...] = ()

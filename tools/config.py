@@ -91,17 +91,16 @@ def parse_with_config(
 ) -> argparse.Namespace:
     """Parse ``argv`` with config files and ``--cfg-options`` applied as defaults.
 
-    ``presets`` maps a boolean option (``asm_core_defaults``) to option values that apply, when it is
-    set, above argparse's defaults and below the config files and explicit flags.
+    ``presets`` maps a condition to option values that apply, when it holds, above argparse's
+    defaults and below the config files and explicit flags. A condition is a boolean option
+    (``asm_core_defaults``: when it is set) or ``name=value`` (``dataset=demo``: when the option,
+    as the command line and config files leave it, has that value).
 
     Raises:
         ValueError: an unknown key (the message lists the valid ones) or a malformed file.
     """
     first, _ = parser.parse_known_args(argv)
     values: dict[str, Any] = {}
-    for flag, preset in (presets or {}).items():
-        if vars(first).get(flag):
-            values = merge_dicts(values, preset)
     positional = vars(first).get("config_file")  # train_asm_one.py configs/x.yaml, as MMDetection
     for path in [*first.config, *([positional] if positional else [])]:
         values = merge_dicts(values, load_config(path))
@@ -109,12 +108,28 @@ def parse_with_config(
     actions = {
         a.dest: a for a in parser._actions if a.dest not in ("help", "config", "cfg_options", "config_file")
     }
+    source = " ".join([*first.config, *([positional] if positional else [])]) or "--cfg-options"
+    _set_defaults(parser, actions, values, source)
+    args = parser.parse_args(argv)
+    chosen: dict[str, Any] = {}
+    for condition, preset in (presets or {}).items():
+        name, is_equal, wanted = condition.partition("=")
+        value = getattr(args, name, None)
+        if (str(value) == wanted) if is_equal else value:
+            chosen = merge_dicts(chosen, preset)
+    if not chosen:
+        return args
+    _set_defaults(parser, actions, merge_dicts(chosen, values), source)
+    return parser.parse_args(argv)
+
+
+def _set_defaults(
+    parser: argparse.ArgumentParser, actions: dict, values: dict[str, Any], source: str
+) -> None:
     unknown = sorted(set(values) - set(actions))
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(actions)}")
-    source = " ".join([*first.config, *([positional] if positional else [])]) or "--cfg-options"
     parser.set_defaults(**{k: _coerce(actions[k], k, v, source) for k, v in values.items()})
-    return parser.parse_args(argv)
 
 
 def _coerce(action: argparse.Action, key: str, value: Any, source: str) -> Any:

@@ -398,7 +398,7 @@ def log_epoch(
     )
     shift = "-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}"
     accuracy = (
-        f"AP50 {metrics['voc/AP50']:.3f} AP75 {metrics['voc/AP75']:.3f} ap_shift {shift}"
+        f"AP50 {metrics[AP50]:.3f} AP75 {metrics['voc/AP75']:.3f} ap_shift {shift}"
         if evaluated
         else "(not evaluated)"
     )

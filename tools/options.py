@@ -13,7 +13,7 @@ import os
 
 from asm.merge import ASMConfig
 from asm.pools import ROUND_TRAIN, STRATEGIES
-from net.models import MODELS, PRESETS, ROI_HEADS
+from net.models import DEMO_BACKBONE, MODELS, PRESETS, ROI_HEADS
 from net.pisa import PisaConfig
 from tools.early_stop import APShiftStopper
 from tools.fit import FitConfig
@@ -68,7 +68,19 @@ ASM_CORE_DEFAULTS = {
     "round_train": "replay",  # a round trains on its images plus K random label-pool records
     "round_epochs": 1,  # ASM_core brings K new images after every epoch
 }
-OPTION_PRESETS = {"asm_core_defaults": ASM_CORE_DEFAULTS}
+# The built-in demo's own values (any flag or config file wins): a few minutes on two CPU cores from a
+# backbone pretrained on synthetic images of its own (net.models.DEMO_BACKBONE; --weights-backbone none
+# trains from scratch), so that the model confirms boxes from its first round.
+DEMO_DEFAULTS = {
+    "weights_backbone": DEMO_BACKBONE,
+    "demo_train": 300,
+    "demo_val": 60,
+    "initial": 100,
+    "epochs": 6,
+    "round_epochs": 3,
+}
+OPTION_PRESETS = {"asm_core_defaults": ASM_CORE_DEFAULTS, "dataset=demo": DEMO_DEFAULTS}
+NO_WEIGHTS = "none"  # --weights-backbone none: no backbone weights, not even the demo's
 
 
 HIDDEN_ALIASES = ("--ckpt",)  # ASM_core's name of the output folder: still read, not listed
@@ -91,7 +103,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn", help=f"one of {sorted(MODELS)}")
     g.add_argument("--weights", default=None, help="torchvision weight name (DEFAULT) or local .pth")
     g.add_argument(
-        "--weights-backbone", default=None, help="torchvision weight name or local .pth of the backbone"
+        "--weights-backbone",
+        default=None,
+        help="torchvision weight name or local .pth of the backbone; none: no weights (the demo loads "
+        "its own by default)",
     )
     g.add_argument("--trainable-layers", type=int, default=None)
     g.add_argument("--min-size", type=int, default=224)
@@ -114,8 +129,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
             f"--{f.name.replace('_', '-')}",
             type=int if f.name == "hlr_num" else float,
             default=f.default,
-            help=f"MMDetection's {dict(hlr='sampler').get(part, part)}.{key}"
-            + (" (default: the model's RoIs per image)" if f.name == "hlr_num" else ""),
+            help=(
+                "Smooth-L1 beta of both PISA box terms (MMDetection's PISA configs: loss_bbox beta)"
+                if f.name == "smooth_l1_beta"
+                else f"MMDetection's {dict(hlr='sampler').get(part, part)}.{key}"
+                + (" (default: the model's RoIs per image)" if f.name == "hlr_num" else "")
+            ),
         )
 
 

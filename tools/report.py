@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shlex
+from operator import itemgetter
 from typing import Any
 
 from datasets.atomic import atomic_write_text
@@ -186,7 +187,7 @@ def closing_story(run, ap50: float | None) -> str:
         (run.asm.round if run.asm else 0, ap50)
     ]
     curve = " -> ".join(f"round {k}: {fmt(v)}" for k, v in points)
-    lines = ["", f"AP50 by round: {curve}"]
+    lines = ["", f"AP50 by round: {curve}", *round_lines(rounds)]
     if run.asm is not None:
         human = human_work(run)
         total = human["drawn"] + human["confirmed"]
@@ -204,6 +205,23 @@ def closing_story(run, ap50: float | None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def round_lines(rounds: list[dict]) -> list[str]:
+    """One line per ASM round of log.jsonl's records: the boxes the model confirmed, those the human
+    drew (and moved), the share of the round's boxes the human did not draw, and the AP50 after it."""
+    lines = []
+    for r in sorted(
+        {r["round"]: r for r in rounds if r["round"] > 0 and "drawn" in r}.values(), key=itemgetter("round")
+    ):
+        confirmed, drawn, moved = r["confirmed"], r["drawn"], r.get("moved", 0)
+        total = confirmed + drawn + moved
+        share = f"{100 * confirmed / total:.0f}%" if total else "-"
+        lines.append(
+            f"  round {r['round']}: the model confirmed {confirmed} boxes, the human drew {drawn} and moved "
+            f"{moved}: {share} of the round's {total} boxes not drawn by hand; AP50 {fmt(r.get('AP50'))}"
+        )
+    return lines
 
 
 def explain_drop(run, ap50: float) -> None:

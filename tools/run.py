@@ -145,7 +145,8 @@ class Run:
             ) from e
 
     def save(self) -> None:
-        """Checkpoint: ``last.pth``, and ``best.pth`` on a new best AP of an evaluated epoch."""
+        """Checkpoint: ``last.pth`` (everything a resume needs), and on a new best AP of an evaluated
+        epoch ``best.pth`` (the model alone: :meth:`RunState.model_dict`)."""
         out = self.args.output_dir
         state = self.state()
         with STOP.deferred():  # Ctrl-C or SIGTERM: after the write, not in the middle of it
@@ -154,7 +155,7 @@ class Run:
                 ap = self.phase.history[-1]["metrics"][AP_KEYS[self.args.ap]]
                 if ap > self.best_ap:
                     self.best_ap = state.best_ap = ap
-                    save_checkpoint(best_path(out), state.to_dict())
+                    save_checkpoint(best_path(out), state.model_dict())
 
     def train_phase(self) -> dict:
         """Train the current phase from its next epoch to its end (last epoch, or AP settled),

@@ -23,7 +23,7 @@ from tools import dist
 from tools.coco_eval import COCOEvaluator
 from tools.fit import FitContext, eval_loader
 from tools.logs import RunLog
-from tools.options import check_options, fit_config, pisa_config, training_seed
+from tools.options import NO_WEIGHTS, check_options, fit_config, pisa_config, training_seed
 from tools.process import (
     choose_device,
     configure_logging,
@@ -96,7 +96,7 @@ def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.de
         args.model,
         num_classes + 1,
         weights=args.weights,
-        weights_backbone=args.weights_backbone,
+        weights_backbone=None if args.weights_backbone in (None, NO_WEIGHTS) else args.weights_backbone,
         trainable_layers=args.trainable_layers,
         min_size=args.min_size,
         max_size=args.max_size,

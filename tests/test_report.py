@@ -1,0 +1,29 @@
+"""What the user reads at the end of a run: the per-round lines of the closing story."""
+
+from tools.report import initial_record, round_lines
+
+
+def test_each_round_says_what_the_model_confirmed_what_the_human_drew_and_the_ap50():
+    """Round 1: 30 confirmed, 60 drawn, 10 moved: 30 of 100 boxes (30%) not drawn. Round 2: 45, 5, 0:
+    90%. A round repeated in the log (a resumed run) counts once, with its last record; round 0 (the
+    initial pool) has no line."""
+    records = [
+        initial_record(100, 400, {"voc/AP50": 0.5, "voc/AP75": 0.25}),
+        {"type": "round", "round": 1, "confirmed": 30, "drawn": 70, "moved": 10, "AP50": 0.1},
+        {"type": "round", "round": 1, "confirmed": 30, "drawn": 60, "moved": 10, "AP50": 0.7},
+        {"type": "round", "round": 2, "confirmed": 45, "drawn": 5, "moved": 0, "AP50": 0.8125},
+    ]
+    lines = round_lines(records)
+    assert lines == [
+        "  round 1: the model confirmed 30 boxes, the human drew 60 and moved 10: 30% of the round's 100 "
+        "boxes not drawn by hand; AP50 0.700",
+        "  round 2: the model confirmed 45 boxes, the human drew 5 and moved 0: 90% of the round's 50 "
+        "boxes not drawn by hand; AP50 0.812",
+    ]
+
+
+def test_a_round_without_boxes_says_so():
+    assert round_lines([{"type": "round", "round": 1, "confirmed": 0, "drawn": 0, "AP50": None}]) == [
+        "  round 1: the model confirmed 0 boxes, the human drew 0 and moved 0: - of the round's 0 boxes "
+        "not drawn by hand; AP50 -"
+    ]
