@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 
 import torch
 from tqdm import tqdm
@@ -28,6 +29,7 @@ from tools.coco_eval import to_coco_results
 from tools.inference import folder_records, model_from_checkpoint, predict_tta
 
 logger = logging.getLogger("infer")
+EXIT_NO_IMAGES = 1  # every image was skipped (unreadable): results hold nothing
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -96,6 +98,13 @@ def infer(args: argparse.Namespace) -> int:
     )
     summary = {"images": done, "detections": len(results), "skipped": len(skipped)}
     print(json.dumps({**summary, "skipped_files": skipped[:20], "out": os.path.abspath(args.out)}))
+    if not done:
+        logger.error(
+            "no image could be read: %d skipped (first: %s); nothing was detected",
+            len(skipped),
+            ", ".join(skipped[:3]) or "-",
+        )
+        return EXIT_NO_IMAGES
     return 0
 
 
@@ -136,9 +145,28 @@ def detect_all(args, model, data: RecordSet, label_to_cat, coco_ids, device) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ignored = data_flags_without_dataset(parser, args, sys.argv[1:] if argv is None else argv)
+    if ignored:
+        logger.error(
+            "%s would be ignored: without --dataset, infer.py reads the data of the run that wrote "
+            "--checkpoint; add --dataset (demo, voc, coco, folder) to use them, or drop them",
+            " ".join(ignored),
+        )
+        return 2
     return infer(args)
+
+
+def data_flags_without_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace, argv) -> list[str]:
+    """The data options written on the command line while ``--dataset`` is not (they would be ignored)."""
+    if args.dataset is not None or args.images:
+        return []
+    probe = argparse.ArgumentParser(add_help=False)
+    add_data_args(probe)
+    data_flags = set(probe._option_string_actions) - {"--dataset"}
+    return [tok.split("=", 1)[0] for tok in argv if tok.split("=", 1)[0] in data_flags]
 
 
 if __name__ == "__main__":

@@ -141,11 +141,11 @@ def sha256(path: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=3000, help="pretraining images (windows: about 4 per image)")
-    p.add_argument("--val-images", type=int, default=300, help="held-out images for the accuracy")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--images", type=int, default=1500, help="pretraining images (windows: about 3 per image)")
+    p.add_argument("--val-images", type=int, default=200, help="held-out images for the accuracy")
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0, help="windows' shifts, initialisation and batch order")
     p.add_argument("--out", default=DEMO_BACKBONE)
     args = p.parse_args(argv)

@@ -196,8 +196,12 @@ def build_datasets(opts: DataOptions) -> tuple[RecordSet, RecordSet]:
                 "pass --allow-missing-labels to train anyway"
             )
     if not train.num_boxes():
+        keyless = train.report.of("no_annotations_key") if train.report is not None else []
         raise ValueError(
-            f"the training images under {train.image_root} hold no boxes at all ({len(train)} images); "
+            f"{keyless[0][0]}: no 'annotations' key, so its {len(train)} images hold no boxes; export the "
+            "file with its annotations (COCO instances JSON)"
+            if keyless
+            else f"the training images under {train.image_root} hold no boxes at all ({len(train)} images); "
             "check the labels' location and format (README 'Your own data')"
         )
     shared = same_files(

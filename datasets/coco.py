@@ -207,6 +207,7 @@ def load_coco(
     image_ids, images = _images(data["images"], src)
     if "annotations" not in data:
         logger.warning("%s: no 'annotations' key: all %d images are negatives (no objects)", src, len(images))
+        report.add("no_annotations_key", src, "no 'annotations' key: every image a negative")
     ann_idx, img_idx, labels, boxes, iscrowd, ann_ids = _annotations(anns, image_ids, cat_ids, src, report)
     boxes, kept = _sane_boxes(boxes, images, img_idx, ann_idx, ann_ids, report, src)
     kept = kept[np.argsort(img_idx[kept], kind="stable")]

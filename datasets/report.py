@@ -30,8 +30,11 @@ REASONS = {
     "duplicate_stem": "two images share a file stem (the first name kept, the other not used)",
     "labels_lost": "image whose every box was dropped (degenerate, unknown class): kept without boxes",
     "image_without_xml": "image of a flat VOC folder without an annotation file of its stem (not used)",
+    "no_annotations_key": "COCO file without an 'annotations' key: every image a negative",
+    "mask_split": "mask value covering separate regions: one object per region (specks dropped)",
 }
-QUIET = {"clipped_subpixel"}  # counted and listed in load_report.json, but not worth a warning
+# counted and listed in load_report.json, but not worth a warning (the second: the loader warns once itself)
+QUIET = {"clipped_subpixel", "no_annotations_key"}
 
 
 @dataclass

@@ -8,9 +8,10 @@ JSON with polygon masks, so that the demo goes through the same loaders as real 
     <root>/VOC/ImageSets/Main/{train,val,trainval}.txt
     <root>/annotations/instances_{train,val}.json   (file_name relative to VOC/)
 
-It is sized for a small detector trained from scratch on two CPU cores: four classes told apart by
-shape (and loosely by hue), objects 20-80 px in 192-256 px images, textured backgrounds, about 6%
-empty images and some overlapping objects. Each image is drawn from its own seed, so the data are
+It is sized for the demo's detector on two CPU cores (a backbone pretrained on other images of this
+generator, ``bench/pretrain_demo_backbone.py``): four classes told apart by shape (and loosely by
+hue), one to three objects of 40-96 px in 192-256 px images, textured backgrounds, about 6% empty
+images and a little overlap. Each image is drawn from its own seed, so the data are
 identical for a seed on every machine and generating 600 images takes a few seconds.
 """
 

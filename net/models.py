@@ -56,7 +56,11 @@ PRESETS: dict[str, dict] = {
     ),
     "default": {},
 }
-_CUSTOM_OPTIONS = ("fpn_channels", "box_head_dim")
+# The built-in demo's (tools.options.DEMO_DEFAULTS): cpu_fast with the FPN on MobileNetV2's stride 8,
+# 16 and 32 stages instead of two stride-32 ones (torchvision's choice): its shapes are 40-96 px, and
+# boxes tight enough for SL (IoU 0.8 with the drawn box) need the finer levels.
+PRESETS["demo"] = {**PRESETS["cpu_fast"], "returned_layers": (2, 3, 4)}
+_CUSTOM_OPTIONS = ("fpn_channels", "box_head_dim", "returned_layers")
 
 SMALL_ANCHORS = ((16, 32, 64, 128, 256),) * 3
 # The demo's backbone: MobileNetV2 features pretrained on synthetic images of their own (never the
@@ -72,6 +76,7 @@ def _mobilenet_v2_fpn(
     local_backbone,
     fpn_channels: int = 256,
     box_head_dim: int = 1024,
+    returned_layers: tuple[int, ...] | None = None,
     **kw,
 ):
     pretrained = weights_backbone is not None or local_backbone is not None
@@ -81,6 +86,7 @@ def _mobilenet_v2_fpn(
         fpn=True,
         norm_layer=misc_nn_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
         trainable_layers=trainable_layers if trainable_layers is not None else (3 if pretrained else 6),
+        returned_layers=list(returned_layers) if returned_layers else None,
     )
     if local_backbone is not None:
         _load_backbone(backbone.body, local_backbone)
@@ -88,7 +94,8 @@ def _mobilenet_v2_fpn(
         in_channels = [block[0].in_channels for block in backbone.fpn.inner_blocks]
         backbone.fpn = FeaturePyramidNetwork(in_channels, fpn_channels, extra_blocks=LastLevelMaxPool())
         backbone.out_channels = fpn_channels
-    anchors = AnchorGenerator(SMALL_ANCHORS, ((0.5, 1.0, 2.0),) * len(SMALL_ANCHORS))
+    levels = len(backbone.fpn.inner_blocks) + 1  # and the FPN's max-pool level
+    anchors = AnchorGenerator(SMALL_ANCHORS[:1] * levels, ((0.5, 1.0, 2.0),) * levels)
     box_head = TwoMLPHead(fpn_channels * 7 * 7, box_head_dim)
     if mask:
         kw["mask_predictor"] = MaskRCNNPredictor(256, 256, num_classes)

@@ -490,3 +490,26 @@ def test_overwrite_draws_a_flat_folders_split_again(tmp_path, capsys):
         shutil.copy(os.path.join(demo, "VOC", "JPEGImages", name[:-4] + ".jpg"), flat / "images")
     code, out = _run(tmp_path, "run", *argv, "--overwrite")
     assert code == 0 and len(open(os.path.join(out, "splits", "train.txt")).read().split()) == 16
+
+
+def test_a_training_coco_file_without_annotations_names_the_file_and_the_key(tmp_path):
+    from datasets.build import DataOptions, build_datasets
+    from tests.helpers import coco_dict, write_coco
+
+    data = coco_dict()
+    del data["annotations"]
+    train = write_coco(tmp_path / "train", data)
+    val = write_coco(tmp_path / "val", coco_dict())
+    opts = DataOptions.of(
+        {
+            "dataset": "coco",
+            "coco_train_json": train,
+            "coco_train_images": str(tmp_path / "train" / "images"),
+            "coco_val_json": val,
+            "coco_val_images": str(tmp_path / "val" / "images"),
+            "output_dir": str(tmp_path / "out"),
+        }
+    )
+    with pytest.raises(ValueError) as e:
+        build_datasets(opts)
+    assert str(e.value).startswith(f"{train}: no 'annotations' key, so its 1 images hold no boxes")

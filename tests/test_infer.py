@@ -62,15 +62,9 @@ def _infer(tmp_path, ckpt, *extra):
             out,
             "--score-thresh",
             "0.0",
-            "--demo-train",
-            "12",
-            "--demo-val",
-            "4",
-            "--cache-dir",
-            str(tmp_path / "cache"),
             *extra,
         ]
-    )
+    )  # without --dataset: the data of the run that wrote the checkpoint
     assert code == 0
     return out
 
@@ -154,12 +148,6 @@ def test_no_detection_says_why_pycocotools_cannot_read_it(tmp_path, caplog):
             out,
             "--score-thresh",
             "1.01",
-            "--demo-train",
-            "12",
-            "--demo-val",
-            "4",
-            "--cache-dir",
-            str(tmp_path / "cache"),
         ]
     )
     assert code == 0 and json.load(open(out)) == []
@@ -238,3 +226,24 @@ def test_a_runs_folder_is_its_best_checkpoint_and_an_empty_folder_is_named(tmp_p
     assert f"{empty}: a folder without best.pth or last.pth" in caplog.text
     assert infer_main(["--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "r.json")]) == 2
     assert "checkpoint not found" in caplog.text and not (tmp_path / "r.json").exists()
+
+
+def test_data_flags_without_a_dataset_are_refused_not_ignored(tmp_path, caplog):
+    ckpt = _checkpoint(tmp_path)
+    argv = ["--checkpoint", ckpt, "--out", str(tmp_path / "r.json"), "--demo-train", "12", "--voc-roots=x"]
+    assert infer_main(argv) == 2 and not (tmp_path / "r.json").exists()
+    assert "--demo-train --voc-roots would be ignored: without --dataset" in caplog.text
+    assert infer_main([*argv[:4], "--dataset", "demo", "--demo-train", "12", "--demo-val", "4",
+                       "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
+
+
+def test_a_folder_of_unreadable_images_only_ends_non_zero_with_the_counts(tmp_path, capsys, caplog):
+    ckpt = _checkpoint(tmp_path)
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"\xff\xd8 not really an image")
+    code = infer_main(["--checkpoint", ckpt, "--out", str(tmp_path / "r.json"), "--images", str(folder)])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and summary["images"] == 0 and summary["skipped"] == 2
+    assert "no image could be read: 2 skipped" in caplog.text

@@ -104,3 +104,22 @@ def test_resnext_models_build_and_refuse_weights_torchvision_lacks(name):
     if "32x4d" in name and "101" in name:
         with pytest.raises(ValueError, match="no torchvision ImageNet weights"):
             build_model(name, 3, weights_backbone="DEFAULT")
+
+
+def test_the_demo_preset_puts_the_fpn_on_the_stride_8_16_and_32_stages():
+    """MobileNetV2's blocks 4, 7 and 14 start its stride-8, 16 and 32 stages (32, 64 and 160 channels);
+    torchvision's default takes blocks 14 and 18 (both stride 32). One anchor set per level, pool too."""
+    demo = build_model("maskrcnn_mobilenet_v2_fpn", 3, min_size=64, preset="demo")
+    plain = build_model("fasterrcnn_mobilenet_v2_fpn", 3, min_size=64, preset="cpu_fast")
+    assert [b[0].in_channels for b in demo.backbone.fpn.inner_blocks] == [32, 64, 160]
+    assert [b[0].in_channels for b in plain.backbone.fpn.inner_blocks] == [160, 1280]
+    assert demo.rpn.anchor_generator.num_anchors_per_location() == [15] * 4
+    features = demo.backbone(torch.rand(1, 3, 64, 64))
+    assert [f.shape[-1] for f in features.values()] == [8, 4, 2, 1]  # strides 8, 16, 32 and the pool's 64
+    target = {
+        "boxes": torch.tensor([[4.0, 4, 40, 40]]),
+        "labels": torch.tensor([1]),
+        "masks": torch.zeros(1, 64, 64, dtype=torch.uint8),
+    }
+    demo.train()
+    assert torch.isfinite(sum(demo([torch.rand(3, 64, 64)], [target]).values()))

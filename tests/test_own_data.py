@@ -268,6 +268,28 @@ def test_pennfudan_mask_pngs_give_boxes_and_masks(tmp_path):
     assert masks.shape == (2, 30, 40) and masks[0].sum() == 40 and masks[1].sum() == 16 * 19
 
 
+def test_one_mask_value_over_two_people_is_two_objects_and_a_speck_is_dropped(tmp_path, caplog):
+    """A 0/255 mask: two people (5x8 and 19x16 px) and a 2x2 speck, all 255. Two objects, one
+    mask_split count naming the file; the speck (4 px < 16) is no object."""
+    root = tmp_path / "PennFudanPed"
+    for i in range(4):
+        write_image(str(root / "PNGImages" / f"FudanPed{i:05d}.png"), size=(40, 30))
+        ids = np.zeros((30, 40), np.uint8)
+        ids[2:10, 3:8] = ids[12:28, 20:39] = ids[27:29, 2:4] = 255
+        os.makedirs(root / "PedMasks", exist_ok=True)
+        Image.fromarray(ids).save(root / "PedMasks" / f"FudanPed{i:05d}_mask.png")
+    train, _ = build_datasets(
+        _args(tmp_path, "--dataset", "folder", "--folder-root", str(root), "--folder-classes", "pedestrian")
+    )
+    rec = train.records[0]
+    np.testing.assert_array_equal(rec.boxes, [[3, 2, 8, 10], [20, 12, 39, 28]])
+    assert decode_masks(rec).sum((1, 2)).tolist() == [40, 16 * 19]
+    assert train.report.counts["mask_split"] == 3  # the three training images
+    source, detail = train.report.of("mask_split")[0]
+    assert source.endswith("_mask.png") and detail.startswith("value 255: 3 separate regions, 2 objects")
+    assert "mask_split" in caplog.text
+
+
 def test_heartbeat_line_has_round_epoch_rate_and_etas(caplog):
     beat = Heartbeat(interval=0, enabled=True)
     now = time.monotonic()

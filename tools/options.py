@@ -73,11 +73,14 @@ ASM_CORE_DEFAULTS = {
 # trains from scratch), so that the model confirms boxes from its first round.
 DEMO_DEFAULTS = {
     "weights_backbone": DEMO_BACKBONE,
+    "preset": "demo",  # the FPN on the stride 8-32 stages (net.models.PRESETS)
     "demo_train": 300,
     "demo_val": 60,
     "initial": 100,
-    "epochs": 6,
+    "epochs": 8,
     "round_epochs": 3,
+    "batch_size": 2,
+    "lr": 0.01,
 }
 OPTION_PRESETS = {"asm_core_defaults": ASM_CORE_DEFAULTS, "dataset=demo": DEMO_DEFAULTS}
 NO_WEIGHTS = "none"  # --weights-backbone none: no backbone weights, not even the demo's
