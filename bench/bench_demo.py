@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             e for e in read_jsonl(os.path.join(run, "log.jsonl")) if e["type"] == "round" and e["round"]
         ]
         sizes = {n: round(os.path.getsize(os.path.join(run, n)) / 2**20, 1) for n in ("last.pth", "best.pth")}
-    print("\n".join(lines[-14:-1]))  # the closing lines the user reads
+    begins = max((k for k, line in enumerate(lines) if line.startswith("AP50 by round")), default=0)
+    print("\n".join(lines[begins:-1]))  # the closing lines the user reads
     certain, matched = sum(r["certain"] for r in rounds), sum(r["matched"] for r in rounds)
     result = {
         "demo_s": round(seconds, 1),

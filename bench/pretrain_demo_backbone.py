@@ -56,8 +56,7 @@ def windows(seed: int, images: range, rng: np.random.Generator) -> tuple[torch.T
             x0, y0 = xy.min(0)
             x1, y1 = xy.max(0)
             boxes.append((x0, y0, x1, y1))
-            left = rng.uniform(max(0, x1 - WINDOW), min(x0, width - WINDOW))
-            top = rng.uniform(max(0, y1 - WINDOW), min(y0, height - WINDOW))
+            left, top = _offset(rng, x0, x1, width), _offset(rng, y0, y1, height)
             crops.append(pixels[int(top) : int(top) + WINDOW, int(left) : int(left) + WINDOW])
             labels.append(label)
         for _ in range(10):  # a background window: a few tries to miss every object
@@ -75,6 +74,15 @@ def windows(seed: int, images: range, rng: np.random.Generator) -> tuple[torch.T
                 break
     data = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
     return data, torch.tensor(labels, dtype=torch.int64)
+
+
+def _offset(rng: np.random.Generator, low: float, high: float, size: int) -> float:
+    """Where a window starts along one axis: at random, holding ``low..high`` whole; centred on it
+    when it is wider than the window (a rotated cross can be)."""
+    first, last = max(0.0, high - WINDOW), min(low, size - WINDOW)
+    if last < first:
+        return float(np.clip((low + high - WINDOW) / 2, 0, size - WINDOW))
+    return rng.uniform(first, last)
 
 
 def as_input(batch: torch.Tensor) -> torch.Tensor:
