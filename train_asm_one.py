@@ -22,7 +22,7 @@ import torch
 
 from asm.pools import initial_pool
 from datasets import AnnotationError
-from datasets.build import add_data_args, describe
+from datasets.build import add_data_args, describe, evaluation_warnings
 from tools import dist, run_dir
 from tools.checkpoint import CheckpointError, RunState, last_path, weights_digest
 from tools.config import add_config_args, parse_with_config, save_resolved
@@ -181,6 +181,8 @@ def run_job(
     and the rounds (:func:`train_all`), then the report. Returns the exit code."""
     logger.info(describe("train pool", train_set))
     logger.info(describe("evaluation", val_set))
+    for line in evaluation_warnings(val_set):
+        logger.warning(line)
     if dist.is_main():
         write_load_report(args.output_dir, train_set, val_set)
     start_wall = time.perf_counter()

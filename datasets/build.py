@@ -9,6 +9,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from datasets.coco import EXPORT_JSON, export_splits, load_coco
 from datasets.common import same_files, seeded_split
 from datasets.folder import export_folders, folder_splits, image_stems, load_folder, yolo_classes
@@ -349,6 +351,38 @@ def labelled_indices(data: RecordSet, opts: DataOptions) -> list[int] | None:
         for r in opts.voc_roots
     )
     return [i for i, r in enumerate(data.records) if r.file_name.startswith(prefixes)]
+
+
+MIN_EVAL_BOXES, MIN_EVAL_IMAGES = 30, 20  # an evaluation split below either measures AP coarsely
+
+
+def boxes_per_class(data: RecordSet) -> dict[str, int]:
+    """Boxes of each class (difficult ones included), by class name."""
+    labels = [r.labels for r in data.records if len(r)]
+    counts = np.bincount(np.concatenate(labels), minlength=data.num_classes + 1) if labels else None
+    return {c: 0 if counts is None else int(counts[i + 1]) for i, c in enumerate(data.classes)}
+
+
+def evaluation_warnings(val: RecordSet) -> list[str]:
+    """What an evaluation split cannot measure: classes without a box (their AP is not measured and
+    the mean leaves them out), and a split too small for a steady AP."""
+    per_class = boxes_per_class(val)
+    missing = [c for c, n in per_class.items() if n == 0]
+    lines = []
+    if missing:
+        measured = len(per_class) - len(missing)
+        lines.append(
+            f"the evaluation split has no box of {', '.join(missing)}: "
+            f"{'its' if len(missing) == 1 else 'their'} AP is not measured, and the mean AP is over the "
+            f"other {measured} of {len(per_class)} classes"
+        )
+    if val.num_boxes() < MIN_EVAL_BOXES or len(val) < MIN_EVAL_IMAGES:
+        lines.append(
+            f"the evaluation split is small ({len(val)} images, {val.num_boxes()} boxes; under "
+            f"{MIN_EVAL_IMAGES} images or {MIN_EVAL_BOXES} boxes): its AP moves a lot with one image; give a "
+            "larger validation split if you can"
+        )
+    return lines
 
 
 def describe(name: str, data: RecordSet) -> str:

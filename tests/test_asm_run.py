@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from asm.pools import ASMState
+from datasets.synthetic import load_demo
 from tests.helpers import plain_state
 from tools.checkpoint import load_checkpoint
 from tools.logs import read_jsonl
@@ -121,7 +122,15 @@ def test_two_rounds_end_to_end(shared, strategy):
         assert sheet.size[0] >= 256
     if strategy == "v1+":
         assert len(asm.labelled) == 8 + 2 * 4
-    assert set(json.load(open(os.path.join(out, "load_report.json")))) == {"train", "evaluation"}
+    load_report = json.load(open(os.path.join(out, "load_report.json")))
+    assert set(load_report) == {"train", "evaluation"}
+    cache = os.path.join(os.path.dirname(out), "cache")
+    for name, split in (("train", "train"), ("evaluation", "val")):
+        demo = load_demo(split, num_train=24, num_val=6, cache_dir=cache)
+        labels = [int(v) for r in demo.records for v in r.labels]
+        assert load_report[name]["boxes_per_class"] == {
+            c: labels.count(k + 1) for k, c in enumerate(demo.classes)
+        }
 
 
 def test_resume_mid_run_gives_the_same_pools_and_weights(tmp_path, shared):

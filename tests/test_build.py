@@ -120,3 +120,34 @@ def test_voc_unlabelled_roots_form_the_pool(tmp_path):
     assert len(train) == 5 and len(val) == 2
     assert [train.records[i].image_id for i in labelled_indices(train, args)] == ["VOC2007/a", "VOC2007/b"]
     assert labelled_indices(train, _args()) is None
+
+
+def test_an_evaluation_split_says_what_it_cannot_measure():
+    import numpy as np
+
+    from datasets.build import boxes_per_class, evaluation_warnings
+    from datasets.records import Record, RecordSet
+
+    def records(n, labels):
+        return [
+            Record(
+                f"i{k}",
+                f"i{k}.jpg",
+                10,
+                10,
+                np.array([[0, 0, 5, 5.0]] * len(labels), np.float32),
+                np.array(labels),
+            )
+            for k in range(n)
+        ]
+
+    # 6 images of 2 motorbikes each: car has no box; 6 < 20 images and 12 < 30 boxes
+    small = RecordSet(records(6, [2, 2]), ("car", "motorbike"), "/")
+    assert boxes_per_class(small) == {"car": 0, "motorbike": 12}
+    lines = evaluation_warnings(small)
+    assert lines[0].startswith("the evaluation split has no box of car: its AP is not measured")
+    assert "mean AP is over the other 1 of 2 classes" in lines[0]
+    assert lines[1].startswith("the evaluation split is small (6 images, 12 boxes;")
+    # 20 images of one car and one motorbike: 40 boxes, every class measured
+    assert evaluation_warnings(RecordSet(records(20, [1, 2]), ("car", "motorbike"), "/")) == []
+    assert len(evaluation_warnings(RecordSet(records(19, [1, 2]), ("car", "motorbike"), "/"))) == 1

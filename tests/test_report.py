@@ -27,3 +27,19 @@ def test_a_round_without_boxes_says_so():
         "  round 1: the model confirmed 0 boxes, the human drew 0 and moved 0: - of the round's 0 boxes "
         "not drawn by hand; AP50 -"
     ]
+
+
+def test_the_next_commands_follow_the_data_of_the_run():
+    from tools.report import next_commands
+    from train_asm_one import get_args_parser
+
+    demo = next_commands(get_args_parser().parse_args([]))
+    assert "on your own data" in demo[0] and demo[1].startswith("  python train_asm_one.py --dataset voc")
+    args = get_args_parser().parse_args(
+        ["--dataset", "voc", "--voc-roots", "data/my voc", "--discover-classes"]
+    )
+    own = next_commands(args)
+    flags = "--dataset voc --voc-roots 'data/my voc' --discover-classes"
+    assert own[1] == f"  python bench/asm_efficiency.py {flags}"
+    assert own[3] == f"  python train_asm_one.py {flags} --oracle none --output-dir runs/labelling"
+    assert not any("on your own data" in line for line in own)

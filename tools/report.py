@@ -7,6 +7,7 @@ trains or changes the run.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -16,6 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from datasets.atomic import atomic_write_text
+from datasets.build import add_data_args
 from tools import dist
 from tools.logs import read_jsonl
 
@@ -200,11 +202,46 @@ def closing_story(run, ap50: float | None) -> str:
         f"Outputs in {out}: the best model best.pth, round sheets rounds/round<r>.png and .json, the log "
         "log.jsonl;",
         f"  curves: tensorboard --logdir {shlex.quote(os.path.join(out, 'tb'))}",
-        "Next, on your own data (VOC XML; README 'Your own data' for COCO, YOLO and Roboflow exports):",
-        "  python train_asm_one.py --dataset voc --voc-roots path/to/data --discover-classes --output-dir runs/mine",
+        *next_commands(run.args),
         "",
     ]
     return "\n".join(lines)
+
+
+def next_commands(args) -> list[str]:
+    """What to run next: after the demo, the command for one's own data; after a run on one's own
+    data, the efficiency study and the labelling loop on the same data (its data flags)."""
+    if args.dataset == "demo":
+        return [
+            "Next, on your own data (VOC XML; README 'Your own data' for COCO, YOLO and Roboflow exports):",
+            "  python train_asm_one.py --dataset voc --voc-roots path/to/data --discover-classes --output-dir runs/mine",
+        ]
+    flags = " ".join(shlex.quote(f) for f in data_flags(args))
+    return [
+        "Next, is ASM worth it on this data? Human boxes against AP, ASM against random (3 seeds):",
+        f"  python bench/asm_efficiency.py {flags}",
+        "Label with a person in the loop (each round pauses for the labels: Label Studio or any tool):",
+        f"  python train_asm_one.py {flags} --oracle none --output-dir runs/labelling",
+    ]
+
+
+def data_flags(args) -> list[str]:
+    """The data options of ``args`` that differ from their defaults, as command-line flags."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_data_args(probe)
+    flags = []
+    for action in probe._actions:
+        value = getattr(args, action.dest, action.default)
+        if value == action.default or not action.option_strings:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            flags.append(flag)
+        elif isinstance(value, (list, tuple)):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
 
 
 def round_lines(rounds: list[dict]) -> list[str]:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from asm.pools import ASMState, initial_pool
 from datasets.atomic import atomic_write_text
-from datasets.build import DataOptions, build_datasets, labelled_indices
+from datasets.build import DataOptions, boxes_per_class, build_datasets, labelled_indices
 from datasets.records import RecordSet
 from net.models import build_model, is_mask_model
 from tools import dist
@@ -128,7 +128,7 @@ def amp_scaler(args: argparse.Namespace, device: torch.device) -> torch.amp.Grad
 def write_load_report(output_dir: str, train_set: RecordSet, val_set: RecordSet) -> None:
     """``load_report.json``: every skipped or fixed file of both sets (the log shows 10 per kind)."""
     report = {
-        name: d.report.to_dict() if d.report else None
+        name: {**(d.report.to_dict() if d.report else {}), "boxes_per_class": boxes_per_class(d)}
         for name, d in (("train", train_set), ("evaluation", val_set))
     }
     atomic_write_text(os.path.join(output_dir, "load_report.json"), json.dumps(report, indent=1))
