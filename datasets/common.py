@@ -132,14 +132,36 @@ def _decodes(path: str) -> bool:
 def check_image(
     image_root: str, record_size: tuple[int, int], file_name: str, report: LoadReport, source: str
 ) -> tuple[int, int] | None:
-    """Check that an image exists and decodes; return its real size, or ``None`` to drop it."""
-    size = read_image_size(os.path.join(image_root, file_name))
+    """Check that an image exists and decodes; return its real size, or ``None`` to drop it. A size
+    the annotation lacks (0 or missing) is taken from the file (``size_from_image``); a file whose
+    content is another format than its extension says is decoded by content (``format_mismatch``)."""
+    path = os.path.join(image_root, file_name)
+    size = read_image_size(path)
     if isinstance(size, str):
-        report.add(size, source, os.path.join(image_root, file_name))
+        report.add(size, source, path)
         return None
-    if tuple(record_size) != tuple(size) and all(record_size):
+    if not all(record_size):
+        report.add("size_from_image", source, f"annotated {tuple(record_size)}, file {size}")
+    elif tuple(record_size) != tuple(size):
         report.add("size_mismatch", source, f"annotated {record_size}, file {size}")
+    with Image.open(path) as im:
+        fmt, mode = im.format, im.mode
+    named = EXTENSION_FORMATS.get(os.path.splitext(file_name)[1].lower())
+    if named is not None and fmt != named:
+        report.add("format_mismatch", path, f"a {fmt} ({mode}) named {os.path.splitext(file_name)[1]}")
     return size
+
+
+EXTENSION_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".gif": "GIF",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
 
 
 def same_files(paths_a: list[str], paths_b: list[str], head: int = 65536) -> list[tuple[str, str]]:

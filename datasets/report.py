@@ -31,6 +31,8 @@ REASONS = {
     "labels_lost": "image whose every box was dropped (degenerate, unknown class): kept without boxes",
     "image_without_xml": "image of a flat VOC folder without an annotation file of its stem (not used)",
     "no_annotations_key": "COCO file without an 'annotations' key: every image a negative",
+    "size_from_image": "annotation without a size (0 or missing): the image file's size used",
+    "format_mismatch": "image file of another format than its extension (PNG named .jpg): decoded by content",
     "mask_split": "mask value covering separate regions: one object per region (specks dropped)",
 }
 # counted and listed in load_report.json, but not worth a warning (the second: the loader warns once itself)

@@ -91,14 +91,17 @@ def voc_layout(root: str, folders: tuple[str | None, str | None] | None = None) 
         return os.path.join(root, "Annotations"), os.path.join(root, "JPEGImages"), False
     if os.path.isdir(os.path.join(root, "annotations")) and os.path.isdir(os.path.join(root, "images")):
         return os.path.join(root, "annotations"), os.path.join(root, "images"), True
+    if os.path.isdir(root) and any(n.lower().endswith(".xml") for n in os.listdir(root)):
+        return root, root, True  # LabelImg's default: images and their XML side by side
     present = (
         sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
         if os.path.isdir(root)
         else []
     )
     raise AnnotationError(
-        f"{root}: not a VOC folder (it holds {present or 'no folders'}); expected Annotations/ + JPEGImages/ + "
-        "ImageSets/Main/<split>.txt (VOCdevkit) or annotations/ + images/ (flat, matched by file stem); for other "
+        f"{root}: not a VOC folder (it holds {present or 'no folders'} and no .xml file); expected Annotations/ + "
+        "JPEGImages/ + ImageSets/Main/<split>.txt (VOCdevkit), annotations/ + images/ (flat, matched by file "
+        "stem), or images with their XML side by side (LabelImg's default); for other "
         "folder names pass --voc-annotations-dir and --voc-images-dir; see README 'Your own data'"
     )
 

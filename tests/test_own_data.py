@@ -439,3 +439,59 @@ def test_flat_voc_images_without_xml_and_foreign_filenames_are_handled(tmp_path)
         for k in ("image_without_xml", "missing_image")
     }
     assert report == {"image_without_xml": 2, "missing_image": 1}  # each split's load counts the leftover
+
+
+def _labelimg_xml(name: str, size: tuple[int, int], boxes) -> str:
+    """An XML as LabelImg writes it beside its image: a Windows <path>, and (for files it could not
+    size, such as a PNG named .jpg) width and height 0."""
+    objects = "".join(
+        f"\n\t<object>\n\t\t<name>{cls}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>"
+        f"\n\t\t<difficult>0</difficult>\n\t\t<bndbox>\n\t\t\t<xmin>{x0}</xmin>\n\t\t\t<ymin>{y0}</ymin>"
+        f"\n\t\t\t<xmax>{x1}</xmax>\n\t\t\t<ymax>{y1}</ymax>\n\t\t</bndbox>\n\t</object>"
+        for cls, (x0, y0, x1, y1) in boxes
+    )
+    return (
+        f"<annotation>\n\t<folder>fruits</folder>\n\t<filename>{name}</filename>\n"
+        f"\t<path>C:\\Users\\me\\Desktop\\fruits\\{name}</path>\n\t<source>\n\t\t<database>Unknown</database>\n"
+        f"\t</source>\n\t<size>\n\t\t<width>{size[0]}</width>\n\t\t<height>{size[1]}</height>\n"
+        f"\t\t<depth>3</depth>\n\t</size>\n\t<segmented>0</segmented>{objects}\n</annotation>\n"
+    )
+
+
+def test_labelimg_side_by_side_folder_trains_and_counts_what_it_fixed(tmp_path, capsys):
+    """12 images with their XML in one folder; 3 are PNGs (RGBA, palette, RGB) named .jpg whose XML
+    says 0 x 0. They load at their real size, are counted twice each (size_from_image,
+    format_mismatch), the Windows <path> is never read, and one ASM round runs."""
+    root = tmp_path / "fruits"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        name = f"apple_{i}.jpg"
+        if i < 3:
+            image = Image.fromarray(pixels).convert(("RGBA", "P", "RGB")[i])
+            image.save(root / name, format="PNG")
+            size = (0, 0)
+        else:
+            Image.fromarray(pixels).save(root / name, format="JPEG")
+            size = (64, 48)
+        boxes = [("apple" if i % 2 else "banana", (8, 6, 40, 30))]
+        (root / f"apple_{i}.xml").write_text(_labelimg_xml(name, size, boxes))
+    train, val = build_datasets(
+        _args(tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes")
+    )
+    records = {r.image_id: r for r in train.records + val.records}
+    assert len(records) == 12 and {(r.width, r.height) for r in records.values()} == {(64, 48)}
+    assert records["apple_0"].file_name == "apple_0.jpg"  # inside the root: <path> not trusted
+    report = train.report.counts | {
+        k: v + train.report.counts.get(k, 0) for k, v in val.report.counts.items()
+    }
+    assert report["size_from_image"] == 3 and report["format_mismatch"] == 3
+    mismatched = [d for _, d in train.report.of("format_mismatch") + val.report.of("format_mismatch")]
+    assert sorted(mismatched) == ["a PNG (P) named .jpg", "a PNG (RGB) named .jpg", "a PNG (RGBA) named .jpg"]
+    argv = ["--dataset", "voc", "--voc-roots", str(root), "--discover-classes", "--min-size", "64", "--epochs", "1",
+            "--round-epochs", "1", "--K", "3", "--initial", "4", "--max-rounds", "1", "--weights-backbone", "none",
+            "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    assert main(argv) == 0
+    summary = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rounds"] == 1 and summary["labelled_images"] == 4 + 3
