@@ -1,4 +1,5 @@
-"""Shared fixtures: the real datasets in ../shared/data and a small demo dataset."""
+"""Shared fixtures: small real datasets in tests/data (README there: sources and licences) and a small
+demo dataset."""
 
 from __future__ import annotations
 
@@ -19,25 +20,19 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
-BCCD = os.path.join(SHARED_DATA, "bccd")
-TINY_COCO = os.path.join(SHARED_DATA, "tiny_coco")
-
-
-def _require(path: str) -> str:
-    if not os.path.isdir(path):
-        pytest.skip(f"real data not available: {path} is absent (it lives in ../shared/data)")
-    return path
+FIXTURES = os.path.join(ROOT, "tests", "data")
+BCCD = os.path.join(FIXTURES, "bccd")  # 12 BCCD images: train 6, val 3, test 3
+TINY_COCO = os.path.join(FIXTURES, "tiny_coco")  # 5 + 5 COCO 2017 images with instance masks
 
 
 @pytest.fixture
 def bccd_root() -> str:
-    return _require(BCCD)
+    return BCCD
 
 
 @pytest.fixture
 def tiny_coco_root() -> str:
-    return _require(TINY_COCO)
+    return TINY_COCO
 
 
 @pytest.fixture(scope="session")

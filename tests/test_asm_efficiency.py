@@ -136,8 +136,8 @@ def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys, m
         "--json-out",
         str(tmp_path / "docs" / "eff.json"),
         "--quick-images",
-        "12",
-        "4",
+        "6",
+        "3",
     ]
     assert eff.main(argv) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -163,9 +163,9 @@ def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys, m
         if c["method"] != "supervised"
     )
     assert os.path.getsize(os.path.join(out, "efficiency.png")) > 1000
-    # evaluation on val + test: the slice's first 4 images of each
+    # evaluation on val + test: the slice's first 3 images of each
     with open(os.path.join(out, "bccd_root", "ImageSets", "Main", "eval.txt")) as f:
-        assert len(f.read().split()) == 8
+        assert len(f.read().split()) == 6
     # running the same command again reuses every finished method: no training process starts
     monkeypatch.setattr(eff, "run_tool", lambda *a: pytest.fail(f"reran {a[0]}"))
     assert eff.main(argv) == 0

@@ -161,16 +161,17 @@ def test_faster_rcnn_with_pisa_trains_mines_evaluates_and_resumes(tmp_path, caps
 
 
 def test_a_one_epoch_bccd_run_with_pisa_finishes_and_resumes(bccd_root, tmp_path, capsys):
-    """Real data: 8 BCCD images at 128 px, cut after the pretrain epoch and continued."""
+    """Real data: BCCD's 6 train images of tests/data at 128 px (3 val images evaluate), cut after the
+    pretrain epoch and continued."""
     from train_asm_one import main
 
     root = tmp_path / "bccd"
     (root / "ImageSets" / "Main").mkdir(parents=True)
     for name in ("Annotations", "JPEGImages"):
         os.symlink(os.path.join(bccd_root, name), root / name)
-    ids = open(os.path.join(bccd_root, "ImageSets", "Main", "train.txt")).read().split()
-    (root / "ImageSets" / "Main" / "tr.txt").write_text("\n".join(ids[:8]) + "\n")
-    (root / "ImageSets" / "Main" / "ev.txt").write_text("\n".join(ids[8:12]) + "\n")
+    for split, name in (("train", "tr"), ("val", "ev")):
+        ids = open(os.path.join(bccd_root, "ImageSets", "Main", f"{split}.txt")).read()
+        (root / "ImageSets" / "Main" / f"{name}.txt").write_text(ids)
     out = str(tmp_path / "run")
     argv = [
         "--dataset",
@@ -194,7 +195,7 @@ def test_a_one_epoch_bccd_run_with_pisa_finishes_and_resumes(bccd_root, tmp_path
         "--round-epochs",
         "1",
         "--K",
-        "4",
+        "2",
         "--initial",
         "4",
         "--max-rounds",

@@ -76,7 +76,7 @@ DEMO_DEFAULTS = {
     "preset": "demo",  # the FPN on the stride 8-32 stages (net.models.PRESETS)
     "demo_train": 300,
     "demo_val": 60,
-    "initial": 100,
+    "initial": 1 / 3,  # 100 of the 300 images (a fraction, so that --demo-train N keeps a third)
     "epochs": 8,
     "round_epochs": 3,
     "batch_size": 2,
