@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_images": [args.images, args.images + args.val_images],
         "never_the_demo": "the demo draws its images with --data-seed (0 by default); these use seed "
         f"{PRETRAIN_SEED}",
-        "command": "python bench/pretrain_demo_backbone.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(
+            ["python bench/pretrain_demo_backbone.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "settings": vars(args) | {"out": os.path.relpath(args.out, ROOT)},
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
