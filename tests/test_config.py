@@ -63,11 +63,14 @@ def test_shipped_configs_parse(path):
 
 
 def test_demo_config_is_the_default_run():
+    from tools.options import OPTION_PRESETS
+
     demo = parse_with_config(
         get_args_parser(),
         ["--config", os.path.join(ROOT, "configs", "faster_rcnn_mnv2_fpn_12e_demo_v1plus.yaml")],
+        OPTION_PRESETS,
     )
-    plain = get_args_parser().parse_args([])
+    plain = parse_with_config(get_args_parser(), [], OPTION_PRESETS)  # as train_asm_one.py parses
     assert {k: v for k, v in vars(demo).items() if k != "config"} == {
         k: v for k, v in vars(plain).items() if k != "config"
     }

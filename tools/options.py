@@ -77,12 +77,13 @@ DEMO_DEFAULTS = {
     "demo_train": 300,
     "demo_val": 60,
     "initial": 1 / 3,  # 100 of the 300 images (a fraction, so that --demo-train N keeps a third)
-    "epochs": 8,
+    "epochs": 14,
     "round_epochs": 3,
     "batch_size": 2,
     "lr": 0.01,
 }
-OPTION_PRESETS = {"asm_core_defaults": ASM_CORE_DEFAULTS, "dataset=demo": DEMO_DEFAULTS}
+# later presets win where both apply: an explicit --asm-core-defaults over the demo's own values
+OPTION_PRESETS = {"dataset=demo": DEMO_DEFAULTS, "asm_core_defaults": ASM_CORE_DEFAULTS}
 NO_WEIGHTS = "none"  # --weights-backbone none: no backbone weights, not even the demo's
 
 
