@@ -36,7 +36,7 @@ REASONS = {
     "mask_split": "mask value covering separate regions: one object per region (specks dropped)",
 }
 # counted and listed in load_report.json, but not worth a warning (the second: the loader warns once itself)
-QUIET = {"clipped_subpixel", "no_annotations_key"}
+QUIET = {"clipped_subpixel", "no_annotations_key", "size_from_image"}  # YOLO labels never hold a size
 
 
 @dataclass

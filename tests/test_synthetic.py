@@ -36,19 +36,9 @@ def test_demo_statistics_and_both_loaders_agree(demo_cache):
         assert c.masks is not None and len(c.masks) == len(c)
     boxes = np.concatenate([r.boxes for r in voc.records])
     sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    assert 18 <= sides.min() and sides.max() <= 80.5
+    assert 35 <= sides.min() and sides.max() <= 98  # v4: 42-92 px shapes (a rotated cross reaches ~97)
     assert all(192 <= r.width <= 256 and 192 <= r.height <= 256 for r in voc.records)
     assert any(len(r) == 0 for r in voc.records)  # some negatives
     assert set(np.concatenate([r.labels for r in voc.records]).tolist()) == {1, 2, 3, 4}
-    assert any(_overlaps(r.boxes) for r in voc.records)
+    assert max(len(r) for r in voc.records) <= 3
     assert len(load_demo("val", num_train=120, num_val=20, cache_dir=demo_cache)) == 20
-
-
-def _overlaps(boxes):
-    for i in range(len(boxes)):
-        for j in range(i + 1, len(boxes)):
-            lt = np.maximum(boxes[i, :2], boxes[j, :2])
-            rb = np.minimum(boxes[i, 2:], boxes[j, 2:])
-            if (rb > lt).all():
-                return True
-    return False
