@@ -26,7 +26,9 @@ def test_bccd_counts_and_exact_degenerate_report(bccd_root, tmp_path):
     counts = np.bincount(np.concatenate([r.labels for p in parts for r in p.records]), minlength=4)
     assert counts[1:].tolist() == [12, 180 - 2, 12]  # both zero-area boxes are RBC
     rec = parts[0].records[0]
-    assert rec.file_name == "JPEGImages/BloodImage_00000.jpg"  # <filename>, not <path>
+    assert (
+        rec.file_name == "JPEGImages/BloodImage_00001.jpg"
+    )  # <filename>, not <path> (trainval lists train first)
     assert (rec.width, rec.height) == (640, 480)
 
 
