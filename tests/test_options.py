@@ -59,6 +59,9 @@ def test_every_rule_names_a_real_option():
         (("--strategy", "random", "--candidates", "3"), "--candidates needs the model's detections"),
         (("--max-rounds", "-1"), "--max-rounds must be >= 0"),
         (("--lr-steps", "1.5"), "--lr-steps are fractions of a phase in (0, 1]"),
+        (("--smooth-l1-beta", "0"), "--smooth-l1-beta must be > 0.0, got 0.0"),
+        (("--train-seed", "-3"), "--train-seed must be >= 0, got -3"),
+        (("--seed", "-1"), "--seed must be >= 0, got -1"),
     ],
 )
 def test_bad_values_are_named_in_one_line(argv, message):

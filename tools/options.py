@@ -414,6 +414,8 @@ RANGES = {
     "hlr_pos_fraction": (0.0, 1.0, True),
     "hlr_score_thr": (0.0, 1.0, False),
     "hlr_iou_thr": (0.0, 1.0, True),
+    "smooth_l1_beta": (0.0, None, True),
+    **dict.fromkeys(("seed", "train_seed"), (0, None, False)),  # NumPy's seeds are never negative
     "review_cost": (0.0, None, False),
     "move_cost": (0.0, None, False),
 }
