@@ -123,9 +123,9 @@ def nms_group_ids(boxes: Tensor, scores: Tensor, iou_thr: float) -> Tensor:
     kept = torch.sort(
         nms(ranked, torch.arange(n, 0, -1, dtype=torch.float32, device=boxes.device), iou_thr)
     ).values
-    joins = (box_iou(ranked[kept], ranked) > iou_thr) & (
-        kept[:, None] <= torch.arange(n, device=boxes.device)
-    )
+    # the first kept box overlapping a box is the one that suppressed it: no earlier kept box overlaps
+    # a kept one, and a kept box after a suppressed one comes after its suppressor too
+    joins = box_iou(ranked[kept], ranked) > iou_thr
     joins[torch.arange(len(kept), device=boxes.device), kept] = True  # a degenerate box: its own group
     leader = kept[joins.to(torch.uint8).argmax(0)]  # the first kept box that takes it
     group = torch.empty_like(order)
