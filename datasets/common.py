@@ -90,11 +90,18 @@ def read_image_size(path: str) -> tuple[int, int] | str:
 
     Only the header is parsed (PIL opens lazily), so this costs microseconds per image.
     """
+    header = read_image_header(path)
+    return header if isinstance(header, str) else header[0]
+
+
+def read_image_header(path: str) -> tuple[tuple[int, int], str, str] | str:
+    """``((width, height), format, mode)`` of an image file, or the reason it cannot be read (see
+    :func:`read_image_size`)."""
     if not os.path.isfile(path):
         return "missing_image"
     try:
         with Image.open(path) as im:
-            size, fmt = im.size, im.format
+            size, fmt, mode = im.size, im.format, im.mode
             if size[0] * size[1] > MAX_PIXELS:
                 return "image_too_large"
             im.verify()  # structure and checksums where the format has them (PNG), without decoding
@@ -104,7 +111,7 @@ def read_image_size(path: str) -> tuple[int, int] | str:
         return "unreadable_image"
     if fmt == "JPEG" and not _ends_with_eoi(path) and not _decodes(path):
         return "truncated_image"  # no end marker near the end, and the pixels do not decode: cut short
-    return size
+    return size, fmt, mode
 
 
 MAX_PIXELS = 100_000_000  # larger images are refused (PIL warns of decompression bombs from 89 MP)
@@ -136,16 +143,15 @@ def check_image(
     the annotation lacks (0 or missing) is taken from the file (``size_from_image``); a file whose
     content is another format than its extension says is decoded by content (``format_mismatch``)."""
     path = os.path.join(image_root, file_name)
-    size = read_image_size(path)
-    if isinstance(size, str):
-        report.add(size, source, path)
+    header = read_image_header(path)
+    if isinstance(header, str):
+        report.add(header, source, path)
         return None
+    size, fmt, mode = header
     if not all(record_size):
         report.add("size_from_image", source, f"annotated {tuple(record_size)}, file {size}")
     elif tuple(record_size) != tuple(size):
         report.add("size_mismatch", source, f"annotated {record_size}, file {size}")
-    with Image.open(path) as im:
-        fmt, mode = im.format, im.mode
     named = EXTENSION_FORMATS.get(os.path.splitext(file_name)[1].lower())
     if named is not None and fmt != named:
         report.add("format_mismatch", path, f"a {fmt} ({mode}) named {os.path.splitext(file_name)[1]}")
