@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from datasets import AnnotationError
 from datasets.atomic import atomic_write_text
-from datasets.build import DataOptions, add_data_args, build_datasets, run_data_options
+from datasets.build import DataOptions, add_data_args, build_datasets, data_actions, run_data_options
 from datasets.coco import records_to_coco
 from datasets.records import RecordSet
 from datasets.report import LoadReport
@@ -145,10 +145,9 @@ def detect_all(args, model, data: RecordSet, label_to_cat, coco_ids, device) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ignored = data_flags_without_dataset(parser, args, sys.argv[1:] if argv is None else argv)
+    ignored = data_flags_without_dataset(args, sys.argv[1:] if argv is None else argv)
     if ignored:
         logger.error(
             "%s would be ignored: without --dataset, infer.py reads the data of the run that wrote "
@@ -159,13 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     return infer(args)
 
 
-def data_flags_without_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace, argv) -> list[str]:
+def data_flags_without_dataset(args: argparse.Namespace, argv) -> list[str]:
     """The data options written on the command line while ``--dataset`` is not (they would be ignored)."""
     if args.dataset is not None or args.images:
         return []
-    probe = argparse.ArgumentParser(add_help=False)
-    add_data_args(probe)
-    data_flags = set(probe._option_string_actions) - {"--dataset"}
+    data_flags = {flag for a in data_actions() for flag in a.option_strings} - {"--dataset"}
     return [tok.split("=", 1)[0] for tok in argv if tok.split("=", 1)[0] in data_flags]
 
 

@@ -66,6 +66,13 @@ class DataOptions:
 D = DataOptions()  # the defaults of the flags
 
 
+def data_actions() -> list[argparse.Action]:
+    """The argparse actions of the data options (:func:`add_data_args`): their flags and defaults."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_data_args(probe)
+    return [a for a in probe._actions if a.option_strings]
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """Data options shared by ``train_asm_one.py`` and the tools."""
     g = parser.add_argument_group("data")

@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from datasets.atomic import atomic_write_text
-from datasets.build import add_data_args
+from datasets.build import data_actions
 from tools import dist
 from tools.logs import read_jsonl
 
@@ -227,12 +227,10 @@ def next_commands(args) -> list[str]:
 
 def data_flags(args) -> list[str]:
     """The data options of ``args`` that differ from their defaults, as command-line flags."""
-    probe = argparse.ArgumentParser(add_help=False)
-    add_data_args(probe)
     flags = []
-    for action in probe._actions:
+    for action in data_actions():
         value = getattr(args, action.dest, action.default)
-        if value == action.default or not action.option_strings:
+        if value == action.default:
             continue
         flag = action.option_strings[0]
         if isinstance(action, argparse._StoreTrueAction):
