@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.coco import EXPORT_JSON, export_splits, load_coco
-from datasets.common import same_files, seeded_split
+from datasets.common import read_lines, same_files, seeded_split
+from datasets.exports import load_cvat, load_label_studio, load_labelme, split_by_names
 from datasets.folder import export_folders, folder_splits, image_stems, load_folder, yolo_classes
 from datasets.records import RecordSet
 from datasets.synthetic import load_demo
@@ -47,6 +48,11 @@ class DataOptions:
     folder_root: str | None = None
     folder_classes: tuple[str, ...] | None = None
     allow_missing_labels: bool = False
+    labelme_root: str | None = None
+    cvat_root: str | None = None
+    ls_json: str | None = None
+    ls_images: str | None = None
+    classes: tuple[str, ...] | None = None
     val_fraction: float = 0.2
     no_cache: bool = False
     demo_train: int = 500
@@ -78,10 +84,12 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument(
         "--dataset",
-        choices=("demo", "voc", "coco", "folder"),
+        choices=DATASETS,
         default=D.dataset,
-        help="demo: built-in synthetic shapes (default); voc: VOC XML (VOCdevkit or flat); coco: JSON "
-        "files; folder: images with YOLO txt labels or per-instance mask PNGs",
+        help="demo: built-in synthetic shapes (default); voc: VOC XML (VOCdevkit, flat, or LabelImg's "
+        "XML beside each image); coco: JSON files; folder: images with YOLO txt labels or per-instance "
+        "mask PNGs; labelme: LabelMe JSON files; cvat: a 'CVAT for images 1.1' export; labelstudio: a "
+        "Label Studio JSON export and its images",
     )
     g.add_argument(
         "--voc-roots",
@@ -147,6 +155,27 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         "box while loading (degenerate boxes, unknown classes)",
     )
     g.add_argument(
+        "--labelme-root", default=None, help="--dataset labelme: the folder of the LabelMe JSON files"
+    )
+    g.add_argument(
+        "--cvat-root",
+        default=None,
+        help="--dataset cvat: the folder of a 'CVAT for images 1.1' export (annotations.xml and images/)",
+    )
+    g.add_argument("--ls-json", default=None, help="--dataset labelstudio: the Label Studio JSON export")
+    g.add_argument(
+        "--ls-images",
+        default=None,
+        help="--dataset labelstudio: the folder of its images (found by path, or by the name an upload had)",
+    )
+    g.add_argument(
+        "--classes",
+        nargs="+",
+        default=None,
+        help="--dataset labelme/cvat/labelstudio: class names in label order (default: CVAT's <meta> "
+        "labels, else every label found, sorted); other labels are an error unless --skip-unknown-classes",
+    )
+    g.add_argument(
         "--val-fraction",
         type=float,
         default=D.val_fraction,
@@ -164,11 +193,15 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+DATASETS = ("demo", "voc", "coco", "folder", "labelme", "cvat", "labelstudio")
 DATA_FLAG = {
     "demo": "--demo-train",
     "voc": "--voc-roots",
     "coco": "--coco-root or --coco-*-images",
     "folder": "--folder-root",
+    "labelme": "--labelme-root",
+    "cvat": "--cvat-root",
+    "labelstudio": "--ls-json and --ls-images",
 }  # the option that says where each kind of data is
 
 
@@ -247,7 +280,38 @@ def _load(opts: DataOptions) -> tuple[RecordSet, RecordSet]:
         return _load_voc(opts)
     if opts.dataset == "folder":
         return _load_folder(opts)
+    if opts.dataset in EXPORTS:
+        return _load_export(opts)
     return _load_coco(opts)
+
+
+EXPORTS = ("labelme", "cvat", "labelstudio")  # a labelling tool's export: one set, split by seed
+
+
+def _load_export(opts: DataOptions) -> tuple[RecordSet, RecordSet]:
+    """A LabelMe folder, a CVAT export or a Label Studio export, split into train and val by
+    :func:`datasets.common.seeded_split` (the lists are written for reuse)."""
+    kw = dict(classes=opts.classes, skip_unknown_classes=opts.skip_unknown_classes)
+    if opts.dataset == "labelme":
+        if not opts.labelme_root:
+            raise ValueError("--dataset labelme needs --labelme-root")
+        data = load_labelme(opts.labelme_root, cache_dir=opts.cache_dir, **kw)
+    elif opts.dataset == "cvat":
+        if not opts.cvat_root:
+            raise ValueError("--dataset cvat needs --cvat-root")
+        data = load_cvat(opts.cvat_root, **kw)
+    else:
+        if not opts.ls_json or not opts.ls_images:
+            raise ValueError(
+                "--dataset labelstudio needs --ls-json (the export) and --ls-images (its images)"
+            )
+        data = load_label_studio(opts.ls_json, opts.ls_images, **kw)
+    if not len(data):
+        return data, dataclasses.replace(data, report=None)  # build_datasets names the cause
+    files = seeded_split(
+        [r.image_id for r in data.records], opts.val_fraction, opts.data_seed, _splits_dir(opts)
+    )
+    return split_by_names(data, *(read_lines(f) for f in files))
 
 
 def _load_voc(opts: DataOptions) -> tuple[RecordSet, RecordSet]:

@@ -203,6 +203,12 @@ def same_files(paths_a: list[str], paths_b: list[str], head: int = 65536) -> lis
     ]
 
 
+def read_lines(path: str) -> list[str]:
+    """The non-blank lines of a split file of image names, whole (names may hold spaces)."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\r\n") for line in f if line.strip()]
+
+
 def seeded_split(stems: list[str], val_fraction: float, seed: int, out_dir: str) -> tuple[str, str]:
     """Split image ids into train and val by a seeded shuffle and write ``out_dir/{train,val}.txt``;
     files already there are reused as they are (a resumed run keeps its split).

@@ -23,7 +23,7 @@ REASONS = {
     "truncated_image": "JPEG file without its end marker, cut short (image dropped)",
     "image_too_large": "image over 100 megapixels, a decompression bomb or a scan (image dropped)",
     "size_mismatch": "annotated width/height differ from the image file (file size used)",
-    "duplicate_image": "image listed twice in a split file (second listing dropped)",
+    "duplicate_image": "image listed twice in a split file, or labelled twice in an export (second dropped)",
     "empty_image_dropped": "image without annotations dropped on request",
     "no_label_file": "image without a label file (kept, without boxes)",
     "orphan_label": "label or mask file without an image (not used)",
@@ -33,6 +33,13 @@ REASONS = {
     "no_annotations_key": "COCO file without an 'annotations' key: every image a negative",
     "size_from_image": "annotation without a size (0 or missing): the image file's size used",
     "format_mismatch": "image file of another format than its extension (PNG named .jpg): decoded by content",
+    "bad_shape": "shape that cannot outline an object: a polygon of fewer than 3 points, no label, no numbers (dropped)",
+    "unsupported_shape": "shape that is not a box, polygon, circle or ellipse: a line, point, brush, mask (dropped)",
+    "rotated_box": "rotated rectangle: kept as the axis-aligned box that holds it (its mask the rotated one)",
+    "image_from_json": "LabelMe image absent on disk: decoded from the JSON's embedded imageData",
+    "path_outside_root": "image path absolute or leaving the root: never read (the same name beside the file is)",
+    "bad_annotation_file": "annotation file that is not valid JSON, not UTF-8 or not of the format (not used)",
+    "no_annotation": "Label Studio task without a completed annotation (not labelled: not used)",
     "mask_split": "mask value covering separate regions: one object per region (specks dropped)",
 }
 # counted and listed in load_report.json, but not worth a warning (the second: the loader warns once itself)

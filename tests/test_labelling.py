@@ -135,7 +135,7 @@ def test_foreign_and_malformed_files_name_the_task_or_image(tmp_path):
                     }
                 ]
             ),
-            "task 3 \\(imgs/a.jpg\\): unknown label 'zebra'",
+            "task 3: result 0 \\(imgs/a.jpg\\): unknown label 'zebra'",
         ),
         "data.json": (
             json.dumps([{"id": 4, "data": "imgs/a.jpg", "annotations": []}]),
@@ -198,7 +198,7 @@ def test_foreign_and_malformed_files_name_the_task_or_image(tmp_path):
         "nan.xml": (
             "<annotations><image name='imgs/a.jpg'><box label='cat' xtl='nan' ytl='1' xbr='5' ybr='5'/>"
             "</image><image name='imgs/b.jpg'/><image name='imgs/c.jpg'/></annotations>",
-            "image 'imgs/a.jpg': box 0 .* is not finite",
+            "nan.xml: line 1: <box> xtl is not finite \\('nan'\\)",
         ),
         "inverted.xml": (
             "<annotations><image name='imgs/a.jpg'><box label='cat' xtl='9' ytl='1' xbr='5' ybr='5'/>"

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote
@@ -32,9 +30,10 @@ from asm.merge import MergeResult
 from datasets.atomic import atomic_write_text
 from datasets.coco import load_coco, records_to_coco
 from datasets.common import sanitize_boxes
+from datasets.exports import ImageNames, label_studio_shapes, parse_cvat, parse_label_studio
 from datasets.records import AnnotationError, Record, RecordSet, record_from_dict, record_to_dict
 from datasets.report import LoadReport
-from datasets.voc import parse_voc_xml, voc_xml, xml_parser
+from datasets.voc import parse_voc_xml, voc_xml
 from tools.checkpoint import last_path, read_run
 
 logger = logging.getLogger(__name__)
@@ -227,117 +226,54 @@ def _label_of(name: str, classes: list[str], where: str) -> int:
     return classes.index(name) + 1
 
 
-UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio renames uploads to <8 hex digits>-<name>
-
-
 def _image_of(name: str, pre: Sequence[Record], where: str) -> Record:
     """The round's record of an image named by a tool: by path, by file name, or by the file name
-    Label Studio gives an uploaded image (``/data/upload/1/3f2a1b7c-raccoon-109.jpg``)."""
+    Label Studio gives an uploaded image (:class:`datasets.exports.ImageNames`, shared with the
+    datasets)."""
     names = {r.file_name: r for r in pre}
-    base = {os.path.basename(r.file_name): r for r in pre}
-    name = unquote(name)
-    record = (
-        names.get(name)
-        or base.get(os.path.basename(name))
-        or base.get(UPLOAD_PREFIX.sub("", os.path.basename(name)))
-    )
-    if record is None:
-        raise AnnotationError(f"{where}: image {name!r} is not one of this round's images")
-    return record
+    found = ImageNames(names).find(name)
+    if found is None:
+        raise AnnotationError(f"{where}: image {unquote(name)!r} is not one of this round's images")
+    return names[found]
+
+
+def _as_boxes(path: str, shapes_of: dict[str, list], classes: list[str]) -> dict[str, tuple[list, list]]:
+    """``file name -> (boxes, labels)``; a polygon, ellipse or rotated box is kept as the axis-aligned
+    box that holds it, counted in one WARNING per kind."""
+    shapes = [s for found in shapes_of.values() for s in found if s.kind == "polygon"]
+    for kind, n in (
+        ("rotated", sum(s.rotated for s in shapes)),
+        ("polygon", sum(not s.rotated for s in shapes)),
+    ):
+        if n:
+            logger.warning("%s: %d %s boxes kept as their axis-aligned bounding boxes", path, n, kind)
+    return {
+        name: ([s.box for s in shapes], [_label_of(s.label, classes, f"{s.where} ({name})") for s in shapes])
+        for name, shapes in shapes_of.items()
+    }
 
 
 def _read_label_studio(path, pre, classes):
-    tasks = _read_json(path)
-    if not isinstance(tasks, list):
-        raise AnnotationError(f"{path}: a Label Studio export is a JSON list of tasks")
-    found, seen, converted = {}, {}, {"polygon": 0, "rotated": 0}
-    for k, task in enumerate(tasks):
-        where = f"{path}: task {task.get('id', k) if isinstance(task, dict) else k}"
-        if not isinstance(task, dict) or "data" not in task:
-            raise AnnotationError(f"{where}: not a Label Studio task (no 'data')")
-        data = task["data"]
-        if not isinstance(data, dict):
-            raise AnnotationError(
-                f"{where}: 'data' must be an object with 'image', got {type(data).__name__}"
-            )
-        record = _image_of(data.get("file_name") or data.get("image", ""), pre, where)
-        done = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
-        if not done:
-            raise AnnotationError(f"{where}: image {record.file_name!r} has no completed annotation")
+    found, seen = {}, {}
+    for item, results in parse_label_studio(path):
+        record = _image_of(item.name, pre, item.where)
+        if results is None:
+            raise AnnotationError(f"{item.where}: image {record.file_name!r} has no completed annotation")
         if record.file_name in found:
             raise AnnotationError(
-                f"{where}: a second task for image {record.file_name!r} (task "
-                f"{seen[record.file_name]} has it too); delete one of them in Label Studio"
+                f"{item.where}: a second task for image {record.file_name!r} ({seen[record.file_name]} has it "
+                "too); delete one of them in Label Studio"
             )
-        seen[record.file_name] = task.get("id", k)
-        boxes, labels = [], []
-        for j, item in enumerate(done[-1].get("result", [])):
-            kind = item.get("type") if isinstance(item, dict) else None
-            if kind not in ("rectanglelabels", "polygonlabels"):
-                continue
-            try:
-                v = item["value"]
-                w, h = (
-                    float(item.get("original_width", record.width)),
-                    float(item.get("original_height", record.height)),
-                )
-                name = v[kind][0]
-                if kind == "polygonlabels":  # kept as its bounding box, counted
-                    xy = np.asarray(v["points"], np.float64).reshape(-1, 2) * (w / 100, h / 100)
-                    box = [*xy.min(0), *xy.max(0)]
-                    converted["polygon"] += 1
-                else:
-                    box = _rectangle(v, w, h)
-                    converted["rotated"] += bool(float(v.get("rotation", 0) or 0) % 360)
-            except (KeyError, TypeError, ValueError, IndexError) as e:
-                raise AnnotationError(
-                    f"{where} ({record.file_name}): result {j} needs numeric x, y, width, height "
-                    f"(or points) and one label ({type(e).__name__}: {e})"
-                ) from e
-            boxes.append(box)
-            labels.append(_label_of(name, classes, f"{where} ({record.file_name})"))
-        found[record.file_name] = (boxes, labels)
-    for kind, n in converted.items():
-        if n:
-            logger.warning("%s: %d %s boxes kept as their axis-aligned bounding boxes", path, n, kind)
-    return found
-
-
-def _rectangle(v: dict, w: float, h: float) -> list[float]:
-    """A Label Studio rectangle (percent of the image, rotated clockwise by ``rotation`` degrees around
-    its top-left corner) as the pixel box that holds it."""
-    x, y, bw, bh = (float(v[k]) * s / 100 for k, s in (("x", w), ("y", h), ("width", w), ("height", h)))
-    angle = math.radians(float(v.get("rotation", 0) or 0))
-    if not angle:
-        return [x, y, x + bw, y + bh]
-    c, s = math.cos(angle), math.sin(angle)
-    corners = [(x + dx * c - dy * s, y + dx * s + dy * c) for dx, dy in ((0, 0), (bw, 0), (bw, bh), (0, bh))]
-    xs, ys = zip(*corners)
-    return [min(xs), min(ys), max(xs), max(ys)]
+        seen[record.file_name] = item.where.rsplit(": ", 1)[-1]
+        found[record.file_name] = label_studio_shapes(item, results, (record.width, record.height))
+    return _as_boxes(path, found, classes)
 
 
 def _read_cvat(path, pre, classes):
-    try:
-        root = etree.parse(path, xml_parser()).getroot()
-    except (etree.XMLSyntaxError, OSError) as e:
-        raise AnnotationError(f"{path}: malformed CVAT XML: {e}") from e
-    if root.tag != "annotations":
-        raise AnnotationError(f"{path}: not a CVAT for images 1.1 file (root <{root.tag}>)")
     found = {}
-    for image in root.iter("image"):
-        where = f"{path}: line {image.sourceline}"
-        record = _image_of(image.get("name", ""), pre, where)
-        boxes, labels = [], []
-        for box in image.iter("box"):
-            try:
-                boxes.append([float(box.get(k)) for k in ("xtl", "ytl", "xbr", "ybr")])
-            except (TypeError, ValueError) as e:
-                raise AnnotationError(
-                    f"{path}: line {box.sourceline}: box needs numeric xtl, ytl, xbr, ybr"
-                ) from e
-            labels.append(_label_of(box.get("label", ""), classes, f"{where} ({record.file_name})"))
-        found[record.file_name] = (boxes, labels)
-    return found
+    for item in parse_cvat(path)[1]:
+        found[_image_of(item.name, pre, item.where).file_name] = item.shapes
+    return _as_boxes(path, found, classes)
 
 
 def _read_voc(path, pre, classes):

@@ -213,7 +213,8 @@ def next_commands(args) -> list[str]:
     data, the efficiency study and the labelling loop on the same data (its data flags)."""
     if args.dataset == "demo":
         return [
-            "Next, on your own data (VOC XML; README 'Your own data' for COCO, YOLO and Roboflow exports):",
+            "Next, on your own data (VOC XML; README 'Your own data' for COCO, YOLO, LabelMe, CVAT and Label "
+            "Studio exports):",
             "  python train_asm_one.py --dataset voc --voc-roots path/to/data --discover-classes --output-dir runs/mine",
         ]
     flags = " ".join(shlex.quote(f) for f in data_flags(args))

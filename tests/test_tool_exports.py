@@ -1,0 +1,474 @@
+"""Datasets as labelling tools write them: LabelMe JSON (polygons, imageData), CVAT for images 1.1
+(spaces in names, 2-decimal floats) and a Label Studio JSON export (uploaded names). Each fixture is
+written in the tool's own layout; expected boxes are computed by hand in the comments."""
+
+import base64
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets.build import DataOptions, build_datasets
+from datasets.coco import decode_masks
+from datasets.exports import ImageNames, load_cvat, load_label_studio, load_labelme
+from datasets.records import AnnotationError
+from train_asm_one import get_args_parser, main
+
+W, H = 64, 48
+
+
+def _args(tmp_path, *argv):
+    argv = [*argv, "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    return DataOptions.of(vars(get_args_parser().parse_args(argv)))
+
+
+def _image_bytes(seed: int, fmt: str = "JPEG") -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 200, (H, W, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+# -- LabelMe ---------------------------------------------------------------------------------------
+def _labelme_shape(label, points, shape_type="polygon", group_id=None):
+    """A shape as LabelMe 5 writes it."""
+    return {
+        "label": label,
+        "points": points,
+        "group_id": group_id,
+        "description": "",
+        "shape_type": shape_type,
+        "flags": {},
+        "mask": None,
+    }
+
+
+def _labelme_file(path, image_path, shapes, image_data=None, size=(W, H)):
+    """A JSON as LabelMe 5 saves it (``ensure_ascii=False``, indent 2)."""
+    data = {
+        "version": "5.5.0",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path,
+        "imageData": base64.b64encode(image_data).decode() if image_data else None,
+        "imageHeight": size[1],
+        "imageWidth": size[0],
+    }
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2)
+
+
+def _labelme_root(root, n=12):
+    """``n`` images with their JSON beside them (LabelMe's default), the last one only embedded."""
+    root.mkdir(parents=True)
+    for i in range(n):
+        data = _image_bytes(i)
+        if i < n - 1:
+            (root / f"img_{i}.jpg").write_bytes(data)
+        shapes = [
+            _labelme_shape("car", [[30, 28], [4, 5]], "rectangle"),  # drawn from the bottom-right corner
+            _labelme_shape("person", [[40, 10], [60, 12], [50, 40]]),
+        ]
+        _labelme_file(str(root / f"img_{i}.json"), f"img_{i}.jpg", shapes, data if i == n - 1 else None)
+    return root
+
+
+def test_labelme_rectangles_polygons_circles_groups_and_embedded_images(tmp_path):
+    root = _labelme_root(tmp_path / "lm", n=3)
+    extra = [
+        _labelme_shape("person", [[10, 10], [20, 10], [15, 20]], group_id=1),  # one person in two parts:
+        _labelme_shape("person", [[30, 30], [40, 30], [35, 44]], group_id=1),  # box 10,10 .. 40,44
+        _labelme_shape("car", [[50, 20], [53, 24]], "circle"),  # centre 50,20, radius 5: box 45,15 .. 55,25
+        _labelme_shape("car", [[1, 1], [9, 9]], "line"),  # not an outline: counted
+        _labelme_shape("car", [[1, 1], [9, 9]]),  # a polygon of 2 points: counted
+    ]
+    (root / "more.jpg").write_bytes(_image_bytes(9))
+    _labelme_file(str(root / "more.json"), "more.jpg", extra)
+    data = load_labelme(str(root), cache_dir=str(tmp_path / "cache"))
+    assert data.classes == ("car", "person")
+    records = {r.file_name: r for r in data.records}
+    assert sorted(records) == ["img_0.jpg", "img_1.jpg", "img_2.jpg", "more.jpg"]
+    np.testing.assert_allclose(records["img_0.jpg"].boxes, [[4, 5, 30, 28], [40, 10, 60, 40]])
+    assert records["img_0.jpg"].labels.tolist() == [1, 2]
+    more = records["more.jpg"]
+    np.testing.assert_allclose(more.boxes, [[10, 10, 40, 44], [45, 15, 55, 25]], atol=1e-4)
+    assert more.labels.tolist() == [2, 1] and len(more.masks[0]) == 2  # the group keeps both outlines
+    masks = decode_masks(more)
+    assert masks[0][15, 15] and masks[0][35, 35] and not masks[0][25, 25]
+    assert data.report.counts == {"image_from_json": 1, "unsupported_shape": 1, "bad_shape": 1}
+    # the embedded image is written out with the others, under one root, at its real size
+    assert data.image_root.startswith(str(tmp_path / "cache"))
+    with Image.open(os.path.join(data.image_root, "img_2.jpg")) as im:
+        assert im.size == (W, H)
+    assert records["img_2.jpg"].masks[0] == [[4.0, 5.0, 30.0, 5.0, 30.0, 28.0, 4.0, 28.0]]
+
+
+def test_labelme_3_spellings_and_images_in_another_folder(tmp_path):
+    """LabelMe 3 wrote no shape_type (all polygons) and no image size; JSONs in annotations/ point
+    to ../images/ with Windows separators."""
+    root = tmp_path / "lm3"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.png").write_bytes(_image_bytes(1, "PNG"))
+    data = {
+        "imagePath": "..\\images\\a.png",
+        "imageData": None,
+        "lineColor": [0, 255, 0, 128],
+        "shapes": [{"label": "dog", "line_color": None, "points": [[2, 3], [20, 3], [20, 30], [2, 30]]}],
+    }
+    (root / "annotations").mkdir()
+    (root / "annotations" / "a.json").write_text(json.dumps(data))
+    loaded = load_labelme(str(root))
+    assert [r.file_name for r in loaded.records] == ["images/a.png"] and loaded.image_root == str(root)
+    np.testing.assert_allclose(loaded.records[0].boxes, [[2, 3, 20, 30]])
+    assert (loaded.records[0].width, loaded.records[0].height) == (W, H)
+    assert loaded.report.counts == {"size_from_image": 1}
+
+
+# -- CVAT -------------------------------------------------------------------------------------------
+CVAT_HEAD = """<?xml version="1.0" encoding="utf-8"?>
+<annotations>
+  <version>1.1</version>
+  <meta>
+    <task>
+      <id>7</id>
+      <name>traffic</name>
+      <size>{n}</size>
+      <mode>annotation</mode>
+      <labels>
+        <label>
+          <name>person</name>
+          <color>#fa3253</color>
+          <type>any</type>
+          <attributes>
+          </attributes>
+        </label>
+        <label>
+          <name>car</name>
+          <color>#24b353</color>
+          <type>any</type>
+          <attributes>
+          </attributes>
+        </label>
+      </labels>
+    </task>
+    <dumped>2024-05-01 10:00:00.000000+00:00</dumped>
+  </meta>
+"""
+
+
+def _cvat_image(k, name, shapes):
+    return f'  <image id="{k}" name="{name}" width="{W}" height="{H}">\n{shapes}  </image>\n'
+
+
+def _cvat_box(label, x0, y0, x1, y1, rotation=None):
+    rot = f' rotation="{rotation:.2f}"' if rotation is not None else ""
+    return (
+        f'    <box label="{label}" source="manual" occluded="0" xtl="{x0:.2f}" ytl="{y0:.2f}" '
+        f'xbr="{x1:.2f}" ybr="{y1:.2f}"{rot} z_order="0">\n    </box>\n'
+    )
+
+
+def _cvat_root(root, n=12, extra=""):
+    """A 'CVAT for images 1.1' export: annotations.xml and images/ with spaces and parentheses."""
+    (root / "images").mkdir(parents=True)
+    images = ""
+    for i in range(n):
+        name = f"frame ({i}).jpg"
+        (root / "images" / name).write_bytes(_image_bytes(i))
+        shapes = _cvat_box("car", 4.5, 6.25, 30, 28.75) + (
+            '    <polygon label="person" source="manual" occluded="0" '
+            'points="40.00,10.00;60.00,12.50;50.00,40.00" z_order="0">\n    </polygon>\n'
+        )
+        images += _cvat_image(i, name, shapes)
+    (root / "annotations.xml").write_text(CVAT_HEAD.format(n=n) + images + extra + "</annotations>\n")
+    return root
+
+
+def test_cvat_export_boxes_polygons_rotations_and_meta_labels(tmp_path):
+    extra = _cvat_image(
+        99,
+        "frame (1).jpg",  # the same image a second time: counted, not used twice
+        _cvat_box("car", 0, 0, 5, 5),
+    )
+    root = _cvat_root(tmp_path / "cvat", n=3, extra=extra)
+    (root / "images" / "turned.jpg").write_bytes(_image_bytes(7))
+    xml = (root / "annotations.xml").read_text()
+    turned = _cvat_image(
+        5,
+        "turned.jpg",
+        _cvat_box("car", 10, 10, 30, 20, rotation=90)  # 20 x 10 about centre 20,15: 15,5 .. 25,25
+        + '    <ellipse label="person" source="manual" occluded="0" cx="40.00" cy="30.00" rx="6.00" ry="4.00" '
+        'z_order="0">\n    </ellipse>\n'
+        + '    <polyline label="person" source="manual" occluded="0" points="1.00,1.00;5.00,5.00" z_order="0">'
+        "\n    </polyline>\n",
+    )
+    (root / "annotations.xml").write_text(xml.replace("</annotations>", turned + "</annotations>"))
+    data = load_cvat(str(root))
+    assert data.classes == ("person", "car")  # the <meta> order, not sorted
+    records = {r.file_name: r for r in data.records}
+    assert sorted(records) == ["frame (0).jpg", "frame (1).jpg", "frame (2).jpg", "turned.jpg"]
+    np.testing.assert_allclose(records["frame (0).jpg"].boxes, [[4.5, 6.25, 30, 28.75], [40, 10, 60, 40]])
+    assert records["frame (0).jpg"].labels.tolist() == [2, 1]
+    np.testing.assert_allclose(records["turned.jpg"].boxes, [[15, 5, 25, 25], [34, 26, 46, 34]], atol=1e-4)
+    assert data.report.counts == {"duplicate_image": 1, "rotated_box": 1, "unsupported_shape": 1}
+
+
+# -- Label Studio -----------------------------------------------------------------------------------
+def _ls_result(label, x, y, w, h, kind="rectanglelabels", points=None):
+    """A result as Label Studio exports it: percent of the image, the image's size beside."""
+    value = (
+        {"points": points, "closed": True}
+        if points
+        else {"x": x, "y": y, "width": w, "height": h, "rotation": 0}
+    )
+    value[kind] = [label]
+    return {
+        "original_width": W,
+        "original_height": H,
+        "image_rotation": 0,
+        "value": value,
+        "id": f"r{label}{x}",
+        "from_name": "label",
+        "to_name": "image",
+        "type": kind,
+        "origin": "manual",
+    }
+
+
+def _ls_task(k, image, results, cancelled=False):
+    annotation = {
+        "id": k,
+        "completed_by": 1,
+        "result": results,
+        "was_cancelled": cancelled,
+        "ground_truth": False,
+        "created_at": "2024-05-01T10:00:00.000000Z",
+        "lead_time": 12.5,
+        "task": k,
+    }
+    return {
+        "id": k,
+        "annotations": [annotation],
+        "file_upload": os.path.basename(image),
+        "drafts": [],
+        "predictions": [],
+        "data": {"image": image},
+        "meta": {},
+        "created_at": "2024-05-01T09:00:00.000000Z",
+        "inner_id": k,
+        "total_annotations": 1,
+        "cancelled_annotations": 0,
+        "total_predictions": 0,
+        "project": 1,
+    }
+
+
+def _ls_root(root, n=12, tasks_extra=()):
+    """Label Studio's JSON export of uploaded images (renamed ``<8 hex>-<name>``), and the images
+    as the user has them."""
+    (root / "images").mkdir(parents=True)
+    tasks = []
+    for i in range(n):
+        (root / "images" / f"cell_{i}.jpg").write_bytes(_image_bytes(i))
+        results = [
+            _ls_result("RBC", 6.25, 12.5, 37.5, 50),  # 4,6 .. 28,30 in pixels of 64 x 48
+            _ls_result(
+                "WBC", 0, 0, 0, 0, "polygonlabels", [[62.5, 25], [93.75, 25], [78.125, 75]]
+            ),  # 40,12 .. 60,36
+        ]
+        tasks.append(_ls_task(i + 1, f"/data/upload/1/{i:08x}-cell_{i}.jpg", results))
+    tasks += list(tasks_extra)
+    (root / "export.json").write_text(json.dumps(tasks))
+    return root
+
+
+def test_label_studio_export_with_uploaded_names_and_unfinished_tasks(tmp_path):
+    unfinished = _ls_task(90, "/data/upload/1/0000005a-cell_1.jpg", [], cancelled=True)
+    local = _ls_task(91, "/data/local-files/?d=images%2Fextra%20one.jpg", [_ls_result("WBC", 50, 50, 25, 25)])
+    root = _ls_root(tmp_path / "ls", n=3, tasks_extra=[unfinished, local])
+    (root / "images" / "extra one.jpg").write_bytes(_image_bytes(5))
+    data = load_label_studio(str(root / "export.json"), str(root / "images"))
+    assert data.classes == ("RBC", "WBC")
+    records = {r.file_name: r for r in data.records}
+    assert sorted(records) == ["cell_0.jpg", "cell_1.jpg", "cell_2.jpg", "extra one.jpg"]
+    np.testing.assert_allclose(records["cell_0.jpg"].boxes, [[4, 6, 28, 30], [40, 12, 60, 36]], atol=1e-4)
+    np.testing.assert_allclose(records["extra one.jpg"].boxes, [[32, 24, 48, 36]], atol=1e-4)
+    assert data.report.counts == {"no_annotation": 1}
+
+
+def test_image_names_are_matched_by_path_name_or_upload_name():
+    names = ImageNames(["a/b.jpg", "c d.jpg", "x/raccoon-1.jpg"])
+    assert names.find("a/b.jpg") == "a/b.jpg"
+    assert names.find("/data/upload/3/3f2a1b7c-raccoon-1.jpg") == "x/raccoon-1.jpg"
+    assert names.find("/data/local-files/?d=c%20d.jpg") == "c d.jpg"
+    assert names.find("http://host/media/b.jpg") == "a/b.jpg"
+    assert names.find("zzz.jpg") is None
+
+
+# -- bad input, for each reader ---------------------------------------------------------------------
+def _write(path, text, encoding="utf-8", bom=False):
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode(encoding))
+
+
+def _one_labelme(tmp_path, shapes, image_path="a.jpg", image=True, **kw):
+    root = tmp_path / "lm"
+    root.mkdir(exist_ok=True)
+    if image:
+        (root / "a.jpg").write_bytes(_image_bytes(0))
+    _labelme_file(str(root / "a.json"), image_path, shapes, **kw)
+    return root
+
+
+def test_labelme_bad_inputs_are_counted_or_one_line(tmp_path):
+    box = _labelme_shape("car", [[1, 1], [9, 9]], "rectangle")
+    root = _one_labelme(tmp_path, [box])
+    # a missing image (no file, nothing embedded): counted
+    _labelme_file(str(root / "gone.json"), "gone.jpg", [box])
+    # empty shapes: an image without objects, kept
+    (root / "empty.jpg").write_bytes(_image_bytes(1))
+    _labelme_file(str(root / "empty.json"), "empty.jpg", [])
+    # a path outside the root is not read; the same name beside the JSON is
+    (root / "outside.jpg").write_bytes(_image_bytes(2))
+    _labelme_file(str(root / "outside.json"), "../../../etc/outside.jpg", [box])
+    # a second JSON for the same image
+    _labelme_file(str(root / "copy.json"), "a.jpg", [box])
+    # invalid JSON, Latin-1, a BOM (read), a JSON that is not LabelMe's
+    _write(root / "broken.json", '{"shapes": [')
+    _write(
+        root / "latin.json",
+        json.dumps({"shapes": [], "imagePath": "café.jpg"}, ensure_ascii=False),
+        "latin-1",
+    )
+    (root / "bom.jpg").write_bytes(_image_bytes(3))
+    _write(root / "bom.json", json.dumps({"shapes": [box], "imagePath": "bom.jpg"}), bom=True)
+    _write(root / "other.json", json.dumps([1, 2]))
+    data = load_labelme(str(root))
+    assert sorted(r.file_name for r in data.records) == ["a.jpg", "bom.jpg", "empty.jpg", "outside.jpg"]
+    assert data.report.counts == {
+        "missing_image": 1,
+        "path_outside_root": 1,
+        "duplicate_image": 1,
+        "bad_annotation_file": 3,
+        "size_from_image": 1,  # bom.json holds no image size
+    }
+    bad = dict(data.report.of("bad_annotation_file"))
+    assert "malformed JSON at line 1" in bad[str(root / "broken.json")]
+    assert "not UTF-8 (byte 0xe9" in bad[str(root / "latin.json")]
+    assert "no 'shapes' list" in bad[str(root / "other.json")]
+
+
+def test_labelme_unknown_label_is_one_line_or_counted(tmp_path):
+    root = _one_labelme(tmp_path, [_labelme_shape("zebra", [[1, 1], [9, 9]], "rectangle")])
+    with pytest.raises(
+        AnnotationError, match=r"a.json: shapes\[0\]: unknown label 'zebra'; known: \['car'\]"
+    ):
+        load_labelme(str(root), classes=["car"])
+    data = load_labelme(str(root), classes=["car"], skip_unknown_classes=True)
+    assert data.report.counts == {"unknown_class": 1, "labels_lost": 1}
+
+
+def test_cvat_bad_inputs_are_counted_or_one_line(tmp_path):
+    root = tmp_path / "cvat"
+    (root / "images").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        (root / "images" / name).write_bytes(_image_bytes(0))
+    body = (
+        _cvat_image(0, "a.jpg", '    <polygon label="car" points="1.00,1.00;5.00,5.00"/>\n')  # 2 points
+        + _cvat_image(1, "b.jpg", "")  # no shapes: kept
+        + _cvat_image(2, "gone.jpg", _cvat_box("car", 1, 1, 9, 9))  # missing
+        + _cvat_image(3, "../../etc/passwd.jpg", _cvat_box("car", 1, 1, 9, 9))  # outside: not matched
+        + _cvat_image(4, "b.jpg", _cvat_box("car", 1, 1, 9, 9))  # duplicate
+    )
+    xml = CVAT_HEAD.format(n=5) + body + "</annotations>\n"
+    _write(root / "annotations.xml", xml, bom=True)  # a BOM is read
+    data = load_cvat(str(root))
+    assert sorted(r.file_name for r in data.records) == ["a.jpg", "b.jpg"]
+    assert sum(len(r) for r in data.records) == 0
+    assert data.report.counts == {"bad_shape": 1, "missing_image": 2, "duplicate_image": 1}
+    missing = [d for _, d in data.report.of("missing_image")]  # passwd.jpg: looked for in images/ only
+    images = root / "images"
+    assert missing == [f"'gone.jpg' is not under {images}", f"'../../etc/passwd.jpg' is not under {images}"]
+    # unknown label, broken XML, Latin-1 without a declaration: one line each
+    _write(
+        root / "annotations.xml",
+        CVAT_HEAD.format(n=1) + _cvat_image(0, "a.jpg", _cvat_box("bus", 1, 1, 9, 9)) + "</annotations>",
+    )
+    with pytest.raises(AnnotationError, match=r"annotations.xml: line \d+: unknown label 'bus'"):
+        load_cvat(str(root))
+    _write(root / "annotations.xml", "<annotations><image name='a.jpg'>")
+    with pytest.raises(AnnotationError, match=r"annotations.xml: malformed CVAT XML at line 1"):
+        load_cvat(str(root))
+    _write(root / "annotations.xml", "<annotations><image name='café.jpg'/></annotations>", "latin-1")
+    with pytest.raises(AnnotationError, match=r"malformed CVAT XML at line 1"):
+        load_cvat(str(root))
+    # Latin-1 with its declaration is valid XML, and read
+    (root / "images" / "café.jpg").write_bytes(_image_bytes(4))
+    _write(
+        root / "annotations.xml",
+        "<?xml version='1.0' encoding='ISO-8859-1'?><annotations><image name='café.jpg' width='64' height='48'>"
+        + _cvat_box("car", 1, 1, 9, 9) + "</image></annotations>",
+        "latin-1",
+    )  # fmt: skip
+    assert [r.file_name for r in load_cvat(str(root)).records] == ["café.jpg"]
+
+
+def test_label_studio_bad_inputs_are_counted_or_one_line(tmp_path):
+    root = tmp_path / "ls"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.jpg").write_bytes(_image_bytes(0))
+    (root / "images" / "b.jpg").write_bytes(_image_bytes(1))
+    tasks = [
+        _ls_task(
+            1,
+            "/data/upload/1/0000aaaa-a.jpg",
+            [_ls_result("RBC", 0, 0, 0, 0, "polygonlabels", [[1, 1], [5, 5]])],
+        ),
+        _ls_task(2, "/data/upload/1/0000bbbb-b.jpg", []),  # empty: kept, no objects
+        _ls_task(3, "/data/upload/1/0000cccc-gone.jpg", [_ls_result("RBC", 1, 1, 5, 5)]),
+        _ls_task(4, "/data/upload/1/0000dddd-b.jpg", [_ls_result("RBC", 1, 1, 5, 5)]),  # duplicate
+        _ls_task(5, "../../../etc/b.jpg", [_ls_result("RBC", 1, 1, 5, 5)]),  # outside: the name only
+    ]
+    _write(root / "export.json", json.dumps(tasks), bom=True)
+    data = load_label_studio(str(root / "export.json"), str(root / "images"), classes=["RBC"])
+    assert sorted(r.file_name for r in data.records) == ["a.jpg", "b.jpg"]
+    assert data.report.counts == {"bad_shape": 1, "missing_image": 1, "duplicate_image": 2}
+    cases = {
+        "unknown": (json.dumps([_ls_task(1, "a.jpg", [_ls_result("zebra", 1, 1, 5, 5)])]), r"task 1: result 0: unknown label 'zebra'"),
+        "broken": ("[{", r"malformed JSON at line 1"),
+        "latin": (json.dumps([_ls_task(1, "é.jpg", [])], ensure_ascii=False), r"not UTF-8 \(byte 0xe9"),
+        "minimal": (json.dumps({"image": "a.jpg"}), r"a list of tasks"),
+    }  # fmt: skip
+    for name, (text, match) in cases.items():
+        _write(root / f"{name}.json", text, "latin-1" if name == "latin" else "utf-8")
+        with pytest.raises(AnnotationError, match=match):
+            load_label_studio(str(root / f"{name}.json"), str(root / "images"), classes=["RBC"])
+
+
+# -- one command per layout -------------------------------------------------------------------------
+def _layout(tmp_path, kind):
+    if kind == "labelme":
+        return ["--labelme-root", str(_labelme_root(tmp_path / "lm"))]
+    if kind == "cvat":
+        return ["--cvat-root", str(_cvat_root(tmp_path / "cvat"))]
+    root = _ls_root(tmp_path / "ls")
+    return ["--ls-json", str(root / "export.json"), "--ls-images", str(root / "images")]
+
+
+@pytest.mark.parametrize("kind", ["labelme", "cvat", "labelstudio"])
+def test_each_tool_export_trains_evaluates_and_mines_with_one_command(tmp_path, capsys, kind):
+    flags = ["--dataset", kind, *_layout(tmp_path, kind)]
+    train, val = build_datasets(_args(tmp_path, *flags))
+    assert len(train) + len(val) == 12 and len(val) == 2  # --val-fraction 0.2 of 12, seeded
+    assert (tmp_path / "out" / "splits" / "val.txt").read_text().count("\n") == 2
+    argv = [*flags, "--min-size", "64", "--epochs", "1", "--round-epochs", "1", "--K", "3", "--initial", "4",
+            "--max-rounds", "1", "--weights-backbone", "none", "--output-dir", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rounds"] == 1 and summary["labelled_images"] == 4 + 3
+    report = json.loads((tmp_path / "run" / "load_report.json").read_text())
+    assert sum(report["train"]["boxes_per_class"].values()) == 2 * len(train)
