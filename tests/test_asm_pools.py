@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from asm.merge import MergeResult
-from asm.pools import ASMState
+from asm.pools import ASMState, RoundCost, image_count, initial_pool
 from datasets.records import Record
 from tests.helpers import plain_state
 
@@ -258,3 +258,25 @@ def test_topk_v2_an_al_ratio_equal_to_cer_ratio_is_certain():
     assert batch[0] in state.labelled  # ratio == cer_ratio: ASM_core's "<=", joins the pool
     assert state.pending == [batch[1]]  # ratio == uncer_ratio: uncertain, detected again
     assert batch[2] in state.unlabelled  # just above cer_ratio: back in the queue
+
+
+def test_image_counts_and_the_initial_pool_by_hand():
+    assert [image_count(v, 10) for v in (0.25, 0.04, 1.0, 3, 2.0)] == [2, 1, 10, 3, 2]  # round(2.5) is 2
+    assert initial_pool(10, 0.3, seed=4) == initial_pool(10, 3, seed=4) and len(initial_pool(10, 3, 4)) == 3
+    assert initial_pool(10, 10, seed=1) == list(range(10))
+    assert initial_pool(10, 3, seed=4) == sorted(np.random.default_rng([4, 7]).permutation(10)[:3].tolist())
+    assert initial_pool(10, 3, seed=4) != initial_pool(10, 3, seed=5)
+    for bad in (0.01, 11, 0):
+        with pytest.raises(ValueError, match=rf"--initial {bad} gives \d+ images; the pool has 10"):
+            initial_pool(10, bad, seed=0)
+
+
+def test_the_weighted_cost_and_the_pool_boxes_by_hand():
+    cost = RoundCost(images=3, drawn=4, confirmed=5, deleted=2, moved=3)
+    assert cost.weighted(review_cost=0.2, move_cost=0.5) == pytest.approx(4 + 0.2 * 7 + 0.5 * 3)
+    assert cost.weighted(review_cost=0, move_cost=0) == 4
+    records = _records(6)  # boxes 0, 1, 2, 0, 1, 2
+    state = ASMState.start("v1", 2, records, initial=[1, 2], seed=0)
+    assert state.pool_boxes() == (3, 0)  # the initial pool: drawn by the human
+    state.sl_flags["i002"] = [True, False]
+    assert state.pool_boxes() == (3, 1)

@@ -106,3 +106,67 @@ def test_a_box_at_iou_between_move_and_gt_iou_is_one_move():
     assert moved.moved.tolist() == [False, True, False] and len(moved.deleted_boxes) == 1
     assert r.drawn == 2  # the input is untouched
     assert count_moves([r], move_iou=0.7)[0].moved.sum() == 0
+
+
+def test_calibrated_scores_by_hand_at_every_piece_of_the_map():
+    # u 0.3, c 0.8; class 1 at t 0.7, class 2 at t 0.9, class 3 without a threshold (t = c: unchanged)
+    scores = [0.75, 0.65, 0.2, 0.3, 1.0, 0.95, 0.85, 0.5, 0.6, 0.6, 0.7 - 1e-9]
+    labels = [1, 1, 1, 1, 1, 2, 2, 2, 3, 3, 1]
+    det = {
+        "boxes": np.arange(44, dtype=np.float32).reshape(11, 4),
+        "labels": np.array(labels),
+        "scores": np.array(scores),
+    }
+    out = calibrate_scores([det], {1: 0.7, 2: 0.9}, CFG)[0]
+    by_box = dict(zip(out["boxes"][:, 0].astype(int).tolist(), out["scores"].tolist()))
+    expected = {
+        0: 0.8 + 0.05 * 0.2 / 0.3,  # above t: [t, 1] -> [c, 1]
+        4: 0.3 + 0.35 * 0.5 / 0.4,  # between u and t: [u, t] -> [u, c]
+        8: 0.2,  # below u: unchanged
+        12: 0.3,  # at u: the low piece starts at u
+        16: 1.0,  # 1 stays 1
+        20: 0.8 + 0.05 * 0.2 / 0.1,
+        24: 0.3 + 0.55 * 0.5 / 0.6,
+        28: 0.3 + 0.2 * 0.5 / 0.6,
+        32: 0.6,
+        36: 0.6,
+    }
+    for box, value in expected.items():
+        assert by_box[box] == pytest.approx(value, abs=1e-9), box
+    assert 0.8 - 1e-6 < by_box[40] < 0.8  # just under t: just under c, never certain
+    assert out["boxes"][:, 0].astype(int).tolist() == [
+        16,
+        20,
+        0,
+        40,
+        24,
+        4,
+        32,
+        36,
+        28,
+        12,
+        8,
+    ]  # sorted, ties in order
+    assert out["labels"].tolist() == [1, 2, 1, 1, 2, 1, 3, 3, 2, 1, 1]  # every field follows the order
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(uncertain_thre=-0.01), "need 0 <= uncertain_thre <= certain_thre <= 1, got -0.01, 0.8"),
+        (dict(uncertain_thre=0.81), "got 0.81, 0.8"),
+        (dict(certain_thre=1.01), "got 0.3, 1.01"),
+        (dict(judge_iou=0.0), "judge_iou must be in \\(0, 1\\], got 0.0"),
+        (dict(gt_iou=1.5), "gt_iou must be in \\(0, 1\\], got 1.5"),
+        (dict(move_iou=-1), "move_iou must be in \\(0, 1\\], got -1"),
+    ],
+)
+def test_asm_config_refuses_values_outside_their_range(kw, message):
+    with pytest.raises(ValueError, match=message):
+        ASMConfig(**{"certain_thre": 0.8, "uncertain_thre": 0.3} | kw)
+
+
+def test_asm_config_accepts_the_edges_of_each_range():
+    ASMConfig(uncertain_thre=0.0, certain_thre=0.0)
+    ASMConfig(uncertain_thre=1.0, certain_thre=1.0, judge_iou=1.0, gt_iou=1.0, move_iou=1.0)
+    ASMConfig(uncertain_thre=0.5, certain_thre=0.5, judge_iou=1e-6)

@@ -1,5 +1,6 @@
 """tools/checkpoint.py: the file names, plain-data checkpoints written atomically, exact RNG state."""
 
+import hashlib
 import random
 
 import numpy as np
@@ -14,6 +15,8 @@ from tools.checkpoint import (
     CheckpointError,
     RunState,
     best_path,
+    checkpoint_of,
+    folder_of,
     last_path,
     load_checkpoint,
     read_run,
@@ -21,6 +24,8 @@ from tools.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    unwrap,
+    weights_digest,
 )
 
 
@@ -89,3 +94,87 @@ def test_a_format_2_checkpoint_reads_its_held_out_as_last_outcomes(tmp_path):
     state = read_state(path, need=())
     assert state.last_outcomes == outcomes and state.format == 2
     assert "held_out" not in state.to_dict() and state.to_dict()["last_outcomes"] == outcomes
+
+
+def test_checkpoint_of_a_folder_prefers_best_and_names_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"a folder without {BEST} or {LAST}; give the output folder"):
+        checkpoint_of(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*none.pth"):
+        checkpoint_of(str(tmp_path / "none.pth"))
+    save_checkpoint(last_path(str(tmp_path)), {})
+    assert checkpoint_of(str(tmp_path)) == last_path(str(tmp_path))
+    save_checkpoint(best_path(str(tmp_path)), {})
+    assert checkpoint_of(str(tmp_path)) == best_path(str(tmp_path))
+    assert checkpoint_of(last_path(str(tmp_path))) == last_path(str(tmp_path))  # a file: itself
+    assert folder_of(str(tmp_path)) == folder_of(last_path(str(tmp_path))) == str(tmp_path)
+
+
+def test_best_holds_the_model_and_what_reads_it_and_nothing_to_resume_with():
+    state = RunState(
+        model={"w": 1}, optimizer={"lr": 1}, config={"K": 3}, classes=["a"], best_ap=0.5, git="abc"
+    )
+    saved = state.model_dict()
+    assert sorted(saved) == sorted([*MODEL_KEYS, "best_ap", "environment", "git", "format"])
+    assert (saved["model"], saved["config"], saved["classes"], saved["best_ap"], saved["git"]) == (
+        {"w": 1},
+        {"K": 3},
+        ["a"],
+        0.5,
+        "abc",
+    )
+
+
+def test_weights_digest_sees_every_weight_name_and_shape_and_unwraps_a_wrapper():
+    torch.manual_seed(0)
+    a = torch.nn.Linear(3, 2)
+    b = torch.nn.Linear(3, 2)
+    b.load_state_dict(a.state_dict())
+    assert weights_digest(a) == weights_digest(b)
+    wrapped = torch.nn.Module()
+    wrapped.module = b
+    assert unwrap(wrapped) is b and unwrap(b) is b and weights_digest(wrapped) == weights_digest(a)
+    with torch.no_grad():
+        b.bias[1] += 1e-6
+    assert weights_digest(a) != weights_digest(b)
+    reshaped = torch.nn.Linear(2, 3)  # same number of weights, another shape
+    with torch.no_grad():
+        reshaped.weight.copy_(a.weight.reshape(3, 2)), reshaped.bias.zero_()
+    a.bias.data.zero_()
+    assert weights_digest(a) != weights_digest(reshaped)
+    half = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    assert len(weights_digest(half)) == 64  # bfloat16 has no numpy type: read as its bits
+    expected = hashlib.sha256()
+    for name, t in a.state_dict().items():  # the documented recipe, by hand
+        expected.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        expected.update(t.detach().numpy().tobytes())
+    assert weights_digest(a) == expected.hexdigest()
+
+
+def test_every_unreadable_checkpoint_is_named_with_its_cause(tmp_path):
+    with pytest.raises(CheckpointError, match=r"^checkpoint not found: .*nowhere.pth$"):
+        load_checkpoint(str(tmp_path / "nowhere.pth"))
+    (tmp_path / "one.pth").write_bytes(b"x")  # one byte: not empty, so not called empty
+    with pytest.raises(CheckpointError, match=r"one.pth: (refused|not a readable checkpoint)"):
+        load_checkpoint(str(tmp_path / "one.pth"))
+    (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04" + b"\0" * 40)  # a zip header cut short
+    with pytest.raises(
+        CheckpointError,
+        match=r"cut.pth: not a readable checkpoint: truncated, or not written by torch.save \(\w+: .+\)$",
+    ):
+        load_checkpoint(str(tmp_path / "cut.pth"))
+    torch.save({"x": random.Random(0)}, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(str(tmp_path / "foreign.pth"))
+    message = str(e.value)
+    assert message.startswith(
+        f"{tmp_path / 'foreign.pth'}: refused: it holds objects other than plain data, so it"
+    )
+    reason = message[message.index("(") + 1 : -1]
+    assert reason and "\n" not in reason and len(reason) <= 160  # the first line of torch's reason, cut
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(
+        CheckpointError, match=r"list.pth: not a checkpoint of this tool \(it holds a list, not a dict\)$"
+    ):
+        load_checkpoint(str(tmp_path / "list.pth"))
+    save_checkpoint(str(tmp_path / "ok.pth"), {"t": torch.ones(2)})
+    assert load_checkpoint(str(tmp_path / "ok.pth"), map_location="cpu")["t"].device.type == "cpu"

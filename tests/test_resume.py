@@ -5,9 +5,10 @@ import os
 
 import pytest
 
-from tools.checkpoint import load_checkpoint
-from tools.resume import ResumeError, reconcile, run_folder
-from train_asm_one import main
+from tools.checkpoint import RunState, last_path, load_checkpoint, save_checkpoint
+from tools.options import NO_VALIDATE_INTERVAL
+from tools.resume import DEFAULT_OUTPUT, ResumeError, explicit_options, reconcile, resolve_resume, run_folder
+from train_asm_one import get_args_parser, main
 
 TINY = [
     "--demo-train",
@@ -56,6 +57,7 @@ def test_run_folder_follows_the_checkpoint_or_refuses_another_folder(tmp_path):
         run_folder(ckpt, str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_resume_without_a_path_continues_the_output_folder_and_lists_changes(tmp_path, caplog):
     out = str(tmp_path / "run")
     argv = [*TINY, "--cache-dir", str(tmp_path / "c"), "--output-dir", out]
@@ -95,6 +97,7 @@ def test_max_rounds_none_removes_the_limit_on_resume():
     assert values == {"max_rounds": None, "K": 4} and applied == ["--max-rounds 2 -> None"]
 
 
+@pytest.mark.slow
 def test_no_validate_is_turned_on_and_off_across_resumes(tmp_path, caplog):
     """Round 1 with --no-validate evaluates only its last epoch; resumed with --no-validate false,
     round 2 evaluates every epoch again (the run's --eval-interval 1), and the log says so."""
@@ -113,3 +116,100 @@ def test_no_validate_is_turned_on_and_off_across_resumes(tmp_path, caplog):
         if e["type"] == "epoch" and e["AP50"] is not None
     ]
     assert [x for x in evaluated if x[0] != "pretrain"] == [("round1", 1), ("round2", 0), ("round2", 1)]
+
+
+# -- resolve_resume on a checkpoint written here (no training: seconds, and in the mutation runs) --
+def _checkpoint(folder, **config) -> str:
+    """A last.pth holding every training key and the options of a run started with no flags, with
+    ``config``'s values instead."""
+    saved = vars(get_args_parser().parse_args([])) | {"output_dir": str(folder)} | config
+    state = RunState(model={}, epochs_done=3, rng={}, config=saved)
+    path = last_path(str(folder))
+    os.makedirs(folder, exist_ok=True)
+    save_checkpoint(path, state.to_dict())
+    return path
+
+
+def _resolve(argv):
+    args = get_args_parser().parse_args(argv)
+    return args, resolve_resume(args, argv, get_args_parser)
+
+
+def test_without_resume_the_folder_is_settled_and_nothing_is_read(tmp_path):
+    args, state = _resolve([])
+    assert state is None and args.output_dir == DEFAULT_OUTPUT == "outputs/run"
+    args, state = _resolve(["--output-dir", str(tmp_path / "new"), "--auto-resume"])  # nothing to resume yet
+    assert state is None and args.resume is None and args.output_dir == str(tmp_path / "new")
+
+
+def test_resume_paths_auto_resume_and_weights(tmp_path, caplog):
+    run = tmp_path / "run"
+    path = _checkpoint(run, K=7)
+    with caplog.at_level(logging.INFO, logger="train_asm_one"):
+        args, state = _resolve(["--output-dir", str(run), "--auto-resume", "--weights", "w.pth"])
+    assert args.resume == path and args.weights is None and state.epochs_done == 3 and args.K == 7
+    assert f"--auto-resume: continuing {path} (its model, not --weights)" in caplog.text
+    args, _ = _resolve(["--output-dir", str(run), "--resume"])  # no value: the folder's last.pth
+    assert args.resume == path and args.output_dir == str(run)
+    args, _ = _resolve(["--resume", path])  # the folder follows the checkpoint
+    assert args.output_dir == str(run)
+    with pytest.raises(ValueError, match="--resume restores the model; do not combine it with --weights"):
+        _resolve(["--resume", path, "--weights", "w.pth"])
+    with pytest.raises(FileNotFoundError, match=r"checkpoint not found: .*nowhere.last.pth \(--resume\)"):
+        _resolve(["--resume", str(tmp_path / "nowhere" / "last.pth")])
+
+
+def test_a_resume_keeps_the_runs_options_and_applies_only_the_adjustable_ones(tmp_path, caplog):
+    path = _checkpoint(tmp_path / "run", K=7, max_rounds=2)
+    with caplog.at_level(logging.INFO, logger="train_asm_one"):
+        args, _ = _resolve(["--resume", path, "--max-rounds", "5"])
+    assert (args.K, args.max_rounds) == (7, 5)
+    assert "--resume: applied the new value of --max-rounds 2 -> 5" in caplog.text
+    with pytest.raises(ResumeError, match=r"--K 9 \(the run's: 7\)"):
+        _resolve(["--resume", path, "--K", "9"])
+    args, _ = _resolve(["--resume", path, "--K=7"])  # the same value, written with '=': accepted
+    assert args.K == 7
+
+
+def test_auto_scale_lr_is_applied_once_the_checkpoint_holds_the_scaled_rate(tmp_path):
+    # started with --lr 0.02 --batch-size 2 --auto-scale-lr: 0.02 x 2 / 16 = 0.0025 saved
+    path = _checkpoint(tmp_path / "run", lr=0.0025, batch_size=2, auto_scale_lr=True)
+    for argv in (["--auto-scale-lr"], ["--auto-scale-lr", "--lr", "0.02", "--batch-size", "2"]):
+        args, _ = _resolve(["--resume", path, *argv])
+        assert args.lr == pytest.approx(0.0025) and args.auto_scale_lr is False
+    with pytest.raises(ResumeError, match=r"--lr 0.005 \(the run's: 0.0025\)"):  # 0.04 x 2 / 16
+        _resolve(["--resume", path, "--auto-scale-lr", "--lr", "0.04", "--batch-size", "2"])
+
+
+def test_no_validate_off_restores_evaluation_and_an_ignored_interval_is_said(tmp_path, caplog):
+    path = _checkpoint(tmp_path / "run", eval_interval=NO_VALIDATE_INTERVAL, no_validate=True)
+    args, _ = _resolve(["--resume", path, "--no-validate", "false"])
+    assert args.no_validate is False and args.eval_interval == 1  # the default, evaluation back on
+    with caplog.at_level(logging.WARNING, logger="train_asm_one"):
+        args, _ = _resolve(["--resume", path, "--eval-interval", "3"])
+    assert args.no_validate is True
+    assert "--eval-interval has no effect while --no-validate is on (--no-validate false)" in caplog.text
+
+
+def test_options_a_checkpoint_predates_are_named_with_the_values_taken(tmp_path, caplog):
+    path = _checkpoint(tmp_path / "run")
+    state = load_checkpoint(path)
+    for old in ("smooth_l1_beta", "train_seed"):
+        del state["config"][old]
+    save_checkpoint(path, state)
+    with caplog.at_level(logging.INFO, logger="train_asm_one"):
+        _resolve(["--resume", path])
+    line = next(r.getMessage() for r in caplog.records if "predates" in r.getMessage())
+    assert line == (
+        "--resume: the checkpoint predates --smooth-l1-beta, --train-seed; taking smooth_l1_beta=1.0, "
+        "train_seed=None"
+    )
+
+
+def test_explicit_options_reads_both_spellings_and_ignores_values():
+    parser = get_args_parser()
+    assert explicit_options(parser, ["--K", "5", "--lr=0.1", "5", "--no-validate"]) == [
+        "K",
+        "lr",
+        "no_validate",
+    ]

@@ -65,6 +65,7 @@ def _restore_sigint():  # a background job of a non-interactive shell inherits a
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_sigint_mid_epoch_exits_with_the_command_that_continues(tmp_path):
     out = str(tmp_path / "run")
     argv = [
@@ -128,6 +129,7 @@ def _new_group():  # a terminal's Ctrl-C reaches the whole foreground group: the
     os.setsid()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_to_the_group_with_two_workers_stops_cleanly(tmp_path, sig, code):
     """Ctrl-C (or SIGTERM) sent to the process group, so that both DataLoader workers get it too,
