@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if not args.reuse:
         subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], cwd=ROOT, check=True
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+            cwd=ROOT,
+            check=True,
         )
     wall = round(time.perf_counter() - start, 1)
     with open(REASONS, encoding="utf-8") as f:
