@@ -203,10 +203,10 @@ def record_from_dict(data: dict[str, Any]) -> Record:
         file_name=data["file_name"],
         width=int(data["width"]),
         height=int(data["height"]),
-        boxes=np.asarray(data["boxes"], dtype=np.float32).reshape(-1, 4),
-        labels=np.asarray(data["labels"], dtype=np.int64),
-        difficult=np.asarray(data.get("difficult", []), dtype=bool) if "difficult" in data else None,
-        iscrowd=np.asarray(data.get("iscrowd", []), dtype=bool) if "iscrowd" in data else None,
+        boxes=data["boxes"],  # Record casts and shapes them (float32 [N, 4], int64, bool)
+        labels=data["labels"],
+        difficult=data.get("difficult"),  # absent: all False
+        iscrowd=data.get("iscrowd"),
         masks=data.get("masks"),
     )
 

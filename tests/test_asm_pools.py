@@ -3,7 +3,7 @@ import pytest
 
 from asm.merge import MergeResult
 from asm.pools import ASMState, RoundCost, image_count, initial_pool
-from datasets.records import Record
+from datasets.records import Record, record_to_dict
 from tests.helpers import plain_state
 
 
@@ -280,3 +280,79 @@ def test_the_weighted_cost_and_the_pool_boxes_by_hand():
     assert state.pool_boxes() == (3, 0)  # the initial pool: drawn by the human
     state.sl_flags["i002"] = [True, False]
     assert state.pool_boxes() == (3, 1)
+
+
+def test_round_cost_adds_every_field_of_every_image():
+    a = MergeResult(Record("a", "a.jpg", 9, 9), np.zeros(0, bool), 2, 3, 1, 4, 5, 0, 3, 0.4, sl_score=2.5)
+    b = MergeResult(
+        Record("b", "b.jpg", 9, 9),
+        np.zeros(0, bool),
+        1,
+        0,
+        2,
+        2,
+        1,
+        0,
+        0,
+        1.0,
+        moved=np.array([True, True, False]),
+    )
+    cost = RoundCost()
+    cost.add([a, b])
+    cost.add([a])
+    assert {k: v for k, v in cost.as_dict().items() if k not in ("ratio_sum", "precision")} == {
+        "images": 3,
+        "drawn": 5,
+        "confirmed": 6,
+        "deleted": 4,
+        "moved": 2,
+        "certain": 10,
+        "matched": 6,
+        "sl_score": 5.0,
+    }
+    assert cost.ratio_sum == pytest.approx(1.8) and cost.precision == pytest.approx(6 / 10)
+
+
+def test_check_names_the_image_in_two_sets_a_lost_one_and_an_unknown_one():
+    state = ASMState.start("v1", 2, _records(4), initial=[0, 1], seed=0)
+    state.check()
+    state.unlabelled.append("i000")
+    with pytest.raises(AssertionError, match="image i000 is in both labelled and unlabelled"):
+        state.check()
+    state.unlabelled.remove("i000")
+    state.pending.append(state.unlabelled.pop())
+    state.pending.append(state.unlabelled[0])
+    with pytest.raises(AssertionError, match=r"image i00\d is in both unlabelled and pending"):
+        state.check()
+    state.pending.pop()
+    gone = state.pending.pop()
+    with pytest.raises(AssertionError, match=rf"lost images \['{gone}'\], unknown \[\]"):
+        state.check()
+    state.pending.extend([gone, "zzz"])
+    with pytest.raises(AssertionError, match=r"lost images \[\], unknown \['zzz'\]"):
+        state.check()
+
+
+def test_a_format_2_state_one_dict_per_record_reads_as_the_same_state():
+    records = _records(12)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("v1+", 3, records, initial=[0, 1, 2, 3], seed=0)
+    _run_round(state, oracle, lambda n: [0.9, 0.1, 0.5][:n])
+    state.detected = {i: (oracle[i], 0.25 * k) for k, i in enumerate(state.unlabelled[:2])}
+    for i in state.detected:
+        state.unlabelled.remove(i)
+    state.check()
+    new = state.state_dict()
+    old = dict(new)  # format 2: records one dict each, the ratios beside them; no round_train yet
+    old["labelled"] = [record_to_dict(r) for r in state.labelled.values()]
+    old["detected"] = [[record_to_dict(r), q] for r, q in state.detected.values()]
+    del old["round_train"]
+    read = ASMState.from_state(old)
+    assert (
+        read.labelled == state.labelled
+        and read.detected == state.detected
+        and read.digest() == state.digest()
+    )
+    assert [q for _, q in read.detected.values()] == [0.0, 0.25]
+    assert read.round_train == "replay"  # the only behaviour format 2 had
+    assert ASMState.from_state(new).round_train == state.round_train

@@ -170,3 +170,46 @@ def test_asm_config_accepts_the_edges_of_each_range():
     ASMConfig(uncertain_thre=0.0, certain_thre=0.0)
     ASMConfig(uncertain_thre=1.0, certain_thre=1.0, judge_iou=1.0, gt_iou=1.0, move_iou=1.0)
     ASMConfig(uncertain_thre=0.5, certain_thre=0.5, judge_iou=1e-6)
+
+
+def test_the_ablations_merge_by_hand():
+    gt = Record(
+        "g7", "dir/g7.jpg", 120, 30, [[0, 0, 10, 10], [20, 0, 30, 10]], [1, 1], difficult=[False, True]
+    )
+    det = _det(
+        [[0, 0, 10, 10], [60, 0, 70, 10], [90, 0, 99, 10]], [1, 1, 2], [0.9, 0.85, 0.5]
+    )  # 2 certain, 1 uncertain
+    no_human = merge_batch([det], [gt], ASMConfig(enable_al=False))[0]  # the certain boxes are the labels
+    assert (no_human.sa.image_id, no_human.sa.file_name, no_human.sa.width, no_human.sa.height) == (
+        "g7",
+        "dir/g7.jpg",
+        120,
+        30,
+    )
+    np.testing.assert_array_equal(no_human.sa.boxes, [[0, 0, 10, 10], [60, 0, 70, 10]])
+    assert no_human.sl.tolist() == [True, True] and (
+        no_human.drawn,
+        no_human.confirmed,
+        no_human.deleted,
+    ) == (0, 0, 0)
+    assert (
+        no_human.ratio == pytest.approx(1 / 3)
+        and no_human.matched == 1
+        and no_human.sl_score == pytest.approx(0.9)
+    )
+    empty = merge_batch([_det([], [], [])], [gt], ASMConfig(enable_al=False))[0]
+    assert empty.ratio == 0.0 and len(empty.sa) == 0
+    no_model = merge_batch([det], [gt], ASMConfig(enable_sl=False))[0]  # the human draws every GT box
+    np.testing.assert_array_equal(no_model.sa.boxes, gt.boxes)
+    assert (
+        no_model.sa.difficult.tolist() == [False, True]
+        and no_model.sa.image_id == "g7"
+        and no_model.sa.width == 120
+    )
+    assert no_model.sl.tolist() == [False, False] and (
+        no_model.drawn,
+        no_model.confirmed,
+        no_model.ratio,
+    ) == (2, 0, 1.0)
+    nothing = merge_batch([det], [Record("n", "n.jpg", 120, 30)], ASMConfig(enable_sl=False))[0]
+    assert nothing.ratio == 0.0 and nothing.drawn == 0

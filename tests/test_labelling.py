@@ -223,6 +223,7 @@ def test_foreign_and_malformed_files_name_the_task_or_image(tmp_path):
             import_round(folder, str(path))
 
 
+@pytest.mark.slow
 def test_pause_import_resume_on_demo(tmp_path, capsys):
     out = str(tmp_path / "run")
     argv = paused_demo_argv(tmp_path, out)
@@ -357,6 +358,7 @@ def test_a_small_adjustment_counts_as_confirmed_and_is_told(tmp_path, caplog):
     assert "1 confirmed boxes were adjusted a little" in caplog.text
 
 
+@pytest.mark.slow
 def test_labelstudio_round_bad_inputs_end_in_one_line(tmp_path, caplog, monkeypatch):
     from labelstudio_round import main as ls_main
 
@@ -378,5 +380,7 @@ def test_labelstudio_round_bad_inputs_end_in_one_line(tmp_path, caplog, monkeypa
     with open(os.path.join(folder, "label_studio.json"), "w") as f:
         json.dump({"url": "http://127.0.0.1:9", "project": 7, "tasks": 3, "round": 1}, f)
     caplog.clear()
-    assert ls_main(["push", "--run", out, "--url", "http://127.0.0.1:9", "--token", "t"]) == 2
-    assert "was pushed already to project 7" in caplog.text
+    assert ls_main(["push", "--run", out, "--url", "http://127.0.0.1:10", "--token", "t"]) == 2
+    assert (
+        "was pushed to http://127.0.0.1:9 (project 7), not http://127.0.0.1:10; label it there" in caplog.text
+    )

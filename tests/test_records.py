@@ -2,8 +2,18 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from datasets.records import Record, RecordSet, load_records, record_from_dict, record_to_dict, save_records
+from datasets.records import (
+    Record,
+    RecordSet,
+    load_records,
+    pack_records,
+    record_from_dict,
+    record_to_dict,
+    save_records,
+    unpack_records,
+)
 from datasets.report import LoadReport
 
 
@@ -73,3 +83,36 @@ def test_trusted_constructor_equals_the_checked_one():
     checked = Record(*args, difficult=[True], iscrowd=[False])
     fast = Record.trusted(*args[:5], np.array([2], np.int64), np.array([True]), np.array([False]))
     assert fast == checked and fast.labels.dtype == np.int64 and len(fast) == 1
+
+
+def test_a_record_dict_without_flags_or_boxes_reads_with_the_defaults():
+    r = record_from_dict(
+        {"image_id": 7, "file_name": "a.jpg", "width": "4", "height": 3.0, "boxes": [], "labels": []}
+    )
+    assert (r.image_id, r.width, r.height) == ("7", 4, 3)
+    assert r.boxes.shape == (0, 4) and r.boxes.dtype == np.float32 and r.labels.dtype == np.int64
+    assert r.difficult.dtype == bool and r.difficult.shape == (0,) and r.masks is None
+    r = record_from_dict(
+        {
+            "image_id": "b",
+            "file_name": "b.jpg",
+            "width": 9,
+            "height": 9,
+            "boxes": [[1, 2, 3, 4], [0, 0, 1, 1]],
+            "labels": [2, 1],
+            "iscrowd": [1, 0],
+        }
+    )
+    assert r.boxes.dtype == np.float32 and r.boxes.tolist() == [[1, 2, 3, 4], [0, 0, 1, 1]]
+    assert r.iscrowd.tolist() == [True, False] and r.difficult.tolist() == [False, False]
+
+
+def test_packing_no_records_and_the_packed_types():
+    packed = pack_records([])
+    assert packed["boxes"].shape == (0, 4) and packed["boxes"].dtype == torch.float32
+    assert packed["labels"].dtype == torch.int64 and packed["difficult"].dtype == torch.bool
+    assert unpack_records(packed) == []
+    records = [Record("a", "a.jpg", 5, 5, [[0, 0, 1, 1]], [1], iscrowd=[True]), Record("b", "b.jpg", 5, 5)]
+    packed = pack_records(records)
+    assert packed["counts"].tolist() == [1, 0] and packed["counts"].dtype == torch.int64
+    assert packed["iscrowd"].tolist() == [True] and unpack_records(packed) == records

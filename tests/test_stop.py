@@ -35,6 +35,7 @@ def test_resume_command_drops_what_would_start_over_or_stop_again():
 
 
 def test_a_signal_during_a_checkpoint_write_waits_for_the_write():
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with SIGINT ignored
     written = []
     with STOP:
         with pytest.raises(Stopped) as e:
