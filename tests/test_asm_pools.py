@@ -356,3 +356,59 @@ def test_a_format_2_state_one_dict_per_record_reads_as_the_same_state():
     assert [q for _, q in read.detected.values()] == [0.0, 0.25]
     assert read.round_train == "replay"  # the only behaviour format 2 had
     assert ASMState.from_state(new).round_train == state.round_train
+
+
+def _round_with(state, oracle, ratios: dict[str, float]):
+    """One round whose detected images get the given AL ratios."""
+    batch = state.next_batch()
+    return batch, state.apply(_results(state, [ratios[i] for i in batch], oracle))
+
+
+def test_topk_v1_fates_and_counts_by_hand():
+    records = _records(8)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("topk_v1", 2, records, initial=[0, 1], seed=0)
+    batch = state.next_batch()
+    earlier = [i for i in state.unlabelled if i not in batch][:3]  # ranked in an earlier round
+    for i, q in zip(earlier, (0.1, 0.2, 0.8)):
+        state.unlabelled.remove(i)
+        state.detected[i] = (oracle[i], q)
+    _, train = _round_with(state, oracle, dict(zip(batch, (0.9, 0.5))))
+    # ranked: earlier[0] 0.1, earlier[1] 0.2, batch[1] 0.5, earlier[2] 0.8, batch[0] 0.9
+    assert [r.image_id for r in train[:2]] == [batch[0], earlier[2]]  # the K highest, trained on now
+    assert set(state.labelled) == {"i000", "i001", earlier[0], earlier[1]}  # the K lowest joined
+    assert set(state.detected) == {batch[0], batch[1], earlier[2]}
+    assert state.fates == {
+        earlier[0]: "topk_v1: among the K lowest AL ratios detected so far",
+        earlier[1]: "topk_v1: among the K lowest AL ratios detected so far",
+        batch[0]: "topk_v1: among the K highest AL ratios: trained on now, ranked again",
+        earlier[2]: "topk_v1: among the K highest AL ratios: trained on now, ranked again",
+        batch[1]: "topk_v1: between the two top-K groups: ranked again next round",
+    }
+    assert (state.rounds[-1]["images_joined"], state.rounds[-1]["images_held"]) == (2, 2)
+
+
+def test_topk_v2_fates_and_counts_by_hand():
+    records = _records(9)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start(
+        "topk_v2", 3, records, initial=[0, 1], seed=0, cer_ratio=0.3, uncer_ratio=0.6, max_passes=2
+    )
+    low, high, middle = state.next_batch()
+    _, train = _round_with(state, oracle, {low: 0.3, high: 0.6, middle: 0.5})  # both edges are inclusive
+    assert (
+        [r.image_id for r in train[:1]] == [high]
+        and state.pending == [high]
+        and state.unlabelled[-1] == middle
+    )
+    assert state.fates == {
+        low: "topk_v2: AL ratio 0.300 <= cer_ratio 0.3",
+        high: "topk_v2: AL ratio 0.600 >= uncer_ratio 0.6: trained on now, detected again next round (pass 1 of 2)",
+        middle: "topk_v2: AL ratio 0.500 between cer_ratio and uncer_ratio: back to the end of the queue (pass 1 of 2)",
+    }
+    assert (state.rounds[-1]["images_joined"], state.rounds[-1]["images_held"]) == (1, 1)
+    batch, train = _round_with(state, oracle, {i: 0.9 for i in state.next_batch()})
+    assert batch[0] == high  # pending first, on its last pass now: labelled by the human, and trained on
+    assert state.fates[high] == "topk_v2: pass 2 of --max-passes 2: the human labels it (AL)"
+    assert high in state.labelled and high not in state.pending
+    assert (state.rounds[-1]["images_joined"], state.rounds[-1]["images_held"]) == (1, 3)
