@@ -407,8 +407,43 @@ def test_topk_v2_fates_and_counts_by_hand():
         middle: "topk_v2: AL ratio 0.500 between cer_ratio and uncer_ratio: back to the end of the queue (pass 1 of 2)",
     }
     assert (state.rounds[-1]["images_joined"], state.rounds[-1]["images_held"]) == (1, 1)
-    batch, train = _round_with(state, oracle, {i: 0.9 for i in state.next_batch()})
+    batch, train = _round_with(state, oracle, dict.fromkeys(state.next_batch(), 0.9))
     assert batch[0] == high  # pending first, on its last pass now: labelled by the human, and trained on
     assert state.fates[high] == "topk_v2: pass 2 of --max-passes 2: the human labels it (AL)"
     assert high in state.labelled and high not in state.pending
     assert (state.rounds[-1]["images_joined"], state.rounds[-1]["images_held"]) == (1, 3)
+
+
+def test_start_validates_its_ratios_and_passes_and_shuffles_by_its_own_seed():
+    records = _records(6)
+    state = ASMState.start("topk_v2", 2, records, initial=[0, 5], seed=3)
+    assert state.max_passes == 3 and (state.cer_ratio, state.uncer_ratio) == (0.3, 0.6)
+    rest = [1, 2, 3, 4]
+    assert state.unlabelled == [f"i{i:03d}" for i in np.random.default_rng([3, 11]).permutation(rest)]
+    ASMState.start("topk_v2", 2, records, initial=[0], seed=0, cer_ratio=0.0, uncer_ratio=1.0)  # the edges
+    for kw, message in (
+        (dict(cer_ratio=0.5, uncer_ratio=0.5), "need 0 <= cer_ratio < uncer_ratio <= 1, got 0.5, 0.5"),
+        (dict(cer_ratio=-0.1), "got -0.1, 0.6"),
+        (dict(uncer_ratio=1.1), "got 0.3, 1.1"),
+        (dict(max_passes=0), "max_passes must be a positive integer, got 0"),
+        (dict(max_passes=2.0), "max_passes must be a positive integer, got 2.0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ASMState.start("topk_v2", 2, records, initial=[0], seed=0, **kw)
+
+
+def test_a_round_record_counts_the_round_the_pool_and_what_was_trained():
+    records = _records(10)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("v1+", 3, records, initial=[0, 1], seed=0)
+    batch, train = _round_with(state, oracle, dict.fromkeys(state.next_batch(), 0.5))
+    last = state.rounds[-1]
+    assert (state.round, last["round"], last["labelled_images"], last["train_images"]) == (1, 1, 5, 5)
+    assert last["images"] == 3 and len(train) == 5
+    assert all(state.sl_flags[i] == [False] * len(oracle[i]) for i in batch)
+    _round_with(state, oracle, dict.fromkeys(state.next_batch(), 0.5))
+    assert (state.round, state.rounds[-1]["round"], state.rounds[-1]["labelled_images"]) == (2, 2, 8)
+    with pytest.raises(
+        ValueError, match=r"merge results do not match next_batch\(\) \(order or ids differ\)"
+    ):
+        state.apply(_results(state, [0.5, 0.5], oracle)[::-1])

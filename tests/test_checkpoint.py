@@ -178,3 +178,14 @@ def test_every_unreadable_checkpoint_is_named_with_its_cause(tmp_path):
         load_checkpoint(str(tmp_path / "list.pth"))
     save_checkpoint(str(tmp_path / "ok.pth"), {"t": torch.ones(2)})
     assert load_checkpoint(str(tmp_path / "ok.pth"), map_location="cpu")["t"].device.type == "cpu"
+
+
+def test_rng_state_keeps_numpys_cached_normal():
+    np.random.seed(3)
+    np.random.standard_normal()  # Box-Muller: the second value of the pair is cached (has_gauss)
+    saved = rng_state()
+    assert saved["numpy"]["has_gauss"] == 1
+    expected = np.random.standard_normal(3).tolist()
+    np.random.seed(99)  # another state, no cached value
+    set_rng_state(saved)
+    assert np.random.standard_normal(3).tolist() == expected
