@@ -79,6 +79,14 @@ def test_results_load_with_pycocotools_and_evaluate(tmp_path):
             gt = COCO(out + ".gt.json")
             ev = COCOeval(gt, gt.loadRes(out), "bbox")
             ev.evaluate(), ev.accumulate(), ev.summarize()
+            perfect = [  # the ground truth as detections: a perfect detector, AP exactly 1
+                {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+                for a in gt.dataset["annotations"]
+            ]
+            check = COCOeval(gt, gt.loadRes(perfect), "bbox")
+            check.evaluate(), check.accumulate(), check.summarize()
+        assert check.stats[0] == pytest.approx(1.0) and check.stats[1] == pytest.approx(1.0)
+        assert len(ev.stats) == 12 and -1 < ev.stats[1] <= 1  # evaluated: -1 would mean no matching category
         assert {r["category_id"] for r in results} <= set(gt.getCatIds())
         assert len(results) <= 4 * 100
 
