@@ -11,8 +11,10 @@ argument dropped) and runs, for each mutant, only the fast unit tests that reach
 
 ``docs/mutation.json`` holds, per module, the mutants and how many were killed, survived or reached
 by no test, ``killed_fraction`` over all of them (killed + timeout over all mutants), and every
-mutant not killed, with the reason given for it in ``bench/mutation_reasons.json`` (equivalent
-mutant, message text only) or ``"not examined"``. The last line printed is the summary as JSON.
+mutant not killed, with its reason: one given by hand in ``bench/mutation_reasons.json``, else one
+of :data:`RULES` (``"by rule: ..."``: a message text, a redundant dtype, a stable sort, judged from
+the mutated line), else ``"not examined"``. The last line printed is the summary as JSON, with the
+count of each reason.
 """
 
 from __future__ import annotations
@@ -59,6 +61,39 @@ def read_results() -> dict[str, str]:
     return results
 
 
+def diff_of(mutant: str) -> tuple[str, str]:
+    """The line a mutant removed and the one it added (``mutmut show``; the first of each)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mutmut", "show", mutant], cwd=ROOT, capture_output=True, text=True
+    ).stdout.splitlines()
+    minus = next((ln[1:].strip() for ln in out if ln.startswith("-") and not ln.startswith("---")), "")
+    plus = next((ln[1:].strip() for ln in out if ln.startswith("+") and not ln.startswith("+++")), "")
+    return minus, plus
+
+
+RULES = (  # (test on the removed line and the added one, reason): the first that holds is given
+    (
+        lambda m, p: any(k in m for k in ("raise ", "logger.", "assert ", "fates", "_label(", "warning(")),
+        "by rule: the text of an error, a log line or an image's fate (not the decision) changed",
+    ),
+    (
+        lambda m, p: any(d in m for d in ("np.float64", "np.float32", "np.int64", "bool)", "dtype=")),
+        "by rule: an explicit dtype dropped where the value is cast again or already has it",
+    ),
+    (
+        lambda m, p: 'kind="stable"' in m,
+        "by rule: the stable sort dropped where ties cannot occur or numpy sorts small arrays stably",
+    ),
+)
+
+
+def reason_of(mutant: str, hand: dict[str, str]) -> str:
+    if mutant in hand:
+        return hand[mutant]
+    minus, plus = diff_of(mutant)
+    return next((reason for test, reason in RULES if test(minus, plus)), "not examined")
+
+
 def module_of(mutant: str) -> str:
     """``asm.pools.xǁASMStateǁcheck__mutmut_23`` -> ``asm/pools.py``."""
     parts = mutant.split(".")
@@ -86,7 +121,7 @@ def summarise(results: dict[str, str], reasons: dict[str, str]) -> dict:
             for m, c in sorted(per_module.items())
         },
         "not_killed": {
-            name: {"status": status, "reason": reasons.get(name, "not examined")}
+            name: {"status": status, "reason": reason_of(name, reasons)}
             for name, status in sorted(results.items())
             if status not in KILLED
         },
@@ -107,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         reasons = json.load(f)
     result = summarise(read_results(), reasons)
     result |= {"wall_s": None if args.reuse else wall, "max_children": args.max_children}
+    atomic_write_text(args.json_out, json.dumps(result, indent=1, ensure_ascii=False))
+    result["reasons"] = dict(Counter(v["reason"] for v in result["not_killed"].values()).most_common())
     atomic_write_text(args.json_out, json.dumps(result, indent=1, ensure_ascii=False))
     print(json.dumps({k: v for k, v in result.items() if k not in ("not_killed",)}))
     return 0
