@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     start = time.perf_counter()
     if not args.reuse:
+        # mutmut keeps results per function and re-tests only changed code; a changed test must count
+        shutil.rmtree(os.path.join(ROOT, "mutants"), ignore_errors=True)
         subprocess.run(
             [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
             cwd=ROOT,
