@@ -21,11 +21,23 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
+        os.chmod(tmp, _mode_for(path))  # mkstemp makes it 0600: give it what open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _mode_for(path: str) -> int:
+    """The permission bits of the file being replaced, or a new file's under the umask (0644 with
+    the usual 022), so that a file written atomically is as readable as one written in place."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
