@@ -2,6 +2,7 @@
 
 import logging
 import os
+import sys
 
 import pytest
 
@@ -213,3 +214,23 @@ def test_explicit_options_reads_both_spellings_and_ignores_values():
         "lr",
         "no_validate",
     ]
+
+
+def test_resume_reads_this_process_command_line_and_refuses_another_folder(tmp_path, monkeypatch, caplog):
+    path = _checkpoint(tmp_path / "run", K=7)
+    monkeypatch.setattr(sys, "argv", ["train_asm_one.py", "--resume", path, "--K", "9"])
+    args = get_args_parser().parse_args(sys.argv[1:])
+    with pytest.raises(ResumeError, match=r"--K 9 \(the run's: 7\)"):
+        resolve_resume(args, None, get_args_parser)  # argv None: sys.argv[1:]
+    with pytest.raises(ResumeError, match="is not in --output-dir"):
+        _resolve(["--resume", path, "--output-dir", str(tmp_path / "elsewhere")])
+
+
+def test_an_interval_given_with_validation_back_on_is_kept_and_nothing_is_said(tmp_path, caplog):
+    path = _checkpoint(tmp_path / "run", eval_interval=NO_VALIDATE_INTERVAL, no_validate=True)
+    with caplog.at_level(logging.WARNING, logger="train_asm_one"):
+        args, _ = _resolve(["--resume", path, "--no-validate", "false", "--eval-interval", "3"])
+    assert args.eval_interval == 3 and "has no effect" not in caplog.text
+    plain = _checkpoint(tmp_path / "plain", eval_interval=2)  # a run that never had --no-validate
+    args, _ = _resolve(["--resume", plain])
+    assert args.eval_interval == 2
