@@ -63,12 +63,13 @@ class Client:
         except ApiError as e:  # a personal access token that has expired
             raise LabelStudioError(f"{self.url}: {_detail(e)}; create a new personal access token") from None
 
-    def call(self, what: str, fn, *args, **kwargs):
-        """``fn(*args, **kwargs)`` with the SDK's and the network's errors as one line naming ``what``."""
+    def call(self, what: str, fn, *positional, **keywords):
+        """``fn(*positional, **keywords)`` with the SDK's and the network's errors as one line naming
+        ``what``."""
         import httpx
 
         try:
-            return fn(*args, **kwargs)
+            return fn(*positional, **keywords)
         except self._api_error as e:
             hint = {
                 401: "; check the token (--token / LABEL_STUDIO_API_KEY: a personal access token from Account "
@@ -181,6 +182,37 @@ def _write_state(folder: str, state: dict) -> None:
     atomic_write_text(os.path.join(folder, PROJECT_FILE), json.dumps(state, indent=1))
 
 
+def _project_state(folder: str, client: Client, manifest: dict, title: str | None) -> dict:
+    """The round's ``label_studio.json``: read (its project checked on the server), or made with a new
+    project and written before anything else is sent, so that a retry reuses that project."""
+    state = _read_state(folder) or {}
+    path = os.path.join(folder, PROJECT_FILE)
+    if state and state["url"] != client.url:
+        raise LabelStudioError(
+            f"{folder} was pushed to {state['url']} (project {state['project']}), not {client.url}; label "
+            f"it there, or delete {path} to push it here"
+        )
+    if state and not client.project_exists(state["project"]):
+        raise LabelStudioError(
+            f"project {state['project']} of round {manifest['round']} no longer exists at {client.url}; "
+            f"delete {path} and push again (nothing local was lost)"
+        )
+    if not state:
+        run = os.path.basename(os.path.dirname(os.path.dirname(folder)))
+        project = client.create_project(
+            title or f"ASM round {manifest['round']} ({run})", manifest["classes"]
+        )
+        state = {
+            "url": client.url,
+            "project": project,
+            "round": manifest["round"],
+            "uploads": {},
+            "tasks": None,
+        }
+        _write_state(folder, state)
+    return state
+
+
 def push(folder: str, client: Client, title: str | None = None) -> dict[str, Any]:
     """Make the server hold every task of the paused round in ``folder``: create its project (once),
     upload the images not uploaded yet and import the tasks it lacks, with the model's boxes as
@@ -195,30 +227,7 @@ def push(folder: str, client: Client, title: str | None = None) -> dict[str, Any
         manifest = json.load(f)
     with open(os.path.join(folder, "label_studio_tasks.json"), encoding="utf-8") as f:
         tasks = json.load(f)
-    state = _read_state(folder) or {}
-    if state and state["url"] != client.url:
-        raise LabelStudioError(
-            f"{folder} was pushed to {state['url']} (project {state['project']}), not {client.url}; label "
-            f"it there, or delete {os.path.join(folder, PROJECT_FILE)} to push it here"
-        )
-    if state and not client.project_exists(state["project"]):
-        raise LabelStudioError(
-            f"project {state['project']} of round {manifest['round']} no longer exists at {client.url}; "
-            f"delete {os.path.join(folder, PROJECT_FILE)} and push again (nothing local was lost)"
-        )
-    if not state:
-        run = os.path.basename(os.path.dirname(os.path.dirname(folder)))
-        project = client.create_project(
-            title or f"ASM round {manifest['round']} ({run})", manifest["classes"]
-        )
-        state = {
-            "url": client.url,
-            "project": project,
-            "round": manifest["round"],
-            "uploads": {},
-            "tasks": None,
-        }
-        _write_state(folder, state)  # before anything else: a retry reuses this project
+    state = _project_state(folder, client, manifest, title)
     project, uploads = state["project"], state.setdefault("uploads", {})
     started = time.perf_counter()
     for task in tasks:
