@@ -6,11 +6,15 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+import tools.engine
 from al_curve import main
 from asm.samplers import BaseSampler
+from datasets.coco import decode_masks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -182,8 +186,29 @@ def test_plot_without_matplotlib_warns_and_keeps_going(tmp_path, monkeypatch, ca
     assert not (tmp_path / "curves.png").exists() and "matplotlib is not installed" in caplog.text
 
 
-def test_mask_rcnn_curves_train_on_masks_and_report_mask_ap(tiny_coco_root, tmp_path):
-    """al_curve.py with Mask R-CNN: masks in the targets, segm AP per step in curves.json and the plot."""
+def test_mask_rcnn_curves_train_on_masks_and_report_mask_ap(tiny_coco_root, tmp_path, monkeypatch):
+    """al_curve.py with Mask R-CNN: masks in the targets, segm AP per step in curves.json and the plot.
+    The model trains for real; its evaluation sees a perfect detector (the ground truth, masks
+    included), so the mask AP each step reports must be exactly 1."""
+
+    def perfect(model, loader, device, desc="detect", masks=True):
+        records = loader.dataset.records
+        for _, targets in loader:
+            indices = [int(t["index"]) for t in targets]
+            yield (
+                indices,
+                [
+                    {
+                        "boxes": r.boxes,
+                        "labels": r.labels,
+                        "scores": np.ones(len(r), np.float32),
+                        "masks": decode_masks(r).astype(np.float32),
+                    }
+                    for r in (records[i] for i in indices)
+                ],
+            )
+
+    monkeypatch.setattr(tools.engine, "predictions", perfect)
     out = str(tmp_path / "mask")
     val_json = os.path.join(tiny_coco_root, "annotations", "instances_val2017.json")
     code = main(
@@ -227,6 +252,8 @@ def test_mask_rcnn_curves_train_on_masks_and_report_mask_ap(tiny_coco_root, tmp_
     )
     assert code == 0
     steps = json.load(open(os.path.join(out, "curves.json")))["curves"][0]["steps"]
-    assert len(steps) == 2 and all(isinstance(s["segm_AP"], float) and 0 <= s["segm_AP"] <= 1 for s in steps)
+    assert len(steps) == 2 and all(
+        s["segm_AP"] == pytest.approx(1.0) and s["segm_AP50"] == pytest.approx(1.0) for s in steps
+    )
     with Image.open(os.path.join(out, "curves.png")) as im:
         assert im.size[0] >= 1000  # two panels: box and mask AP
