@@ -93,7 +93,16 @@ def test_curves_written_and_resume_gives_the_same_json(tmp_path):
     assert json.load(open(os.path.join(part, "curves.json"))) == data
 
 
-def test_user_sampler_al_ratio_continue_mode_and_asm_logs(tmp_path):
+def test_user_sampler_al_ratio_continue_mode_and_asm_logs(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    plotted, plot = {}, matplotlib.axes.Axes.plot
+
+    def spy(self, xs, ys, *rest, label=None, **kw):
+        plotted[label] = (list(xs), [round(float(y), 6) for y in ys])
+        return plot(self, xs, ys, *rest, label=label, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
     asm_log = tmp_path / "asm" / "log.jsonl"
     asm_log.parent.mkdir()
     asm_log.write_text(
@@ -130,7 +139,13 @@ def test_user_sampler_al_ratio_continue_mode_and_asm_logs(tmp_path):
     ids = [r["image_id"] for r in ckpt["records"]][8:]
     assert ids == sorted(ids, reverse=True)  # the plug-in's ranking decided the step
     al = curves[1]["steps"]
-    assert al[1]["human_drawn_boxes"] >= al[0]["human_drawn_boxes"]
+    pool = torch.load(os.path.join(out, "al_ratio_seed0.pth"), weights_only=True)["records"]  # appended to
+    boxes = [sum(len(r["boxes"]) for r in pool[: step["images"]]) for step in al]
+    assert al[0]["human_drawn_boxes"] == boxes[0]  # the seed batch: every GT box drawn by hand
+    # later steps: the new images' GT boxes less those the model confirmed (SL at --certain-thre 0.05)
+    assert al[0]["human_drawn_boxes"] < al[1]["human_drawn_boxes"] <= boxes[1]
+    assert al[1]["images"] > al[0]["images"]
+    assert plotted["ASM asm"] == ([8, 12], [0.4, 0.6])  # --asm-logs: the ASM run's rounds on the plot
     assert main(["--samplers", "nope", "--output-dir", str(tmp_path / "bad")]) == 2
 
 
