@@ -85,3 +85,33 @@ def test_mask_rcnn_gives_masks_and_mask_loss(demo_cache):
     assert all(p["masks"].shape == (len(p["scores"]), r.height, r.width) for p, r in zip(preds, records))
     losses = compute_loss(model, records, data.image_root, with_masks=True)
     assert all(np.isfinite(v["loss_mask"]) for v in losses)
+
+
+def test_masks_reach_the_loss_and_move_only_through_the_mask_head(tiny_coco_root):
+    """One step on real COCO masks: the mask loss is there and finite, and the mask head's weights
+    move; with the mask loss left out of the step they stay where they were."""
+    import os
+
+    from datasets.coco import load_coco
+
+    data = load_coco(
+        os.path.join(tiny_coco_root, "annotations", "instances_train2017.json"),
+        os.path.join(tiny_coco_root, "train2017"),
+    )
+    ds = DetectionDataset(
+        [r for r in data.records if len(r)][:2], data.image_root, build_transforms(False), True
+    )
+    images, targets = zip(*(ds[i] for i in range(len(ds))))
+    for keep_mask in (True, False):
+        torch.manual_seed(0)
+        model = build_model("maskrcnn_mobilenet_v2_fpn", data.num_classes + 1, min_size=96, preset="cpu_fast")
+        model.train()
+        head = model.roi_heads.mask_predictor.mask_fcn_logits.weight
+        before = head.detach().clone()
+        losses = model(list(images), [dict(t) for t in targets])
+        assert torch.isfinite(losses["loss_mask"]) and losses["loss_mask"] > 0
+        total = sum(v for k, v in losses.items() if keep_mask or k != "loss_mask")
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        total.backward()
+        opt.step()
+        assert (not torch.equal(head.detach(), before)) == keep_mask
