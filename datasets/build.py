@@ -50,6 +50,7 @@ class DataOptions:
     allow_missing_labels: bool = False
     labelme_root: str | None = None
     cvat_root: str | None = None
+    cvat_images: str | None = None
     ls_json: str | None = None
     ls_images: str | None = None
     classes: tuple[str, ...] | None = None
@@ -159,8 +160,15 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--cvat-root",
+        "--cvat-xml",
         default=None,
-        help="--dataset cvat: the folder of a 'CVAT for images 1.1' export (annotations.xml and images/)",
+        help="--dataset cvat: a 'CVAT for images 1.1' export: its folder (annotations.xml and images/) or "
+        "the XML file",
+    )
+    g.add_argument(
+        "--cvat-images",
+        default=None,
+        help="--dataset cvat: the image folder, when not images/ beside the XML",
     )
     g.add_argument("--ls-json", default=None, help="--dataset labelstudio: the Label Studio JSON export")
     g.add_argument(
@@ -298,8 +306,8 @@ def _load_export(opts: DataOptions) -> tuple[RecordSet, RecordSet]:
         data = load_labelme(opts.labelme_root, cache_dir=opts.cache_dir, **kw)
     elif opts.dataset == "cvat":
         if not opts.cvat_root:
-            raise ValueError("--dataset cvat needs --cvat-root")
-        data = load_cvat(opts.cvat_root, **kw)
+            raise ValueError("--dataset cvat needs --cvat-root (or --cvat-xml)")
+        data = load_cvat(opts.cvat_root, images=opts.cvat_images, **kw)
     else:
         if not opts.ls_json or not opts.ls_images:
             raise ValueError(

@@ -60,6 +60,7 @@ class Shape:
     where: str  # the file and field, for messages
     group: Any = None  # LabelMe group_id: shapes of one label and group are one object
     rotated: bool = False
+    occluded: bool = False  # CVAT's occluded="1": kept as the record's difficult flag
 
     @property
     def box(self) -> list[float]:
@@ -256,6 +257,7 @@ def _cvat_number(node, key: str, where: str, default=None) -> float:
 def _cvat_shape(node, item: Item, path: str, report: LoadReport | None) -> None:
     where = f"{path}: line {node.sourceline}"
     label = (node.get("label") or "").strip()
+    before = len(item.shapes)
     if node.tag == "tag" or not isinstance(node.tag, str):
         return  # an image-level tag, or a comment
     if node.tag == "box":
@@ -282,6 +284,8 @@ def _cvat_shape(node, item: Item, path: str, report: LoadReport | None) -> None:
         item.shapes.append(Shape(label, "polygon", _ellipse(cx, cy, rx, ry), where))
     else:
         _bad(report, "unsupported_shape", where, f"<{node.tag}> (not a box, polygon or ellipse)")
+    if len(item.shapes) > before:
+        item.shapes[-1].occluded = node.get("occluded", "0").strip() == "1"
 
 
 def _bad(report: LoadReport | None, reason: str, where: str, detail: str) -> None:
@@ -466,15 +470,16 @@ def records_of(
                 size[1],
                 clipped[keep_idx],
                 np.array([objects[i][0] for i in keep_idx], np.int64),
+                difficult=[objects[i][4] for i in keep_idx],
                 masks=[objects[i][2] for i in keep_idx] if with_masks else None,
             )
         )
     return RecordSet(records, classes, image_root, report=report)
 
 
-def _objects(shapes, classes, skip_unknown, report) -> list[tuple[int, list[float], list, str]]:
-    """``(label, box, segmentation, where)`` per object; LabelMe shapes sharing a label and a
-    ``group_id`` are one object (their union box, every outline)."""
+def _objects(shapes, classes, skip_unknown, report) -> list[tuple[int, list[float], list, str, bool]]:
+    """``(label, box, segmentation, where, occluded)`` per object; LabelMe shapes sharing a label and
+    a ``group_id`` are one object (their union box, every outline)."""
     groups: dict[tuple, list[Shape]] = {}
     for k, s in enumerate(shapes):
         if s.label not in classes:
@@ -492,7 +497,8 @@ def _objects(shapes, classes, skip_unknown, report) -> list[tuple[int, list[floa
     for (label, *_), members in groups.items():
         boxes = np.array([m.box for m in members])
         box = [*boxes[:, :2].min(0).tolist(), *boxes[:, 2:].max(0).tolist()]
-        out.append((classes.index(label) + 1, box, [m.polygon for m in members], members[0].where))
+        occluded = any(m.occluded for m in members)
+        out.append((classes.index(label) + 1, box, [m.polygon for m in members], members[0].where, occluded))
     return out
 
 
@@ -602,11 +608,19 @@ def _place(image_root: str, rel: str, data: bytes | None, source: str) -> None:
 
 
 def load_cvat(
-    root: str, classes: Sequence[str] | None = None, skip_unknown_classes: bool = False
+    root: str,
+    classes: Sequence[str] | None = None,
+    skip_unknown_classes: bool = False,
+    images: str | None = None,
 ) -> RecordSet:
-    """CVAT for images 1.1 under ``root``: ``annotations.xml`` and ``images/`` (or the images beside
-    the XML). Classes default to the XML's ``<meta>`` labels."""
+    """CVAT for images 1.1: ``root`` is the export's folder (``annotations.xml`` and ``images/``) or
+    the XML itself; ``images`` names the image folder when it is elsewhere. Classes default to the
+    XML's ``<meta>`` labels; ``occluded="1"`` is kept as the box's difficult flag."""
     xml, image_dir = cvat_files(root)
+    if images is not None:
+        image_dir = os.path.abspath(images)
+        if not os.path.isdir(image_dir):
+            raise AnnotationError(f"{image_dir}: no such folder (--cvat-images, the export's images)")
     report = LoadReport()
     labels, items = parse_cvat(xml, report)
     found = _found(items, ImageNames(image_files(image_dir)), image_dir, report)
@@ -618,11 +632,11 @@ def load_cvat(
 def cvat_files(root: str) -> tuple[str, str]:
     """``(annotations.xml, image folder)`` of a CVAT export folder (or the XML file itself)."""
     root = os.path.abspath(root)
-    xml = root if os.path.isfile(root) else os.path.join(root, CVAT_XML)
+    xml = root if os.path.isfile(root) or root.lower().endswith(".xml") else os.path.join(root, CVAT_XML)
     if not os.path.isfile(xml):
         raise AnnotationError(
-            f"{xml}: not found; --cvat-root is the folder of a 'CVAT for images 1.1' export "
-            f"({CVAT_XML} and images/)"
+            f"{xml}: not found; --cvat-root (or --cvat-xml) is the folder of a 'CVAT for images 1.1' export "
+            f"({CVAT_XML} and images/) or its XML file"
         )
     folder = os.path.dirname(xml)
     images = os.path.join(folder, "images")

@@ -472,3 +472,31 @@ def test_each_tool_export_trains_evaluates_and_mines_with_one_command(tmp_path, 
     assert summary["rounds"] == 1 and summary["labelled_images"] == 4 + 3
     report = json.loads((tmp_path / "run" / "load_report.json").read_text())
     assert sum(report["train"]["boxes_per_class"].values()) == 2 * len(train)
+
+
+def test_cvat_occluded_is_kept_and_the_xml_and_images_can_be_named_apart(tmp_path):
+    root = _cvat_root(tmp_path / "cvat", n=2)
+    xml = (root / "annotations.xml").read_text()
+    (root / "annotations.xml").write_text(
+        xml.replace('occluded="0" xtl="4.50"', 'occluded="1" xtl="4.50"', 1)
+    )
+    os.rename(root / "images", tmp_path / "elsewhere")
+    flags = [
+        "--dataset",
+        "cvat",
+        "--cvat-xml",
+        str(root / "annotations.xml"),
+        "--cvat-images",
+        str(tmp_path / "elsewhere"),
+    ]
+    data = load_cvat(str(root / "annotations.xml"), images=str(tmp_path / "elsewhere"))
+    records = {r.file_name: r for r in data.records}
+    assert records["frame (0).jpg"].difficult.tolist() == [True, False]  # the occluded box, then the polygon
+    assert records["frame (1).jpg"].difficult.tolist() == [False, False]
+    assert _args(tmp_path, *flags).cvat_images == str(tmp_path / "elsewhere")
+    with pytest.raises(AnnotationError, match=r"nowhere: no such folder \(--cvat-images"):
+        load_cvat(str(root / "annotations.xml"), images=str(tmp_path / "nowhere"))
+    with pytest.raises(
+        AnnotationError, match=r"missing.xml: not found; --cvat-root \(or --cvat-xml\) is the folder"
+    ):
+        load_cvat(str(tmp_path / "missing.xml"))
