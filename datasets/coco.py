@@ -37,20 +37,24 @@ logger = logging.getLogger(__name__)
 
 
 def read_json(path: str) -> Any:
-    """``json.load`` with errors that name the file (empty, malformed)."""
+    """A JSON file's content (UTF-8, a BOM allowed), with errors that name the file: missing, empty,
+    not UTF-8 (the byte and its position), malformed (the line), nested too deeply."""
     if not os.path.isfile(path):
         raise AnnotationError(f"{path}: annotation file not found")
     if os.path.getsize(path) == 0:
         raise AnnotationError(f"{path}: annotation file is empty")
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise AnnotationError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from e
-        except RecursionError as e:
-            raise AnnotationError(f"{path}: JSON nested too deeply to be a COCO file") from e
-        except UnicodeDecodeError as e:
-            raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise AnnotationError(
+            f"{path}: not UTF-8 (byte 0x{raw[e.start]:02x} at position {e.start}); save it as UTF-8"
+        ) from e
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from e
+    except RecursionError as e:
+        raise AnnotationError(f"{path}: JSON nested too deeply to be a COCO file") from e
 
 
 EXPORT_JSON = "_annotations.coco.json"  # Roboflow: one per split folder, the images beside it

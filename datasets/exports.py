@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import logging
 import math
 import os
@@ -38,6 +37,7 @@ from lxml import etree
 
 from datasets.atomic import atomic_open
 from datasets.cache import default_cache_dir
+from datasets.coco import read_json
 from datasets.common import IMAGE_EXTENSIONS, check_image, read_image_size, safe_relpath, sanitize_boxes
 from datasets.records import AnnotationError, Record, RecordSet
 from datasets.report import LoadReport
@@ -91,30 +91,6 @@ class Item:
 
 
 # -- reading -------------------------------------------------------------------------------------
-def read_text(path: str) -> str:
-    """A UTF-8 file's text (a BOM is dropped).
-
-    Raises:
-        AnnotationError: the file is not UTF-8 (Latin-1, say), naming the byte and its position.
-    """
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise AnnotationError(
-            f"{path}: not UTF-8 (byte 0x{raw[e.start]:02x} at position {e.start}); save it as UTF-8"
-        ) from e
-
-
-def read_json(path: str) -> Any:
-    """A JSON file's content (UTF-8, a BOM allowed); one clear line when it is not JSON."""
-    try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from e
-
-
 def _points(value: Any, where: str) -> np.ndarray:
     try:
         points = np.asarray(value, np.float64).reshape(-1, 2)

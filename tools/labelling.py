@@ -28,7 +28,7 @@ from lxml import etree
 from asm.edits import Edits, count_edits
 from asm.merge import MergeResult
 from datasets.atomic import atomic_write_text
-from datasets.coco import load_coco, records_to_coco
+from datasets.coco import load_coco, read_json, records_to_coco
 from datasets.common import sanitize_boxes
 from datasets.exports import ImageNames, label_studio_shapes, parse_cvat, parse_label_studio
 from datasets.records import AnnotationError, Record, RecordSet, record_from_dict, record_to_dict
@@ -161,7 +161,7 @@ def read_labels(path: str, manifest: dict[str, Any], fmt: str = "auto") -> list[
     if fmt == "auto":
         fmt = "voc" if os.path.isdir(path) else "cvat" if path.endswith(".xml") else "json"
     if fmt == "json":
-        fmt = "coco" if isinstance(_read_json(path), dict) else "labelstudio"
+        fmt = "coco" if isinstance(read_json(path), dict) else "labelstudio"
     readers = {"labelstudio": _read_label_studio, "cvat": _read_cvat, "voc": _read_voc, "coco": _read_coco}
     if fmt not in readers:
         raise ValueError(f"unknown labels format {fmt!r}; choose one of {sorted(readers)} or auto")
@@ -210,14 +210,6 @@ def checked_boxes(boxes, record: Record, path: str) -> np.ndarray:
     if report.entries:
         report.log(f"labels {path}")
     return clipped
-
-
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path}: malformed JSON at line {e.lineno}: {e.msg}") from e
 
 
 def _label_of(name: str, classes: list[str], where: str) -> int:
