@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from datasets.atomic import atomic_write_text
-from datasets.exports import UPLOAD_PREFIX
+from datasets.exports import ImageNames
 from tools.labelling import import_round
 
 logger = logging.getLogger(__name__)
@@ -278,11 +278,9 @@ def pull(folder: str, client: Client) -> dict[str, Any]:
     export = client.export(state["project"])
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
         names = [r["file_name"] for r in json.load(f)["preannotations"]]
-    there = {
-        os.path.basename(UPLOAD_PREFIX.sub("", os.path.basename(t["data"].get("image", "")))) for t in export
-    }
-    there |= {os.path.basename(t["data"].get("file_name", "")) for t in export}
-    gone = [n for n in names if os.path.basename(n) not in there]
+    index = ImageNames(names)  # the import's own matching: path, name, or the name an upload had
+    there = {index.find(t["data"].get("file_name") or t["data"].get("image", "")) for t in export}
+    gone = [n for n in names if n not in there]
     if gone:
         raise LabelStudioError(
             f"project {state['project']} has no task for {len(gone)} of the round's images (e.g. {gone[0]}; "
