@@ -7,6 +7,9 @@
   on held-out images (detected before the model trained on them), used instead of one fixed
   ``certain_thre``; :func:`calibrate_scores` maps each class's threshold onto ``certain_thre`` so the
   merge rules stay unchanged.
+* :func:`require_agreement`: a certain box must be drawn again, at IoU >= ``min_iou``, by the model
+  on the mirrored image (CALD's consistency idea, here as a gate on certainty): a box the model
+  places differently when the image is flipped is not tight enough to confirm, whatever its score.
 
 Detections are dicts of numpy arrays ``boxes`` ``[D, 4]`` xyxy, ``labels`` ``[D]`` (1..C), ``scores``
 ``[D]`` sorted by descending score.
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from asm.merge import ASMConfig, match_gt, split_and_rejudge
+from asm.merge import ASMConfig, box_iou, match_gt, split_and_rejudge
 from datasets.records import Record
 
 
@@ -134,3 +137,35 @@ def calibrate_scores(dets: Sequence[dict], thresholds: dict[int, float], cfg: AS
         order = np.argsort(-mapped, kind="stable")
         out.append({**{k: np.asarray(v)[order] for k, v in d.items()}, "scores": mapped[order]})
     return out
+
+
+def mirror_agreement(dets: Sequence[dict], mirrored: Sequence[dict], floor: float) -> list[np.ndarray]:
+    """Per image, each detection's highest IoU with a detection of its class in the mirrored view
+    (its boxes mapped back onto the image) scoring at least ``floor``; 0 where there is none."""
+    out = []
+    for d, m in zip(dets, mirrored):
+        keep = np.asarray(m["scores"]) >= floor
+        boxes, labels = np.asarray(m["boxes"]).reshape(-1, 4)[keep], np.asarray(m["labels"])[keep]
+        iou = box_iou(d["boxes"], boxes)
+        iou[np.asarray(d["labels"])[:, None] != labels[None, :]] = 0.0
+        out.append(iou.max(1, initial=0.0))
+    return out
+
+
+def require_agreement(
+    dets: Sequence[dict], mirrored: Sequence[dict], min_iou: float, cfg: ASMConfig
+) -> tuple[list[dict], int]:
+    """Detections where each certain box (score >= ``certain_thre``) that the mirrored view does not
+    draw again at IoU >= ``min_iou`` (:func:`mirror_agreement`, over its boxes scoring at least
+    ``uncertain_thre``) is made uncertain: its score set just below ``certain_thre``, re-sorted.
+    Also how many boxes were so demoted."""
+    below = np.nextafter(cfg.certain_thre, 0)
+    out, demoted = [], 0
+    for d, agree in zip(dets, mirror_agreement(dets, mirrored, cfg.uncertain_thre)):
+        s = np.asarray(d["scores"], np.float64)
+        doubt = (s >= cfg.certain_thre) & (agree < min_iou)
+        demoted += int(doubt.sum())
+        s = np.where(doubt, below, s)
+        order = np.argsort(-s, kind="stable")
+        out.append({**{k: np.asarray(v)[order] for k, v in d.items()}, "scores": s[order]})
+    return out, demoted

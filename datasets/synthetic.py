@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 DEMO_CLASSES = ("circle", "square", "triangle", "cross")
 DEMO_VERSION = 4  # 4: fewer, larger objects (1-3 of 40-96 px); 3: COCO files by records_to_coco
 _EMPTY_FRACTION = 0.06
+_IMAGE_SIZES = (192, 257)  # px: width and height drawn from [low, high)
 _MAX_OBJECTS = 3
 _SIZES = (42.0, 92.0)  # px: a shape's extent, whatever its rotation
 _MAX_OVERLAP_IOU = 0.3
@@ -114,7 +115,7 @@ def render_image(seed: int, index: int) -> tuple[Image.Image, list[tuple[int, li
         The RGB image and its objects as ``(label 1..C, flat polygon [x0, y0, x1, y1, ...])``.
     """
     rng = np.random.default_rng([seed, index])
-    width, height = (int(v) for v in rng.integers(192, 257, size=2))
+    width, height = (int(v) for v in rng.integers(*_IMAGE_SIZES, size=2))
     image = Image.fromarray(_background(rng, width, height))
     draw = ImageDraw.Draw(image)
     objects: list[tuple[int, list[float]]] = []

@@ -31,11 +31,14 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor, mobilenet_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.resnet import Bottleneck, ResNet
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from net.pisa import PisaConfig, PisaRoIHeads
+from net.roi_pool import ThreadedMultiScaleRoIAlign
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +247,7 @@ def build_model(
         **options,
     )
     _replace_heads(model, num_classes)
+    _thread_poolers(model.roi_heads)
     if local_weights:
         load_matching(model, local_weights)
     if roi_head == "pisa":
@@ -262,6 +266,25 @@ def _replace_heads(model: nn.Module, num_classes: int) -> None:
         if roi.mask_predictor.mask_fcn_logits.out_channels != num_classes:
             in_ch = roi.mask_predictor.conv5_mask.in_channels
             roi.mask_predictor = MaskRCNNPredictor(in_ch, 256, num_classes)
+
+
+def _thread_poolers(roi: RoIHeads) -> None:
+    """torchvision's RoI poolers as :class:`ThreadedMultiScaleRoIAlign` (the same pooling, on every
+    CPU thread; no parameters, so checkpoints are unchanged)."""
+    for name in ("box_roi_pool", "mask_roi_pool"):
+        pool = getattr(roi, name, None)
+        if type(pool) is MultiScaleRoIAlign:
+            setattr(
+                roi,
+                name,
+                ThreadedMultiScaleRoIAlign(
+                    pool.featmap_names,
+                    pool.output_size,
+                    pool.sampling_ratio,
+                    canonical_scale=pool.canonical_scale,
+                    canonical_level=pool.canonical_level,
+                ),
+            )
 
 
 def _is_file(value: str | None) -> bool:

@@ -28,7 +28,6 @@ beta, but the negatives are still those Score-HLR picks, and ``loss_carl`` equal
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -224,20 +223,6 @@ def pisa_losses(
     return loss_cls, per_box.sum() / n, (per_box * carl).sum() / n
 
 
-def split_boxes(boxes: list[Tensor], parts: int) -> list[list[Tensor]]:
-    """The boxes of all images, in order, cut into ``parts`` contiguous runs of near-equal length,
-    each as a per-image list (empty where a run leaves an image out): outputs computed run by run
-    and concatenated come out in the order of one call over ``boxes``."""
-    starts = [0]
-    for b in boxes:
-        starts.append(starts[-1] + len(b))
-    bounds = [starts[-1] * i // parts for i in range(parts + 1)]
-    return [
-        [b[max(lo - s, 0) : max(min(hi - s, len(b)), 0)] for b, s in zip(boxes, starts)]
-        for lo, hi in zip(bounds, bounds[1:])
-    ]
-
-
 def batch_gt_ids(matched: list[Tensor], gt_counts: list[int]) -> Tensor:
     """Each sampled RoI's GT box as an id unique across the batch: its index in its image's GT boxes
     plus the GT boxes of the images before it (MMDetection offsets by RoIs, which can collide)."""
@@ -360,22 +345,8 @@ class PisaRoIHeads(RoIHeads):
         modes = [(m, m.training) for m in (self.box_head, self.box_predictor)]
         for m, _ in modes:
             m.eval()
-        try:
-            # on the CPU the boxes are scored in runs over the intra-op threads: torchvision's RoIAlign
-            # kernel runs on one (2,000 boxes per image: 0.45 s of a 3.2 s step on 2 cores)
-            on_cpu = next(iter(features.values())).device.type == "cpu"
-            parts = torch.get_num_threads() if on_cpu else 1
-            runs = split_boxes(boxes, max(1, min(parts, sum(map(len, boxes)) // 256)))
-
-            @torch.no_grad()  # grad mode is per thread
-            def score(run: list[Tensor]) -> tuple[Tensor, Tensor]:
-                return self.box_predictor(self.box_head(self.box_roi_pool(features, run, image_shapes)))
-
-            if len(runs) == 1:
-                return score(boxes)
-            with ThreadPoolExecutor(len(runs)) as threads:
-                scored = list(threads.map(score, runs))
-            return torch.cat([logits for logits, _ in scored]), torch.cat([deltas for _, deltas in scored])
+        try:  # on the CPU the pooler runs on every thread (net.roi_pool): 2,000 boxes per image
+            return self.box_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)))
         finally:
             for m, was in modes:
                 m.train(was)

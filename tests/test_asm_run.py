@@ -193,9 +193,12 @@ def test_candidates_mining_gate_and_calibrated_thresholds(tmp_path):
         "1.0",
         "--certain-precision",
         "0.5",
+        "--certain-agreement",
+        "0.9",
     )
     assert code == 0
     rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round" and e["round"]]
+    assert all(r["disagreed"] >= 0 for r in rounds)  # the mirrored view ran in every round
     assert [r["candidates"] for r in rounds] == [12, 12] and all(r["images"] == 4 for r in rounds)
     assert all(r["gated"] and r["confirmed"] == 0 and r["deleted"] == 0 for r in rounds)  # AP50 < 1.0: no SL
     assert "thresholds" not in rounds[0]  # nothing held out before the first batch

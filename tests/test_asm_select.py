@@ -10,7 +10,9 @@ from asm.select import (
     choose_informative,
     class_thresholds,
     detection_outcomes,
+    mirror_agreement,
     predicted_uncertainty,
+    require_agreement,
 )
 from datasets.records import Record
 
@@ -213,3 +215,38 @@ def test_the_ablations_merge_by_hand():
     ) == (2, 0, 1.0)
     nothing = merge_batch([det], [Record("n", "n.jpg", 120, 30)], ASMConfig(enable_sl=False))[0]
     assert nothing.ratio == 0.0 and nothing.drawn == 0
+
+
+def test_a_certain_box_the_mirrored_view_misplaces_becomes_uncertain():
+    # A (class 1, 0.95): the mirrored view draws it again shifted by 1 px: IoU 90/110 = 0.818
+    # B (class 2, 0.90): the mirrored view's class-2 box is shifted by 4 px: IoU 60/140 = 0.4286;
+    #   a class-1 box exactly on B and a class-2 box exactly on B scoring 0.2 (< uncertain_thre) do not count
+    # C (class 1, 0.50): uncertain already; D (class 3, 0.85): nothing of class 3 in the mirrored view
+    det = _det(
+        [[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]],
+        [1, 2, 1, 3],
+        [0.95, 0.9, 0.5, 0.85],
+    )
+    mirrored = _det(
+        [[1, 0, 11, 10], [24, 0, 34, 10], [20, 0, 30, 10], [20, 0, 30, 10]],
+        [1, 2, 1, 2],
+        [0.9, 0.6, 0.9, 0.2],
+    )
+    agree = mirror_agreement([det], [mirrored], CFG.uncertain_thre)[0]
+    np.testing.assert_allclose(agree, [90 / 110, 60 / 140, 0.0, 0.0])  # det order: A B D C
+    out, demoted = require_agreement([det], [mirrored], 0.8, CFG)
+    assert demoted == 2  # B and D
+    assert out[0]["labels"].tolist() == [1, 2, 3, 1]  # A, then B and D just below certain_thre, then C
+    assert out[0]["scores"][0] == np.float32(0.95) and out[0]["scores"][3] == np.float32(0.5)
+    assert np.all(out[0]["scores"][1:3] == np.nextafter(0.8, 0)) and out[0]["boxes"][1].tolist() == [
+        20,
+        0,
+        30,
+        10,
+    ]
+    gt = Record("g", "g.jpg", 100, 20, np.asarray(det["boxes"]), np.asarray(det["labels"]))
+    merged = merge_batch(out, [gt], CFG)[0]
+    assert merged.confirmed == 1 and merged.drawn == 3  # only A is confirmed; B and D are drawn again
+    # at 0.4 B agrees (0.4286) and stays certain; D, with no class-3 box, never does
+    assert require_agreement([det], [mirrored], 0.4, CFG)[1] == 1
+    assert require_agreement([det], [mirrored], 0.4, CFG)[0][0]["labels"].tolist() == [1, 2, 3, 1]

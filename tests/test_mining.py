@@ -1,11 +1,14 @@
 """tools/mining.py: pre-annotations and their AL estimate, and imported rounds as merge results."""
 
 import numpy as np
+import pytest
+import torch
+from torch import nn
 
 from asm.merge import ASMConfig
 from datasets.records import Record, record_to_dict
 from tools.labelling import results_from_imported
-from tools.mining import preannotate
+from tools.mining import Mirrored, preannotate
 
 
 def _det(scores, labels, boxes):
@@ -55,3 +58,26 @@ def test_imported_edits_become_merge_results_with_moves_counted():
     (result,) = results_from_imported(imported)
     assert result.drawn == 1 and result.confirmed == 1 and result.deleted == 2 and result.certain == 4
     assert result.ratio == 2 / 3 and result.moved.tolist() == [False, True, False]
+
+
+class BrightSpot(nn.Module):
+    """A stand-in detector: one box around the pixels brighter than 0.5."""
+
+    def forward(self, images):
+        outs = []
+        for image in images:
+            ys, xs = torch.where(image[0] > 0.5)
+            box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+            outs.append({"boxes": box[None], "labels": torch.tensor([1]), "scores": torch.tensor([0.9])})
+        return outs
+
+
+def test_the_mirrored_view_maps_its_boxes_back_onto_the_image():
+    image = torch.zeros(3, 20, 64)
+    image[:, 5:9, 10:21] = 1.0  # columns 10-20: the mirrored image has it at columns 43-53
+    mirrored = BrightSpot()([image.flip(-1)])[0]["boxes"]
+    assert mirrored.tolist() == [[43.0, 5.0, 54.0, 9.0]]
+    out = Mirrored(BrightSpot())([image, image[:, :, :40]])
+    assert out[0]["boxes"].tolist() == [[10.0, 5.0, 21.0, 9.0]]  # back where the original has it
+    assert out[1]["boxes"].tolist() == [[10.0, 5.0, 21.0, 9.0]]  # each image by its own width
+    assert out[0]["labels"].tolist() == [1] and out[0]["scores"].tolist() == [pytest.approx(0.9)]

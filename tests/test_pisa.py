@@ -4,7 +4,6 @@ CARL's gradient, and Faster / Mask R-CNN training with it."""
 import json
 import math
 import os
-import threading
 
 import pytest
 import torch
@@ -22,7 +21,6 @@ from net.pisa import (
     pisa_losses,
     rank_within,
     score_hlr_sample,
-    split_boxes,
 )
 from tests.pisa_oracle import iou_hlr_weights_loop, nms_groups_loop, score_hlr_importance_loop
 from tools.logs import read_jsonl
@@ -356,43 +354,3 @@ def test_overlaps_is_box_iou_above_the_threshold_bit_for_bit():
     assert sorted(sorted(grp.tolist()) for grp in loop) == sorted(
         torch.where(groups == leader)[0].tolist() for leader in groups.unique()
     )
-
-
-def test_split_boxes_keeps_the_order_of_one_call():
-    boxes = [torch.arange(5.0), torch.zeros(0), torch.arange(5.0, 12.0)]
-    for parts in (1, 2, 3, 5):
-        runs = split_boxes(boxes, parts)
-        assert len(runs) == parts and all(len(run) == 3 for run in runs)
-        assert torch.cat([b for run in runs for b in run]).tolist() == list(range(12))
-        assert max(sum(map(len, run)) for run in runs) - min(sum(map(len, run)) for run in runs) <= 1
-        for image in range(3):  # each image's boxes stay in order across the runs
-            assert torch.cat([run[image] for run in runs]).tolist() == boxes[image].tolist()
-
-
-def test_negatives_scored_in_threads_equal_one_pass_and_carry_no_graph(monkeypatch):
-    model, heads = _heads()
-    model.train()
-    features = model.backbone(torch.rand(2, 3, 96, 96))
-    features = {k: torch.cat([v, v[:1]]) for k, v in features.items()}  # three images, with gradient
-    g = torch.Generator().manual_seed(2)
-    boxes = []
-    for n in (300, 0, 245):  # an image with no boxes, counts not divisible by the runs
-        xy = torch.rand(n, 2, generator=g) * 60
-        boxes.append(torch.cat([xy, xy + 4 + torch.rand(n, 2, generator=g) * 30], 1))
-    torch.set_num_threads(1)
-    try:
-        one = heads.score_negatives(features, boxes, [(96, 96)] * 3)
-    finally:
-        torch.set_num_threads(2)
-    pool, pooled_in = heads.box_roi_pool.forward, []
-
-    def recording_pool(features, run, shapes):
-        pooled_in.append((threading.get_ident(), sum(map(len, run))))
-        return pool(features, run, shapes)
-
-    monkeypatch.setattr(heads.box_roi_pool, "forward", recording_pool)
-    split = heads.score_negatives(features, boxes, [(96, 96)] * 3)
-    assert sorted(n for _, n in pooled_in) == [272, 273] and threading.get_ident() not in dict(pooled_in)
-    for a, b in zip(one, split):
-        assert not b.requires_grad and b.shape == a.shape
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)  # other GEMM blockings: last bits only

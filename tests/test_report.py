@@ -1,5 +1,12 @@
 """What the user reads at the end of a run: the per-round lines of the closing story."""
 
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from asm.merge import ASMConfig
+from tools import report
 from tools.report import initial_record, round_lines
 
 
@@ -43,3 +50,28 @@ def test_the_next_commands_follow_the_data_of_the_run():
     assert own[1] == f"  python bench/asm_efficiency.py {flags}"
     assert own[3] == f"  python train_asm_one.py {flags} --oracle none --output-dir runs/labelling"
     assert not any("on your own data" in line for line in own)
+
+
+@pytest.mark.parametrize(
+    "max_score, disagreed, says",
+    [
+        (0.62, 0, "best score was 0.620, below --certain-thre 0.8)"),
+        (
+            0.93,
+            0,
+            "best score was 0.930, but every box at or above --certain-thre was contested by an "
+            "overlapping box of another class)",
+        ),
+        (0.93, 3, "of another class or not drawn again by the mirrored view (3 boxes))"),
+    ],
+)
+def test_a_round_without_certain_boxes_says_why(monkeypatch, caplog, max_score, disagreed, says):
+    info = {"images": 4, "drawn": 9, "confirmed": 0, "moved": 0, "deleted": 0, "precision": None}
+    info |= {"max_score": max_score, "disagreed": disagreed}
+    run = SimpleNamespace(
+        asm=SimpleNamespace(rounds=[info], round=1, labelled={}), rules=ASMConfig(), train_records=[]
+    )
+    monkeypatch.setattr(report, "human_work", lambda run: {"saved_fraction": 0.0})
+    with caplog.at_level(logging.INFO, logger="train_asm_one"):
+        report.log_round(run)
+    assert says in caplog.text

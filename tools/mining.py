@@ -35,6 +35,22 @@ def detect_sorted(
     return [sort_by_score(d) for d in detect(model, loader, device, desc="detect", masks=False)]
 
 
+class Mirrored(nn.Module):
+    """A detector run on mirrored images, its boxes mapped back onto the originals (the second view
+    of ``--certain-agreement``). Boxes only: masks are not mirrored back."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict]:
+        outputs = self.model([image.flip(-1) for image in images])
+        for image, out in zip(images, outputs):
+            x1, y1, x2, y2 = out["boxes"].unbind(1)
+            out["boxes"] = torch.stack([image.shape[-1] - x2, y1, image.shape[-1] - x1, y2], 1)
+        return outputs
+
+
 def merge_with_oracle(dets: Sequence[dict], records: Sequence[Record], cfg: ASMConfig) -> list[MergeResult]:
     """The simulated human on a round's detections: merge with GT, then count moves (asm.edits)."""
     return count_moves(merge_batch(dets, records, cfg), cfg.move_iou)

@@ -360,6 +360,14 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
         "round's batch (detected before training on it); none: one --certain-thre for every class",
     )
     g.add_argument(
+        "--certain-agreement",
+        type=float_or_none,
+        default=None,
+        help="IoU: a certain box counts as certain only if the model, run again on the mirrored "
+        "image, draws it again at least this close (one more detection pass per round); a box it "
+        "places elsewhere is offered as uncertain. none: the score alone decides",
+    )
+    g.add_argument(
         "--oracle",
         choices=("gt", "none"),
         default="gt",
@@ -405,7 +413,9 @@ RANGES = {
     **dict.fromkeys(("certain_thre", "uncertain_thre", "cer_ratio", "uncer_ratio"), (0.0, 1.0, False)),
     "mining_gate": (0.0, 1.0, False),
     "diversity": (0.0, None, False),
-    **dict.fromkeys(("judge_iou", "gt_iou", "move_iou", "certain_precision"), (0.0, 1.0, True)),
+    **dict.fromkeys(
+        ("judge_iou", "gt_iou", "move_iou", "certain_precision", "certain_agreement"), (0.0, 1.0, True)
+    ),
     "ap_shift_pretrain": (0.0, None, False),
     "ap_shift_asm": (0.0, None, False),
     "ap_thre": (0.0, 1.0, False),

@@ -129,10 +129,14 @@ def log_round(run) -> None:
     human = human_work(run)
     why = ""
     if info["precision"] is None and "max_score" in info:  # say why the precision column shows "-"
-        why = (
-            f" (no certain boxes: the model's best score was {info['max_score']:.3f}, below --certain-thre "
-            f"{run.rules.certain_thre})"
-        )
+        why = f" (no certain boxes: the model's best score was {info['max_score']:.3f}, "
+        if info["max_score"] < run.rules.certain_thre:
+            why += f"below --certain-thre {run.rules.certain_thre})"
+        else:  # certain by score, then demoted: by another class's box (rejudge) or the mirrored view
+            why += "but every box at or above --certain-thre was contested by an overlapping box of another class"
+            if info.get("disagreed"):
+                why += f" or not drawn again by the mirrored view ({info['disagreed']} boxes)"
+            why += ")"
     logger.info(
         "round %d: detected %d, drew %d, confirmed %d, moved %d, deleted %d boxes, precision %s%s; "
         "label pool %d (%.0f%% of its boxes confirmed, not drawn), training on %d",

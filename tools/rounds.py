@@ -14,13 +14,20 @@ import numpy as np
 
 from asm.merge import ASMConfig
 from asm.pools import ASMState
-from asm.select import calibrate_scores, choose_informative, class_thresholds, detection_outcomes
+from asm.select import (
+    calibrate_scores,
+    choose_informative,
+    class_thresholds,
+    detection_outcomes,
+    require_agreement,
+)
 from datasets.records import record_from_dict, record_to_dict
 from tools import dist
+from tools.checkpoint import unwrap
 from tools.drawing import round_sheet, to_tensorboard
 from tools.fit import Phase
 from tools.labelling import export_round, results_from_imported
-from tools.mining import detect_sorted, merge_with_oracle, preannotate
+from tools.mining import Mirrored, detect_sorted, merge_with_oracle, preannotate
 from tools.progress import HEARTBEAT, rounds_planned
 from tools.report import AP50, log_round, round_scalars, write_round_report
 
@@ -54,6 +61,16 @@ def start_round(run, train_set, device) -> None:
     else:
         batch, raw = detect_batch(run, train_set, device, cfg, info)
         shown = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
+        if args.certain_agreement is not None:  # the mirrored view must draw each certain box again
+            mirrored = detect_sorted(
+                Mirrored(unwrap(run.model)),
+                batch,
+                train_set.image_root,
+                device,
+                args.eval_batch_size,
+                args.workers,
+            )
+            shown, info["disagreed"] = require_agreement(shown, mirrored, args.certain_agreement, cfg)
     if args.oracle == "none":
         pre, scores, estimates = preannotate(shown, batch, cfg)
         run.awaiting = os.path.join("labelling", f"round{asm.round + 1}")  # relative to the run: it can move
@@ -64,7 +81,7 @@ def start_round(run, train_set, device) -> None:
         raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {folder}", folder)
     if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
         run.last_outcomes = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
-    info["max_score"] = round(max((float(d["scores"][0]) for d in shown if len(d["scores"])), default=0.0), 4)
+    info["max_score"] = round(max((float(d["scores"][0]) for d in raw if len(d["scores"])), default=0.0), 4)
     finish_round(run, train_set, merge_with_oracle(shown, batch, cfg), info)
 
 
