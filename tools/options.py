@@ -77,10 +77,16 @@ DEMO_DEFAULTS = {
     "demo_train": 300,
     "demo_val": 60,
     "initial": 1 / 3,  # 100 of the 300 images (a fraction, so that --demo-train N keeps a third)
-    "epochs": 14,
-    "round_epochs": 3,
+    "epochs": 10,
+    "eval_interval": 2,
+    "round_epochs": 2,
+    "round_train": "replay",  # a round trains on its 100 images and 100 of the pool: 200, not 300
     "batch_size": 2,
     "lr": 0.01,
+    # a young model's scores rank the shapes well but do not say how tight its boxes are: a lower
+    # score threshold, and the mirrored view must draw a box again (README, --certain-agreement)
+    "certain_thre": 0.6,
+    "certain_agreement": 0.85,
 }
 # later presets win where both apply: an explicit --asm-core-defaults over the demo's own values
 OPTION_PRESETS = {"dataset=demo": DEMO_DEFAULTS, "asm_core_defaults": ASM_CORE_DEFAULTS}
