@@ -1,4 +1,5 @@
-"""Which certainty rule makes a weak model's certain boxes right? Fixed threshold, calibration, flip TTA.
+"""Which certainty rule makes a weak model's certain boxes right? Fixed threshold, calibration, flip
+TTA, mirror agreement.
 
 Loads the models of finished initial phases (``bench/bench_stability.py`` writes them: the CPU
 efficiency study's round-0 model, 20 BCCD images, 10 epochs) and detects their evaluation images,
@@ -11,7 +12,10 @@ the other half for the next batch, on which every rule is measured through the r
 * ``calib``: thresholds calibrated to precision ``--precision`` (0.9);
 * ``flip/fixed`` and ``flip/calib``: the same on flip test-time augmentation, where a box's score
   is the mean of its own and its mirror view's best same-class match (0 without one), so that a box
-  only one view finds loses half its score; boxes are the two views' mean.
+  only one view finds loses half its score; boxes are the two views' mean;
+* ``agree``: ``--certain-agreement`` 0.85 (:func:`asm.select.require_agreement`: a certain box the
+  mirrored view does not draw again at IoU >= 0.85 is made uncertain) on the fixed 0.8, and
+  ``agree/0.6`` the same on ``--certain-thre`` 0.6 (the demo's rule).
 
 For each rule: ``certain`` boxes, ``confirmed`` (matched a GT box of the class at IoU >= 0.8: SL),
 ``precision`` = confirmed / certain, and ``precision_iou50`` (the same certain boxes judged at IoU
@@ -20,6 +24,9 @@ any threshold could reach: the best precision at IoU 0.8 over the top-n detectio
 score it needs, and the precision of those boxes at IoU 0.5.
 
     python bench/bench_certainty.py outputs/stability/bccd_seed1_t2 ... --json-out docs/certainty_bccd_cpu.json
+
+Any finished run folder works (its own evaluation images are detected): the study's later models, the
+demo's (``--max-rounds 0``) round-0 model.
 
 The last line is one JSON object: ``rules.<rule>`` with ``certain``, ``confirmed``, ``precision``,
 ``precision_iou50``, summed over the runs, and ``per_run``.
@@ -42,19 +49,33 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from asm.merge import ASMConfig, box_iou  # noqa: E402
-from asm.select import calibrate_scores, class_thresholds, detection_outcomes  # noqa: E402
+from asm.pools import ASMState  # noqa: E402
+from asm.select import (  # noqa: E402
+    calibrate_scores,
+    class_thresholds,
+    detection_outcomes,
+    require_agreement,
+)
 from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.build import build_datasets, run_data_options  # noqa: E402
 from datasets.torch_data import read_image  # noqa: E402
-from tools.checkpoint import checkpoint_of  # noqa: E402
+from tools.checkpoint import checkpoint_of, load_checkpoint  # noqa: E402
 from tools.inference import model_from_checkpoint  # noqa: E402
 from tools.mining import merge_with_oracle, sort_by_score  # noqa: E402
+
+AGREEMENT = 0.85  # --certain-agreement of the agree rules
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders of finished initial phases")
     p.add_argument("--precision", type=float, default=0.9, help="the calibrated rules' target")
+    p.add_argument(
+        "--images",
+        choices=("eval", "unlabelled"),
+        default="eval",
+        help="detect each run's evaluation images, or its training images outside the label pool",
+    )
     p.add_argument("--json-out", default=None)
     return p
 
@@ -64,8 +85,9 @@ def mirror(boxes: torch.Tensor, width: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def detect_both(model, image: torch.Tensor) -> tuple[dict, dict]:
-    """The plain detections of ``image`` and the flip-consistent ones (module docstring)."""
+def detect_both(model, image: torch.Tensor) -> tuple[dict, dict, dict]:
+    """The plain detections of ``image``, the flip-consistent ones (module docstring) and the mirrored
+    view's own (boxes mapped back)."""
     plain = model([image])[0]
     flipped = model([image.flip(-1)])[0]
     flipped["boxes"] = mirror(flipped["boxes"], image.shape[-1])
@@ -84,7 +106,7 @@ def detect_both(model, image: torch.Tensor) -> tuple[dict, dict]:
         "labels": a["labels"],
         "scores": ((a["scores"] + partner) / 2).astype(np.float32),
     }
-    return sort_by_score(a), sort_by_score(consistent)
+    return sort_by_score(a), sort_by_score(consistent), sort_by_score(b)
 
 
 def measure(dets, records, cfg: ASMConfig) -> dict:
@@ -133,16 +155,21 @@ def with_precision(counts: dict) -> dict:
     }
 
 
-def one_run(folder: str, precision: float) -> dict:
+def one_run(folder: str, precision: float, images: str = "eval") -> dict:
     model, state = model_from_checkpoint(folder, torch.device("cpu"))
-    _, val = build_datasets(run_data_options(state.config, os.path.dirname(checkpoint_of(folder))))
+    train, val = build_datasets(run_data_options(state.config, os.path.dirname(checkpoint_of(folder))))
+    if images == "unlabelled":  # what the run's next round would detect: outside its label pool
+        last = os.path.join(os.path.dirname(checkpoint_of(folder)), "last.pth")  # best.pth: the model alone
+        labelled = ASMState.from_state(load_checkpoint(last)["asm"]).labelled
+        val = dataclasses.replace(train, records=[r for r in train.records if r.image_id not in labelled])
     records = list(val.records)
     cfg = ASMConfig()
-    plain, flip = [], []
+    plain, flip, mirrored = [], [], []
     for r in tqdm(records, desc=os.path.basename(folder), disable=None):
-        p, f = detect_both(model, read_image(os.path.join(val.image_root, r.file_name)).float().div(255))
+        p, f, m = detect_both(model, read_image(os.path.join(val.image_root, r.file_name)).float().div(255))
         plain.append(p)
         flip.append(f)
+        mirrored.append(m)
     calib_idx, test_idx = range(0, len(records), 2), range(1, len(records), 2)
     test_records = [records[i] for i in test_idx]
     out = {"run": folder, "calibration_images": len(calib_idx), "test_images": len(test_idx), "rules": {}}
@@ -160,6 +187,10 @@ def one_run(folder: str, precision: float) -> dict:
             **measure(calibrate_scores(test, thresholds, cfg), test_records, cfg),
             "thresholds": {val.classes[c - 1]: round(t, 4) for c, t in thresholds.items()},
         }
+    test, test_mirrored = [plain[i] for i in test_idx], [mirrored[i] for i in test_idx]
+    for name, rules in (("agree", cfg), ("agree/0.6", dataclasses.replace(cfg, certain_thre=0.6))):
+        agreed, disagreed = require_agreement(test, test_mirrored, AGREEMENT, rules)
+        out["rules"][name] = {**measure(agreed, test_records, rules), "disagreed": disagreed}
     return out
 
 
@@ -167,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     torch.set_grad_enabled(False)
     start = time.perf_counter()
-    runs = [one_run(f, args.precision) for f in args.runs]
+    runs = [one_run(f, args.precision, args.images) for f in args.runs]
     rules = {}
     for name in runs[0]["rules"]:
         total = {k: sum(r["rules"][name][k] for r in runs) for k in ("certain", "confirmed", "matched_iou50")}
@@ -175,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         r["rules"] = {k: {**v, **with_precision(v)} for k, v in r["rules"].items()}
     result = {
-        "what": "precision of certain boxes of the CPU study's round-0 models (BCCD, 20 images) on held-out "
-        "images, per certainty rule; calibrated on the other half of the images",
+        "what": "precision of certain boxes of the given runs' models on their held-out evaluation images, "
+        "per certainty rule; calibrated on the other half of the images",
+        "runs": args.runs,
+        "images": args.images,
         "target_precision": args.precision,
         "rules": rules,
         "per_run": runs,

@@ -27,19 +27,22 @@ class _ThreadedRoIAlign(torch.autograd.Function):
     def forward(
         ctx, features: Tensor, rois: Tensor, scale: float, size: tuple[int, int], ratio: int, runs: int
     ):
-        rois_runs = rois.tensor_split(runs)
-        with ThreadPoolExecutor(runs) as threads:
-            pooled = list(
-                threads.map(
-                    lambda r: torch.ops.torchvision.roi_align(
-                        features, r, scale, size[0], size[1], ratio, False
-                    ),
-                    rois_runs,
+        out = features.new_empty((len(rois), features.shape[1], *size))
+
+        inference = torch.is_inference_mode_enabled()  # grad and inference modes are per thread
+
+        def pool(run: tuple[Tensor, Tensor]) -> None:  # each thread fills its own rows: no joining copy
+            r, into = run
+            with torch.inference_mode(inference), torch.no_grad():
+                into.copy_(
+                    torch.ops.torchvision.roi_align(features, r, scale, size[0], size[1], ratio, False)
                 )
-            )
+
+        with ThreadPoolExecutor(runs) as threads:
+            list(threads.map(pool, zip(rois.tensor_split(runs), out.tensor_split(runs))))
         ctx.save_for_backward(rois)
         ctx.args = (features.shape, scale, size, ratio, runs)
-        return torch.cat(pooled)
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -92,11 +95,16 @@ class ThreadedMultiScaleRoIAlign(MultiScaleRoIAlign):
             ]
         )
         levels = self.map_levels(boxes) if len(features) > 1 else torch.zeros(len(rois), dtype=torch.int64)
-        out = rois.new_zeros((len(rois), features[0].shape[1], *self.output_size))
-        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+        size = tuple(self.output_size)
+        used = levels.unique().tolist()
+        if len(used) == 1:  # every box on one level (small objects): its pooling is the output
+            return roi_align_in_runs(
+                features[used[0]], rois, self.scales[used[0]], size, self.sampling_ratio, runs
+            )
+        out = rois.new_zeros((len(rois), features[0].shape[1], *size))
+        for level in used:
             index = torch.where(levels == level)[0]
-            if len(index):
-                out[index] = roi_align_in_runs(
-                    feature, rois[index], scale, tuple(self.output_size), self.sampling_ratio, runs
-                ).to(dtype)
+            out[index] = roi_align_in_runs(
+                features[level], rois[index], self.scales[level], size, self.sampling_ratio, runs
+            ).to(dtype)
         return out

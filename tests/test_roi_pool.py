@@ -85,3 +85,13 @@ def test_models_pool_with_it_and_keep_their_state_dict():
     assert type(model.roi_heads.mask_roi_pool) is ThreadedMultiScaleRoIAlign
     assert model.roi_heads.mask_roi_pool.output_size == (14, 14)
     assert not any("roi_pool" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_threaded_pooling_under_no_grad_and_inference_mode(two_threads, mode):
+    features, boxes, shapes = _inputs()
+    with mode():  # detection and evaluation: the worker threads must not track what the caller does not
+        features = {k: v.detach().clone() for k, v in features.items()}
+        out = ThreadedMultiScaleRoIAlign(["0", "1", "2"], 7, 2)(features, boxes, shapes)
+        expected = MultiScaleRoIAlign(["0", "1", "2"], 7, 2)(features, boxes, shapes)
+    assert torch.equal(out, expected) and not out.requires_grad
