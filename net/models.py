@@ -247,7 +247,6 @@ def build_model(
         **options,
     )
     _replace_heads(model, num_classes)
-    _thread_poolers(model.roi_heads)
     if local_weights:
         load_matching(model, local_weights)
     if roi_head == "pisa":
@@ -259,7 +258,9 @@ def build_model(
 
 
 def _replace_heads(model: nn.Module, num_classes: int) -> None:
+    """Predictors for ``num_classes``, and RoI poolers on every CPU thread (:func:`_thread_poolers`)."""
     roi = model.roi_heads
+    _thread_poolers(roi)
     if roi.box_predictor.cls_score.out_features != num_classes:
         roi.box_predictor = FastRCNNPredictor(roi.box_predictor.cls_score.in_features, num_classes)
     if getattr(roi, "mask_predictor", None) is not None:

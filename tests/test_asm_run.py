@@ -48,6 +48,13 @@ TINY = [
     "0.3",
     "--ap-range",
     "10",
+    # the generic rules and cadence, not the demo's own (tools.options.DEMO_DEFAULTS)
+    "--certain-agreement",
+    "none",
+    "--round-train",
+    "pool",
+    "--eval-interval",
+    "1",
 ]
 
 

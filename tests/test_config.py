@@ -105,8 +105,17 @@ def test_asm_core_defaults_sit_under_config_files_and_flags(tmp_path):
     from train_asm_one import get_args_parser
 
     parse = lambda *argv: parse_with_config(get_args_parser(), list(argv), OPTION_PRESETS)  # noqa: E731
-    plain = parse()
+    plain = parse("--dataset", "voc", "--voc-roots", str(tmp_path))  # the general defaults, not the demo's
     assert (plain.ap_range, plain.round_train, plain.mining_gate) == (4, "pool", 0.0)
+    demo = parse()  # the demo's own (tools.options.DEMO_DEFAULTS), under any flag
+    assert (demo.round_train, demo.certain_thre, demo.certain_agreement, demo.eval_interval) == (
+        "replay",
+        0.6,
+        0.85,
+        2,
+    )
+    assert parse("--certain-agreement", "none", "--certain-thre", "0.8").certain_agreement is None
+    assert (plain.certain_thre, plain.certain_agreement) == (0.8, None)
     core = parse("--asm-core-defaults")
     assert {k: getattr(core, k) for k in ASM_CORE_DEFAULTS} == ASM_CORE_DEFAULTS
     cfg = tmp_path / "c.yaml"

@@ -29,6 +29,8 @@ TINY = [
     "--strategy",
     "none",
     "--deterministic",
+    "--eval-interval",  # the general default (the demo's own is 2)
+    "1",
 ]
 
 
