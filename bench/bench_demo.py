@@ -46,9 +46,8 @@ KEYS = (
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json-out", default=None, help="also write the result here")
-    p.add_argument("extra", nargs="*", help="options appended to the default command (to try other settings)")
-    args, unknown = p.parse_known_args(argv)
-    args.extra = [*args.extra, *unknown]
+    p.epilog = "Any other option is appended, in its order, to the default command (to try other settings)."
+    args, args.extra = p.parse_known_args(argv)  # unknown options keep their order: "--epochs 12"
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
         run = os.path.join(tmp, "run")
         cmd = [
