@@ -83,6 +83,8 @@ class ThreadedMultiScaleRoIAlign(MultiScaleRoIAlign):
         runs = torch.get_num_threads()
         if features[0].device.type != "cpu" or runs < 2 or torch.jit.is_scripting():
             return super().forward(x, boxes, image_shapes)
+        if torch.is_autocast_enabled("cpu"):  # torchvision's autocast casts for the op; threads would not
+            return super().forward(x, boxes, image_shapes)
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _setup_scales(
                 features, image_shapes, self.canonical_scale, self.canonical_level

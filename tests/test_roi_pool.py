@@ -95,3 +95,13 @@ def test_threaded_pooling_under_no_grad_and_inference_mode(two_threads, mode):
         out = ThreadedMultiScaleRoIAlign(["0", "1", "2"], 7, 2)(features, boxes, shapes)
         expected = MultiScaleRoIAlign(["0", "1", "2"], 7, 2)(features, boxes, shapes)
     assert torch.equal(out, expected) and not out.requires_grad
+
+
+def test_under_cpu_autocast_it_is_torchvisions_own_call(two_threads, monkeypatch):
+    monkeypatch.setattr(roi_pool, "ThreadPoolExecutor", CountingPool)
+    CountingPool.opened = 0
+    features, boxes, shapes = _inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ThreadedMultiScaleRoIAlign(["0", "1", "2"], 7, 2)(features, boxes, shapes)
+        expected = MultiScaleRoIAlign(["0", "1", "2"], 7, 2)(features, boxes, shapes)
+    assert CountingPool.opened == 0 and torch.equal(out, expected)
