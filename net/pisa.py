@@ -28,6 +28,7 @@ beta, but the negatives are still those Score-HLR picks, and ``loss_carl`` equal
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -318,17 +319,29 @@ class PisaRoIHeads(RoIHeads):
             pos.append(candidates[keep])
         neg = [torch.where(lab == 0)[0] for lab in labels]
         logits, deltas = self.score_negatives(features, [p[i] for p, i in zip(proposals, neg)], image_shapes)
-        picks, weights = [], []
-        for p, image_pos, image_neg, lg, dt in zip(
-            proposals, pos, neg, logits.split([len(n) for n in neg]), deltas.split([len(n) for n in neg])
-        ):
+        counts = [len(n) for n in neg]
+        # each image's random fill from its own generator, seeded here: the same draws whichever
+        # thread runs the image
+        seeds = torch.randint(2**62, (len(neg),)).tolist()
+
+        def one_image(job) -> tuple[Tensor, Tensor]:
+            p, image_pos, image_neg, lg, dt, seed = job
             probs, boxes = self.best_class_boxes(lg, dt, p[image_neg])
             bg_losses = F.cross_entropy(
                 lg, torch.zeros(len(lg), dtype=torch.long, device=lg.device), reduction="none"
             )
-            chosen, w = score_hlr_sample(probs, boxes, bg_losses, num - len(image_pos), self.pisa)
-            picks.append(torch.cat([image_pos, image_neg[chosen]]))
-            weights.append(torch.cat([w.new_ones(len(image_pos)), w]))
+            generator = torch.Generator(device=lg.device).manual_seed(seed)
+            chosen, w = score_hlr_sample(probs, boxes, bg_losses, num - len(image_pos), self.pisa, generator)
+            return torch.cat([image_pos, image_neg[chosen]]), torch.cat([w.new_ones(len(image_pos)), w])
+
+        jobs = list(zip(proposals, pos, neg, logits.split(counts), deltas.split(counts), seeds))
+        workers = min(len(jobs), torch.get_num_threads()) if logits.device.type == "cpu" else 1
+        if workers > 1:  # on the CPU the images' grouping (an IoU matrix each) runs side by side
+            with ThreadPoolExecutor(workers) as threads:
+                done = list(threads.map(one_image, jobs))
+        else:
+            done = [one_image(job) for job in jobs]
+        picks, weights = [list(x) for x in zip(*done)] if done else ([], [])
         return picks, weights
 
     def best_class_boxes(self, logits: Tensor, deltas: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:

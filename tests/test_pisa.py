@@ -354,3 +354,32 @@ def test_overlaps_is_box_iou_above_the_threshold_bit_for_bit():
     assert sorted(sorted(grp.tolist()) for grp in loop) == sorted(
         torch.where(groups == leader)[0].tolist() for leader in groups.unique()
     )
+
+
+def test_negatives_are_sampled_alike_on_one_thread_and_on_two(monkeypatch):
+    """Score-HLR runs image by image in threads; each image's random fill has its own seeded generator,
+    so the picks do not depend on which thread ran which image."""
+    _, heads = _heads(hlr_num=16)
+    g = torch.Generator().manual_seed(4)
+    labels = [
+        torch.cat([torch.ones(3, dtype=torch.long), torch.zeros(n, dtype=torch.long)]) for n in (60, 45, 80)
+    ]
+    xy = [torch.rand(len(lab), 2, generator=g) * 50 for lab in labels]
+    proposals = [torch.cat([p, p + 8 + torch.rand(len(p), 2, generator=g) * 20], 1) for p in xy]
+    n_neg = sum(int((lab == 0).sum()) for lab in labels)
+    logits = torch.randn(n_neg, 4, generator=g)
+    logits[:, 0] = 8.0  # most negatives under hlr_score_thr: the random fill takes most places
+    logits[::10, 0] = 0.0
+    monkeypatch.setattr(heads, "score_negatives", lambda *a: (logits, torch.zeros(n_neg, 16)))
+    before, results = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            torch.manual_seed(0)
+            results.append(heads.sample(None, proposals, labels, [(64, 64)] * 3))
+    finally:
+        torch.set_num_threads(before)
+    (picks_1, weights_1), (picks_2, weights_2) = results
+    assert [len(p) for p in picks_1] == [16, 16, 16]
+    assert all(torch.equal(a, b) for a, b in zip(picks_1, picks_2))
+    assert all(torch.equal(a, b) for a, b in zip(weights_1, weights_2))
