@@ -7,7 +7,8 @@ mapping, same kernels, no parameters, so checkpoints are unchanged) that cuts ea
 one run per thread and pools the runs side by side; the backward sums each run's input gradient.
 Each RoI is pooled alone, so the forward equals the single call exactly; the input gradient equals it
 up to the order of the float additions where two runs touch the same feature cell. On another
-device, with one thread or with few RoIs it is torchvision's module unchanged.
+device, with one thread, under CPU autocast or in TorchScript it is torchvision's module unchanged; with few
+RoIs per thread, one call per level.
 """
 
 from __future__ import annotations
