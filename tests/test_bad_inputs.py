@@ -74,6 +74,9 @@ def _error(caplog) -> str:
         (["--K", "0"], "--K must be at least 1"),
         (["--gt-iou", "0"], "--gt-iou must be > 0.0"),
         (["--certain-precision", "1.5"], "--certain-precision must be <= 1.0"),
+        (["--certain-agreement", "1.5"], "--certain-agreement must be <= 1.0"),
+        (["--certain-agreement", "0"], "--certain-agreement must be > 0.0"),
+        (["--certain-agreement", "nan"], "--certain-agreement must be a finite number"),
         (["--candidates", "0"], "--candidates must be at least 1"),
         (["--lr-steps", "1.5"], "--lr-steps are fractions"),
         (["--warmup-iters", "-1"], "--warmup-iters must be >= 0"),
@@ -513,3 +516,11 @@ def test_a_training_coco_file_without_annotations_names_the_file_and_the_key(tmp
     with pytest.raises(ValueError) as e:
         build_datasets(opts)
     assert str(e.value).startswith(f"{train}: no 'annotations' key, so its 1 images hold no boxes")
+
+
+def test_a_certain_agreement_that_is_not_a_number_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        _run(tmp_path, "run", "--certain-agreement", "tight")
+    assert stop.value.code == 2
+    assert "--certain-agreement: expected a number or 'none', got 'tight'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "cache")
