@@ -120,6 +120,12 @@ def class_thresholds(
     return out
 
 
+def rescored(det: dict, scores: np.ndarray) -> dict:
+    """``det`` with new ``scores``, its rows re-sorted by them (descending, ties in their order)."""
+    order = np.argsort(-scores, kind="stable")
+    return {**{k: np.asarray(v)[order] for k, v in det.items()}, "scores": np.asarray(scores)[order]}
+
+
 def calibrate_scores(dets: Sequence[dict], thresholds: dict[int, float], cfg: ASMConfig) -> list[dict]:
     """Detections with scores mapped per class so that class ``c``'s threshold lands on
     ``cfg.certain_thre`` (piecewise linear and increasing: ``[uncertain_thre, t_c] -> [uncertain_thre,
@@ -134,8 +140,7 @@ def calibrate_scores(dets: Sequence[dict], thresholds: dict[int, float], cfg: AS
         mapped = np.where(
             s < u, s, np.where(s < t, np.minimum(low, np.nextafter(c, 0)), np.minimum(high, 1.0))
         )
-        order = np.argsort(-mapped, kind="stable")
-        out.append({**{k: np.asarray(v)[order] for k, v in d.items()}, "scores": mapped[order]})
+        out.append(rescored(d, mapped))
     return out
 
 
@@ -165,7 +170,5 @@ def require_agreement(
         s = np.asarray(d["scores"], np.float64)
         doubt = (s >= cfg.certain_thre) & (agree < min_iou)
         demoted += int(doubt.sum())
-        s = np.where(doubt, below, s)
-        order = np.argsort(-s, kind="stable")
-        out.append({**{k: np.asarray(v)[order] for k, v in d.items()}, "scores": s[order]})
+        out.append(rescored(d, np.where(doubt, below, s)))
     return out, demoted

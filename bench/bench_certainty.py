@@ -60,7 +60,7 @@ from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.build import build_datasets, run_data_options  # noqa: E402
 from datasets.torch_data import read_image  # noqa: E402
 from tools.checkpoint import checkpoint_of, load_checkpoint  # noqa: E402
-from tools.inference import model_from_checkpoint  # noqa: E402
+from tools.inference import mirror_boxes, model_from_checkpoint  # noqa: E402
 from tools.mining import merge_with_oracle, sort_by_score  # noqa: E402
 
 AGREEMENT = 0.85  # --certain-agreement of the agree rules
@@ -80,17 +80,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def mirror(boxes: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
-
-
 @torch.inference_mode()
 def detect_both(model, image: torch.Tensor) -> tuple[dict, dict, dict]:
     """The plain detections of ``image``, the flip-consistent ones (module docstring) and the mirrored
     view's own (boxes mapped back)."""
     plain = model([image])[0]
     flipped = model([image.flip(-1)])[0]
-    flipped["boxes"] = mirror(flipped["boxes"], image.shape[-1])
+    flipped["boxes"] = mirror_boxes(flipped["boxes"], image.shape[-1])
     a = {k: v.numpy() for k, v in plain.items()}
     b = {k: v.numpy() for k, v in flipped.items()}
     iou = box_iou(a["boxes"], b["boxes"])

@@ -28,7 +28,6 @@ beta, but the negatives are still those Score-HLR picks, and ``loss_carl`` equal
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
 from torchvision.ops import box_iou, nms
+
+from net.roi_pool import in_threads
 
 
 @dataclass(frozen=True)
@@ -335,12 +336,8 @@ class PisaRoIHeads(RoIHeads):
             return torch.cat([image_pos, image_neg[chosen]]), torch.cat([w.new_ones(len(image_pos)), w])
 
         jobs = list(zip(proposals, pos, neg, logits.split(counts), deltas.split(counts), seeds))
-        workers = min(len(jobs), torch.get_num_threads()) if logits.device.type == "cpu" else 1
-        if workers > 1:  # on the CPU the images' grouping (an IoU matrix each) runs side by side
-            with ThreadPoolExecutor(workers) as threads:
-                done = list(threads.map(one_image, jobs))
-        else:
-            done = [one_image(job) for job in jobs]
+        # on the CPU the images' grouping (an IoU matrix each) runs side by side
+        done = in_threads(one_image, jobs, torch.get_num_threads() if logits.device.type == "cpu" else 1)
         picks, weights = [list(x) for x in zip(*done)] if done else ([], [])
         return picks, weights
 

@@ -18,9 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.poolers import _filter_input, _setup_scales
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 MIN_ROIS_PER_RUN = 32  # fewer: one call (threads cost more than they save)
+
+
+def in_threads(fn, jobs: list, workers: int) -> list:
+    """``[fn(job) for job in jobs]`` on up to ``workers`` threads (in order, on this one for 1)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(job) for job in jobs]
+    with ThreadPoolExecutor(min(workers, len(jobs))) as threads:
+        return list(threads.map(fn, jobs))
 
 
 class _ThreadedRoIAlign(torch.autograd.Function):
@@ -39,8 +47,7 @@ class _ThreadedRoIAlign(torch.autograd.Function):
                     torch.ops.torchvision.roi_align(features, r, scale, size[0], size[1], ratio, False)
                 )
 
-        with ThreadPoolExecutor(runs) as threads:
-            list(threads.map(pool, zip(rois.tensor_split(runs), out.tensor_split(runs))))
+        in_threads(pool, list(zip(rois.tensor_split(runs), out.tensor_split(runs))), runs)
         ctx.save_for_backward(rois)
         ctx.args = (features.shape, scale, size, ratio, runs)
         return out
@@ -55,8 +62,9 @@ class _ThreadedRoIAlign(torch.autograd.Function):
                 g.contiguous(), r, scale, size[0], size[1], batch, channels, height, width, ratio, False
             )
 
-        with ThreadPoolExecutor(runs) as threads:
-            parts = list(threads.map(run_backward, grad.tensor_split(runs), rois.tensor_split(runs)))
+        parts = in_threads(
+            lambda run: run_backward(*run), list(zip(grad.tensor_split(runs), rois.tensor_split(runs))), runs
+        )
         total = parts[0]
         for part in parts[1:]:
             total += part
@@ -91,12 +99,7 @@ class ThreadedMultiScaleRoIAlign(MultiScaleRoIAlign):
                 features, image_shapes, self.canonical_scale, self.canonical_level
             )
         dtype = features[0].dtype
-        rois = torch.cat(
-            [
-                torch.cat([torch.full_like(b[:, :1], i, dtype=dtype), b.to(dtype)], 1)
-                for i, b in enumerate(boxes)
-            ]
-        )
+        rois = _convert_to_roi_format(boxes).to(dtype)
         levels = self.map_levels(boxes) if len(features) > 1 else torch.zeros(len(rois), dtype=torch.int64)
         size = tuple(self.output_size)
         used = levels.unique().tolist()

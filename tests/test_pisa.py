@@ -10,7 +10,7 @@ import torch
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.ops import box_iou
 
-import net.pisa as pisa_module
+import net.roi_pool as roi_pool
 from net.models import build_model
 from net.pisa import (
     PisaConfig,
@@ -395,7 +395,7 @@ def test_negatives_are_sampled_alike_whatever_runs_the_images_first(monkeypatch)
         torch.manual_seed(0)
         results.append(heads.sample(None, proposals, labels, [(64, 64)] * 3))
         torch.set_num_threads(2)
-        monkeypatch.setattr(pisa_module, "ThreadPoolExecutor", ReversedPool)  # the last image first
+        monkeypatch.setattr(roi_pool, "ThreadPoolExecutor", ReversedPool)  # the last image first
         torch.manual_seed(0)
         results.append(heads.sample(None, proposals, labels, [(64, 64)] * 3))
     finally:

@@ -72,6 +72,12 @@ def folder_records(folder: str, report: LoadReport | None = None) -> list[Record
     return records
 
 
+def mirror_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """``[N, 4]`` xyxy boxes of an image ``width`` pixels wide, mirrored left to right (the boxes of
+    a flipped image mapped back onto the original, and the other way)."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+
+
 @torch.inference_mode()
 def predict_tta(
     model, image: torch.Tensor, scales=(1.0,), flip: bool = False, merge: str = "nms", iou: float = 0.5
@@ -92,15 +98,7 @@ def predict_tta(
             for mirrored in (False, True) if flip else (False,):
                 out = model([image.flip(-1) if mirrored else image])[0]
                 if mirrored:
-                    out["boxes"] = torch.stack(
-                        [
-                            width - out["boxes"][:, 2],
-                            out["boxes"][:, 1],
-                            width - out["boxes"][:, 0],
-                            out["boxes"][:, 3],
-                        ],
-                        1,
-                    )
+                    out["boxes"] = mirror_boxes(out["boxes"], width)
                     if "masks" in out:
                         out["masks"] = out["masks"].flip(-1)
                 parts.append(out)

@@ -11,14 +11,15 @@ from torch import nn
 
 from asm.edits import count_moves
 from asm.merge import ASMConfig, MergeResult, merge_batch, split_and_rejudge
+from asm.select import rescored
 from datasets.records import Record
 from tools.engine import detect
 from tools.fit import eval_loader
+from tools.inference import mirror_boxes
 
 
 def sort_by_score(out: dict) -> dict:
-    order = np.argsort(-np.asarray(out["scores"]), kind="stable")
-    return {k: np.asarray(v)[order] for k, v in out.items()}
+    return rescored(out, np.asarray(out["scores"]))
 
 
 def detect_sorted(
@@ -46,8 +47,7 @@ class Mirrored(nn.Module):
     def forward(self, images: list[torch.Tensor]) -> list[dict]:
         outputs = self.model([image.flip(-1) for image in images])
         for image, out in zip(images, outputs):
-            x1, y1, x2, y2 = out["boxes"].unbind(1)
-            out["boxes"] = torch.stack([image.shape[-1] - x2, y1, image.shape[-1] - x1, y2], 1)
+            out["boxes"] = mirror_boxes(out["boxes"], image.shape[-1])
         return outputs
 
 
