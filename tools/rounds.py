@@ -57,10 +57,10 @@ def start_round(run, train_set, device) -> None:
     if args.strategy == "random":  # nothing is shown to the human: no detection pass
         oracle = {r.image_id: r for r in train_set.records}
         batch = [oracle[i] for i in asm.next_batch()]
-        shown = raw = [no_detections() for _ in batch]
+        shown = scored = raw = [no_detections() for _ in batch]
     else:
         batch, raw = detect_batch(run, train_set, device, cfg, info)
-        shown = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
+        shown = scored = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
         if args.certain_agreement is not None:  # the mirrored view must draw each certain box again
             mirrored = detect_sorted(
                 Mirrored(unwrap(run.model)),
@@ -81,7 +81,10 @@ def start_round(run, train_set, device) -> None:
         raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {folder}", folder)
     if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
         run.last_outcomes = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
-    info["max_score"] = round(max((float(d["scores"][0]) for d in raw if len(d["scores"])), default=0.0), 4)
+    # the best score on --certain-thre's scale (calibrated, before the mirrored view demotes any)
+    info["max_score"] = round(
+        max((float(d["scores"][0]) for d in scored if len(d["scores"])), default=0.0), 4
+    )
     finish_round(run, train_set, merge_with_oracle(shown, batch, cfg), info)
 
 
