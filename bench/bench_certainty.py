@@ -1,15 +1,16 @@
 """Which certainty rule makes a weak model's certain boxes right? Fixed threshold, calibration, flip
 TTA, mirror agreement.
 
-Loads the models of finished initial phases (``bench/bench_stability.py`` writes them: the CPU
-efficiency study's round-0 model, 20 BCCD images, 10 epochs) and detects their evaluation images,
-which none of them trained on. Half of the images (even positions) stand for the batch that
-calibrates (``--certain-precision``: per-class thresholds from :func:`asm.select.class_thresholds`),
-the other half for the next batch, on which every rule is measured through the real merge
-(:func:`tools.mining.merge_with_oracle`):
+Loads the models of finished runs (``bench/bench_stability.py`` writes initial phases: the CPU
+efficiency study's round-0 model, 20 BCCD images, 10 epochs) and detects images none of them trained
+on. With ``--images eval`` (default) half of the evaluation images (even positions) calibrate
+(``--certain-precision``: per-class thresholds from :func:`asm.select.class_thresholds`) and the
+other half are measured; with ``--images unlabelled``, as a run's round does, the whole evaluation
+set calibrates and the images outside the run's label pool are measured. Every rule goes through the
+real merge (:func:`tools.mining.merge_with_oracle`):
 
 * ``fixed``: ``--certain-thre`` 0.8 (the default);
-* ``calib``: thresholds calibrated to precision ``--precision`` (0.9);
+* ``calib``: thresholds calibrated to precision ``--precision`` (0.85, at 95% confidence);
 * ``flip/fixed`` and ``flip/calib``: the same on flip test-time augmentation, where a box's score
   is the mean of its own and its mirror view's best same-class match (0 without one), so that a box
   only one view finds loses half its score; boxes are the two views' mean;
@@ -69,7 +70,9 @@ AGREEMENT = 0.85  # --certain-agreement of the agree rules
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders of finished initial phases")
-    p.add_argument("--precision", type=float, default=0.9, help="the calibrated rules' target")
+    p.add_argument(
+        "--precision", type=float, default=0.85, help="the calibrated rules' target (its lower bound's)"
+    )
     p.add_argument(
         "--images",
         choices=("eval", "unlabelled"),
@@ -151,39 +154,49 @@ def with_precision(counts: dict) -> dict:
     }
 
 
+def detect_all(model, dataset, records, desc: str) -> list[tuple[dict, dict, dict]]:
+    """:func:`detect_both` of each record's image."""
+    return [
+        detect_both(model, read_image(os.path.join(dataset.image_root, r.file_name)).float().div(255))
+        for r in tqdm(records, desc=desc, disable=None)
+    ]
+
+
 def one_run(folder: str, precision: float, images: str = "eval") -> dict:
     model, state = model_from_checkpoint(folder, torch.device("cpu"))
     train, val = build_datasets(run_data_options(state.config, os.path.dirname(checkpoint_of(folder))))
-    if images == "unlabelled":  # what the run's next round would detect: outside its label pool
+    name = os.path.basename(folder)
+    if images == "unlabelled":  # the next round's images, calibrated on the evaluation set (as a run does)
         last = os.path.join(os.path.dirname(checkpoint_of(folder)), "last.pth")  # best.pth: the model alone
         labelled = ASMState.from_state(load_checkpoint(last)["asm"]).labelled
-        val = dataclasses.replace(train, records=[r for r in train.records if r.image_id not in labelled])
-    records = list(val.records)
+        calib_records = list(val.records)
+        test_records = [r for r in train.records if r.image_id not in labelled]
+        calib_dets = detect_all(model, val, calib_records, f"{name} eval")
+        test_dets = detect_all(model, train, test_records, f"{name} unlabelled")
+    else:  # the evaluation images, halved: even positions calibrate, odd ones are measured
+        found = detect_all(model, val, val.records, name)
+        calib_records, test_records = list(val.records[0::2]), list(val.records[1::2])
+        calib_dets, test_dets = found[0::2], found[1::2]
     cfg = ASMConfig()
-    plain, flip, mirrored = [], [], []
-    for r in tqdm(records, desc=os.path.basename(folder), disable=None):
-        p, f, m = detect_both(model, read_image(os.path.join(val.image_root, r.file_name)).float().div(255))
-        plain.append(p)
-        flip.append(f)
-        mirrored.append(m)
-    calib_idx, test_idx = range(0, len(records), 2), range(1, len(records), 2)
-    test_records = [records[i] for i in test_idx]
-    out = {"run": folder, "calibration_images": len(calib_idx), "test_images": len(test_idx), "rules": {}}
-    for view, dets in (("", plain), ("flip/", flip)):
+    out = {
+        "run": folder,
+        "calibration_images": len(calib_records),
+        "test_images": len(test_records),
+        "rules": {},
+    }
+    for i, view in ((0, ""), (1, "flip/")):
         outcomes = detection_outcomes(
-            [dets[i] for i in calib_idx], [records[i] for i in calib_idx], cfg.gt_iou, cfg.uncertain_thre
+            [d[i] for d in calib_dets], calib_records, cfg.gt_iou, cfg.uncertain_thre
         )
-        thresholds = class_thresholds(
-            outcomes, len(val.classes), precision, cfg.certain_thre, cfg.uncertain_thre
-        )
-        test = [dets[i] for i in test_idx]
+        thresholds = class_thresholds(outcomes, len(val.classes), precision, cfg.uncertain_thre)
+        test = [d[i] for d in test_dets]
         out[f"{view}ceiling"] = ceiling(test, test_records, cfg)
         out["rules"][f"{view}fixed"] = measure(test, test_records, cfg)
         out["rules"][f"{view}calib"] = {
             **measure(calibrate_scores(test, thresholds, cfg), test_records, cfg),
             "thresholds": {val.classes[c - 1]: round(t, 4) for c, t in thresholds.items()},
         }
-    test, test_mirrored = [plain[i] for i in test_idx], [mirrored[i] for i in test_idx]
+    test, test_mirrored = [d[0] for d in test_dets], [d[2] for d in test_dets]
     for name, rules in (("agree", cfg), ("agree/0.6", dataclasses.replace(cfg, certain_thre=0.6))):
         agreed, disagreed = require_agreement(test, test_mirrored, AGREEMENT, rules)
         out["rules"][name] = {**measure(agreed, test_records, rules), "disagreed": disagreed}
@@ -203,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         r["rules"] = {k: {**v, **with_precision(v)} for k, v in r["rules"].items()}
     result = {
         "what": "precision of certain boxes of the given runs' models on their held-out evaluation images, "
-        "per certainty rule; calibrated on the other half of the images",
+        "per certainty rule; calibrated on evaluation images (the other half of them with --images eval)",
         "runs": args.runs,
         "images": args.images,
         "target_precision": args.precision,

@@ -49,7 +49,7 @@ TINY = [
     "--ap-range",
     "10",
     # the generic rules and cadence, not the demo's own (tools.options.DEMO_DEFAULTS)
-    "--certain-agreement",
+    "--certain-precision",
     "none",
     "--round-train",
     "pool",
@@ -188,29 +188,31 @@ def test_deterministic_runs_repeat_in_fresh_processes(tmp_path):
     assert summaries[0] == summaries[1]
 
 
-def test_candidates_mining_gate_and_calibrated_thresholds(tmp_path):
+def test_candidates_and_calibrated_thresholds(tmp_path):
     code, out = _run(
-        tmp_path,
-        "rules",
-        "--strategy",
-        "v1+",
-        "--candidates",
-        "3",
-        "--mining-gate",
-        "1.0",
-        "--certain-precision",
-        "0.5",
+        tmp_path, "rules", "--strategy", "v1+", "--candidates", "3", "--certain-precision", "0.5"
     )
     assert code == 0
     rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round" and e["round"]]
     assert [r["candidates"] for r in rounds] == [12, 12] and all(r["images"] == 4 for r in rounds)
-    assert all(r["gated"] and r["confirmed"] == 0 and r["deleted"] == 0 for r in rounds)  # AP50 < 1.0: no SL
-    assert "thresholds" not in rounds[0]  # nothing held out before the first batch
-    assert set(rounds[1]["thresholds"]) == {"circle", "square", "triangle", "cross"}
-    assert all(0.05 <= t <= 1.0 for t in rounds[1]["thresholds"].values())
+    for r in rounds:  # every round calibrates, the first included: on the validation set
+        assert set(r["thresholds"]) == {"circle", "square", "triangle", "cross"}
+        assert all(0.05 <= t <= 1.0 for t in r["thresholds"].values())
+        if all(t == 1.0 for t in r["thresholds"].values()):  # no class shows the precision
+            assert r["confirmed"] == 0
     ckpt = load_checkpoint(os.path.join(out, "last.pth"))
-    assert len(ckpt["last_outcomes"]["scores"]) == len(ckpt["last_outcomes"]["tp"])
+    assert "last_outcomes" not in ckpt
     assert len(ASMState.from_state(ckpt["asm"]).labelled) == 8 + 2 * 4
+
+
+def test_a_mining_gate_above_the_ap_offers_no_model_box(tmp_path):
+    code, out = _run(
+        tmp_path, "gate", "--strategy", "v1+", "--mining-gate", "1.0", "--certain-precision", "0.5"
+    )
+    assert code == 0
+    rounds = [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == "round" and e["round"]]
+    assert all(r["gated"] and r["confirmed"] == 0 and r["deleted"] == 0 for r in rounds)  # AP50 < 1.0: no SL
+    assert all("thresholds" not in r for r in rounds)  # no calibration pass for a gated round
 
 
 def _tags(out):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from asm.edits import count_moves
 from asm.merge import ASMConfig, merge_batch
@@ -11,6 +12,7 @@ from asm.select import (
     class_thresholds,
     detection_outcomes,
     mirror_agreement,
+    precision_lower_bound,
     predicted_uncertainty,
     require_agreement,
 )
@@ -61,24 +63,42 @@ def test_detection_outcomes_match_each_gt_box_once():
     assert detection_outcomes([det], [gt], gt_iou=0.8, floor=0.75)["tp"] == [True, False]
 
 
-def test_class_thresholds_reach_the_target_precision():
-    # class 1: scores 0.95..0.5, true positives down to 0.7, then mostly wrong
-    scores = [0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4]
-    tp = [True] * 6 + [False, True, False, False, False, False]
-    outcomes = {"labels": [1] * 12 + [2] * 3, "scores": scores + [0.9, 0.8, 0.7], "tp": tp + [True] * 3}
-    t = class_thresholds(outcomes, 3, precision=0.95, default=0.8, floor=0.3, min_support=10)
-    assert t[1] == pytest.approx(0.7)  # the first 6 are all right; adding 0.65 drops precision to 6/7
-    assert t[2] == 0.8 and t[3] == 0.8  # too little support: the default
-    t = class_thresholds(outcomes, 1, precision=0.8, default=0.8, floor=0.3, min_support=10)
-    assert t[1] == pytest.approx(0.6)  # 7/8 = 0.875 >= 0.8; 7/9 < 0.8
-    never = {"labels": [1] * 10, "scores": [0.9] * 10, "tp": [False] * 10}
-    assert class_thresholds(never, 1, 0.9, 0.8, 0.3)[1] == 1.0  # no score is precise enough
-    ties = {
-        "labels": [1] * 10,
-        "scores": [0.9] * 5 + [0.5] * 5,
-        "tp": [True] * 5 + [True, False] * 2 + [False],
+@pytest.mark.parametrize("right, n", [(81, 263), (15, 148), (1, 29), (10, 10), (0, 20), (29, 30)])
+def test_the_precision_bound_is_the_wilson_lower_bound(right, n):
+    """One-sided at 0.95 = the lower end of scipy's two-sided 90% Wilson interval (Newcombe 1998's
+    examples among them: 81/263 -> 0.2553 two-sided 95%)."""
+    hits = np.r_[np.ones(right), np.zeros(n - right)]
+    low = binomtest(right, n).proportion_ci(0.90, method="wilson").low
+    assert precision_lower_bound(hits)[-1] == pytest.approx(low, abs=1e-9)
+    low95 = binomtest(right, n).proportion_ci(0.95, method="wilson").low
+    assert precision_lower_bound(hits, confidence=0.975)[-1] == pytest.approx(low95, abs=1e-9)
+
+
+def test_class_thresholds_reach_the_target_precision_with_confidence():
+    # class 1: 40 right down to score 0.61, then 20 wrong; class 2: 8 right of 8; class 3: none
+    s1 = np.round(np.linspace(1.0, 0.61, 40), 4).tolist()
+    s1_low = np.round(np.linspace(0.6, 0.41, 20), 4).tolist()
+    outcomes = {
+        "labels": [1] * 60 + [2] * 8,
+        "scores": s1 + s1_low + [0.9] * 8,
+        "tp": [True] * 40 + [False] * 20 + [True] * 8,
     }
-    assert class_thresholds(ties, 1, 0.9, 0.8, 0.3)[1] == pytest.approx(0.9)  # equal scores stay together
+    t = class_thresholds(outcomes, 3, precision=0.92, floor=0.3)
+    bound = [binomtest(40, n).proportion_ci(0.90, method="wilson").low for n in (40, 41)]
+    assert bound[0] >= 0.92 > bound[1]  # the oracle: 40 of 40 shows 0.92, 40 of 41 does not
+    assert t[1] == pytest.approx(0.61)
+    assert t[2] == 1.0  # 8 of 8 right: the bound (0.76) does not show 0.9
+    assert t[3] == 1.0  # no detections: nothing certain
+    assert class_thresholds(outcomes, 2, precision=0.7, floor=0.3)[2] == pytest.approx(0.9)
+    assert class_thresholds(outcomes, 1, precision=0.5, floor=0.7)[1] == pytest.approx(0.7)  # the floor
+    never = {"labels": [1] * 10, "scores": [0.9] * 10, "tp": [False] * 10}
+    assert class_thresholds(never, 1, 0.5, 0.3)[1] == 1.0  # no score is precise enough
+    ties = {
+        "labels": [1] * 60,
+        "scores": [0.9] * 50 + [0.5] * 10,
+        "tp": [True] * 50 + [True, False] * 5,
+    }
+    assert class_thresholds(ties, 1, 0.9, 0.3)[1] == pytest.approx(0.9)  # equal scores stay together
 
 
 def test_calibrated_scores_move_each_class_threshold_onto_certain_thre():

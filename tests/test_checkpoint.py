@@ -80,20 +80,20 @@ def test_a_run_state_round_trips_and_older_checkpoints_take_the_defaults(tmp_pat
         and back.awaiting == "labelling/round2"
         and torch.equal(back.model["w"], torch.ones(2))
     )
-    save_checkpoint(
-        path, {k: v for k, v in state.to_dict().items() if k not in ("last_outcomes", "log_lines", "format")}
-    )
+    save_checkpoint(path, {k: v for k, v in state.to_dict().items() if k not in ("log_lines", "format")})
     old = read_state(path, need=())  # format 1 had neither, nor the key
-    assert old.last_outcomes is None and old.log_lines is None and old.format == 1
+    assert old.log_lines is None and old.format == 1
 
 
-def test_a_format_2_checkpoint_reads_its_held_out_as_last_outcomes(tmp_path):
-    path = str(tmp_path / "f2.pth")
+def test_older_checkpoints_with_the_last_batch_outcomes_load_without_them(tmp_path):
+    """Formats 2 and 3 kept the last batch's detection outcomes (``held_out``, ``last_outcomes``) for
+    --certain-precision, which now calibrates on the validation set: they load, and are dropped."""
     outcomes = {"scores": [0.9], "tp": [True], "labels": [1]}
-    save_checkpoint(path, {"model": {}, "held_out": outcomes, "format": 2})
-    state = read_state(path, need=())
-    assert state.last_outcomes == outcomes and state.format == 2
-    assert "held_out" not in state.to_dict() and state.to_dict()["last_outcomes"] == outcomes
+    for fmt, key in ((2, "held_out"), (3, "last_outcomes")):
+        path = str(tmp_path / f"f{fmt}.pth")
+        save_checkpoint(path, {"model": {"w": torch.ones(1)}, key: outcomes, "epochs_done": 4, "format": fmt})
+        state = read_state(path, need=())
+        assert state.format == fmt and state.epochs_done == 4 and key not in state.to_dict()
 
 
 def test_checkpoint_of_a_folder_prefers_best_and_names_what_is_missing(tmp_path):

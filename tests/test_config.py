@@ -108,14 +108,14 @@ def test_asm_core_defaults_sit_under_config_files_and_flags(tmp_path):
     plain = parse("--dataset", "voc", "--voc-roots", str(tmp_path))  # the general defaults, not the demo's
     assert (plain.ap_range, plain.round_train, plain.mining_gate) == (4, "pool", 0.0)
     demo = parse()  # the demo's own (tools.options.DEMO_DEFAULTS), under any flag
-    assert (demo.round_train, demo.certain_thre, demo.certain_agreement, demo.eval_interval) == (
+    assert (demo.round_train, demo.certain_precision, demo.certain_thre, demo.eval_interval) == (
         "replay",
-        0.6,
         0.85,
+        0.8,
         2,
     )
-    assert parse("--certain-agreement", "none", "--certain-thre", "0.8").certain_agreement is None
-    assert (plain.certain_thre, plain.certain_agreement) == (0.8, None)
+    assert parse("--certain-precision", "none").certain_precision is None
+    assert (plain.certain_precision, plain.certain_agreement) == (None, None)
     core = parse("--asm-core-defaults")
     assert {k: getattr(core, k) for k in ASM_CORE_DEFAULTS} == ASM_CORE_DEFAULTS
     cfg = tmp_path / "c.yaml"

@@ -81,3 +81,74 @@ def test_the_mirrored_view_maps_its_boxes_back_onto_the_image():
     assert out[0]["boxes"].tolist() == [[10.0, 5.0, 21.0, 9.0]]  # back where the original has it
     assert out[1]["boxes"].tolist() == [[10.0, 5.0, 21.0, 9.0]]  # each image by its own width
     assert out[0]["labels"].tolist() == [1] and out[0]["scores"].tolist() == [pytest.approx(0.9)]
+
+
+class _ByImage(nn.Module):
+    """A detector that answers image ``i`` (every pixel = i) with ``answers[i]``; counts its calls."""
+
+    def __init__(self, answers):
+        super().__init__()
+        self.answers, self.calls = answers, 0
+
+    def forward(self, images):
+        self.calls += 1
+        return [{k: torch.as_tensor(v) for k, v in self.answers[int(im[0, 0, 0])].items()} for im in images]
+
+
+def _calibration_run(strategy="v1+", ap50=0.5, gate=0.0):
+    """A run whose validation set is 10 images of 3 GT boxes each (class 1, 1, 2) and whose model
+    draws the class-1 boxes exactly (scores 0.99 down to 0.80: 20 right), adds one class-1 box on
+    nothing at 0.65 on every image, and puts every class-2 box 30 px off (wrong at any IoU)."""
+    from types import SimpleNamespace
+
+    from tools.report import AP50
+
+    gt = np.array([[0, 0, 20, 20], [40, 0, 60, 20], [0, 40, 20, 60]], np.float32)
+    records = [Record(str(i), f"{i}.jpg", 80, 80, gt, np.array([1, 1, 2])) for i in range(10)]
+    answers = []
+    for i in range(10):
+        scores = [0.99 - 0.01 * (2 * i), 0.99 - 0.01 * (2 * i + 1), 0.65, 0.95]
+        boxes = [gt[0], gt[1], [60, 60, 75, 75], gt[2] + [30, 0, 30, 0]]
+        answers.append(_det(scores, [1, 1, 1, 2], boxes))
+    loader = [([torch.full((3, 80, 80), float(i))], [{"index": i, "orig_size": (80, 80)}]) for i in range(10)]
+    loader = type("Loader", (list,), {"dataset": SimpleNamespace(records=records)})(loader)
+    model = _ByImage(answers)
+    args = SimpleNamespace(strategy=strategy, mining_gate=gate, certain_precision=0.85)
+    run = SimpleNamespace(
+        args=args,
+        rules=ASMConfig(),
+        phase=SimpleNamespace(history=[{"metrics": {AP50: ap50}}]),
+        classes=["a", "b"],
+        thresholds={},
+        trainer=SimpleNamespace(model=model, val_loader=loader, device=torch.device("cpu")),
+    )
+    return run, model
+
+
+def test_certain_thresholds_are_calibrated_on_the_validation_set_by_the_mining_model():
+    from scipy.stats import binomtest
+
+    from tools.rounds import round_rules
+
+    run, model = _calibration_run()
+    cfg, info = round_rules(run, 2)
+    assert model.calls == 10  # one pass over the validation set
+    # class 1: the 20 right boxes score 0.99 .. 0.80; the 10 wrong ones 0.65. Above 0.65: right only
+    scores = sorted((0.99 - 0.01 * k for k in range(20)), reverse=True)
+    above = [s for s in scores if s > 0.65]
+    low = binomtest(len(above), len(above)).proportion_ci(0.90, method="wilson").low
+    assert low >= 0.85  # the oracle: the boxes above 0.65 show 0.85 ...
+    with_wrong = binomtest(len(above) + 1, len(above) + 11).proportion_ci(0.90, method="wilson").low
+    assert with_wrong < 0.85  # ... the ten wrong ones at 0.65 do not
+    assert run.thresholds[1] == pytest.approx(min(above), abs=1e-6)
+    assert run.thresholds[2] == 1.0  # never right: no certain box of class 2
+    assert info["thresholds"] == {"a": round(min(above), 4), "b": 1.0} and cfg.enable_sl
+
+
+@pytest.mark.parametrize("strategy, ap50, gate", [("random", 0.5, 0.0), ("v1+", 0.4, 0.5)])
+def test_no_calibration_pass_where_no_model_box_is_offered(strategy, ap50, gate):
+    from tools.rounds import round_rules
+
+    run, model = _calibration_run(strategy, ap50, gate)
+    cfg, info = round_rules(run, 2)
+    assert model.calls == 0 and run.thresholds == {} and not cfg.enable_sl and "thresholds" not in info

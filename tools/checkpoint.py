@@ -24,7 +24,7 @@ from tools import dist
 
 LAST = "last.pth"  # a run's latest checkpoint, in its output folder
 BEST = "best.pth"  # the checkpoint of its best evaluated epoch
-FORMAT = 3  # 2: held_out, log_lines, per-phase rollbacks; 3: held_out named last_outcomes
+FORMAT = 3  # 2: log_lines, per-phase rollbacks; 3: (last batch's outcomes, no longer kept)
 
 
 @dataclass
@@ -55,7 +55,6 @@ class RunState:
     environment: dict[str, Any] = field(default_factory=dict)
     git: str | None = None
     awaiting: str | None = None  # labelling folder of a paused round, relative to the run's folder
-    last_outcomes: dict[str, Any] | None = None  # the last batch's detection outcomes (--certain-precision)
     log_lines: int | None = None  # log.jsonl's records when this was saved
     format: int = FORMAT
 
@@ -90,11 +89,9 @@ class RunState:
                 )
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        state = {RENAMED.get(k, k): v for k, v in state.items()}
         return cls(**{k: v for k, v in state.items() if k in names} | {"format": state.get("format", 1)})
 
 
-RENAMED = {"held_out": "last_outcomes"}  # format 2's names of RunState fields
 TRAINING_KEYS = (
     "model",
     "optimizer",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from asm.select import detection_outcomes
 from datasets.records import Record
 from tools import dist
 
@@ -52,3 +53,19 @@ class Evaluator:
 
     def summarize(self) -> dict[str, float]:
         raise NotImplementedError
+
+
+class OutcomeEvaluator(Evaluator):
+    """Each detection's label, score and whether it is right at ``gt_iou``
+    (:func:`asm.select.detection_outcomes`, over scores >= ``floor``): what ``--certain-precision``
+    calibrates on. :meth:`summarize` sets :attr:`outcomes` and adds no metric."""
+
+    def __init__(self, gt_iou: float, floor: float) -> None:
+        self.gt_iou, self.floor = gt_iou, floor
+        self.outcomes: dict[str, list] = {"labels": [], "scores": [], "tp": []}
+        self.reset()
+
+    def summarize(self) -> dict[str, float]:
+        records, outputs = self.gathered()
+        self.outcomes = detection_outcomes(outputs, records, self.gt_iou, self.floor)
+        return {}

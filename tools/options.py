@@ -83,10 +83,9 @@ DEMO_DEFAULTS = {
     "round_train": "replay",  # a round trains on its 100 images and 100 of the pool: 200, not 300
     "batch_size": 2,
     "lr": 0.01,
-    # a young model's scores rank the shapes well but do not say how tight its boxes are: a lower
-    # score threshold, and the mirrored view must draw a box again (README, --certain-agreement)
-    "certain_thre": 0.6,
-    "certain_agreement": 0.85,
+    # a young model's scores rank the shapes well but do not say how tight its boxes are: a class's
+    # boxes are certain only where the validation set shows them right (README, --certain-precision)
+    "certain_precision": 0.85,
 }
 # later presets win where both apply: an explicit --asm-core-defaults over the demo's own values
 OPTION_PRESETS = {"dataset=demo": DEMO_DEFAULTS, "asm_core_defaults": ASM_CORE_DEFAULTS}
@@ -362,8 +361,10 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
         "--certain-precision",
         type=float_or_none,
         default=None,
-        help="per-class certain thresholds: the lowest score reaching this precision on the last "
-        "round's batch (detected before training on it); none: one --certain-thre for every class",
+        help="per-class certain thresholds: the lowest score above which the model's boxes on the "
+        "validation set are right (IoU >= --gt-iou) with a precision whose 95%% lower bound reaches "
+        "this; a class that cannot show it gets no certain box (one more pass over the validation "
+        "set per round). none: one --certain-thre for every class",
     )
     g.add_argument(
         "--certain-agreement",

@@ -18,13 +18,14 @@ from asm.select import (
     calibrate_scores,
     choose_informative,
     class_thresholds,
-    detection_outcomes,
     require_agreement,
 )
 from datasets.records import record_from_dict, record_to_dict
 from tools import dist
 from tools.checkpoint import unwrap
 from tools.drawing import round_sheet, to_tensorboard
+from tools.engine import evaluate
+from tools.evaluator import OutcomeEvaluator
 from tools.fit import Phase
 from tools.labelling import export_round, results_from_imported
 from tools.mining import Mirrored, detect_sorted, merge_with_oracle, preannotate
@@ -79,8 +80,6 @@ def start_round(run, train_set, device) -> None:
             export_round(folder, asm.round + 1, pre, scores, train_set, estimates)
         run.save()
         raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {folder}", folder)
-    if args.certain_precision is not None:  # this batch, detected before training on it, calibrates the next
-        run.last_outcomes = detection_outcomes(raw, batch, cfg.gt_iou, cfg.uncertain_thre)
     # the best score on --certain-thre's scale (calibrated, before the mirrored view demotes any)
     info["max_score"] = round(
         max((float(d["scores"][0]) for d in scored if len(d["scores"])), default=0.0), 4
@@ -125,7 +124,8 @@ def no_detections() -> dict:
 
 def round_rules(run, num_classes: int) -> tuple[ASMConfig, dict]:
     """This round's merge rules: no SL below the mining gate; per-class certain thresholds
-    calibrated on the last batch (``--certain-precision``). Also what to log about them."""
+    calibrated on the validation set by the model about to mine (``--certain-precision``). Also
+    what to log about them."""
     args, cfg = run.args, run.rules
     ap50 = run.phase.history[-1]["metrics"][AP50] if run.phase.history else 0.0
     info = {"ap50_before": ap50}  # the model that detected this round's images
@@ -135,12 +135,21 @@ def round_rules(run, num_classes: int) -> tuple[ASMConfig, dict]:
     if info["gated"]:  # ASM_core's ap_thre: a weak model's boxes are not offered to the human
         cfg = dataclasses.replace(cfg, enable_sl=False)
     run.thresholds = {}
-    if args.certain_precision is not None and run.last_outcomes:
+    if args.certain_precision is not None and cfg.enable_sl:
         run.thresholds = class_thresholds(
-            run.last_outcomes, num_classes, args.certain_precision, cfg.certain_thre, cfg.uncertain_thre
+            validation_outcomes(run, cfg), num_classes, args.certain_precision, cfg.uncertain_thre
         )
         info["thresholds"] = {run.classes[c - 1]: round(t, 4) for c, t in run.thresholds.items()}
     return cfg, info
+
+
+def validation_outcomes(run, cfg: ASMConfig) -> dict[str, list]:
+    """The current model's detections on the validation set (scores >= ``uncertain_thre``), each
+    right or not at ``gt_iou``: one more pass over the evaluation images, on every rank."""
+    t = run.trainer
+    outcomes = OutcomeEvaluator(cfg.gt_iou, cfg.uncertain_thre)
+    evaluate(t.model, t.val_loader, [outcomes], t.device)
+    return outcomes.outcomes
 
 
 def resume_labelled(run, train_set) -> None:

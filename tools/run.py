@@ -42,7 +42,6 @@ class Run:
         self.asm: ASMState | None = None
         self.train_records: list = []  # what the current phase trains on
         self.awaiting: str | None = None  # labelling folder of a round paused for a human (--oracle none)
-        self.last_outcomes: dict | None = None  # the last batch's detection outcomes (--certain-precision)
         self.thresholds: dict[int, float] = {}  # this round's per-class certain thresholds
         self.epochs_done = 0
         self.best_ap = -1.0
@@ -80,7 +79,6 @@ class Run:
             classes=self.classes,
             awaiting=self.awaiting,
             label_to_cat_id=self.label_to_cat_id,
-            last_outcomes=self.last_outcomes,
             log_lines=self.trainer.log.lines,
         )
 
@@ -112,7 +110,6 @@ class Run:
         self.asm = ASMState.from_state(state.asm) if state.asm else None
         self.train_records = [record_from_dict(r) for r in state.train_records]
         self.awaiting = state.awaiting
-        self.last_outcomes = state.last_outcomes
         if state.log_lines is not None and self.trainer.log.truncate(state.log_lines):
             logger.info(
                 "log.jsonl: dropped the records written after %s was saved (they are written again)", path
