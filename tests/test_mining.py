@@ -117,10 +117,10 @@ def _calibration_run(strategy="v1+", ap50=0.5, gate=0.0):
     run = SimpleNamespace(
         args=args,
         rules=ASMConfig(),
-        phase=SimpleNamespace(history=[{"metrics": {AP50: ap50}}]),
+        phase=SimpleNamespace(history=[{"metrics": {AP50: ap50}, "evaluated": True}]),
         classes=["a", "b"],
         thresholds={},
-        trainer=SimpleNamespace(model=model, val_loader=loader, device=torch.device("cpu")),
+        trainer=SimpleNamespace(model=model, val_loader=loader, device=torch.device("cpu"), evaluators=[]),
     )
     return run, model
 
@@ -152,3 +152,25 @@ def test_no_calibration_pass_where_no_model_box_is_offered(strategy, ap50, gate)
     run, model = _calibration_run(strategy, ap50, gate)
     cfg, info = round_rules(run, 2)
     assert model.calls == 0 and run.thresholds == {} and not cfg.enable_sl and "thresholds" not in info
+
+
+@pytest.mark.parametrize("evaluated", [True, False])
+def test_the_last_evaluation_calibrates_when_it_was_of_this_model(evaluated):
+    """The phase's last epoch was evaluated: its outcomes (here: every class right) calibrate, with
+    no pass of their own, and only once; otherwise (or after a resume: none kept) one pass."""
+    from tools.evaluator import OutcomeEvaluator
+    from tools.rounds import round_rules
+
+    run, model = _calibration_run()
+    kept = OutcomeEvaluator(0.8, 0.05)
+    kept.outcomes = {"labels": [1] * 30 + [2] * 30, "scores": [0.7] * 30 + [0.6] * 30, "tp": [True] * 60}
+    run.trainer.evaluators.append(kept)
+    run.phase.history[-1]["evaluated"] = evaluated
+    round_rules(run, 2)
+    if evaluated:
+        assert model.calls == 0 and run.thresholds == {1: pytest.approx(0.7), 2: pytest.approx(0.6)}
+    else:
+        assert model.calls == 10 and run.thresholds[2] == 1.0  # the pass: class 2 is never right
+    assert kept.outcomes is None  # taken: the next round's phase evaluates again
+    round_rules(run, 2)
+    assert model.calls == (10 if evaluated else 20)

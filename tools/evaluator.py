@@ -58,14 +58,19 @@ class Evaluator:
 class OutcomeEvaluator(Evaluator):
     """Each detection's label, score and whether it is right at ``gt_iou``
     (:func:`asm.select.detection_outcomes`, over scores >= ``floor``): what ``--certain-precision``
-    calibrates on. :meth:`summarize` sets :attr:`outcomes` and adds no metric."""
+    calibrates on. :meth:`summarize` keeps them (:meth:`take`) and adds no metric."""
 
     def __init__(self, gt_iou: float, floor: float) -> None:
         self.gt_iou, self.floor = gt_iou, floor
-        self.outcomes: dict[str, list] = {"labels": [], "scores": [], "tp": []}
+        self.outcomes: dict[str, list] | None = None
         self.reset()
 
     def summarize(self) -> dict[str, float]:
         records, outputs = self.gathered()
         self.outcomes = detection_outcomes(outputs, records, self.gt_iou, self.floor)
         return {}
+
+    def take(self) -> dict[str, list] | None:
+        """The last evaluation's outcomes, once (None if there was none since the last take)."""
+        outcomes, self.outcomes = self.outcomes, None
+        return outcomes

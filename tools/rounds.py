@@ -145,11 +145,16 @@ def round_rules(run, num_classes: int) -> tuple[ASMConfig, dict]:
 
 def validation_outcomes(run, cfg: ASMConfig) -> dict[str, list]:
     """The current model's detections on the validation set (scores >= ``uncertain_thre``), each
-    right or not at ``gt_iou``: one more pass over the evaluation images, on every rank."""
+    right or not at ``gt_iou``: those of the phase's last evaluation when it was of this model (the
+    last epoch was evaluated, in this process), else one more pass over the evaluation images."""
     t = run.trainer
-    outcomes = OutcomeEvaluator(cfg.gt_iou, cfg.uncertain_thre)
-    evaluate(t.model, t.val_loader, [outcomes], t.device)
-    return outcomes.outcomes
+    kept = next((e for e in t.evaluators if isinstance(e, OutcomeEvaluator)), None)
+    outcomes = kept.take() if kept is not None else None
+    if outcomes is not None and run.phase.history and run.phase.history[-1].get("evaluated", True):
+        return outcomes
+    fresh = OutcomeEvaluator(cfg.gt_iou, cfg.uncertain_thre)
+    evaluate(t.model, t.val_loader, [fresh], t.device)
+    return fresh.outcomes
 
 
 def resume_labelled(run, train_set) -> None:

@@ -21,6 +21,7 @@ from datasets.records import RecordSet
 from net.models import build_model, is_mask_model
 from tools import dist
 from tools.coco_eval import COCOEvaluator
+from tools.evaluator import OutcomeEvaluator
 from tools.fit import FitContext, eval_loader
 from tools.logs import RunLog
 from tools.options import NO_WEIGHTS, check_options, fit_config, pisa_config, training_seed
@@ -144,6 +145,8 @@ def build_run(
     evaluators = [VOCEvaluator(val_set.classes)]
     if args.coco_ap or (args.coco_ap is None and args.dataset == "coco"):
         evaluators.append(COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)))
+    if args.certain_precision is not None and args.strategy not in ("none", "random"):
+        evaluators.append(OutcomeEvaluator(args.gt_iou, args.uncertain_thre))  # calibrates the rounds
     log = RunLog(args.output_dir, enabled=dist.is_main())
     trainer = FitContext(
         model,
