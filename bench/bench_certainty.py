@@ -16,7 +16,7 @@ real merge (:func:`tools.mining.merge_with_oracle`):
   only one view finds loses half its score; boxes are the two views' mean;
 * ``agree``: ``--certain-agreement`` 0.85 (:func:`asm.select.require_agreement`: a certain box the
   mirrored view does not draw again at IoU >= 0.85 is made uncertain) on the fixed 0.8, and
-  ``agree/0.6`` the same on ``--certain-thre`` 0.6 (the demo's rule).
+  ``agree/0.6`` the same on ``--certain-thre`` 0.6 (the demo's rule until 2026-12-06).
 
 For each rule: ``certain`` boxes, ``confirmed`` (matched a GT box of the class at IoU >= 0.8: SL),
 ``precision`` = confirmed / certain, and ``precision_iou50`` (the same certain boxes judged at IoU
