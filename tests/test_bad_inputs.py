@@ -74,6 +74,7 @@ def _error(caplog) -> str:
         (["--K", "0"], "--K must be at least 1"),
         (["--gt-iou", "0"], "--gt-iou must be > 0.0"),
         (["--certain-precision", "1.5"], "--certain-precision must be <= 1.0"),
+        (["--certain-precision", "1.0"], "--certain-precision must be below 1.0 (a lower bound"),
         (["--certain-agreement", "1.5"], "--certain-agreement must be <= 1.0"),
         (["--certain-agreement", "0"], "--certain-agreement must be > 0.0"),
         (["--certain-agreement", "nan"], "--certain-agreement must be a finite number"),

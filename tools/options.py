@@ -363,8 +363,8 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
         default=None,
         help="per-class certain thresholds: the lowest score above which the model's boxes on the "
         "validation set are right (IoU >= --gt-iou) with a precision whose 95%% lower bound reaches "
-        "this; a class that cannot show it gets no certain box (one more pass over the validation "
-        "set per round). none: one --certain-thre for every class",
+        "this; a class that cannot show it gets no certain box (read from the phase's last "
+        "evaluation). none: one --certain-thre for every class",
     )
     g.add_argument(
         "--certain-agreement",
@@ -509,6 +509,12 @@ def _check_rules(args: argparse.Namespace, given: dict) -> None:
             args.candidates == 1,
             "--candidates needs the model's detections; --strategy random shows the human "
             "none (it takes the next K images of the queue)",
+        )
+    if given.get("certain_precision") is not None:
+        _need(
+            args.certain_precision < 1.0,
+            f"--certain-precision must be below 1.0 (a lower bound on a precision never reaches 1), "
+            f"got {args.certain_precision}",
         )
     if "max_rounds" in given and args.max_rounds is not None:
         _need(
