@@ -36,7 +36,7 @@ from datasets.voc import load_voc, voc_xml
 logger = logging.getLogger(__name__)
 
 DEMO_CLASSES = ("circle", "square", "triangle", "cross")
-DEMO_VERSION = 4  # 4: fewer, larger objects (1-3 of 40-96 px); 3: COCO files by records_to_coco
+DEMO_VERSION = 5  # 5: upright shapes; 4: fewer, larger objects (1-3 of 40-96 px); 3: COCO files
 _EMPTY_FRACTION = 0.06
 _IMAGE_SIZES = (192, 257)  # px: width and height drawn from [low, high)
 _MAX_OBJECTS = 3
@@ -84,7 +84,7 @@ def write_demo(root: str, seed: int, num_train: int, num_val: int) -> None:
         for split, indices in splits.items():
             records = []
             for index in indices:
-                image, objects = render_image(seed, index)
+                image, objects = render_image(seed, index, rotate=False)
                 record = _record(f"demo_{index:06d}", image.size, objects)
                 image.save(os.path.join(voc, record.file_name), quality=92)
                 with open(
@@ -108,8 +108,12 @@ def write_demo(root: str, seed: int, num_train: int, num_val: int) -> None:
     logger.info("demo dataset written to %s (%d train, %d val)", root, num_train, num_val)
 
 
-def render_image(seed: int, index: int) -> tuple[Image.Image, list[tuple[int, list[float]]]]:
-    """Draw image ``index`` of the dataset with this seed.
+def render_image(
+    seed: int, index: int, rotate: bool = True
+) -> tuple[Image.Image, list[tuple[int, list[float]]]]:
+    """Draw image ``index`` of the dataset with this seed. The demo's shapes stand upright
+    (``rotate=False``): their boxes are edges a detector can fit at IoU 0.8, as SL needs; the
+    backbone's pretraining images (``bench/pretrain_demo_backbone.py``) turn them.
 
     Returns:
         The RGB image and its objects as ``(label 1..C, flat polygon [x0, y0, x1, y1, ...])``.
@@ -127,7 +131,8 @@ def render_image(seed: int, index: int) -> tuple[Image.Image, list[tuple[int, li
         label = int(rng.integers(1, len(DEMO_CLASSES) + 1))
         size = float(rng.uniform(*_SIZES))
         cx, cy = rng.uniform(size / 2, width - size / 2), rng.uniform(size / 2, height - size / 2)
-        poly = _shape(DEMO_CLASSES[label - 1], cx, cy, size, float(rng.uniform(0, 2 * np.pi)))
+        angle = float(rng.uniform(0, 2 * np.pi))  # drawn either way: one random stream for both
+        poly = _shape(DEMO_CLASSES[label - 1], cx, cy, size, angle if rotate else 0.0)
         box = np.array([*poly.min(0), *poly.max(0)])
         inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
         if not inside or (
