@@ -109,8 +109,6 @@ def paused_demo_argv(tmp_path, out: str) -> list[str]:
         "0.05",
         "--uncertain-thre",
         "0.04",
-        "--certain-precision",  # the fixed low threshold, not the demo's calibration
-        "none",
         "--cache-dir",
         str(tmp_path / "cache"),
         "--output-dir",

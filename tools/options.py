@@ -83,9 +83,6 @@ DEMO_DEFAULTS = {
     "round_train": "replay",  # a round trains on its 100 images and 100 of the pool: 200, not 300
     "batch_size": 2,
     "lr": 0.01,
-    # a young model's scores rank the shapes well but do not say how tight its boxes are: a class's
-    # boxes are certain only where the validation set shows them right (README, --certain-precision)
-    "certain_precision": 0.85,
 }
 # later presets win where both apply: an explicit --asm-core-defaults over the demo's own values
 OPTION_PRESETS = {"dataset=demo": DEMO_DEFAULTS, "asm_core_defaults": ASM_CORE_DEFAULTS}
