@@ -683,13 +683,15 @@ def plot(curves: list[dict], summary: dict, methods: list[str], total_boxes: int
         (axes[0], "human_drawn_boxes", "human-drawn boxes (% of all train boxes)"),
         (axes[1], "cost", "weighted cost (% of drawing every box)"),
     ):
-        for m in methods:
+        for i, m in enumerate(methods):
             runs = [c["points"] for c in curves if c["method"] == m]
             if not runs:
                 continue
             xs, mean, std = mean_curve(runs, key)
             xs = 100 * xs / total_boxes
-            ax.plot(xs, mean, marker="s" if m in ASM_METHODS else "o", markersize=3, label=m)
+            # each later line thinner, so that a curve another one equals still shows around it
+            width = 1.2 + 1.0 * (len(methods) - 1 - i)
+            ax.plot(xs, mean, marker="s" if m in ASM_METHODS else "o", markersize=3, linewidth=width, label=m)
             ax.fill_between(xs, mean - std, mean + std, alpha=0.15)
         ax.axhline(sup, color="k", linestyle="--", linewidth=1, label=f"supervised {sup:.3f}")
         ax.set_xlabel(label)
