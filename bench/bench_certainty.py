@@ -61,8 +61,8 @@ from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.build import build_datasets, run_data_options  # noqa: E402
 from datasets.torch_data import read_image  # noqa: E402
 from tools.checkpoint import checkpoint_of, load_checkpoint  # noqa: E402
-from tools.inference import mirror_boxes, model_from_checkpoint  # noqa: E402
-from tools.mining import merge_with_oracle, sort_by_score  # noqa: E402
+from tools.inference import model_from_checkpoint  # noqa: E402
+from tools.mining import Mirrored, merge_with_oracle, sort_by_score  # noqa: E402
 
 AGREEMENT = 0.85  # --certain-agreement of the agree rules
 
@@ -88,8 +88,7 @@ def detect_both(model, image: torch.Tensor) -> tuple[dict, dict, dict]:
     """The plain detections of ``image``, the flip-consistent ones (module docstring) and the mirrored
     view's own (boxes mapped back)."""
     plain = model([image])[0]
-    flipped = model([image.flip(-1)])[0]
-    flipped["boxes"] = mirror_boxes(flipped["boxes"], image.shape[-1])
+    flipped = Mirrored(model)([image])[0]
     a = {k: v.numpy() for k, v in plain.items()}
     b = {k: v.numpy() for k, v in flipped.items()}
     iou = box_iou(a["boxes"], b["boxes"])
@@ -204,7 +203,15 @@ def one_run(folder: str, precision: float, images: str = "eval") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 < args.precision < 1.0:
+        parser.error(f"--precision must be in (0, 1) (a lower bound never reaches 1), got {args.precision}")
+    for folder in args.runs:  # every run readable before the first is detected
+        try:
+            checkpoint_of(folder)
+        except FileNotFoundError as e:
+            parser.error(str(e))
     torch.set_grad_enabled(False)
     start = time.perf_counter()
     runs = [one_run(f, args.precision, args.images) for f in args.runs]
