@@ -75,6 +75,8 @@ def _error(caplog) -> str:
         (["--gt-iou", "0"], "--gt-iou must be > 0.0"),
         (["--certain-precision", "1.5"], "--certain-precision must be <= 1.0"),
         (["--certain-precision", "1.0"], "--certain-precision must be below 1.0 (a lower bound"),
+        (["--certain-precision", "0"], "--certain-precision must be > 0.0"),
+        (["--certain-precision", "nan"], "--certain-precision must be a finite number"),
         (["--certain-agreement", "1.5"], "--certain-agreement must be <= 1.0"),
         (["--certain-agreement", "0"], "--certain-agreement must be > 0.0"),
         (["--certain-agreement", "nan"], "--certain-agreement must be a finite number"),
