@@ -540,16 +540,22 @@ def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str =
 def training_noise(runs: list[dict], randoms: dict[int, list[dict]], key: str = "AP50") -> dict | None:
     """How far two trainings on the same labels land apart: ``|AP(random) - AP(random/reseed)|`` at
     each round after round 1 (the rounds the margins are read at), over the seeds. ``mean`` is the
-    noise floor printed beside every margin; ``max`` the largest gap training noise alone made."""
-    gaps = [
-        abs(p[key] - q[key])
-        for c in runs
-        if c["seed"] in randoms
-        for p, q in list(zip(c["points"], randoms[c["seed"]]))[2:]
-    ]
+    noise floor printed beside every margin; ``max`` the largest gap training noise alone made;
+    ``per_round`` the mean gap of each round (noise shrinks as the models near their plateau)."""
+    by_round: dict[int, list[float]] = {}
+    for c in (c for c in runs if c["seed"] in randoms):
+        for k, (p, q) in enumerate(zip(c["points"], randoms[c["seed"]])):
+            if k >= 2:
+                by_round.setdefault(k, []).append(abs(p[key] - q[key]))
+    gaps = [g for k in sorted(by_round) for g in by_round[k]]
     if not gaps:
         return None
-    return {"mean": round(float(np.mean(gaps)), 4), "max": round(float(np.max(gaps)), 4), "n": len(gaps)}
+    return {
+        "mean": round(float(np.mean(gaps)), 4),
+        "max": round(float(np.max(gaps)), 4),
+        "n": len(gaps),
+        "per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(by_round.items())},
+    }
 
 
 def versus_random(
@@ -572,6 +578,9 @@ def versus_random(
     ``min_margin_ap50`` is the smallest equal-box margin over the seeds and rounds after round 1,
     ``at_or_above_after_round1`` whether it is >= 0 in every seed, ``within_noise_after_round1``
     whether it is >= minus the largest gap training noise alone made (``noise["max"]``).
+    ``above_below_equal`` counts those margins by sign (equal: within 1e-9): a method no better than
+    random lands above in about half of them, so "at or above in every seed" says little while the
+    noise floor is larger than the margins.
     """
     boxes: dict[int, list[float]] = {}
     images: dict[int, list[float]] = {}
@@ -596,6 +605,7 @@ def versus_random(
     late_boxes = [v for k, vs in boxes.items() if k >= 2 for v in vs]
     late_images = [v for k, vs in images.items() if k >= 2 for v in vs]
     worst = round(min(late_boxes), 4) if late_boxes else None
+    signs = [int(np.sign(v)) if abs(v) > 1e-9 else 0 for v in late_boxes]
     return {
         "min_margin_ap50": worst,
         "at_or_above_after_round1": bool(per_seed)
@@ -606,6 +616,7 @@ def versus_random(
         "within_noise_after_round1": None
         if noise is None or worst is None
         else worst >= -noise["max"] - 1e-9,
+        "above_below_equal": [signs.count(1), signs.count(-1), signs.count(0)],
         "round1_gap_ap50": round(float(np.mean(round1)), 4) if round1 else None,
         "same_labels_round1": bool(same_labels) and all(same_labels),
         "mean_margin_per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(boxes.items())},
@@ -715,8 +726,9 @@ def tables(curves: list[dict], summary: dict, per_class: dict, methods: list[str
     lines = [
         f"Supervised upper bound: AP50 {sup['mean']:.3f} +- {sup['std']:.3f} ({total_boxes} train boxes, all drawn).",
         "",
-        "| method | boxes to 90% | 95% | 100% of supervised AP50 | cost to 100% | AUC AP50 | min margin vs random after round 1 |",
-        "|---|---|---|---|---|---|---|",
+        "| method | boxes to 90% | 95% | 100% of supervised AP50 | cost to 100% | AUC AP50 "
+        "| min margin vs random after round 1 | above / below / equal |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in (m for m in methods if m in summary["box_fraction"]):
         b, vs = summary["box_fraction"][m], summary["vs_random"].get(m, {})
@@ -724,8 +736,13 @@ def tables(curves: list[dict], summary: dict, per_class: dict, methods: list[str
         lines.append(
             f"| {m} | {pct(b['90pct'])} | {pct(b['95pct'])} | {pct(b['100pct'])} | "
             f"{pct(summary['cost_fraction'][m]['100pct'])} | {summary['auc'][m]:.3f} | "
-            f"{'-' if margin is None else f'{margin:+.3f}'} |"
+            f"{'-' if margin is None else f'{margin:+.3f}'} | "
+            f"{' / '.join(map(str, vs.get('above_below_equal', []))) or '-'} |"
         )
+    noise = summary.get("training_noise")
+    if noise:
+        per_round = ", ".join(f"round {k}: {v:.3f}" for k, v in noise["per_round"].items())
+        lines += ["", f"Training noise (same labels, another training seed; mean AP50 gap): {per_round}."]
     lines += [
         "",
         "| class | supervised AP50 | " + " | ".join(f"{m}: boxes to 100% / AUC" for m in methods) + " |",
@@ -851,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
                     "noise_floor_ap50",
                     "noise_max_ap50",
                     "within_noise_after_round1",
+                    "above_below_equal",
                     "round1_gap_ap50",
                     "same_labels_round1",
                 )

@@ -268,6 +268,7 @@ def test_step_interpolation_credits_neither_side_with_a_value_it_did_not_measure
     assert vs["min_margin_ap50"] == pytest.approx(-0.03) and not vs["at_or_above_after_round1"]
     same = eff.versus_random([_curve("v1+", 1, [(100, 0.1), (200, 0.5), (300, 0.55)])], {1: random["points"]})
     assert same["min_margin_ap50"] == 0.0 and same["at_or_above_after_round1"]  # equal curves: no margin
+    assert vs["above_below_equal"] == [0, 1, 0] and same["above_below_equal"] == [0, 0, 1]
     assert same["round1_gap_ap50"] == 0.0 and same["noise_floor_ap50"] is None  # no noise runs given
     assert eff.step_at(random["points"], "human_drawn_boxes", "AP50", 99) is None
 
@@ -311,11 +312,18 @@ def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
     random = _curve("random", 1, list(zip(boxes, [0.1, 0.3, 0.5, 0.6])))
     twin = _curve(eff.NOISE, 1, list(zip(boxes, [0.1, 0.3, 0.44, 0.62])))
     noise = eff.training_noise([twin], {1: random["points"]})
-    assert noise == {"mean": pytest.approx(0.04), "max": pytest.approx(0.06), "n": 2}
+    assert noise == {
+        "mean": pytest.approx(0.04),
+        "max": pytest.approx(0.06),
+        "n": 2,
+        "per_round": {2: pytest.approx(0.06), 3: pytest.approx(0.02)},
+    }
     asm = _curve("v1+", 1, list(zip([100, 190, 280, 370], [0.1, 0.3, 0.47, 0.61])))
     vs = eff.versus_random([asm], {1: random["points"]}, noise=noise)
     assert vs["min_margin_ap50"] == pytest.approx(-0.03) and not vs["at_or_above_after_round1"]
     assert vs["within_noise_after_round1"] and vs["noise_floor_ap50"] == pytest.approx(0.04)
+    # after round 1: -0.03 at 300 boxes (0.47 at 280), +0.01 at 400 (0.61 at 370)
+    assert vs["above_below_equal"] == [1, 1, 0]
     worse = _curve("v1+", 1, list(zip([100, 190, 280, 370], [0.1, 0.3, 0.43, 0.61])))
     assert not eff.versus_random([worse], {1: random["points"]}, noise=noise)["within_noise_after_round1"]
     summary = eff.analyse([_curve("supervised", 1, [(500, 0.7)]), random, twin, asm], 500, ["random", "v1+"])
