@@ -205,3 +205,40 @@ def test_a_slow_climb_rolls_the_epoch_back_at_half_the_rate_for_the_rest_of_the_
     means = [round(h["losses"]["loss"], 3) for h in phase.history]
     assert phase.rollbacks == 1 and means == [2.3, 2.03, 2.04, 2.0, 1.9]  # epoch 3 retried
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # kept after the retry
+
+
+class _Drifting(_Climbing):
+    """:class:`_Climbing` whose weight also drifts by ``lr x drift`` per batch (a ``drift x w`` term),
+    so each epoch ends on other weights; ``starts`` records the weight at each try's first batch."""
+
+    def __init__(self, losses, retry, drift=1.0):
+        super().__init__(losses, retry)
+        self.drift, self.starts, self.last = drift, [], None
+
+    def forward(self, images, targets):
+        if (self.epoch, self.tries) != self.last:
+            self.starts.append((self.epoch, self.tries, self.w.item()))
+            self.last = (self.epoch, self.tries)
+        out = super().forward(images, targets)
+        return {"loss_a": out["loss_a"] + self.drift * self.w.sum()}
+
+
+def test_a_slow_climb_restarts_from_the_end_of_the_phases_lowest_epoch(tmp_path, monkeypatch, caplog):
+    """Epoch means 2.30, 2.03 (the low), 2.04, 2.50: the climb began after epoch 1, so epoch 3's
+    retry starts from the weights epoch 1 ended on (those epoch 2 started from), not epoch 3's start.
+    A spike rolls back one epoch only (the epoch's own start)."""
+    model = _Drifting([2.30, 2.03, 2.04, 2.50, 1.9], retry=2.0)
+    t = _trainer(model, tmp_path)
+    optimizer = make_optimizer(model, t.config)
+    phase = Phase("pretrain", 0, 5)
+    loader = _EpochBatches(model, TARGETS)
+    scheduler = make_scheduler(optimizer, FitConfig(lr_steps=(2.0,)), 5)
+    monkeypatch.setattr(fit, "evaluate", lambda *a: {"voc/AP50": 0.0, "voc/AP75": 0.0})
+    while not phase.finished:
+        run_epoch(t, phase, loader, APShiftStopper(4, 0.0), optimizer, scheduler, step=phase.epoch)
+    starts = {(e, k): w for e, k, w in model.starts}
+    assert phase.rollbacks == 1 and (3, 2) in starts
+    assert starts[(2, 1)] != starts[(3, 1)]  # the weights moved during epoch 2
+    assert starts[(3, 2)] == starts[(2, 1)]  # the retry began where epoch 2 began: the low's end
+    assert "rolled back to the end of epoch 1 (the phase's lowest loss)" in caplog.text
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # half the rate, for the phase

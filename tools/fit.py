@@ -150,6 +150,9 @@ class Phase:
     done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     rollbacks: int = 0  # epochs restarted after a non-finite loss or a loss spike
+    # (epoch, state) at the end of the epoch with the phase's lowest mean loss: where a slow climb
+    # rolls back to. In memory only: after a resume a climb rolls back one epoch.
+    low: tuple[int, tuple] | None = field(default=None, repr=False, compare=False)
 
     @property
     def finished(self) -> bool:
@@ -190,6 +193,10 @@ class FitContext:
 
 class Diverged(FloatingPointError):
     """Training stayed non-finite (or spiking) after every allowed rollback."""
+
+
+class Climbed(FloatingPointError):
+    """An epoch's mean loss climbed slowly (:func:`climbing`): the weights went bad epochs ago."""
 
 
 MAX_ROLLBACKS = 3  # per phase
@@ -246,7 +253,9 @@ def train_epoch_safely(
     The model, optimizer and RNG states are copied in memory at the start of the epoch. A bad step
     never reaches the weights (the loss is checked before ``backward``); a bad gradient shows as a
     bad loss on a later step and the epoch restarts from the copy, at half the learning rate for the
-    rest of the phase, on the same batches. After :data:`MAX_ROLLBACKS` rollbacks in a phase,
+    rest of the phase, on the same batches. A slow climb began epochs ago, so its retry starts from
+    the weights (and momenta) at the end of the phase's lowest-loss epoch (``phase.low``: one more
+    copy while that epoch is not the last). After :data:`MAX_ROLLBACKS` rollbacks in a phase,
     :class:`Diverged` is raised (the last checkpoint on disk stays the last good state).
     """
     epoch = phase.epoch
@@ -259,6 +268,9 @@ def train_epoch_safely(
         copy.deepcopy(optimizer.state_dict()),
         rng_state(),
     )
+    losses_so_far = [h["losses"]["loss"] for h in phase.history]
+    if losses_so_far and losses_so_far[-1] <= min(losses_so_far):  # the last epoch set a new low
+        phase.low = (epoch - 1, snapshot)
     # the last epoch's means: this phase's, or the previous phase's for a round's first epoch
     bounds = spike_bounds(phase.history[-1]["losses"] if phase.history else t.last_losses)
     tries = 0
@@ -278,37 +290,49 @@ def train_epoch_safely(
                 desc=phase.name,
                 loss_bound=bounds or None,
             )
-            climb = climbing([h["losses"]["loss"] for h in phase.history], losses["loss"])
+            climb = climbing(losses_so_far, losses["loss"])
             if climb is None:
                 return losses
-            raise FloatingPointError(climb)
+            raise Climbed(climb)
         except FloatingPointError as e:
             tries += 1
-            roll_back(t, phase, optimizer, snapshot, tries, e)
+            low = phase.low if isinstance(e, Climbed) else None
+            roll_back(t, phase, optimizer, snapshot, tries, e, low)
 
 
-def roll_back(t: FitContext, phase: Phase, optimizer, snapshot: tuple, tries: int, error: Exception) -> None:
-    """Restore the epoch start's ``snapshot`` (model, optimizer, RNG) at ``0.5 ** tries`` of its LR;
-    raises :class:`Diverged` past :data:`MAX_ROLLBACKS` in the phase."""
+def roll_back(
+    t: FitContext,
+    phase: Phase,
+    optimizer,
+    snapshot: tuple,
+    tries: int,
+    error: Exception,
+    low: tuple[int, tuple] | None = None,
+) -> None:
+    """Restore the epoch start's ``snapshot`` (model, optimizer, RNG) at ``0.5 ** tries`` of its LR,
+    or, given ``low`` (an earlier epoch and its end state), that epoch's model and optimizer states
+    at the same LR; raises :class:`Diverged` past :data:`MAX_ROLLBACKS` in the phase."""
     if phase.rollbacks >= MAX_ROLLBACKS:
         raise Diverged(
             f"{phase.name}: training diverged {phase.rollbacks + 1} times ({error}); the last good "
             f"state is the last checkpoint; try a lower --lr or --clip-grad 10"
         ) from error
     phase.rollbacks += 1
-    model_state, optim_state, rng = snapshot
+    _, start_optim, rng = snapshot
+    model_state, optim_state, _ = snapshot if low is None else low[1]
     unwrap(t.model).load_state_dict(model_state)
     optimizer.load_state_dict(copy.deepcopy(optim_state))
-    for group in optimizer.param_groups:  # the epoch start's LR, halved per try (kept for the phase)
-        group["lr"] *= 0.5**tries
+    for group, start in zip(optimizer.param_groups, start_optim["param_groups"]):
+        group["lr"] = start["lr"] * 0.5**tries  # the epoch start's LR, halved per try (kept for the phase)
     set_rng_state(rng)
     if t.scaler is not None:
         t.scaler.update(t.scaler.get_scale() / 2)
     logger.warning(
-        "%s epoch %d: %s; rolled back to the start of the epoch, learning rate x%.3g (rollback %d of %d)",
+        "%s epoch %d: %s; rolled back to %s, learning rate x%.3g (rollback %d of %d)",
         phase.name,
         phase.epoch,
         error,
+        "the start of the epoch" if low is None else f"the end of epoch {low[0]} (the phase's lowest loss)",
         0.5**tries,
         phase.rollbacks,
         MAX_ROLLBACKS,
