@@ -568,7 +568,10 @@ def versus_random(
       it had measured on that budget or less, random with its own measured point. A straight line
       between ASM's or random's points would credit one side with values between two measurements
       (on a concave curve the chord runs low); reading random by a step at ASM's budgets would
-      credit random with less than it has and favour ASM.
+      credit random with less than it has and favour ASM. Only random's points within the ASM
+      curve's range are read: past its last point ASM never had that budget (every method stops
+      at the same number of images, ASM on fewer boxes), so no measurement of either side exists
+      there; ``margin_at_equal_images`` compares the ends.
     * At equal images: random's point of the same round (both add K images per round).
     * The noise floor: the mean gap between two trainings on the same labels (``noise``, from
       :func:`training_noise`). Training is seeded per epoch, so identical labels give an identical
@@ -588,9 +591,10 @@ def versus_random(
     for c in runs:
         ref = randoms[c["seed"]]
         seed_boxes = []
+        end = c["points"][-1]["human_drawn_boxes"] if c["points"] else -1
         for k, r in enumerate(ref[1:], start=1):  # after the shared round 0
             asm = step_at(c["points"], "human_drawn_boxes", key, r["human_drawn_boxes"])
-            if asm is not None:
+            if asm is not None and r["human_drawn_boxes"] <= end + 1e-9:
                 boxes.setdefault(k, []).append(asm - r[key])
                 seed_boxes += [asm - r[key]] if k >= 2 else []
             if k < len(c["points"]):

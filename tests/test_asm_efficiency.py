@@ -41,7 +41,7 @@ def test_box_and_cost_fractions_auc_and_comparison_with_random():
     curves = [
         _curve("supervised", 0, [(1000, 0.80)]),
         _curve("random", 0, [(100, 0.50), (300, 0.70), (600, 0.76), (1000, 0.80)]),
-        _curve("v1+", 0, [(100, 0.50), (150, 0.73), (250, 0.80)], reviewed=100, moved=10),
+        _curve("v1+", 0, [(100, 0.50), (150, 0.73), (250, 0.80), (1000, 0.82)], reviewed=100, moved=10),
         _curve("entropy", 0, [(100, 0.50), (300, 0.60)]),
     ]
     summary = eff.analyse(curves, 1000, ["random", "entropy", "v1+"])
@@ -60,19 +60,22 @@ def test_box_and_cost_fractions_auc_and_comparison_with_random():
     assert summary["box_fraction"]["entropy"]["90pct"] is None  # never reached
     assert summary["auc"]["v1+"] > summary["auc"]["random"] > summary["auc"]["entropy"]
     # step interpolation at random's points: at 300 boxes v1+ had measured 0.80 (its point at 250),
-    # at 600 and 1000 too; round 1 (300) is left out of the minimum, like the shared initial pool
+    # at 600 too, at 1000 0.82; round 1 (300) is left out of the minimum, like the shared initial pool
     vs = summary["vs_random"]["v1+"]
-    assert vs["at_or_above_after_round1"] and vs["min_margin_ap50"] == pytest.approx(0.0)
+    assert vs["at_or_above_after_round1"] and vs["min_margin_ap50"] == pytest.approx(0.02)
     assert vs["mean_margin_per_round"] == {
         1: pytest.approx(0.1),
         2: pytest.approx(0.04),
-        3: pytest.approx(0.0),
+        3: pytest.approx(0.02),
     }
-    # at equal images: 0.73 - 0.70 in round 1, 0.80 - 0.76 in round 2; no reseeded random: no noise floor
-    assert vs["margin_at_equal_images"] == pytest.approx(0.04)
+    # at equal images: 0.73 - 0.70 in round 1, 0.80 - 0.76 in round 2, 0.82 - 0.80 in round 3; no
+    # reseeded random: no noise floor
+    assert vs["margin_at_equal_images"] == pytest.approx(0.02)
     assert vs["round1_gap_ap50"] == pytest.approx(0.03) and vs["noise_floor_ap50"] is None
     below = eff.analyse(
-        curves + [_curve("topk_v2", 0, [(100, 0.40), (200, 0.1), (400, 0.70)])], 1000, ["random", "topk_v2"]
+        curves + [_curve("topk_v2", 0, [(100, 0.40), (200, 0.1), (400, 0.70), (1000, 0.70)])],
+        1000,
+        ["random", "topk_v2"],
     )
     assert below["vs_random"]["topk_v2"]["min_margin_ap50"] == pytest.approx(-0.1)  # 0.70 at 1000 vs 0.80
     assert not below["vs_random"]["topk_v2"]["at_or_above_after_round1"]
@@ -257,15 +260,18 @@ def test_a_failed_run_says_why_from_its_log_lines(tmp_path):
 
 
 def test_step_interpolation_credits_neither_side_with_a_value_it_did_not_measure():
-    """Random is concave: (100, 0.10), (200, 0.50), (300, 0.55); ASM: (150, 0.40), (250, 0.52).
-    A straight line through random reads 0.30 at 150 boxes (ASM +0.10); a step through random reads
-    0.10 there (ASM +0.30). Both credit ASM with random's not-yet-measured gain. At random's own
-    points, ASM's last measurement on no more boxes: 0.40 at 200 (-0.10) and 0.52 at 300 (-0.03)."""
-    random = _curve("random", 1, [(100, 0.10), (200, 0.50), (300, 0.55)])
-    asm = _curve("v1+", 1, [(100, 0.10), (150, 0.40), (250, 0.52)])
+    """Random is concave: (100, 0.10), (200, 0.50), (300, 0.55), (400, 0.60); ASM: (150, 0.40),
+    (250, 0.52), (330, 0.58). A straight line through random reads 0.30 at 150 boxes (ASM +0.10); a
+    step through random reads 0.10 there (ASM +0.30). Both credit ASM with random's not-yet-measured
+    gain. At random's own points, ASM's last measurement on no more boxes: 0.40 at 200 (-0.10) and
+    0.52 at 300 (-0.03). At 400 ASM's curve had ended (330): neither side measured that budget's ASM,
+    so it is not compared (reading 0.58 there would credit random with 70 boxes ASM never had)."""
+    random = _curve("random", 1, [(100, 0.10), (200, 0.50), (300, 0.55), (400, 0.60)])
+    asm = _curve("v1+", 1, [(100, 0.10), (150, 0.40), (250, 0.52), (330, 0.58)])
     vs = eff.versus_random([asm], {1: random["points"]})
     assert vs["mean_margin_per_round"] == {1: pytest.approx(-0.10), 2: pytest.approx(-0.03)}
     assert vs["min_margin_ap50"] == pytest.approx(-0.03) and not vs["at_or_above_after_round1"]
+    assert vs["margin_at_equal_images"] == pytest.approx(-0.03)  # 0.52 - 0.55; then 0.58 - 0.60
     same = eff.versus_random([_curve("v1+", 1, [(100, 0.1), (200, 0.5), (300, 0.55)])], {1: random["points"]})
     assert same["min_margin_ap50"] == 0.0 and same["at_or_above_after_round1"]  # equal curves: no margin
     assert vs["above_below_equal"] == [0, 1, 0] and same["above_below_equal"] == [0, 0, 1]
@@ -318,7 +324,7 @@ def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
         "n": 2,
         "per_round": {2: pytest.approx(0.06), 3: pytest.approx(0.02)},
     }
-    asm = _curve("v1+", 1, list(zip([100, 190, 280, 370], [0.1, 0.3, 0.47, 0.61])))
+    asm = _curve("v1+", 1, list(zip([100, 190, 280, 370, 460], [0.1, 0.3, 0.47, 0.61, 0.63])))
     vs = eff.versus_random([asm], {1: random["points"]}, noise=noise)
     assert vs["min_margin_ap50"] == pytest.approx(-0.03) and not vs["at_or_above_after_round1"]
     assert vs["within_noise_after_round1"] and vs["noise_floor_ap50"] == pytest.approx(0.04)
