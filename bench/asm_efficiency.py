@@ -492,9 +492,10 @@ def _interp(points: list[dict], x: str, key: str, at: np.ndarray) -> np.ndarray:
 
 def step_at(points: list[dict], x: str, key: str, at: float) -> float | None:
     """``key`` of the last point whose ``x`` is at or below ``at`` (step interpolation: what the
-    curve had measured with no more than that budget), or None before its first point."""
+    curve had measured with no more than that budget), or None outside the curve: before its first
+    point, and past its last (a budget the curve never had)."""
     reached = [p[key] for p in points if p[x] <= at + 1e-9]
-    return reached[-1] if reached else None
+    return reached[-1] if reached and at <= points[-1][x] + 1e-9 else None
 
 
 def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str = "AP50") -> dict:
@@ -544,10 +545,9 @@ def training_noise(runs: list[dict], randoms: dict[int, list[dict]], key: str = 
     ``per_round`` the mean gap of each round (noise shrinks as the models near their plateau)."""
     by_round: dict[int, list[float]] = {}
     for c in (c for c in runs if c["seed"] in randoms):
-        for k, (p, q) in enumerate(zip(c["points"], randoms[c["seed"]])):
-            if k >= 2:
-                by_round.setdefault(k, []).append(abs(p[key] - q[key]))
-    gaps = [g for k in sorted(by_round) for g in by_round[k]]
+        for k, (p, q) in enumerate(list(zip(c["points"], randoms[c["seed"]]))[2:], start=2):
+            by_round.setdefault(k, []).append(abs(p[key] - q[key]))
+    gaps = [g for v in by_round.values() for g in v]
     if not gaps:
         return None
     return {
@@ -591,10 +591,9 @@ def versus_random(
     for c in runs:
         ref = randoms[c["seed"]]
         seed_boxes = []
-        end = c["points"][-1]["human_drawn_boxes"] if c["points"] else -1
         for k, r in enumerate(ref[1:], start=1):  # after the shared round 0
             asm = step_at(c["points"], "human_drawn_boxes", key, r["human_drawn_boxes"])
-            if asm is not None and r["human_drawn_boxes"] <= end + 1e-9:
+            if asm is not None:
                 boxes.setdefault(k, []).append(asm - r[key])
                 seed_boxes += [asm - r[key]] if k >= 2 else []
             if k < len(c["points"]):

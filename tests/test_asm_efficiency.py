@@ -277,6 +277,7 @@ def test_step_interpolation_credits_neither_side_with_a_value_it_did_not_measure
     assert vs["above_below_equal"] == [0, 1, 0] and same["above_below_equal"] == [0, 0, 1]
     assert same["round1_gap_ap50"] == 0.0 and same["noise_floor_ap50"] is None  # no noise runs given
     assert eff.step_at(random["points"], "human_drawn_boxes", "AP50", 99) is None
+    assert eff.step_at(asm["points"], "human_drawn_boxes", "AP50", 331) is None  # past its last point
 
 
 def test_a_finished_run_is_reused_only_with_the_flags_it_was_made_with(tmp_path, monkeypatch):
