@@ -490,12 +490,18 @@ def _interp(points: list[dict], x: str, key: str, at: np.ndarray) -> np.ndarray:
     return np.interp(at, [p[x] for p in points], [p[key] for p in points])
 
 
-def step_at(points: list[dict], x: str, key: str, at: float) -> float | None:
-    """``key`` of the last point whose ``x`` is at or below ``at`` (step interpolation: what the
-    curve had measured with no more than that budget), or None outside the curve: before its first
-    point, and past its last (a budget the curve never had)."""
-    reached = [p[key] for p in points if p[x] <= at + 1e-9]
+def step_index(points: list[dict], x: str, at: float) -> int | None:
+    """Index of the last point whose ``x`` is at or below ``at`` (step interpolation: what the curve
+    had measured with no more than that budget), or None outside the curve: before its first point,
+    and past its last (a budget the curve never had)."""
+    reached = [i for i, p in enumerate(points) if p[x] <= at + 1e-9]
     return reached[-1] if reached and at <= points[-1][x] + 1e-9 else None
+
+
+def step_at(points: list[dict], x: str, key: str, at: float) -> float | None:
+    """``key`` of :func:`step_index`'s point, or None outside the curve."""
+    i = step_index(points, x, at)
+    return None if i is None else points[i][key]
 
 
 def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str = "AP50") -> dict:
@@ -583,19 +589,27 @@ def versus_random(
     whether it is >= minus the largest gap training noise alone made (``noise["max"]``).
     ``above_below_equal`` counts those margins by sign (equal: within 1e-9): a method no better than
     random lands above in about half of them, so "at or above in every seed" says little while the
-    noise floor is larger than the margins.
+    noise floor is larger than the margins. ``margins_by_lead`` splits them by how many rounds
+    ASM's point is ahead of random's: at lead 0 both curves measured the same round, which for a
+    method that keeps the queue's order (``v1+``) means the same images, so the margin is training
+    noise on labels that differ only where the human confirmed a model's box; from lead 1 on ASM's
+    saving bought it a round's images for random's boxes.
     """
     boxes: dict[int, list[float]] = {}
     images: dict[int, list[float]] = {}
+    by_lead: dict[int, list[float]] = {}
     per_seed, round1, same_labels = {}, [], []
     for c in runs:
         ref = randoms[c["seed"]]
         seed_boxes = []
         for k, r in enumerate(ref[1:], start=1):  # after the shared round 0
-            asm = step_at(c["points"], "human_drawn_boxes", key, r["human_drawn_boxes"])
-            if asm is not None:
-                boxes.setdefault(k, []).append(asm - r[key])
-                seed_boxes += [asm - r[key]] if k >= 2 else []
+            j = step_index(c["points"], "human_drawn_boxes", r["human_drawn_boxes"])
+            if j is not None:
+                margin = c["points"][j][key] - r[key]
+                boxes.setdefault(k, []).append(margin)
+                if k >= 2:
+                    seed_boxes.append(margin)
+                    by_lead.setdefault(j - k, []).append(margin)
             if k < len(c["points"]):
                 images.setdefault(k, []).append(c["points"][k][key] - r[key])
         if len(c["points"]) > 1 and len(ref) > 1:
@@ -608,7 +622,6 @@ def versus_random(
     late_boxes = [v for k, vs in boxes.items() if k >= 2 for v in vs]
     late_images = [v for k, vs in images.items() if k >= 2 for v in vs]
     worst = round(min(late_boxes), 4) if late_boxes else None
-    signs = [int(np.sign(v)) if abs(v) > 1e-9 else 0 for v in late_boxes]
     return {
         "min_margin_ap50": worst,
         "at_or_above_after_round1": bool(per_seed)
@@ -619,7 +632,11 @@ def versus_random(
         "within_noise_after_round1": None
         if noise is None or worst is None
         else worst >= -noise["max"] - 1e-9,
-        "above_below_equal": [signs.count(1), signs.count(-1), signs.count(0)],
+        "above_below_equal": _signs(late_boxes),
+        "margins_by_lead": {
+            lead: {"n": len(v), "min": round(min(v), 4), "above_below_equal": _signs(v)}
+            for lead, v in sorted(by_lead.items())
+        },
         "round1_gap_ap50": round(float(np.mean(round1)), 4) if round1 else None,
         "same_labels_round1": bool(same_labels) and all(same_labels),
         "mean_margin_per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(boxes.items())},
@@ -628,6 +645,12 @@ def versus_random(
         },
         "per_seed": per_seed,
     }
+
+
+def _signs(margins: list[float]) -> list[int]:
+    """How many margins are above, below and equal to zero (equal: within 1e-9)."""
+    signs = [int(np.sign(v)) if abs(v) > 1e-9 else 0 for v in margins]
+    return [signs.count(1), signs.count(-1), signs.count(0)]
 
 
 def default_method(methods: list[str]) -> str:
@@ -722,6 +745,15 @@ def plot(curves: list[dict], summary: dict, methods: list[str], total_boxes: int
     plt.close(fig)
 
 
+def _lead_line(method: str, by_lead: dict) -> str:
+    """``v1+: lead 0: 1 margin(s), min -0.036 (0 / 1 / 0); lead 1: ...`` (above / below / equal)."""
+    parts = [
+        f"lead {lead}: {v['n']} margin(s), min {v['min']:+.3f} ({' / '.join(map(str, v['above_below_equal']))})"
+        for lead, v in by_lead.items()
+    ]
+    return f"{method}: " + "; ".join(parts)
+
+
 def tables(curves: list[dict], summary: dict, per_class: dict, methods: list[str], total_boxes: int) -> str:
     """Markdown: the summary per method, per class, and every point."""
     pct = lambda v: "never" if v is None else f"{100 * v:.1f}%"  # noqa: E731
@@ -742,6 +774,14 @@ def tables(curves: list[dict], summary: dict, per_class: dict, methods: list[str
             f"{'-' if margin is None else f'{margin:+.3f}'} | "
             f"{' / '.join(map(str, vs.get('above_below_equal', []))) or '-'} |"
         )
+    leads = [
+        _lead_line(m, vs["margins_by_lead"])
+        for m, vs in summary["vs_random"].items()
+        if vs.get("margins_by_lead")
+    ]
+    if leads:
+        lines += ["", "Margins by how many rounds ASM's point is ahead of random's (lead 0: the same round):"]
+        lines += [f"- {line}" for line in leads]
     noise = summary.get("training_noise")
     if noise:
         per_round = ", ".join(f"round {k}: {v:.3f}" for k, v in noise["per_round"].items())
@@ -852,14 +892,10 @@ def main(argv: list[str] | None = None) -> int:
         "supervised_ap50": summary["supervised"]["mean"],
         "round0_identical": bool(same_start) and all(same_start.values()),
         "round0_identical_per_seed": same_start,
-        **{
-            f"box_fraction_to_{level}pct": {m: v[f"{level}pct"] for m, v in summary["box_fraction"].items()}
-            for level in (95, 100)
-        },
         "interpolation": "step",
         **{
             f"box_fraction_to_{level}pct": {m: v[f"{level}pct"] for m, v in summary["box_fraction"].items()}
-            for level in (90,)
+            for level in (90, 95, 100)
         },
         "asm_vs_random": {
             m: {
@@ -872,6 +908,7 @@ def main(argv: list[str] | None = None) -> int:
                     "noise_max_ap50",
                     "within_noise_after_round1",
                     "above_below_equal",
+                    "margins_by_lead",
                     "round1_gap_ap50",
                     "same_labels_round1",
                 )

@@ -278,6 +278,22 @@ def test_step_interpolation_credits_neither_side_with_a_value_it_did_not_measure
     assert same["round1_gap_ap50"] == 0.0 and same["noise_floor_ap50"] is None  # no noise runs given
     assert eff.step_at(random["points"], "human_drawn_boxes", "AP50", 99) is None
     assert eff.step_at(asm["points"], "human_drawn_boxes", "AP50", 331) is None  # past its last point
+    assert vs["margins_by_lead"] == {0: {"n": 1, "min": -0.03, "above_below_equal": [0, 1, 0]}}
+
+
+def test_margins_are_split_by_how_many_rounds_asm_is_ahead():
+    """Random (100, 0.1), (200, 0.3), (300, 0.5), (400, 0.6); ASM saves boxes: (100, 0.1), (150, 0.3),
+    (190, 0.45), (280, 0.58), (410, 0.7). At random's 300 boxes ASM had measured its round 3 (280):
+    a round ahead, +0.08. At 400 its last point on no more boxes is still round 3, random's round
+    too: lead 0, -0.02 (the same round, so for v1+ the same images)."""
+    random = _curve("random", 1, list(zip([100, 200, 300, 400], [0.1, 0.3, 0.5, 0.6])))
+    asm = _curve("v1+", 1, list(zip([100, 150, 190, 280, 410], [0.1, 0.3, 0.45, 0.58, 0.7])))
+    vs = eff.versus_random([asm], {1: random["points"]})
+    assert vs["margins_by_lead"] == {
+        0: {"n": 1, "min": -0.02, "above_below_equal": [0, 1, 0]},
+        1: {"n": 1, "min": 0.08, "above_below_equal": [1, 0, 0]},
+    }
+    assert vs["above_below_equal"] == [1, 1, 0] and vs["min_margin_ap50"] == pytest.approx(-0.02)
 
 
 def test_a_finished_run_is_reused_only_with_the_flags_it_was_made_with(tmp_path, monkeypatch):
