@@ -4,9 +4,9 @@ Runs, each as its own ``train_asm_one.py`` process that stops after the initial 
 (``--max-rounds 0``):
 
 * the CPU efficiency study's initial phase (``bench/asm_efficiency.py --cpu``: BCCD train, 20
-  images, 10 epochs, 416 px, batch 4, ImageNet MobileNetV2-FPN from ``../shared/weights`` when
-  present, ``--deterministic``) for ``--seeds`` at each of ``--threads`` (one thread: two runs side
-  by side; two threads: one at a time);
+  images, the epochs, input size and batch of its ``CPU_PROTOCOL``, ImageNet MobileNetV2-FPN from
+  ``../shared/weights`` when present, ``--deterministic``) for ``--seeds`` at each of ``--threads``
+  (one thread: two runs side by side; two threads: one at a time);
 * the demo's pretrain phase (``python train_asm_one.py`` with its defaults, ``--max-rounds 0``) for
   ``--demo-seeds``, one thread each.
 
@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     finished = [r for r in runs if r["run"] in bccd and r["ap50"] is not None]
     demo_done = [r for r in runs if r["run"] in demo and r["ap50"] is not None]
     result = {
-        "what": "initial phases without divergence: the CPU efficiency study's (BCCD, 20 images, 10 epochs, "
-        "416 px, batch 4) per seed and thread count, and the demo's pretrain phase (its defaults)",
+        "what": "initial phases without divergence: the CPU efficiency study's (BCCD, 20 images, "
+        f"{study.epochs} epochs, {study.min_size} px, batch {study.batch_size}) per seed and thread count, "
+        "and the demo's pretrain phase (its defaults)",
         "runs": len(runs),
         "diverged": sum(r["diverged"] for r in runs),
         "failed_otherwise": sum(r["ap50"] is None and not r["diverged"] for r in runs),
