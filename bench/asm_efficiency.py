@@ -80,8 +80,8 @@ ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
     NOISE: ["--strategy", "random"],  # and --train-seed seed + NOISE_SEED_OFFSET (asm_curve)
 }
 DEFAULT_METHODS = ("random", "v1+")
-# The CPU protocol: 3 seeds of random + v1+/fixed + random/reseed and one supervised bound on BCCD
-# (--jobs 3: three one-thread processes on 2 idle cores, about 2 h). Batches of 2 give the 20 initial
+# The CPU protocol: 3 seeds of random + v1+/fixed + v1+/calib + random/reseed and one supervised bound on
+# BCCD (--jobs 3: three one-thread processes on 2 idle cores; without v1+/calib 106 min). Batches of 2 give the 20 initial
 # images 300 steps in 30 epochs: with batches of 4 (150 steps) round 0 sat on the RoI head's background
 # plateau for up to 19 epochs and ended at AP50 0.15-0.40 by training seed alone (BENCHMARKS.md).
 CPU_PROTOCOL = {
@@ -91,7 +91,7 @@ CPU_PROTOCOL = {
     "batch_size": 2,
     "supervised_epochs": 14,
     "steps": 5,
-    "methods": ["random", "v1+/fixed", NOISE],
+    "methods": ["random", "v1+/fixed", "v1+/calib", NOISE],
     "supervised_seeds": [1],  # one bound shared by the seeds (it differs only in initialisation)
 }
 LEVELS = (0.9, 0.95, 1.0)
