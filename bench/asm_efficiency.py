@@ -80,10 +80,11 @@ ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
     NOISE: ["--strategy", "random"],  # and --train-seed seed + NOISE_SEED_OFFSET (asm_curve)
 }
 DEFAULT_METHODS = ("random", "v1+")
-# The CPU protocol: 3 seeds of random + v1+/fixed + v1+/calib + random/reseed and one supervised bound on
-# BCCD (--jobs 3: three one-thread processes on 2 idle cores; without v1+/calib 106 min). Batches of 2 give the 20 initial
-# images 300 steps in 30 epochs: with batches of 4 (150 steps) round 0 sat on the RoI head's background
-# plateau for up to 19 epochs and ended at AP50 0.15-0.40 by training seed alone (BENCHMARKS.md).
+# The CPU protocol: 3 seeds of random + v1+/fixed + v1+/calib + random/reseed and one supervised bound
+# on BCCD (--jobs 3: three one-thread processes on 2 idle cores; 106 min without v1+/calib). Batches
+# of 2 give the 20 initial images 300 steps in 30 epochs: with batches of 4 (150 steps) round 0 sat on
+# the RoI head's background plateau for up to 19 epochs and ended at AP50 0.15-0.40 by training seed
+# alone (BENCHMARKS.md).
 CPU_PROTOCOL = {
     "min_size": 416,
     "epochs": 30,
@@ -501,12 +502,6 @@ def step_index(points: list[dict], x: str, at: float) -> int | None:
     return reached[-1] if reached and at <= points[-1][x] + 1e-9 else None
 
 
-def step_at(points: list[dict], x: str, key: str, at: float) -> float | None:
-    """``key`` of :func:`step_index`'s point, or None outside the curve."""
-    i = step_index(points, x, at)
-    return None if i is None else points[i][key]
-
-
 def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str = "AP50") -> dict:
     """For one metric (``AP50`` or ``AP50/<class>``): the supervised value, box and cost fractions
     to reach 90/95/100% of it, the area under the curve, and each ASM method against random."""
@@ -573,7 +568,7 @@ def versus_random(
     """One ASM method's curves (one per seed) against random's of the same seed, after round 1.
 
     * At equal drawn boxes, by step interpolation: at each of random's points, the ASM curve's last
-      point with no more drawn boxes than random's (:func:`step_at`). ASM is credited only with what
+      point with no more drawn boxes than random's (:func:`step_index`). ASM is credited only with what
       it had measured on that budget or less, random with its own measured point. A straight line
       between ASM's or random's points would credit one side with values between two measurements
       (on a concave curve the chord runs low); reading random by a step at ASM's budgets would

@@ -276,8 +276,8 @@ def test_step_interpolation_credits_neither_side_with_a_value_it_did_not_measure
     assert same["min_margin_ap50"] == 0.0 and same["at_or_above_after_round1"]  # equal curves: no margin
     assert vs["above_below_equal"] == [0, 1, 0] and same["above_below_equal"] == [0, 0, 1]
     assert same["round1_gap_ap50"] == 0.0 and same["noise_floor_ap50"] is None  # no noise runs given
-    assert eff.step_at(random["points"], "human_drawn_boxes", "AP50", 99) is None
-    assert eff.step_at(asm["points"], "human_drawn_boxes", "AP50", 331) is None  # past its last point
+    assert eff.step_index(random["points"], "human_drawn_boxes", 99) is None
+    assert eff.step_index(asm["points"], "human_drawn_boxes", 331) is None  # past its last point
     assert vs["margins_by_lead"] == {0: {"n": 1, "min": -0.03, "above_below_equal": [0, 1, 0]}}
 
 
