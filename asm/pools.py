@@ -152,6 +152,20 @@ class ASMState:
         round_train: str = "pool",
     ) -> ASMState:
         """Initial state: ``initial`` indices of ``records`` labelled (drawn by a human), the rest shuffled."""
+        state = cls(strategy, K, [r.image_id for r in records], rng=np.random.default_rng([seed, 11]))
+        state.set_rules(strategy, K, cer_ratio, uncer_ratio, max_passes, round_train)
+        chosen = set(initial)
+        rest = [i for i in range(len(records)) if i not in chosen]
+        state.labelled = {records[i].image_id: records[i] for i in sorted(chosen)}
+        state.unlabelled = [records[i].image_id for i in state.rng.permutation(rest)]
+        state.check()
+        return state
+
+    def set_rules(
+        self, strategy: str, K: int, cer_ratio: float, uncer_ratio: float, max_passes: int, round_train: str
+    ) -> None:
+        """How the rounds select and train (checked): at the start, or where the first round begins
+        (a resumed run given new round options, :mod:`tools.resume`)."""
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
         if not isinstance(K, int) or K < 1:
@@ -162,23 +176,8 @@ class ASMState:
             raise ValueError(f"need 0 <= cer_ratio < uncer_ratio <= 1, got {cer_ratio}, {uncer_ratio}")
         if not isinstance(max_passes, int) or max_passes < 1:
             raise ValueError(f"max_passes must be a positive integer, got {max_passes!r}")
-        rng = np.random.default_rng([seed, 11])
-        chosen = set(initial)
-        rest = [i for i in range(len(records)) if i not in chosen]
-        state = cls(
-            strategy,
-            K,
-            [r.image_id for r in records],
-            cer_ratio=cer_ratio,
-            uncer_ratio=uncer_ratio,
-            max_passes=max_passes,
-            rng=rng,
-            round_train=round_train,
-        )
-        state.labelled = {records[i].image_id: records[i] for i in sorted(chosen)}
-        state.unlabelled = [records[i].image_id for i in rng.permutation(rest)]
-        state.check()
-        return state
+        self.strategy, self.K, self.round_train = strategy, K, round_train
+        self.cer_ratio, self.uncer_ratio, self.max_passes = cer_ratio, uncer_ratio, max_passes
 
     # -- a round -------------------------------------------------------------------------------
     def exhausted(self) -> bool:

@@ -44,8 +44,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -68,6 +70,7 @@ BASELINE = "random"  # the same trainer, every box drawn
 # batch order. |AP(random) - AP(noise)| is the training noise that any change of labels also brings.
 NOISE = "random/reseed"
 NOISE_SEED_OFFSET = 1000
+ROUND0 = "round0"  # run_all's job of a seed's shared initial phase (--share-round0)
 ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
     "random": ["--strategy", "random"],
     "v1+": [],
@@ -88,7 +91,7 @@ DEFAULT_METHODS = ("random", "v1+")
 CPU_PROTOCOL = {
     "min_size": 416,
     "epochs": 30,
-    "step_epochs": 8,
+    "step_epochs": 6,
     "batch_size": 2,
     "supervised_epochs": 14,
     "steps": 5,
@@ -122,6 +125,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="seeds of the supervised bound (default: --seeds); a seed without its own bound is "
         "compared with their mean",
+    )
+    p.add_argument(
+        "--share-round0",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train each seed's initial phase once and mine it with every method (a copy of that run, "
+        "resumed with the method's round options; random/reseed's --train-seed then seeds its rounds); "
+        "--no-share-round0: one initial phase per run",
     )
     p.add_argument(
         "--jobs", type=int, default=1, help="method x seed processes at once (one GPU or the CPU cores)"
@@ -314,10 +325,17 @@ def sampler_curve(
 
 
 def run_entry(
-    args, data_flags: list[str], seed: int, out: str, extra: list[str], threads: int | None
+    args,
+    data_flags: list[str],
+    seed: int,
+    out: str,
+    extra: list[str],
+    threads: int | None,
+    start_from: str | None = None,
 ) -> list[dict]:
     """One ``train_asm_one.py`` run of the shared protocol (:func:`common_flags`) plus ``extra``,
-    evaluated once at the end of each phase (:func:`run_flags`). Returns its ``log.jsonl`` entries."""
+    evaluated once at the end of each phase (:func:`run_flags`; ``start_from``: the run folder it
+    continues). Returns its ``log.jsonl`` entries."""
     flags = [
         *common_flags(args, data_flags, seed),
         "--batch-size",
@@ -328,28 +346,35 @@ def run_entry(
         "--eval-interval",
         "100000",
     ]
-    return run_flags(flags, out, threads)
+    return run_flags(flags, out, threads, start_from)
 
 
 FLAGS_FILE = "bench_flags.json"  # the flags a run folder was made with
 
 
-def run_flags(flags: list[str], out: str, threads: int | None) -> list[dict]:
+START_FROM = "--bench-start-from"  # recorded with the flags, not passed: the run this one continues
+COPIED_NOT = ("bench.log", FLAGS_FILE, "summary.json")  # a started copy's own
+
+
+def run_flags(flags: list[str], out: str, threads: int | None, start_from: str | None = None) -> list[dict]:
     """``train_asm_one.py flags --output-dir out`` in its own process; skipped when ``out`` holds its
-    summary, continued (``--auto-resume``) when an earlier run was cut off. A folder is reused only
-    for the flags it was made with (``bench_flags.json``). Returns the run's ``log.jsonl`` entries.
+    summary, continued (``--auto-resume``) when an earlier run was cut off. ``start_from``: a finished
+    run folder (another run's initial phase) that ``out`` starts as a copy of, resumed with ``flags``.
+    A folder is reused only for the flags it was made with (``bench_flags.json``, ``start_from``
+    included). Returns the run's ``log.jsonl`` entries.
 
     Raises:
         RuntimeError: the run failed, or ``out`` holds a run made with other flags (or unrecorded
             ones): the message names the difference and the fix.
     """
     summary_path, flags_path = os.path.join(out, "summary.json"), os.path.join(out, FLAGS_FILE)
+    made_with = [*flags, START_FROM, start_from] if start_from else flags
     if os.path.isfile(flags_path):
         with open(flags_path, encoding="utf-8") as f:
             recorded = json.load(f)
-        if comparable(recorded) != comparable(flags):
+        if comparable(recorded) != comparable(made_with):
             raise RuntimeError(
-                f"{out} holds a run made with other flags ({flag_difference(recorded, flags)}): remove the "
+                f"{out} holds a run made with other flags ({flag_difference(recorded, made_with)}): remove the "
                 "folder to run it again, or pass another --output-dir"
             )
     elif os.path.isfile(os.path.join(out, "last.pth")):
@@ -358,8 +383,10 @@ def run_flags(flags: list[str], out: str, threads: int | None) -> list[dict]:
             "folder to run it again, or pass another --output-dir"
         )
     if not os.path.isfile(summary_path):
+        if start_from and not os.path.isfile(os.path.join(out, "last.pth")):
+            shutil.copytree(start_from, out, ignore=shutil.ignore_patterns(*COPIED_NOT), dirs_exist_ok=True)
         os.makedirs(out, exist_ok=True)
-        atomic_write_text(flags_path, json.dumps(flags))
+        atomic_write_text(flags_path, json.dumps(made_with))
         cmd = [
             sys.executable,
             os.path.join(ROOT, "train_asm_one.py"),
@@ -423,7 +450,10 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
             extra += ["--train-seed", str(seed + NOISE_SEED_OFFSET)]
         if args.steps:
             extra += ["--max-rounds", str(args.steps - 1)]
-    log = run_entry(args, data_flags, seed, out, extra, threads)
+    start_from = None
+    if args.share_round0 and method != "supervised":
+        start_from = shared_round0(args, data_flags, seed, n_train, threads)
+    log = run_entry(args, data_flags, seed, out, extra, threads, start_from)
     rounds = {}
     for entry in log:
         if entry.get("type") == "round":
@@ -451,16 +481,51 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
     return {"method": method, "seed": seed, "points": points}
 
 
+_ROUND0_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def shared_round0(args, data_flags: list[str], seed: int, n_train: int, threads: int | None) -> str:
+    """The folder of ``seed``'s initial phase, trained once (``--max-rounds 0``) for every method that
+    mines it; a method's run starts as a copy of it (:func:`run_flags`). Jobs of one seed wait here."""
+    out = os.path.join(args.output_dir, f"asm_round0_seed{seed}")
+    extra = [
+        "--K",
+        str(image_count(args.step, n_train)),
+        "--initial",
+        str(args.initial),
+        "--epochs",
+        str(args.epochs),
+        "--round-epochs",
+        str(args.step_epochs),
+        "--max-rounds",
+        "0",
+    ]
+    with _LOCKS_LOCK:
+        lock = _ROUND0_LOCKS.setdefault(out, threading.Lock())
+    with lock:
+        run_entry(args, data_flags, seed, out, extra, threads)
+    return out
+
+
 def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list[dict]]:
     """Every (method, seed) job, ``--jobs`` at a time; returns the curves and the failures."""
     bound_seeds = args.supervised_seeds or args.seeds
-    jobs = [("supervised", s) for s in bound_seeds] + [(m, s) for s in args.seeds for m in args.methods]
+    shared = (
+        [(ROUND0, s) for s in args.seeds] if args.share_round0 else []
+    )  # first: the others start from them
+    jobs = (
+        shared + [("supervised", s) for s in bound_seeds] + [(m, s) for s in args.seeds for m in args.methods]
+    )
     threads = None if args.jobs <= 1 else max(1, (os.cpu_count() or 1) // args.jobs)
 
     def one(job):
         method, seed = job
-        runner = sampler_curve if method in SAMPLER_METHODS else asm_curve
         try:
+            if method == ROUND0:
+                shared_round0(args, data_flags, seed, n_train, threads)
+                return None, None
+            runner = sampler_curve if method in SAMPLER_METHODS else asm_curve
             return runner(args, data_flags, seed, method, n_train, threads), None
         except (
             RuntimeError,

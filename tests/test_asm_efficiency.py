@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -111,7 +112,7 @@ def test_a_method_that_dies_is_reported_and_the_others_go_on(monkeypatch):
     monkeypatch.setattr(eff, "sampler_curve", fine)
     monkeypatch.setattr(eff, "asm_curve", dies)
     args = eff.get_args_parser().parse_args(
-        ["--seeds", "1", "2", "--methods", "random", "v1+", "topk_v2", "--jobs", "3"]
+        ["--seeds", "1", "2", "--methods", "random", "v1+", "topk_v2", "--jobs", "3", "--no-share-round0"]
     )
     curves, failed = eff.run_all(args, "root", 100)
     assert sorted((c["method"], c["seed"]) for c in curves) == sorted(
@@ -325,6 +326,68 @@ def test_a_finished_run_is_reused_only_with_the_flags_it_was_made_with(tmp_path,
     (legacy / "last.pth").write_bytes(b"")
     with pytest.raises(RuntimeError, match="flags were not recorded"):
         eff.run_flags(flags, str(legacy), None)
+
+
+def test_a_started_copy_records_where_it_started_and_keeps_its_own_files(tmp_path, monkeypatch):
+    """--share-round0: a method's folder starts as a copy of the seed's initial phase, and is reused
+    only for the same start."""
+    calls = []
+
+    def fake_tool(cmd, log_path, threads):
+        calls.append(cmd)
+        return '{"ap50": 0.5}\n'
+
+    monkeypatch.setattr(eff, "run_tool", fake_tool)
+    start = tmp_path / "round0"
+    start.mkdir()
+    for name, text in (("last.pth", "model"), ("log.jsonl", '{"type": "round", "round": 0}\n')):
+        (start / name).write_text(text)
+    for name in eff.COPIED_NOT:
+        (start / name).write_text("the initial phase's own")
+    out = str(tmp_path / "random")
+    flags = ["--seed", "1", "--strategy", "random"]
+    assert eff.run_flags(flags, out, None, str(start)) == [{"type": "round", "round": 0}]
+    assert (tmp_path / "random" / "last.pth").read_text() == "model"
+    assert not (tmp_path / "random" / "bench.log").exists()  # run_tool (faked here) writes its own
+    assert (tmp_path / "random" / "summary.json").read_text() == '{"ap50": 0.5}'  # this run's
+    with open(tmp_path / "random" / eff.FLAGS_FILE) as f:
+        assert json.load(f) == [*flags, "--bench-start-from", str(start)]
+    assert eff.run_flags(flags, out, None, str(start)) and len(calls) == 1  # the same start: reused
+    with pytest.raises(RuntimeError, match=r"--bench-start-from .*round0 -> \(absent\)"):
+        eff.run_flags(flags, out, None)
+
+
+def test_each_seeds_initial_phase_is_trained_once_and_every_method_starts_from_it(monkeypatch):
+    """Round 0 jobs first; the methods of a seed continue its folder; the bound trains alone."""
+    started, running, overlaps = [], set(), []
+
+    def fake_entry(args, data_flags, seed, out, extra, threads, start_from=None):
+        if out in running:
+            overlaps.append(out)  # two processes would train one folder
+        running.add(out)
+        if (os.path.basename(out), None) not in started:  # run_flags: a finished folder is not run again
+            started.append((os.path.basename(out), start_from and os.path.basename(start_from)))
+            if "round0" in out:
+                time.sleep(0.1)  # the methods of this seed arrive while it trains
+        running.discard(out)
+        return [{"type": "round", "round": 0, "labelled_images": 2, "human_drawn_total": 3, "AP50": 0.1}]
+
+    monkeypatch.setattr(eff, "run_entry", fake_entry)
+    argv = ["--seeds", "1", "2", "--methods", "random", "v1+/fixed", "random/reseed", "--jobs", "3"]
+    curves, failed = eff.run_all(eff.get_args_parser().parse_args(argv), [], 100)
+    assert not failed and len(curves) == 2 + 6 and not overlaps
+    assert sorted(started[:2]) == [("asm_round0_seed1", None), ("asm_round0_seed2", None)]
+    assert sorted(n for n, _ in started).count("asm_round0_seed1") == 1  # once, though 4 jobs needed it
+    methods = {n: s for n, s in started if "round0" not in n}
+    assert methods.pop("asm_supervised_seed1") is None and methods.pop("asm_supervised_seed2") is None
+    assert methods == {
+        f"asm_{m}_seed{seed}": f"asm_round0_seed{seed}"
+        for m in ("random", "v1plus_fixed", "random_reseed")
+        for seed in (1, 2)
+    }
+    del started[:]
+    eff.run_all(eff.get_args_parser().parse_args([*argv, "--no-share-round0"]), [], 100)
+    assert all(s is None for _, s in started) and not any("round0" in n for n, _ in started)
 
 
 def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():

@@ -3,7 +3,9 @@
 import contextlib
 import io
 import json
+import logging
 import os
+import shutil
 
 import pytest
 import torch
@@ -431,3 +433,29 @@ def test_resuming_a_checkpoint_of_another_strategy_is_refused(tmp_path, capsys, 
     assert code == 0
     code, _ = _run(tmp_path, "sup", "--resume", os.path.join(out, "last.pth"), "--strategy", "v1+")
     assert code == 2 and "these differ: --strategy 'v1+' (the run's: 'none')" in caplog.text
+
+
+@pytest.mark.parametrize("strategy", ["random", "v1"])
+def test_one_initial_model_mined_another_way_repeats_a_run_started_that_way(tmp_path, caplog, strategy):
+    """A run stopped where round 1 begins, copied and resumed with another --strategy, gives the rounds
+    of a run started with it (one process, one thread count: the same arithmetic), and says the change.
+    random is the command line's rule (no detection), v1 the pools' (no image joins the training pool).
+    How bench/asm_efficiency.py shares round 0."""
+    code, first = _run(tmp_path, "r0", "--max-rounds", "0")
+    assert code == 0
+    shutil.copytree(first, str(tmp_path / "mined"))
+    with caplog.at_level(logging.WARNING):
+        code, shared_start = _run(tmp_path, "mined", "--strategy", strategy, "--resume")
+    assert code == 0 and f"applied the new value of --strategy 'v1+' -> '{strategy}'" in caplog.text
+    code, apart = _run(tmp_path, "apart", "--strategy", strategy)
+    assert code == 0
+    rounds = [
+        [e for e in read_jsonl(os.path.join(o, "log.jsonl")) if e["type"] == "round"]
+        for o in (shared_start, apart)
+    ]
+    assert len(rounds[0]) == 3 and rounds[0][0]["AP50"] == pytest.approx(rounds[1][0]["AP50"], abs=1e-6)
+    keys = ("labelled_images", "images_joined", "human_drawn_total", "confirmed", "pool_digests")
+    assert [[r.get(k) for k in keys] for r in rounds[0]] == [[r.get(k) for k in keys] for r in rounds[1]]
+    assert [r["AP50"] for r in rounds[0][1:]] == pytest.approx([r["AP50"] for r in rounds[1][1:]], abs=1e-6)
+    if strategy == "v1":
+        assert all(r["images_joined"] == 0 for r in rounds[0][1:])

@@ -122,11 +122,11 @@ def test_no_validate_is_turned_on_and_off_across_resumes(tmp_path, caplog):
 
 
 # -- resolve_resume on a checkpoint written here (no training: seconds, and in the mutation runs) --
-def _checkpoint(folder, **config) -> str:
+def _checkpoint(folder, state_fields=None, **config) -> str:
     """A last.pth holding every training key and the options of a run started with no flags, with
-    ``config``'s values instead."""
+    ``config``'s values instead (and ``state_fields``' RunState fields)."""
     saved = vars(get_args_parser().parse_args([])) | {"output_dir": str(folder)} | config
-    state = RunState(model={}, epochs_done=3, rng={}, config=saved)
+    state = RunState(model={}, epochs_done=3, rng={}, config=saved, **(state_fields or {}))
     path = last_path(str(folder))
     os.makedirs(folder, exist_ok=True)
     save_checkpoint(path, state.to_dict())
@@ -172,6 +172,42 @@ def test_a_resume_keeps_the_runs_options_and_applies_only_the_adjustable_ones(tm
         _resolve(["--resume", path, "--K", "9"])
     args, _ = _resolve(["--resume", path, "--K=7"])  # the same value, written with '=': accepted
     assert args.K == 7
+
+
+def _phase(epoch, max_epochs=3, index=0, done=False):
+    return {"name": "pretrain", "index": index, "max_epochs": max_epochs, "epoch": epoch, "done": done}
+
+
+FIRST_ROUND = {"phase": _phase(3), "asm": {"round": 0}}  # the first phase finished, no round mined
+
+
+def test_round_options_change_only_where_the_first_round_begins(tmp_path, caplog):
+    """One initial model mined several ways: strategy, certainty and the rounds' training seed may
+    change once the first phase has finished and before round 1; the rest stays refused."""
+    new = ["--strategy", "random", "--certain-precision", "none", "--train-seed", "1003", "--K", "9"]
+    path = _checkpoint(tmp_path / "r0", FIRST_ROUND)
+    with caplog.at_level(logging.WARNING, logger="train_asm_one"):
+        args, _ = _resolve(["--resume", path, *new])
+    assert (args.strategy, args.certain_precision, args.train_seed, args.K) == ("random", None, 1003, 9)
+    assert "applied the new value of --strategy 'v1+' -> 'random'" in caplog.text
+    with pytest.raises(
+        ResumeError, match=r"--lr 0.5 \(the run's: 0.02\)"
+    ):  # the schedule is not a round option
+        _resolve(["--resume", path, "--strategy", "random", "--lr", "0.5"])
+    with pytest.raises(ResumeError, match=r"--strategy 'none' \(the run's: 'v1\+'\)"):
+        _resolve(["--resume", path, "--strategy", "none"])  # no rounds at all: another run
+    elsewhere = {
+        "mid first phase": {"phase": _phase(2), "asm": {"round": 0}},
+        "after round 1": {"phase": _phase(2, 2, index=1), "asm": {"round": 1}},
+        "paused for labels": {**FIRST_ROUND, "awaiting": "labelling/round1"},
+        "supervised": {"phase": _phase(3)},
+    }
+    for name, fields in elsewhere.items():
+        path = _checkpoint(tmp_path / name.replace(" ", "_"), fields)
+        with pytest.raises(ResumeError, match="the round options change only before the first round"):
+            _resolve(["--resume", path, *new])
+    stopped_early = _checkpoint(tmp_path / "done_early", {"phase": _phase(1, done=True), "asm": {"round": 0}})
+    assert _resolve(["--resume", stopped_early, "--strategy", "topk_v2"])[0].strategy == "topk_v2"
 
 
 def test_auto_scale_lr_is_applied_once_the_checkpoint_holds_the_scaled_rate(tmp_path):

@@ -5,8 +5,12 @@ options are the run's; an option given differently on the command line is
 
 * **applied** (and said so) when it only changes how the rest of the run proceeds: evaluation
   spacing, the number of rounds, the cost weights of the report (:data:`ADJUSTABLE`);
-* **refused** otherwise (data, model, strategy, K, thresholds, seeds, schedule), in one line that
-  lists every such option with both values.
+* **applied** too, when the run has finished its first phase and mined no round yet, for the
+  options only the rounds read (:data:`ROUND_OPTIONS`: strategy, K, certainty and merge rules, round
+  schedule, the rounds' training seed): one initial model, mined several ways (copy the folder, resume
+  each copy with other round options; ``bench/asm_efficiency.py`` shares round 0 so);
+* **refused** otherwise (data, model, seeds, schedule; the round options once a round has begun), in
+  one line that lists every such option with both values.
 
 Options of this process only (device, loader workers, logging, caches: :data:`PROCESS`) and of the
 command itself (the checkpoint, the folder, config files) are the command line's and not compared.
@@ -31,6 +35,33 @@ DEFAULT_OUTPUT = "outputs/run"  # a run's folder when --output-dir is left out
 ADJUSTABLE = frozenset({"max_rounds", "eval_interval", "no_validate", "review_cost", "move_cost"})
 PROCESS = frozenset(
     {"device", "workers", "eval_batch_size", "log_level", "exit_after_epochs", "no_cache", "cache_dir"}
+)
+# What only the rounds read: free to change until the first round begins (:func:`at_first_round`).
+# --train-seed seeds each phase's batches and sampling; the first phase's model is the checkpoint's.
+ROUND_OPTIONS = frozenset(
+    {
+        "strategy",
+        "K",
+        "round_epochs",
+        "round_train",
+        "cer_ratio",
+        "uncer_ratio",
+        "max_passes",
+        "certain_thre",
+        "uncertain_thre",
+        "judge_iou",
+        "gt_iou",
+        "enable_al",
+        "enable_sl",
+        "move_iou",
+        "candidates",
+        "diversity",
+        "mining_gate",
+        "certain_precision",
+        "certain_agreement",
+        "oracle",
+        "train_seed",
+    }
 )
 NOT_COMPARED = PROCESS | frozenset(
     {
@@ -70,12 +101,25 @@ def run_folder(resume: str, output_dir: str | None) -> str:
     return output_dir
 
 
-def reconcile(given: dict[str, Any], saved: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def at_first_round(state: RunState) -> bool:
+    """Whether ``state`` has finished its first phase and mined no round (nor paused for labels)."""
+    if state.asm is None or state.phase is None or state.awaiting:
+        return False
+    phase = state.phase
+    finished = phase.get("done") or phase.get("epoch", 0) >= phase.get("max_epochs", 0)
+    return phase.get("index") == 0 and bool(finished) and state.asm.get("round") == 0
+
+
+def reconcile(
+    given: dict[str, Any], saved: dict[str, Any], first_round: bool = False
+) -> tuple[dict[str, Any], list[str]]:
     """The options of a resumed run.
 
     Args:
         given: the options the command line (or its config files) set, by name.
         saved: the options of the checkpoint (its ``config``).
+        first_round: the checkpoint is where the first round begins (:func:`at_first_round`): the
+            :data:`ROUND_OPTIONS` may change too, except to or from ``--strategy none``.
 
     Returns:
         ``(values, applied)``: the value of every compared option in ``saved`` (the command line's
@@ -85,6 +129,7 @@ def reconcile(given: dict[str, Any], saved: dict[str, Any]) -> tuple[dict[str, A
         ResumeError: one line listing every refused option with the run's value and the given one.
     """
     values, applied, refused = {}, [], []
+    free = ADJUSTABLE | ROUND_OPTIONS if first_round and given.get("strategy") != "none" else ADJUSTABLE
     for name, old in saved.items():
         if name in NOT_COMPARED:
             continue
@@ -92,15 +137,17 @@ def reconcile(given: dict[str, Any], saved: dict[str, Any]) -> tuple[dict[str, A
         if name not in given or _same(given[name], old):
             continue
         flag = "--" + name.replace("_", "-")
-        if name in ADJUSTABLE:
+        if name in free:
             values[name] = given[name]
             applied.append(f"{flag} {old!r} -> {given[name]!r}")
         else:
             refused.append(f"{flag} {given[name]!r} (the run's: {old!r})")
     if refused:
+        rounds = any(r.split()[0][2:].replace("-", "_") in ROUND_OPTIONS for r in refused) and not first_round
         raise ResumeError(
             f"--resume keeps the options the run was started with; these differ: {'; '.join(refused)}. "
             "Drop them to continue, or start a new run in another --output-dir"
+            + (" (the round options change only before the first round)" if rounds else "")
         )
     return values, applied
 
@@ -145,7 +192,7 @@ def resolve_resume(
     given = {k: v for k, v in vars(args).items() if k in named or v != defaults.get(k)}
     if args.auto_scale_lr and "lr" in given:  # the checkpoint holds the scaled rate
         given["lr"] = args.lr * args.batch_size * dist.world_size() / args.base_batch_size
-    values, applied = reconcile(given, saved)
+    values, applied = reconcile(given, saved, at_first_round(state))
     vars(args).update(values)
     args.auto_scale_lr = False  # the checkpoint's lr is the rate the run started with, scaled once
     if (

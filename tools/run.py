@@ -108,6 +108,9 @@ class Run:
         self.round_stopper.load_state_dict(state.round_stop)
         self.epochs_done, self.best_ap = state.epochs_done, state.best_ap
         self.asm = ASMState.from_state(state.asm) if state.asm else None
+        if self.asm is not None:  # the options' values: new ones where the first round begins (tools.resume)
+            a = self.args
+            self.asm.set_rules(a.strategy, a.K, a.cer_ratio, a.uncer_ratio, a.max_passes, a.round_train)
         self.train_records = [record_from_dict(r) for r in state.train_records]
         self.awaiting = state.awaiting
         if state.log_lines is not None and self.trainer.log.truncate(state.log_lines):
@@ -120,7 +123,7 @@ class Run:
 
     def _check_compatible(self, state: RunState, path: str) -> None:
         made_with = state.config.get("strategy", self.args.strategy)
-        if made_with != self.args.strategy:  # e.g. a supervised checkpoint under v1+ would run no round
+        if (made_with == "none") != (self.args.strategy == "none"):  # a supervised checkpoint runs no round
             raise CheckpointError(
                 f"{path}: made with --strategy {made_with}, this command says --strategy "
                 f"{self.args.strategy}; resume with --strategy {made_with}, or start a new run from "
