@@ -428,6 +428,20 @@ def flag_difference(old: list[str], new: list[str]) -> str:
     return "; ".join(diffs) or "the same options in another order"
 
 
+def asm_schedule(args, n_train: int) -> list[str]:
+    """The pool and epochs of every ASM run: images per round, the initial pool, epochs per phase."""
+    return [
+        "--K",
+        str(image_count(args.step, n_train)),
+        "--initial",
+        str(args.initial),
+        "--epochs",
+        str(args.epochs),
+        "--round-epochs",
+        str(args.step_epochs),
+    ]
+
+
 def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int, threads: int | None) -> dict:
     """One ``train_asm_one.py`` run (``method`` "supervised": ``--strategy none``)."""
     out = os.path.join(args.output_dir, f"asm_{method.replace('+', 'plus').replace('/', '_')}_seed{seed}")
@@ -435,17 +449,7 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
     if method == "supervised":
         extra += ["--strategy", "none", "--epochs", str(args.supervised_epochs)]
     else:
-        extra += [
-            "--K",
-            str(image_count(args.step, n_train)),
-            "--initial",
-            str(args.initial),
-            "--epochs",
-            str(args.epochs),
-            "--round-epochs",
-            str(args.step_epochs),
-            *ASM_METHODS[method],
-        ]
+        extra += [*asm_schedule(args, n_train), *ASM_METHODS[method]]
         if method == NOISE:
             extra += ["--train-seed", str(seed + NOISE_SEED_OFFSET)]
         if args.steps:
@@ -489,18 +493,7 @@ def shared_round0(args, data_flags: list[str], seed: int, n_train: int, threads:
     """The folder of ``seed``'s initial phase, trained once (``--max-rounds 0``) for every method that
     mines it; a method's run starts as a copy of it (:func:`run_flags`). Jobs of one seed wait here."""
     out = os.path.join(args.output_dir, f"asm_round0_seed{seed}")
-    extra = [
-        "--K",
-        str(image_count(args.step, n_train)),
-        "--initial",
-        str(args.initial),
-        "--epochs",
-        str(args.epochs),
-        "--round-epochs",
-        str(args.step_epochs),
-        "--max-rounds",
-        "0",
-    ]
+    extra = [*asm_schedule(args, n_train), "--max-rounds", "0"]
     with _LOCKS_LOCK:
         lock = _ROUND0_LOCKS.setdefault(out, threading.Lock())
     with lock:
