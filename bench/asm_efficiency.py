@@ -11,12 +11,16 @@ seed, each method runs as its own process (``--jobs`` of them at once), adding K
   ``v1+/replay`` (ASM_core's replay rule), ``topk_v2``, ``v1+/gate`` (mining gate), ``v1+/cand``
   (informative choice among 4K candidates), ``v1+/calib`` (per-class calibrated certain thresholds);
 * ``random/reseed``: random with another ``--train-seed``: the same labels round by round, another
-  initialisation and batch order; how far it lands from random is the noise floor of every margin;
+  batch order (and, with ``--no-share-round0``, another initialisation); how far it lands from random
+  is the noise floor of every margin;
 * ``al_curve/random``, ``al_curve/entropy``: ``al_curve.py`` learning curves, another trainer
   (extra curves, not the baseline).
 
-Runs use ``--deterministic``: round 0 (the initial pool's model) must be the same for every method of
-a seed, and ``round0_identical`` says whether it was (AP50 equal within 1e-6).
+Round 0 (the initial pool's model) is the same for every method of a seed: with ``--share-round0``
+(the default) it is trained once per seed (``asm_round0_seed<s>``, ``--max-rounds 0``) and each
+method's run starts as a copy of it, resumed with its own round options (README, "One initial model,
+several strategies"); with ``--no-share-round0`` each run trains its own, the same by
+``--deterministic``. ``round0_identical`` says whether it was (AP50 equal within 1e-6).
 
 Human cost, two x-axes: boxes drawn from scratch, and a weighted cost = drawn + ``--review-cost`` x
 (confirmed + deleted) + ``--move-cost`` x moved (README, "What a round costs the human").
@@ -25,7 +29,7 @@ Data: BCCD by default (pool = ``train``, 205 images; evaluation = ``val`` + ``te
 any labelled dataset through the entry's own data options, forwarded as they are:
 
     python bench/asm_efficiency.py --jobs 9 --json-out docs/efficiency_bccd.json      # v2 protocol (GPU)
-    python bench/asm_efficiency.py --cpu --jobs 3 --json-out docs/efficiency_bccd_cpu_b2.json  # CPU protocol
+    python bench/asm_efficiency.py --cpu --jobs 3 --json-out docs/efficiency_bccd_cpu.json     # CPU protocol
     python bench/asm_efficiency.py --quick                                             # smoke run
     python bench/asm_efficiency.py --quick --dataset voc --voc-roots data/my_voc --discover-classes
 
