@@ -206,6 +206,14 @@ def test_round_options_change_only_where_the_first_round_begins(tmp_path, caplog
         path = _checkpoint(tmp_path / name.replace(" ", "_"), fields)
         with pytest.raises(ResumeError, match="the round options change only before the first round"):
             _resolve(["--resume", path, *new])
+    after = _checkpoint(tmp_path / "after", elsewhere["after round 1"])
+    with pytest.raises(ResumeError, match="the round options change only") as hint:  # a hyphenated one
+        _resolve(["--resume", after, "--certain-thre", "0.9"])
+    with pytest.raises(ResumeError) as no_hint:  # no round option given: no word about them
+        _resolve(["--resume", after, "--lr", "0.5"])
+    assert "--certain-thre 0.9 (the run's: 0.8)" in str(hint.value) and "round options" not in str(
+        no_hint.value
+    )
     stopped_early = _checkpoint(tmp_path / "done_early", {"phase": _phase(1, done=True), "asm": {"round": 0}})
     assert _resolve(["--resume", stopped_early, "--strategy", "topk_v2"])[0].strategy == "topk_v2"
 

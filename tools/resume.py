@@ -27,6 +27,7 @@ from typing import Any
 
 from tools import dist
 from tools.checkpoint import RunState, last_path, read_state
+from tools.fit import Phase
 from tools.options import NO_VALIDATE_INTERVAL
 
 logger = logging.getLogger("train_asm_one")
@@ -105,9 +106,8 @@ def at_first_round(state: RunState) -> bool:
     """Whether ``state`` has finished its first phase and mined no round (nor paused for labels)."""
     if state.asm is None or state.phase is None or state.awaiting:
         return False
-    phase = state.phase
-    finished = phase.get("done") or phase.get("epoch", 0) >= phase.get("max_epochs", 0)
-    return phase.get("index") == 0 and bool(finished) and state.asm.get("round") == 0
+    phase = Phase.from_state(state.phase)
+    return phase.index == 0 and phase.finished and state.asm.get("round") == 0
 
 
 def reconcile(
