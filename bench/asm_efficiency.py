@@ -157,6 +157,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30, help="epochs on the initial pool")
     p.add_argument("--step-epochs", type=int, default=10, help="epochs of each later step/round")
     p.add_argument("--supervised-epochs", type=int, default=30)
+    p.add_argument(
+        "--noise-rounds",
+        type=int,
+        default=None,
+        help="random/reseed stops after this round (>= 2: the noise floor is read from round 2, where "
+        "the margins are); default: as many rounds as the others",
+    )
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--warmup-iters", type=int, default=50)
@@ -447,6 +454,15 @@ def asm_schedule(args, n_train: int) -> list[str]:
     ]
 
 
+def max_rounds(args, method: str) -> int | None:
+    """The last round of a method's run: ``--steps`` points, random/reseed's ``--noise-rounds`` when
+    fewer; None: until the pool is exhausted."""
+    last = args.steps - 1 if args.steps else None
+    if method == NOISE and args.noise_rounds is not None:
+        last = args.noise_rounds if last is None else min(last, args.noise_rounds)
+    return last
+
+
 def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int, threads: int | None) -> dict:
     """One ``train_asm_one.py`` run (``method`` "supervised": ``--strategy none``)."""
     out = os.path.join(args.output_dir, f"asm_{method.replace('+', 'plus').replace('/', '_')}_seed{seed}")
@@ -457,8 +473,9 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
         extra += [*asm_schedule(args, n_train), *ASM_METHODS[method]]
         if method == NOISE:
             extra += ["--train-seed", str(seed + NOISE_SEED_OFFSET)]
-        if args.steps:
-            extra += ["--max-rounds", str(args.steps - 1)]
+        last = max_rounds(args, method)
+        if last is not None:
+            extra += ["--max-rounds", str(last)]
     start_from = None
     if args.share_round0 and method != "supervised":
         start_from = shared_round0(args, data_flags, seed, n_train, threads)
@@ -889,6 +906,10 @@ def parse(
         for key, value in CPU_PROTOCOL.items():
             if key not in given:
                 setattr(args, key, value)
+    if args.noise_rounds is not None and args.noise_rounds < 2:
+        parser.error(
+            f"--noise-rounds {args.noise_rounds}: the noise floor is read from round 2 on; give 2 or more"
+        )
     if args.quick:
         args.min_size, args.epochs, args.step_epochs, args.supervised_epochs = 128, 1, 1, 1
         args.initial, args.step, args.steps, args.weights_backbone = 4, 4, 2, None

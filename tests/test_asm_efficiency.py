@@ -390,6 +390,19 @@ def test_each_seeds_initial_phase_is_trained_once_and_every_method_starts_from_i
     assert all(s is None for _, s in started) and not any("round0" in n for n, _ in started)
 
 
+def test_noise_rounds_shortens_only_the_reseeded_runs(capsys):
+    args = eff.parse(["--steps", "5", "--noise-rounds", "2"])[0]
+    assert [eff.max_rounds(args, m) for m in ("random", "v1+/fixed", eff.NOISE)] == [4, 4, 2]
+    args = eff.parse(["--steps", "2", "--noise-rounds", "3"])[0]  # never past the others
+    assert eff.max_rounds(args, eff.NOISE) == 1
+    args = eff.parse(["--noise-rounds", "3"])[0]  # no --steps: the others run until the pool ends
+    assert eff.max_rounds(args, "random") is None and eff.max_rounds(args, eff.NOISE) == 3
+    assert eff.max_rounds(eff.parse(["--steps", "5"])[0], eff.NOISE) == 4
+    with pytest.raises(SystemExit):
+        eff.parse(["--noise-rounds", "1"])
+    assert "--noise-rounds 1: the noise floor is read from round 2 on" in capsys.readouterr().err
+
+
 def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
     """Random (0.1, 0.3, 0.5, 0.6) and its reseeded twin (0.1, 0.3, 0.44, 0.62): gaps after round 1 are
     0.06 and 0.02, mean 0.04, max 0.06. ASM at (0.1, 0.3, 0.47, 0.61) on fewer boxes per round is
@@ -415,3 +428,13 @@ def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
     summary = eff.analyse([_curve("supervised", 1, [(500, 0.7)]), random, twin, asm], 500, ["random", "v1+"])
     assert summary["training_noise"]["max"] == pytest.approx(0.06)
     assert eff.NOISE not in summary["vs_random"] and summary["vs_random"]["v1+"]["within_noise_after_round1"]
+    short = _curve(eff.NOISE, 1, list(zip(boxes[:3], [0.1, 0.3, 0.44])))  # --noise-rounds 2
+    summary = eff.analyse(
+        [_curve("supervised", 1, [(500, 0.7)]), random, short, asm], 500, ["random", eff.NOISE]
+    )
+    assert summary["training_noise"] == {
+        "mean": pytest.approx(0.06),
+        "max": pytest.approx(0.06),
+        "n": 1,
+        "per_round": {2: pytest.approx(0.06)},
+    }
