@@ -526,9 +526,9 @@ def shared_round0(args, data_flags: list[str], seed: int, n_train: int, threads:
 def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list[dict]]:
     """Every (method, seed) job, ``--jobs`` at a time; returns the curves and the failures."""
     bound_seeds = args.supervised_seeds or args.seeds
-    shared = (
-        [(ROUND0, s) for s in args.seeds] if args.share_round0 else []
-    )  # first: the others start from them
+    # first: the ASM methods start from them (al_curve's samplers train their own)
+    mined = args.share_round0 and any(m in ASM_METHODS for m in args.methods)
+    shared = [(ROUND0, s) for s in args.seeds] if mined else []
     jobs = (
         shared + [("supervised", s) for s in bound_seeds] + [(m, s) for s in args.seeds for m in args.methods]
     )

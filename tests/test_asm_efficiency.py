@@ -388,6 +388,10 @@ def test_each_seeds_initial_phase_is_trained_once_and_every_method_starts_from_i
     del started[:]
     eff.run_all(eff.get_args_parser().parse_args([*argv, "--no-share-round0"]), [], 100)
     assert all(s is None for _, s in started) and not any("round0" in n for n, _ in started)
+    del started[:]  # another trainer's curves only: no initial phase to share
+    monkeypatch.setattr(eff, "sampler_curve", lambda *a: _curve("al_curve/random", a[2], [(100, 0.5)]))
+    eff.run_all(eff.get_args_parser().parse_args(["--seeds", "1", "--methods", "al_curve/random"]), [], 100)
+    assert [n for n, _ in started] == ["asm_supervised_seed1"]
 
 
 def test_noise_rounds_shortens_only_the_reseeded_runs(capsys):

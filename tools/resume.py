@@ -128,7 +128,7 @@ def reconcile(
     Raises:
         ResumeError: one line listing every refused option with the run's value and the given one.
     """
-    values, applied, refused = {}, [], []
+    values, applied, refused, round_refused = {}, [], [], False
     free = ADJUSTABLE | ROUND_OPTIONS if first_round and given.get("strategy") != "none" else ADJUSTABLE
     for name, old in saved.items():
         if name in NOT_COMPARED:
@@ -142,8 +142,9 @@ def reconcile(
             applied.append(f"{flag} {old!r} -> {given[name]!r}")
         else:
             refused.append(f"{flag} {given[name]!r} (the run's: {old!r})")
+            round_refused |= name in ROUND_OPTIONS
     if refused:
-        rounds = any(r.split()[0][2:].replace("-", "_") in ROUND_OPTIONS for r in refused) and not first_round
+        rounds = round_refused and not first_round
         raise ResumeError(
             f"--resume keeps the options the run was started with; these differ: {'; '.join(refused)}. "
             "Drop them to continue, or start a new run in another --output-dir"
