@@ -523,15 +523,21 @@ def shared_round0(args, data_flags: list[str], seed: int, n_train: int, threads:
     return out
 
 
-def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list[dict]]:
-    """Every (method, seed) job, ``--jobs`` at a time; returns the curves and the failures."""
-    bound_seeds = args.supervised_seeds or args.seeds
-    # first: the ASM methods start from them (al_curve's samplers train their own)
+def job_order(args) -> list[tuple[str, int]]:
+    """Every (method, seed) job, longest first so that the last ones to start are short (two idle
+    cores are not left to one job at the end): the shared initial phases (the ASM methods start from
+    them; al_curve's samplers train their own), the supervised bounds (the whole pool), the methods,
+    and the reseeded noise runs last (the shortest with ``--noise-rounds``, never longer)."""
     mined = args.share_round0 and any(m in ASM_METHODS for m in args.methods)
     shared = [(ROUND0, s) for s in args.seeds] if mined else []
-    jobs = (
-        shared + [("supervised", s) for s in bound_seeds] + [(m, s) for s in args.seeds for m in args.methods]
-    )
+    bounds = [("supervised", s) for s in args.supervised_seeds or args.seeds]
+    methods = [(m, s) for s in args.seeds for m in args.methods]
+    return shared + bounds + sorted(methods, key=lambda job: job[0] == NOISE)
+
+
+def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list[dict]]:
+    """Every (method, seed) job, ``--jobs`` at a time; returns the curves and the failures."""
+    jobs = job_order(args)
     threads = None if args.jobs <= 1 else max(1, (os.cpu_count() or 1) // args.jobs)
 
     def one(job):

@@ -394,6 +394,27 @@ def test_each_seeds_initial_phase_is_trained_once_and_every_method_starts_from_i
     assert [n for n, _ in started] == ["asm_supervised_seed1"]
 
 
+def test_jobs_start_longest_first_and_the_short_noise_runs_last():
+    argv = ["--seeds", "1", "2", "--methods", "random", eff.NOISE, "v1+/fixed", "--supervised-seeds", "1"]
+    assert eff.job_order(eff.parse(argv)[0]) == [
+        (eff.ROUND0, 1),
+        (eff.ROUND0, 2),
+        ("supervised", 1),
+        ("random", 1),
+        ("v1+/fixed", 1),
+        ("random", 2),
+        ("v1+/fixed", 2),
+        (eff.NOISE, 1),
+        (eff.NOISE, 2),
+    ]
+    argv = ["--seeds", "3", "--methods", "al_curve/random", "random"]  # nothing mines a shared round 0
+    assert eff.job_order(eff.parse([*argv, "--no-share-round0"])[0]) == [
+        ("supervised", 3),
+        ("al_curve/random", 3),
+        ("random", 3),
+    ]
+
+
 def test_noise_rounds_shortens_only_the_reseeded_runs(capsys):
     args = eff.parse(["--steps", "5", "--noise-rounds", "2"])[0]
     assert [eff.max_rounds(args, m) for m in ("random", "v1+/fixed", eff.NOISE)] == [4, 4, 2]
