@@ -63,10 +63,25 @@ def test_the_next_commands_follow_the_data_of_the_run():
             "overlapping box of another class)",
         ),
         (0.93, 3, "of another class or not drawn again by the mirrored view (3 boxes))"),
+        # --certain-precision: max_score is on the calibrated scale (a class's threshold lands on 0.8)
+        ((0.62, {"RBC": 1.0, "WBC": 1.0}), 0, "(no certain boxes: --certain-precision certified no class"),
+        (
+            (0.75, {"RBC": 1.0, "WBC": 0.97}),
+            0,
+            "(no certain boxes: no box reached its class's calibrated threshold (RBC 1.000, WBC 0.970))",
+        ),
+        (
+            (0.9, {"RBC": 1.0, "WBC": 0.97}),
+            2,
+            "(no certain boxes: every box at or above its class's calibrated threshold was contested by an "
+            "overlapping box of another class or not drawn again by the mirrored view (2 boxes))",
+        ),
     ],
 )
 def test_a_round_without_certain_boxes_says_why(monkeypatch, caplog, max_score, disagreed, says):
     info = {"images": 4, "drawn": 9, "confirmed": 0, "moved": 0, "deleted": 0, "precision": None}
+    if isinstance(max_score, tuple):
+        max_score, info["thresholds"] = max_score
     info |= {"max_score": max_score, "disagreed": disagreed}
     run = SimpleNamespace(
         asm=SimpleNamespace(rounds=[info], round=1, labelled={}), rules=ASMConfig(), train_records=[]

@@ -122,6 +122,30 @@ def write_round_report(run, results) -> str:
     return path
 
 
+def no_certain_reason(info: dict, certain_thre: float) -> str:
+    """Why a round confirmed nothing: every score below the bar (``--certain-thre``, or with
+    ``--certain-precision`` each class's calibrated threshold, ``info["thresholds"]``; ``max_score``
+    is then on the calibrated scale, where a class's threshold lands on ``certain_thre``), or every
+    box above it demoted (by another class's box, or by the mirrored view)."""
+    thresholds = info.get("thresholds")
+    if thresholds and all(t >= 1.0 for t in thresholds.values()):
+        return "--certain-precision certified no class on the validation set (every threshold 1.0)"
+    contested = "was contested by an overlapping box of another class"
+    if thresholds:
+        if info["max_score"] < certain_thre:
+            shown = ", ".join(f"{c} {t:.3f}" for c, t in thresholds.items())
+            return f"no box reached its class's calibrated threshold ({shown})"
+        why = f"every box at or above its class's calibrated threshold {contested}"
+    else:
+        best = f"the model's best score was {info['max_score']:.3f}"
+        if info["max_score"] < certain_thre:
+            return f"{best}, below --certain-thre {certain_thre}"
+        why = f"{best}, but every box at or above --certain-thre {contested}"
+    if info.get("disagreed"):
+        why += f" or not drawn again by the mirrored view ({info['disagreed']} boxes)"
+    return why
+
+
 def log_round(run) -> None:
     """The line a round's start writes: what the human did, the pseudo-label precision (or why there
     is none), and what the round trains on."""
@@ -129,14 +153,7 @@ def log_round(run) -> None:
     human = human_work(run)
     why = ""
     if info["precision"] is None and "max_score" in info:  # say why the precision column shows "-"
-        why = f" (no certain boxes: the model's best score was {info['max_score']:.3f}, "
-        if info["max_score"] < run.rules.certain_thre:
-            why += f"below --certain-thre {run.rules.certain_thre})"
-        else:  # certain by score, then demoted: by another class's box (rejudge) or the mirrored view
-            why += "but every box at or above --certain-thre was contested by an overlapping box of another class"
-            if info.get("disagreed"):
-                why += f" or not drawn again by the mirrored view ({info['disagreed']} boxes)"
-            why += ")"
+        why = f" (no certain boxes: {no_certain_reason(info, run.rules.certain_thre)})"
     logger.info(
         "round %d: detected %d, drew %d, confirmed %d, moved %d, deleted %d boxes, precision %s%s; "
         "label pool %d (%.0f%% of its boxes confirmed, not drawn), training on %d",
