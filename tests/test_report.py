@@ -52,37 +52,43 @@ def test_the_next_commands_follow_the_data_of_the_run():
     assert not any("on your own data" in line for line in own)
 
 
+CALIBRATED = {"RBC": 1.0, "WBC": 0.97}  # --certain-precision's thresholds: WBC certified, RBC not
+
+
 @pytest.mark.parametrize(
-    "max_score, disagreed, says",
+    "max_score, thresholds, disagreed, says",
     [
-        (0.62, 0, "best score was 0.620, below --certain-thre 0.8)"),
+        (0.62, None, 0, "best score was 0.620, below --certain-thre 0.8)"),
         (
             0.93,
+            None,
             0,
             "best score was 0.930, but every box at or above --certain-thre was contested by an "
             "overlapping box of another class)",
         ),
-        (0.93, 3, "of another class or not drawn again by the mirrored view (3 boxes))"),
+        (0.93, None, 3, "of another class or not drawn again by the mirrored view (3 boxes))"),
         # --certain-precision: max_score is on the calibrated scale (a class's threshold lands on 0.8)
-        ((0.62, {"RBC": 1.0, "WBC": 1.0}), 0, "(no certain boxes: --certain-precision certified no class"),
+        (0.62, {"RBC": 1.0, "WBC": 1.0}, 0, "(no certain boxes: --certain-precision certified no class"),
         (
-            (0.75, {"RBC": 1.0, "WBC": 0.97}),
+            0.75,
+            CALIBRATED,
             0,
             "(no certain boxes: no box reached its class's calibrated threshold (RBC 1.000, WBC 0.970))",
         ),
         (
-            (0.9, {"RBC": 1.0, "WBC": 0.97}),
+            0.9,
+            CALIBRATED,
             2,
             "(no certain boxes: every box at or above its class's calibrated threshold was contested by an "
             "overlapping box of another class or not drawn again by the mirrored view (2 boxes))",
         ),
     ],
 )
-def test_a_round_without_certain_boxes_says_why(monkeypatch, caplog, max_score, disagreed, says):
+def test_a_round_without_certain_boxes_says_why(monkeypatch, caplog, max_score, thresholds, disagreed, says):
     info = {"images": 4, "drawn": 9, "confirmed": 0, "moved": 0, "deleted": 0, "precision": None}
-    if isinstance(max_score, tuple):
-        max_score, info["thresholds"] = max_score
     info |= {"max_score": max_score, "disagreed": disagreed}
+    if thresholds is not None:
+        info["thresholds"] = thresholds
     run = SimpleNamespace(
         asm=SimpleNamespace(rounds=[info], round=1, labelled={}), rules=ASMConfig(), train_records=[]
     )
