@@ -37,6 +37,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+from net.frozen_bn import lighten_frozen_bn
 from net.pisa import PisaConfig, PisaRoIHeads
 from net.roi_pool import ThreadedMultiScaleRoIAlign
 
@@ -247,6 +248,7 @@ def build_model(
         **options,
     )
     _replace_heads(model, num_classes)
+    lighten_frozen_bn(model)  # the same numbers, less memory traffic on the CPU
     if local_weights:
         load_matching(model, local_weights)
     if roi_head == "pisa":

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torchvision
 
+from net.frozen_bn import FrozenBatchNorm2d
 from net.models import MODELS, build_model, is_mask_model
 
 
@@ -123,3 +124,67 @@ def test_the_demo_preset_puts_the_fpn_on_the_stride_8_16_and_32_stages():
     }
     demo.train()
     assert torch.isfinite(sum(demo([torch.rand(3, 64, 64)], [target]).values()))
+
+
+def _trained_like_statistics(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Frozen BatchNorm buffers as a trained network has them (not the identity of a fresh one)."""
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        value = getattr(module, name)
+        low, high = (0.2, 3.0) if name == "running_var" else (-1.0, 1.5)
+        value.copy_(torch.rand(value.shape, generator=generator) * (high - low) + low)
+
+
+def test_light_frozen_batchnorm_is_torchvisions_bit_for_bit():
+    generator = torch.Generator().manual_seed(0)
+    theirs = torchvision.ops.FrozenBatchNorm2d(24)
+    _trained_like_statistics(theirs, generator)
+    ours = FrozenBatchNorm2d(24)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 24, 37, 29, generator=generator, requires_grad=True)
+    upstream = torch.randn(2, 24, 37, 29, generator=generator)
+    expected, got = theirs(x), ours(x)
+    assert torch.equal(got, expected)
+    (expected_grad,) = torch.autograd.grad(expected, x, upstream)
+    (got_grad,) = torch.autograd.grad(got, x, upstream)
+    assert torch.equal(got_grad, expected_grad)
+
+
+def test_a_training_step_with_the_light_frozen_batchnorm_equals_torchvisions(tmp_path):
+    """build_model swaps every frozen BatchNorm for ours; one SGD step ends on the same weights as
+    with torchvision's layer, bit for bit (same process, same kernels)."""
+    path = _mobilenet_features(tmp_path)
+    steps = []
+    for swap_back in (False, True):
+        torch.manual_seed(3)
+        model = build_model("fasterrcnn_mobilenet_v2_fpn", 3, weights_backbone=path, min_size=64, max_size=96)
+        frozen = [m for m in model.modules() if isinstance(m, torchvision.ops.FrozenBatchNorm2d)]
+        assert len(frozen) == 52 and all(type(m) is FrozenBatchNorm2d for m in frozen)
+        for m in frozen if swap_back else ():
+            m.__class__ = torchvision.ops.FrozenBatchNorm2d
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+        model.train()
+        images, targets = _batch(False)
+        torch.manual_seed(4)
+        sum(model(images, targets).values()).backward()
+        optimizer.step()
+        steps.append(model.state_dict())
+    mine, theirs = steps
+    changed = [k for k in mine if "backbone.body" in k and not torch.equal(mine[k], _load(path, k))]
+    assert changed  # the step reached the backbone's trainable stages
+    for key in mine:
+        assert torch.equal(mine[key], theirs[key]), key
+
+
+def _load(path: str, key: str) -> torch.Tensor:
+    return torch.load(path)["features." + key.removeprefix("backbone.body.")]
+
+
+def _mobilenet_features(tmp_path) -> str:
+    generator = torch.Generator().manual_seed(0)
+    features = torchvision.models.mobilenet_v2(norm_layer=torchvision.ops.FrozenBatchNorm2d).features
+    for module in features.modules():
+        if isinstance(module, torchvision.ops.FrozenBatchNorm2d):
+            _trained_like_statistics(module, generator)
+    path = str(tmp_path / "mnv2.pth")
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path
