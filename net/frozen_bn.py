@@ -3,10 +3,11 @@ faster CPU steps.
 
 ``torchvision.ops.FrozenBatchNorm2d`` returns ``x * scale + bias``: two passes over the activation,
 each writing a new tensor of its size. On MobileNetV2, whose expanded activations are large, the
-frozen layers took a fifth of a CPU training step (cProfile of a BCCD run: 25 of 117 s, more than the
-backward pass). :class:`FrozenBatchNorm2d` adds the bias into the product in place. It is the same two
+frozen layers took a fifth of a one-thread CPU run on BCCD (cProfile: 25 of 117 s of training and
+evaluation). :class:`FrozenBatchNorm2d` adds the bias into the product in place. It is the same two
 roundings in the same order, so outputs, gradients and trained weights are torchvision's bit for bit
-(``tests/test_models.py``). Only the memory traffic changes (``bench/bench_frozen_bn.py``).
+(``tests/test_models.py``). What changes is one new tensor fewer to fault in and write per layer
+(``bench/bench_frozen_bn.py``).
 
 The parameters and buffers are torchvision's, so checkpoints load either way.
 """
