@@ -248,7 +248,6 @@ def build_model(
         **options,
     )
     _replace_heads(model, num_classes)
-    lighten_frozen_bn(model)  # the same numbers, less memory traffic on the CPU
     if local_weights:
         load_matching(model, local_weights)
     if roi_head == "pisa":
@@ -256,7 +255,7 @@ def build_model(
     if train_scales:
         # GeneralizedRCNNTransform picks one of min_size at random in training, the last in eval.
         model.transform.min_size = tuple(round(min_size * f) for f in train_scales if f != 1.0) + (min_size,)
-    return model
+    return lighten_frozen_bn(model)  # the same numbers, less memory traffic on the CPU
 
 
 def _replace_heads(model: nn.Module, num_classes: int) -> None:
