@@ -10,7 +10,7 @@ torchvision's, measured two ways:
 * in this process (``step_time_ratio_in_process``, ``eval_time_ratio_in_process``): each batch through
   both layers in turn, alternating which goes first.
 
-    python bench/bench_frozen_bn.py --data bccd --min-size 416      # the study's images and size
+    python bench/bench_frozen_bn.py --data bccd --min-size 416 --pairs 4 --json-out docs/bench_frozen_bn_cpu.json
     python bench/bench_frozen_bn.py                                  # the demo's
 
 The backbone is ../shared's ImageNet MobileNetV2 when it is there, else torchvision's untrained one
@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.common import add_bench_args, bench_data  # noqa: E402
+from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
 from net.frozen_bn import FrozenBatchNorm2d  # noqa: E402
@@ -54,6 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=2, help="process pairs (0: in this process only)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json-out", default=None, help="also write the figures here")
     p.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # one process of a pair
     return p
 
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         }
     settings = ("model", "data", "min_size", "batch_size", "threads", "steps", "pairs")
     figures |= {k: getattr(args, k) for k in settings} | {"wall_s": round(time.perf_counter() - start, 1)}
+    if args.json_out:
+        atomic_write_text(args.json_out, json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures))
     return 0
 

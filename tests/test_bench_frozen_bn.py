@@ -13,10 +13,13 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 
-def test_the_bench_compares_equal_layers_and_prints_its_figures(capsys):
-    argv = ["--steps", "1", "--pairs", "1", "--min-size", "64", "--batch-size", "1"]
+def test_the_bench_compares_equal_layers_and_prints_its_figures(capsys, tmp_path):
+    out = str(tmp_path / "figures.json")
+    argv = ["--steps", "1", "--pairs", "1", "--min-size", "64", "--batch-size", "1", "--json-out", out]
     assert bench.main(argv) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    with open(out) as f:
+        assert json.load(f) == figures
     assert figures["bit_identical"] is True  # two processes, one SGD step each: the same weights
     assert figures["gradients_identical"] is True
     assert figures["frozen_layers"] == 52  # MobileNetV2's features: every BatchNorm
