@@ -1,7 +1,7 @@
 """Frozen BatchNorm with its bias added in place (``net/frozen_bn.py``) against torchvision's layer.
 
-The same model, weights, batches and sampling draws, with every frozen BatchNorm as ours or as
-torchvision's, measured two ways:
+The same model, weights and batches, with every frozen BatchNorm as ours or as torchvision's, on the
+CPU, measured two ways:
 
 * in fresh processes, as the efficiency study runs (``--pairs``): one process per layer, side by
   side on one thread each, the pair's start order alternating; each trains ``--steps`` SGD steps
@@ -36,7 +36,7 @@ import torchvision
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import add_bench_args, bench_data  # noqa: E402
+from bench.common import bench_data  # noqa: E402
 from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
@@ -50,8 +50,16 @@ WARMUP = 2
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_bench_args(p)
-    p.add_argument("--steps", type=int, default=12, help="timed batches per layer (after 2 warm-up)")
+    p.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn")
+    p.add_argument("--min-size", type=int, default=224)
+    p.add_argument("--data", default="demo", choices=("demo", "bccd"))
+    p.add_argument("--bccd-root", default=os.path.join(ROOT, "..", "shared", "data", "bccd"))
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=12,
+        help="timed batches per layer, after 2 warm-up",
+    )
     p.add_argument("--pairs", type=int, default=2, help="process pairs (0: in this process only)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
