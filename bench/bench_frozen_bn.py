@@ -54,12 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-size", type=int, default=224)
     p.add_argument("--data", default="demo", choices=("demo", "bccd"))
     p.add_argument("--bccd-root", default=os.path.join(ROOT, "..", "shared", "data", "bccd"))
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=12,
-        help="timed batches per layer, after 2 warm-up",
-    )
+    p.add_argument("--steps", type=int, default=12, help="timed batches per layer, after 2 warm-up")
     p.add_argument("--pairs", type=int, default=2, help="process pairs (0: in this process only)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
