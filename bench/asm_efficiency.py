@@ -61,6 +61,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from asm.pools import image_count  # noqa: E402
+from bench.common import SHARED_WEIGHTS  # noqa: E402
 from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.build import DataOptions, add_data_args  # noqa: E402
 from tools.curves import mean_curve  # noqa: E402
@@ -105,9 +106,6 @@ CPU_PROTOCOL = {
     "noise_rounds": 2,  # on BCCD the margins are read at round 2: random's later budgets lie past ASM's
 }
 LEVELS = (0.9, 0.95, 1.0)
-SHARED_WEIGHTS = os.path.normpath(
-    os.path.join(ROOT, "..", "shared", "weights", "mobilenet_v2_imagenet_features.pth")
-)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -36,24 +36,20 @@ import torchvision
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import bench_data  # noqa: E402
+from bench.common import SHARED_WEIGHTS, add_bench_args, bench_data  # noqa: E402
 from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
 from net.frozen_bn import FrozenBatchNorm2d  # noqa: E402
 from net.models import build_model  # noqa: E402
 
-SHARED_WEIGHTS = os.path.join(ROOT, "..", "shared", "weights", "mobilenet_v2_imagenet_features.pth")
 VARIANTS = {"ours": FrozenBatchNorm2d, "torchvision": torchvision.ops.FrozenBatchNorm2d}
 WARMUP = 2
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn")
-    p.add_argument("--min-size", type=int, default=224)
-    p.add_argument("--data", default="demo", choices=("demo", "bccd"))
-    p.add_argument("--bccd-root", default=os.path.join(ROOT, "..", "shared", "data", "bccd"))
+    add_bench_args(p, device=False)  # the CPU alone
     p.add_argument("--steps", type=int, default=12, help="timed batches per layer, after 2 warm-up")
     p.add_argument("--pairs", type=int, default=2, help="process pairs (0: in this process only)")
     p.add_argument("--batch-size", type=int, default=2)

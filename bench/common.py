@@ -13,11 +13,17 @@ from net.models import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BCCD_CLASSES = ("RBC", "WBC", "Platelets")
+# ImageNet MobileNetV2 features for offline benchmarks (../shared); nothing may require them
+SHARED_WEIGHTS = os.path.normpath(
+    os.path.join(ROOT, "..", "shared", "weights", "mobilenet_v2_imagenet_features.pth")
+)
 
 
-def add_bench_args(p: argparse.ArgumentParser, min_size: int = 224) -> None:
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
-    p.add_argument("--amp", action="store_true", help="also time mixed precision (CUDA): amp_speedup")
+def add_bench_args(p: argparse.ArgumentParser, min_size: int = 224, device: bool = True) -> None:
+    """Data, model and size options; ``device``: also ``--device`` and ``--amp`` (a CPU-only bench: no)."""
+    if device:
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
+        p.add_argument("--amp", action="store_true", help="also time mixed precision (CUDA): amp_speedup")
     p.add_argument("--min-size", type=int, default=min_size)
     p.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn")
     p.add_argument("--data", default="demo", choices=("demo", "bccd"))
