@@ -139,6 +139,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--no-share-round0: one initial phase per run",
     )
     p.add_argument(
+        "--round-cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the ASM runs share <output-dir>/round_cache (train_asm_one.py --round-cache): a round another "
+        "method trained on the same labels (v1+ while it confirms no box, against random) is loaded, not "
+        "trained again, with the same figures; each method waits for random of its seed",
+    )
+    p.add_argument(
         "--jobs", type=int, default=1, help="method x seed processes at once (one GPU or the CPU cores)"
     )
     p.add_argument(
@@ -475,6 +483,8 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
         last = max_rounds(args, method)
         if last is not None:
             extra += ["--max-rounds", str(last)]
+        if args.round_cache:
+            extra += ["--round-cache", os.path.join(args.output_dir, "round_cache")]
     start_from = None
     if args.share_round0 and method != "supervised":
         start_from = shared_round0(args, data_flags, seed, n_train, threads)
@@ -503,7 +513,8 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
                 "round": k,
             }
         )
-    return {"method": method, "seed": seed, "points": points}
+    reused = sum(entry.get("type") == "reused" for entry in log)
+    return {"method": method, "seed": seed, "points": points, "reused_rounds": reused}
 
 
 _ROUND0_LOCKS: dict[str, threading.Lock] = {}
@@ -525,19 +536,29 @@ def shared_round0(args, data_flags: list[str], seed: int, n_train: int, threads:
 def job_order(args) -> list[tuple[str, int]]:
     """Every (method, seed) job, longest first so that the last ones to start are short (two idle
     cores are not left to one job at the end): the shared initial phases (the ASM methods start from
-    them; al_curve's samplers train their own), the supervised bounds (the whole pool), the methods,
-    and the reseeded noise runs last (the shortest with ``--noise-rounds``, never longer)."""
+    them; al_curve's samplers train their own), the supervised bounds (the whole pool), random (the
+    rounds the others may repeat, :func:`after_baseline`), the other methods, and the reseeded noise
+    runs last (the shortest with ``--noise-rounds``, never longer)."""
     mined = args.share_round0 and any(m in ASM_METHODS for m in args.methods)
     shared = [(ROUND0, s) for s in args.seeds] if mined else []
     bounds = [("supervised", s) for s in args.supervised_seeds or args.seeds]
     methods = [(m, s) for s in args.seeds for m in args.methods]
-    return shared + bounds + sorted(methods, key=lambda job: job[0] == NOISE)
+    return shared + bounds + sorted(methods, key=lambda job: (job[0] == NOISE, job[0] != BASELINE))
+
+
+def after_baseline(args, method: str, seed: int, finished: dict[int, threading.Event]) -> None:
+    """With ``--round-cache``, an ASM method waits for random of its seed: the rounds it trains on
+    random's labels are then loaded from the cache. :func:`job_order` starts random earlier, so the
+    wait ends."""
+    if args.round_cache and method in ASM_METHODS and method != BASELINE and seed in finished:
+        finished[seed].wait()
 
 
 def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list[dict]]:
     """Every (method, seed) job, ``--jobs`` at a time; returns the curves and the failures."""
     jobs = job_order(args)
     threads = None if args.jobs <= 1 else max(1, (os.cpu_count() or 1) // args.jobs)
+    random_done = {s: threading.Event() for m, s in jobs if m == BASELINE}
 
     def one(job):
         method, seed = job
@@ -545,6 +566,7 @@ def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list
             if method == ROUND0:
                 shared_round0(args, data_flags, seed, n_train, threads)
                 return None, None
+            after_baseline(args, method, seed, random_done)
             runner = sampler_curve if method in SAMPLER_METHODS else asm_curve
             return runner(args, data_flags, seed, method, n_train, threads), None
         except (
@@ -555,6 +577,9 @@ def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list
         ) as e:  # one method's death is reported, not fatal
             print(f"  FAILED {method} seed {seed}: {e}", flush=True)
             return None, {"method": method, "seed": seed, "error": str(e)}
+        finally:
+            if method == BASELINE:
+                random_done[seed].set()
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         done = list(pool.map(one, jobs))
@@ -1004,6 +1029,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "training_noise_ap50": summary["training_noise"],
         "sl_precision": sl_precision(curves, args.methods),
+        "reused_rounds": {
+            m: sum(c.get("reused_rounds", 0) for c in curves if c["method"] == m) for m in args.methods
+        },
         "failed": failures,
         "seeds": args.seeds,
     }

@@ -248,7 +248,16 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
             f"{path}: refused: it holds objects other than plain data, so it was not written by "
             f"this tool ({reason})"
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as e:
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        TypeError,
+    ) as e:
         raise CheckpointError(
             f"{path}: not a readable checkpoint: truncated, or not written by torch.save "
             f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"

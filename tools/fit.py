@@ -395,17 +395,8 @@ def log_epoch(
     """The epoch just added to ``phase.history``: TensorBoard (step ``step``), log.jsonl and a line."""
     last = phase.history[-1]
     epoch, losses, metrics, evaluated = last["epoch"], last["losses"], last["metrics"], last["evaluated"]
-    t.log.scalars({**{f"Train/{k}": v for k, v in losses.items()}, "Train/rollbacks": phase.rollbacks}, step)
-    if evaluated:
-        t.log.scalars(
-            {
-                "Accuracy/AP_50": metrics[AP50],
-                "Accuracy/AP_75": metrics["voc/AP75"],
-                "Accuracy/AP_shift": stopper.ap_shift,
-            },
-            step,
-        )
-    t.log.jsonl(
+    log_record(
+        t.log,
         {
             "type": "epoch",
             "phase": phase.name,
@@ -418,7 +409,8 @@ def log_epoch(
             "rollbacks": phase.rollbacks,
             "seconds": seconds,
             "stop": stop,
-        }
+        },
+        step,
     )
     shift = "-" if stopper.ap_shift is None else f"{stopper.ap_shift:.4f}"
     accuracy = (
@@ -435,6 +427,29 @@ def log_epoch(
         seconds,
         f"; AP settled, best epoch {stopper.best_epoch}" if stop else "",
     )
+
+
+def log_record(log, record: dict[str, Any], step: int) -> None:
+    """A record to log.jsonl; an epoch's also to TensorBoard (step ``step``): its losses, and its AP
+    when it was evaluated."""
+    if record.get("type") == "epoch":
+        log.scalars(
+            {
+                **{f"Train/{k}": v for k, v in record["losses"].items()},
+                "Train/rollbacks": record["rollbacks"],
+            },
+            step,
+        )
+        if record["AP50"] is not None:
+            log.scalars(
+                {
+                    "Accuracy/AP_50": record["AP50"],
+                    "Accuracy/AP_75": record["AP75"],
+                    "Accuracy/AP_shift": record["ap_shift"],
+                },
+                step,
+            )
+    log.jsonl(record)
 
 
 class PhaseTraining:

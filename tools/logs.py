@@ -37,6 +37,13 @@ class RunLog:
         dropped, self.lines = self.lines - lines, lines
         return dropped
 
+    def records_since(self, line: int) -> list[dict[str, Any]]:
+        """The records of log.jsonl from its ``line``-th on (a phase's, when ``line`` was read at its start)."""
+        if not self.enabled:
+            return []
+        with open(self.path, encoding="utf-8") as f:
+            return [json.loads(s) for s in [s for s in f if s.strip()][line:]]
+
     @property
     def writer(self):
         if self._writer is None and self.enabled:

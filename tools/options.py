@@ -15,6 +15,7 @@ from asm.merge import ASMConfig
 from asm.pools import ROUND_TRAIN, STRATEGIES
 from net.models import DEMO_BACKBONE, MODELS, PRESETS, ROI_HEADS
 from net.pisa import PisaConfig
+from tools import dist
 from tools.early_stop import APShiftStopper
 from tools.fit import FitConfig
 from tools.report import AP_KEYS
@@ -296,6 +297,14 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
             "run may raise, lower or remove it)",
         )
         g.add_argument(
+            "--round-cache",
+            default=None,
+            metavar="DIR",
+            help="a folder shared by runs from one initial model: a round that another run trained on the "
+            "same weights, labels and options is loaded from it instead of trained again (tools/round_cache.py; "
+            "single process)",
+        )
+        g.add_argument(
             "--asm-core-defaults",
             action="store_true",
             help="ASM_core's defaults where ours differ: "
@@ -446,6 +455,9 @@ def check_options(args: argparse.Namespace) -> None:
     _check_ranges(args, given)
     _check_rules(args, given)
     out = args.output_dir
+    cache = getattr(args, "round_cache", None)
+    _need(cache is None or not dist.launched(), "--round-cache works in a single process, not under torchrun")
+    _need(cache is None or not os.path.isfile(cache), f"--round-cache {cache} is a file, not a folder")
     _need(not os.path.exists(out) or os.path.isdir(out), f"--output-dir {out} exists and is not a folder")
 
 

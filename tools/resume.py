@@ -35,7 +35,16 @@ DEFAULT_OUTPUT = "outputs/run"  # a run's folder when --output-dir is left out
 
 ADJUSTABLE = frozenset({"max_rounds", "eval_interval", "no_validate", "review_cost", "move_cost"})
 PROCESS = frozenset(
-    {"device", "workers", "eval_batch_size", "log_level", "exit_after_epochs", "no_cache", "cache_dir"}
+    {
+        "device",
+        "workers",
+        "eval_batch_size",
+        "log_level",
+        "exit_after_epochs",
+        "no_cache",
+        "cache_dir",
+        "round_cache",
+    }
 )
 # What only the rounds read: free to change until the first round begins (:func:`at_first_round`).
 # --train-seed seeds each phase's batches and sampling; the first phase's model is the checkpoint's.

@@ -25,6 +25,7 @@ from tools.checkpoint import (
 from tools.fit import Phase, PhaseTraining
 from tools.options import ap_stopper, asm_config, training_seed
 from tools.report import AP_KEYS
+from tools.round_cache import round_cache
 from tools.stop import STOP, Interrupted
 
 logger = logging.getLogger("train_asm_one")
@@ -47,6 +48,7 @@ class Run:
         self.best_ap = -1.0
         self.initial_boxes = 0  # boxes of the initial label pool, all drawn by the human
         self.round_stopper = ap_stopper(args, args.ap_shift_asm)
+        self.round_cache = round_cache(getattr(args, "round_cache", None))  # rounds other runs trained
         first = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
         self.new_phase(first, args.ap_shift_pretrain)
 
@@ -159,8 +161,15 @@ class Run:
 
     def train_phase(self) -> dict:
         """Train the current phase from its next epoch to its end (last epoch, or AP settled),
-        with a checkpoint after every epoch. Returns the last evaluation's metrics."""
-        return self.training.train(self.train_records, lambda: self.epochs_done + 1, self._after_epoch)
+        with a checkpoint after every epoch, or, for a round that another run of ``--round-cache`` trained,
+        its stored end. Returns the last evaluation's metrics."""
+        started = self.round_cache.begin(self) if self.round_cache else None
+        if started and self.round_cache.load(self, started):
+            return self.phase.history[-1]["metrics"]
+        metrics = self.training.train(self.train_records, lambda: self.epochs_done + 1, self._after_epoch)
+        if started and self.phase.finished:
+            self.round_cache.store(self, started)
+        return metrics
 
     def _after_epoch(self) -> None:
         self.epochs_done += 1

@@ -1,0 +1,98 @@
+"""--round-cache: a round another run trained on the same weights, labels and options is loaded, with
+the figures training would have given; any other round trains."""
+
+import logging
+import os
+
+from tests.helpers import plain_state
+from tools.checkpoint import load_checkpoint
+from tools.logs import read_jsonl
+from train_asm_one import main
+
+# A tiny deterministic demo run: 2 rounds of 2 epochs each, evaluated every epoch (best.pth can come
+# from a round's first epoch).
+TINY = [
+    *("--demo-train", "20", "--demo-val", "6", "--min-size", "64", "--batch-size", "4"),
+    *("--warmup-iters", "2", "--deterministic", "--K", "4", "--initial", "8"),
+    *("--epochs", "1", "--round-epochs", "2", "--max-rounds", "2", "--eval-interval", "1"),
+]
+# v1+ that confirms no box picks what random picks: the same labels every round
+NO_SL = ["--certain-thre", "0.99", "--uncertain-thre", "0.98", "--certain-precision", "none"]
+
+
+def _run(tmp_path, name, *extra):
+    out = str(tmp_path / name)
+    code = main([*TINY, "--cache-dir", str(tmp_path / "data"), "--output-dir", out, *extra])
+    assert code == 0
+    return out
+
+
+def _log(out, kind):
+    return [e for e in read_jsonl(os.path.join(out, "log.jsonl")) if e["type"] == kind]
+
+
+def _without_seconds(entries):
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in entries]
+
+
+def _state(out, name):
+    state = load_checkpoint(os.path.join(out, name))
+    return plain_state({k: state[k] for k in ("model", "best_ap") if k in state})
+
+
+def test_a_round_another_run_trained_is_loaded_with_the_same_figures(tmp_path, caplog):
+    cache = str(tmp_path / "rounds")
+    plain = _run(tmp_path, "plain", *NO_SL)  # no cache: the reference
+    _run(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
+    assert len(os.listdir(cache)) == 2  # its two rounds, stored
+    with caplog.at_level(logging.INFO, logger="train_asm_one"):
+        reused = _run(tmp_path, "reused", *NO_SL, "--round-cache", cache)
+    assert [e["phase"] for e in _log(reused, "reused")] == ["round1", "round2"]
+    assert "its result is reused" in caplog.text
+    assert _log(plain, "reused") == []
+    # the same rounds, epochs, final weights and best weights as training them here
+    assert _without_seconds(_log(reused, "round")) == _without_seconds(_log(plain, "round"))
+    assert _without_seconds(_log(reused, "epoch")) == _without_seconds(_log(plain, "epoch"))
+    assert _state(reused, "last.pth") == _state(plain, "last.pth")
+    assert _state(reused, "best.pth") == _state(plain, "best.pth")
+    assert load_checkpoint(os.path.join(reused, "last.pth"))["epochs_done"] == 5
+    assert os.path.isdir(os.path.join(reused, "tb"))
+
+
+def test_a_round_with_other_training_options_trains(tmp_path):
+    cache = str(tmp_path / "rounds")
+    _run(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
+    other = _run(tmp_path, "other", *NO_SL, "--round-cache", cache, "--lr", "0.015")
+    assert _log(other, "reused") == []
+    assert len(os.listdir(cache)) == 4  # both runs' rounds
+
+
+def test_a_torn_cache_file_is_trained_again_and_replaced(tmp_path, caplog):
+    cache = str(tmp_path / "rounds")
+    first = _run(tmp_path, "first", "--strategy", "random", "--round-cache", cache)
+    for name in os.listdir(cache):
+        with open(os.path.join(cache, name), "wb") as f:
+            f.write(b"torn")
+    with caplog.at_level(logging.WARNING, logger="train_asm_one"):
+        again = _run(tmp_path, "again", "--strategy", "random", "--round-cache", cache)
+    assert _log(again, "reused") == [] and "training the round" in caplog.text
+    assert _state(again, "last.pth") == _state(first, "last.pth")
+    assert all(os.path.getsize(os.path.join(cache, n)) > 1000 for n in os.listdir(cache))
+
+
+def test_a_cache_path_that_is_a_file_is_refused(tmp_path, caplog):
+    path = tmp_path / "rounds.pth"
+    path.write_bytes(b"")
+    code = main([*TINY, "--output-dir", str(tmp_path / "out"), "--round-cache", str(path)])
+    assert code == 2
+    assert f"--round-cache {path} is a file" in caplog.text
+
+
+def test_selection_options_are_left_out_of_the_key_and_training_options_kept_in():
+    from tools.round_cache import SELECTION_ONLY
+    from train_asm_one import get_args_parser
+
+    options = {a.dest for a in get_args_parser()._actions}
+    assert SELECTION_ONLY <= options  # every name is an option of the entry
+    for kept in ("lr", "batch_size", "epochs", "round_epochs", "seed", "train_seed", "min_size", "model"):
+        assert kept not in SELECTION_ONLY

@@ -1,0 +1,166 @@
+"""A round's training, reused when another run trained the same one (``--round-cache DIR``).
+
+Runs that start from one initial model (README, "One initial model, several strategies") often train
+a round on the same labels: ``v1+`` picks the same images as ``random`` while it confirms no box, and a
+``--deterministic`` round is then the same computation bit for bit. A round's *key* is a digest of
+everything its training and evaluation read: the weights it starts from, the records it trains on,
+the evaluation records, the last epoch's losses (the spike bounds), the options (less those that only
+choose and label images, :data:`SELECTION_ONLY`) and the environment (code revision, torch, processor,
+threads). A round that trained to its end in one go is stored under its key: its end state (model,
+phase, optimizer, schedule, stopper, RNG, last losses), its ``log.jsonl`` records and, when an
+earlier epoch than the last was its best, that epoch's weights. A run that starts a round with a
+stored key loads it instead of training, and every figure after it is what training would have given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any
+
+from datasets.records import record_to_dict
+from tools.checkpoint import (
+    CheckpointError,
+    best_path,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unwrap,
+    weights_digest,
+)
+from tools.fit import log_record
+from tools.report import AP_KEYS
+
+logger = logging.getLogger("train_asm_one")
+
+# Options that choose or label the next images, or manage the run's folder and process: the records a
+# round trains on already say all they decide. Every other option is part of the key.
+SELECTION_ONLY = frozenset(
+    {
+        "output_dir", "resume", "auto_resume", "overwrite", "exit_after_epochs", "log_level", "round_cache",
+        "strategy", "K", "max_rounds", "max_passes", "candidates", "diversity", "mining_gate",
+        "certain_thre", "certain_precision", "certain_agreement", "uncertain_thre", "cer_ratio", "uncer_ratio",
+        "enable_sl", "enable_al", "oracle", "review_cost", "move_cost", "move_iou", "judge_iou", "gt_iou",
+    }
+)  # fmt: skip
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def round_key(run) -> str:
+    """The digest of what the current phase's training and evaluation read (see the module's doc)."""
+    t = run.trainer
+    val = t.val_loader.dataset
+    return _digest(
+        {
+            "weights": weights_digest(run.model),
+            "records": _digest([record_to_dict(r) for r in run.train_records]),
+            "evaluation": [val.image_root, _digest([record_to_dict(r) for r in val.records])],
+            "phase": [run.phase.name, run.phase.index, run.phase.max_epochs],
+            "last_losses": t.last_losses,
+            "options": {k: v for k, v in sorted(vars(run.args).items()) if k not in SELECTION_ONLY},
+            "environment": {**run.environment, "device": str(t.device)},
+        }
+    )
+
+
+def _best_epoch(run, history: list[dict]) -> tuple[int, float] | None:
+    """The first evaluated epoch with the phase's highest AP (the one ``best.pth`` keeps): its position in
+    ``history`` and AP; None when no epoch was evaluated."""
+    key = AP_KEYS[run.args.ap]
+    scored = [(i, h["metrics"][key]) for i, h in enumerate(history) if h.get("evaluated", True)]
+    return max(scored, key=lambda s: (s[1], -s[0])) if scored else None
+
+
+class RoundCache:
+    """The rounds stored in one folder, shared by the runs that name it (files written atomically)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+
+    def path(self, key: str) -> str:
+        return os.path.join(self.folder, f"round_{key}.pth")
+
+    def begin(self, run) -> tuple[str, int, float] | None:
+        """Before a phase trains: its key, the log's length and the best AP so far, when the phase is a
+        round at its first epoch (a round resumed part-way is neither reused nor stored)."""
+        if run.phase.index == 0 or run.phase.epoch != 0 or run.phase.history:
+            return None
+        return round_key(run), run.trainer.log.lines, run.best_ap
+
+    def store(self, run, started: tuple[str, int, float]) -> None:
+        """After the phase trained: its end state under its key."""
+        key, first_line, best_before = started
+        best = _best_epoch(run, run.phase.history)
+        best_weights = None
+        if best is not None and best[1] > best_before and best[0] != len(run.phase.history) - 1:
+            best_weights = load_checkpoint(best_path(run.args.output_dir))[
+                "model"
+            ]  # that epoch's, saved then
+        save_checkpoint(
+            self.path(key),
+            {
+                "model": unwrap(run.model).state_dict(),
+                "training": run.training.state_dict(),
+                "phase": run.phase.state_dict(),
+                "last_losses": run.trainer.last_losses,
+                "rng": rng_state(),
+                "log": run.trainer.log.records_since(first_line),
+                "best_model": best_weights,
+                "source": os.path.abspath(run.args.output_dir),
+            },
+        )
+
+    def load(self, run, started: tuple[str, int, float]) -> bool:
+        """The phase's stored end state, restored in ``run`` as if it had trained (log records, epochs,
+        ``last.pth`` and ``best.pth`` included); False when none is stored, or when this run's best
+        epoch would be one whose weights were not kept."""
+        path = self.path(started[0])
+        if not os.path.isfile(path):
+            return False
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as e:  # a torn or foreign file: train instead, and store again
+            logger.warning("round cache: %s; training the round", e)
+            return False
+        best = _best_epoch(run, state["phase"]["history"])
+        best_earlier = (
+            best is not None and best[1] > run.best_ap and best[0] != len(state["phase"]["history"]) - 1
+        )
+        if best_earlier and state["best_model"] is None:
+            return False
+        self._restore(run, state, best if best_earlier else None)
+        logger.info(
+            "%s: trained before with the same weights, labels and options (%s); its result is reused",
+            run.phase.name,
+            state["source"],
+        )
+        return True
+
+    def _restore(self, run, state: dict, best: tuple[int, float] | None) -> None:
+        unwrap(run.model).load_state_dict(state["model"])
+        run.training.load_state_dict(state["training"])
+        for name, value in state["phase"].items():
+            setattr(run.phase, name, value)
+        run.trainer.last_losses = state["last_losses"]
+        for entry in state["log"]:
+            run.epochs_done += entry.get("type") == "epoch"
+            log_record(run.trainer.log, entry, run.epochs_done)
+        run.trainer.log.jsonl({"type": "reused", "phase": run.phase.name, "source": state["source"]})
+        set_rng_state(state["rng"])
+        if best is not None:  # the best epoch was not the last: best.pth gets its weights
+            kept = run.state()
+            kept.model, kept.best_ap = state["best_model"], best[1]
+            save_checkpoint(best_path(run.args.output_dir), kept.model_dict())
+            run.best_ap = best[1]
+        run.save()
+
+
+def round_cache(folder: str | None) -> RoundCache | None:
+    return RoundCache(folder) if folder else None
