@@ -98,8 +98,9 @@ def _library_modules():
 # The entry's own layer: what train_asm_one.py's main is made of, reading the options as it does.
 # tools/options.py turns options into frozen configs, tools/config.py layers config files under them;
 # tools/setup.py (process, data, model), tools/resume.py (the resume rules), tools/run.py (the run's
-# state), tools/rounds.py (a round) and tools/report.py (what the user reads) are main's steps.
-ENTRY_LAYER = ("options", "config", "setup", "resume", "run", "rounds", "report")
+# state), tools/rounds.py (a round), tools/round_cache.py (a round another run trained) and
+# tools/report.py (what the user reads) are main's steps.
+ENTRY_LAYER = ("options", "config", "setup", "resume", "run", "rounds", "round_cache", "report")
 
 
 def test_options_stay_in_the_scripts_and_the_entry_layer():

@@ -4,6 +4,8 @@ the figures training would have given; any other round trains."""
 import logging
 import os
 
+import torch
+
 from tests.helpers import plain_state
 from tools.checkpoint import load_checkpoint
 from tools.logs import read_jsonl
@@ -96,3 +98,49 @@ def test_selection_options_are_left_out_of_the_key_and_training_options_kept_in(
     assert SELECTION_ONLY <= options  # every name is an option of the entry
     for kept in ("lr", "batch_size", "epochs", "round_epochs", "seed", "train_seed", "min_size", "model"):
         assert kept not in SELECTION_ONLY
+
+
+def _edit_entries(cache, edit):
+    for name in os.listdir(cache):
+        path = os.path.join(cache, name)
+        state = load_checkpoint(path)
+        edit(state)
+        torch.save(state, path)
+
+
+def _first_epoch_best(state, best_model):
+    """The stored round's first epoch made its best (AP50 0.99), with ``best_model`` as its weights."""
+    state["phase"]["history"][0]["metrics"]["voc/AP50"] = 0.99
+    state["phase"]["history"][0]["evaluated"] = True
+    state["best_model"] = best_model
+
+
+def test_a_stored_round_whose_best_epoch_was_not_kept_trains(tmp_path):
+    cache = str(tmp_path / "rounds")
+    _run(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
+    _edit_entries(cache, lambda state: _first_epoch_best(state, None))
+    again = _run(tmp_path, "again", *NO_SL, "--round-cache", cache)
+    assert _log(again, "reused") == []  # best.pth would need that epoch's weights: trained instead
+
+
+def test_a_stored_best_epoch_before_the_last_becomes_best_pth(tmp_path):
+    cache = str(tmp_path / "rounds")
+    _run(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
+    marked = {}
+
+    def mark(state):  # the kept best weights: the end weights, one bias shifted
+        weights = dict(state["model"])
+        name = next(k for k in weights if k.endswith("bias"))
+        weights[name] = weights[name] + 1.0
+        marked[state["phase"]["name"]] = (name, weights[name])
+        _first_epoch_best(state, weights)
+
+    _edit_entries(cache, mark)
+    again = _run(tmp_path, "again", *NO_SL, "--round-cache", cache)
+    assert [e["phase"] for e in _log(again, "reused")] == ["round1", "round2"]
+    best = load_checkpoint(os.path.join(again, "best.pth"))
+    assert best["best_ap"] == 0.99
+    name, value = marked["round1"]  # round 1 set the best (0.99); round 2 only equals it
+    assert torch.equal(best["model"][name], value)
+    assert best["config"]["strategy"] == "v1+"  # this run's options, not the stored run's
+    assert load_checkpoint(os.path.join(again, "last.pth"))["best_ap"] == 0.99
