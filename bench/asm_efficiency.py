@@ -514,7 +514,9 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
             }
         )
     reused = sum(entry.get("type") == "reused" for entry in log)
-    return {"method": method, "seed": seed, "points": points, "reused_rounds": reused}
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+        run_s = json.load(f).get("wall_s")  # its last process's (a resumed run's: since the resume)
+    return {"method": method, "seed": seed, "points": points, "reused_rounds": reused, "run_s": run_s}
 
 
 _ROUND0_LOCKS: dict[str, threading.Lock] = {}

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 import time
 
 import pytest
@@ -167,6 +168,9 @@ def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys, m
         if c["method"] != "supervised"
     )
     assert os.path.getsize(os.path.join(out, "efficiency.png")) > 1000
+    assert all(c["run_s"] > 0 for c in data["curves"])  # each run's process time
+    assert set(first["reused_rounds"]) == {"random", "v1+"} and first["reused_rounds"]["random"] == 0
+    assert os.path.isdir(os.path.join(out, "round_cache"))  # the runs share one (--round-cache)
     # evaluation on val + test: the slice's first 3 images of each
     with open(os.path.join(out, "bccd_root", "ImageSets", "Main", "eval.txt")) as f:
         assert len(f.read().split()) == 6
@@ -463,3 +467,19 @@ def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
         "n": 1,
         "per_round": {2: pytest.approx(0.06)},
     }
+
+
+def test_a_method_starts_only_after_random_of_its_seed_with_the_round_cache():
+    args = eff.parse(["--seeds", "1", "--methods", "random", "v1+/calib"])[0]
+    done = {1: threading.Event()}
+    waited = threading.Thread(target=eff.after_baseline, args=(args, "v1+/calib", 1, done))
+    waited.start()
+    waited.join(0.2)
+    assert waited.is_alive()  # random of seed 1 has not finished
+    done[1].set()
+    waited.join(5)
+    assert not waited.is_alive()
+    unset = {1: threading.Event()}
+    eff.after_baseline(args, "random", 1, unset)  # random itself never waits
+    eff.after_baseline(eff.parse(["--seeds", "1", "--no-round-cache"])[0], "v1+/calib", 1, unset)
+    assert not unset[1].is_set()
