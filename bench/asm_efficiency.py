@@ -89,8 +89,9 @@ ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
 }
 DEFAULT_METHODS = ("random", "v1+")
 # The CPU protocol: 3 seeds of random + v1+/fixed + v1+/calib + random/reseed and one supervised bound
-# on BCCD (--jobs 3: three one-thread processes on 2 idle cores: 108 min with round 0 shared per seed,
-# over the 100-min target; 6 epochs per round fitted, 93 min, with seed 1 0.0025 under random). Batches
+# on BCCD (--jobs 3: three one-thread processes on 2 idle cores: 108 min with round 0 shared per seed;
+# 102 min with the round cache too, on a VM that ran round 0 1.26x slower; 6 epochs per round fitted,
+# 93 min, with seed 1 0.0025 under random). Batches
 # of 2 give the 20 initial images 300 steps in 30 epochs: with batches of 4 (150 steps) round 0 sat on
 # the RoI head's background plateau for up to 19 epochs and ended at AP50 0.15-0.40 by training seed
 # alone (BENCHMARKS.md).
@@ -514,8 +515,12 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
             }
         )
     reused = sum(entry.get("type") == "reused" for entry in log)
-    with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
-        run_s = json.load(f).get("wall_s")  # its last process's (a resumed run's: since the resume)
+    summary_path, run_s = os.path.join(out, "summary.json"), None
+    if os.path.isfile(
+        summary_path
+    ):  # run_flags wrote it: the last process's seconds (a resumed run's: since the resume)
+        with open(summary_path, encoding="utf-8") as f:
+            run_s = json.load(f).get("wall_s")
     return {"method": method, "seed": seed, "points": points, "reused_rounds": reused, "run_s": run_s}
 
 

@@ -3,6 +3,7 @@ the figures training would have given; any other round trains."""
 
 import logging
 import os
+import shutil
 
 import torch
 
@@ -61,12 +62,28 @@ def test_a_round_another_run_trained_is_loaded_with_the_same_figures(tmp_path, c
     assert os.path.isdir(os.path.join(reused, "tb"))
 
 
+def _from_round0(tmp_path, name, *extra):
+    """A run that starts as a copy of one shared initial phase (README, "One initial model, several
+    strategies"): the rounds of two such runs start from the same weights whatever their options."""
+    r0 = str(tmp_path / "r0")
+    if not os.path.isdir(r0):
+        _run(tmp_path, "r0", "--max-rounds", "0")
+    out = str(tmp_path / name)
+    shutil.copytree(r0, out)
+    code = main([*TINY, "--cache-dir", str(tmp_path / "data"), "--output-dir", out, "--auto-resume", *extra])
+    assert code == 0
+    return out
+
+
 def test_a_round_with_other_training_options_trains(tmp_path):
     cache = str(tmp_path / "rounds")
-    _run(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
-    other = _run(tmp_path, "other", *NO_SL, "--round-cache", cache, "--lr", "0.015")
+    _from_round0(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
+    same = _from_round0(tmp_path, "same", *NO_SL, "--round-cache", cache)
+    assert len(_log(same, "reused")) == 2
+    # another training seed for the rounds: the same start and labels, other batches
+    other = _from_round0(tmp_path, "other", *NO_SL, "--round-cache", cache, "--train-seed", "7")
     assert _log(other, "reused") == []
-    assert len(os.listdir(cache)) == 4  # both runs' rounds
+    assert len(os.listdir(cache)) == 4  # random's rounds and the reseeded run's
 
 
 def test_a_torn_cache_file_is_trained_again_and_replaced(tmp_path, caplog):

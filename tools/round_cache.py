@@ -14,6 +14,7 @@ stored key loads it instead of training, and every figure after it is what train
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -62,6 +63,7 @@ def round_key(run) -> str:
             "records": _digest([record_to_dict(r) for r in run.train_records]),
             "evaluation": [val.image_root, _digest([record_to_dict(r) for r in val.records])],
             "phase": [run.phase.name, run.phase.index, run.phase.max_epochs],
+            "fit": dataclasses.asdict(t.config),
             "last_losses": t.last_losses,
             "options": {k: v for k, v in sorted(vars(run.args).items()) if k not in SELECTION_ONLY},
             "environment": {**run.environment, "device": str(t.device)},
