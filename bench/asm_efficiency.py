@@ -515,10 +515,9 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
             }
         )
     reused = sum(entry.get("type") == "reused" for entry in log)
+    # the seconds of the run's last process (a resumed run's: since the resume), from run_flags' summary
     summary_path, run_s = os.path.join(out, "summary.json"), None
-    if os.path.isfile(
-        summary_path
-    ):  # run_flags wrote it: the last process's seconds (a resumed run's: since the resume)
+    if os.path.isfile(summary_path):
         with open(summary_path, encoding="utf-8") as f:
             run_s = json.load(f).get("wall_s")
     return {"method": method, "seed": seed, "points": points, "reused_rounds": reused, "run_s": run_s}

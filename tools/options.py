@@ -455,7 +455,7 @@ def check_options(args: argparse.Namespace) -> None:
     _check_ranges(args, given)
     _check_rules(args, given)
     out = args.output_dir
-    cache = getattr(args, "round_cache", None)
+    cache = given.get("round_cache")
     _need(cache is None or not dist.launched(), "--round-cache works in a single process, not under torchrun")
     _need(cache is None or not os.path.isfile(cache), f"--round-cache {cache} is a file, not a folder")
     _need(not os.path.exists(out) or os.path.isdir(out), f"--output-dir {out} exists and is not a folder")

@@ -38,7 +38,9 @@ from tools.report import AP_KEYS
 logger = logging.getLogger("train_asm_one")
 
 # Options that choose or label the next images, or manage the run's folder and process: the records a
-# round trains on already say all they decide. Every other option is part of the key.
+# round trains on already say all they decide. Every other option is part of the key. Listed here, not
+# derived from tools/resume.py's sets (what a resume may change): an option added later stays in the key
+# until someone decides it cannot change a round's training.
 SELECTION_ONLY = frozenset(
     {
         "output_dir", "resume", "auto_resume", "overwrite", "exit_after_epochs", "log_level", "round_cache",
@@ -71,12 +73,17 @@ def round_key(run) -> str:
     )
 
 
-def _best_epoch(run, history: list[dict]) -> tuple[int, float] | None:
-    """The first evaluated epoch with the phase's highest AP (the one ``best.pth`` keeps): its position in
-    ``history`` and AP; None when no epoch was evaluated."""
+def _earlier_best(run, history: list[dict], best_before: float) -> tuple[int, float] | None:
+    """The epoch whose weights ``best.pth`` keeps at the phase's end when it is not the last one: the
+    first evaluated epoch with the phase's highest AP, if that AP beats ``best_before`` (the best AP
+    before the phase). Its position in ``history`` and its AP; None when ``best.pth`` ends with the last
+    epoch's weights or the phase did not change it."""
     key = AP_KEYS[run.args.ap]
     scored = [(i, h["metrics"][key]) for i, h in enumerate(history) if h.get("evaluated", True)]
-    return max(scored, key=lambda s: (s[1], -s[0])) if scored else None
+    if not scored:
+        return None
+    best = max(scored, key=lambda s: (s[1], -s[0]))
+    return best if best[1] > best_before and best[0] != len(history) - 1 else None
 
 
 class RoundCache:
@@ -99,12 +106,9 @@ class RoundCache:
     def store(self, run, started: tuple[str, int, float]) -> None:
         """After the phase trained: its end state under its key."""
         key, first_line, best_before = started
-        best = _best_epoch(run, run.phase.history)
         best_weights = None
-        if best is not None and best[1] > best_before and best[0] != len(run.phase.history) - 1:
-            best_weights = load_checkpoint(best_path(run.args.output_dir))[
-                "model"
-            ]  # that epoch's, saved then
+        if _earlier_best(run, run.phase.history, best_before):  # best.pth holds that epoch's weights
+            best_weights = load_checkpoint(best_path(run.args.output_dir))["model"]
         save_checkpoint(
             self.path(key),
             {
@@ -131,13 +135,10 @@ class RoundCache:
         except CheckpointError as e:  # a torn or foreign file: train instead, and store again
             logger.warning("round cache: %s; training the round", e)
             return False
-        best = _best_epoch(run, state["phase"]["history"])
-        best_earlier = (
-            best is not None and best[1] > run.best_ap and best[0] != len(state["phase"]["history"]) - 1
-        )
-        if best_earlier and state["best_model"] is None:
+        best = _earlier_best(run, state["phase"]["history"], run.best_ap)
+        if best is not None and state["best_model"] is None:
             return False
-        self._restore(run, state, best if best_earlier else None)
+        self._restore(run, state, best)
         logger.info(
             "%s: trained before with the same weights, labels and options (%s); its result is reused",
             run.phase.name,
@@ -162,7 +163,3 @@ class RoundCache:
             save_checkpoint(best_path(run.args.output_dir), kept.model_dict())
             run.best_ap = best[1]
         run.save()
-
-
-def round_cache(folder: str | None) -> RoundCache | None:
-    return RoundCache(folder) if folder else None

@@ -25,7 +25,7 @@ from tools.checkpoint import (
 from tools.fit import Phase, PhaseTraining
 from tools.options import ap_stopper, asm_config, training_seed
 from tools.report import AP_KEYS
-from tools.round_cache import round_cache
+from tools.round_cache import RoundCache
 from tools.stop import STOP, Interrupted
 
 logger = logging.getLogger("train_asm_one")
@@ -48,7 +48,9 @@ class Run:
         self.best_ap = -1.0
         self.initial_boxes = 0  # boxes of the initial label pool, all drawn by the human
         self.round_stopper = ap_stopper(args, args.ap_shift_asm)
-        self.round_cache = round_cache(getattr(args, "round_cache", None))  # rounds other runs trained
+        self.round_cache = (
+            RoundCache(args.round_cache) if args.round_cache else None
+        )  # rounds other runs trained
         first = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
         self.new_phase(first, args.ap_shift_pretrain)
 
