@@ -6,6 +6,7 @@ import os
 import shutil
 
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers import plain_state
 from tools.checkpoint import load_checkpoint
@@ -59,7 +60,14 @@ def test_a_round_another_run_trained_is_loaded_with_the_same_figures(tmp_path, c
     assert _state(reused, "last.pth") == _state(plain, "last.pth")
     assert _state(reused, "best.pth") == _state(plain, "best.pth")
     assert load_checkpoint(os.path.join(reused, "last.pth"))["epochs_done"] == 5
-    assert os.path.isdir(os.path.join(reused, "tb"))
+    assert _scalars(reused) == _scalars(plain)  # TensorBoard too
+
+
+def _scalars(out):
+    """Every TensorBoard scalar of a run as (tag, step, value), in order."""
+    events = EventAccumulator(os.path.join(out, "tb"))
+    events.Reload()
+    return [(tag, e.step, e.value) for tag in sorted(events.Tags()["scalars"]) for e in events.Scalars(tag)]
 
 
 def _from_round0(tmp_path, name, *extra):
