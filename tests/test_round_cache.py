@@ -5,13 +5,17 @@ import logging
 import os
 import shutil
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers import plain_state
 from tools.checkpoint import load_checkpoint
+from tools.config import parse_with_config
 from tools.logs import read_jsonl
-from train_asm_one import main
+from tools.options import OPTION_PRESETS, check_options
+from tools.round_cache import SELECTION_ONLY
+from train_asm_one import get_args_parser, main
 
 # A tiny deterministic demo run: 2 rounds of 2 epochs each, evaluated every epoch (best.pth can come
 # from a round's first epoch).
@@ -116,9 +120,6 @@ def test_a_cache_path_that_is_a_file_is_refused(tmp_path, caplog):
 
 
 def test_selection_options_are_left_out_of_the_key_and_training_options_kept_in():
-    from tools.round_cache import SELECTION_ONLY
-    from train_asm_one import get_args_parser
-
     options = {a.dest for a in get_args_parser()._actions}
     assert SELECTION_ONLY <= options  # every name is an option of the entry
     for kept in ("lr", "batch_size", "epochs", "round_epochs", "seed", "train_seed", "min_size", "model"):
@@ -169,3 +170,12 @@ def test_a_stored_best_epoch_before_the_last_becomes_best_pth(tmp_path):
     assert torch.equal(best["model"][name], value)
     assert best["config"]["strategy"] == "v1+"  # this run's options, not the stored run's
     assert load_checkpoint(os.path.join(again, "last.pth"))["best_ap"] == 0.99
+
+
+def test_the_cache_is_refused_under_torchrun(tmp_path, monkeypatch):
+    argv = [*TINY, "--output-dir", str(tmp_path / "out"), "--round-cache", str(tmp_path / "rounds")]
+    args = parse_with_config(get_args_parser(), argv, OPTION_PRESETS)
+    check_options(args)  # one process: accepted
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="--round-cache works in a single process"):
+        check_options(args)
