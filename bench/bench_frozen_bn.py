@@ -25,7 +25,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import torchvision
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import SHARED_WEIGHTS, add_bench_args, bench_data  # noqa: E402
+from bench.common import add_bench_args, backbone_file, bench_data, side_by_side  # noqa: E402
 from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
@@ -57,17 +56,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json-out", default=None, help="also write the figures here")
     p.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # one process of a pair
     return p
-
-
-def backbone_file(folder: str) -> str:
-    """../shared's ImageNet features, else torchvision's untrained MobileNetV2 features saved with
-    frozen BatchNorm (no download)."""
-    if os.path.isfile(SHARED_WEIGHTS):
-        return SHARED_WEIGHTS
-    features = torchvision.models.mobilenet_v2(norm_layer=torchvision.ops.FrozenBatchNorm2d).features
-    path = os.path.join(folder, "mobilenet_v2_features.pth")
-    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
-    return path
 
 
 def setup(args) -> tuple[torch.nn.Module, list[torch.nn.Module], list]:
@@ -132,21 +120,7 @@ def pairs(args, argv: list[str]) -> list[dict[str, dict]]:
     results = []
     for k in range(args.pairs):
         order = list(VARIANTS)[:: 1 if k % 2 == 0 else -1]
-        procs = {
-            v: subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), *argv, "--child", v],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for v in order
-        }
-        pair = {}
-        for v, proc in procs.items():
-            out, _ = proc.communicate()
-            if proc.returncode != 0:
-                raise SystemExit(f"the {v} process failed (exit {proc.returncode})")
-            pair[v] = json.loads(out.strip().splitlines()[-1])
-        results.append(pair)
+        results.append(dict(zip(order, side_by_side(__file__, argv, order))))
     return results
 
 

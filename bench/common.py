@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 
 import torch
+import torchvision
 
 from datasets.records import RecordSet
 from datasets.synthetic import load_demo
@@ -50,3 +54,41 @@ def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so a timer reads what ran."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def backbone_file(folder: str) -> str:
+    """../shared's ImageNet features, else torchvision's untrained MobileNetV2 features saved with
+    frozen BatchNorm (no download; the speed is the same)."""
+    if os.path.isfile(SHARED_WEIGHTS):
+        return SHARED_WEIGHTS
+    features = torchvision.models.mobilenet_v2(norm_layer=torchvision.ops.FrozenBatchNorm2d).features
+    path = os.path.join(folder, "mobilenet_v2_features.pth")
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path
+
+
+def side_by_side(
+    script: str, argv: list[str], children: list[str], env: dict[str, str] | None = None
+) -> list[dict]:
+    """``script argv --child c`` for every ``c`` of ``children``, all at once, each its own process;
+    the JSON object each prints last, in the order of ``children``.
+
+    Raises:
+        SystemExit: a child failed (its exit code named).
+    """
+    procs = [
+        subprocess.Popen(
+            [sys.executable, os.path.abspath(script), *argv, "--child", c],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for c in children
+    ]
+    results = []
+    for c, proc in zip(children, procs):
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"the {c} process failed (exit {proc.returncode})")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results

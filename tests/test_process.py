@@ -1,10 +1,18 @@
-"""tools/process.py: the device, seeds and worker counts a run starts with."""
+"""tools/process.py: the device, seeds, allocator and worker counts a run starts with."""
 
+import ctypes
+import json
+import os
+import platform
 import random
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import torch
 
+from tests.conftest import BCCD, ROOT
 from tools.process import choose_device, default_workers, seed_everything
 
 
@@ -30,3 +38,62 @@ def test_gpu_workers_leave_a_core_for_the_main_process_and_stay_at_most_8(monkey
     assert default_workers() == 3
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
     assert default_workers() == 1
+
+
+# In a fresh process after ``{setup}`` (which sets ``kept``): the bytes of a 64 MiB tensor that glibc's
+# malloc serves from a mapping of its own (mallinfo2's hblkhd), and the free memory it keeps at the
+# heap's top after a 64 MiB block there is freed (keepcost).
+_MAPPED_BYTES = """
+import ctypes, json, torch
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+{setup}
+before = libc.mallinfo2().hblkhd
+x = torch.ones(16 << 20)
+mapped = libc.mallinfo2().hblkhd - before
+libc.free(libc.malloc(64 << 20))  # nothing allocated after it: it joins the heap's top
+print(json.dumps({{"kept": kept, "mapped": mapped, "top": libc.mallinfo2().keepcost}}))
+"""
+_TUNED = "from tools.process import keep_freed_memory; kept = keep_freed_memory()"
+_GLIBC = platform.libc_ver()[0] == "glibc" and hasattr(ctypes.CDLL(None), "mallinfo2")
+
+
+def _mapped(setup: str, **env) -> dict:
+    script = _MAPPED_BYTES.format(setup=setup)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not _GLIBC, reason="glibc's malloc (mallinfo2, glibc >= 2.33) only")
+def test_freed_memory_is_kept_for_the_next_tensor_unless_the_user_chose_glibcs_settings():
+    mib64 = 64 << 20
+    default = _mapped("kept = None")
+    assert default["mapped"] >= mib64  # glibc maps a block this large alone and unmaps it when freed
+    tuned = _mapped(_TUNED)
+    assert tuned["kept"] is True and tuned["mapped"] == 0  # from the heap,
+    assert tuned["top"] >= mib64  # whose freed memory stays for the next tensor
+    for env in (
+        {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"},
+        {"MALLOC_TRIM_THRESHOLD_": "131072"},
+    ):
+        chosen = _mapped(_TUNED, **env)
+        assert chosen["kept"] is False and chosen["mapped"] >= mib64, env
+
+
+@pytest.mark.skipif(not _GLIBC, reason="glibc's malloc (mallinfo2, glibc >= 2.33) only")
+def test_the_entry_keeps_freed_memory_from_its_start(tmp_path):
+    voc = ["--dataset", "voc", "--voc-roots", BCCD, "--voc-classes", "RBC", "WBC", "Platelets"]
+    setup = (
+        "from train_asm_one import get_args_parser; from tools.setup import start\n"
+        f"start(get_args_parser().parse_args({voc + ['--output-dir', str(tmp_path)]!r}))\n"
+        "kept = None"
+    )
+    assert _mapped(setup)["mapped"] == 0

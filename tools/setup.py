@@ -30,6 +30,7 @@ from tools.process import (
     configure_logging,
     default_workers,
     deterministic_mode,
+    keep_freed_memory,
     run_environment,
     seed_everything,
 )
@@ -73,6 +74,7 @@ def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, R
     """
     check_options(args)
     configure_logging(args.log_level)
+    keep_freed_memory()
     device = choose_device(args.device)
     if args.sync_bn:
         if device.type != "cuda":
