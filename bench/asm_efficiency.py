@@ -89,12 +89,11 @@ ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
 }
 DEFAULT_METHODS = ("random", "v1+")
 # The CPU protocol: 3 seeds of random + v1+/fixed + v1+/calib + random/reseed and one supervised bound
-# on BCCD (--jobs 3: three one-thread processes on 2 idle cores: 108 min with round 0 shared per seed;
-# 102 min with the round cache too, on a VM that ran round 0 1.26x slower; 6 epochs per round fitted,
-# 93 min, with seed 1 0.0025 under random). Batches
-# of 2 give the 20 initial images 300 steps in 30 epochs: with batches of 4 (150 steps) round 0 sat on
-# the RoI head's background plateau for up to 19 epochs and ended at AP50 0.15-0.40 by training seed
-# alone (BENCHMARKS.md).
+# on BCCD, --jobs 3 (three one-thread processes on 2 idle cores): 90 min with round 0 shared per seed,
+# the round cache and freed memory kept (tools.process.keep_freed_memory). Batches of 2 give the 20
+# initial images 300 steps in 30 epochs: with batches of 4 (150 steps) round 0 sat on the RoI head's
+# background plateau for up to 19 epochs and ended at AP50 0.15-0.40 by training seed alone. 8 epochs
+# per round: 6 left seed 1 0.0025 under random (BENCHMARKS.md has every study's times).
 CPU_PROTOCOL = {
     "min_size": 416,
     "epochs": 30,
