@@ -27,6 +27,7 @@ from datasets.report import LoadReport
 from tools.checkpoint import folder_of
 from tools.drawing import GT_COLOR, PRED_COLOR, contact_sheet, draw_boxes, legend
 from tools.inference import folder_records, model_from_checkpoint, predict_tta
+from tools.process import keep_freed_memory
 
 logger = logging.getLogger("visualize")
 
@@ -128,6 +129,7 @@ def draw(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args(argv)
+    keep_freed_memory()  # CPU detection faults fewer pages in (tools.process)
     try:
         print(draw(args))
     except (AnnotationError, ValueError, FileNotFoundError) as e:

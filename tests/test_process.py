@@ -97,3 +97,19 @@ def test_the_entry_keeps_freed_memory_from_its_start(tmp_path):
         "kept = None"
     )
     assert _mapped(setup)["mapped"] == 0
+
+
+@pytest.mark.skipif(not _GLIBC, reason="glibc's malloc (mallinfo2, glibc >= 2.33) only")
+@pytest.mark.parametrize("script", ["infer", "visualize"])
+def test_the_detecting_scripts_keep_freed_memory(tmp_path, script):
+    # a missing checkpoint: the script stops with exit code 2 right after its start
+    argv = [
+        "--checkpoint",
+        str(tmp_path / "missing.pth"),
+        "--images",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    setup = f"import {script}\nassert {script}.main({argv!r}) == 2\nkept = None"
+    assert _mapped(setup)["mapped"] == 0

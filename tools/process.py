@@ -78,8 +78,9 @@ def keep_freed_memory() -> bool:
     same bit for bit under ``--deterministic`` (MKL's CBWR makes its kernels independent of alignment);
     the peak memory grew 1%.
 
-    Does nothing off glibc (macOS, Windows, musl) and where the user set glibc's malloc options
-    (``MALLOC_*_`` variables or ``GLIBC_TUNABLES``): theirs stand. Returns whether it set them.
+    Called by :func:`tools.setup.start`, ``infer.py`` and ``visualize.py``. Does nothing off glibc
+    (macOS, Windows, musl) and where the user set glibc's malloc options (``MALLOC_*_`` variables or
+    ``GLIBC_TUNABLES``): theirs stand. Returns whether it set them.
     """
     if platform.libc_ver()[0] != "glibc":
         return False
