@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -57,7 +56,7 @@ from asm.select import (  # noqa: E402
     detection_outcomes,
     require_agreement,
 )
-from datasets.atomic import atomic_write_text  # noqa: E402
+from bench.common import emit  # noqa: E402
 from datasets.build import build_datasets, run_data_options  # noqa: E402
 from datasets.torch_data import read_image  # noqa: E402
 from tools.checkpoint import checkpoint_of, load_checkpoint  # noqa: E402
@@ -231,11 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_run": runs,
         "wall_s": round(time.perf_counter() - start, 1),
     }
-    line = json.dumps(result)
-    if args.json_out:
-        atomic_write_text(args.json_out, json.dumps(result, indent=1) + "\n")
-    print(line)
-    return 0
+    return emit(result, args.json_out)
 
 
 if __name__ == "__main__":

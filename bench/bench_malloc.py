@@ -34,8 +34,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import add_bench_args, backbone_file, bench_data, side_by_side  # noqa: E402
-from datasets.atomic import atomic_write_text  # noqa: E402
+from bench.common import add_bench_args, backbone_file, bench_data, emit, side_by_side  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
 from net.models import build_model  # noqa: E402
@@ -152,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         | {k: getattr(args, k) for k in settings}
         | {"wall_s": round(time.perf_counter() - start, 1)}
     )
-    if args.json_out:
-        atomic_write_text(args.json_out, json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
-    return 0
+    return emit(out, args.json_out)
 
 
 if __name__ == "__main__":

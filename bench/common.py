@@ -11,6 +11,7 @@ import sys
 import torch
 import torchvision
 
+from datasets.atomic import atomic_write_text
 from datasets.records import RecordSet
 from datasets.synthetic import load_demo
 from net.models import build_model
@@ -92,3 +93,12 @@ def side_by_side(
             raise SystemExit(f"the {c} process failed (exit {proc.returncode})")
         results.append(json.loads(out.strip().splitlines()[-1]))
     return results
+
+
+def emit(figures: dict, json_out: str | None) -> int:
+    """A bench's end: ``figures`` written to ``json_out`` when given (indented), and printed as the one
+    JSON object of the last line. Returns 0, the exit code."""
+    if json_out:
+        atomic_write_text(json_out, json.dumps(figures, indent=1) + "\n")
+    print(json.dumps(figures))
+    return 0

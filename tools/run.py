@@ -48,9 +48,8 @@ class Run:
         self.best_ap = -1.0
         self.initial_boxes = 0  # boxes of the initial label pool, all drawn by the human
         self.round_stopper = ap_stopper(args, args.ap_shift_asm)
-        self.round_cache = (
-            RoundCache(args.round_cache) if args.round_cache else None
-        )  # rounds other runs trained
+        # rounds other runs trained
+        self.round_cache = RoundCache(args.round_cache) if args.round_cache else None
         first = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
         self.new_phase(first, args.ap_shift_pretrain)
 
