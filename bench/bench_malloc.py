@@ -35,11 +35,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.common import add_bench_args, backbone_file, bench_data, emit, side_by_side  # noqa: E402
+from datasets import AnnotationError  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
 from net.models import build_model  # noqa: E402
 from tools.fit import FitConfig, make_optimizer  # noqa: E402
-from tools.process import deterministic_mode, keep_freed_memory  # noqa: E402
+from tools.process import deterministic_mode, keep_freed_memory, malloc_left_alone  # noqa: E402
 
 SETTINGS = ("default", "kept")
 
@@ -117,12 +118,34 @@ def figures(runs: dict[str, list[dict]]) -> dict:
     }
 
 
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse in one line what would fail in the children or measure nothing; the data is read here
+    once (the demo's images are written before the children read them)."""
+    for name in ("steps", "batch_size", "eval_images", "jobs", "threads", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
+    why = malloc_left_alone()
+    if why:
+        parser.error(f"keep_freed_memory would change nothing here ({why}): nothing to compare")
+    try:
+        data = bench_data(args)
+    except (AnnotationError, FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    if len(data.records) < args.steps * args.batch_size:
+        parser.error(
+            f"--steps {args.steps} x --batch-size {args.batch_size} needs "
+            f"{args.steps * args.batch_size} images; the data has {len(data.records)}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args)))
         return 0
+    check(parser, args)
     start = time.perf_counter()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     runs: dict[str, list[dict]] = {s: [] for s in SETTINGS}

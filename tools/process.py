@@ -67,6 +67,16 @@ TRIM_THRESHOLD = 1 << 30  # free memory at the heap's top kept before any is giv
 _USER_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
+def malloc_left_alone() -> str | None:
+    """Why :func:`keep_freed_memory` leaves the C allocator as it is here, or None when it sets it."""
+    if platform.libc_ver()[0] != "glibc":
+        return "the C library is not glibc"
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return "GLIBC_TUNABLES sets glibc's malloc options"
+    chosen = [k for k in _USER_MALLOC_ENV if k in os.environ]
+    return f"{chosen[0]} is set" if chosen else None
+
+
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep the memory of freed tensors for the ones allocated after them.
 
@@ -82,10 +92,7 @@ def keep_freed_memory() -> bool:
     (macOS, Windows, musl) and where the user set glibc's malloc options (``MALLOC_*_`` variables or
     ``GLIBC_TUNABLES``): theirs stand. Returns whether it set them.
     """
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    user_chose = "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
-    if user_chose or any(k in os.environ for k in _USER_MALLOC_ENV):
+    if malloc_left_alone():
         return False
     mallopt = ctypes.CDLL(None).mallopt  # this process's C library
     mmap_set = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) or mallopt(
