@@ -14,6 +14,7 @@ from tqdm import tqdm
 from tools import dist
 from tools.checkpoint import unwrap
 from tools.progress import HEARTBEAT
+from tools.stop import STOP
 
 
 def to_device(images, targets, device: torch.device):
@@ -71,7 +72,7 @@ def train_one_epoch(
     count = seen = 0
     steps, started = len(loader), time.monotonic()
     bar = tqdm(loader, desc=f"{desc} epoch {epoch}", leave=False, dynamic_ncols=True, disable=progress_off())
-    for images, targets in bar:
+    for images, targets in STOP.batches(bar):  # a stop waits for the batch being received
         images, targets = to_device(images, targets, device)
         with torch.autocast(device.type, enabled=scaler is not None):
             loss_dict = model(images, targets)
@@ -192,7 +193,7 @@ def predictions(
     loader = dist.shard_loader(loader)
     steps, seen, started = len(loader), 0, time.monotonic()
     bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=progress_off())
-    for step, (images, targets) in enumerate(bar, 1):
+    for step, (images, targets) in enumerate(STOP.batches(bar), 1):
         images, _ = to_device(images, None, device)
         outputs = model(images)
         seen += len(images)

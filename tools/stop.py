@@ -5,6 +5,11 @@ unless a checkpoint is being written (``with STOP.deferred():``): then the write
 and :class:`Stopped` is raised right after it. The entry catches it and prints the exact command
 that continues the run. A signal that the parent process ignores (a background job of a
 non-interactive shell ignores SIGINT) stays ignored.
+
+A batch is received from the DataLoader's workers the same way (:meth:`StopSignals.batches`): a
+stop raised while a worker hands over a tensor's file descriptor cuts that worker's handshake, and
+the worker prints a ``ConnectionResetError`` traceback. There a second signal stops at once, so a
+worker that hangs cannot keep the run from stopping.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -36,6 +44,7 @@ class Stopped(Exception):
 class StopSignals:
     def __init__(self) -> None:
         self._deferring = 0
+        self._strict = 0  # deferred sections that a second signal must not cut either
         self.pending: int | None = None
         self._previous: dict[int, object] = {}
         self._owner = os.getpid()  # the process whose stop this is (set again on __enter__)
@@ -59,22 +68,40 @@ class StopSignals:
             os.getpid() != self._owner
         ):  # a forked DataLoader worker: the run's process stops, then shuts it down
             return
-        if self._deferring:
+        if self._deferring and (self.pending is None or self._strict):
             self.pending = signum
             return
+        self.pending = None
         raise Stopped(signum)
 
     @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        """A section a stop signal must not cut (a checkpoint write): it raises after the section."""
+    def deferred(self, strict: bool = True) -> Iterator[None]:
+        """A section a stop signal must not cut (a checkpoint write): it raises after the section.
+        ``strict=False``: a second signal during the section raises at once."""
         self._deferring += 1
+        self._strict += strict
         try:
             yield
         finally:
             self._deferring -= 1
+            self._strict -= strict
             if not self._deferring and self.pending is not None:
                 signum, self.pending = self.pending, None
                 raise Stopped(signum)
+
+    def batches(self, loader: Iterable[T]) -> Iterator[T]:
+        """``loader``'s items, each received with a stop held back until it has arrived (a second
+        signal stops at once); the stop is raised between items."""
+        items = iter(loader)
+        while True:
+            with self.deferred(strict=False):
+                item = next(items, _END)
+            if item is _END:
+                return
+            yield item
+
+
+_END = object()
 
 
 STOP = StopSignals()
