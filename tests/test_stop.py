@@ -1,5 +1,6 @@
 """Clean stops: Ctrl-C / SIGTERM never cut a checkpoint write and print the command that continues."""
 
+import itertools
 import json
 import os
 import shlex
@@ -78,6 +79,8 @@ def test_a_stop_while_a_batch_is_received_waits_for_the_batch():
         for item in STOP.batches(loader):
             seen.append(item)
     assert e.value.exit_code == 143 and loader.received == [0, 1, 2] and seen == ["a", "b"]
+    with STOP:  # with no signal, every item (None as well) and then the end
+        assert list(itertools.islice(STOP.batches(["a", None]), 4)) == ["a", None]
 
 
 def test_a_second_signal_while_a_batch_is_received_stops_at_once():
