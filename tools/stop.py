@@ -8,8 +8,8 @@ non-interactive shell ignores SIGINT) stays ignored.
 
 A batch is received from the DataLoader's workers the same way (:meth:`StopSignals.batches`): a
 stop raised while a worker hands over a tensor's file descriptor cuts that worker's handshake, and
-the worker prints a ``ConnectionResetError`` traceback. There a second signal stops at once, so a
-worker that hangs cannot keep the run from stopping.
+the worker prints a ``ConnectionResetError`` (or ``BrokenPipeError``) traceback. There a second
+signal stops at once, so a worker that hangs cannot keep the run from stopping.
 """
 
 from __future__ import annotations
