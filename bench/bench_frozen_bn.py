@@ -26,7 +26,6 @@ import os
 import resource
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
@@ -35,11 +34,10 @@ import torchvision
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import add_bench_args, backbone_file, bench_data, emit, side_by_side  # noqa: E402
+from bench.common import add_bench_args, bench_data, emit, side_by_side, study_model  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
 from net.frozen_bn import FrozenBatchNorm2d  # noqa: E402
-from net.models import build_model  # noqa: E402
 
 VARIANTS = {"ours": FrozenBatchNorm2d, "torchvision": torchvision.ops.FrozenBatchNorm2d}
 WARMUP = 2
@@ -61,15 +59,8 @@ def setup(args) -> tuple[torch.nn.Module, list[torch.nn.Module], list]:
     """The model (seeded), its frozen BatchNorm layers and ``--steps`` + 2 batches."""
     torch.set_num_threads(args.threads)
     data = bench_data(args)
-    with tempfile.TemporaryDirectory() as folder:
-        torch.manual_seed(0)
-        model = build_model(
-            args.model,
-            data.num_classes + 1,
-            weights_backbone=backbone_file(folder),
-            min_size=args.min_size,
-            preset="cpu_fast",
-        )
+    torch.manual_seed(0)
+    model = study_model(args, data)
     frozen = [m for m in model.modules() if isinstance(m, torchvision.ops.FrozenBatchNorm2d)]
     if not frozen:
         raise SystemExit(f"{args.model}: no frozen BatchNorm layer to compare")

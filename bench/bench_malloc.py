@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 
 import torch
@@ -34,11 +33,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import add_bench_args, backbone_file, bench_data, emit, side_by_side  # noqa: E402
+from bench.common import add_bench_args, bench_data, emit, side_by_side, study_model, train_steps  # noqa: E402
 from datasets import AnnotationError  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
-from net.models import build_model  # noqa: E402
 from tools.fit import FitConfig, make_optimizer  # noqa: E402
 from tools.process import deterministic_mode, keep_freed_memory, malloc_left_alone  # noqa: E402
 
@@ -72,25 +70,13 @@ def child(args: argparse.Namespace) -> dict:
     n = args.steps * args.batch_size
     dataset = DetectionDataset(data.records[:n], data.image_root, build_transforms(True))
     batches = [
-        collate_fn([dataset[i] for i in range(j, j + args.batch_size)]) for j in range(0, n, args.batch_size)
+        [list(part) for part in collate_fn([dataset[i] for i in range(j, j + args.batch_size)])]
+        for j in range(0, n, args.batch_size)
     ]
-    with tempfile.TemporaryDirectory() as folder:
-        model = build_model(
-            args.model,
-            data.num_classes + 1,
-            weights_backbone=backbone_file(folder),  # frozen BatchNorm, as in the study
-            min_size=args.min_size,
-            preset="cpu_fast",
-        )
+    model = study_model(args, data)
     optimizer = make_optimizer(model, FitConfig(lr=0.005, batch_size=args.batch_size))
-    model.train()
-    losses, start = [], time.perf_counter()
-    for images, targets in batches:
-        loss = sum(model(list(images), list(targets)).values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    start = time.perf_counter()
+    losses = train_steps(model, optimizer, batches)
     train_s = (time.perf_counter() - start) / n
     model.eval()
     evaluated = min(args.eval_images, n)
@@ -100,7 +86,13 @@ def child(args: argparse.Namespace) -> dict:
             model([dataset[i][0]])
     eval_s = (time.perf_counter() - start) / evaluated
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"kept": kept, "train_s": train_s, "eval_s": eval_s, "peak_mb": peak_mb, "loss_sum": sum(losses)}
+    return {
+        "kept": kept,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "peak_mb": peak_mb,
+        "loss_sum": sum(loss.item() for loss in losses),
+    }
 
 
 def figures(runs: dict[str, list[dict]]) -> dict:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import torch
 import torchvision
@@ -66,6 +67,33 @@ def backbone_file(folder: str) -> str:
     path = os.path.join(folder, "mobilenet_v2_features.pth")
     torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
     return path
+
+
+def study_model(args: argparse.Namespace, data: RecordSet) -> torch.nn.Module:
+    """The CPU study's model: MobileNetV2 features with frozen BatchNorm (:func:`backbone_file`) and the
+    ``cpu_fast`` preset, as ``bench/asm_efficiency.py`` trains it (on the CPU; seed before calling)."""
+    with tempfile.TemporaryDirectory() as folder:
+        return build_model(
+            args.model,
+            data.num_classes + 1,
+            weights_backbone=backbone_file(folder),
+            min_size=args.min_size,
+            preset="cpu_fast",
+        )
+
+
+def train_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches) -> list[torch.Tensor]:
+    """One optimizer step per batch, bare (no warm-up, guard or loss tally: ``train_one_epoch``'s
+    baseline); the losses, detached (no host sync per step)."""
+    model.train()
+    losses = []
+    for images, targets in batches:
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return losses
 
 
 def side_by_side(
