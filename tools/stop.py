@@ -95,13 +95,11 @@ class StopSignals:
         items = iter(loader)
         while True:
             with self.deferred(strict=False):
-                item = next(items, _END)
-            if item is _END:
-                return
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
             yield item
-
-
-_END = object()
 
 
 STOP = StopSignals()
