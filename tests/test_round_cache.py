@@ -179,3 +179,74 @@ def test_the_cache_is_refused_under_torchrun(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="--round-cache works in a single process"):
         check_options(args)
+
+
+def _reused_after(tmp_path, change):
+    """random's rounds stored, ``change(tmp_path)`` applied, then v1+ that confirms no box (the same
+    labels): the names of the rounds it loaded."""
+    cache = str(tmp_path / "rounds")
+    _run(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
+    change(tmp_path)
+    again = _run(tmp_path, "again", *NO_SL, "--round-cache", cache)
+    return [e["phase"] for e in _log(again, "reused")]
+
+
+def test_the_control_loads_both_rounds(tmp_path):
+    assert _reused_after(tmp_path, lambda _: None) == ["round1", "round2"]
+
+
+def test_an_uncommitted_source_edit_trains_again(tmp_path, monkeypatch):
+    def edit(_):  # what source_digest gives after an edit (its own test below reads real files)
+        monkeypatch.setattr("tools.round_cache.source_digest", lambda: "edited")
+
+    assert _reused_after(tmp_path, edit) == []
+
+
+def test_the_source_digest_follows_the_files_outside_git(tmp_path, monkeypatch):
+    import tools.process as process
+
+    root = tmp_path / "clone"  # a copy of the sources without .git
+    for name in (*process.SOURCE_DIRS, *process.SOURCE_FILES):
+        src = os.path.join(os.path.dirname(os.path.dirname(process.__file__)), name)
+        copy = shutil.copytree if os.path.isdir(src) else shutil.copy
+        copy(src, root / name)
+    monkeypatch.setattr(process, "__file__", str(root / "tools" / "process.py"))
+    process.source_digest.cache_clear()
+    try:
+        before = process.source_digest()
+        (root / "asm" / "merge.py").write_text((root / "asm" / "merge.py").read_text() + "\n# edited\n")
+        process.source_digest.cache_clear()
+        edited = process.source_digest()
+        (root / "tools" / "notes.txt").write_text("not a source")
+        process.source_digest.cache_clear()
+        assert process.source_digest() == edited  # only Python sources count
+    finally:
+        process.source_digest.cache_clear()
+    assert len(before) == 64 and before != edited
+
+
+def test_a_replaced_image_trains_again(tmp_path):
+    def replace(tmp):  # each image written again under its name: same bytes, a new modification time
+        images = sorted((tmp / "data").rglob("*.jpg"))
+        assert images
+        for path in images:
+            path.write_bytes(path.read_bytes())
+            st = path.stat()
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+    assert _reused_after(tmp_path, replace) == []
+
+
+def test_another_library_version_trains_again(tmp_path, monkeypatch):
+    import numpy
+
+    assert _reused_after(tmp_path, lambda _: monkeypatch.setattr(numpy, "__version__", "0.0.1")) == []
+
+
+def test_a_stored_round_without_a_key_trains_again_with_one_line(tmp_path, caplog):
+    def drop(tmp):
+        _edit_entries(str(tmp / "rounds"), lambda state: state.pop("scaler"))
+
+    with caplog.at_level(logging.WARNING, logger="train_asm_one"):
+        assert _reused_after(tmp_path, drop) == []
+    assert "lacks scaler; training the round" in caplog.text

@@ -8,6 +8,9 @@ Nothing here reads command-line options; :func:`tools.setup.start` passes their 
 from __future__ import annotations
 
 import ctypes
+import functools
+import hashlib
+import importlib
 import logging
 import os
 import platform
@@ -122,6 +125,41 @@ def git_revision() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# What training reads of the project: a round (tools.round_cache) or a run (--deterministic) repeats only
+# where these files are the same, committed or not.
+SOURCE_DIRS = ("asm", "datasets", "net", "tools")
+SOURCE_FILES = ("train_asm_one.py",)
+LIBRARIES = ("torch", "torchvision", "numpy", "PIL")
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 of the project's Python sources that training reads (:data:`SOURCE_DIRS`,
+    :data:`SOURCE_FILES`), names and bytes: an uncommitted edit changes it, and it is defined outside
+    a git checkout too. Read once per process."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [os.path.join(root, f) for f in SOURCE_FILES]
+    for folder in SOURCE_DIRS:
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            paths += [os.path.join(dirpath, f) for f in filenames if f.endswith(".py")]
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(os.path.relpath(path, root).encode())
+        with open(path, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    """The versions of the libraries whose kernels and decoders give a run its numbers."""
+    versions = {}
+    for name in LIBRARIES:
+        module = sys.modules.get(name) or importlib.import_module(name)
+        versions[name] = getattr(module, "__version__", None)
+    return versions
 
 
 def cpu_model() -> str:

@@ -4,10 +4,12 @@ Runs that start from one initial model (README, "One initial model, several stra
 a round on the same labels: ``v1+`` picks the same images as ``random`` while it confirms no box, and a
 ``--deterministic`` round is then the same computation bit for bit. A round's *key* is a digest of
 everything its training and evaluation read: the weights it starts from, the records it trains on,
-the evaluation records, the last epoch's losses (the spike bounds), the options (less those that only
-choose and label images, :data:`SELECTION_ONLY`) and the environment (code revision, torch, processor,
-threads). A round that trained to its end in one go is stored under its key: its end state (model,
-phase, optimizer, schedule, stopper, RNG, last losses), its ``log.jsonl`` records and, when an
+the evaluation records, each image's size and modification time, the last epoch's losses (the spike
+bounds), the options (less those that only choose and label images, :data:`SELECTION_ONLY`) and the
+environment (a digest of the project's sources that training reads, committed or not; the versions of
+torch, torchvision, numpy and Pillow; processor, threads). A round that trained to its end in one go is
+stored under its key: its end state (model, phase, optimizer, schedule, stopper, AMP scaler, RNG, last
+losses), its ``log.jsonl`` records and, when an
 earlier epoch than the last was its best, that epoch's weights. A run that starts a round with a
 stored key loads it instead of training, and every figure after it is what training would have given.
 """
@@ -33,6 +35,7 @@ from tools.checkpoint import (
     weights_digest,
 )
 from tools.fit import log_record
+from tools.process import library_versions, source_digest
 from tools.report import AP_KEYS
 
 logger = logging.getLogger("train_asm_one")
@@ -55,6 +58,18 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _images(image_root: str, records) -> str:
+    """A digest of each image's size and modification time: a file replaced under its name changes it."""
+    stats = []
+    for r in records:
+        try:
+            st = os.stat(os.path.join(image_root, r.file_name))
+            stats.append((r.file_name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append((r.file_name, None, None))
+    return _digest(stats)
+
+
 def round_key(run) -> str:
     """The digest of what the current phase's training and evaluation read (see the module's doc)."""
     t = run.trainer
@@ -63,12 +78,19 @@ def round_key(run) -> str:
         {
             "weights": weights_digest(run.model),
             "records": _digest([record_to_dict(r) for r in run.train_records]),
-            "evaluation": [val.image_root, _digest([record_to_dict(r) for r in val.records])],
+            "images": _images(t.image_root, run.train_records),
+            "evaluation": [
+                val.image_root,
+                _digest([record_to_dict(r) for r in val.records]),
+                _images(val.image_root, val.records),
+            ],
             "phase": [run.phase.name, run.phase.index, run.phase.max_epochs],
             "fit": dataclasses.asdict(t.config),
             "last_losses": t.last_losses,
             "options": {k: v for k, v in sorted(vars(run.args).items()) if k not in SELECTION_ONLY},
             "environment": {**run.environment, "device": str(t.device)},
+            "sources": source_digest(),
+            "libraries": library_versions(),
         }
     )
 
@@ -84,6 +106,10 @@ def _earlier_best(run, history: list[dict], best_before: float) -> tuple[int, fl
         return None
     best = max(scored, key=lambda s: (s[1], -s[0]))
     return best if best[1] > best_before and best[0] != len(history) - 1 else None
+
+
+# What a stored round holds (RoundCache.store); a file without one of them is trained again.
+STORED = ("model", "training", "phase", "last_losses", "scaler", "rng", "log", "best_model", "source")
 
 
 class RoundCache:
@@ -116,6 +142,7 @@ class RoundCache:
                 "training": run.training.state_dict(),
                 "phase": run.phase.state_dict(),
                 "last_losses": run.trainer.last_losses,
+                "scaler": run.trainer.scaler.state_dict() if run.trainer.scaler else None,
                 "rng": rng_state(),
                 "log": run.trainer.log.records_since(first_line),
                 "best_model": best_weights,
@@ -135,6 +162,10 @@ class RoundCache:
         except CheckpointError as e:  # a torn or foreign file: train instead, and store again
             logger.warning("round cache: %s; training the round", e)
             return False
+        missing = [k for k in STORED if k not in state]
+        if missing:  # written by an older version: train instead, and store again
+            logger.warning("round cache: %s lacks %s; training the round", path, ", ".join(missing))
+            return False
         best = _earlier_best(run, state["phase"]["history"], run.best_ap)
         if best is not None and state["best_model"] is None:
             return False
@@ -152,6 +183,8 @@ class RoundCache:
         for name, value in state["phase"].items():
             setattr(run.phase, name, value)
         run.trainer.last_losses = state["last_losses"]
+        if run.trainer.scaler is not None and state["scaler"]:  # as a resume restores it (Run.load_state)
+            run.trainer.scaler.load_state_dict(state["scaler"])
         for entry in state["log"]:
             run.epochs_done += entry.get("type") == "epoch"
             log_record(run.trainer.log, entry, run.epochs_done)
