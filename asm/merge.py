@@ -81,6 +81,8 @@ class MergeResult:
     matched: int  # certain boxes that match GT: the pseudo-label precision is matched / certain
     ratio: float  # AL ann_ratio
     sl_score: float = 0.0  # sum of the detection scores of the matched certain boxes
+    loose: int = 0  # unmatched certain boxes on an object of their class at IoU in [0.5, gt_iou)
+    wrong_class: int = 0  # other unmatched certain boxes on an object of another class at IoU >= 0.5
     deleted_boxes: np.ndarray | None = None  # [deleted, 4] the false positives the human removed
     deleted_labels: np.ndarray | None = None  # [deleted] their classes
     moved: np.ndarray | None = (
@@ -145,19 +147,41 @@ def split_and_rejudge(
     return certain, uncertain, demoted
 
 
-def match_gt(boxes: np.ndarray, labels: np.ndarray, gt: Record, gt_iou: float) -> np.ndarray:
+def match_gt(
+    boxes: np.ndarray, labels: np.ndarray, gt: Record, gt_iou: float, free: np.ndarray | None = None
+) -> np.ndarray:
     """GT index matched by each box (-1: none): in score order, each box takes its best free GT box
-    of its class at IoU >= ``gt_iou`` (ties: the lower GT index)."""
+    of its class at IoU >= ``gt_iou`` (ties: the lower GT index). ``free``: the GT boxes that may be
+    taken (default: all)."""
     match = np.full(len(boxes), -1)
     iou = box_iou(boxes, gt.boxes)
     iou[(iou < gt_iou) | (labels[:, None] != gt.labels[None, :])] = -1.0
-    free = np.ones(len(gt), bool)
+    free = np.ones(len(gt), bool) if free is None else free.copy()
     for r in np.flatnonzero((iou >= 0).any(1)):
         row = np.where(free, iou[r], -1.0)
         j = int(row.argmax())
         if row[j] >= 0:
             match[r], free[j] = j, False
     return match
+
+
+ERROR_IOU = 0.5  # a certain box on an object at this IoU is loose or of the wrong class, not on nothing
+
+
+def certain_errors(boxes: np.ndarray, labels: np.ndarray, match: np.ndarray, gt: Record) -> tuple[int, int]:
+    """How the certain boxes that matched no GT box (``match`` -1) went wrong: ``loose``, those
+    matched to a GT box of their class that no box took, at IoU >= 0.5 (one-to-one, as
+    :func:`match_gt`); ``wrong_class``, the others that overlap a GT box of another class at
+    IoU >= 0.5. The rest lie on no object."""
+    miss = match < 0
+    if not miss.any() or len(gt) == 0:
+        return 0, 0
+    free = np.ones(len(gt), bool)
+    free[match[~miss]] = False
+    loose = match_gt(boxes[miss], labels[miss], gt, ERROR_IOU, free) >= 0
+    iou = box_iou(boxes[miss][~loose], gt.boxes)
+    other = (iou >= ERROR_IOU) & (labels[miss][~loose][:, None] != gt.labels[None, :])
+    return int(loose.sum()), int(other.any(1).sum())
 
 
 def merge_one(det: dict, gt: Record, cfg: ASMConfig) -> MergeResult:
@@ -170,12 +194,15 @@ def merge_one(det: dict, gt: Record, cfg: ASMConfig) -> MergeResult:
     match = match_gt(boxes, labels, gt, cfg.gt_iou)
     hit = match >= 0
     n_cert, n_unc, n_hit = len(boxes), nu + demoted, int(hit.sum())
+    loose, wrong_class = certain_errors(boxes, labels, match, gt)
     counts = {
         "certain": n_cert,
         "uncertain": n_unc,
         "demoted": demoted,
         "matched": n_hit,
         "sl_score": float(scores[hit].sum()),
+        "loose": loose,
+        "wrong_class": wrong_class,
     }
     if not cfg.enable_al:  # pseudo-labels only: the certain boxes are the annotation, no human
         sa = Record(gt.image_id, gt.file_name, gt.width, gt.height, boxes, labels)

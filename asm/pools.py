@@ -74,6 +74,8 @@ class RoundCost:
     certain: int = 0  # certain boxes after rejudge
     matched: int = 0  # certain boxes that match GT
     sl_score: float = 0.0  # summed scores of the matched certain boxes
+    loose: int = 0  # unmatched certain boxes on an object of their class at IoU in [0.5, gt_iou)
+    wrong_class: int = 0  # unmatched certain boxes on an object of another class (IoU >= 0.5)
     ratio_sum: float = 0.0  # summed AL ann_ratios
 
     @property
@@ -91,6 +93,8 @@ class RoundCost:
             self.certain += r.certain
             self.matched += r.matched
             self.sl_score += r.sl_score
+            self.loose += r.loose
+            self.wrong_class += r.wrong_class
             self.ratio_sum += r.ratio
 
     def weighted(self, review_cost: float, move_cost: float) -> float:
@@ -108,6 +112,8 @@ class RoundCost:
             "certain": self.certain,
             "matched": self.matched,
             "sl_score": self.sl_score,
+            "loose": self.loose,
+            "wrong_class": self.wrong_class,
             "ratio_sum": self.ratio_sum,
             "precision": self.precision,
         }

@@ -166,3 +166,29 @@ def test_degenerate_boxes_decide_like_the_loop(kind):
                 d["boxes"][0, [0, 2]] = d["boxes"][0, [2, 0]]
     for det, gt, r in zip(dets, gts, merge_batch(dets, gts, CFG)):
         assert same_result(r, merge_by_loop(det, gt, CFG))
+
+
+def test_unmatched_certain_boxes_are_sorted_into_loose_wrong_class_and_no_object():
+    # GT: class 1 at (0,0,100,100), class 2 at (200,0,300,100), class 1 at (0,200,100,300)
+    gt = _gt((0, 0, 100, 100, 1), (200, 0, 300, 100, 2), (0, 200, 100, 300, 1))
+    det = _det(
+        (0, 0, 100, 100, 1, 0.99),  # exact: confirmed (IoU 1)
+        (200, 0, 300, 100, 1, 0.98),  # on the class-2 object, called class 1: wrong class (IoU 1)
+        (0, 200, 100, 160 + 200, 1, 0.97),  # on the third object at IoU 100/160 = 0.625: loose
+        (0, 0, 160, 100, 1, 0.96),  # IoU 0.625 with a class-1 box already taken, none free: no object
+        (500, 500, 540, 540, 2, 0.95),  # on nothing
+    )
+    r = _one(det, gt)
+    assert (r.certain, r.matched, r.loose, r.wrong_class) == (5, 1, 1, 1)
+    no_object = r.certain - r.matched - r.loose - r.wrong_class
+    assert no_object == 2
+
+
+def test_a_round_sums_the_error_counts():
+    from asm.pools import RoundCost
+
+    gt = _gt((0, 0, 100, 100, 1), (200, 0, 300, 100, 2))
+    det = _det((0, 0, 100, 140, 1, 0.99), (200, 0, 300, 100, 1, 0.98))  # loose (IoU 0.714), wrong class
+    cost = RoundCost()
+    cost.add([_one(det, gt), _one(det, gt)])
+    assert cost.as_dict()["loose"] == 2 and cost.as_dict()["wrong_class"] == 2

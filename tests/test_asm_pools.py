@@ -283,7 +283,9 @@ def test_the_weighted_cost_and_the_pool_boxes_by_hand():
 
 
 def test_round_cost_adds_every_field_of_every_image():
-    a = MergeResult(Record("a", "a.jpg", 9, 9), np.zeros(0, bool), 2, 3, 1, 4, 5, 0, 3, 0.4, sl_score=2.5)
+    a = MergeResult(
+        Record("a", "a.jpg", 9, 9), np.zeros(0, bool), 2, 3, 1, 4, 5, 0, 3, 0.4, sl_score=2.5, loose=1, wrong_class=2
+    )
     b = MergeResult(
         Record("b", "b.jpg", 9, 9),
         np.zeros(0, bool),
@@ -308,6 +310,8 @@ def test_round_cost_adds_every_field_of_every_image():
         "moved": 2,
         "certain": 10,
         "matched": 6,
+        "loose": 2,
+        "wrong_class": 4,
         "sl_score": 5.0,
     }
     assert cost.ratio_sum == pytest.approx(1.8) and cost.precision == pytest.approx(6 / 10)
