@@ -10,9 +10,9 @@ seed, each method runs as its own process (``--jobs`` of them at once), adding K
 * ASM methods: ``v1+`` is the entry's defaults (``default_method``); the others change one thing:
   ``v1+/replay`` (ASM_core's replay rule), ``topk_v2``, ``v1+/gate`` (mining gate), ``v1+/cand``
   (informative choice among 4K candidates), ``v1+/calib`` (per-class calibrated certain thresholds);
-* ``random/reseed``: random with another ``--train-seed``: the same labels round by round, another
-  batch order (and, with ``--no-share-round0``, another initialisation); how far it lands from random
-  is the noise floor of every margin;
+* ``random/reseed``, ``v1+/reseed``: random and the default with another ``--train-seed``: the same
+  labels round by round, another batch order (and, with ``--no-share-round0``, another
+  initialisation); how far they land from their method at each round is that round's noise;
 * ``al_curve/random``, ``al_curve/entropy``: ``al_curve.py`` learning curves, another trainer
   (extra curves, not the baseline).
 
@@ -25,11 +25,19 @@ several strategies"); with ``--no-share-round0`` each run trains its own, the sa
 Human cost, two x-axes: boxes drawn from scratch, and a weighted cost = drawn + ``--review-cost`` x
 (confirmed + deleted) + ``--move-cost`` x moved (README, "What a round costs the human").
 
-Data: BCCD by default (pool = ``train``, 205 images; evaluation = ``val`` + ``test``, 159 images), or
-any labelled dataset through the entry's own data options, forwarded as they are:
+Protocol v3 (``bench.efficiency_analysis``): every round of the default after the shared round 0 is
+a *reading*: its drawn boxes against random's first point at or above them (and the straight line
+between random's two neighbours), judged against the noise of its own round; the readings' mean
+margin with a 95% bootstrap interval; the supervised bound in several training seeds; what the
+confirmed boxes cost (``label_damage_ap50``) and how right the certain boxes were (``sl_precision``).
 
-    python bench/asm_efficiency.py --jobs 9 --json-out docs/efficiency_bccd.json      # v2 protocol (GPU)
+Data: BCCD by default (pool = ``train``, 205 images; evaluation = ``val`` + ``test``, 159 images),
+Aquarium with ``--study aquarium`` (a Roboflow YOLOv5 export: pool = ``train``, 448 images;
+evaluation = ``valid``, 127 images), or any labelled dataset through the entry's own data options,
+forwarded as they are:
+
     python bench/asm_efficiency.py --cpu --jobs 3 --json-out docs/efficiency_bccd_cpu.json     # CPU protocol
+    python bench/asm_efficiency.py --cpu --jobs 3 --study aquarium --json-out docs/efficiency_aquarium_cpu.json
     python bench/asm_efficiency.py --quick                                             # smoke run
     python bench/asm_efficiency.py --quick --dataset voc --voc-roots data/my_voc --discover-classes
 
@@ -37,10 +45,11 @@ Each method resumes from its checkpoints, so an interrupted benchmark continues 
 run again; a method that dies (a non-finite loss, say) is reported and the others go on.
 
 Writes ``efficiency.json`` (settings, every point, the summary), ``efficiency.png`` and
-``efficiency.md`` in ``--output-dir``. The last line printed is one JSON object with
-``default_method``, ``supervised_ap50``, ``round0_identical``, ``box_fraction_to_95pct`` and
-``box_fraction_to_100pct`` (per method; null where a method does not reach the level in every
-seed), ``asm_vs_random`` and ``seeds``.
+``efficiency.md`` in ``--output-dir``. The last line printed is one JSON object with ``protocol``,
+``default_method``, ``supervised_ap50`` (``{mean, std, n}``), ``round0_identical``,
+``box_fraction_to_{90,95,100}pct`` (per method; null where a method does not reach the level in
+every seed), ``noise_per_round``, ``readings``, ``vs_random``, ``label_damage_ap50``,
+``sl_precision``, ``run_s_total``, ``wall_s`` and ``seeds``.
 """
 
 from __future__ import annotations
@@ -55,45 +64,44 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from asm.pools import image_count  # noqa: E402
 from bench.common import SHARED_WEIGHTS  # noqa: E402
+from bench.efficiency_analysis import (  # noqa: E402
+    ASM_METHODS,
+    BASELINE,
+    NOISE_SEED_OFFSET,
+    RESEEDED,
+    SAMPLER_METHODS,
+    analyse,
+    default_method,
+    label_damage,
+    noise_per_round,
+    readings,
+    round0_identical,
+    sl_precision,
+    supervised_bound,
+    versus_random_v3,
+    with_cost,
+)
+from bench.efficiency_report import plot, readings_table, tables  # noqa: E402
 from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.build import DataOptions, add_data_args  # noqa: E402
-from tools.curves import mean_curve  # noqa: E402
 from tools.logs import read_jsonl  # noqa: E402
 
 BCCD_CLASSES = ("RBC", "WBC", "Platelets")
-SAMPLER_METHODS = {"al_curve/random": "random", "al_curve/entropy": "entropy"}  # another trainer
-DEFAULT_METHOD = "v1+"  # train_asm_one.py's own defaults
-BASELINE = "random"  # the same trainer, every box drawn
-# random again with another training seed: the same labels round by round, another initialisation and
-# batch order. |AP(random) - AP(noise)| is the training noise that any change of labels also brings.
-NOISE = "random/reseed"
-NOISE_SEED_OFFSET = 1000
+AQUARIUM_ROOT = os.path.join(ROOT, "..", "shared", "data", "aquarium")
 ROUND0 = "round0"  # run_all's job of a seed's shared initial phase (--share-round0)
-ASM_METHODS = {  # name -> train_asm_one.py flags besides the shared protocol
-    "random": ["--strategy", "random"],
-    "v1+": [],
-    "v1+/replay": ["--round-train", "replay"],
-    "topk_v2": ["--strategy", "topk_v2"],
-    "v1+/gate": ["--mining-gate", "0.5"],
-    "v1+/cand": ["--candidates", "4"],
-    "v1+/fixed": ["--certain-precision", "none"],  # one certain threshold (--certain-thre) for all
-    "v1+/calib": ["--certain-precision", "0.85"],  # per-class thresholds calibrated on the validation set
-    NOISE: ["--strategy", "random"],  # and --train-seed seed + NOISE_SEED_OFFSET (asm_curve)
-}
 DEFAULT_METHODS = ("random", "v1+")
-# The CPU protocol: 3 seeds of random + v1+/fixed + v1+/calib + random/reseed and one supervised bound
-# on BCCD, --jobs 3 (three one-thread processes on 2 idle cores): 90 min with round 0 shared per seed,
-# the round cache and freed memory kept (tools.process.keep_freed_memory). Batches of 2 give the 20
-# initial images 300 steps in 30 epochs: with batches of 4 (150 steps) round 0 sat on the RoI head's
-# background plateau for up to 19 epochs and ended at AP50 0.15-0.40 by training seed alone. 8 epochs
-# per round: 6 left seed 1 0.0025 under random (BENCHMARKS.md has every study's times).
+PROTOCOL = "v3"
+# The CPU protocol (v3): 3 seeds of random and the default, each trained again with another training
+# seed to the end (the noise of every round), and the supervised bound in 3 seeds, --jobs 3 (three
+# one-thread processes on 2 idle cores), round 0 shared per seed, the round cache. Batches of 2 give
+# the 20 initial images 300 steps in 30 epochs: with batches of 4 (150 steps) round 0 sat on the RoI
+# head's background plateau for up to 19 epochs and ended at AP50 0.15-0.40 by training seed alone.
+# 8 epochs per round: 6 left seed 1 0.0025 under random (CHANGELOG.md has every study's history).
 CPU_PROTOCOL = {
     "min_size": 416,
     "epochs": 30,
@@ -101,9 +109,8 @@ CPU_PROTOCOL = {
     "batch_size": 2,
     "supervised_epochs": 14,
     "steps": 5,
-    "methods": ["random", "v1+/fixed", "v1+/calib", NOISE],
-    "supervised_seeds": [1],  # one bound shared by the seeds (it differs only in initialisation)
-    "noise_rounds": 2,  # on BCCD the margins are read at round 2: random's later budgets lie past ASM's
+    "methods": ["random", "v1+", "random/reseed", "v1+/reseed"],
+    "supervised_seeds": [1, 2, 3],
 }
 LEVELS = (0.9, 0.95, 1.0)
 
@@ -116,7 +123,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         epilog="Any other option is a data option of train_asm_one.py (--dataset voc|coco|"
         "folder and its flags), forwarded to every run; without one: BCCD.",
     )
+    p.add_argument(
+        "--study",
+        choices=("bccd", "aquarium"),
+        default="bccd",
+        help="the data when no data option is given: BCCD (VOC; train vs val + test) or Aquarium (a "
+        "Roboflow YOLOv5 export; train vs valid)",
+    )
     p.add_argument("--bccd-root", default=os.path.join(ROOT, "..", "shared", "data", "bccd"))
+    p.add_argument("--aquarium-root", default=AQUARIUM_ROOT)
     p.add_argument("--eval-splits", nargs="+", default=["val", "test"])
     p.add_argument(
         "--methods", nargs="+", default=list(DEFAULT_METHODS), choices=(*SAMPLER_METHODS, *ASM_METHODS)
@@ -164,13 +179,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30, help="epochs on the initial pool")
     p.add_argument("--step-epochs", type=int, default=10, help="epochs of each later step/round")
     p.add_argument("--supervised-epochs", type=int, default=30)
-    p.add_argument(
-        "--noise-rounds",
-        type=int,
-        default=None,
-        help="random/reseed stops after this round (>= 2: the noise floor is read from round 2, where "
-        "the margins are); default: as many rounds as the others",
-    )
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--warmup-iters", type=int, default=50)
@@ -223,6 +231,48 @@ def bench_root(src: str, out: str, eval_splits: list[str], n_train: int | None, 
     for name, image_ids in splits.items():
         atomic_write_text(os.path.join(root, "ImageSets", "Main", f"{name}.txt"), "\n".join(image_ids) + "\n")
     return root
+
+
+def aquarium_root(src: str, out: str, n_train: int | None, n_eval: int | None) -> str:
+    """A Roboflow YOLO root linking to ``src``'s ``train`` and ``valid`` images and labels (the first
+    ``n_*`` of each with ``--quick``) and its ``data.yaml``; ``test`` is left out of the study."""
+    root = os.path.join(out, "aquarium_root")
+    for split, n in (("train", n_train), ("valid", n_eval)):
+        names = sorted(os.listdir(os.path.join(src, split, "images")))[:n]
+        for sub in ("images", "labels"):
+            os.makedirs(os.path.join(root, split, sub), exist_ok=True)
+        for name in names:
+            stem = os.path.splitext(name)[0]
+            for sub, file in (("images", name), ("labels", stem + ".txt")):
+                link, target = os.path.join(root, split, sub, file), os.path.join(src, split, sub, file)
+                if os.path.exists(target) and not os.path.islink(link):
+                    os.symlink(os.path.abspath(target), link)
+    shutil.copyfile(os.path.join(src, "data.yaml"), os.path.join(root, "data.yaml"))
+    return root
+
+
+def study_flags(args) -> list[str]:
+    """The data options of ``--study``'s dataset, a root of links in ``--output-dir``.
+
+    Raises:
+        FileNotFoundError: the dataset's folder is not where it was named.
+    """
+    n_train, n_eval = args.quick_images if args.quick else (None, None)
+    if args.study == "aquarium":
+        if not os.path.isfile(os.path.join(args.aquarium_root, "data.yaml")):
+            raise FileNotFoundError(
+                f"{args.aquarium_root} is not a Roboflow YOLO export (no data.yaml); pass --aquarium-root"
+            )
+        root = aquarium_root(os.path.abspath(args.aquarium_root), args.output_dir, n_train, n_eval)
+        return ["--dataset", "folder", "--folder-root", root]
+    if not os.path.isdir(os.path.join(args.bccd_root, "Annotations")):
+        raise FileNotFoundError(
+            f"{args.bccd_root} is not a VOC root (no Annotations/); pass --bccd-root or the data options "
+            "of train_asm_one.py (--dataset ...)"
+        )
+    return bccd_flags(
+        bench_root(os.path.abspath(args.bccd_root), args.output_dir, args.eval_splits, n_train, n_eval)
+    )
 
 
 def bccd_flags(root: str) -> list[str]:
@@ -461,13 +511,12 @@ def asm_schedule(args, n_train: int) -> list[str]:
     ]
 
 
-def max_rounds(args, method: str) -> int | None:
-    """The last round of a method's run: ``--steps`` points, random/reseed's ``--noise-rounds`` when
-    fewer; None: until the pool is exhausted."""
-    last = args.steps - 1 if args.steps else None
-    if method == NOISE and args.noise_rounds is not None:
-        last = args.noise_rounds if last is None else min(last, args.noise_rounds)
-    return last
+def max_rounds(args) -> int | None:
+    """The last round of every run: ``--steps`` points; None: until the pool is exhausted. Random
+    draws every box of the images the default takes in the same round (v1+ keeps the queue's order),
+    so its last reading is at or above the default's: every reading of the default has random on both
+    sides (:func:`bench.efficiency_analysis.reading` refuses one that has not)."""
+    return args.steps - 1 if args.steps else None
 
 
 def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int, threads: int | None) -> dict:
@@ -478,9 +527,9 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
         extra += ["--strategy", "none", "--epochs", str(args.supervised_epochs)]
     else:
         extra += [*asm_schedule(args, n_train), *ASM_METHODS[method]]
-        if method == NOISE:
+        if method in RESEEDED:
             extra += ["--train-seed", str(seed + NOISE_SEED_OFFSET)]
-        last = max_rounds(args, method)
+        last = max_rounds(args)
         if last is not None:
             extra += ["--max-rounds", str(last)]
         if args.round_cache:
@@ -505,6 +554,8 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
                 "reviewed": reviewed,
                 "moved": moved,
                 "precision": r.get("precision"),
+                "loose": r.get("loose", 0),
+                "wrong_class": r.get("wrong_class", 0),
                 "confirmed": r.get("confirmed", 0),  # this round's: certain boxes that replaced a GT box
                 "certain": r.get("certain", 0),
                 "matched": r.get("matched", 0),
@@ -519,7 +570,33 @@ def asm_curve(args, data_flags: list[str], seed: int, method: str, n_train: int,
     if os.path.isfile(summary_path):
         with open(summary_path, encoding="utf-8") as f:
             run_s = json.load(f).get("wall_s")
-    return {"method": method, "seed": seed, "points": points, "reused_rounds": reused, "run_s": run_s}
+    return {
+        "method": method,
+        "seed": seed,
+        "points": points,
+        "reused_rounds": reused,
+        "run_s": run_s,
+        "final_images": final_images(out),
+    }
+
+
+def final_images(out: str) -> str | None:
+    """A digest of the image ids in a finished run's label pool (``last.pth``), or None."""
+    import hashlib
+
+    from tools.checkpoint import load_checkpoint
+
+    path = os.path.join(out, "last.pth")
+    if not os.path.isfile(path):
+        return None
+    asm = load_checkpoint(path).get("asm")
+    if not asm:
+        return None
+    labelled = asm["labelled"]  # packed (a dict of columns) or one dict per record
+    ids = sorted(
+        map(str, labelled["image_id"] if isinstance(labelled, dict) else [r["image_id"] for r in labelled])
+    )
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
 
 
 _ROUND0_LOCKS: dict[str, threading.Lock] = {}
@@ -548,7 +625,7 @@ def job_order(args) -> list[tuple[str, int]]:
     shared = [(ROUND0, s) for s in args.seeds] if mined else []
     bounds = [("supervised", s) for s in args.supervised_seeds or args.seeds]
     methods = [(m, s) for s in args.seeds for m in args.methods]
-    return shared + bounds + sorted(methods, key=lambda job: (job[0] == NOISE, job[0] != BASELINE))
+    return shared + bounds + sorted(methods, key=lambda job: (job[0] in RESEEDED, job[0] != BASELINE))
 
 
 def after_baseline(args, method: str, seed: int, finished: dict[int, threading.Event]) -> None:
@@ -591,340 +668,6 @@ def run_all(args, data_flags: list[str], n_train: int) -> tuple[list[dict], list
     return [c for c, _ in done if c], [f for _, f in done if f]
 
 
-def with_cost(curves: list[dict], review_cost: float, move_cost: float) -> None:
-    for c in curves:
-        for p in c["points"]:
-            p["cost"] = round(
-                p["human_drawn_boxes"] + review_cost * p["reviewed"] + move_cost * p["moved"], 2
-            )
-
-
-def first_reaching(points: list[dict], key: str, target: float, x: str = "human_drawn_boxes") -> float | None:
-    """``x`` at the first point whose ``key`` reaches ``target`` (None if none does)."""
-    return next((p[x] for p in points if p.get(key) is not None and p[key] >= target - 1e-12), None)
-
-
-def _interp(points: list[dict], x: str, key: str, at: np.ndarray) -> np.ndarray:
-    """``key`` at ``at`` (linear between points, flat beyond them): for the area under a curve."""
-    return np.interp(at, [p[x] for p in points], [p[key] for p in points])
-
-
-def step_index(points: list[dict], x: str, at: float) -> int | None:
-    """Index of the last point whose ``x`` is at or below ``at`` (step interpolation: what the curve
-    had measured with no more than that budget), or None outside the curve: before its first point,
-    and past its last (a budget the curve never had)."""
-    reached = [i for i, p in enumerate(points) if p[x] <= at + 1e-9]
-    return reached[-1] if reached and at <= points[-1][x] + 1e-9 else None
-
-
-def analyse(curves: list[dict], total_boxes: int, methods: list[str], key: str = "AP50") -> dict:
-    """For one metric (``AP50`` or ``AP50/<class>``): the supervised value, box and cost fractions
-    to reach 90/95/100% of it, the area under the curve, and each ASM method against random."""
-    bounds = {c["seed"]: c["points"][-1][key] for c in curves if c["method"] == "supervised"}
-    shared = float(np.mean(list(bounds.values()))) if bounds else None
-    seeds = {c["seed"] for c in curves}
-    sup = {s: bounds.get(s, shared) for s in seeds} if bounds else {}  # a seed without its own: the mean
-    result = {
-        "supervised": _mean_std(list(bounds.values())),
-        "box_fraction": {},
-        "cost_fraction": {},
-        "auc": {},
-        "vs_random": {},
-    }
-    for m in methods:
-        runs = [c for c in curves if c["method"] == m and c["seed"] in sup]
-        if not runs:
-            continue
-        for name, x in (("box_fraction", "human_drawn_boxes"), ("cost_fraction", "cost")):
-            result[name][m] = {}
-            for level in LEVELS:
-                reached = [first_reaching(c["points"], key, level * sup[c["seed"]], x) for c in runs]
-                # a level counts as reached only when every seed reaches it; the mean over seeds then
-                frac = None if None in reached else round(float(np.mean(reached)) / total_boxes, 4)
-                result[name][m][f"{round(level * 100)}pct"] = frac
-        # mean AP over the budget from the shared initial pool to every box drawn (flat past a curve's end)
-        start = min(c["points"][0]["human_drawn_boxes"] for c in runs)
-        grid = np.linspace(start, total_boxes, 201)
-        result["auc"][m] = round(
-            float(np.mean([_interp(c["points"], "human_drawn_boxes", key, grid).mean() for c in runs])), 4
-        )
-    randoms = {c["seed"]: c["points"] for c in curves if c["method"] == BASELINE}
-    noise = training_noise([c for c in curves if c["method"] == NOISE], randoms, key)
-    result["training_noise"] = noise
-    for m in (m for m in methods if m in ASM_METHODS and m not in (BASELINE, NOISE)):
-        runs = [c for c in curves if c["method"] == m and c["seed"] in randoms]
-        result["vs_random"][m] = versus_random(runs, randoms, key, noise)
-    return result
-
-
-def training_noise(runs: list[dict], randoms: dict[int, list[dict]], key: str = "AP50") -> dict | None:
-    """How far two trainings on the same labels land apart: ``|AP(random) - AP(random/reseed)|`` at
-    each round after round 1 (the rounds the margins are read at), over the seeds. ``mean`` is the
-    noise floor printed beside every margin; ``max`` the largest gap training noise alone made;
-    ``per_round`` the mean gap of each round (noise shrinks as the models near their plateau)."""
-    by_round: dict[int, list[float]] = {}
-    for c in (c for c in runs if c["seed"] in randoms):
-        for k, (p, q) in enumerate(list(zip(c["points"], randoms[c["seed"]]))[2:], start=2):
-            by_round.setdefault(k, []).append(abs(p[key] - q[key]))
-    gaps = [g for v in by_round.values() for g in v]
-    if not gaps:
-        return None
-    return {
-        "mean": round(float(np.mean(gaps)), 4),
-        "max": round(float(np.max(gaps)), 4),
-        "n": len(gaps),
-        "per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(by_round.items())},
-    }
-
-
-def versus_random(
-    runs: list[dict], randoms: dict[int, list[dict]], key: str = "AP50", noise: dict | None = None
-) -> dict:
-    """One ASM method's curves (one per seed) against random's of the same seed, after round 1.
-
-    * At equal drawn boxes, by step interpolation: at each of random's points, the ASM curve's last
-      point with no more drawn boxes than random's (:func:`step_index`). ASM is credited only with what
-      it had measured on that budget or less, random with its own measured point. A straight line
-      between ASM's or random's points would credit one side with values between two measurements
-      (on a concave curve the chord runs low); reading random by a step at ASM's budgets would
-      credit random with less than it has and favour ASM. Only random's points within the ASM
-      curve's range are read: past its last point ASM never had that budget (every method stops
-      at the same number of images, ASM on fewer boxes), so no measurement of either side exists
-      there; ``margin_at_equal_images`` compares the ends.
-    * At equal images: random's point of the same round (both add K images per round).
-    * The noise floor: the mean gap between two trainings on the same labels (``noise``, from
-      :func:`training_noise`). Training is seeded per epoch, so identical labels give an identical
-      model: ``|ASM - random|`` at round 1 (``round1_gap_ap50``) is 0 whenever the method confirmed
-      no box in round 1 (``same_labels_round1``), and says nothing about noise.
-
-    ``min_margin_ap50`` is the smallest equal-box margin over the seeds and rounds after round 1,
-    ``at_or_above_after_round1`` whether it is >= 0 in every seed, ``within_noise_after_round1``
-    whether it is >= minus the largest gap training noise alone made (``noise["max"]``).
-    ``above_below_equal`` counts those margins by sign (equal: within 1e-9): a method no better than
-    random lands above in about half of them, so "at or above in every seed" says little while the
-    noise floor is larger than the margins. ``margins_by_lead`` splits them by how many rounds
-    ASM's point is ahead of random's: at lead 0 both curves measured the same round, which for a
-    method that keeps the queue's order (``v1+``) means the same images, so the margin is training
-    noise on labels that differ only where the human confirmed a model's box; from lead 1 on ASM's
-    saving bought it a round's images for random's boxes.
-    """
-    boxes: dict[int, list[float]] = {}
-    images: dict[int, list[float]] = {}
-    by_lead: dict[int, list[float]] = {}
-    per_seed, round1, same_labels = {}, [], []
-    for c in runs:
-        ref = randoms[c["seed"]]
-        seed_boxes = []
-        for k, r in enumerate(ref[1:], start=1):  # after the shared round 0
-            j = step_index(c["points"], "human_drawn_boxes", r["human_drawn_boxes"])
-            if j is not None:
-                margin = c["points"][j][key] - r[key]
-                boxes.setdefault(k, []).append(margin)
-                if k >= 2:
-                    seed_boxes.append(margin)
-                    by_lead.setdefault(j - k, []).append(margin)
-            if k < len(c["points"]):
-                images.setdefault(k, []).append(c["points"][k][key] - r[key])
-        if len(c["points"]) > 1 and len(ref) > 1:
-            round1.append(abs(c["points"][1][key] - ref[1][key]))
-            same_labels.append(c["points"][1].get("confirmed", 0) == 0)
-        per_seed[c["seed"]] = {
-            "min_margin_ap50": round(min(seed_boxes), 4) if seed_boxes else None,
-            "at_or_above_after_round1": bool(seed_boxes) and min(seed_boxes) >= -1e-9,
-        }
-    late_boxes = [v for k, vs in boxes.items() if k >= 2 for v in vs]
-    late_images = [v for k, vs in images.items() if k >= 2 for v in vs]
-    worst = round(min(late_boxes), 4) if late_boxes else None
-    return {
-        "min_margin_ap50": worst,
-        "at_or_above_after_round1": bool(per_seed)
-        and all(s["at_or_above_after_round1"] for s in per_seed.values()),
-        "margin_at_equal_images": round(min(late_images), 4) if late_images else None,
-        "noise_floor_ap50": noise["mean"] if noise else None,
-        "noise_max_ap50": noise["max"] if noise else None,
-        "within_noise_after_round1": None
-        if noise is None or worst is None
-        else worst >= -noise["max"] - 1e-9,
-        "above_below_equal": _signs(late_boxes),
-        "margins_by_lead": {
-            lead: {"n": len(v), "min": round(min(v), 4), "above_below_equal": _signs(v)}
-            for lead, v in sorted(by_lead.items())
-        },
-        "round1_gap_ap50": round(float(np.mean(round1)), 4) if round1 else None,
-        "same_labels_round1": bool(same_labels) and all(same_labels),
-        "mean_margin_per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(boxes.items())},
-        "mean_margin_at_equal_images_per_round": {
-            k: round(float(np.mean(v)), 4) for k, v in sorted(images.items())
-        },
-        "per_seed": per_seed,
-    }
-
-
-def _signs(margins: list[float]) -> list[int]:
-    """How many margins are above, below and equal to zero (equal: within 1e-9)."""
-    signs = [int(np.sign(v)) if abs(v) > 1e-9 else 0 for v in margins]
-    return [signs.count(1), signs.count(-1), signs.count(0)]
-
-
-def default_method(methods: list[str]) -> str:
-    """The method that runs ``train_asm_one.py``'s defaults: ``v1+`` when it ran, else the one whose
-    flags leave every ASM option at its default (``v1+/fixed`` or ``v1+/calib``)."""
-    from tools.options import add_asm_args
-
-    if DEFAULT_METHOD in methods:
-        return DEFAULT_METHOD
-    parser = argparse.ArgumentParser()
-    add_asm_args(parser)
-    defaults = vars(parser.parse_args([]))
-    same = [m for m in methods if m in ASM_METHODS and vars(parser.parse_args(ASM_METHODS[m])) == defaults]
-    return same[0] if same else DEFAULT_METHOD
-
-
-def sl_precision(curves: list[dict], methods: list[str]) -> dict:
-    """Per ASM method: the share of its certain boxes that were right, over every round and seed
-    (``overall``), per round (mean over the seeds that had certain boxes), and the share of the new
-    images' boxes confirmed rather than drawn (``confirmed_share``)."""
-    out = {}
-    for m in (m for m in methods if m in ASM_METHODS and m not in (BASELINE, NOISE)):
-        runs = [c for c in curves if c["method"] == m]
-        conf = sum(p.get("confirmed", 0) for c in runs for p in c["points"])
-        certain = sum(p.get("certain", 0) for c in runs for p in c["points"])
-        matched = sum(p.get("matched", 0) for c in runs for p in c["points"])
-        drawn = sum(p.get("round_drawn", 0) for c in runs for p in c["points"][1:])
-        by_round: dict[int, list[float]] = {}
-        for c in runs:
-            for k, p in enumerate(c["points"][1:], start=1):
-                if p.get("precision") is not None:
-                    by_round.setdefault(k, []).append(p["precision"])
-        out[m] = {
-            "overall": round(matched / certain, 4) if certain else None,
-            "per_round": {k: round(float(np.mean(v)), 4) for k, v in sorted(by_round.items())},
-            "confirmed": conf,
-            "confirmed_share": round(conf / (conf + drawn), 4) if conf + drawn else 0.0,
-        }
-    return out
-
-
-def round0_identical(curves: list[dict], tol: float = 1e-6) -> dict[int, bool]:
-    """Per seed: whether every same-trainer method's round 0 (the model of the shared initial pool)
-    has the same AP50 within ``tol``."""
-    by_seed: dict[int, list[float]] = {}
-    for c in curves:
-        if c["method"] in ASM_METHODS and c["method"] != NOISE and c["points"]:
-            by_seed.setdefault(c["seed"], []).append(c["points"][0]["AP50"])
-    return {seed: max(aps) - min(aps) <= tol for seed, aps in sorted(by_seed.items())}
-
-
-def _mean_std(values: list[float]) -> dict | None:
-    return (
-        {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)} if values else None
-    )
-
-
-def plot(curves: list[dict], summary: dict, methods: list[str], total_boxes: int, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=90)
-    sup = summary["supervised"]["mean"]
-    for ax, key, label in (
-        (axes[0], "human_drawn_boxes", "human-drawn boxes (% of all train boxes)"),
-        (axes[1], "cost", "weighted cost (% of drawing every box)"),
-    ):
-        for i, m in enumerate(methods):
-            runs = [c["points"] for c in curves if c["method"] == m]
-            if not runs:
-                continue
-            xs, mean, std = mean_curve(runs, key)
-            xs = 100 * xs / total_boxes
-            # each later line thinner, so that a curve another one equals still shows around it
-            width = 1.2 + 1.0 * (len(methods) - 1 - i)
-            ax.plot(xs, mean, marker="s" if m in ASM_METHODS else "o", markersize=3, linewidth=width, label=m)
-            ax.fill_between(xs, mean - std, mean + std, alpha=0.15)
-        ax.axhline(sup, color="k", linestyle="--", linewidth=1, label=f"supervised {sup:.3f}")
-        ax.set_xlabel(label)
-        ax.set_ylabel("AP50 (evaluation split)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    seeds = sorted({c["seed"] for c in curves})
-    fig.suptitle(
-        f"AP50 against human effort (seeds {seeds}; mean +- std; {BASELINE}: same trainer, every box drawn)",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _lead_line(method: str, by_lead: dict) -> str:
-    """``v1+: lead 0: 1 margin(s), min -0.036 (0 / 1 / 0); lead 1: ...`` (above / below / equal)."""
-    parts = [
-        f"lead {lead}: {v['n']} margin(s), min {v['min']:+.3f} ({' / '.join(map(str, v['above_below_equal']))})"
-        for lead, v in by_lead.items()
-    ]
-    return f"{method}: " + "; ".join(parts)
-
-
-def tables(curves: list[dict], summary: dict, per_class: dict, methods: list[str], total_boxes: int) -> str:
-    """Markdown: the summary per method, per class, and every point."""
-    pct = lambda v: "never" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    sup = summary["supervised"]
-    lines = [
-        f"Supervised upper bound: AP50 {sup['mean']:.3f} +- {sup['std']:.3f} ({total_boxes} train boxes, all drawn).",
-        "",
-        "| method | boxes to 90% | 95% | 100% of supervised AP50 | cost to 100% | AUC AP50 "
-        "| min margin vs random after round 1 | above / below / equal |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for m in (m for m in methods if m in summary["box_fraction"]):
-        b, vs = summary["box_fraction"][m], summary["vs_random"].get(m, {})
-        margin = vs.get("min_margin_ap50")
-        lines.append(
-            f"| {m} | {pct(b['90pct'])} | {pct(b['95pct'])} | {pct(b['100pct'])} | "
-            f"{pct(summary['cost_fraction'][m]['100pct'])} | {summary['auc'][m]:.3f} | "
-            f"{'-' if margin is None else f'{margin:+.3f}'} | "
-            f"{' / '.join(map(str, vs.get('above_below_equal', []))) or '-'} |"
-        )
-    leads = [
-        _lead_line(m, vs["margins_by_lead"])
-        for m, vs in summary["vs_random"].items()
-        if vs.get("margins_by_lead")
-    ]
-    if leads:
-        lines += ["", "Margins by how many rounds ASM's point is ahead of random's (lead 0: the same round):"]
-        lines += [f"- {line}" for line in leads]
-    noise = summary.get("training_noise")
-    if noise:
-        per_round = ", ".join(f"round {k}: {v:.3f}" for k, v in noise["per_round"].items())
-        lines += ["", f"Training noise (same labels, another training seed; mean AP50 gap): {per_round}."]
-    lines += [
-        "",
-        "| class | supervised AP50 | " + " | ".join(f"{m}: boxes to 100% / AUC" for m in methods) + " |",
-        "|---|---|" + "---|" * len(methods),
-    ]
-    for cls, s in per_class.items():
-        cells = [
-            f"{pct(s['box_fraction'][m]['100pct'])} / {s['auc'][m]:.3f}" if m in s["auc"] else "-"
-            for m in methods
-        ]
-        lines.append(f"| {cls} | {s['supervised']['mean']:.3f} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "| method | seed | point | images | drawn | % boxes | cost | AP50 | precision |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in curves:
-        for k, p in enumerate(c["points"]):
-            prec = "-" if p.get("precision") is None else f"{p['precision']:.3f}"
-            lines.append(
-                f"| {c['method']} | {c['seed']} | {k} | {p['images']} | {p['human_drawn_boxes']} | "
-                f"{100 * p['human_drawn_boxes'] / total_boxes:.1f}% | {p['cost']:.0f} | {p['AP50']:.3f} | {prec} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
 def parse(
     argv: list[str] | None,
     parser: argparse.ArgumentParser | None = None,
@@ -941,10 +684,6 @@ def parse(
         for key, value in CPU_PROTOCOL.items():
             if key not in given:
                 setattr(args, key, value)
-    if args.noise_rounds is not None and args.noise_rounds < 2:
-        parser.error(
-            f"--noise-rounds {args.noise_rounds}: the noise floor is read from round 2 on; give 2 or more"
-        )
     if args.quick:
         args.min_size, args.epochs, args.step_epochs, args.supervised_epochs = 128, 1, 1, 1
         args.initial, args.step, args.steps, args.weights_backbone = 4, 4, 2, None
@@ -957,6 +696,24 @@ def parse(
     return args, rest, DataOptions.of({**vars(data), "output_dir": args.output_dir})
 
 
+def study_v3(curves: list[dict], methods: list[str]) -> dict:
+    """Protocol v3's figures: the noise of every round, every reading of every ASM method against
+    random, each method's summary against random, and what its confirmed boxes cost."""
+    noise = noise_per_round(curves)
+    compared = [m for m in methods if m in ASM_METHODS and m != BASELINE and m not in RESEEDED]
+    taken, refused = [], []
+    for m in compared:
+        t, r = readings(curves, m, noise)
+        taken, refused = taken + t, refused + r
+    return {
+        "noise_per_round": noise,
+        "readings": taken,
+        "refused_readings": refused,
+        "vs_random": {m: versus_random_v3([r for r in taken if r["method"] == m]) for m in compared},
+        "label_damage_ap50": {m: label_damage(curves, m) for m in compared},
+    }
+
+
 def replot(path: str) -> int:
     """``--replot``: the plot and tables of a finished study, from the JSON it wrote."""
     with open(path, encoding="utf-8") as f:
@@ -964,6 +721,7 @@ def replot(path: str) -> int:
     methods, total = result["settings"]["methods"], result["settings"]["total_boxes"]
     plot(result["curves"], result["summary"], methods, total, os.path.splitext(path)[0] + ".png")
     print(tables(result["curves"], result["summary"], result["per_class"], methods, total))
+    print(readings_table(result.get("readings", []), result.get("refused_readings", [])))
     return 0
 
 
@@ -972,18 +730,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         return replot(args.replot)
     os.makedirs(args.output_dir, exist_ok=True)
-    if data is None:  # BCCD: train vs val + test
-        if not os.path.isdir(os.path.join(args.bccd_root, "Annotations")):
-            print(
-                f"error: {args.bccd_root} is not a VOC root (no Annotations/); pass --bccd-root or the data "
-                "options of train_asm_one.py (--dataset ...)",
-                file=sys.stderr,
-            )
+    if data is None:  # BCCD (train vs val + test) or Aquarium (train vs valid)
+        try:
+            data_flags = study_flags(args)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
             return 2
-        n_train, n_eval = args.quick_images if args.quick else (None, None)
-        data_flags = bccd_flags(
-            bench_root(os.path.abspath(args.bccd_root), args.output_dir, args.eval_splits, n_train, n_eval)
-        )
         data = parse([*data_flags, "--output-dir", args.output_dir])[2]
     from datasets import AnnotationError
     from datasets.build import build_datasets
@@ -1004,35 +756,17 @@ def main(argv: list[str] | None = None) -> int:
     per_class = {cls: analyse(curves, total_boxes, args.methods, f"AP50/{cls}") for cls in classes}
     same_start = round0_identical(curves)
     headline = {
+        "protocol": PROTOCOL,
         "default_method": default_method(args.methods),
         "baseline": BASELINE,
-        "supervised_ap50": summary["supervised"]["mean"],
+        "supervised_ap50": supervised_bound(curves),
         "round0_identical": bool(same_start) and all(same_start.values()),
         "round0_identical_per_seed": same_start,
-        "interpolation": "step",
         **{
             f"box_fraction_to_{level}pct": {m: v[f"{level}pct"] for m, v in summary["box_fraction"].items()}
             for level in (90, 95, 100)
         },
-        "asm_vs_random": {
-            m: {
-                k: v[k]
-                for k in (
-                    "min_margin_ap50",
-                    "at_or_above_after_round1",
-                    "margin_at_equal_images",
-                    "noise_floor_ap50",
-                    "noise_max_ap50",
-                    "within_noise_after_round1",
-                    "above_below_equal",
-                    "margins_by_lead",
-                    "round1_gap_ap50",
-                    "same_labels_round1",
-                )
-            }
-            for m, v in summary["vs_random"].items()
-        },
-        "training_noise_ap50": summary["training_noise"],
+        **study_v3(curves, args.methods),
         "sl_precision": sl_precision(curves, args.methods),
         "reused_rounds": {
             m: sum(c.get("reused_rounds", 0) for c in curves if c["method"] == m) for m in args.methods
@@ -1040,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
         "failed": failures,
         "seeds": args.seeds,
     }
+    # the seconds every run's last process took (a run reused from an earlier invocation: its own)
+    headline["run_s_total"] = round(sum(c.get("run_s") or 0 for c in curves), 1)
     headline["wall_s"] = round(time.perf_counter() - start, 1)  # this invocation (reused runs cost nothing)
     result = {
         **headline,
@@ -1059,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in filter(None, (os.path.join(args.output_dir, "efficiency.json"), args.json_out)):
         plot(curves, summary, args.methods, total_boxes, os.path.splitext(path)[0] + ".png")
     table = tables(curves, summary, per_class, args.methods, total_boxes)
+    table += "\n" + readings_table(headline["readings"], headline["refused_readings"])
     atomic_write_text(os.path.join(args.output_dir, "efficiency.md"), table)
     print(table)
     print(json.dumps(headline))

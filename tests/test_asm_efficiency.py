@@ -15,6 +15,7 @@ spec = importlib.util.spec_from_file_location(
 )
 eff = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(eff)
+from bench import efficiency_analysis as ana  # noqa: E402
 
 
 def _curve(method, seed, points, reviewed=0, moved=0):
@@ -150,7 +151,7 @@ def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys, m
     assert set(first["box_fraction_to_100pct"]) == set(first["box_fraction_to_95pct"]) == {"random", "v1+"}
     # the same trainer for every method: round 0 is one model (deterministic), the baseline draws every box
     assert first["round0_identical"] is True and first["baseline"] == "random"
-    assert set(first["asm_vs_random"]) == {"v1+"}
+    assert set(first["vs_random"]) == {"v1+"} and first["protocol"] == "v3"
     with open(tmp_path / "docs" / "eff.json") as f:
         data = json.load(f)
     assert {c["method"] for c in data["curves"]} == {"supervised", "random", "v1+"}
@@ -238,7 +239,7 @@ def test_quick_study_on_a_flat_voc_folder_that_is_not_bccd(tmp_path, capsys):
     ]
     assert eff.main(argv) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert last["failed"] == [] and last["round0_identical"] is True and "v1+" in last["asm_vs_random"]
+    assert last["failed"] == [] and last["round0_identical"] is True and "v1+" in last["vs_random"]
     with open(os.path.join(out, "efficiency.json")) as f:
         data = json.load(f)
     assert data["settings"]["train_images"] == 15 and "--discover-classes" in data["settings"]["data_flags"]
@@ -275,16 +276,16 @@ def test_step_interpolation_credits_neither_side_with_a_value_it_did_not_measure
     so it is not compared (reading 0.58 there would credit random with 70 boxes ASM never had)."""
     random = _curve("random", 1, [(100, 0.10), (200, 0.50), (300, 0.55), (400, 0.60)])
     asm = _curve("v1+", 1, [(100, 0.10), (150, 0.40), (250, 0.52), (330, 0.58)])
-    vs = eff.versus_random([asm], {1: random["points"]})
+    vs = ana.versus_random([asm], {1: random["points"]})
     assert vs["mean_margin_per_round"] == {1: pytest.approx(-0.10), 2: pytest.approx(-0.03)}
     assert vs["min_margin_ap50"] == pytest.approx(-0.03) and not vs["at_or_above_after_round1"]
     assert vs["margin_at_equal_images"] == pytest.approx(-0.03)  # 0.52 - 0.55; then 0.58 - 0.60
-    same = eff.versus_random([_curve("v1+", 1, [(100, 0.1), (200, 0.5), (300, 0.55)])], {1: random["points"]})
+    same = ana.versus_random([_curve("v1+", 1, [(100, 0.1), (200, 0.5), (300, 0.55)])], {1: random["points"]})
     assert same["min_margin_ap50"] == 0.0 and same["at_or_above_after_round1"]  # equal curves: no margin
     assert vs["above_below_equal"] == [0, 1, 0] and same["above_below_equal"] == [0, 0, 1]
     assert same["round1_gap_ap50"] == 0.0 and same["noise_floor_ap50"] is None  # no noise runs given
-    assert eff.step_index(random["points"], "human_drawn_boxes", 99) is None
-    assert eff.step_index(asm["points"], "human_drawn_boxes", 331) is None  # past its last point
+    assert ana.step_index(random["points"], "human_drawn_boxes", 99) is None
+    assert ana.step_index(asm["points"], "human_drawn_boxes", 331) is None  # past its last point
     assert vs["margins_by_lead"] == {0: {"n": 1, "min": -0.03, "above_below_equal": [0, 1, 0]}}
 
 
@@ -295,7 +296,7 @@ def test_margins_are_split_by_how_many_rounds_asm_is_ahead():
     too: lead 0, -0.02 (the same round, so for v1+ the same images)."""
     random = _curve("random", 1, list(zip([100, 200, 300, 400], [0.1, 0.3, 0.5, 0.6])))
     asm = _curve("v1+", 1, list(zip([100, 150, 190, 280, 410], [0.1, 0.3, 0.45, 0.58, 0.7])))
-    vs = eff.versus_random([asm], {1: random["points"]})
+    vs = ana.versus_random([asm], {1: random["points"]})
     assert vs["margins_by_lead"] == {
         0: {"n": 1, "min": -0.02, "above_below_equal": [0, 1, 0]},
         1: {"n": 1, "min": 0.08, "above_below_equal": [1, 0, 0]},
@@ -401,7 +402,7 @@ def test_each_seeds_initial_phase_is_trained_once_and_every_method_starts_from_i
 
 
 def test_jobs_start_longest_first_and_the_short_noise_runs_last():
-    argv = ["--seeds", "1", "2", "--methods", "random", eff.NOISE, "v1+/fixed", "--supervised-seeds", "1"]
+    argv = ["--seeds", "1", "2", "--methods", "random", ana.NOISE, "v1+/fixed", "--supervised-seeds", "1"]
     assert eff.job_order(eff.parse(argv)[0]) == [
         (eff.ROUND0, 1),
         (eff.ROUND0, 2),
@@ -410,8 +411,8 @@ def test_jobs_start_longest_first_and_the_short_noise_runs_last():
         ("random", 2),  # random first: the other methods may load its rounds (--round-cache)
         ("v1+/fixed", 1),
         ("v1+/fixed", 2),
-        (eff.NOISE, 1),
-        (eff.NOISE, 2),
+        (ana.NOISE, 1),
+        (ana.NOISE, 2),
     ]
     argv = ["--seeds", "3", "--methods", "al_curve/random", "random"]  # nothing mines a shared round 0
     assert eff.job_order(eff.parse([*argv, "--no-share-round0"])[0]) == [
@@ -421,17 +422,9 @@ def test_jobs_start_longest_first_and_the_short_noise_runs_last():
     ]
 
 
-def test_noise_rounds_shortens_only_the_reseeded_runs(capsys):
-    args = eff.parse(["--steps", "5", "--noise-rounds", "2"])[0]
-    assert [eff.max_rounds(args, m) for m in ("random", "v1+/fixed", eff.NOISE)] == [4, 4, 2]
-    args = eff.parse(["--steps", "2", "--noise-rounds", "3"])[0]  # never past the others
-    assert eff.max_rounds(args, eff.NOISE) == 1
-    args = eff.parse(["--noise-rounds", "3"])[0]  # no --steps: the others run until the pool ends
-    assert eff.max_rounds(args, "random") is None and eff.max_rounds(args, eff.NOISE) == 3
-    assert eff.max_rounds(eff.parse(["--steps", "5"])[0], eff.NOISE) == 4
-    with pytest.raises(SystemExit):
-        eff.parse(["--noise-rounds", "1"])
-    assert "--noise-rounds 1: the noise floor is read from round 2 on" in capsys.readouterr().err
+def test_every_run_stops_at_the_same_round():
+    assert eff.max_rounds(eff.parse(["--steps", "5"])[0]) == 4
+    assert eff.max_rounds(eff.parse([])[0]) is None  # until the pool is exhausted
 
 
 def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
@@ -440,8 +433,8 @@ def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
     0.03 below random at round 2: not at or above, but within what noise alone made (0.06)."""
     boxes = [100, 200, 300, 400]
     random = _curve("random", 1, list(zip(boxes, [0.1, 0.3, 0.5, 0.6])))
-    twin = _curve(eff.NOISE, 1, list(zip(boxes, [0.1, 0.3, 0.44, 0.62])))
-    noise = eff.training_noise([twin], {1: random["points"]})
+    twin = _curve(ana.NOISE, 1, list(zip(boxes, [0.1, 0.3, 0.44, 0.62])))
+    noise = ana.training_noise([twin], {1: random["points"]})
     assert noise == {
         "mean": pytest.approx(0.04),
         "max": pytest.approx(0.06),
@@ -449,19 +442,19 @@ def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
         "per_round": {2: pytest.approx(0.06), 3: pytest.approx(0.02)},
     }
     asm = _curve("v1+", 1, list(zip([100, 190, 280, 370, 460], [0.1, 0.3, 0.47, 0.61, 0.63])))
-    vs = eff.versus_random([asm], {1: random["points"]}, noise=noise)
+    vs = ana.versus_random([asm], {1: random["points"]}, noise=noise)
     assert vs["min_margin_ap50"] == pytest.approx(-0.03) and not vs["at_or_above_after_round1"]
     assert vs["within_noise_after_round1"] and vs["noise_floor_ap50"] == pytest.approx(0.04)
     # after round 1: -0.03 at 300 boxes (0.47 at 280), +0.01 at 400 (0.61 at 370)
     assert vs["above_below_equal"] == [1, 1, 0]
     worse = _curve("v1+", 1, list(zip([100, 190, 280, 370], [0.1, 0.3, 0.43, 0.61])))
-    assert not eff.versus_random([worse], {1: random["points"]}, noise=noise)["within_noise_after_round1"]
+    assert not ana.versus_random([worse], {1: random["points"]}, noise=noise)["within_noise_after_round1"]
     summary = eff.analyse([_curve("supervised", 1, [(500, 0.7)]), random, twin, asm], 500, ["random", "v1+"])
     assert summary["training_noise"]["max"] == pytest.approx(0.06)
-    assert eff.NOISE not in summary["vs_random"] and summary["vs_random"]["v1+"]["within_noise_after_round1"]
-    short = _curve(eff.NOISE, 1, list(zip(boxes[:3], [0.1, 0.3, 0.44])))  # --noise-rounds 2
+    assert ana.NOISE not in summary["vs_random"] and summary["vs_random"]["v1+"]["within_noise_after_round1"]
+    short = _curve(ana.NOISE, 1, list(zip(boxes[:3], [0.1, 0.3, 0.44])))  # --noise-rounds 2
     summary = eff.analyse(
-        [_curve("supervised", 1, [(500, 0.7)]), random, short, asm], 500, ["random", eff.NOISE]
+        [_curve("supervised", 1, [(500, 0.7)]), random, short, asm], 500, ["random", ana.NOISE]
     )
     assert summary["training_noise"] == {
         "mean": pytest.approx(0.06),
@@ -485,3 +478,115 @@ def test_a_method_starts_only_after_random_of_its_seed_with_the_round_cache():
     eff.after_baseline(args, "random", 1, unset)  # random itself never waits
     eff.after_baseline(eff.parse(["--seeds", "1", "--no-round-cache"])[0], "v1+/calib", 1, unset)
     assert not unset[1].is_set()
+
+
+# --- protocol v3 ---------------------------------------------------------------------------------------
+
+
+def _v3_curves():
+    """Seed 1: random draws 100, 300, 500, 700 boxes (AP 0.1, 0.3, 0.5, 0.6); v1+ on the same images
+    draws 100, 200, 350, 500 (AP 0.1, 0.32, 0.49, 0.66). Reseeded twins: random's gaps 0.0, 0.01,
+    0.04 at rounds 1-3 and v1+'s 0.02, 0.005, 0.08."""
+    return [
+        _curve("supervised", 1, [(1000, 0.7)]),
+        _curve("random", 1, [(100, 0.1), (300, 0.3), (500, 0.5), (700, 0.6)]),
+        _curve(ana.NOISE, 1, [(100, 0.1), (300, 0.3), (500, 0.51), (700, 0.64)]),
+        _curve("v1+", 1, [(100, 0.1), (200, 0.32), (350, 0.49), (500, 0.66)]),
+        _curve("v1+/reseed", 1, [(100, 0.1), (200, 0.3), (350, 0.495), (500, 0.58)]),
+    ]
+
+
+def test_the_noise_of_every_round_is_measured_from_both_reseeded_runs():
+    noise = ana.noise_per_round(_v3_curves())
+    assert noise == {
+        1: {"mean": pytest.approx(0.01), "max": pytest.approx(0.02), "n": 2},
+        2: {"mean": pytest.approx(0.0075), "max": pytest.approx(0.01), "n": 2},
+        3: {"mean": pytest.approx(0.06), "max": pytest.approx(0.08), "n": 2},
+    }
+
+
+def test_each_reading_is_judged_against_the_noise_of_its_own_round():
+    """v1+ round 1 (200 boxes, 0.32): random's first point at or above is 300 (0.3): +0.02, within
+    round 1's 0.02; interpolated between 100 (0.1) and 300 (0.3): 0.2, +0.12. Round 2 (350, 0.49)
+    against 500 (0.5): -0.01, within 0.01. Round 3 (500, 0.66) against 500 (0.5): +0.16, above
+    round 3's 0.08, although round 2's noise (0.01) is not what judges it."""
+    curves = _v3_curves()
+    taken, refused = ana.readings(curves, "v1+", ana.noise_per_round(curves))
+    assert refused == []
+    got = [
+        (r["asm_round"], r["random_boxes"], r["margin_ap50"], r["noise_max_at_round"], r["verdict"])
+        for r in taken
+    ]
+    assert got == [
+        (1, 300, pytest.approx(0.02), pytest.approx(0.02), "within_noise"),
+        (2, 500, pytest.approx(-0.01), pytest.approx(0.01), "within_noise"),
+        (3, 500, pytest.approx(0.16), pytest.approx(0.08), "above_noise"),
+    ]
+    assert taken[0]["margin_interpolated_ap50"] == pytest.approx(0.12)
+    assert taken[1]["random_ap50_interpolated"] == pytest.approx(0.35)  # 0.3 + 0.25 x (0.5 - 0.3)
+    assert ana.verdict(-0.2, 0.08) == "below_noise" and ana.verdict(0.1, None) == "no_noise"
+
+
+def test_a_reading_with_random_on_one_side_only_is_refused():
+    random = _curve("random", 1, [(100, 0.1), (300, 0.3)])["points"]
+    assert ana.reading({"human_drawn_boxes": 350, "AP50": 0.4}, random) is None  # nothing at or above
+    assert ana.reading({"human_drawn_boxes": 50, "AP50": 0.4}, random) is None  # nothing at or below
+    curves = [
+        _curve("random", 1, [(100, 0.1), (300, 0.3)]),
+        _curve("v1+", 1, [(100, 0.1), (250, 0.2), (400, 0.5)]),
+    ]
+    taken, refused = ana.readings(curves, "v1+", {})
+    assert [r["asm_round"] for r in taken] == [1] and taken[0]["verdict"] == "no_noise"
+    assert refused == [
+        {"seed": 1, "method": "v1+", "asm_round": 2, "asm_boxes": 400, "why": "random on one side only"}
+    ]
+
+
+def test_the_bootstrap_interval_matches_the_hand_computed_one():
+    """Means of 4 draws from (0, 0, 0, 1): k/4 with k ~ Binomial(4, 1/4): P(0) = 0.316, P(k <= 2) =
+    0.949, P(k <= 3) = 0.996; the 2.5% and 97.5% quantiles are 0 and 0.75."""
+    assert ana.bootstrap_ci([0, 0, 0, 1]) == [0.0, 0.75]
+    assert ana.bootstrap_ci([0.2, 0.2, 0.2]) == [0.2, 0.2]
+    assert ana.bootstrap_ci([]) is None
+    summary = ana.versus_random_v3(
+        [
+            {"seed": s, "margin_ap50": m, "margin_interpolated_ap50": m, "verdict": v}
+            for s, m, v in [
+                (1, 0.0, "within_noise"),
+                (1, 0.0, "within_noise"),
+                (2, 0.0, "within_noise"),
+                (2, 1.0, "above_noise"),
+            ]
+        ]
+    )
+    assert summary["ci95"] == [0.0, 0.75] and summary["mean_margin_ap50"] == 0.25
+    assert (summary["above_noise"], summary["within_noise"], summary["below_noise"]) == (1, 3, 0)
+    assert summary["readings_per_seed"] == {1: 2, 2: 2}
+
+
+def test_label_damage_compares_the_same_final_images_with_their_true_boxes():
+    curves = _v3_curves()
+    for c in curves:
+        c["final_images"] = "abc" if c["method"] in ("random", "v1+") else None
+    damage = ana.label_damage(curves, "v1+")
+    assert damage == {
+        "mean": pytest.approx(-0.06),
+        "per_seed": {1: pytest.approx(-0.06)},
+        "n": 1,
+        "seeds_on_other_images": [],
+    }  # 0.6 - 0.66
+    curves[3]["final_images"] = "other"
+    assert ana.label_damage(curves, "v1+") is None
+
+
+def test_the_supervised_bound_keeps_its_seeds():
+    curves = [_curve("supervised", s, [(1000, ap)]) for s, ap in ((1, 0.7), (2, 0.8), (3, 0.75))]
+    assert ana.supervised_bound(curves) == {"mean": 0.75, "std": pytest.approx(0.0408), "n": 3}
+
+
+def test_sl_precision_splits_the_certain_boxes_by_what_went_wrong():
+    c = _curve("v1+", 1, [(100, 0.1), (200, 0.3)])
+    c["points"][1].update(certain=10, matched=6, loose=2, wrong_class=1)
+    p = ana.sl_precision([c], ["v1+"])["v1+"]
+    assert (p["iou80"], p["iou50"]) == (0.6, 0.8)
+    assert p["errors"] == {"loose": 2, "wrong_class": 1, "no_object": 1}

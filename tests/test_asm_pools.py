@@ -284,7 +284,19 @@ def test_the_weighted_cost_and_the_pool_boxes_by_hand():
 
 def test_round_cost_adds_every_field_of_every_image():
     a = MergeResult(
-        Record("a", "a.jpg", 9, 9), np.zeros(0, bool), 2, 3, 1, 4, 5, 0, 3, 0.4, sl_score=2.5, loose=1, wrong_class=2
+        Record("a", "a.jpg", 9, 9),
+        np.zeros(0, bool),
+        2,
+        3,
+        1,
+        4,
+        5,
+        0,
+        3,
+        0.4,
+        sl_score=2.5,
+        loose=1,
+        wrong_class=2,
     )
     b = MergeResult(
         Record("b", "b.jpg", 9, 9),
