@@ -33,14 +33,14 @@ from datasets import AnnotationError
 from datasets.build import add_data_args
 from datasets.records import record_from_dict, record_to_dict
 from net.models import is_mask_model
-from tools import dist, fit
-from tools.checkpoint import load_checkpoint, save_checkpoint, unwrap
-from tools.coco_eval import COCOEvaluator
-from tools.config import add_config_args, parse_with_config, save_resolved
-from tools.curves import write_results
-from tools.logs import RunLog
-from tools.mining import mine
-from tools.options import (
+from tools.engine import fit
+from tools.engine.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from tools.engine.coco_eval import COCOEvaluator
+from tools.engine.mining import mine
+from tools.engine.predict import compute_loss, predict_proba
+from tools.engine.voc_eval import VOCEvaluator
+from tools.loop.config import add_config_args, parse_with_config, save_resolved
+from tools.loop.options import (
     HelpFormatter,
     add_asm_args,
     add_model_args,
@@ -50,12 +50,13 @@ from tools.options import (
     count_or_fraction,
     fit_config,
 )
-from tools.predict import compute_loss, predict_proba
-from tools.process import run_environment
-from tools.report import AP50, ap_summary
-from tools.setup import amp_scaler, evaluation_loader, model_from_args, start
-from tools.stop import Interrupted
-from tools.voc_eval import VOCEvaluator
+from tools.loop.report import AP50, ap_summary
+from tools.loop.setup import amp_scaler, evaluation_loader, model_from_args, start
+from tools.runtime import dist
+from tools.runtime.curves import write_results
+from tools.runtime.logs import RunLog
+from tools.runtime.process import run_environment
+from tools.runtime.stop import Interrupted
 
 logger = logging.getLogger("al_curve")
 
@@ -123,7 +124,7 @@ def sampler_context(sampler, model, args, train_set, remaining, device) -> tuple
     records = [train_set.records[i] for i in remaining]
     ids = [r.image_id for r in records]
     context, merged = {}, {}
-    model = unwrap(model)  # each rank scores its slice of the images (tools.dist.sharded_map)
+    model = unwrap(model)  # each rank scores its slice of the images (tools.runtime.dist.sharded_map)
     if "probs" in needs:
         preds = dist.sharded_map(
             lambda recs: predict_proba(

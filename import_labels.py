@@ -16,7 +16,7 @@ import json
 import logging
 
 from datasets import AnnotationError
-from tools.labelling import import_for_run
+from tools.loop.labelling import import_for_run
 
 
 def main(argv: list[str] | None = None) -> int:

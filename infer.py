@@ -1,4 +1,4 @@
-"""Run a checkpoint over images and write COCO results JSON (``tools/inference.py``).
+"""Run a checkpoint over images and write COCO results JSON (``tools/engine/inference.py``).
 
     python infer.py --checkpoint outputs/run/best.pth --images photos/ --out results.json
     python infer.py --checkpoint outputs/run/best.pth --split val --out results.json   # the run's own val split
@@ -24,10 +24,10 @@ from datasets.coco import records_to_coco
 from datasets.records import RecordSet
 from datasets.report import LoadReport
 from datasets.torch_data import read_image
-from tools.checkpoint import folder_of
-from tools.coco_eval import to_coco_results
-from tools.inference import folder_records, model_from_checkpoint, predict_tta
-from tools.process import keep_freed_memory
+from tools.engine.checkpoint import folder_of
+from tools.engine.coco_eval import to_coco_results
+from tools.engine.inference import folder_records, model_from_checkpoint, predict_tta
+from tools.runtime.process import keep_freed_memory
 
 logger = logging.getLogger("infer")
 EXIT_NO_IMAGES = 1  # every image was skipped (unreadable): results hold nothing
@@ -148,7 +148,7 @@ def detect_all(args, model, data: RecordSet, label_to_cat, coco_ids, device) -> 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    keep_freed_memory()  # CPU detection faults fewer pages in (tools.process)
+    keep_freed_memory()  # CPU detection faults fewer pages in (tools.runtime.process)
     ignored = data_flags_without_dataset(args, sys.argv[1:] if argv is None else argv)
     if ignored:
         logger.error(

@@ -1,4 +1,4 @@
-"""Serve a paused round to a running Label Studio and read the labels back (``tools/label_studio.py``).
+"""Serve a paused round to a running Label Studio and read the labels back (``tools/loop/label_studio.py``).
 
 label-studio start --port 8080                      # once; copy the API token from Account & Settings
 export LABEL_STUDIO_API_KEY=<token>
@@ -18,9 +18,9 @@ import os
 import sys
 
 from datasets import AnnotationError
-from tools.checkpoint import last_path
-from tools.label_studio import Client, LabelStudioError, pull, push
-from tools.labelling import awaiting_folder
+from tools.engine.checkpoint import last_path
+from tools.loop.label_studio import Client, LabelStudioError, pull, push
+from tools.loop.labelling import awaiting_folder
 
 logger = logging.getLogger("label_studio")
 

@@ -5,8 +5,8 @@
     python train_asm_one.py --output-dir outputs/demo --resume   # continue that run
 
 :func:`main` reads as the story: options -> resume -> data -> model and state -> first phase ->
-rounds -> report. A round is :mod:`tools.rounds`, a phase :class:`tools.fit.PhaseTraining`, the run's
-state :class:`tools.run.Run`, what the user reads :mod:`tools.report`.
+rounds -> report. A round is :mod:`tools.loop.rounds`, a phase :class:`tools.engine.fit.PhaseTraining`, the run's
+state :class:`tools.loop.run.Run`, what the user reads :mod:`tools.loop.report`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import torch
 from asm.pools import initial_pool
 from datasets import AnnotationError
 from datasets.build import add_data_args, describe, evaluation_warnings
-from tools import dist, run_dir
-from tools.checkpoint import CheckpointError, RunState, last_path, weights_digest
-from tools.config import add_config_args, parse_with_config, save_resolved
-from tools.fit import Diverged
-from tools.options import (
+from tools.engine.checkpoint import CheckpointError, RunState, last_path, weights_digest
+from tools.engine.evaluator import AP50, AP_KEYS
+from tools.engine.fit import Diverged
+from tools.loop import run_dir
+from tools.loop.config import add_config_args, parse_with_config, save_resolved
+from tools.loop.options import (
     OPTION_PRESETS,
     HelpFormatter,
     add_asm_args,
@@ -36,9 +37,7 @@ from tools.options import (
     check_options,
     str2bool,
 )
-from tools.report import (
-    AP50,
-    AP_KEYS,
+from tools.loop.report import (
     ap_summary,
     closing_story,
     explain_drop,
@@ -48,11 +47,19 @@ from tools.report import (
     run_summary,
     summary_table,
 )
-from tools.resume import DEFAULT_OUTPUT, resolve_resume
-from tools.rounds import LabelsMissing, Paused, check_ranks_agree, plan_rounds, resume_labelled, start_round
-from tools.run import Run
-from tools.setup import build_run, start, write_load_report
-from tools.stop import STOP, Interrupted, Stopped, resume_command
+from tools.loop.resume import DEFAULT_OUTPUT, resolve_resume
+from tools.loop.rounds import (
+    LabelsMissing,
+    Paused,
+    check_ranks_agree,
+    plan_rounds,
+    resume_labelled,
+    start_round,
+)
+from tools.loop.run import Run
+from tools.loop.setup import build_run, start, write_load_report
+from tools.runtime import dist
+from tools.runtime.stop import STOP, Interrupted, Stopped, resume_command
 
 logger = logging.getLogger("train_asm_one")
 
@@ -62,7 +69,7 @@ EXIT_BAD_INPUT = 2  # options, data, checkpoint or folder refused, in one line n
 EXIT_INTERRUPTED = 3  # --exit-after-epochs (resume tests): continue with the printed command
 EXIT_PAUSED = 4  # a round waits for a human's labels (--oracle none): the next steps are printed
 EXIT_DIVERGED = 5  # training diverged past the rollbacks; the last checkpoint is the last good state
-# Ctrl-C and SIGTERM: 130 and 143 (128 + the signal), after the checkpoint being written (tools/stop.py)
+# Ctrl-C and SIGTERM: 130 and 143 (128 + the signal), after the checkpoint being written (tools/runtime/stop.py)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -96,7 +103,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         help="continue a run (restores everything): CKPT, or without a value <output-dir>/last.pth; the run "
-        "keeps its options (tools/resume.py says which may change)",
+        "keeps its options (tools/loop/resume.py says which may change)",
     )
     g.add_argument(
         "--auto-resume",

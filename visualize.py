@@ -24,10 +24,10 @@ from datasets import AnnotationError
 from datasets.build import DataOptions, add_data_args, build_datasets, run_data_options
 from datasets.records import RecordSet
 from datasets.report import LoadReport
-from tools.checkpoint import folder_of
-from tools.drawing import GT_COLOR, PRED_COLOR, contact_sheet, draw_boxes, legend
-from tools.inference import folder_records, model_from_checkpoint, predict_tta
-from tools.process import keep_freed_memory
+from tools.engine.checkpoint import folder_of
+from tools.engine.inference import folder_records, model_from_checkpoint, predict_tta
+from tools.runtime.drawing import GT_COLOR, PRED_COLOR, contact_sheet, draw_boxes, legend
+from tools.runtime.process import keep_freed_memory
 
 logger = logging.getLogger("visualize")
 
@@ -129,7 +129,7 @@ def draw(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = get_args_parser().parse_args(argv)
-    keep_freed_memory()  # CPU detection faults fewer pages in (tools.process)
+    keep_freed_memory()  # CPU detection faults fewer pages in (tools.runtime.process)
     try:
         print(draw(args))
     except (AnnotationError, ValueError, FileNotFoundError) as e:

@@ -169,10 +169,9 @@ ERROR_IOU = 0.5  # a certain box on an object at this IoU is loose or of the wro
 
 
 def certain_errors(boxes: np.ndarray, labels: np.ndarray, match: np.ndarray, gt: Record) -> tuple[int, int]:
-    """How the certain boxes that matched no GT box (``match`` -1) went wrong: ``loose``, those
-    matched to a GT box of their class that no box took, at IoU >= 0.5 (one-to-one, as
-    :func:`match_gt`); ``wrong_class``, the others that overlap a GT box of another class at
-    IoU >= 0.5. The rest lie on no object."""
+    """Of the certain boxes that matched no GT box (``match`` -1): ``loose``, matched one-to-one to a
+    free GT box of their class at IoU >= 0.5; ``wrong_class``, the others on a GT box of another
+    class at IoU >= 0.5. The rest lie on no object."""
     miss = match < 0
     if not miss.any() or len(gt) == 0:
         return 0, 0

@@ -171,7 +171,7 @@ class ASMState:
         self, strategy: str, K: int, cer_ratio: float, uncer_ratio: float, max_passes: int, round_train: str
     ) -> None:
         """How the rounds select and train (checked): at the start, or where the first round begins
-        (a resumed run given new round options, :mod:`tools.resume`)."""
+        (a resumed run given new round options, :mod:`tools.loop.resume`)."""
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
         if not isinstance(K, int) or K < 1:

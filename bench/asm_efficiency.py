@@ -89,7 +89,7 @@ from bench.efficiency_analysis import (  # noqa: E402
 from bench.efficiency_report import plot, readings_table, tables  # noqa: E402
 from datasets.atomic import atomic_write_text  # noqa: E402
 from datasets.build import DataOptions, add_data_args  # noqa: E402
-from tools.logs import read_jsonl  # noqa: E402
+from tools.runtime.logs import read_jsonl  # noqa: E402
 
 BCCD_CLASSES = ("RBC", "WBC", "Platelets")
 AQUARIUM_ROOT = os.path.join(ROOT, "..", "shared", "data", "aquarium")
@@ -584,7 +584,7 @@ def final_images(out: str) -> str | None:
     """A digest of the image ids in a finished run's label pool (``last.pth``), or None."""
     import hashlib
 
-    from tools.checkpoint import load_checkpoint
+    from tools.engine.checkpoint import load_checkpoint
 
     path = os.path.join(out, "last.pth")
     if not os.path.isfile(path):

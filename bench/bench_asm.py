@@ -3,7 +3,7 @@
 (a) the merge rules (:func:`asm.merge.merge_batch`) on 1,000 images x 100 detections, checked
     against the per-box loop of ``tests/asm_oracle.py`` (identical outputs), and reported as
     ``merge_fraction_of_detect``: merge time per image over detection time per image (target <= 0.05);
-(b) the detection pass (:func:`tools.engine.detect`: DataLoader, aspect-ratio batches, inference
+(b) the detection pass (:func:`tools.engine.epoch.detect`: DataLoader, aspect-ratio batches, inference
     mode) in images/s against an ASM_core-style loop (PIL open, ``to_tensor``, ``model([x])`` one
     image at a time) and against pure model forward on pre-loaded tensors in the same batches.
 All in this process, on the demo data and the demo's model.
@@ -28,9 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from asm.merge import ASMConfig, merge_batch  # noqa: E402
 from bench.common import add_bench_args, bench_data, bench_model, sync  # noqa: E402
+from datasets.loaders import eval_loader  # noqa: E402
 from tests.asm_oracle import merge_by_loop, random_batch, same_result  # noqa: E402
-from tools.engine import detect  # noqa: E402
-from tools.fit import eval_loader  # noqa: E402
+from tools.engine.epoch import detect  # noqa: E402
 
 
 def bench_merge(n_images: int, n_dets: int) -> dict:

@@ -7,7 +7,7 @@ on. With ``--images eval`` (default) half of the evaluation images (even positio
 (``--certain-precision``: per-class thresholds from :func:`asm.select.class_thresholds`) and the
 other half are measured; with ``--images unlabelled``, as a run's round does, the whole evaluation
 set calibrates and the images outside the run's label pool are measured. Every rule goes through the
-real merge (:func:`tools.mining.merge_with_oracle`):
+real merge (:func:`tools.engine.mining.merge_with_oracle`):
 
 * ``fixed``: ``--certain-thre`` 0.8 (the default);
 * ``calib``: thresholds calibrated to precision ``--precision`` (0.85, at 95% confidence);
@@ -59,9 +59,9 @@ from asm.select import (  # noqa: E402
 from bench.common import emit  # noqa: E402
 from datasets.build import build_datasets, run_data_options  # noqa: E402
 from datasets.torch_data import read_image  # noqa: E402
-from tools.checkpoint import checkpoint_of, load_checkpoint  # noqa: E402
-from tools.inference import model_from_checkpoint  # noqa: E402
-from tools.mining import Mirrored, merge_with_oracle, sort_by_score  # noqa: E402
+from tools.engine.checkpoint import checkpoint_of, load_checkpoint  # noqa: E402
+from tools.engine.inference import model_from_checkpoint  # noqa: E402
+from tools.engine.mining import Mirrored, merge_with_oracle, sort_by_score  # noqa: E402
 
 AGREEMENT = 0.85  # --certain-agreement of the agree rules
 

@@ -30,7 +30,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.logs import read_jsonl  # noqa: E402
+from tools.runtime.logs import read_jsonl  # noqa: E402
 
 KEYS = (
     "ap50",

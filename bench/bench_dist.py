@@ -1,7 +1,7 @@
 """Detection pass under torchrun: images/s with N processes against 1 process on the same machine.
 
 Each run launches ``torchrun --standalone`` on this script's worker mode, which times
-:func:`tools.engine.detect` (sharded batches, gathered outputs) over the demo training images with
+:func:`tools.engine.epoch.detect` (sharded batches, gathered outputs) over the demo training images with
 the demo's model; the cores are split evenly between the processes (``OMP_NUM_THREADS``), so the
 1-process baseline uses all of them too.
 
@@ -25,11 +25,11 @@ sys.path.insert(0, ROOT)
 
 
 def worker(args: argparse.Namespace) -> None:
+    from datasets.loaders import eval_loader
     from datasets.synthetic import load_demo
     from net.models import build_model
-    from tools import dist
-    from tools.engine import detect
-    from tools.fit import eval_loader
+    from tools.engine.epoch import detect
+    from tools.runtime import dist
 
     with dist.session():
         device = dist.init(torch.device("cpu"))

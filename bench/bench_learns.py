@@ -26,7 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tools.logs import read_jsonl  # noqa: E402
+from tools.runtime.logs import read_jsonl  # noqa: E402
 from train_asm_one import main as train_main  # noqa: E402
 
 COMMAND = (

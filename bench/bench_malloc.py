@@ -1,7 +1,7 @@
 """CPU training and evaluation with glibc's malloc as it comes, against :func:`keep_freed_memory`.
 
 glibc hands every large freed block back to the system and faults the next one's pages in again;
-``tools.process.keep_freed_memory`` (called by every entry at its start) keeps them. The allocator's
+``tools.runtime.process.keep_freed_memory`` (called by every entry at its start) keeps them. The allocator's
 settings are fixed once a process has set them, so each setting runs in child processes of this one,
 alternately (``--repeat`` pairs, which goes first swapping each time), ``--jobs`` of a setting side by
 side, as the study runs its one-thread jobs. Each child trains ``--steps`` batches and evaluates
@@ -37,8 +37,8 @@ from bench.common import add_bench_args, bench_data, emit, side_by_side, study_m
 from datasets import AnnotationError  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
-from tools.fit import FitConfig, make_optimizer  # noqa: E402
-from tools.process import deterministic_mode, keep_freed_memory, malloc_left_alone  # noqa: E402
+from tools.engine.fit import FitConfig, make_optimizer  # noqa: E402
+from tools.runtime.process import deterministic_mode, keep_freed_memory, malloc_left_alone  # noqa: E402
 
 SETTINGS = ("default", "kept")
 

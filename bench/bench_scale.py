@@ -30,10 +30,10 @@ sys.path.insert(0, {root!r})
 import argparse, torch
 from datasets.synthetic import load_demo
 from net.models import build_model
-from tools.coco_eval import COCOEvaluator
-from tools.engine import evaluate
-from tools.fit import eval_loader
-from tools.voc_eval import VOCEvaluator
+from tools.engine.coco_eval import COCOEvaluator
+from tools.engine.epoch import evaluate
+from datasets.loaders import eval_loader
+from tools.engine.voc_eval import VOCEvaluator
 torch.manual_seed(0)
 data = load_demo("train", fmt="coco", num_train={n}, num_val=10, cache_dir={cache!r})
 model = build_model("maskrcnn_mobilenet_v2_fpn", data.num_classes + 1, min_size=96, preset="cpu_fast")
@@ -54,7 +54,7 @@ import numpy as np
 from asm.merge import ASMConfig, merge_batch
 from asm.pools import ASMState, initial_pool
 from datasets.coco import load_coco
-from tools.checkpoint import load_checkpoint, save_checkpoint
+from tools.engine.checkpoint import load_checkpoint, save_checkpoint
 data = load_coco({path!r}, "/nonexistent", check_images=False)
 records = data.records
 rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

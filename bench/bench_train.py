@@ -28,10 +28,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import add_bench_args, bench_data, bench_model, sync, train_steps  # noqa: E402
+from datasets.loaders import train_loader  # noqa: E402
 from datasets.torch_data import DetectionDataset, collate_fn  # noqa: E402
 from datasets.transforms import build_transforms  # noqa: E402
-from tools.engine import to_device, train_one_epoch  # noqa: E402
-from tools.fit import FitConfig, make_optimizer, train_loader  # noqa: E402
+from tools.engine.epoch import to_device, train_one_epoch  # noqa: E402
+from tools.engine.fit import FitConfig, make_optimizer
 
 
 def bare_loop(model, optimizer, batches, device) -> None:

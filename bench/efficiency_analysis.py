@@ -221,7 +221,7 @@ def _signs(margins: list[float]) -> list[int]:
 def default_method(methods: list[str]) -> str:
     """The method that runs ``train_asm_one.py``'s defaults: ``v1+`` when it ran, else the one whose
     flags leave every ASM option at its default (``v1+/fixed`` or ``v1+/calib``)."""
-    from tools.options import add_asm_args
+    from tools.loop.options import add_asm_args
 
     if DEFAULT_METHOD in methods:
         return DEFAULT_METHOD

@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.efficiency_analysis import ASM_METHODS, BASELINE  # noqa: E402
-from tools.curves import mean_curve  # noqa: E402
+from tools.runtime.curves import mean_curve  # noqa: E402
 
 
 def plot(curves: list[dict], summary: dict, methods: list[str], total_boxes: int, path: str) -> None:

@@ -1,7 +1,7 @@
 """The mutation score: how often a fast unit test notices a broken rule.
 
 ``mutmut`` (configured under ``[tool.mutmut]`` in ``pyproject.toml``) mutates the modules the ASM
-engine and resume rest on (``asm/``, ``tools/checkpoint.py``, ``tools/resume.py``, ``tools/stop.py``,
+engine and resume rest on (``asm/``, ``tools/engine/checkpoint.py``, ``tools/loop/resume.py``, ``tools/runtime/stop.py``,
 ``datasets/records.py``) one small change at a time (a comparison flipped, a constant changed, an
 argument dropped) and runs, for each mutant, only the fast unit tests that reach the mutated function
 (tests marked ``slow`` are left out). A mutant is *killed* when a test fails (or hangs: ``timeout``).

@@ -9,7 +9,7 @@
 
 The three readers (:func:`parse_labelme`, :func:`parse_cvat`, :func:`parse_label_studio`) turn a
 file into :class:`Item` s (an image name and its :class:`Shape` s); the same readers serve the
-import of a labelled round (``tools/labelling.py``). :func:`load_export` turns items into a
+import of a labelled round (``tools/loop/labelling.py``). :func:`load_export` turns items into a
 :class:`RecordSet`: polygons become boxes and masks (a rectangle's mask is the rectangle), a shape
 it cannot read is counted (``bad_shape``, ``unsupported_shape``) and never dropped without a word,
 and no path outside the root is ever read.

@@ -60,7 +60,7 @@ PRESETS: dict[str, dict] = {
     ),
     "default": {},
 }
-# The built-in demo's (tools.options.DEMO_DEFAULTS): cpu_fast with the FPN on MobileNetV2's stride 8,
+# The built-in demo's (tools.loop.options.DEMO_DEFAULTS): cpu_fast with the FPN on MobileNetV2's stride 8,
 # 16 and 32 stages instead of two stride-32 ones (torchvision's choice): its shapes are 40-96 px, and
 # boxes tight enough for SL (IoU 0.8 with the drawn box) need the finer levels.
 PRESETS["demo"] = {**PRESETS["cpu_fast"], "returned_layers": (2, 3, 4)}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 # MKL reads this at its first call, before any test runs: --deterministic runs in this process then
-# repeat exactly on Intel CPUs too (see tools.options.deterministic_mode).
+# repeat exactly on Intel CPUs too (see tools.loop.options.deterministic_mode).
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N: N workers share the cores; one thread each (and in the processes they start), as

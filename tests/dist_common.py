@@ -2,11 +2,11 @@
 
 import torch
 
+from datasets.loaders import eval_loader
 from datasets.synthetic import load_demo
 from net.models import build_model
-from tools.coco_eval import COCOEvaluator
-from tools.fit import eval_loader
-from tools.voc_eval import VOCEvaluator
+from tools.engine.coco_eval import COCOEvaluator
+from tools.engine.voc_eval import VOCEvaluator
 
 
 def build():

@@ -14,8 +14,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.dist_common import build  # noqa: E402
-from tools import dist  # noqa: E402
-from tools.engine import detect, evaluate  # noqa: E402
+from tools.engine.epoch import detect, evaluate  # noqa: E402
+from tools.runtime import dist  # noqa: E402
 
 
 def main() -> None:

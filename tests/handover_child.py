@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.fit import loader_options  # noqa: E402
-from tools.stop import STOP, Stopped  # noqa: E402
+from datasets.loaders import loader_options  # noqa: E402
+from tools.runtime.stop import STOP, Stopped  # noqa: E402
 
 MAIN = os.getpid()
 answer = multiprocessing.connection.answer_challenge

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import tools.engine
+import tools.engine.epoch
 from al_curve import main
 from asm.samplers import BaseSampler
 from datasets.coco import decode_masks
@@ -190,7 +190,7 @@ def test_deterministic_curves_repeat_in_fresh_processes(tmp_path):
 
 
 def test_plot_without_matplotlib_warns_and_keeps_going(tmp_path, monkeypatch, caplog):
-    from tools.curves import plot
+    from tools.runtime.curves import plot
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     steps = [
@@ -223,7 +223,7 @@ def test_mask_rcnn_curves_train_on_masks_and_report_mask_ap(tiny_coco_root, tmp_
                 ],
             )
 
-    monkeypatch.setattr(tools.engine, "predictions", perfect)
+    monkeypatch.setattr(tools.engine.epoch, "predictions", perfect)
     out = str(tmp_path / "mask")
     val_json = os.path.join(tiny_coco_root, "annotations", "instances_val2017.json")
     code = main(

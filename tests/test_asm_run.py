@@ -14,8 +14,8 @@ from PIL import Image
 from asm.pools import ASMState
 from datasets.synthetic import load_demo
 from tests.helpers import plain_state
-from tools.checkpoint import load_checkpoint
-from tools.logs import read_jsonl
+from tools.engine.checkpoint import load_checkpoint
+from tools.runtime.logs import read_jsonl
 from train_asm_one import main
 
 TINY = [
@@ -50,7 +50,7 @@ TINY = [
     "0.3",
     "--ap-range",
     "10",
-    # the generic rules and cadence, not the demo's own (tools.options.DEMO_DEFAULTS)
+    # the generic rules and cadence, not the demo's own (tools.loop.options.DEMO_DEFAULTS)
     "--certain-precision",
     "none",
     "--round-train",
@@ -191,10 +191,10 @@ def test_deterministic_runs_repeat_in_fresh_processes(tmp_path):
 
 
 def test_candidates_and_calibrated_thresholds(tmp_path, monkeypatch):
-    import tools.rounds
+    import tools.loop.rounds
 
     passes = []  # calibration passes of their own: none, each phase's last evaluation serves
-    monkeypatch.setattr(tools.rounds, "evaluate", lambda *a, **k: passes.append(1))
+    monkeypatch.setattr(tools.loop.rounds, "evaluate", lambda *a, **k: passes.append(1))
     code, out = _run(
         tmp_path, "rules", "--strategy", "v1+", "--candidates", "3", "--certain-precision", "0.5"
     )
@@ -393,7 +393,7 @@ def test_topk_v2_with_every_ratio_in_the_middle_band_ends_by_itself(tmp_path, ca
 
 
 def test_rounds_stop_when_ap_settles_and_the_tags_are_written(tmp_path, capsys, monkeypatch):
-    import tools.fit
+    import tools.engine.fit
 
     aps = iter([0.30, 0.40, 0.50, 0.505, 0.9, 0.9])  # pretrain (2 epochs), round 1, round 2, ...
 
@@ -401,7 +401,7 @@ def test_rounds_stop_when_ap_settles_and_the_tags_are_written(tmp_path, capsys, 
         ap = next(aps)
         return {"voc/AP50": ap, "voc/AP75": ap / 2}
 
-    monkeypatch.setattr(tools.fit, "evaluate", scripted)
+    monkeypatch.setattr(tools.engine.fit, "evaluate", scripted)
     out = str(tmp_path / "settle")
     argv = [
         *_without_max_rounds(),

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from tools.logs import read_jsonl
+from tools.runtime.logs import read_jsonl
 from train_asm_one import main
 
 TINY = [

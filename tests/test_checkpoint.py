@@ -1,4 +1,4 @@
-"""tools/checkpoint.py: the file names, plain-data checkpoints written atomically, exact RNG state."""
+"""tools/engine/checkpoint.py: the file names, plain-data checkpoints written atomically, exact RNG state."""
 
 import hashlib
 import random
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tools.checkpoint import (
+from tools.engine.checkpoint import (
     BEST,
     FORMAT,
     LAST,

@@ -8,7 +8,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from datasets.coco import decode_masks, load_coco
-from tools.coco_eval import STATS, COCOEvaluator, to_coco_results
+from tools.engine.coco_eval import STATS, COCOEvaluator, to_coco_results
 
 
 def _predictions(records, seed=0):

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from tests.helpers import tiny_demo
-from tools.config import load_config, merge_dicts, parse_with_config
+from tools.loop.config import load_config, merge_dicts, parse_with_config
 from train_asm_one import get_args_parser, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +63,7 @@ def test_shipped_configs_parse(path):
 
 
 def test_demo_config_is_the_default_run():
-    from tools.options import OPTION_PRESETS
+    from tools.loop.options import OPTION_PRESETS
 
     demo = parse_with_config(
         get_args_parser(),
@@ -100,14 +100,14 @@ def test_resolved_config_is_written_and_reproduces_the_run(tmp_path):
 
 
 def test_asm_core_defaults_sit_under_config_files_and_flags(tmp_path):
-    from tools.config import parse_with_config
-    from tools.options import ASM_CORE_DEFAULTS, OPTION_PRESETS
+    from tools.loop.config import parse_with_config
+    from tools.loop.options import ASM_CORE_DEFAULTS, OPTION_PRESETS
     from train_asm_one import get_args_parser
 
     parse = lambda *argv: parse_with_config(get_args_parser(), list(argv), OPTION_PRESETS)  # noqa: E731
     plain = parse("--dataset", "voc", "--voc-roots", str(tmp_path))  # the general defaults, not the demo's
     assert (plain.ap_range, plain.round_train, plain.mining_gate) == (4, "pool", 0.0)
-    demo = parse()  # the demo's own (tools.options.DEMO_DEFAULTS), under any flag
+    demo = parse()  # the demo's own (tools.loop.options.DEMO_DEFAULTS), under any flag
     assert (demo.round_train, demo.certain_precision, demo.certain_thre, demo.eval_interval) == (
         "replay",
         None,  # the general certainty rule: the demo shows the defaults at work

@@ -10,8 +10,8 @@ import torchvision
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from net.models import DEMO_BACKBONE
-from tools.config import parse_with_config
-from tools.options import DEMO_DEFAULTS, OPTION_PRESETS
+from tools.loop.config import parse_with_config
+from tools.loop.options import DEMO_DEFAULTS, OPTION_PRESETS
 from train_asm_one import get_args_parser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,7 +70,7 @@ def test_the_demo_loads_it_by_default_and_nothing_else_does():
 
 
 def test_none_turns_it_off():
-    from tools.setup import model_from_args
+    from tools.loop.setup import model_from_args
 
     def frozen(args):
         model = model_from_args(args, 4, torch.device("cpu"))

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tests.dist_common import build
-from tools.checkpoint import load_checkpoint
-from tools.engine import detect, evaluate
-from tools.logs import read_jsonl
+from tools.engine.checkpoint import load_checkpoint
+from tools.engine.epoch import detect, evaluate
+from tools.runtime.logs import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [

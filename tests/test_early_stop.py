@@ -1,6 +1,6 @@
 import pytest
 
-from tools.early_stop import APShiftStopper
+from tools.engine.early_stop import APShiftStopper
 
 
 def test_needs_a_full_window_before_deciding():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from tools.engine import to_original, train_one_epoch
+from tools.engine.epoch import to_original, train_one_epoch
 
 
 class _Exploding(nn.Module):
@@ -114,7 +114,7 @@ class _TwoTerms(nn.Module):
 
 
 def test_one_loss_term_that_jumps_is_a_spike_even_when_the_total_is_not():
-    from tools.fit import spike_bounds
+    from tools.engine.fit import spike_bounds
 
     bounds = spike_bounds({"big": 20.0, "mask": 11.0, "loss": 31.0, "lr": 0.02})  # the last epoch's means
     assert bounds == pytest.approx({"big": 400.0, "mask": 220.0, "loss": 620.0})

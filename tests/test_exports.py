@@ -15,7 +15,7 @@ from datasets.common import same_files, sanitize_boxes
 from datasets.records import AnnotationError
 from datasets.report import LoadReport
 from tests.helpers import voc_xml
-from tools.logs import read_jsonl
+from tools.runtime.logs import read_jsonl
 from train_asm_one import get_args_parser, main
 
 CLASSES = ("Platelets", "RBC", "WBC")

@@ -1,4 +1,4 @@
-"""tools/fit.py on toy models: the optimizer and schedule from a FitConfig, the rollback of one epoch
+"""tools/engine/fit.py on toy models: the optimizer and schedule from a FitConfig, the rollback of one epoch
 (non-finite loss, loss spike, divergence), and the evaluation interval of run_epoch."""
 
 import math
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from tools import fit
-from tools.early_stop import APShiftStopper
-from tools.fit import (
+from tools.engine import fit
+from tools.engine.early_stop import APShiftStopper
+from tools.engine.fit import (
     MAX_ROLLBACKS,
     SPIKE,
     Diverged,
@@ -23,7 +23,7 @@ from tools.fit import (
     spike_bounds,
     train_epoch_safely,
 )
-from tools.logs import RunLog
+from tools.runtime.logs import RunLog
 
 
 class _Toy(nn.Module):

@@ -14,7 +14,7 @@ from pycocotools.cocoeval import COCOeval
 from datasets.torch_data import read_image
 from infer import main as infer_main
 from tests.helpers import tiny_demo
-from tools.inference import model_from_checkpoint, predict_tta
+from tools.engine.inference import model_from_checkpoint, predict_tta
 from train_asm_one import main as train_main
 
 _TRAINED: dict[str, tuple[str, str]] = {}  # model -> (checkpoint, demo cache), trained once per module

@@ -29,9 +29,9 @@ from asm.pools import ASMState
 from datasets.records import Record, RecordSet, record_from_dict
 from labelstudio_round import main as ls_main
 from tests.helpers import paused_demo_argv
-from tools.checkpoint import load_checkpoint
-from tools.label_studio import PROJECT_FILE, Client, LabelStudioError, pull, push
-from tools.labelling import export_round
+from tools.engine.checkpoint import load_checkpoint
+from tools.loop.label_studio import PROJECT_FILE, Client, LabelStudioError, pull, push
+from tools.loop.labelling import export_round
 from train_asm_one import main as train_main
 
 LABEL_STUDIO = shutil.which("label-studio", path=os.path.dirname(sys.executable)) or shutil.which(

@@ -12,8 +12,8 @@ from asm.pools import ASMState
 from datasets.records import AnnotationError, Record, RecordSet
 from import_labels import main as import_main
 from tests.helpers import paused_demo_argv
-from tools.checkpoint import load_checkpoint
-from tools.labelling import export_round, import_round
+from tools.engine.checkpoint import load_checkpoint
+from tools.loop.labelling import export_round, import_round
 from train_asm_one import main as train_main
 
 CLASSES = ("cat", "dog")
@@ -291,7 +291,7 @@ def _rect(x, y, w, h, label="cat", rotation=0):
 def test_label_studio_polygons_rotation_uploads_and_duplicates(tmp_path, caplog):
     """Uploaded names match, polygons and rotated rectangles become counted bounding boxes, and a
     second task for one image is refused (it would replace the first and the counts would be wrong)."""
-    from tools.labelling import _read_label_studio
+    from tools.loop.labelling import _read_label_studio
 
     pre = [Record("a", "imgs/raccoon-109.jpg", 100, 100, np.zeros((0, 4)), np.zeros(0, np.int64))]
     polygon = {

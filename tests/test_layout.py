@@ -14,11 +14,18 @@ def _source(path):
         return f.read()
 
 
-@pytest.mark.parametrize(
-    "name", sorted(n for n in os.listdir(os.path.join(ROOT, "tools")) if n.endswith(".py"))
-)
-def test_tools_is_a_library(name):
-    tree = ast.parse(_source(os.path.join("tools", name)))
+def _py_files(folder):
+    """Every Python file under ``folder`` (relative to the root), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, folder)):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        found += [os.path.relpath(os.path.join(dirpath, f), ROOT) for f in filenames if f.endswith(".py")]
+    return sorted(found)
+
+
+@pytest.mark.parametrize("path", _py_files("tools"))
+def test_tools_is_a_library(path):
+    tree = ast.parse(_source(path))
     mains = [
         n
         for n in ast.walk(tree)
@@ -54,7 +61,7 @@ def test_every_script_answers_help(script, capsys):
 
 def test_the_merge_is_plain_rules():
     source = _source(os.path.join("asm", "merge.py"))
-    assert len(source.splitlines()) <= 240  # as ruff format writes it
+    assert len(source.splitlines()) <= 250  # as ruff format writes it (the rules and the errors of certain boxes)
     assert "import threading" not in source and "concurrent" not in source
 
 
@@ -71,18 +78,43 @@ NEVER = {
 @pytest.mark.parametrize("package", sorted(NEVER))
 def test_layers_never_import_what_sits_above_them(package):
     found = {}
-    for name in sorted(os.listdir(os.path.join(ROOT, package))):
-        if not name.endswith(".py"):
-            continue
-        tree = ast.parse(_source(os.path.join(package, name)))
-        modules = {
-            n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level
-        }
-        modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        bad = {m for m in modules if m.split(".")[0] in NEVER[package]}
+    for path in _py_files(package):
+        bad = {m for m in _imports(path) if m.split(".")[0] in NEVER[package]}
         if bad:
-            found[name] = sorted(bad)
+            found[path] = sorted(bad)
     assert not found, f"{package}/ imports what it never may: {found}"
+
+
+def _imports(path):
+    """The absolute modules a file imports (``from tools.runtime import dist``: ``tools.runtime.dist``)."""
+    tree = ast.parse(_source(path))
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and n.module and not n.level:
+            modules |= {n.module} | {f"{n.module}.{a.name}" for a in n.names}
+    return modules
+
+
+# tools/ in three rooms: the run loop reads the options and the Run; the engine takes plain values; the
+# runtime helpers know neither. Each may import only the rooms below it.
+ROOMS = {"runtime": set(), "engine": {"runtime"}, "loop": {"runtime", "engine"}}
+
+
+@pytest.mark.parametrize("room", sorted(ROOMS))
+def test_each_room_of_tools_imports_only_the_rooms_below_it(room):
+    found = {}
+    for path in _py_files(os.path.join("tools", room)):
+        used = {m.split(".")[1] for m in _imports(path) if m.startswith("tools.") and len(m.split(".")) > 2}
+        bad = used - ROOMS[room] - {room}
+        if bad:
+            found[path] = sorted(bad)
+    assert not found, f"tools/{room}/ imports rooms above it: {found}"
+
+
+def test_tools_keeps_at_most_two_modules_flat():
+    flat = [n for n in os.listdir(os.path.join(ROOT, "tools")) if n.endswith(".py") and n != "__init__.py"]
+    assert len(flat) <= 2, flat
+    assert set(ROOMS) <= set(os.listdir(os.path.join(ROOT, "tools")))
 
 
 LIBRARY = ("asm", "datasets", "net", "tools")
@@ -90,26 +122,15 @@ LIBRARY = ("asm", "datasets", "net", "tools")
 
 def _library_modules():
     for package in LIBRARY:
-        for name in sorted(os.listdir(os.path.join(ROOT, package))):
-            if name.endswith(".py"):
-                yield os.path.join(package, name)
+        yield from _py_files(package)
 
 
-# The entry's own layer: what train_asm_one.py's main is made of, reading the options as it does.
-# tools/options.py turns options into frozen configs, tools/config.py layers config files under them;
-# tools/setup.py (process, data, model), tools/resume.py (the resume rules), tools/run.py (the run's
-# state), tools/rounds.py (a round), tools/round_cache.py (a round another run trained) and
-# tools/report.py (what the user reads) are main's steps.
-ENTRY_LAYER = ("options", "config", "setup", "resume", "run", "rounds", "round_cache", "report")
-
-
-def test_options_stay_in_the_scripts_and_the_entry_layer():
-    """Below the entry's layer, functions take plain values or frozen configs: no ``args.x`` (nor a
-    parameter named ``args``) in asm/, datasets/, net/ or the rest of tools/ (the engine, the
-    phase, the evaluators, checkpoints, mining, labelling)."""
+def test_options_stay_in_the_scripts_and_the_run_loop():
+    """Below tools/loop/, functions take plain values or frozen configs: no ``args.x`` (nor a
+    parameter named ``args``) in asm/, datasets/, net/, tools/engine/ or tools/runtime/."""
     found = {}
     for path in _library_modules():
-        if path in {os.path.join("tools", f"{m}.py") for m in ENTRY_LAYER}:
+        if path.startswith(os.path.join("tools", "loop") + os.sep):
             continue
         tree = ast.parse(_source(path))
         uses = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "args"]
@@ -120,13 +141,13 @@ def test_options_stay_in_the_scripts_and_the_entry_layer():
 
 
 def test_the_checkpoint_format_has_one_home():
-    """Only tools/checkpoint.py spells the file names and the keys of a run's checkpoint."""
+    """Only tools/engine/checkpoint.py spells the file names and the keys of a run's checkpoint."""
     # the file names and the keys no other record of ours uses ("model", "config", "rng" are common words)
     keys = {"last.pth", "best.pth", "awaiting", "held_out", "last_outcomes", "log_lines", "epochs_done"}
     keys |= {"lr_scheduler", "early_stop", "round_stop", "train_records", "best_ap"}
     found = {}
     for path in [*_library_modules(), *(f"{s}.py" for s in SCRIPTS)]:
-        if path == os.path.join("tools", "checkpoint.py"):
+        if path == os.path.join("tools", "engine", "checkpoint.py"):
             continue
         tree = ast.parse(_source(path))
         docs = {
@@ -144,22 +165,7 @@ def test_the_checkpoint_format_has_one_home():
         bad = [(line, v) for line, v in strings if v in keys]
         if bad:
             found[path] = bad
-    assert not found, f"checkpoint names spelt outside tools/checkpoint.py: {found}"
-
-
-def test_the_entry_layer_sits_above_the_rest_of_tools():
-    """The engine, the phase, evaluation, checkpoints and mining never import the modules the entry
-    is made of (setup, resume, the run's state, a round): those build on them, never the reverse."""
-    above = {f"tools.{m}" for m in ("setup", "resume", "run", "rounds")}
-    found = {}
-    for name in sorted(os.listdir(os.path.join(ROOT, "tools"))):
-        if not name.endswith(".py") or name[:-3] in ENTRY_LAYER:
-            continue
-        tree = ast.parse(_source(os.path.join("tools", name)))
-        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        if modules & above:
-            found[name] = sorted(modules & above)
-    assert not found, f"tools/ modules below the entry import its layer: {found}"
+    assert not found, f"checkpoint names spelt outside tools/engine/checkpoint.py: {found}"
 
 
 ARGPARSE_BUILDERS = {"add_train_args", "add_asm_args", "add_data_args", "get_args_parser"}
@@ -169,9 +175,7 @@ LIBRARY_DIRS = ("tools", "asm", "datasets", "net")
 def _python_files():
     yield from (f"{s}.py" for s in ("train_asm_one", "al_curve", "infer", "visualize"))
     for folder in LIBRARY_DIRS:
-        yield from sorted(
-            os.path.join(folder, n) for n in os.listdir(os.path.join(ROOT, folder)) if n.endswith(".py")
-        )
+        yield from _py_files(folder)
 
 
 def test_no_function_is_over_sixty_lines_outside_the_argparse_builders():
@@ -197,4 +201,4 @@ def test_the_entry_reads_in_one_sitting_and_the_optimizer_is_made_in_one_place()
                 "make_optimizer"
             ):
                 calls.append(path)
-    assert calls == [os.path.join("tools", "fit.py")], calls
+    assert calls == [os.path.join("tools", "engine", "fit.py")], calls

@@ -1,4 +1,4 @@
-"""tools/mining.py: pre-annotations and their AL estimate, and imported rounds as merge results."""
+"""tools/engine/mining.py: pre-annotations and their AL estimate, and imported rounds as merge results."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ from torch import nn
 
 from asm.merge import ASMConfig
 from datasets.records import Record, record_to_dict
-from tools.labelling import results_from_imported
-from tools.mining import Mirrored, preannotate
+from tools.engine.mining import Mirrored, preannotate
+from tools.loop.labelling import results_from_imported
 
 
 def _det(scores, labels, boxes):
@@ -101,7 +101,7 @@ def _calibration_run(strategy="v1+", ap50=0.5, gate=0.0):
     nothing at 0.65 on every image, and puts every class-2 box 30 px off (wrong at any IoU)."""
     from types import SimpleNamespace
 
-    from tools.report import AP50
+    from tools.loop.report import AP50
 
     gt = np.array([[0, 0, 20, 20], [40, 0, 60, 20], [0, 40, 20, 60]], np.float32)
     records = [Record(str(i), f"{i}.jpg", 80, 80, gt, np.array([1, 1, 2])) for i in range(10)]
@@ -128,7 +128,7 @@ def _calibration_run(strategy="v1+", ap50=0.5, gate=0.0):
 def test_certain_thresholds_are_calibrated_on_the_validation_set_by_the_mining_model():
     from scipy.stats import binomtest
 
-    from tools.rounds import round_rules
+    from tools.loop.rounds import round_rules
 
     run, model = _calibration_run()
     cfg, info = round_rules(run, 2)
@@ -147,7 +147,7 @@ def test_certain_thresholds_are_calibrated_on_the_validation_set_by_the_mining_m
 
 @pytest.mark.parametrize("strategy, ap50, gate", [("random", 0.5, 0.0), ("v1+", 0.4, 0.5)])
 def test_no_calibration_pass_where_no_model_box_is_offered(strategy, ap50, gate):
-    from tools.rounds import round_rules
+    from tools.loop.rounds import round_rules
 
     run, model = _calibration_run(strategy, ap50, gate)
     cfg, info = round_rules(run, 2)
@@ -158,8 +158,8 @@ def test_no_calibration_pass_where_no_model_box_is_offered(strategy, ap50, gate)
 def test_the_last_evaluation_calibrates_when_it_was_of_this_model(evaluated):
     """The phase's last epoch was evaluated: its outcomes (here: every class right) calibrate, with
     no pass of their own, and only once; otherwise (or after a resume: none kept) one pass."""
-    from tools.evaluator import OutcomeEvaluator
-    from tools.rounds import round_rules
+    from tools.engine.evaluator import OutcomeEvaluator
+    from tools.loop.rounds import round_rules
 
     run, model = _calibration_run()
     kept = OutcomeEvaluator(0.8, 0.05)

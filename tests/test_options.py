@@ -1,4 +1,4 @@
-"""tools/options.py: one source of defaults, the option rules, and the values settled per device."""
+"""tools/loop/options.py: one source of defaults, the option rules, and the values settled per device."""
 
 import dataclasses
 
@@ -8,9 +8,9 @@ import torch
 from al_curve import get_args_parser as curve_parser
 from datasets.build import DataOptions
 from net.pisa import PisaConfig
-from tools.fit import FitConfig
-from tools.options import AT_LEAST_ONE, RANGES, check_options, fit_config, pick, pisa_config
-from tools.setup import settle
+from tools.engine.fit import FitConfig
+from tools.loop.options import AT_LEAST_ONE, RANGES, check_options, fit_config, pick, pisa_config
+from tools.loop.setup import settle
 from train_asm_one import get_args_parser
 
 

@@ -13,7 +13,7 @@ from datasets.build import DataOptions, build_datasets
 from datasets.coco import decode_masks
 from datasets.records import AnnotationError
 from tests.helpers import coco_dict, make_voc, voc_xml, write_coco, write_image
-from tools.progress import Heartbeat
+from tools.runtime.progress import Heartbeat
 from train_asm_one import get_args_parser, main
 
 
@@ -315,7 +315,7 @@ def test_heartbeat_line_has_round_epoch_rate_and_etas(caplog):
 
 
 def test_a_piped_run_prints_progress_lines(tmp_path, caplog, monkeypatch):
-    from tools.progress import HEARTBEAT
+    from tools.runtime.progress import HEARTBEAT
 
     monkeypatch.setattr(HEARTBEAT, "interval", 0.0)
     monkeypatch.setattr(HEARTBEAT, "enabled", True)  # what a pipe gets: stderr is not a terminal

@@ -24,7 +24,7 @@ from net.pisa import (
     score_hlr_sample,
 )
 from tests.pisa_oracle import iou_hlr_weights_loop, nms_groups_loop, score_hlr_importance_loop
-from tools.logs import read_jsonl
+from tools.runtime.logs import read_jsonl
 
 
 def test_iou_hlr_ranks_inside_each_gt_then_across_and_keeps_the_loss():

@@ -6,7 +6,7 @@ from datasets.synthetic import load_demo
 from datasets.torch_data import DetectionDataset
 from datasets.transforms import build_transforms
 from net.models import build_model
-from tools.predict import compute_loss, predict_proba
+from tools.engine.predict import compute_loss, predict_proba
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""tools/process.py: the device, seeds, allocator and worker counts a run starts with."""
+"""tools/runtime/process.py: the device, seeds, allocator and worker counts a run starts with."""
 
 import ctypes
 import json
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import BCCD, ROOT
-from tools.process import choose_device, default_workers, seed_everything
+from tools.runtime.process import choose_device, default_workers, seed_everything
 
 
 def test_the_device_is_the_one_named_or_the_cpu_without_a_gpu():
@@ -59,7 +59,7 @@ mapped = libc.mallinfo2().hblkhd - before
 libc.free(libc.malloc(64 << 20))  # nothing allocated after it: it joins the heap's top
 print(json.dumps({{"kept": kept, "mapped": mapped, "top": libc.mallinfo2().keepcost}}))
 """
-_TUNED = "from tools.process import keep_freed_memory; kept = keep_freed_memory()"
+_TUNED = "from tools.runtime.process import keep_freed_memory; kept = keep_freed_memory()"
 _GLIBC = platform.libc_ver()[0] == "glibc" and hasattr(ctypes.CDLL(None), "mallinfo2")
 
 
@@ -92,7 +92,7 @@ def test_freed_memory_is_kept_for_the_next_tensor_unless_the_user_chose_glibcs_s
 def test_the_entry_keeps_freed_memory_from_its_start(tmp_path):
     voc = ["--dataset", "voc", "--voc-roots", BCCD, "--voc-classes", "RBC", "WBC", "Platelets"]
     setup = (
-        "from train_asm_one import get_args_parser; from tools.setup import start\n"
+        "from train_asm_one import get_args_parser; from tools.loop.setup import start\n"
         f"start(get_args_parser().parse_args({voc + ['--output-dir', str(tmp_path)]!r}))\n"
         "kept = None"
     )

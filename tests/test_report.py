@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from asm.merge import ASMConfig
-from tools import report
-from tools.report import initial_record, round_lines
+from tools.loop import report
+from tools.loop.report import initial_record, round_lines
 
 
 def test_each_round_says_what_the_model_confirmed_what_the_human_drew_and_the_ap50():
@@ -37,7 +37,7 @@ def test_a_round_without_boxes_says_so():
 
 
 def test_the_next_commands_follow_the_data_of_the_run():
-    from tools.report import next_commands
+    from tools.loop.report import next_commands
     from train_asm_one import get_args_parser
 
     demo = next_commands(get_args_parser().parse_args([]))

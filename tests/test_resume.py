@@ -6,9 +6,16 @@ import sys
 
 import pytest
 
-from tools.checkpoint import RunState, last_path, load_checkpoint, save_checkpoint
-from tools.options import NO_VALIDATE_INTERVAL
-from tools.resume import DEFAULT_OUTPUT, ResumeError, explicit_options, reconcile, resolve_resume, run_folder
+from tools.engine.checkpoint import RunState, last_path, load_checkpoint, save_checkpoint
+from tools.loop.options import NO_VALIDATE_INTERVAL
+from tools.loop.resume import (
+    DEFAULT_OUTPUT,
+    ResumeError,
+    explicit_options,
+    reconcile,
+    resolve_resume,
+    run_folder,
+)
 from train_asm_one import get_args_parser, main
 
 TINY = [
@@ -105,7 +112,7 @@ def test_no_validate_is_turned_on_and_off_across_resumes(tmp_path, caplog):
     """Round 1 with --no-validate evaluates only its last epoch; resumed with --no-validate false,
     round 2 evaluates every epoch again (the run's --eval-interval 1), and the log says so."""
     from tests.test_asm_run import TINY as ROUNDS
-    from tools.logs import read_jsonl
+    from tools.runtime.logs import read_jsonl
 
     out = tmp_path / "nv"
     argv = [*ROUNDS, "--round-epochs", "2", "--cache-dir", str(tmp_path / "c"), "--output-dir", str(out)]

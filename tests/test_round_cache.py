@@ -10,11 +10,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.helpers import plain_state
-from tools.checkpoint import load_checkpoint
-from tools.config import parse_with_config
-from tools.logs import read_jsonl
-from tools.options import OPTION_PRESETS, check_options
-from tools.round_cache import SELECTION_ONLY
+from tools.engine.checkpoint import load_checkpoint
+from tools.loop.config import parse_with_config
+from tools.loop.options import OPTION_PRESETS, check_options
+from tools.loop.round_cache import SELECTION_ONLY
+from tools.runtime.logs import read_jsonl
 from train_asm_one import get_args_parser, main
 
 # A tiny deterministic demo run: 2 rounds of 2 epochs each, evaluated every epoch (best.pth can come
@@ -197,13 +197,13 @@ def test_the_control_loads_both_rounds(tmp_path):
 
 def test_an_uncommitted_source_edit_trains_again(tmp_path, monkeypatch):
     def edit(_):  # what source_digest gives after an edit (its own test below reads real files)
-        monkeypatch.setattr("tools.round_cache.source_digest", lambda: "edited")
+        monkeypatch.setattr("tools.loop.round_cache.source_digest", lambda: "edited")
 
     assert _reused_after(tmp_path, edit) == []
 
 
 def test_the_source_digest_follows_the_files_outside_git(tmp_path, monkeypatch):
-    import tools.process as process
+    import tools.runtime.process as process
 
     root = tmp_path / "clone"  # a copy of the sources without .git
     for name in (*process.SOURCE_DIRS, *process.SOURCE_FILES):

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from tests.test_asm_run import TINY
-from tools.config import parse_with_config
-from tools.logs import read_jsonl
-from tools.options import OPTION_PRESETS
+from tools.loop.config import parse_with_config
+from tools.loop.options import OPTION_PRESETS
+from tools.runtime.logs import read_jsonl
 from train_asm_one import get_args_parser, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,11 +1,11 @@
-"""tools/run_dir.py: one run per folder, --overwrite clears what a run wrote, stale locks are taken over."""
+"""tools/loop/run_dir.py: one run per folder, --overwrite clears what a run wrote, stale locks are taken over."""
 
 import os
 
 import pytest
 
-from tools import run_dir
-from tools.checkpoint import LAST
+from tools.engine.checkpoint import LAST
+from tools.loop import run_dir
 
 
 def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path):

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from tools.logs import read_jsonl
-from tools.stop import STOP, Stopped, resume_command
+from tools.runtime.logs import read_jsonl
+from tools.runtime.stop import STOP, Stopped, resume_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU = torch.device("cpu")
@@ -97,7 +97,7 @@ def test_a_second_signal_while_a_batch_is_received_stops_at_once():
 
 
 def test_training_and_detection_receive_their_batches_before_a_stop():
-    from tools.engine import detect, train_one_epoch
+    from tools.engine.epoch import detect, train_one_epoch
 
     model = nn.Linear(1, 1)
     for run in (

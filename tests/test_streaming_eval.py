@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from datasets.coco import load_coco
+from datasets.loaders import eval_loader
 from datasets.synthetic import load_demo
 from net.models import build_model
 from tests.test_coco_eval import _predictions
-from tools.coco_eval import COCOEvaluator
-from tools.engine import detect, evaluate
-from tools.fit import eval_loader
-from tools.mining import detect_sorted
-from tools.voc_eval import VOCEvaluator
+from tools.engine.coco_eval import COCOEvaluator
+from tools.engine.epoch import detect, evaluate
+from tools.engine.mining import detect_sorted
+from tools.engine.voc_eval import VOCEvaluator
 
 
 def _evaluators(data):

@@ -121,7 +121,7 @@ def test_even_batches_give_every_rank_the_same_count():
 def test_epoch_batches_do_not_depend_on_workers_and_change_per_epoch(demo_cache):
     """The phase loader's shuffle and augmentation depend on the seed keys and the epoch only."""
 
-    from tools.fit import train_loader
+    from datasets.loaders import train_loader
 
     data = load_demo("train", num_train=120, num_val=20, cache_dir=demo_cache)
     records = data.records[:8]

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from tools.checkpoint import load_checkpoint
-from tools.logs import read_jsonl
+from tools.engine.checkpoint import load_checkpoint
+from tools.runtime.logs import read_jsonl
 from train_asm_one import main
 
 TINY = [
@@ -117,9 +117,9 @@ def test_best_pth_holds_the_model_alone_and_a_run_resumes_from_last(clean_run, t
 
 def _poison_epochs(monkeypatch, bad_calls):
     """Make chosen calls of train_one_epoch start from NaN weights: the real loss check must fire."""
-    import tools.fit
+    import tools.engine.fit
 
-    real, calls = tools.fit.train_one_epoch, []
+    real, calls = tools.engine.fit.train_one_epoch, []
 
     def poisoned(model, *args, **kwargs):
         calls.append(kwargs.get("loss_bound"))
@@ -128,7 +128,7 @@ def _poison_epochs(monkeypatch, bad_calls):
                 next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(tools.fit, "train_one_epoch", poisoned)
+    monkeypatch.setattr(tools.engine.fit, "train_one_epoch", poisoned)
     return calls
 
 

@@ -2,7 +2,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.records import Record
-from tools.drawing import (
+from tools.runtime.drawing import (
     AL_COLOR,
     DELETED_COLOR,
     MOVED_COLOR,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from datasets.records import Record
-from tools.voc_eval import VOCEvaluator
+from tools.engine.voc_eval import VOCEvaluator
 
 
 def _iou(a, b):

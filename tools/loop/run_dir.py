@@ -17,7 +17,7 @@ import shutil
 import socket
 from collections.abc import Iterator
 
-from tools.checkpoint import BEST, LAST, last_path
+from tools.engine.checkpoint import BEST, LAST, last_path
 
 logger = logging.getLogger(__name__)
 

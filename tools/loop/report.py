@@ -1,7 +1,7 @@
 """What the user reads about a run: the metric keys, the round report and its record in log.jsonl,
 the summary table, the closing story, the next steps, and the final JSON line.
 
-Everything here reads a run (:class:`tools.run.Run`) and writes text or plain records; nothing here
+Everything here reads a run (:class:`tools.loop.run.Run`) and writes text or plain records; nothing here
 trains or changes the run.
 """
 
@@ -18,13 +18,11 @@ from typing import Any
 
 from datasets.atomic import atomic_write_text
 from datasets.build import data_actions
-from tools import dist
-from tools.logs import read_jsonl
+from tools.engine.evaluator import AP50
+from tools.runtime import dist
+from tools.runtime.logs import read_jsonl
 
 logger = logging.getLogger("train_asm_one")
-
-AP50 = "voc/AP50"  # the metric every report, record and early stop reads
-AP_KEYS = {"ap_50": AP50, "ap_75": "voc/AP75"}  # --ap: the AP early stopping and best.pth follow
 
 
 def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -306,7 +304,7 @@ def explain_drop(run, ap50: float) -> None:
 
 
 def next_steps(paused, output_dir: str, command: str) -> str:
-    """What the human does after a round paused for labels (``paused``: :class:`tools.rounds.Paused`):
+    """What the human does after a round paused for labels (``paused``: :class:`tools.loop.rounds.Paused`):
     push, label, pull (or a file export and import_labels.py), then continue. The continue command is
     also kept in the round's folder (``continue.txt``), where ``labelstudio_round.py pull`` reads it."""
     run = shlex.quote(output_dir)

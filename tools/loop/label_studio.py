@@ -6,7 +6,7 @@ official client, ``label-studio-sdk`` (``pip install -e ".[labelstudio]"``; no s
 anywhere), and imports one task per image with the model's certain boxes as **predictions**
 (pre-annotations the human accepts or fixes) and the round, the file name and the model's estimate
 of the AL ratio as task fields. ``pull`` exports the finished annotations and hands them to
-:func:`tools.labelling.import_round`, which matches the upload names back to the round's images and
+:func:`tools.loop.labelling.import_round`, which matches the upload names back to the round's images and
 counts the human's edits; ``train_asm_one.py --resume`` then finishes the round.
 
 ``push`` is idempotent: ``label_studio.json`` in the round's folder records the project as soon as it
@@ -28,7 +28,7 @@ from typing import Any
 
 from datasets.atomic import atomic_write_text
 from datasets.exports import ImageNames
-from tools.labelling import import_round
+from tools.loop.labelling import import_round
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def push(folder: str, client: Client, title: str | None = None) -> dict[str, Any
 
 def pull(folder: str, client: Client) -> dict[str, Any]:
     """Export the round's project from Label Studio into ``folder`` and import it
-    (:func:`tools.labelling.import_round`); returns what the import wrote.
+    (:func:`tools.loop.labelling.import_round`); returns what the import wrote.
 
     Raises:
         LabelStudioError: the round was never pushed, its project or one of its tasks is gone from

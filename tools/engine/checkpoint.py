@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from datasets.atomic import atomic_open
-from tools import dist
+from tools.runtime import dist
 
 LAST = "last.pth"  # a run's latest checkpoint, in its output folder
 BEST = "best.pth"  # the checkpoint of its best evaluated epoch
@@ -40,7 +40,7 @@ class RunState:
     model: dict[str, Any] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
     lr_scheduler: dict[str, Any] | None = None
-    phase: dict[str, Any] | None = None  # tools.fit.Phase.state_dict()
+    phase: dict[str, Any] | None = None  # tools.engine.fit.Phase.state_dict()
     early_stop: dict[str, Any] | None = None  # the phase's AP-shift stopper
     round_stop: dict[str, Any] | None = None  # the stopper across rounds
     epochs_done: int = 0

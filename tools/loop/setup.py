@@ -1,7 +1,7 @@
 """Run setup from the checked options: the process (device, seeds), the data, the model, its
-loaders and the run object (:class:`tools.run.Run`) with its initial label pool.
+loaders and the run object (:class:`tools.loop.run.Run`) with its initial label pool.
 
-:mod:`tools.options` defines and checks the options; this module acts on them.
+:mod:`tools.loop.options` defines and checks the options; this module acts on them.
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ from torch.utils.data import DataLoader
 from asm.pools import ASMState, initial_pool
 from datasets.atomic import atomic_write_text
 from datasets.build import DataOptions, boxes_per_class, build_datasets, labelled_indices
+from datasets.loaders import eval_loader
 from datasets.records import RecordSet
 from net.models import build_model, is_mask_model
-from tools import dist
-from tools.coco_eval import COCOEvaluator
-from tools.evaluator import OutcomeEvaluator
-from tools.fit import FitContext, eval_loader
-from tools.logs import RunLog
-from tools.options import NO_WEIGHTS, check_options, fit_config, pisa_config, training_seed
-from tools.process import (
+from tools.engine.coco_eval import COCOEvaluator
+from tools.engine.evaluator import OutcomeEvaluator
+from tools.engine.fit import FitContext
+from tools.engine.voc_eval import VOCEvaluator
+from tools.loop.options import NO_WEIGHTS, check_options, fit_config, pisa_config, training_seed
+from tools.loop.run import Run
+from tools.runtime import dist
+from tools.runtime.logs import RunLog
+from tools.runtime.process import (
     choose_device,
     configure_logging,
     default_workers,
@@ -34,8 +37,6 @@ from tools.process import (
     run_environment,
     seed_everything,
 )
-from tools.run import Run
-from tools.voc_eval import VOCEvaluator
 
 
 def settle(args: argparse.Namespace, device: torch.device) -> argparse.Namespace:
@@ -63,7 +64,7 @@ def settle(args: argparse.Namespace, device: torch.device) -> argparse.Namespace
 
 
 def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, RecordSet, RecordSet]:
-    """Check the options, set up the process (:mod:`tools.process`), then load the training pool
+    """Check the options, set up the process (:mod:`tools.runtime.process`), then load the training pool
     and the evaluation set (rank 0 first: it fills the caches).
 
     Returns:
@@ -93,7 +94,7 @@ def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, R
 def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
     """The detector the options describe, for ``num_classes`` foreground classes.
 
-    Under ``torchrun`` it comes wrapped in ``DistributedDataParallel`` (see :mod:`tools.dist`).
+    Under ``torchrun`` it comes wrapped in ``DistributedDataParallel`` (see :mod:`tools.runtime.dist`).
     """
     model = build_model(
         args.model,

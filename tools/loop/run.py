@@ -11,8 +11,7 @@ import torch
 
 from asm.pools import ASMState
 from datasets.records import record_from_dict, record_to_dict
-from tools import dist
-from tools.checkpoint import (
+from tools.engine.checkpoint import (
     CheckpointError,
     RunState,
     best_path,
@@ -22,17 +21,18 @@ from tools.checkpoint import (
     set_rng_state,
     unwrap,
 )
-from tools.fit import Phase, PhaseTraining
-from tools.options import ap_stopper, asm_config, training_seed
-from tools.report import AP_KEYS
-from tools.round_cache import RoundCache
-from tools.stop import STOP, Interrupted
+from tools.engine.evaluator import AP_KEYS
+from tools.engine.fit import Phase, PhaseTraining
+from tools.loop.options import ap_stopper, asm_config, training_seed
+from tools.loop.round_cache import RoundCache
+from tools.runtime import dist
+from tools.runtime.stop import STOP, Interrupted
 
 logger = logging.getLogger("train_asm_one")
 
 
 class Run:
-    """The mutable state of a run that a checkpoint holds (:meth:`state`: a :class:`~tools.checkpoint.RunState`)."""
+    """The mutable state of a run that a checkpoint holds (:meth:`state`: a :class:`~tools.engine.checkpoint.RunState`)."""
 
     def __init__(self, args, model, trainer, train_set, environment: dict):
         self.args, self.model, self.trainer = args, model, trainer
@@ -111,7 +111,9 @@ class Run:
         self.round_stopper.load_state_dict(state.round_stop)
         self.epochs_done, self.best_ap = state.epochs_done, state.best_ap
         self.asm = ASMState.from_state(state.asm) if state.asm else None
-        if self.asm is not None:  # the options' values: new ones where the first round begins (tools.resume)
+        if (
+            self.asm is not None
+        ):  # the options' values: new ones where the first round begins (tools.loop.resume)
             a = self.args
             self.asm.set_rules(a.strategy, a.K, a.cer_ratio, a.uncer_ratio, a.max_passes, a.round_train)
         self.train_records = [record_from_dict(r) for r in state.train_records]

@@ -23,7 +23,7 @@ from torchvision.ops import boxes as box_ops
 from datasets.records import Record
 from datasets.torch_data import DetectionDataset, collate_fn
 from datasets.transforms import build_transforms
-from tools.engine import to_device, to_original
+from tools.engine.epoch import to_device, to_original
 
 
 def _postprocess_with_probs(store: list, conf_thres: float, nms_thres: float):

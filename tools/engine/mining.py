@@ -1,5 +1,5 @@
 """One ASM round's model side: detect the round's images, merge them with the oracle, or prepare
-them for a human (``tools/labelling.py`` imports the human's labels)."""
+them for a human (``tools/loop/labelling.py`` imports the human's labels)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from torch import nn
 from asm.edits import count_moves
 from asm.merge import ASMConfig, MergeResult, merge_batch, split_and_rejudge
 from asm.select import rescored
+from datasets.loaders import eval_loader
 from datasets.records import Record
-from tools.engine import detect
-from tools.fit import eval_loader
-from tools.inference import mirror_boxes
+from tools.engine.epoch import detect
+from tools.engine.inference import mirror_boxes
 
 
 def sort_by_score(out: dict) -> dict:

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 
-from tools import dist
+from tools.runtime import dist
 
 logger = logging.getLogger("progress")
 

@@ -1,7 +1,7 @@
 """One ASM round: choose the images, detect them, merge with the oracle (or pause for a human), and
 finish (move the pools, report, set up the round's training phase).
 
-The rules are pure (:mod:`asm`); this module runs them on a :class:`tools.run.Run`'s model and data.
+The rules are pure (:mod:`asm`); this module runs them on a :class:`tools.loop.run.Run`'s model and data.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from asm.select import (
     require_agreement,
 )
 from datasets.records import record_from_dict, record_to_dict
-from tools import dist
-from tools.checkpoint import unwrap
-from tools.drawing import round_sheet, to_tensorboard
-from tools.engine import evaluate
-from tools.evaluator import OutcomeEvaluator
-from tools.fit import Phase
-from tools.labelling import export_round, results_from_imported
-from tools.mining import Mirrored, detect_sorted, merge_with_oracle, preannotate
-from tools.progress import HEARTBEAT, rounds_planned
-from tools.report import AP50, log_round, round_scalars, write_round_report
+from tools.engine.checkpoint import unwrap
+from tools.engine.epoch import evaluate
+from tools.engine.evaluator import OutcomeEvaluator
+from tools.engine.fit import Phase
+from tools.engine.mining import Mirrored, detect_sorted, merge_with_oracle, preannotate
+from tools.loop.labelling import export_round, results_from_imported
+from tools.loop.report import AP50, log_round, round_scalars, write_round_report
+from tools.runtime import dist
+from tools.runtime.drawing import round_sheet, to_tensorboard
+from tools.runtime.progress import HEARTBEAT, rounds_planned
 
 
 class Paused(Exception):

@@ -34,7 +34,7 @@ from datasets.exports import ImageNames, label_studio_shapes, parse_cvat, parse_
 from datasets.records import AnnotationError, Record, RecordSet, record_from_dict, record_to_dict
 from datasets.report import LoadReport
 from datasets.voc import parse_voc_xml, voc_xml
-from tools.checkpoint import last_path, read_run
+from tools.engine.checkpoint import last_path, read_run
 
 logger = logging.getLogger(__name__)
 

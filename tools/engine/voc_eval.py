@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from tools.evaluator import Evaluator
+from tools.engine.evaluator import Evaluator
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray, use_11pt: bool) -> float:

@@ -25,10 +25,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tools import dist
-from tools.checkpoint import RunState, last_path, read_state
-from tools.fit import Phase
-from tools.options import NO_VALIDATE_INTERVAL
+from tools.engine.checkpoint import RunState, last_path, read_state
+from tools.engine.fit import Phase
+from tools.loop.options import NO_VALIDATE_INTERVAL
+from tools.runtime import dist
 
 logger = logging.getLogger("train_asm_one")
 DEFAULT_OUTPUT = "outputs/run"  # a run's folder when --output-dir is left out

@@ -24,7 +24,7 @@ import os
 from typing import Any
 
 from datasets.records import record_to_dict
-from tools.checkpoint import (
+from tools.engine.checkpoint import (
     CheckpointError,
     best_path,
     load_checkpoint,
@@ -34,15 +34,15 @@ from tools.checkpoint import (
     unwrap,
     weights_digest,
 )
-from tools.fit import log_record
-from tools.process import library_versions, source_digest
-from tools.report import AP_KEYS
+from tools.engine.evaluator import AP_KEYS
+from tools.engine.fit import log_record
+from tools.runtime.process import library_versions, source_digest
 
 logger = logging.getLogger("train_asm_one")
 
 # Options that choose or label the next images, or manage the run's folder and process: the records a
 # round trains on already say all they decide. Every other option is part of the key. Listed here, not
-# derived from tools/resume.py's sets (what a resume may change): an option added later stays in the key
+# derived from tools/loop/resume.py's sets (what a resume may change): an option added later stays in the key
 # until someone decides it cannot change a round's training.
 SELECTION_ONLY = frozenset(
     {

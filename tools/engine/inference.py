@@ -22,7 +22,7 @@ from datasets.common import IMAGE_EXTENSIONS, read_image_size
 from datasets.records import Record
 from datasets.report import LoadReport
 from net.models import build_model
-from tools.checkpoint import MODEL_KEYS, RunState, checkpoint_of, read_state
+from tools.engine.checkpoint import MODEL_KEYS, RunState, checkpoint_of, read_state
 
 
 def model_from_checkpoint(path: str, device: torch.device) -> tuple[torch.nn.Module, RunState]:

@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from datasets.coco import records_to_coco
 from datasets.records import Record, RecordSet
-from tools.evaluator import Evaluator
+from tools.engine.evaluator import Evaluator
 
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,24 +18,19 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, SequentialSampler
+from torch.utils.data import DataLoader
 
+from datasets.loaders import train_loader
 from datasets.records import Record
 from datasets.torch_data import (
-    DetectionDataset,
-    EpochBatches,
-    GroupedBatchSampler,
-    aspect_ratio_groups,
-    collate_fn,
     mix_seed,
 )
-from datasets.transforms import build_transforms
-from tools import dist
-from tools.checkpoint import rng_state, set_rng_state, unwrap
-from tools.early_stop import APShiftStopper
-from tools.engine import evaluate, train_one_epoch
-from tools.progress import HEARTBEAT
-from tools.report import AP50, AP_KEYS
+from tools.engine.checkpoint import rng_state, set_rng_state, unwrap
+from tools.engine.early_stop import APShiftStopper
+from tools.engine.epoch import evaluate, train_one_epoch
+from tools.engine.evaluator import AP50, AP_KEYS
+from tools.runtime import dist
+from tools.runtime.progress import HEARTBEAT
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +58,7 @@ class FitConfig:
 
 def make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
     """SGD or AdamW; on CUDA the fused kernels, whose step a ``GradScaler`` skips on the device (no
-    host sync per iteration; :func:`tools.engine.train_one_epoch`)."""
+    host sync per iteration; :func:`tools.engine.epoch.train_one_epoch`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     fused = bool(params) and all(p.is_cuda for p in params)
     if cfg.opt == "sgd":
@@ -80,63 +74,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: FitConfig, epochs: int
     """Step decay by ``cfg.lr_gamma`` at the given fractions of the phase's epochs."""
     milestones = sorted({max(1, round(f * epochs)) for f in cfg.lr_steps})
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.lr_gamma)
-
-
-def quiet_worker(worker_id: int) -> None:
-    """A DataLoader worker ignores Ctrl-C and SIGTERM: a terminal sends them to the whole process
-    group, and the run's process stops cleanly (tools/stop.py) and then shuts its workers down. A
-    worker that took them itself would die with a traceback, or be reported as killed."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-
-
-def loader_options(workers: int, pin_memory: bool) -> dict[str, Any]:
-    """DataLoader settings shared by training and evaluation: workers that live as long as the
-    loader (a phase, or the run for the validation loader), a prefetch depth, and page-locked
-    batches for non-blocking copies (``pin_memory``: when the model is on a GPU)."""
-    return {
-        "num_workers": workers,
-        "collate_fn": collate_fn,
-        "persistent_workers": workers > 0,
-        "prefetch_factor": 4 if workers > 0 else None,
-        "pin_memory": pin_memory,
-        "worker_init_fn": quiet_worker if workers > 0 else None,
-    }
-
-
-def train_loader(
-    records: Sequence[Record],
-    image_root: str,
-    batch_size: int,
-    seed_keys: Sequence[int],
-    workers: int = 0,
-    with_masks: bool = False,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """Shuffled, aspect-ratio-grouped batches for one phase; call ``loader.batch_sampler.set_epoch(e)``
-    before each epoch. The shuffle and the augmentation depend on ``seed_keys`` and the epoch only
-    (:class:`~datasets.torch_data.EpochBatches`); under torchrun each rank gets its part of the same
-    permutation and the same number of batches."""
-    dataset = DetectionDataset(records, image_root, build_transforms(True), with_masks=with_masks)
-    shard = (dist.world_size(), dist.rank()) if dist.is_distributed() else None
-    batches = EpochBatches(aspect_ratio_groups(dataset.records), batch_size, seed_keys, shard)
-    return DataLoader(dataset, batch_sampler=batches, **loader_options(workers, pin_memory))
-
-
-def eval_loader(
-    records: Sequence[Record],
-    image_root: str,
-    batch_size: int = 1,
-    workers: int = 0,
-    with_masks: bool = False,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """Batches of ``records`` in order (grouped by aspect ratio), for evaluation and detection."""
-    dataset = DetectionDataset(records, image_root, build_transforms(False), with_masks=with_masks)
-    batches = GroupedBatchSampler(
-        SequentialSampler(dataset), aspect_ratio_groups(dataset.records), batch_size
-    )
-    return DataLoader(dataset, batch_sampler=batches, **loader_options(workers, pin_memory))
 
 
 @dataclass
@@ -349,6 +286,7 @@ def phase_loader(t: FitContext, phase: Phase, records: Sequence[Record]) -> Data
         workers=t.config.workers,
         with_masks=t.with_masks,
         pin_memory=t.device.type == "cuda",
+        shard=(dist.world_size(), dist.rank()) if dist.is_distributed() else None,
     )
 
 

@@ -15,7 +15,10 @@ import numpy as np
 
 from asm.select import detection_outcomes
 from datasets.records import Record
-from tools import dist
+from tools.runtime import dist
+
+AP50 = "voc/AP50"  # the metric every report, record and early stop reads
+AP_KEYS = {"ap_50": AP50, "ap_75": "voc/AP75"}  # --ap: the AP early stopping and best.pth follow
 
 
 class Evaluator:

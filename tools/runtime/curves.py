@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from datasets.atomic import atomic_write_text
-from tools.logs import read_jsonl
+from tools.runtime.logs import read_jsonl
 
 logger = logging.getLogger("al_curve")
 COLUMNS = (

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tools import dist
-from tools.checkpoint import unwrap
-from tools.progress import HEARTBEAT
-from tools.stop import STOP
+from tools.engine.checkpoint import unwrap
+from tools.runtime import dist
+from tools.runtime.progress import HEARTBEAT
+from tools.runtime.stop import STOP
 
 
 def to_device(images, targets, device: torch.device):
@@ -208,7 +208,7 @@ def detect(
     """All predictions over ``loader``, in dataset order.
 
     Under torchrun each rank runs its share of the loader's batches and the outputs are gathered
-    on every rank (:mod:`tools.dist`), so the result is the same as one process's.
+    on every rank (:mod:`tools.runtime.dist`), so the result is the same as one process's.
 
     Returns:
         One dict per image: ``boxes`` float32 ``[N, 4]`` xyxy in the pixels of the original image,

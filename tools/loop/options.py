@@ -15,10 +15,10 @@ from asm.merge import ASMConfig
 from asm.pools import ROUND_TRAIN, STRATEGIES
 from net.models import DEMO_BACKBONE, MODELS, PRESETS, ROI_HEADS
 from net.pisa import PisaConfig
-from tools import dist
-from tools.early_stop import APShiftStopper
-from tools.fit import FitConfig
-from tools.report import AP_KEYS
+from tools.engine.early_stop import APShiftStopper
+from tools.engine.evaluator import AP_KEYS
+from tools.engine.fit import FitConfig
+from tools.runtime import dist
 
 FIT = FitConfig()  # the training flags' defaults
 NO_VALIDATE_INTERVAL = 10**9  # --no-validate's evaluation interval: longer than any phase
@@ -301,7 +301,7 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
             default=None,
             metavar="DIR",
             help="a folder shared by runs from one initial model: a round that another run trained on the "
-            "same weights, labels and options is loaded from it instead of trained again (tools/round_cache.py; "
+            "same weights, labels and options is loaded from it instead of trained again (tools/loop/round_cache.py; "
             "single process)",
         )
         g.add_argument(

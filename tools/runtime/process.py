@@ -2,7 +2,7 @@
 worker counts, and what a run's numbers depend on besides its options (git revision, libraries,
 processor, threads).
 
-Nothing here reads command-line options; :func:`tools.setup.start` passes their values.
+Nothing here reads command-line options; :func:`tools.loop.setup.start` passes their values.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tools import dist
+from tools.runtime import dist
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -91,7 +91,7 @@ def keep_freed_memory() -> bool:
     same bit for bit under ``--deterministic`` (MKL's CBWR makes its kernels independent of alignment);
     the peak memory grew 1%.
 
-    Called by :func:`tools.setup.start`, ``infer.py`` and ``visualize.py``. Does nothing off glibc
+    Called by :func:`tools.loop.setup.start`, ``infer.py`` and ``visualize.py``. Does nothing off glibc
     (macOS, Windows, musl) and where the user set glibc's malloc options (``MALLOC_*_`` variables or
     ``GLIBC_TUNABLES``): theirs stand. Returns whether it set them.
     """
@@ -127,7 +127,7 @@ def git_revision() -> str | None:
         return None
 
 
-# What training reads of the project: a round (tools.round_cache) or a run (--deterministic) repeats only
+# What training reads of the project: a round (tools.loop.round_cache) or a run (--deterministic) repeats only
 # where these files are the same, committed or not.
 SOURCE_DIRS = ("asm", "datasets", "net", "tools")
 SOURCE_FILES = ("train_asm_one.py",)

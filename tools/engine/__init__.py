@@ -1,0 +1,1 @@
+"""The training engine: plain values in (models, records, configs), no options and no Run."""
