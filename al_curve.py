@@ -56,7 +56,7 @@ from tools.runtime import dist
 from tools.runtime.curves import write_results
 from tools.runtime.logs import RunLog
 from tools.runtime.process import run_environment
-from tools.runtime.stop import Interrupted
+from tools.runtime.stop import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_DONE, EXIT_INTERRUPTED, Interrupted
 
 logger = logging.getLogger("al_curve")
 
@@ -258,7 +258,7 @@ def run_curves(args: argparse.Namespace) -> int:
         samplers = [load_sampler(spec) for spec in args.samplers]
     except (AnnotationError, ValueError, FileNotFoundError) as e:
         logging.getLogger("al_curve").error("%s", e)
-        return 2
+        return EXIT_BAD_INPUT
     if dist.is_main():
         os.makedirs(args.output_dir, exist_ok=True)
         save_resolved(args, args.output_dir, run_environment())
@@ -272,13 +272,13 @@ def run_curves(args: argparse.Namespace) -> int:
                     write_results(args.output_dir, curves, args.x_axis, args.asm_logs)
     except Interrupted as e:
         logger.warning("%s; run the same command again to continue", e)
-        return 3
+        return EXIT_INTERRUPTED
     except fit.Diverged as e:
         logger.error("%s", e)
-        return 5
+        return EXIT_DIVERGED
     if dist.is_main():
         print(json.dumps({"curves": len(curves), "output": os.path.abspath(args.output_dir)}))
-    return 0
+    return EXIT_DONE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             args = parse_with_config(get_args_parser(), argv)
         except (ValueError, FileNotFoundError) as e:
             logging.getLogger("al_curve").error("%s", e)
-            return 2
+            return EXIT_BAD_INPUT
         return run_curves(args)
 
 

@@ -59,17 +59,19 @@ from tools.loop.rounds import (
 from tools.loop.run import Run
 from tools.loop.setup import build_run, start, write_load_report
 from tools.runtime import dist
-from tools.runtime.stop import STOP, Interrupted, Stopped, resume_command
+from tools.runtime.stop import (  # the exit codes, one table: tools/runtime/stop.py
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    EXIT_DONE,
+    EXIT_INTERRUPTED,
+    EXIT_PAUSED,
+    STOP,
+    Interrupted,
+    Stopped,
+    resume_command,
+)
 
 logger = logging.getLogger("train_asm_one")
-
-# Exit codes, one table: what a wrapper script (or bench/asm_efficiency.py) can act on.
-EXIT_DONE = 0  # finished: the pool is exhausted, AP settled, or --max-rounds
-EXIT_BAD_INPUT = 2  # options, data, checkpoint or folder refused, in one line naming what to fix
-EXIT_INTERRUPTED = 3  # --exit-after-epochs (resume tests): continue with the printed command
-EXIT_PAUSED = 4  # a round waits for a human's labels (--oracle none): the next steps are printed
-EXIT_DIVERGED = 5  # training diverged past the rollbacks; the last checkpoint is the last good state
-# Ctrl-C and SIGTERM: 130 and 143 (128 + the signal), after the checkpoint being written (tools/runtime/stop.py)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

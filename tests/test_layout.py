@@ -61,7 +61,9 @@ def test_every_script_answers_help(script, capsys):
 
 def test_the_merge_is_plain_rules():
     source = _source(os.path.join("asm", "merge.py"))
-    assert len(source.splitlines()) <= 250  # as ruff format writes it (the rules and the errors of certain boxes)
+    assert (
+        len(source.splitlines()) <= 250
+    )  # as ruff format writes it (the rules and the errors of certain boxes)
     assert "import threading" not in source and "concurrent" not in source
 
 

@@ -207,10 +207,10 @@ def test_the_source_digest_follows_the_files_outside_git(tmp_path, monkeypatch):
 
     root = tmp_path / "clone"  # a copy of the sources without .git
     for name in (*process.SOURCE_DIRS, *process.SOURCE_FILES):
-        src = os.path.join(os.path.dirname(os.path.dirname(process.__file__)), name)
+        src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(process.__file__))), name)
         copy = shutil.copytree if os.path.isdir(src) else shutil.copy
         copy(src, root / name)
-    monkeypatch.setattr(process, "__file__", str(root / "tools" / "process.py"))
+    monkeypatch.setattr(process, "__file__", str(root / "tools" / "runtime" / "process.py"))
     process.source_digest.cache_clear()
     try:
         before = process.source_digest()

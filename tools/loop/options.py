@@ -12,6 +12,7 @@ import math
 import os
 
 from asm.merge import ASMConfig
+from asm.policy import CalibratedPrecision, FixedThreshold, MirrorAgreement, RoundPolicy
 from asm.pools import ROUND_TRAIN, STRATEGIES
 from net.models import DEMO_BACKBONE, MODELS, PRESETS, ROI_HEADS
 from net.pisa import PisaConfig
@@ -389,6 +390,37 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
     )
 
 
+def round_policy(args: argparse.Namespace) -> RoundPolicy:
+    """What decides a round (:class:`asm.policy.RoundPolicy`), from the options: the one place the
+    certainty rules' options are read.
+
+    Raises:
+        ValueError: a rule's value is out of its range (one line naming the option).
+    """
+    _check_thresholds(args)
+    rules = [FixedThreshold(args.certain_thre)]
+    if args.certain_precision is not None:
+        rules.append(CalibratedPrecision(args.certain_precision))
+    if args.certain_agreement is not None:
+        rules.append(MirrorAgreement(args.certain_agreement))
+    return RoundPolicy(
+        strategy=args.strategy,
+        K=args.K,
+        rules=asm_config(args),
+        certainty=tuple(rules),
+        mining_gate=args.mining_gate,
+        candidates=args.candidates,
+        diversity=args.diversity,
+    )
+
+
+def _check_thresholds(args: argparse.Namespace) -> None:
+    _need(
+        args.uncertain_thre <= args.certain_thre,
+        f"--uncertain-thre ({args.uncertain_thre}) must not exceed --certain-thre ({args.certain_thre})",
+    )
+
+
 def asm_config(args: argparse.Namespace) -> ASMConfig:
     """The merge rules of :func:`add_asm_args`' options."""
     return ASMConfig(
@@ -500,10 +532,10 @@ def _check_rules(args: argparse.Namespace, given: dict) -> None:
         all(0 < f <= 1 for f in args.lr_steps),
         f"--lr-steps are fractions of a phase in (0, 1], got {args.lr_steps}",
     )
-    _need(
-        args.uncertain_thre <= args.certain_thre,
-        f"--uncertain-thre ({args.uncertain_thre}) must not exceed --certain-thre ({args.certain_thre})",
-    )
+    if hasattr(args, "strategy"):  # the entry's rounds: the certainty rules' own checks
+        round_policy(args)
+    elif hasattr(args, "certain_thre"):  # al_curve.py: the merge rules alone
+        _check_thresholds(args)
     if "cer_ratio" in given:
         _need(
             args.cer_ratio < args.uncer_ratio,
@@ -518,12 +550,6 @@ def _check_rules(args: argparse.Namespace, given: dict) -> None:
             args.candidates == 1,
             "--candidates needs the model's detections; --strategy random shows the human "
             "none (it takes the next K images of the queue)",
-        )
-    if given.get("certain_precision") is not None:
-        _need(
-            args.certain_precision < 1.0,
-            f"--certain-precision must be below 1.0 (a lower bound on a precision never reaches 1), "
-            f"got {args.certain_precision}",
         )
     if "max_rounds" in given and args.max_rounds is not None:
         _need(

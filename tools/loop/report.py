@@ -327,7 +327,7 @@ def run_summary(run, metrics: dict[str, float], stopped: str, digest: str, wall_
     """The final JSON line: how the run ended, its AP, the human's work and the model's digest."""
     asm = run.asm
     summary = {
-        "strategy": run.args.strategy,
+        "strategy": run.policy.strategy,
         "rounds": asm.round if asm else 0,
         "stopped": stopped,
         "ap50": metrics.get(AP50),

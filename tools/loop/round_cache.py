@@ -30,12 +30,10 @@ from tools.engine.checkpoint import (
     load_checkpoint,
     rng_state,
     save_checkpoint,
-    set_rng_state,
     unwrap,
     weights_digest,
 )
 from tools.engine.evaluator import AP_KEYS
-from tools.engine.fit import log_record
 from tools.runtime.process import library_versions, source_digest
 
 logger = logging.getLogger("train_asm_one")
@@ -169,30 +167,10 @@ class RoundCache:
         best = _earlier_best(run, state["phase"]["history"], run.best_ap)
         if best is not None and state["best_model"] is None:
             return False
-        self._restore(run, state, best)
+        run.restore_round(state, best)
         logger.info(
             "%s: trained before with the same weights, labels and options (%s); its result is reused",
             run.phase.name,
             state["source"],
         )
         return True
-
-    def _restore(self, run, state: dict, best: tuple[int, float] | None) -> None:
-        unwrap(run.model).load_state_dict(state["model"])
-        run.training.load_state_dict(state["training"])
-        for name, value in state["phase"].items():
-            setattr(run.phase, name, value)
-        run.trainer.last_losses = state["last_losses"]
-        if run.trainer.scaler is not None and state["scaler"]:  # as a resume restores it (Run.load_state)
-            run.trainer.scaler.load_state_dict(state["scaler"])
-        for entry in state["log"]:
-            run.epochs_done += entry.get("type") == "epoch"
-            log_record(run.trainer.log, entry, run.epochs_done)
-        run.trainer.log.jsonl({"type": "reused", "phase": run.phase.name, "source": state["source"]})
-        set_rng_state(state["rng"])
-        if best is not None:  # the best epoch was not the last: best.pth gets its weights
-            kept = run.state()
-            kept.model, kept.best_ap = state["best_model"], best[1]
-            save_checkpoint(best_path(run.args.output_dir), kept.model_dict())
-            run.best_ap = best[1]
-        run.save()

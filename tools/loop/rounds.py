@@ -53,16 +53,16 @@ def start_round(run, train_set, device) -> None:
     the round pauses instead: the pre-annotations are exported for a labelling tool and
     :class:`Paused` ends the process until the labels are imported.
     """
-    args, asm = run.args, run.asm
+    args, asm, policy = run.args, run.asm, run.policy
     cfg, info = round_rules(run, train_set.num_classes)
-    if args.strategy == "random":  # nothing is shown to the human: no detection pass
+    if not policy.shows_model:  # random: nothing is shown to the human, no detection pass
         oracle = {r.image_id: r for r in train_set.records}
         batch = [oracle[i] for i in asm.next_batch()]
         shown = scored = raw = [no_detections() for _ in batch]
     else:
         batch, raw = detect_batch(run, train_set, device, cfg, info)
         shown = scored = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
-        if args.certain_agreement is not None:  # the mirrored view must draw each certain box again
+        if policy.agreement is not None:  # the mirrored view must draw each certain box again
             mirrored = detect_sorted(
                 Mirrored(unwrap(run.model)),
                 batch,
@@ -71,7 +71,7 @@ def start_round(run, train_set, device) -> None:
                 args.eval_batch_size,
                 args.workers,
             )
-            shown, info["disagreed"] = require_agreement(shown, mirrored, args.certain_agreement, cfg)
+            shown, info["disagreed"] = require_agreement(shown, mirrored, policy.agreement.iou, cfg)
     if args.oracle == "none":
         pre, scores, estimates = preannotate(shown, batch, cfg)
         run.awaiting = os.path.join("labelling", f"round{asm.round + 1}")  # relative to the run: it can move
@@ -91,21 +91,21 @@ def detect_batch(run, train_set, device, cfg: ASMConfig, info: dict) -> tuple[li
     """The round's images (oracle records) and the model's detections on them. With
     ``--candidates``, the most informative of the candidates detected go first (``info`` says how
     many were detected)."""
-    args, asm = run.args, run.asm
+    args, asm, policy = run.args, run.asm, run.policy
     oracle = {r.image_id: r for r in train_set.records}
-    ids = asm.next_batch(args.candidates)
+    ids = asm.next_batch(policy.candidates)
     found = detect_sorted(
         run.model, [oracle[i] for i in ids], train_set.image_root, device, args.eval_batch_size, args.workers
     )
     dets = dict(zip(ids, found))
-    if args.candidates > 1:
+    if policy.candidates > 1:
         fresh = [i for i in ids if i not in asm.pending]
         picks = choose_informative(
             [dets[i] for i in fresh],
             asm.K - (len(ids) - len(fresh)),
             cfg,
             train_set.num_classes,
-            args.diversity,
+            policy.diversity,
         )
         asm.prefer([fresh[j] for j in picks])
         info["candidates"] = len(ids)
@@ -126,18 +126,18 @@ def round_rules(run, num_classes: int) -> tuple[ASMConfig, dict]:
     """This round's merge rules: no SL below the mining gate; per-class certain thresholds
     calibrated on the validation set by the model about to mine (``--certain-precision``). Also
     what to log about them."""
-    args, cfg = run.args, run.rules
+    policy, cfg = run.policy, run.rules
     ap50 = run.phase.history[-1]["metrics"][AP50] if run.phase.history else 0.0
     info = {"ap50_before": ap50}  # the model that detected this round's images
-    if args.strategy == "random":  # the human draws every box of the next K images
+    if not policy.shows_model:  # random: the human draws every box of the next K images
         return dataclasses.replace(cfg, enable_sl=False), info
-    info["gated"] = bool(cfg.enable_sl and ap50 < args.mining_gate)
+    info["gated"] = bool(cfg.enable_sl and ap50 < policy.mining_gate)
     if info["gated"]:  # ASM_core's ap_thre: a weak model's boxes are not offered to the human
         cfg = dataclasses.replace(cfg, enable_sl=False)
     run.thresholds = {}
-    if args.certain_precision is not None and cfg.enable_sl:
+    if policy.calibration is not None and cfg.enable_sl:
         run.thresholds = class_thresholds(
-            validation_outcomes(run, cfg), num_classes, args.certain_precision, cfg.uncertain_thre
+            validation_outcomes(run, cfg), num_classes, policy.calibration.precision, cfg.uncertain_thre
         )
         info["thresholds"] = {run.classes[c - 1]: round(t, 4) for c, t in run.thresholds.items()}
     return cfg, info

@@ -9,6 +9,7 @@ import logging
 
 import torch
 
+from asm.policy import RoundPolicy
 from asm.pools import ASMState
 from datasets.records import record_from_dict, record_to_dict
 from tools.engine.checkpoint import (
@@ -22,8 +23,8 @@ from tools.engine.checkpoint import (
     unwrap,
 )
 from tools.engine.evaluator import AP_KEYS
-from tools.engine.fit import Phase, PhaseTraining
-from tools.loop.options import ap_stopper, asm_config, training_seed
+from tools.engine.fit import Phase, PhaseTraining, log_record
+from tools.loop.options import ap_stopper, round_policy, training_seed
 from tools.loop.round_cache import RoundCache
 from tools.runtime import dist
 from tools.runtime.stop import STOP, Interrupted
@@ -34,12 +35,13 @@ logger = logging.getLogger("train_asm_one")
 class Run:
     """The mutable state of a run that a checkpoint holds (:meth:`state`: a :class:`~tools.engine.checkpoint.RunState`)."""
 
-    def __init__(self, args, model, trainer, train_set, environment: dict):
+    def __init__(self, args, model, trainer, train_set, environment: dict, policy: RoundPolicy | None = None):
         self.args, self.model, self.trainer = args, model, trainer
         self.classes = list(train_set.classes)
         self.label_to_cat_id = {str(k): v for k, v in train_set.label_to_cat_id.items()}
         self.environment = environment  # git revision, CPU, threads: read once per process
-        self.rules = asm_config(args)  # the merge rules; a round may gate or calibrate them (round_rules)
+        self.policy = policy or round_policy(args)  # what decides a round, built once from the options
+        self.rules = self.policy.rules  # the merge rules; a round may gate or calibrate them (round_rules)
         self.asm: ASMState | None = None
         self.train_records: list = []  # what the current phase trains on
         self.awaiting: str | None = None  # labelling folder of a round paused for a human (--oracle none)
@@ -50,7 +52,7 @@ class Run:
         self.round_stopper = ap_stopper(args, args.ap_shift_asm)
         # rounds other runs trained
         self.round_cache = RoundCache(args.round_cache) if args.round_cache else None
-        first = Phase("supervised" if args.strategy == "none" else "pretrain", 0, args.epochs)
+        first = Phase("supervised" if self.policy.strategy == "none" else "pretrain", 0, args.epochs)
         self.new_phase(first, args.ap_shift_pretrain)
 
     @property
@@ -149,18 +151,44 @@ class Run:
                 f"{path}: made for another model or class count than --model {self.args.model} ({detail[:200]})"
             ) from e
 
-    def save(self) -> None:
+    def save(self, earlier_best: tuple[dict, float] | None = None) -> None:
         """Checkpoint: ``last.pth`` (everything a resume needs), and on a new best AP of an evaluated
-        epoch ``best.pth`` (the model alone: :meth:`RunState.model_dict`)."""
+        epoch ``best.pth`` (the model alone: :meth:`RunState.model_dict`). ``earlier_best``: the
+        weights and AP of an epoch before the last that beat the best so far (a round loaded from
+        the cache, :meth:`restore_round`); they become ``best.pth``."""
         out = self.args.output_dir
+        if earlier_best is not None:
+            self.best_ap = earlier_best[1]
         state = self.state()
         with STOP.deferred():  # Ctrl-C or SIGTERM: after the write, not in the middle of it
             save_checkpoint(last_path(out), state.to_dict())
-            if self.phase.history and self.phase.history[-1].get("evaluated", True):
+            if earlier_best is not None:
+                state.model = earlier_best[0]
+                save_checkpoint(best_path(out), state.model_dict())
+            elif self.phase.history and self.phase.history[-1].get("evaluated", True):
                 ap = self.phase.history[-1]["metrics"][AP_KEYS[self.args.ap]]
                 if ap > self.best_ap:
                     self.best_ap = state.best_ap = ap
                     save_checkpoint(best_path(out), state.model_dict())
+
+    def restore_round(self, stored: dict, best: tuple[int, float] | None) -> None:
+        """A round another run trained (:mod:`tools.loop.round_cache`), as if this run had: its end
+        state (model, phase, optimizer, schedule, stopper, AMP scaler, RNG, last losses), its
+        ``log.jsonl`` records, and the checkpoints; ``best``: its best epoch when that came before
+        its last (``stored["best_model"]`` holds its weights)."""
+        unwrap(self.model).load_state_dict(stored["model"])
+        self.training.load_state_dict(stored["training"])
+        for name, value in stored["phase"].items():
+            setattr(self.phase, name, value)
+        self.trainer.last_losses = stored["last_losses"]
+        if self.trainer.scaler is not None and stored["scaler"]:  # as a resume restores it (load_state)
+            self.trainer.scaler.load_state_dict(stored["scaler"])
+        for entry in stored["log"]:
+            self.epochs_done += entry.get("type") == "epoch"
+            log_record(self.trainer.log, entry, self.epochs_done)
+        self.trainer.log.jsonl({"type": "reused", "phase": self.phase.name, "source": stored["source"]})
+        set_rng_state(stored["rng"])
+        self.save((stored["best_model"], best[1]) if best is not None else None)
 
     def train_phase(self) -> dict:
         """Train the current phase from its next epoch to its end (last epoch, or AP settled),

@@ -24,7 +24,7 @@ from tools.engine.coco_eval import COCOEvaluator
 from tools.engine.evaluator import OutcomeEvaluator
 from tools.engine.fit import FitContext
 from tools.engine.voc_eval import VOCEvaluator
-from tools.loop.options import NO_WEIGHTS, check_options, fit_config, pisa_config, training_seed
+from tools.loop.options import NO_WEIGHTS, check_options, fit_config, pisa_config, round_policy, training_seed
 from tools.loop.run import Run
 from tools.runtime import dist
 from tools.runtime.logs import RunLog
@@ -148,8 +148,9 @@ def build_run(
     evaluators = [VOCEvaluator(val_set.classes)]
     if args.coco_ap or (args.coco_ap is None and args.dataset == "coco"):
         evaluators.append(COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)))
-    if args.certain_precision is not None and args.strategy not in ("none", "random"):
-        evaluators.append(OutcomeEvaluator(args.gt_iou, args.uncertain_thre))  # calibrates the rounds
+    policy = round_policy(args)
+    if policy.calibration is not None and policy.shows_model:  # calibrates the rounds
+        evaluators.append(OutcomeEvaluator(policy.rules.gt_iou, policy.rules.uncertain_thre))
     log = RunLog(args.output_dir, enabled=dist.is_main())
     trainer = FitContext(
         model,
@@ -162,16 +163,16 @@ def build_run(
         with_masks,
         amp_scaler(args, device),
     )
-    run = Run(args, model, trainer, train_set, run_environment())
-    if args.strategy == "none":
+    run = Run(args, model, trainer, train_set, run_environment(), policy)
+    if policy.strategy == "none":
         run.train_records = list(train_set.records)
         return run
     initial = labelled_indices(train_set, DataOptions.of(vars(args))) or initial_pool(
         len(train_set), args.initial, args.seed
     )
     run.asm = ASMState.start(
-        args.strategy,
-        args.K,
+        policy.strategy,
+        policy.K,
         train_set.records,
         initial,
         args.seed,

@@ -139,7 +139,7 @@ def source_digest() -> str:
     """SHA-256 of the project's Python sources that training reads (:data:`SOURCE_DIRS`,
     :data:`SOURCE_FILES`), names and bytes: an uncommitted edit changes it, and it is defined outside
     a git checkout too. Read once per process."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/runtime/..
     paths = [os.path.join(root, f) for f in SOURCE_FILES]
     for folder in SOURCE_DIRS:
         for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):

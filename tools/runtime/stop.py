@@ -27,6 +27,14 @@ T = TypeVar("T")
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# Exit codes of the scripts, one table: what a wrapper script (or bench/asm_efficiency.py) can act on.
+EXIT_DONE = 0  # finished: the pool is exhausted, AP settled, or --max-rounds
+EXIT_BAD_INPUT = 2  # options, data, checkpoint or folder refused, in one line naming what to fix
+EXIT_INTERRUPTED = 3  # --exit-after-epochs (resume tests): continue with the printed command
+EXIT_PAUSED = 4  # a round waits for a human's labels (--oracle none): the next steps are printed
+EXIT_DIVERGED = 5  # training diverged past the rollbacks; the last checkpoint is the last good state
+# Ctrl-C and SIGTERM: 130 and 143 (128 + the signal), after the checkpoint being written (Stopped)
+
 
 class Interrupted(Exception):
     """Raised to end a run early (``--exit-after-*``); the checkpoint just written lets it continue."""
