@@ -47,6 +47,7 @@ from tools.loop.options import (
     add_train_args,
     ap_stopper,
     asm_config,
+    check_options,
     count_or_fraction,
     fit_config,
 )
@@ -285,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     with dist.session():
         try:
             args = parse_with_config(get_args_parser(), argv)
+            check_options(args)
         except (ValueError, FileNotFoundError) as e:
             logging.getLogger("al_curve").error("%s", e)
             return EXIT_BAD_INPUT

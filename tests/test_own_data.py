@@ -296,7 +296,7 @@ def test_heartbeat_line_has_round_epoch_rate_and_etas(caplog):
     beat.set(phase_start=now - 100)  # the last phase took 100 s
     beat.end_phase()
     beat.set(round=2, rounds=5, phase="round2", epoch=1, epochs=4, phase_start=now - 60, first_epoch=0)
-    with caplog.at_level(logging.INFO, logger="progress"):
+    with caplog.at_level(logging.INFO, logger="tools.runtime.progress"):
         beat.tick("train", 5, 10, 40, started=now - 10)
     line = caplog.text
     for part in (
@@ -351,7 +351,7 @@ def test_a_piped_run_prints_progress_lines(tmp_path, caplog, monkeypatch):
             ]
         )
     assert code == 0
-    lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "tools.runtime.progress"]
     assert any("round 1/1" in m and "images/s" in m and "phase ETA" in m for m in lines), lines[:5]
     assert any(m.startswith("progress: ") and "detect" in m for m in lines)
     assert "precision - (no certain boxes: the model's best score was 0." in caplog.text  # why the "-"

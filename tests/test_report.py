@@ -93,6 +93,6 @@ def test_a_round_without_certain_boxes_says_why(monkeypatch, caplog, max_score, 
         asm=SimpleNamespace(rounds=[info], round=1, labelled={}), rules=ASMConfig(), train_records=[]
     )
     monkeypatch.setattr(report, "human_work", lambda run: {"saved_fraction": 0.0})
-    with caplog.at_level(logging.INFO, logger="train_asm_one"):
+    with caplog.at_level(logging.INFO):
         report.log_round(run)
     assert says in caplog.text

@@ -155,7 +155,7 @@ def test_without_resume_the_folder_is_settled_and_nothing_is_read(tmp_path):
 def test_resume_paths_auto_resume_and_weights(tmp_path, caplog):
     run = tmp_path / "run"
     path = _checkpoint(run, K=7)
-    with caplog.at_level(logging.INFO, logger="train_asm_one"):
+    with caplog.at_level(logging.INFO):
         args, state = _resolve(["--output-dir", str(run), "--auto-resume", "--weights", "w.pth"])
     assert args.resume == path and args.weights is None and state.epochs_done == 3 and args.K == 7
     assert f"--auto-resume: continuing {path} (its model, not --weights)" in caplog.text
@@ -171,7 +171,7 @@ def test_resume_paths_auto_resume_and_weights(tmp_path, caplog):
 
 def test_a_resume_keeps_the_runs_options_and_applies_only_the_adjustable_ones(tmp_path, caplog):
     path = _checkpoint(tmp_path / "run", K=7, max_rounds=2)
-    with caplog.at_level(logging.INFO, logger="train_asm_one"):
+    with caplog.at_level(logging.INFO):
         args, _ = _resolve(["--resume", path, "--max-rounds", "5"])
     assert (args.K, args.max_rounds) == (7, 5)
     assert "--resume: applied the new value of --max-rounds 2 -> 5" in caplog.text
@@ -193,7 +193,7 @@ def test_round_options_change_only_where_the_first_round_begins(tmp_path, caplog
     change once the first phase has finished and before round 1; the rest stays refused."""
     new = ["--strategy", "random", "--certain-precision", "none", "--train-seed", "1003", "--K", "9"]
     path = _checkpoint(tmp_path / "r0", FIRST_ROUND)
-    with caplog.at_level(logging.WARNING, logger="train_asm_one"):
+    with caplog.at_level(logging.WARNING):
         args, _ = _resolve(["--resume", path, *new])
     assert (args.strategy, args.certain_precision, args.train_seed, args.K) == ("random", None, 1003, 9)
     assert "applied the new value of --strategy 'v1+' -> 'random'" in caplog.text
@@ -239,7 +239,7 @@ def test_no_validate_off_restores_evaluation_and_an_ignored_interval_is_said(tmp
     path = _checkpoint(tmp_path / "run", eval_interval=NO_VALIDATE_INTERVAL, no_validate=True)
     args, _ = _resolve(["--resume", path, "--no-validate", "false"])
     assert args.no_validate is False and args.eval_interval == 1  # the default, evaluation back on
-    with caplog.at_level(logging.WARNING, logger="train_asm_one"):
+    with caplog.at_level(logging.WARNING):
         args, _ = _resolve(["--resume", path, "--eval-interval", "3"])
     assert args.no_validate is True
     assert "--eval-interval has no effect while --no-validate is on (--no-validate false)" in caplog.text
@@ -251,7 +251,7 @@ def test_options_a_checkpoint_predates_are_named_with_the_values_taken(tmp_path,
     for old in ("smooth_l1_beta", "train_seed"):
         del state["config"][old]
     save_checkpoint(path, state)
-    with caplog.at_level(logging.INFO, logger="train_asm_one"):
+    with caplog.at_level(logging.INFO):
         _resolve(["--resume", path])
     line = next(r.getMessage() for r in caplog.records if "predates" in r.getMessage())
     assert line == (
@@ -281,7 +281,7 @@ def test_resume_reads_this_process_command_line_and_refuses_another_folder(tmp_p
 
 def test_an_interval_given_with_validation_back_on_is_kept_and_nothing_is_said(tmp_path, caplog):
     path = _checkpoint(tmp_path / "run", eval_interval=NO_VALIDATE_INTERVAL, no_validate=True)
-    with caplog.at_level(logging.WARNING, logger="train_asm_one"):
+    with caplog.at_level(logging.WARNING):
         args, _ = _resolve(["--resume", path, "--no-validate", "false", "--eval-interval", "3"])
     assert args.eval_interval == 3 and "has no effect" not in caplog.text
     plain = _checkpoint(tmp_path / "plain", eval_interval=2)  # a run that never had --no-validate

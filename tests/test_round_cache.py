@@ -53,7 +53,7 @@ def test_a_round_another_run_trained_is_loaded_with_the_same_figures(tmp_path, c
     plain = _run(tmp_path, "plain", *NO_SL)  # no cache: the reference
     _run(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
     assert len(os.listdir(cache)) == 2  # its two rounds, stored
-    with caplog.at_level(logging.INFO, logger="train_asm_one"):
+    with caplog.at_level(logging.INFO):
         reused = _run(tmp_path, "reused", *NO_SL, "--round-cache", cache)
     assert [e["phase"] for e in _log(reused, "reused")] == ["round1", "round2"]
     assert "its result is reused" in caplog.text
@@ -104,7 +104,7 @@ def test_a_torn_cache_file_is_trained_again_and_replaced(tmp_path, caplog):
     for name in os.listdir(cache):
         with open(os.path.join(cache, name), "wb") as f:
             f.write(b"torn")
-    with caplog.at_level(logging.WARNING, logger="train_asm_one"):
+    with caplog.at_level(logging.WARNING):
         again = _run(tmp_path, "again", "--strategy", "random", "--round-cache", cache)
     assert _log(again, "reused") == [] and "training the round" in caplog.text
     assert _state(again, "last.pth") == _state(first, "last.pth")
@@ -247,6 +247,6 @@ def test_a_stored_round_without_a_key_trains_again_with_one_line(tmp_path, caplo
     def drop(tmp):
         _edit_entries(str(tmp / "rounds"), lambda state: state.pop("scaler"))
 
-    with caplog.at_level(logging.WARNING, logger="train_asm_one"):
+    with caplog.at_level(logging.WARNING):
         assert _reused_after(tmp_path, drop) == []
     assert "lacks scaler; training the round" in caplog.text

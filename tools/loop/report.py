@@ -22,7 +22,7 @@ from tools.engine.evaluator import AP50
 from tools.runtime import dist
 from tools.runtime.logs import read_jsonl
 
-logger = logging.getLogger("train_asm_one")
+logger = logging.getLogger(__name__)
 
 
 def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:

@@ -30,7 +30,7 @@ from tools.engine.fit import Phase
 from tools.loop.options import NO_VALIDATE_INTERVAL
 from tools.runtime import dist
 
-logger = logging.getLogger("train_asm_one")
+logger = logging.getLogger(__name__)
 DEFAULT_OUTPUT = "outputs/run"  # a run's folder when --output-dir is left out
 
 ADJUSTABLE = frozenset({"max_rounds", "eval_interval", "no_validate", "review_cost", "move_cost"})

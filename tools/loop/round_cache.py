@@ -36,7 +36,7 @@ from tools.engine.checkpoint import (
 from tools.engine.evaluator import AP_KEYS
 from tools.runtime.process import library_versions, source_digest
 
-logger = logging.getLogger("train_asm_one")
+logger = logging.getLogger(__name__)
 
 # Options that choose or label the next images, or manage the run's folder and process: the records a
 # round trains on already say all they decide. Every other option is part of the key. Listed here, not

@@ -109,7 +109,7 @@ def detect_batch(run, train_set, device, cfg: ASMConfig, info: dict) -> tuple[li
         )
         asm.prefer([fresh[j] for j in picks])
         info["candidates"] = len(ids)
-    batch = [oracle[i] for i in asm.next_batch()]
+    batch = [oracle[i] for i in (asm.next_batch() if policy.candidates > 1 else ids)]  # K of them
     return batch, [dets[r.image_id] for r in batch]
 
 

@@ -29,7 +29,7 @@ from tools.loop.round_cache import RoundCache
 from tools.runtime import dist
 from tools.runtime.stop import STOP, Interrupted
 
-logger = logging.getLogger("train_asm_one")
+logger = logging.getLogger(__name__)
 
 
 class Run:

@@ -24,7 +24,7 @@ from tools.engine.coco_eval import COCOEvaluator
 from tools.engine.evaluator import OutcomeEvaluator
 from tools.engine.fit import FitContext
 from tools.engine.voc_eval import VOCEvaluator
-from tools.loop.options import NO_WEIGHTS, check_options, fit_config, pisa_config, round_policy, training_seed
+from tools.loop.options import NO_WEIGHTS, fit_config, pisa_config, round_policy, training_seed
 from tools.loop.run import Run
 from tools.runtime import dist
 from tools.runtime.logs import RunLog
@@ -64,8 +64,9 @@ def settle(args: argparse.Namespace, device: torch.device) -> argparse.Namespace
 
 
 def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, RecordSet, RecordSet]:
-    """Check the options, set up the process (:mod:`tools.runtime.process`), then load the training pool
-    and the evaluation set (rank 0 first: it fills the caches).
+    """Set up the process (:mod:`tools.runtime.process`) for options already checked
+    (:func:`tools.loop.options.check_options`), then load the training pool and the evaluation set
+    (rank 0 first: it fills the caches).
 
     Returns:
         The options settled for this device (:func:`settle`), the device, the two sets.
@@ -73,7 +74,6 @@ def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, R
     Raises:
         ValueError: bad options or data, or more processes than evaluation images.
     """
-    check_options(args)
     configure_logging(args.log_level)
     keep_freed_memory()
     device = choose_device(args.device)

@@ -14,7 +14,7 @@ import numpy as np
 from datasets.atomic import atomic_write_text
 from tools.runtime.logs import read_jsonl
 
-logger = logging.getLogger("al_curve")
+logger = logging.getLogger(__name__)
 COLUMNS = (
     "sampler",
     "seed",

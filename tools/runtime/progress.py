@@ -15,7 +15,7 @@ import time
 
 from tools.runtime import dist
 
-logger = logging.getLogger("progress")
+logger = logging.getLogger(__name__)
 
 
 def _duration(seconds: float) -> str:
