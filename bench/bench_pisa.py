@@ -18,7 +18,6 @@ the last line says whether it does (``pisa_wins``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -30,12 +29,9 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-_spec = importlib.util.spec_from_file_location(
-    "asm_efficiency", os.path.join(ROOT, "bench", "asm_efficiency.py")
-)
-efficiency = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(efficiency)
-
+from bench import asm_efficiency as efficiency  # noqa: E402
+from bench.study_data import bccd_flags, bench_root  # noqa: E402
+from bench.study_runs import run_entry  # noqa: E402
 from datasets.atomic import atomic_write_text  # noqa: E402
 
 HEADS = ("standard", "pisa")
@@ -57,7 +53,7 @@ def run_head(args, data_flags: list[str], seed: int, head: str, threads: int | N
     """One supervised run (resumes); its AP50, COCO-style AP and epoch seconds."""
     out = os.path.join(args.output_dir, f"{head}_seed{seed}")
     extra = ["--strategy", "none", "--epochs", str(args.supervised_epochs), "--roi-head", head]
-    log = efficiency.run_entry(args, data_flags, seed, out, extra, threads)
+    log = run_entry(args, data_flags, seed, out, extra, threads)
     point = [e for e in log if e["type"] == "round"][-1]
     seconds = [e["seconds"] for e in log if e["type"] == "epoch"]
     return {
@@ -123,10 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     if data is None:
         n_train, n_eval = args.quick_images if args.quick else (None, None)
-        data_flags = efficiency.bccd_flags(
-            efficiency.bench_root(
-                os.path.abspath(args.bccd_root), args.output_dir, args.eval_splits, n_train, n_eval
-            )
+        data_flags = bccd_flags(
+            bench_root(os.path.abspath(args.bccd_root), args.output_dir, args.eval_splits, n_train, n_eval)
         )
         data = efficiency.parse([*data_flags, "--output-dir", args.output_dir], get_args_parser())[2]
     from datasets.build import build_datasets
@@ -150,6 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(seed, head) for seed in args.seeds for head in HEADS]
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         runs = list(pool.map(lambda job: run_head(args, data_flags, job[0], job[1], threads), jobs))
+    result = summary(args, runs, ratios, data_flags)
+    for path in filter(None, (os.path.join(args.output_dir, "pisa.json"), args.json_out)):
+        atomic_write_text(path, json.dumps(result, indent=1))
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if k not in ("runs", "settings")}
+            | {"wall_s": round(time.perf_counter() - start, 1)}
+        )
+    )
+    return 0
+
+
+def summary(args, runs: list[dict], ratios: dict, data_flags: list[str]) -> dict:
+    """The heads' mean AP over the seeds, the step-time ratios, whether PISA wins, and the settings."""
     ratio = ratios["step_time_ratio"]
 
     def mean(head: str, key: str) -> float | None:
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     wins = (
         all(v["pisa"]["AP50"] > v["standard"]["AP50"] for v in by_seed.values()) and ratio <= MAX_STEP_RATIO
     )
-    result = {
+    return {
         "seeds": args.seeds,
         "ap50_baseline": mean("standard", "AP50"),
         "ap50_pisa": mean("pisa", "AP50"),
@@ -180,15 +188,6 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
         },
     }
-    for path in filter(None, (os.path.join(args.output_dir, "pisa.json"), args.json_out)):
-        atomic_write_text(path, json.dumps(result, indent=1))
-    print(
-        json.dumps(
-            {k: v for k, v in result.items() if k not in ("runs", "settings")}
-            | {"wall_s": round(time.perf_counter() - start, 1)}
-        )
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -32,14 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.asm_efficiency import (  # noqa: E402
-    CPU_PROTOCOL,
-    SHARED_WEIGHTS,
-    bccd_flags,
-    bench_root,
-    common_flags,
-    run_flags,
-)
+from bench.asm_efficiency import CPU_PROTOCOL, SHARED_WEIGHTS  # noqa: E402
+from bench.study_data import bccd_flags, bench_root  # noqa: E402
+from bench.study_runs import common_flags, run_flags  # noqa: E402
 from datasets.atomic import atomic_write_text  # noqa: E402
 
 DIVERGED = 5  # train_asm_one.py's exit code when the rollbacks are exhausted
@@ -92,10 +87,8 @@ def one_run(name: str, out: str, flags: list[str], threads: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    os.makedirs(args.output_dir, exist_ok=True)
-    study = study_args(args.lr)
+def bccd_jobs(args, study) -> dict[str, tuple[str, list[str], int]]:
+    """The CPU study's initial phase on BCCD per seed and thread count: name -> (folder, flags, threads)."""
     data = bccd_flags(
         bench_root(os.path.abspath(args.bccd_root), args.output_dir, ["val", "test"], None, None)
     )
@@ -120,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
                 *args.extra,
             ]
             bccd[name] = (os.path.join(args.output_dir, name), flags, threads)
+    return bccd
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    study = study_args(args.lr)
+    bccd = bccd_jobs(args, study)
     demo = {
         f"demo_seed{seed}": (
             os.path.join(args.output_dir, f"demo_seed{seed}"),

@@ -48,7 +48,7 @@ def timed(fn, *args, **kwargs) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -57,7 +57,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     add_bench_args(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
     device = torch.device(args.device)
     data = bench_data(args)
     n = min(args.batches * args.batch_size, len(data.records))

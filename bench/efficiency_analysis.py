@@ -132,34 +132,10 @@ def training_noise(runs: list[dict], randoms: dict[int, list[dict]], key: str = 
 def versus_random(
     runs: list[dict], randoms: dict[int, list[dict]], key: str = "AP50", noise: dict | None = None
 ) -> dict:
-    """One ASM method's curves (one per seed) against random's of the same seed, after round 1.
-
-    * At equal drawn boxes, by step interpolation: at each of random's points, the ASM curve's last
-      point with no more drawn boxes than random's (:func:`step_index`). ASM is credited only with what
-      it had measured on that budget or less, random with its own measured point. A straight line
-      between ASM's or random's points would credit one side with values between two measurements
-      (on a concave curve the chord runs low); reading random by a step at ASM's budgets would
-      credit random with less than it has and favour ASM. Only random's points within the ASM
-      curve's range are read: past its last point ASM never had that budget (every method stops
-      at the same number of images, ASM on fewer boxes), so no measurement of either side exists
-      there; ``margin_at_equal_images`` compares the ends.
-    * At equal images: random's point of the same round (both add K images per round).
-    * The noise floor: the mean gap between two trainings on the same labels (``noise``, from
-      :func:`training_noise`). Training is seeded per epoch, so identical labels give an identical
-      model: ``|ASM - random|`` at round 1 (``round1_gap_ap50``) is 0 whenever the method confirmed
-      no box in round 1 (``same_labels_round1``), and says nothing about noise.
-
-    ``min_margin_ap50`` is the smallest equal-box margin over the seeds and rounds after round 1,
-    ``at_or_above_after_round1`` whether it is >= 0 in every seed, ``within_noise_after_round1``
-    whether it is >= minus the largest gap training noise alone made (``noise["max"]``).
-    ``above_below_equal`` counts those margins by sign (equal: within 1e-9): a method no better than
-    random lands above in about half of them, so "at or above in every seed" says little while the
-    noise floor is larger than the margins. ``margins_by_lead`` splits them by how many rounds
-    ASM's point is ahead of random's: at lead 0 both curves measured the same round, which for a
-    method that keeps the queue's order (``v1+``) means the same images, so the margin is training
-    noise on labels that differ only where the human confirmed a model's box; from lead 1 on ASM's
-    saving bought it a round's images for random's boxes.
-    """
+    """One ASM method's curves against random's of the same seed after round 1 (the earlier summary,
+    beside :func:`versus_random_v3`): at each of random's points within the ASM curve's range, ASM's
+    last point with no more drawn boxes (:func:`step_index`); ``margins_by_lead`` by how many rounds
+    ASM's point is ahead (lead 0: the same round); ``noise`` from :func:`training_noise`."""
     boxes: dict[int, list[float]] = {}
     images: dict[int, list[float]] = {}
     by_lead: dict[int, list[float]] = {}
@@ -437,4 +413,22 @@ def supervised_bound(curves: list[dict], key: str = "AP50") -> dict | None:
         "mean": round(float(np.mean(values)), 4),
         "std": round(float(np.std(values)), 4),
         "n": len(values),
+    }
+
+
+def study_v3(curves: list[dict], methods: list[str]) -> dict:
+    """Protocol v3's figures: the noise of every round, every reading of every ASM method against
+    random, each method's summary against random, and what its confirmed boxes cost."""
+    noise = noise_per_round(curves)
+    compared = [m for m in methods if m in ASM_METHODS and m != BASELINE and m not in RESEEDED]
+    taken, refused = [], []
+    for m in compared:
+        t, r = readings(curves, m, noise)
+        taken, refused = taken + t, refused + r
+    return {
+        "noise_per_round": noise,
+        "readings": taken,
+        "refused_readings": refused,
+        "vs_random": {m: versus_random_v3([r for r in taken if r["method"] == m]) for m in compared},
+        "label_damage_ap50": {m: label_damage(curves, m) for m in compared},
     }

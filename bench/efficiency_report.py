@@ -3,6 +3,7 @@ them again from a study's JSON)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -135,3 +136,14 @@ def readings_table(taken: list[dict], refused: list[dict]) -> str:
         f"- refused: {r['method']} seed {r['seed']} round {r['asm_round']} ({r['why']})" for r in refused
     ]
     return "\n".join(lines) + "\n"
+
+
+def replot(path: str) -> int:
+    """``--replot``: the plot and tables of a finished study, from the JSON it wrote."""
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    methods, total = result["settings"]["methods"], result["settings"]["total_boxes"]
+    plot(result["curves"], result["summary"], methods, total, os.path.splitext(path)[0] + ".png")
+    print(tables(result["curves"], result["summary"], result["per_class"], methods, total))
+    print(readings_table(result.get("readings", []), result.get("refused_readings", [])))
+    return 0

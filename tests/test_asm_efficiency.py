@@ -16,6 +16,7 @@ spec = importlib.util.spec_from_file_location(
 eff = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(eff)
 from bench import efficiency_analysis as ana  # noqa: E402
+from bench import study_runs as runs  # noqa: E402
 
 
 def _curve(method, seed, points, reviewed=0, moved=0):
@@ -111,12 +112,12 @@ def test_a_method_that_dies_is_reported_and_the_others_go_on(monkeypatch):
             raise RuntimeError("exit code 1: FloatingPointError: non-finite loss")
         return fine(args, root, seed, method, n_train, threads)
 
-    monkeypatch.setattr(eff, "sampler_curve", fine)
-    monkeypatch.setattr(eff, "asm_curve", dies)
+    monkeypatch.setattr(runs, "sampler_curve", fine)
+    monkeypatch.setattr(runs, "asm_curve", dies)
     args = eff.get_args_parser().parse_args(
         ["--seeds", "1", "2", "--methods", "random", "v1+", "topk_v2", "--jobs", "3", "--no-share-round0"]
     )
-    curves, failed = eff.run_all(args, "root", 100)
+    curves, failed = runs.run_all(args, "root", 100)
     assert sorted((c["method"], c["seed"]) for c in curves) == sorted(
         (m, s) for s in (1, 2) for m in ("supervised", "random", "v1+")
     )
@@ -178,7 +179,7 @@ def test_quick_run_on_a_bccd_slice_and_its_resume(bccd_root, tmp_path, capsys, m
     with open(os.path.join(out, "bccd_root", "ImageSets", "Main", "eval.txt")) as f:
         assert len(f.read().split()) == 6
     # running the same command again reuses every finished method: no training process starts
-    monkeypatch.setattr(eff, "run_tool", lambda *a: pytest.fail(f"reran {a[0]}"))
+    monkeypatch.setattr(runs, "run_tool", lambda *a: pytest.fail(f"reran {a[0]}"))
     assert eff.main(argv) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {k: v for k, v in again.items() if k != "wall_s"} == {
@@ -263,7 +264,7 @@ def test_a_failed_run_says_why_from_its_log_lines(tmp_path):
     with pytest.raises(
         RuntimeError, match=r"exit code 5: .*ERROR train_asm_one: pretrain: training diverged"
     ):
-        eff.run_tool([sys.executable, "-c", script], log, None)
+        runs.run_tool([sys.executable, "-c", script], log, None)
     assert "pretrain epoch 5" in open(log).read()  # the log keeps the run's lines
 
 
@@ -313,26 +314,26 @@ def test_a_finished_run_is_reused_only_with_the_flags_it_was_made_with(tmp_path,
             f.write(json.dumps({"type": "round", "round": 0, "AP50": 0.5}) + "\n")
         return '{"ap50": 0.5}\n'
 
-    monkeypatch.setattr(eff, "run_tool", fake_tool)
+    monkeypatch.setattr(runs, "run_tool", fake_tool)
     out = str(tmp_path / "run")
     weights = tmp_path / "shared" / "w.pth"
     weights.parent.mkdir()
     weights.write_bytes(b"")
     flags = ["--seed", "1", "--lr", "0.01", "--deterministic", "--weights-backbone", str(weights)]
-    assert eff.run_flags(flags, out, None)[0]["AP50"] == 0.5 and len(calls) == 1
-    assert eff.run_flags(list(flags), out, None) and len(calls) == 1  # the same flags: reused
+    assert runs.run_flags(flags, out, None)[0]["AP50"] == 0.5 and len(calls) == 1
+    assert runs.run_flags(list(flags), out, None) and len(calls) == 1  # the same flags: reused
     by_another_route = str(tmp_path / "run" / ".." / "shared" / "w.pth")  # a clone reached another way
-    assert eff.run_flags([*flags[:-1], by_another_route], out, None) and len(calls) == 1
+    assert runs.run_flags([*flags[:-1], by_another_route], out, None) and len(calls) == 1
     with pytest.raises(RuntimeError, match=r"other flags \(--lr 0.01 -> 0.005\): remove the folder"):
-        eff.run_flags([*flags[:3], "0.005", *flags[4:]], out, None)
+        runs.run_flags([*flags[:3], "0.005", *flags[4:]], out, None)
     with pytest.raises(RuntimeError, match=r"--certain-precision \(absent\) -> 0.9"):
-        eff.run_flags([*flags, "--certain-precision", "0.9"], out, None)
+        runs.run_flags([*flags, "--certain-precision", "0.9"], out, None)
     assert len(calls) == 1  # nothing ran under the wrong name
     legacy = tmp_path / "legacy"
     legacy.mkdir()
     (legacy / "last.pth").write_bytes(b"")
     with pytest.raises(RuntimeError, match="flags were not recorded"):
-        eff.run_flags(flags, str(legacy), None)
+        runs.run_flags(flags, str(legacy), None)
 
 
 def test_a_started_copy_records_where_it_started_and_keeps_its_own_files(tmp_path, monkeypatch):
@@ -344,24 +345,24 @@ def test_a_started_copy_records_where_it_started_and_keeps_its_own_files(tmp_pat
         calls.append(cmd)
         return '{"ap50": 0.5}\n'
 
-    monkeypatch.setattr(eff, "run_tool", fake_tool)
+    monkeypatch.setattr(runs, "run_tool", fake_tool)
     start = tmp_path / "round0"
     start.mkdir()
     for name, text in (("last.pth", "model"), ("log.jsonl", '{"type": "round", "round": 0}\n')):
         (start / name).write_text(text)
-    for name in eff.COPIED_NOT:
+    for name in runs.COPIED_NOT:
         (start / name).write_text("the initial phase's own")
     out = str(tmp_path / "random")
     flags = ["--seed", "1", "--strategy", "random"]
-    assert eff.run_flags(flags, out, None, str(start)) == [{"type": "round", "round": 0}]
+    assert runs.run_flags(flags, out, None, str(start)) == [{"type": "round", "round": 0}]
     assert (tmp_path / "random" / "last.pth").read_text() == "model"
     assert not (tmp_path / "random" / "bench.log").exists()  # run_tool (faked here) writes its own
     assert (tmp_path / "random" / "summary.json").read_text() == '{"ap50": 0.5}'  # this run's
-    with open(tmp_path / "random" / eff.FLAGS_FILE) as f:
+    with open(tmp_path / "random" / runs.FLAGS_FILE) as f:
         assert json.load(f) == [*flags, "--bench-start-from", str(start)]
-    assert eff.run_flags(flags, out, None, str(start)) and len(calls) == 1  # the same start: reused
+    assert runs.run_flags(flags, out, None, str(start)) and len(calls) == 1  # the same start: reused
     with pytest.raises(RuntimeError, match=r"--bench-start-from .*round0 -> \(absent\)"):
-        eff.run_flags(flags, out, None)
+        runs.run_flags(flags, out, None)
 
 
 def test_each_seeds_initial_phase_is_trained_once_and_every_method_starts_from_it(monkeypatch):
@@ -379,9 +380,9 @@ def test_each_seeds_initial_phase_is_trained_once_and_every_method_starts_from_i
         running.discard(out)
         return [{"type": "round", "round": 0, "labelled_images": 2, "human_drawn_total": 3, "AP50": 0.1}]
 
-    monkeypatch.setattr(eff, "run_entry", fake_entry)
+    monkeypatch.setattr(runs, "run_entry", fake_entry)
     argv = ["--seeds", "1", "2", "--methods", "random", "v1+/fixed", "random/reseed", "--jobs", "3"]
-    curves, failed = eff.run_all(eff.get_args_parser().parse_args(argv), [], 100)
+    curves, failed = runs.run_all(eff.get_args_parser().parse_args(argv), [], 100)
     assert not failed and len(curves) == 2 + 6 and not overlaps
     assert sorted(started[:2]) == [("asm_round0_seed1", None), ("asm_round0_seed2", None)]
     assert sorted(n for n, _ in started).count("asm_round0_seed1") == 1  # once, though 4 jobs needed it
@@ -393,19 +394,19 @@ def test_each_seeds_initial_phase_is_trained_once_and_every_method_starts_from_i
         for seed in (1, 2)
     }
     del started[:]
-    eff.run_all(eff.get_args_parser().parse_args([*argv, "--no-share-round0"]), [], 100)
+    runs.run_all(eff.get_args_parser().parse_args([*argv, "--no-share-round0"]), [], 100)
     assert all(s is None for _, s in started) and not any("round0" in n for n, _ in started)
     del started[:]  # another trainer's curves only: no initial phase to share
-    monkeypatch.setattr(eff, "sampler_curve", lambda *a: _curve("al_curve/random", a[2], [(100, 0.5)]))
-    eff.run_all(eff.get_args_parser().parse_args(["--seeds", "1", "--methods", "al_curve/random"]), [], 100)
+    monkeypatch.setattr(runs, "sampler_curve", lambda *a: _curve("al_curve/random", a[2], [(100, 0.5)]))
+    runs.run_all(eff.get_args_parser().parse_args(["--seeds", "1", "--methods", "al_curve/random"]), [], 100)
     assert [n for n, _ in started] == ["asm_supervised_seed1"]
 
 
 def test_jobs_start_longest_first_and_the_short_noise_runs_last():
     argv = ["--seeds", "1", "2", "--methods", "random", ana.NOISE, "v1+/fixed", "--supervised-seeds", "1"]
-    assert eff.job_order(eff.parse(argv)[0]) == [
-        (eff.ROUND0, 1),
-        (eff.ROUND0, 2),
+    assert runs.job_order(eff.parse(argv)[0]) == [
+        (runs.ROUND0, 1),
+        (runs.ROUND0, 2),
         ("supervised", 1),
         ("random", 1),
         ("random", 2),  # random first: the other methods may load its rounds (--round-cache)
@@ -415,7 +416,7 @@ def test_jobs_start_longest_first_and_the_short_noise_runs_last():
         (ana.NOISE, 2),
     ]
     argv = ["--seeds", "3", "--methods", "al_curve/random", "random"]  # nothing mines a shared round 0
-    assert eff.job_order(eff.parse([*argv, "--no-share-round0"])[0]) == [
+    assert runs.job_order(eff.parse([*argv, "--no-share-round0"])[0]) == [
         ("supervised", 3),
         ("random", 3),
         ("al_curve/random", 3),
@@ -423,8 +424,8 @@ def test_jobs_start_longest_first_and_the_short_noise_runs_last():
 
 
 def test_every_run_stops_at_the_same_round():
-    assert eff.max_rounds(eff.parse(["--steps", "5"])[0]) == 4
-    assert eff.max_rounds(eff.parse([])[0]) is None  # until the pool is exhausted
+    assert runs.max_rounds(eff.parse(["--steps", "5"])[0]) == 4
+    assert runs.max_rounds(eff.parse([])[0]) is None  # until the pool is exhausted
 
 
 def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
@@ -467,7 +468,7 @@ def test_the_noise_floor_is_the_gap_between_two_trainings_on_the_same_labels():
 def test_a_method_starts_only_after_random_of_its_seed_with_the_round_cache():
     args = eff.parse(["--seeds", "1", "--methods", "random", "v1+/calib"])[0]
     done = {1: threading.Event()}
-    waited = threading.Thread(target=eff.after_baseline, args=(args, "v1+/calib", 1, done))
+    waited = threading.Thread(target=runs.after_baseline, args=(args, "v1+/calib", 1, done))
     waited.start()
     waited.join(0.2)
     assert waited.is_alive()  # random of seed 1 has not finished
@@ -475,8 +476,8 @@ def test_a_method_starts_only_after_random_of_its_seed_with_the_round_cache():
     waited.join(5)
     assert not waited.is_alive()
     unset = {1: threading.Event()}
-    eff.after_baseline(args, "random", 1, unset)  # random itself never waits
-    eff.after_baseline(eff.parse(["--seeds", "1", "--no-round-cache"])[0], "v1+/calib", 1, unset)
+    runs.after_baseline(args, "random", 1, unset)  # random itself never waits
+    runs.after_baseline(eff.parse(["--seeds", "1", "--no-round-cache"])[0], "v1+/calib", 1, unset)
     assert not unset[1].is_set()
 
 

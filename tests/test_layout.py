@@ -175,9 +175,14 @@ LIBRARY_DIRS = ("tools", "asm", "datasets", "net")
 
 
 def _python_files():
-    yield from (f"{s}.py" for s in ("train_asm_one", "al_curve", "infer", "visualize"))
-    for folder in LIBRARY_DIRS:
+    yield from (f"{s}.py" for s in SCRIPTS)
+    for folder in (*LIBRARY_DIRS, "bench"):
         yield from _py_files(folder)
+
+
+def test_no_benchmark_file_is_over_five_hundred_lines():
+    long = {p: n for p in _py_files("bench") if (n := len(_source(p).splitlines())) > 500}
+    assert not long, long
 
 
 def test_no_function_is_over_sixty_lines_outside_the_argparse_builders():
