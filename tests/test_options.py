@@ -87,3 +87,42 @@ def test_settle_returns_a_copy_with_the_device_values():
     assert (args.workers, args.eval_batch_size, args.lr, args.auto_scale_lr) == (None, None, 0.02, True)
     kept = settle(_args("--workers", "2", "--eval-batch-size", "3"), torch.device("cpu"))
     assert (kept.workers, kept.eval_batch_size, kept.eval_interval) == (2, 3, 1)
+
+
+def test_the_resume_rule_and_the_cache_key_are_derived_from_each_options_facts():
+    """The sets each rule reads, as they were written by hand before the facts were declared once."""
+    from tools.loop import resume, round_cache
+    from tools.loop.options import OPTION_FACTS, OptionFacts, options_where
+    from al_curve import get_args_parser as curve_parser
+    from train_asm_one import get_args_parser
+
+    dests = {a.dest for p in (get_args_parser(), curve_parser()) for a in p._actions}
+    assert set(OPTION_FACTS) <= dests  # each declared name is an option of the entry or al_curve.py
+    assert resume.ADJUSTABLE == {"max_rounds", "eval_interval", "no_validate", "review_cost", "move_cost"}
+    assert resume.PROCESS == {
+        *("device", "workers", "eval_batch_size", "log_level", "exit_after_epochs", "no_cache"),
+        *("cache_dir", "round_cache"),
+    }
+    assert resume.ROUND_OPTIONS == {
+        *("strategy", "K", "round_epochs", "round_train", "cer_ratio", "uncer_ratio", "max_passes"),
+        *("certain_thre", "uncertain_thre", "judge_iou", "gt_iou", "enable_al", "enable_sl", "move_iou"),
+        *("candidates", "diversity", "mining_gate", "certain_precision", "certain_agreement", "oracle"),
+        "train_seed",
+    }
+    assert resume.NOT_COMPARED - resume.PROCESS == {
+        *("resume", "auto_resume", "overwrite", "output_dir", "config", "config_file", "cfg_options"),
+        *("weights", "asm_core_defaults", "auto_scale_lr", "help"),
+    }
+    # the round cache's key leaves out what only chooses and labels images, or runs the process
+    assert round_cache.SELECTION_ONLY == options_where(trains=False)
+    for kept in ("lr", "batch_size", "epochs", "round_epochs", "train_seed", "round_train", "device"):
+        assert OPTION_FACTS.get(kept, OptionFacts()).trains
+    for left_out in ("strategy", "K", "certain_thre", "review_cost", "output_dir", "round_cache"):
+        assert left_out in round_cache.SELECTION_ONLY
+
+
+def test_a_new_option_is_fixed_and_in_the_cache_key_until_declared_otherwise():
+    from tools.loop.options import FIXED, OptionFacts
+
+    facts = OptionFacts()
+    assert facts.resume == FIXED and facts.trains and facts.range is None and not facts.at_least_one

@@ -434,46 +434,112 @@ def asm_config(args: argparse.Namespace) -> ASMConfig:
     )
 
 
-AT_LEAST_ONE = (
-    "batch_size",
-    "eval_interval",
-    "base_batch_size",
-    "epochs",
-    "round_epochs",
-    "min_size",
-    "eval_batch_size",
-    "K",
-    "candidates",
-    "steps",
-    "max_passes",
-    "hlr_num",
-)
-# option: (low, high, low excluded); None: no bound. Each is checked where the parser defines it.
-RANGES = {
-    "lr": (0.0, None, True),
-    "momentum": (0.0, 1.0, False),
-    "weight_decay": (0.0, None, False),
-    "lr_gamma": (0.0, 1.0, True),
-    "clip_grad": (0.0, None, True),
-    **dict.fromkeys(("certain_thre", "uncertain_thre", "cer_ratio", "uncer_ratio"), (0.0, 1.0, False)),
-    "mining_gate": (0.0, 1.0, False),
-    "diversity": (0.0, None, False),
-    **dict.fromkeys(
-        ("judge_iou", "gt_iou", "move_iou", "certain_precision", "certain_agreement"), (0.0, 1.0, True)
-    ),
-    "ap_shift_pretrain": (0.0, None, False),
-    "ap_shift_asm": (0.0, None, False),
-    "ap_thre": (0.0, 1.0, False),
-    **{f"{n}_k": (0.0, None, False) for n in ("isr", "carl", "hlr")},
-    **{f"{n}_bias": (0.0, 1.0, False) for n in ("isr", "carl", "hlr")},
-    "hlr_pos_fraction": (0.0, 1.0, True),
-    "hlr_score_thr": (0.0, 1.0, False),
-    "hlr_iou_thr": (0.0, 1.0, True),
-    "smooth_l1_beta": (0.0, None, True),
-    **dict.fromkeys(("seed", "train_seed"), (0, None, False)),  # NumPy's seeds are never negative
-    "review_cost": (0.0, None, False),
-    "move_cost": (0.0, None, False),
+# What a resume does with an option changed on the command line (tools.loop.resume):
+FIXED = "fixed"  # refused: the run keeps what it was started with (data, model, seeds, schedule)
+ADJUSTABLE = "adjustable"  # applied: it only changes how the rest of the run proceeds
+ROUNDS = "rounds"  # applied until the first round begins (only the rounds read it), refused after
+PROCESS = "process"  # this process's (device, workers, logging, caches): the command line's, not compared
+COMMAND = "command"  # the command's own (the checkpoint, the folder, config files): not compared
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionFacts:
+    """What the run loop knows of one option besides its argparse definition: its range (``(low,
+    high, low excluded)``, None: no bound) or that it counts at least one; what a resume does when it
+    changes (:data:`FIXED` ...); and whether it changes a round's training (``trains``: False for
+    the options that only choose and label images, or manage the folder and the process, which the
+    round cache's key leaves out)."""
+
+    range: tuple[float, float | None, bool] | None = None
+    at_least_one: bool = False
+    resume: str = FIXED
+    trains: bool = True
+
+
+# Every option's facts, declared once (an option not listed: no range, FIXED, trains); the checks
+# (check_options), the resume rule (tools.loop.resume) and the round cache's key
+# (tools.loop.round_cache) are derived from it. NumPy's seeds are never negative.
+OPTION_FACTS = {
+    "lr": OptionFacts(range=(0.0, None, True)),
+    "momentum": OptionFacts(range=(0.0, 1.0, False)),
+    "weight_decay": OptionFacts(range=(0.0, None, False)),
+    "lr_gamma": OptionFacts(range=(0.0, 1.0, True)),
+    "clip_grad": OptionFacts(range=(0.0, None, True)),
+    "certain_thre": OptionFacts(range=(0.0, 1.0, False), resume=ROUNDS, trains=False),
+    "uncertain_thre": OptionFacts(range=(0.0, 1.0, False), resume=ROUNDS, trains=False),
+    "cer_ratio": OptionFacts(range=(0.0, 1.0, False), resume=ROUNDS, trains=False),
+    "uncer_ratio": OptionFacts(range=(0.0, 1.0, False), resume=ROUNDS, trains=False),
+    "mining_gate": OptionFacts(range=(0.0, 1.0, False), resume=ROUNDS, trains=False),
+    "diversity": OptionFacts(range=(0.0, None, False), resume=ROUNDS, trains=False),
+    "judge_iou": OptionFacts(range=(0.0, 1.0, True), resume=ROUNDS, trains=False),
+    "gt_iou": OptionFacts(range=(0.0, 1.0, True), resume=ROUNDS, trains=False),
+    "move_iou": OptionFacts(range=(0.0, 1.0, True), resume=ROUNDS, trains=False),
+    "certain_precision": OptionFacts(range=(0.0, 1.0, True), resume=ROUNDS, trains=False),
+    "certain_agreement": OptionFacts(range=(0.0, 1.0, True), resume=ROUNDS, trains=False),
+    "ap_shift_pretrain": OptionFacts(range=(0.0, None, False)),
+    "ap_shift_asm": OptionFacts(range=(0.0, None, False)),
+    "ap_thre": OptionFacts(range=(0.0, 1.0, False)),
+    "isr_k": OptionFacts(range=(0.0, None, False)),
+    "carl_k": OptionFacts(range=(0.0, None, False)),
+    "hlr_k": OptionFacts(range=(0.0, None, False)),
+    "isr_bias": OptionFacts(range=(0.0, 1.0, False)),
+    "carl_bias": OptionFacts(range=(0.0, 1.0, False)),
+    "hlr_bias": OptionFacts(range=(0.0, 1.0, False)),
+    "hlr_pos_fraction": OptionFacts(range=(0.0, 1.0, True)),
+    "hlr_score_thr": OptionFacts(range=(0.0, 1.0, False)),
+    "hlr_iou_thr": OptionFacts(range=(0.0, 1.0, True)),
+    "smooth_l1_beta": OptionFacts(range=(0.0, None, True)),
+    "seed": OptionFacts(range=(0, None, False)),
+    "train_seed": OptionFacts(range=(0, None, False), resume=ROUNDS),
+    "review_cost": OptionFacts(range=(0.0, None, False), resume=ADJUSTABLE, trains=False),
+    "move_cost": OptionFacts(range=(0.0, None, False), resume=ADJUSTABLE, trains=False),
+    "batch_size": OptionFacts(at_least_one=True),
+    "eval_interval": OptionFacts(at_least_one=True, resume=ADJUSTABLE),
+    "base_batch_size": OptionFacts(at_least_one=True),
+    "epochs": OptionFacts(at_least_one=True),
+    "round_epochs": OptionFacts(at_least_one=True, resume=ROUNDS),
+    "min_size": OptionFacts(at_least_one=True),
+    "eval_batch_size": OptionFacts(at_least_one=True, resume=PROCESS),
+    "K": OptionFacts(at_least_one=True, resume=ROUNDS, trains=False),
+    "candidates": OptionFacts(at_least_one=True, resume=ROUNDS, trains=False),
+    "steps": OptionFacts(at_least_one=True),
+    "max_passes": OptionFacts(at_least_one=True, resume=ROUNDS, trains=False),
+    "hlr_num": OptionFacts(at_least_one=True),
+    "max_rounds": OptionFacts(resume=ADJUSTABLE, trains=False),
+    "no_validate": OptionFacts(resume=ADJUSTABLE),
+    "cache_dir": OptionFacts(resume=PROCESS),
+    "device": OptionFacts(resume=PROCESS),
+    "exit_after_epochs": OptionFacts(resume=PROCESS, trains=False),
+    "log_level": OptionFacts(resume=PROCESS, trains=False),
+    "no_cache": OptionFacts(resume=PROCESS),
+    "round_cache": OptionFacts(resume=PROCESS, trains=False),
+    "workers": OptionFacts(resume=PROCESS),
+    "enable_al": OptionFacts(resume=ROUNDS, trains=False),
+    "enable_sl": OptionFacts(resume=ROUNDS, trains=False),
+    "oracle": OptionFacts(resume=ROUNDS, trains=False),
+    "round_train": OptionFacts(resume=ROUNDS),
+    "strategy": OptionFacts(resume=ROUNDS, trains=False),
+    "asm_core_defaults": OptionFacts(resume=COMMAND),
+    "auto_resume": OptionFacts(resume=COMMAND, trains=False),
+    "auto_scale_lr": OptionFacts(resume=COMMAND),
+    "cfg_options": OptionFacts(resume=COMMAND),
+    "config": OptionFacts(resume=COMMAND),
+    "config_file": OptionFacts(resume=COMMAND),
+    "help": OptionFacts(resume=COMMAND),
+    "output_dir": OptionFacts(resume=COMMAND, trains=False),
+    "overwrite": OptionFacts(resume=COMMAND, trains=False),
+    "resume": OptionFacts(resume=COMMAND, trains=False),
+    "weights": OptionFacts(resume=COMMAND),
 }
+RANGES = {name: f.range for name, f in OPTION_FACTS.items() if f.range is not None}
+AT_LEAST_ONE = tuple(name for name, f in OPTION_FACTS.items() if f.at_least_one)
+
+
+def options_where(**facts) -> frozenset[str]:
+    """The options whose facts have these values, e.g. ``options_where(resume=ROUNDS)``."""
+    return frozenset(
+        name for name, f in OPTION_FACTS.items() if all(getattr(f, k) == v for k, v in facts.items())
+    )
 
 
 def check_options(args: argparse.Namespace) -> None:

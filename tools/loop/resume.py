@@ -27,67 +27,17 @@ from typing import Any
 
 from tools.engine.checkpoint import RunState, last_path, read_state
 from tools.engine.fit import Phase
-from tools.loop.options import NO_VALIDATE_INTERVAL
+from tools.loop import options as facts
+from tools.loop.options import NO_VALIDATE_INTERVAL, options_where
 from tools.runtime import dist
 
 logger = logging.getLogger(__name__)
 DEFAULT_OUTPUT = "outputs/run"  # a run's folder when --output-dir is left out
 
-ADJUSTABLE = frozenset({"max_rounds", "eval_interval", "no_validate", "review_cost", "move_cost"})
-PROCESS = frozenset(
-    {
-        "device",
-        "workers",
-        "eval_batch_size",
-        "log_level",
-        "exit_after_epochs",
-        "no_cache",
-        "cache_dir",
-        "round_cache",
-    }
-)
-# What only the rounds read: free to change until the first round begins (:func:`at_first_round`).
-# --train-seed seeds each phase's batches and sampling; the first phase's model is the checkpoint's.
-ROUND_OPTIONS = frozenset(
-    {
-        "strategy",
-        "K",
-        "round_epochs",
-        "round_train",
-        "cer_ratio",
-        "uncer_ratio",
-        "max_passes",
-        "certain_thre",
-        "uncertain_thre",
-        "judge_iou",
-        "gt_iou",
-        "enable_al",
-        "enable_sl",
-        "move_iou",
-        "candidates",
-        "diversity",
-        "mining_gate",
-        "certain_precision",
-        "certain_agreement",
-        "oracle",
-        "train_seed",
-    }
-)
-NOT_COMPARED = PROCESS | frozenset(
-    {
-        "resume",
-        "auto_resume",
-        "overwrite",
-        "output_dir",
-        "config",
-        "config_file",
-        "cfg_options",
-        "weights",
-        "asm_core_defaults",
-        "auto_scale_lr",
-        "help",
-    }
-)
+ADJUSTABLE = options_where(resume=facts.ADJUSTABLE)
+PROCESS = options_where(resume=facts.PROCESS)
+ROUND_OPTIONS = options_where(resume=facts.ROUNDS)
+NOT_COMPARED = PROCESS | options_where(resume=facts.COMMAND)
 
 
 class ResumeError(ValueError):

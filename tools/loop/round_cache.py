@@ -34,22 +34,15 @@ from tools.engine.checkpoint import (
     weights_digest,
 )
 from tools.engine.evaluator import AP_KEYS
+from tools.loop.options import options_where
 from tools.runtime.process import library_versions, source_digest
 
 logger = logging.getLogger(__name__)
 
 # Options that choose or label the next images, or manage the run's folder and process: the records a
-# round trains on already say all they decide. Every other option is part of the key. Listed here, not
-# derived from tools/loop/resume.py's sets (what a resume may change): an option added later stays in the key
-# until someone decides it cannot change a round's training.
-SELECTION_ONLY = frozenset(
-    {
-        "output_dir", "resume", "auto_resume", "overwrite", "exit_after_epochs", "log_level", "round_cache",
-        "strategy", "K", "max_rounds", "max_passes", "candidates", "diversity", "mining_gate",
-        "certain_thre", "certain_precision", "certain_agreement", "uncertain_thre", "cer_ratio", "uncer_ratio",
-        "enable_sl", "enable_al", "oracle", "review_cost", "move_cost", "move_iou", "judge_iou", "gt_iou",
-    }
-)  # fmt: skip
+# round trains on already say all they decide. Every other option is part of the key (an option added
+# later stays in the key until its declaration says it cannot change a round's training).
+SELECTION_ONLY = options_where(trains=False)
 
 
 def _digest(value: Any) -> str:
