@@ -19,12 +19,21 @@ from datasets import AnnotationError
 from tools.loop.labelling import import_for_run
 
 
-def main(argv: list[str] | None = None) -> int:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="the output folder of the paused train_asm_one.py run")
     p.add_argument("--labels", required=True, help="the labelling tool's export (file or VOC folder)")
-    p.add_argument("--format", default="auto", choices=("auto", "labelstudio", "cvat", "voc", "coco"))
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "labelstudio", "cvat", "voc", "coco"),
+        help="the export's format (auto: from the file)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     try:
         imported = import_for_run(args.run, args.labels, args.format)
