@@ -4,13 +4,15 @@ of a worker's file-descriptor handover (``python tests/handover_child.py plain|b
 The hand-over is ``multiprocessing``'s: the main process connects to the worker's resource sharer and
 answers its challenge. The signal is sent at the third answer, so the stop lands inside the handshake
 every time. ``plain`` iterates the loader as it is; ``batches`` through ``STOP.batches``. Prints one
-line: the batches seen, then exits 143.
+line: the batches seen and whether the stop was raised inside the handshake (read from the stop's
+own traceback, so it does not depend on timing), then exits 143.
 """
 
 import multiprocessing.connection
 import os
 import signal
 import sys
+import traceback
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -52,7 +54,8 @@ def main(mode: str) -> int:
             for _ in STOP.batches(loader) if mode == "batches" else loader:
                 seen += 1
     except Stopped as e:
-        print(f"seen {seen}, {e}", flush=True)
+        inside = any(f.f_code is answer_with_a_stop.__code__ for f, _ in traceback.walk_tb(e.__traceback__))
+        print(f"seen {seen}, inside the handshake: {inside}, {e}", flush=True)
         return e.exit_code
     return 0
 

@@ -91,9 +91,9 @@ def test_settle_returns_a_copy_with_the_device_values():
 
 def test_the_resume_rule_and_the_cache_key_are_derived_from_each_options_facts():
     """The sets each rule reads, as they were written by hand before the facts were declared once."""
+    from al_curve import get_args_parser as curve_parser
     from tools.loop import resume, round_cache
     from tools.loop.options import OPTION_FACTS, OptionFacts, options_where
-    from al_curve import get_args_parser as curve_parser
     from train_asm_one import get_args_parser
 
     dests = {a.dest for p in (get_args_parser(), curve_parser()) for a in p._actions}
