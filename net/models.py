@@ -17,6 +17,7 @@ Nothing is downloaded unless a weight *name* is given.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -70,6 +71,16 @@ SMALL_ANCHORS = ((16, 32, 64, 128, 256),) * 3
 # The demo's backbone: MobileNetV2 features pretrained on synthetic images of their own (never the
 # demo's; bench/pretrain_demo_backbone.py regenerates it, its provenance is the .json beside it)
 DEMO_BACKBONE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "demo_mobilenet_v2.pth")
+
+
+def pretraining_seed(weights: str) -> int | None:
+    """The synthetic images' seed a shipped backbone was pretrained on (``image_seed`` in the
+    provenance JSON beside it), or None: no provenance, or not one of ours."""
+    try:
+        with open(os.path.splitext(weights)[0] + ".json", encoding="utf-8") as f:
+            return int(json.load(f)["image_seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _mobilenet_v2_fpn(

@@ -126,3 +126,29 @@ def test_a_new_option_is_fixed_and_in_the_cache_key_until_declared_otherwise():
 
     facts = OptionFacts()
     assert facts.resume == FIXED and facts.trains and facts.range is None and not facts.at_least_one
+
+
+def test_the_demo_refuses_the_seed_its_backbone_was_pretrained_on(tmp_path):
+    import json as _json
+
+    from net.models import DEMO_BACKBONE, pretraining_seed
+    from tools.loop.config import parse_with_config
+    from tools.loop.options import OPTION_PRESETS
+    from train_asm_one import get_args_parser, main
+
+    with open(DEMO_BACKBONE.replace(".pth", ".json")) as f:
+        seed = _json.load(f)["image_seed"]  # 1000: the provenance written when it was trained
+    assert pretraining_seed(DEMO_BACKBONE) == seed == 1000
+
+    def parsed(*argv):
+        return parse_with_config(
+            get_args_parser(), [*argv, "--output-dir", str(tmp_path / "o")], OPTION_PRESETS
+        )
+
+    with pytest.raises(
+        ValueError, match=r"--data-seed 1000: the demo backbone \(demo_mobilenet_v2.pth\) was pretrained"
+    ):
+        check_options(parsed("--data-seed", "1000"))
+    check_options(parsed("--data-seed", "1001"))  # another seed: fine
+    check_options(parsed("--data-seed", "1000", "--weights-backbone", "none"))  # no backbone: fine
+    assert main(["--data-seed", "1000", "--output-dir", str(tmp_path / "run")]) == 2  # one line, exit 2

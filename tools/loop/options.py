@@ -14,7 +14,7 @@ import os
 from asm.merge import ASMConfig
 from asm.policy import CalibratedPrecision, FixedThreshold, MirrorAgreement, RoundPolicy
 from asm.pools import ROUND_TRAIN, STRATEGIES
-from net.models import DEMO_BACKBONE, MODELS, PRESETS, ROI_HEADS
+from net.models import DEMO_BACKBONE, MODELS, PRESETS, ROI_HEADS, pretraining_seed
 from net.pisa import PisaConfig
 from tools.engine.early_stop import APShiftStopper
 from tools.engine.evaluator import AP_KEYS
@@ -557,6 +557,22 @@ def check_options(args: argparse.Namespace) -> None:
     _need(cache is None or not dist.launched(), "--round-cache works in a single process, not under torchrun")
     _need(cache is None or not os.path.isfile(cache), f"--round-cache {cache} is a file, not a folder")
     _need(not os.path.exists(out) or os.path.isdir(out), f"--output-dir {out} exists and is not a folder")
+    _check_demo_seed(given)
+
+
+def _check_demo_seed(given: dict) -> None:
+    """The demo must not evaluate on images its backbone was pretrained on: the shipped backbone's
+    images were drawn with one --data-seed, so the demo refuses that seed while the backbone is in use."""
+    weights = given.get("weights_backbone")
+    if given.get("dataset") != "demo" or not weights or not os.path.isfile(str(weights)):
+        return
+    seed = pretraining_seed(str(weights))
+    _need(
+        seed is None or given.get("data_seed", 0) != seed,
+        f"--data-seed {seed}: the demo backbone ({os.path.basename(str(weights))}) was pretrained on the "
+        f"images of that seed, so the evaluation would repeat them; pick another --data-seed, or "
+        "--weights-backbone none",
+    )
 
 
 def _need(ok: bool, message: str) -> None:
