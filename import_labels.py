@@ -16,6 +16,7 @@ import json
 import logging
 
 from datasets import AnnotationError
+from tools.loop.config import parse_checked
 from tools.loop.labelling import import_for_run
 
 
@@ -33,7 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    args = parse_checked(get_args_parser(), argv)
     logging.basicConfig(level=logging.INFO)
     try:
         imported = import_for_run(args.run, args.labels, args.format)

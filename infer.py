@@ -27,6 +27,7 @@ from datasets.torch_data import read_image
 from tools.engine.checkpoint import folder_of
 from tools.engine.coco_eval import to_coco_results
 from tools.engine.inference import folder_records, model_from_checkpoint, predict_tta
+from tools.loop.config import parse_checked
 from tools.runtime.process import keep_freed_memory
 
 logger = logging.getLogger("infer")
@@ -146,7 +147,7 @@ def detect_all(args, model, data: RecordSet, label_to_cat, coco_ids, device) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    args = parse_checked(get_args_parser(), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keep_freed_memory()  # CPU detection faults fewer pages in (tools.runtime.process)
     ignored = data_flags_without_dataset(args, sys.argv[1:] if argv is None else argv)

@@ -19,6 +19,7 @@ import sys
 
 from datasets import AnnotationError
 from tools.engine.checkpoint import last_path
+from tools.loop.config import parse_checked
 from tools.loop.label_studio import Client, LabelStudioError, pull, push
 from tools.loop.labelling import awaiting_folder
 
@@ -47,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = get_args_parser().parse_args(argv)
+    args = parse_checked(get_args_parser(), argv)
     try:
         folder = awaiting_folder(args.run)
         client = Client(args.url, args.token)

@@ -26,6 +26,7 @@ from datasets.records import RecordSet
 from datasets.report import LoadReport
 from tools.engine.checkpoint import folder_of
 from tools.engine.inference import folder_records, model_from_checkpoint, predict_tta
+from tools.loop.config import parse_checked
 from tools.runtime.drawing import GT_COLOR, PRED_COLOR, contact_sheet, draw_boxes, legend
 from tools.runtime.process import keep_freed_memory
 
@@ -128,7 +129,7 @@ def draw(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = get_args_parser().parse_args(argv)
+    args = parse_checked(get_args_parser(), argv)
     keep_freed_memory()  # CPU detection faults fewer pages in (tools.runtime.process)
     try:
         print(draw(args))

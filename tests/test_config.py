@@ -122,3 +122,26 @@ def test_asm_core_defaults_sit_under_config_files_and_flags(tmp_path):
     cfg.write_text("ap_thre: 0.2\n")
     mixed = parse("--asm-core-defaults", "--config", str(cfg), "--ap-range", "6")
     assert (mixed.ap_thre, mixed.ap_range, mixed.ap_shift_asm) == (0.2, 6, 0.001)
+
+
+@pytest.mark.parametrize(
+    "script, argv, hint",
+    [
+        ("train_asm_one", ["--certain-thresh", "0.9"], "did you mean --certain-thre"),
+        ("al_curve", ["--warmup-iter", "5"], "did you mean --warmup-iters"),
+        ("infer", ["--checkpnt", "w.pth"], "did you mean --checkpoint"),
+        ("visualize", ["--score-thres", "0.5"], "did you mean --score-thresh"),
+        ("import_labels", ["--label", "x.json"], "did you mean --labels"),
+        ("labelstudio_round", ["push", "--runs", "out"], "did you mean --run"),
+    ],
+)
+def test_an_unknown_option_is_named_with_the_closest_known_ones(script, argv, hint, capsys, caplog):
+    """Before any positional config is looked up: the mistyped option's value is not a config file."""
+    module = __import__(script)
+    try:
+        code = module.main(argv)
+    except SystemExit as e:
+        code = e.code
+    text = capsys.readouterr().err + caplog.text
+    assert code == 2 and f"unknown option {argv[-2] if script != 'labelstudio_round' else '--runs'}" in text
+    assert hint in text and "config not found" not in text

@@ -12,7 +12,9 @@ keys; later wins, and dict values merge key by key. Precedence, lowest first: ar
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,6 +86,48 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
 
 
+def check_known_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Refuse an option the parser does not define, naming the closest ones, before anything else
+    reads the command line (a mistyped option's value must not be taken for a positional config file).
+
+    Raises:
+        ValueError: ``unknown option --certain-thresh; did you mean --certain-thre?``
+    """
+    known = _long_options(parser)
+    shown = [k for k in known if "_" not in k]  # the hyphenated spellings (--certain_thre is an alias)
+    for token in argv:
+        if token == "--":
+            return
+        name = token.split("=", 1)[0]
+        if not name.startswith("--") or name in known:
+            continue
+        close = difflib.get_close_matches(name, shown, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else f"; {parser.prog} --help lists them"
+        raise ValueError(f"unknown option {name}{hint}")
+
+
+def parse_checked(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, an unknown option first refused in one line (exit 2) that names
+    the closest known ones (:func:`check_known_options`)."""
+    try:
+        check_known_options(parser, sys.argv[1:] if argv is None else argv)
+    except ValueError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return parser.parse_args(argv)
+
+
+def _long_options(parser: argparse.ArgumentParser) -> list[str]:
+    """Every ``--option`` of ``parser`` and of its subcommands' parsers."""
+    known = []
+    for action in parser._actions:
+        known += [s for s in action.option_strings if s.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                known += _long_options(sub)
+    return known
+
+
 def parse_with_config(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None = None,
@@ -99,6 +143,7 @@ def parse_with_config(
     Raises:
         ValueError: an unknown key (the message lists the valid ones) or a malformed file.
     """
+    check_known_options(parser, sys.argv[1:] if argv is None else argv)
     first, _ = parser.parse_known_args(argv)
     values: dict[str, Any] = {}
     positional = vars(first).get("config_file")  # train_asm_one.py configs/x.yaml, as MMDetection
