@@ -7,11 +7,13 @@ import platform
 import random
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 
+import tools.runtime.process as process
 from tests.conftest import BCCD, ROOT
 from tools.runtime.process import choose_device, default_workers, seed_everything
 
@@ -113,3 +115,56 @@ def test_the_detecting_scripts_keep_freed_memory(tmp_path, script):
     ]
     setup = f"import {script}\nassert {script}.main({argv!r}) == 2\nkept = None"
     assert _mapped(setup)["mapped"] == 0
+
+
+class _Mallopt:
+    """glibc's mallopt stood in: records each call; ``refuse``: the M_MMAP_THRESHOLD values it refuses
+    (an older glibc caps the threshold lower)."""
+
+    def __init__(self, refuse=()):
+        self.calls, self.refuse = [], set(refuse)
+
+    def __call__(self, option, value):
+        self.calls.append((option, value))
+        return 0 if (option == process._M_MMAP_THRESHOLD and value in self.refuse) else 1
+
+
+@pytest.fixture
+def libc(monkeypatch):
+    """A glibc process with no user settings, whose mallopt is stood in."""
+    for name in (*process._USER_MALLOC_ENV, "GLIBC_TUNABLES", "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(process.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    mallopt = _Mallopt()
+    monkeypatch.setattr(process.ctypes, "CDLL", lambda name: types.SimpleNamespace(mallopt=mallopt))
+    return mallopt
+
+
+def test_glibc_gets_both_thresholds(libc):
+    assert process.keep_freed_memory()
+    assert libc.calls == [
+        (process._M_MMAP_THRESHOLD, process.MMAP_THRESHOLD),
+        (process._M_TRIM_THRESHOLD, process.TRIM_THRESHOLD),
+    ]
+
+
+def test_an_older_glibc_gets_the_lower_mmap_threshold(libc):
+    libc.refuse = {process.MMAP_THRESHOLD}
+    assert process.keep_freed_memory()
+    assert [v for o, v in libc.calls if o == process._M_MMAP_THRESHOLD] == [
+        process.MMAP_THRESHOLD,
+        process.MMAP_THRESHOLD_OLD_GLIBC,
+    ]
+
+
+def test_another_c_library_is_left_alone(libc, monkeypatch):
+    monkeypatch.setattr(process.platform, "libc_ver", lambda: ("", ""))  # musl, macOS, Windows
+    assert not process.keep_freed_memory() and libc.calls == []
+    assert process.malloc_left_alone() == "the C library is not glibc"
+
+
+@pytest.mark.parametrize("lib", ["/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "libtcmalloc_minimal.so.4"])
+def test_a_preloaded_allocator_is_left_alone(libc, monkeypatch, lib):
+    monkeypatch.setenv("LD_PRELOAD", f"/lib/other.so {lib}")
+    assert not process.keep_freed_memory() and libc.calls == []
+    assert process.malloc_left_alone() == f"another allocator is preloaded ({os.path.basename(lib)})"

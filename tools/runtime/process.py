@@ -74,6 +74,9 @@ def malloc_left_alone() -> str | None:
     """Why :func:`keep_freed_memory` leaves the C allocator as it is here, or None when it sets it."""
     if platform.libc_ver()[0] != "glibc":
         return "the C library is not glibc"
+    preloaded = [p for p in os.environ.get("LD_PRELOAD", "").replace(":", " ").split() if "malloc" in p]
+    if preloaded:  # jemalloc, tcmalloc, mimalloc ...: glibc's malloc options would not reach them
+        return f"another allocator is preloaded ({os.path.basename(preloaded[0])})"
     if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return "GLIBC_TUNABLES sets glibc's malloc options"
     chosen = [k for k in _USER_MALLOC_ENV if k in os.environ]
@@ -92,7 +95,7 @@ def keep_freed_memory() -> bool:
     the peak memory grew 1%.
 
     Called by :func:`tools.loop.setup.start`, ``infer.py`` and ``visualize.py``. Does nothing off glibc
-    (macOS, Windows, musl) and where the user set glibc's malloc options (``MALLOC_*_`` variables or
+    (macOS, Windows, musl), where another allocator is preloaded (``LD_PRELOAD``), and where the user set glibc's malloc options (``MALLOC_*_`` variables or
     ``GLIBC_TUNABLES``): theirs stand. Returns whether it set them.
     """
     if malloc_left_alone():
