@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import math
 import os
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
@@ -17,13 +16,6 @@ from torchvision import tv_tensors
 
 from datasets.coco import decode_masks
 from datasets.records import Record
-
-with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of TorchCodec
-    warnings.simplefilter("ignore", DeprecationWarning)
-    try:
-        from torchvision.io import ImageReadMode, decode_jpeg, read_file
-    except ImportError:  # a torchvision without them: PIL decodes everything
-        decode_jpeg = None
 
 
 class DetectionDataset(Dataset):
@@ -96,17 +88,13 @@ class DetectionDataset(Dataset):
 def read_image(path: str) -> tv_tensors.Image:
     """Decode an image file to a uint8 RGB ``tv_tensors.Image`` ``[3, H, W]``.
 
-    JPEG files go through ``torchvision.io.decode_jpeg`` (libjpeg-turbo, pixel-identical to PIL and
-    about 1.4x faster on BCCD); anything it refuses, and every other format, through PIL.
+    Every format goes through PIL (libjpeg-turbo for JPEG). torchvision 0.29 deprecated its own
+    decoders (``torchvision.io.decode_jpeg``, in favour of TorchCodec); they gave the same pixels, and
+    ``bench/bench_decode.py`` measures what PIL costs against them.
 
     Raises:
         OSError: naming the file when it is missing or cannot be decoded.
     """
-    if decode_jpeg is not None and path.lower().endswith((".jpg", ".jpeg")):
-        try:
-            return tv_tensors.Image(decode_jpeg(read_file(path), mode=ImageReadMode.RGB))
-        except RuntimeError:
-            pass  # e.g. a truncated or unusual JPEG: PIL's reader decides and names the problem
     try:
         with Image.open(path) as im:
             array = to_rgb8(im)
@@ -123,7 +111,7 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
         top = 65535.0 if im.mode.startswith("I;16") else max(float(grey.max()), 1.0)
         grey = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
-    return np.array(im.convert("RGB"))
+    return np.array(im if im.mode == "RGB" else im.convert("RGB"))
 
 
 def collate_fn(batch):

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -150,3 +152,27 @@ def test_every_image_of_a_batch_gets_its_own_augmentation_seed():
     assert len(batches) == 4 and len(set(seeds)) == 16  # not one seed per batch: flips and scales differ
     sampler.set_epoch(1)
     assert not set(seeds) & {s for batch in sampler for _, s in batch}  # and new ones each epoch
+
+
+def test_jpegs_decode_to_the_pixels_of_pil_and_torchvision_with_no_deprecation_warning():
+    import glob
+    import warnings
+
+    from PIL import Image
+
+    from datasets.torch_data import read_image
+
+    files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "data", "**", "*.jpg"), recursive=True))
+    assert files
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+        reference = [decode_jpeg(read_file(f), mode=ImageReadMode.RGB) for f in files[:5]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # the trainer's reader never warns
+        images = [read_image(f).as_subclass(torch.Tensor) for f in files[:5]]
+    for f, image, ref in zip(files, images, reference):
+        with Image.open(f) as im:
+            pil = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+        assert torch.equal(image, pil) and torch.equal(image, ref), f
