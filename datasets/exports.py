@@ -93,9 +93,11 @@ class Item:
 # -- reading -------------------------------------------------------------------------------------
 def _points(value: Any, where: str) -> np.ndarray:
     try:
-        points = np.asarray(value, np.float64).reshape(-1, 2)
+        points = np.asarray(value, np.float64)
     except (TypeError, ValueError) as e:
         raise AnnotationError(f"{where}: points must be [[x, y], ...] numbers ({e})") from e
+    if points.ndim != 2 or points.shape[1] != 2:  # triples or a flat list: not read as pairs silently
+        raise AnnotationError(f"{where}: points must be [[x, y], ...] pairs, got shape {list(points.shape)}")
     if not len(points) or not np.isfinite(points).all():
         raise AnnotationError(f"{where}: points must be finite numbers, got {value!r}")
     return points
@@ -136,6 +138,23 @@ LABELME_KEYS = {  # field -> its spellings, newest first (old LabelMe, and tools
 }
 
 
+def _size(value: Any, path: str, field: str) -> int:
+    """An image side from a LabelMe file: a whole number of pixels (0: not given).
+
+    Raises:
+        AnnotationError: naming the file and the field (``"800px"``, ``Infinity``, ``-3``).
+    """
+    if value in (None, ""):
+        return 0
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number) or number < 0 or number != int(number):
+        raise AnnotationError(f"{path}: field '{field}' must be a whole number of pixels, got {value!r}")
+    return int(number)
+
+
 def _key(data: dict, name: str, default: Any = None) -> Any:
     return next((data[k] for k in LABELME_KEYS[name] if k in data), default)
 
@@ -156,10 +175,17 @@ def parse_labelme(path: str, report: LoadReport) -> Item:
     if embedded:
         try:
             embedded = base64.b64decode(embedded, validate=True)
-        except (binascii.Error, TypeError, ValueError) as e:
-            raise AnnotationError(f"{path}: field 'imageData' is not base64 ({e})") from e
-    size = tuple(int(_key(data, k, 0) or 0) for k in ("width", "height"))
-    item = Item(str(_key(data, "image_path", "") or ""), path, [], size, embedded or None)
+        except (binascii.Error, TypeError, ValueError) as e:  # the image on disk may still be there
+            report.add("bad_image_data", path, f"field 'imageData' is not base64 ({e}); read from imagePath")
+            embedded = None
+    size = tuple(
+        _size(_key(data, k, 0), path, field)
+        for k, field in (("width", "imageWidth"), ("height", "imageHeight"))
+    )
+    image_path = _key(data, "image_path", "") or ""
+    if not isinstance(image_path, str) or "\x00" in image_path:
+        raise AnnotationError(f"{path}: field 'imagePath' must be a file name, got {image_path!r}")
+    item = Item(image_path, path, [], size, embedded or None)
     for k, shape in enumerate(shapes):
         where = f"{path}: shapes[{k}]"
         if not isinstance(shape, dict) or not str(shape.get("label", "")).strip():
@@ -172,6 +198,9 @@ def parse_labelme(path: str, report: LoadReport) -> Item:
             report.add("bad_shape", where, str(e).split(": ", 2)[-1])
             continue
         label, group = str(shape["label"]).strip(), _key(shape, "group_id")
+        if group is not None and not isinstance(group, (int, str)) or isinstance(group, bool):
+            report.add("bad_shape", where, f"group_id must be a number or a name, got {group!r}")
+            continue
         if kind == "rectangle" and len(points) >= 2:  # LabelMe draws from any corner
             item.shapes.append(Shape(label, "box", np.stack([points.min(0), points.max(0)]), where, group))
         elif kind == "polygon" and len(points) >= 3:
@@ -541,7 +570,7 @@ def _labelme_image(root: str, folder: str, item: Item, report: LoadReport) -> tu
     the embedded format."""
     here = os.path.relpath(folder, root).replace(os.sep, "/")
     name = item.name.replace("\\", "/")
-    if not name:
+    if os.path.basename(name.rstrip("/")) in ("", ".", ".."):  # no file name: the JSON's own
         name = os.path.splitext(os.path.basename(item.where))[0] + _suffix(item.embedded or b"")
     rel = None
     try:

@@ -37,6 +37,7 @@ REASONS = {
     "unsupported_shape": "shape that is not a box, polygon, circle or ellipse: a line, point, brush, mask (dropped)",
     "rotated_box": "rotated rectangle: kept as the axis-aligned box that holds it (its mask the rotated one)",
     "image_from_json": "LabelMe image absent on disk: decoded from the JSON's embedded imageData",
+    "bad_image_data": "LabelMe imageData that is not base64: ignored, the image read from imagePath",
     "path_outside_root": "image path absolute or leaving the root: never read (the same name beside the file is)",
     "bad_annotation_file": "annotation file that is not valid JSON, not UTF-8 or not of the format (not used)",
     "no_annotation": "Label Studio task without a completed annotation (not labelled: not used)",

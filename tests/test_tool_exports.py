@@ -500,3 +500,67 @@ def test_cvat_occluded_is_kept_and_the_xml_and_images_can_be_named_apart(tmp_pat
         AnnotationError, match=r"missing.xml: not found; --cvat-root \(or --cvat-xml\) is the folder"
     ):
         load_cvat(str(tmp_path / "missing.xml"))
+
+
+def _one_labelme(tmp_path, shapes=None, **fields):
+    """A LabelMe folder of one image and its JSON, the JSON's fields edited the way files go wrong."""
+    root = tmp_path / "lm"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(_image_bytes(1))
+    shapes = shapes or [_labelme_shape("car", [[4, 5], [30, 28]], "rectangle")]
+    _labelme_file(str(root / "a.json"), "a.jpg", shapes)
+    data = json.loads((root / "a.json").read_text())
+    data.update(fields)
+    (root / "a.json").write_text(json.dumps(data))
+    return root
+
+
+@pytest.mark.parametrize("value", ["800px", float("inf"), -3, 12.5, True])
+def test_a_labelme_size_that_is_not_a_whole_number_names_the_file_and_field(tmp_path, value):
+    root = _one_labelme(tmp_path, imageWidth=value)
+    data = load_labelme(str(root), cache_dir=str(tmp_path / "cache"))  # the file is counted and skipped
+    assert data.report.counts == {"bad_annotation_file": 1}
+    (why,) = data.report.of("bad_annotation_file")
+    assert "a.json" in why[0] and "field 'imageWidth' must be a whole number of pixels" in why[1]
+
+
+def test_labelme_points_that_are_not_pairs_are_counted_not_read_as_other_boxes(tmp_path):
+    triples = _labelme_shape("car", [[100, 100, 7], [200, 180, 9]], "rectangle")  # not [7, 9, 180, 200]
+    root = _one_labelme(tmp_path, shapes=[triples, _labelme_shape("car", [[4, 5], [30, 28]], "rectangle")])
+    data = load_labelme(str(root), cache_dir=str(tmp_path / "cache"))
+    np.testing.assert_allclose(data.records[0].boxes, [[4, 5, 30, 28]])  # the good shape alone
+    assert data.report.counts == {"bad_shape": 1}
+    assert "pairs, got shape [2, 3]" in data.report.of("bad_shape")[0][1]
+
+
+def test_a_labelme_group_id_that_is_a_list_is_counted(tmp_path):
+    bad = _labelme_shape("car", [[4, 5], [30, 28]], "rectangle", group_id=[1, 2])
+    root = _one_labelme(
+        tmp_path, shapes=[bad, _labelme_shape("car", [[1, 1], [9, 9]], "rectangle", group_id=3)]
+    )
+    data = load_labelme(str(root), cache_dir=str(tmp_path / "cache"))
+    np.testing.assert_allclose(data.records[0].boxes, [[1, 1, 9, 9]])
+    assert data.report.counts == {"bad_shape": 1}
+
+
+def test_a_labelme_image_path_of_dots_uses_the_jsons_name_for_the_embedded_image(tmp_path):
+    root = _one_labelme(tmp_path, imagePath="..", imageData=base64.b64encode(_image_bytes(2)).decode())
+    (root / "a.jpg").unlink()  # only the embedded image
+    data = load_labelme(str(root), cache_dir=str(tmp_path / "cache"))
+    assert [r.file_name for r in data.records] == ["a.jpg"]
+    with Image.open(os.path.join(data.image_root, "a.jpg")) as im:
+        assert im.size == (W, H)
+
+
+def test_a_labelme_image_path_with_a_nul_byte_names_the_file_and_field(tmp_path):
+    root = _one_labelme(tmp_path, imagePath="a\x00.jpg")
+    data = load_labelme(str(root), cache_dir=str(tmp_path / "cache"))
+    assert data.report.counts == {"bad_annotation_file": 1}
+    assert "field 'imagePath' must be a file name" in data.report.of("bad_annotation_file")[0][1]
+
+
+def test_labelme_image_data_that_is_not_base64_reads_the_image_on_disk(tmp_path):
+    root = _one_labelme(tmp_path, imageData="not base64 !!")
+    data = load_labelme(str(root), cache_dir=str(tmp_path / "cache"))
+    assert [r.file_name for r in data.records] == ["a.jpg"]  # kept: its image is on disk
+    assert data.report.counts == {"bad_image_data": 1}
