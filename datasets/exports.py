@@ -235,6 +235,11 @@ def parse_cvat(path: str, report: LoadReport | None = None) -> tuple[list[str], 
     if root.tag != "annotations":
         raise AnnotationError(f"{path}: not a CVAT for images 1.1 file (root <{root.tag}>)")
     labels = [n.text.strip() for n in root.iterfind("meta//labels/label/name") if n.text and n.text.strip()]
+    if root.find("track") is not None and root.find("image") is None:
+        raise AnnotationError(
+            f"{path}: a CVAT video export (<track> elements): its boxes are not read; export the task as "
+            "'CVAT for images 1.1'"
+        )
     items = []
     for image in root.iter("image"):
         where = f"{path}: line {image.sourceline}"
@@ -335,7 +340,15 @@ def parse_label_studio(
         if not done and report is not None:
             report.add("no_annotation", where, f"image {name!r} has no completed annotation")
             continue
-        results = [r for r in done[-1].get("result") or [] if isinstance(r, dict)] if done else None
+        results = None
+        if done:
+            result = done[-1].get("result")
+            if result is not None and not isinstance(result, list):  # an object, or the string "[]"
+                raise AnnotationError(
+                    f"{where}: the annotation's 'result' must be a list of regions, got {type(result).__name__} "
+                    f"{str(result)[:40]!r} (export the project as JSON again)"
+                )
+            results = [r for r in result or [] if isinstance(r, dict)]
         out.append((Item(name, where), results))
     return out
 

@@ -564,3 +564,27 @@ def test_labelme_image_data_that_is_not_base64_reads_the_image_on_disk(tmp_path)
     data = load_labelme(str(root), cache_dir=str(tmp_path / "cache"))
     assert [r.file_name for r in data.records] == ["a.jpg"]  # kept: its image is on disk
     assert data.report.counts == {"bad_image_data": 1}
+
+
+@pytest.mark.parametrize("result", [{"value": {}}, "[]"])
+def test_a_label_studio_result_that_is_not_a_list_is_refused_naming_the_task(tmp_path, result):
+    bad = _ls_task(77, "/data/upload/1/0000004d-cell_0.jpg", [])
+    bad["annotations"][0]["result"] = result  # its 9 boxes would be lost and the image trained as empty
+    root = _ls_root(tmp_path / "ls", n=2, tasks_extra=[bad])
+    with pytest.raises(
+        AnnotationError, match=r"export.json: task 77: the annotation's 'result' must be a list"
+    ):
+        load_label_studio(str(root / "export.json"), str(root / "images"))
+
+
+def test_a_cvat_video_export_is_named_as_such(tmp_path):
+    root = tmp_path / "video"
+    (root / "images").mkdir(parents=True)
+    track = (
+        '  <track id="0" label="car" source="manual">\n'
+        '    <box frame="0" keyframe="1" outside="0" occluded="0" xtl="1" ytl="2" xbr="10" ybr="20" z_order="0"/>\n'
+        "  </track>\n"
+    )
+    (root / "annotations.xml").write_text(CVAT_HEAD.format(n=1) + track + "</annotations>\n")
+    with pytest.raises(AnnotationError, match=r"a CVAT video export \(<track> elements\)"):
+        load_cvat(str(root), str(root / "images"))
