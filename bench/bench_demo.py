@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,11 @@ KEYS = (
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json-out", default=None, help="also write the result here")
+    p.add_argument(
+        "--sheet-out",
+        default=None,
+        help="also copy the first round's sheet (the images the model labelled, its boxes drawn) here",
+    )
     p.epilog = "Any other option is appended, in its order, to the default command (to try other settings)."
     args, args.extra = p.parse_known_args(argv)  # unknown options keep their order: "--epochs 12"
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
@@ -74,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             e for e in read_jsonl(os.path.join(run, "log.jsonl")) if e["type"] == "round" and e["round"]
         ]
         sizes = {n: round(os.path.getsize(os.path.join(run, n)) / 2**20, 1) for n in ("last.pth", "best.pth")}
+        if args.sheet_out:
+            shutil.copyfile(os.path.join(run, "rounds", "round1.png"), args.sheet_out)
     begins = max((k for k, line in enumerate(lines) if line.startswith("AP50 by round")), default=0)
     print("\n".join(lines[begins:-1]))  # the closing lines the user reads
     certain, matched = sum(r["certain"] for r in rounds), sum(r["matched"] for r in rounds)

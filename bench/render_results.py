@@ -30,14 +30,18 @@ def _pct(v: float | None) -> str:
     return "never" if v is None else f"{100 * v:.0f}%"
 
 
+def _reaches(who: str, v: float | None) -> str:
+    return f"{who} never does" if v is None else f"{who} with {100 * v:.0f}% of the boxes"
+
+
 def _efficiency(d: dict) -> str:
     method = d["default_method"]
     sup = d["supervised_ap50"]
     sup_text = f"{sup['mean']:.3f} (n {sup['n']})" if isinstance(sup, dict) else f"{sup:.3f} (one run)"
     frac = d["box_fraction_to_95pct"]
     text = (
-        f"supervised AP50 {sup_text}; {method} reaches 95% of it with {_pct(frac.get(method))} of the "
-        f"boxes, random with {_pct(frac.get('random'))}"
+        f"supervised AP50 {sup_text}; {_reaches(method + ' reaches 95% of it', frac.get(method))}, "
+        f"{_reaches('random', frac.get('random'))}"
     )
     vs = (d.get("vs_random") or {}).get(method)
     if vs and vs.get("ci95"):  # protocol v3
@@ -127,8 +131,9 @@ BENCHMARKS = (
         "bench_demo_cpu.json",
         _demo,
         "<= 300 s, AP50 >= 0.8, boxes confirmed at precision >= 0.8",
-        "python bench/bench_demo.py --json-out docs/bench_demo_cpu.json",
+        "python bench/bench_demo.py --json-out docs/bench_demo_cpu.json --sheet-out docs/demo_round1.png",
         f"2026-12-07, {CPU}",
+        "demo_round1.png",
     ),
     Benchmark(
         "Tests that notice a broken rule (mutation score)",
