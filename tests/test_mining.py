@@ -113,9 +113,11 @@ def _calibration_run(strategy="v1+", ap50=0.5, gate=0.0):
     loader = [([torch.full((3, 80, 80), float(i))], [{"index": i, "orig_size": (80, 80)}]) for i in range(10)]
     loader = type("Loader", (list,), {"dataset": SimpleNamespace(records=records)})(loader)
     model = _ByImage(answers)
-    args = SimpleNamespace(strategy=strategy, mining_gate=gate, certain_precision=0.85)
+    from asm.policy import CalibratedPrecision, FixedThreshold, RoundPolicy
+
+    certainty = (FixedThreshold(0.8), CalibratedPrecision(0.85))
     run = SimpleNamespace(
-        args=args,
+        policy=RoundPolicy(strategy, K=10, rules=ASMConfig(), certainty=certainty, mining_gate=gate),
         rules=ASMConfig(),
         phase=SimpleNamespace(history=[{"metrics": {AP50: ap50}, "evaluated": True}]),
         classes=["a", "b"],
