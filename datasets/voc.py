@@ -117,6 +117,22 @@ def xml_stems(root: str, folders: tuple[str | None, str | None] | None = None) -
     return sorted(n[:-4] for n in os.listdir(ann_dir) if n.lower().endswith(".xml"))
 
 
+class NotVOCAnnotation(AnnotationError):
+    """An XML file whose root is not ``<annotation>`` (a labelling tool's settings file, say)."""
+
+
+def xml_file(ann_dir: str, stem: str) -> str:
+    """The XML file of ``stem`` in ``ann_dir``: ``<stem>.xml``, else the one whose extension differs
+    only in case (``A.XML``); ``<stem>.xml`` when there is none."""
+    exact = os.path.join(ann_dir, f"{stem}.xml")
+    if os.path.isfile(exact):
+        return exact
+    for suffix in (".XML", ".Xml"):
+        if os.path.isfile(os.path.join(ann_dir, stem + suffix)):
+            return os.path.join(ann_dir, stem + suffix)
+    return exact
+
+
 def xml_parser() -> etree.XMLParser:
     """An lxml parser that never expands entities or reads the network (for any XML a user gives)."""
     return etree.XMLParser(
@@ -145,7 +161,7 @@ def parse_voc_xml(path: str) -> dict:
         raise AnnotationError(f"{path}: declares XML entities; refusing to expand them")
     root = tree.getroot()
     if root.tag != "annotation":
-        raise AnnotationError(
+        raise NotVOCAnnotation(
             f"{path}: line {root.sourceline}: root element is <{root.tag}>, expected <annotation>"
         )
     size = root.find("size")
@@ -262,7 +278,7 @@ def load_voc(
     layouts = [voc_layout(r, folders) for r in roots]
     ids = [read_split(r, s) for r, s in zip(roots, splits)]
     key_files = [split_file(r, s) for r, s in zip(roots, splits)]
-    key_files += [os.path.join(ann, f"{i}.xml") for (ann, _, _), rid in zip(layouts, ids) for i in rid]
+    key_files += [xml_file(ann, i) for (ann, _, _), rid in zip(layouts, ids) for i in rid]
     options = dict(
         roots=roots,
         splits=splits,
@@ -310,10 +326,17 @@ def _load_voc_uncached(
                 report.add("duplicate_image", split_file(root, split), i)
                 continue
             seen.add(i)
-            xml = os.path.join(ann_dir, f"{i}.xml")
+            xml = xml_file(ann_dir, i)
             if not os.path.isfile(xml):
                 raise AnnotationError(f"{xml}: annotation file not found (listed in split {split!r})")
-            p = parse_voc_xml(xml)
+            try:
+                p = parse_voc_xml(xml)
+            except NotVOCAnnotation as e:
+                if not flat:  # a split lists it as an annotation: say so
+                    raise
+                # a LabelImg folder: another tool's XML beside the annotations is counted and skipped
+                report.add("bad_annotation_file", xml, str(e).removeprefix(f"{xml}: "))
+                continue
             if flat:  # the image is the file of the same stem, whatever <filename> says (never another image)
                 p["filename"] = by_stem.get(i, f"{i}.jpg")
             parsed.append((img_dir, prefix + i, xml, p))

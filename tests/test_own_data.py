@@ -495,3 +495,21 @@ def test_labelimg_side_by_side_folder_trains_and_counts_what_it_fixed(tmp_path, 
     assert main(argv) == 0
     summary = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["rounds"] == 1 and summary["labelled_images"] == 4 + 3
+
+
+def test_a_labelimg_folder_reads_upper_case_xml_and_skips_another_tools_xml(tmp_path):
+    root = _flat_voc(tmp_path / "flat", n=6)
+    os.rename(root / "annotations" / "img0.xml", root / "annotations" / "img0.XML")  # as Windows tools save
+    (root / "annotations" / "settings.xml").write_text(
+        '<?xml version="1.0"?>\n<settings><theme>dark</theme></settings>\n'
+    )
+    args = _args(
+        tmp_path, "--dataset", "voc", "--voc-roots", str(root), "--discover-classes", "--val-fraction", "0.5"
+    )
+    train, val = build_datasets(args)
+    ids = sorted(r.image_id for r in train.records + val.records)
+    assert ids == [f"img{i}" for i in range(6)]  # img0 read from img0.XML; settings.xml not an image
+    report = train.report if "settings" in str(train.report.entries) else val.report
+    assert report.counts.get("bad_annotation_file") == 1
+    ((path, why),) = report.of("bad_annotation_file")
+    assert path.endswith("settings.xml") and "root element is <settings>, expected <annotation>" in why
