@@ -1,6 +1,7 @@
 """A new user's own data: flat VOC without split files, caches that never hide a fix, YOLO txt,
 per-instance mask PNGs, messages that name the fix, and progress lines in a piped log."""
 
+import json
 import logging
 import os
 import time
@@ -513,3 +514,20 @@ def test_a_labelimg_folder_reads_upper_case_xml_and_skips_another_tools_xml(tmp_
     assert report.counts.get("bad_annotation_file") == 1
     ((path, why),) = report.of("bad_annotation_file")
     assert path.endswith("settings.xml") and "root element is <settings>, expected <annotation>" in why
+
+
+def test_each_fate_of_a_shared_folder_is_in_the_load_report_once(tmp_path):
+    """An image without its XML, and two images of one stem, in a flat folder that both the training
+    and the evaluation load scan: one entry each in load_report.json."""
+    root = _flat_voc(tmp_path / "flat", n=6)
+    write_image(str(root / "images" / "lonely.png"))  # no XML
+    write_image(str(root / "images" / "img1.jpg"))  # img1.png has the same stem
+    out = tmp_path / "run"
+    argv = ["--dataset", "voc", "--voc-roots", str(root), "--discover-classes", "--val-fraction", "0.5"]
+    argv += ["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--strategy", "none"]
+    argv += ["--epochs", "1", "--min-size", "64", "--batch-size", "2", "--eval-interval", "1"]
+    assert main(argv) == 0
+    report = json.loads((out / "load_report.json").read_text())
+    entries = [tuple(e) for part in report.values() for e in part["entries"]]
+    reasons = [r for r, *_ in entries]
+    assert reasons.count("image_without_xml") == 1 and reasons.count("duplicate_stem") == 1, entries

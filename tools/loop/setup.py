@@ -130,11 +130,16 @@ def amp_scaler(args: argparse.Namespace, device: torch.device) -> torch.amp.Grad
 
 
 def write_load_report(output_dir: str, train_set: RecordSet, val_set: RecordSet) -> None:
-    """``load_report.json``: every skipped or fixed file of both sets (the log shows 10 per kind)."""
-    report = {
-        name: {**(d.report.to_dict() if d.report else {}), "boxes_per_class": boxes_per_class(d)}
-        for name, d in (("train", train_set), ("evaluation", val_set))
-    }
+    """``load_report.json``: every skipped or fixed file of both sets (the log shows 10 per kind),
+    each once: what both loads found in a folder they share (an image without its XML, two images of
+    one stem) is under ``train`` alone."""
+    seen = {tuple(e) for e in (train_set.report.entries if train_set.report else [])}
+    report = {}
+    for name, d in (("train", train_set), ("evaluation", val_set)):
+        entries = d.report.entries if d.report else []
+        if name == "evaluation":
+            entries = [e for e in entries if tuple(e) not in seen]
+        report[name] = {"entries": [list(e) for e in entries], "boxes_per_class": boxes_per_class(d)}
     atomic_write_text(os.path.join(output_dir, "load_report.json"), json.dumps(report, indent=1))
 
 
