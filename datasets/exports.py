@@ -232,6 +232,9 @@ def parse_cvat(path: str, report: LoadReport | None = None) -> tuple[list[str], 
         root = etree.fromstring(raw, xml_parser())
     except etree.XMLSyntaxError as e:  # also text that is not UTF-8 and declares no encoding
         raise AnnotationError(f"{path}: malformed CVAT XML at line {e.lineno}: {e.msg}") from e
+    dtd = root.getroottree().docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):  # as VOC XML: never expanded, refused
+        raise AnnotationError(f"{path}: declares XML entities; refusing to expand them")
     if root.tag != "annotations":
         raise AnnotationError(f"{path}: not a CVAT for images 1.1 file (root <{root.tag}>)")
     labels = [n.text.strip() for n in root.iterfind("meta//labels/label/name") if n.text and n.text.strip()]

@@ -588,3 +588,14 @@ def test_a_cvat_video_export_is_named_as_such(tmp_path):
     (root / "annotations.xml").write_text(CVAT_HEAD.format(n=1) + track + "</annotations>\n")
     with pytest.raises(AnnotationError, match=r"a CVAT video export \(<track> elements\)"):
         load_cvat(str(root), str(root / "images"))
+
+
+def test_cvat_xml_with_entity_declarations_is_refused_as_the_docs_say(tmp_path):
+    root = _cvat_root(tmp_path / "cvat", n=1)
+    xml = (root / "annotations.xml").read_text()
+    head, body = xml.split("<annotations>", 1)
+    (root / "annotations.xml").write_text(
+        head + '<!DOCTYPE annotations [<!ENTITY who "car">]>\n<annotations>' + body
+    )
+    with pytest.raises(AnnotationError, match="declares XML entities; refusing to expand them"):
+        load_cvat(str(root), str(root / "images"))
