@@ -35,12 +35,12 @@ logger = logging.getLogger(__name__)
 class Run:
     """The mutable state of a run that a checkpoint holds (:meth:`state`: a :class:`~tools.engine.checkpoint.RunState`)."""
 
-    def __init__(self, args, model, trainer, train_set, environment: dict, policy: RoundPolicy | None = None):
+    def __init__(self, args, model, trainer, train_set, environment: dict):
         self.args, self.model, self.trainer = args, model, trainer
         self.classes = list(train_set.classes)
         self.label_to_cat_id = {str(k): v for k, v in train_set.label_to_cat_id.items()}
         self.environment = environment  # git revision, CPU, threads: read once per process
-        self.policy = policy or round_policy(args)  # what decides a round, built once from the options
+        self.policy: RoundPolicy = round_policy(args)  # what decides a round, built once from the options
         self.rules = self.policy.rules  # the merge rules; a round may gate or calibrate them (round_rules)
         self.asm: ASMState | None = None
         self.train_records: list = []  # what the current phase trains on

@@ -24,7 +24,7 @@ from tools.engine.coco_eval import COCOEvaluator
 from tools.engine.evaluator import OutcomeEvaluator
 from tools.engine.fit import FitContext
 from tools.engine.voc_eval import VOCEvaluator
-from tools.loop.options import NO_WEIGHTS, fit_config, pisa_config, round_policy, training_seed
+from tools.loop.options import NO_WEIGHTS, fit_config, pisa_config, training_seed
 from tools.loop.run import Run
 from tools.runtime import dist
 from tools.runtime.logs import RunLog
@@ -153,9 +153,6 @@ def build_run(
     evaluators = [VOCEvaluator(val_set.classes)]
     if args.coco_ap or (args.coco_ap is None and args.dataset == "coco"):
         evaluators.append(COCOEvaluator(val_set, ("bbox", "segm") if with_masks else ("bbox",)))
-    policy = round_policy(args)
-    if policy.calibration is not None and policy.shows_model:  # calibrates the rounds
-        evaluators.append(OutcomeEvaluator(policy.rules.gt_iou, policy.rules.uncertain_thre))
     log = RunLog(args.output_dir, enabled=dist.is_main())
     trainer = FitContext(
         model,
@@ -168,7 +165,10 @@ def build_run(
         with_masks,
         amp_scaler(args, device),
     )
-    run = Run(args, model, trainer, train_set, run_environment(), policy)
+    run = Run(args, model, trainer, train_set, run_environment())
+    policy = run.policy  # built once, from the options (asm.policy.RoundPolicy)
+    if policy.calibration is not None and policy.shows_model:  # calibrates the rounds
+        evaluators.append(OutcomeEvaluator(policy.rules.gt_iou, policy.rules.uncertain_thre))
     if policy.strategy == "none":
         run.train_records = list(train_set.records)
         return run
