@@ -121,19 +121,29 @@ def _calibration_run(strategy="v1+", ap50=0.5, gate=0.0):
         rules=ASMConfig(),
         phase=SimpleNamespace(history=[{"metrics": {AP50: ap50}, "evaluated": True}]),
         classes=["a", "b"],
-        thresholds={},
         trainer=SimpleNamespace(model=model, val_loader=loader, device=torch.device("cpu"), evaluators=[]),
     )
     return run, model
 
 
+def _screen(run, dets=()):
+    """The round's certainty rules over ``dets``, as start_round calls them: (cfg, info, shown)."""
+    from tools.loop.rounds import RoundSight, round_rules
+
+    cfg, info = round_rules(run)
+    if run.policy.shows_model:
+        shown, _, said = run.policy.screen(list(dets), RoundSight(run, [], None, torch.device("cpu")), cfg)
+        info.update(said)
+        return cfg, info, shown
+    return cfg, info, list(dets)
+
+
 def test_certain_thresholds_are_calibrated_on_the_validation_set_by_the_mining_model():
     from scipy.stats import binomtest
 
-    from tools.loop.rounds import round_rules
-
     run, model = _calibration_run()
-    cfg, info = round_rules(run, 2)
+    # a class-1 box at 0.81 and a class-2 box at 0.99, before the rules
+    cfg, info, shown = _screen(run, [_det([0.99, 0.81], [2, 1], [[0, 0, 9, 9], [0, 0, 9, 9]])])
     assert model.calls == 10  # one pass over the validation set
     # class 1: the 20 right boxes score 0.99 .. 0.80; the 10 wrong ones 0.65. Above 0.65: right only
     scores = sorted((0.99 - 0.01 * k for k in range(20)), reverse=True)
@@ -142,18 +152,18 @@ def test_certain_thresholds_are_calibrated_on_the_validation_set_by_the_mining_m
     assert low >= 0.85  # the oracle: the boxes above 0.65 show 0.85 ...
     with_wrong = binomtest(len(above) + 1, len(above) + 11).proportion_ci(0.90, method="wilson").low
     assert with_wrong < 0.85  # ... the ten wrong ones at 0.65 do not
-    assert run.thresholds[1] == pytest.approx(min(above), abs=1e-6)
-    assert run.thresholds[2] == 1.0  # never right: no certain box of class 2
+    # class 2 is never right: no certain box of class 2
     assert info["thresholds"] == {"a": round(min(above), 4), "b": 1.0} and cfg.enable_sl
+    (d,) = shown  # 0.81 is above class 1's threshold (0.66): certain; class 2's 0.99 is not
+    by_label = dict(zip(np.asarray(d["labels"]).tolist(), np.asarray(d["scores"]).tolist()))
+    assert by_label[1] >= cfg.certain_thre > by_label[2]
 
 
 @pytest.mark.parametrize("strategy, ap50, gate", [("random", 0.5, 0.0), ("v1+", 0.4, 0.5)])
 def test_no_calibration_pass_where_no_model_box_is_offered(strategy, ap50, gate):
-    from tools.loop.rounds import round_rules
-
     run, model = _calibration_run(strategy, ap50, gate)
-    cfg, info = round_rules(run, 2)
-    assert model.calls == 0 and run.thresholds == {} and not cfg.enable_sl and "thresholds" not in info
+    cfg, info, _ = _screen(run)
+    assert model.calls == 0 and not cfg.enable_sl and "thresholds" not in info
 
 
 @pytest.mark.parametrize("evaluated", [True, False])
@@ -161,18 +171,17 @@ def test_the_last_evaluation_calibrates_when_it_was_of_this_model(evaluated):
     """The phase's last epoch was evaluated: its outcomes (here: every class right) calibrate, with
     no pass of their own, and only once; otherwise (or after a resume: none kept) one pass."""
     from tools.engine.evaluator import OutcomeEvaluator
-    from tools.loop.rounds import round_rules
 
     run, model = _calibration_run()
     kept = OutcomeEvaluator(0.8, 0.05)
     kept.outcomes = {"labels": [1] * 30 + [2] * 30, "scores": [0.7] * 30 + [0.6] * 30, "tp": [True] * 60}
     run.trainer.evaluators.append(kept)
     run.phase.history[-1]["evaluated"] = evaluated
-    round_rules(run, 2)
+    _, info, _ = _screen(run)
     if evaluated:
-        assert model.calls == 0 and run.thresholds == {1: pytest.approx(0.7), 2: pytest.approx(0.6)}
+        assert model.calls == 0 and info["thresholds"] == {"a": 0.7, "b": 0.6}
     else:
-        assert model.calls == 10 and run.thresholds[2] == 1.0  # the pass: class 2 is never right
+        assert model.calls == 10 and info["thresholds"]["b"] == 1.0  # the pass: class 2 is never right
     assert kept.outcomes is None  # taken: the next round's phase evaluates again
-    round_rules(run, 2)
+    _screen(run)
     assert model.calls == (10 if evaluated else 20)

@@ -14,12 +14,7 @@ import numpy as np
 
 from asm.merge import ASMConfig
 from asm.pools import ASMState
-from asm.select import (
-    calibrate_scores,
-    choose_informative,
-    class_thresholds,
-    require_agreement,
-)
+from asm.select import choose_informative
 from datasets.records import record_from_dict, record_to_dict
 from tools.engine.checkpoint import unwrap
 from tools.engine.epoch import evaluate
@@ -54,24 +49,15 @@ def start_round(run, train_set, device) -> None:
     :class:`Paused` ends the process until the labels are imported.
     """
     args, asm, policy = run.args, run.asm, run.policy
-    cfg, info = round_rules(run, train_set.num_classes)
+    cfg, info = round_rules(run)
     if not policy.shows_model:  # random: nothing is shown to the human, no detection pass
         oracle = {r.image_id: r for r in train_set.records}
         batch = [oracle[i] for i in asm.next_batch()]
         shown = scored = raw = [no_detections() for _ in batch]
     else:
         batch, raw = detect_batch(run, train_set, device, cfg, info)
-        shown = scored = calibrate_scores(raw, run.thresholds, cfg) if run.thresholds else raw
-        if policy.agreement is not None:  # the mirrored view must draw each certain box again
-            mirrored = detect_sorted(
-                Mirrored(unwrap(run.model)),
-                batch,
-                train_set.image_root,
-                device,
-                args.eval_batch_size,
-                args.workers,
-            )
-            shown, info["disagreed"] = require_agreement(shown, mirrored, policy.agreement.iou, cfg)
+        shown, scored, said = policy.screen(raw, RoundSight(run, batch, train_set, device), cfg)
+        info.update(said)
     if args.oracle == "none":
         pre, scores, estimates = preannotate(shown, batch, cfg)
         run.awaiting = os.path.join("labelling", f"round{asm.round + 1}")  # relative to the run: it can move
@@ -80,7 +66,7 @@ def start_round(run, train_set, device) -> None:
             export_round(folder, asm.round + 1, pre, scores, train_set, estimates)
         run.save()
         raise Paused(f"round {asm.round + 1}: {len(batch)} images with pre-annotations in {folder}", folder)
-    # the best score on --certain-thre's scale (calibrated, before the mirrored view demotes any)
+    # the best score on --certain-thre's scale (rescaled by the rules, before any demotes a box)
     info["max_score"] = round(
         max((float(d["scores"][0]) for d in scored if len(d["scores"])), default=0.0), 4
     )
@@ -122,10 +108,9 @@ def no_detections() -> dict:
     }
 
 
-def round_rules(run, num_classes: int) -> tuple[ASMConfig, dict]:
-    """This round's merge rules: no SL below the mining gate; per-class certain thresholds
-    calibrated on the validation set by the model about to mine (``--certain-precision``). Also
-    what to log about them."""
+def round_rules(run) -> tuple[ASMConfig, dict]:
+    """This round's merge rules: no SL below the mining gate (the certainty rules then screen the
+    detections: :meth:`asm.policy.RoundPolicy.screen`). Also what to log about them."""
     policy, cfg = run.policy, run.rules
     ap50 = run.phase.history[-1]["metrics"][AP50] if run.phase.history else 0.0
     info = {"ap50_before": ap50}  # the model that detected this round's images
@@ -134,13 +119,26 @@ def round_rules(run, num_classes: int) -> tuple[ASMConfig, dict]:
     info["gated"] = bool(cfg.enable_sl and ap50 < policy.mining_gate)
     if info["gated"]:  # ASM_core's ap_thre: a weak model's boxes are not offered to the human
         cfg = dataclasses.replace(cfg, enable_sl=False)
-    run.thresholds = {}
-    if policy.calibration is not None and cfg.enable_sl:
-        run.thresholds = class_thresholds(
-            validation_outcomes(run, cfg), num_classes, policy.calibration.precision, cfg.uncertain_thre
-        )
-        info["thresholds"] = {run.classes[c - 1]: round(t, 4) for c, t in run.thresholds.items()}
     return cfg, info
+
+
+class RoundSight:
+    """The round as the certainty rules see it (:class:`asm.policy.RoundView`): the current model's
+    outcomes on the validation set, and its detections on the round's images mirrored."""
+
+    def __init__(self, run, batch: list, train_set, device) -> None:
+        self.run, self.batch, self.train_set, self.device = run, batch, train_set, device
+        self.classes = run.classes
+
+    def validation_outcomes(self, cfg: ASMConfig) -> dict[str, list]:
+        return validation_outcomes(self.run, cfg)
+
+    def mirrored(self) -> list[dict]:
+        args = self.run.args
+        model = Mirrored(unwrap(self.run.model))
+        return detect_sorted(
+            model, self.batch, self.train_set.image_root, self.device, args.eval_batch_size, args.workers
+        )
 
 
 def validation_outcomes(run, cfg: ASMConfig) -> dict[str, list]:

@@ -45,7 +45,6 @@ class Run:
         self.asm: ASMState | None = None
         self.train_records: list = []  # what the current phase trains on
         self.awaiting: str | None = None  # labelling folder of a round paused for a human (--oracle none)
-        self.thresholds: dict[int, float] = {}  # this round's per-class certain thresholds
         self.epochs_done = 0
         self.best_ap = -1.0
         self.initial_boxes = 0  # boxes of the initial label pool, all drawn by the human
