@@ -18,10 +18,10 @@ import sys
 
 import numpy as np
 import torch
-from PIL import Image
 
 from datasets import AnnotationError
 from datasets.build import DataOptions, add_data_args, build_datasets, run_data_options
+from datasets.orientation import open_upright
 from datasets.records import RecordSet
 from datasets.report import LoadReport
 from tools.engine.checkpoint import folder_of
@@ -91,7 +91,7 @@ def draw(args: argparse.Namespace) -> str:
     os.makedirs(args.out, exist_ok=True)
     tiles, best, shown = [], 0.0, 0
     for record in data.records[: args.num]:
-        image = Image.open(os.path.join(data.image_root, record.file_name)).convert("RGB")
+        image = open_upright(os.path.join(data.image_root, record.file_name)).convert("RGB")
         drawn = (
             draw_boxes(image, record.boxes, record.labels, data.classes, GT_COLOR) if len(record) else image
         )

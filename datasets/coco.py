@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from datasets.common import check_image, safe_relpath, sanitize_boxes
+from datasets.common import ImageSize, check_image, safe_relpath, sanitize_boxes
+from datasets.orientation import turn_boxes, turn_polygons
 from datasets.records import AnnotationError, Record, RecordSet
 from datasets.report import LoadReport
 
@@ -288,22 +289,43 @@ def _record(
         report.add("empty_image_dropped", src, f"image id {image_id}")
         return None
     name = safe_relpath(image_root, file_name, f"{src}: image id {image_id}", "file_name")
+    boxes, masks = objects.boxes[lo:hi], objects.segms[lo:hi] if objects.segms is not None else None
     if check_images:
         size = check_image(image_root, (width, height), name, report, f"{src}: image id {image_id}")
         if size is None:
             return None
         width, height = size
+        if size.turn != 1:
+            boxes, masks = _turned(boxes, masks, size, f"{src}: image id {image_id}")
     return Record(
         key,
         name,
         width,
         height,
-        objects.boxes[lo:hi],
+        boxes,
         objects.labels[lo:hi],
         iscrowd=objects.iscrowd[lo:hi],
         difficult=_difficult(objects.anns, objects.ann_idx[lo:hi]),
-        masks=objects.segms[lo:hi] if objects.segms is not None else None,
+        masks=masks,
     )
+
+
+def _turned(
+    boxes: np.ndarray, masks: list | None, size: ImageSize, where: str
+) -> tuple[np.ndarray, list | None]:
+    """Boxes and polygon masks drawn on the stored pixels of an image stored turned, on the upright
+    image (:mod:`datasets.orientation`).
+
+    Raises:
+        AnnotationError: an RLE mask there (its runs are not turned), naming the image.
+    """
+    if masks is not None and any(not isinstance(m, list) for m in masks):
+        raise AnnotationError(
+            f"{where}: RLE masks drawn on the stored pixels of an image with EXIF orientation {size.turn} "
+            "are not read; turn the image upright (and its masks) or give polygons"
+        )
+    turned = None if masks is None else [turn_polygons(m, size.turn, size.stored) for m in masks]
+    return turn_boxes(boxes, size.turn, size.stored), turned
 
 
 def _drop_supercategories(categories: list, anns: list, src: str) -> list:

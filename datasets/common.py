@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from datasets.orientation import exif_orientation, upright_size
 from datasets.records import AnnotationError
 from datasets.report import LoadReport
 
@@ -86,17 +87,20 @@ def safe_relpath(image_root: str, file_name: str, source: str, field: str) -> st
 
 
 def read_image_size(path: str) -> tuple[int, int] | str:
-    """Return ``(width, height)`` from the image header, or the reason it cannot be read.
+    """Return the upright ``(width, height)`` (:mod:`datasets.orientation`) from the image header,
+    or the reason it cannot be read.
 
-    Only the header is parsed (PIL opens lazily), so this costs microseconds per image.
+    Only the header is parsed (PIL opens lazily), so this costs microseconds per JPEG.
     """
     header = read_image_header(path)
     return header if isinstance(header, str) else header[0]
 
 
-def read_image_header(path: str) -> tuple[tuple[int, int], str, str] | str:
-    """``((width, height), format, mode)`` of an image file, or the reason it cannot be read (see
-    :func:`read_image_size`)."""
+def read_image_header(path: str) -> tuple[tuple[int, int], str, str, int] | str:
+    """``((width, height), format, mode, orientation)`` of an image file (its upright size and
+    EXIF orientation), or the reason it cannot be read (see :func:`read_image_size`). A JPEG is
+    decoded only when it looks cut short; other formats are decoded whole, since a PNG's checksums
+    can all hold over a compressed stream that does not decode."""
     if not os.path.isfile(path):
         return "missing_image"
     try:
@@ -104,6 +108,9 @@ def read_image_header(path: str) -> tuple[tuple[int, int], str, str] | str:
             size, fmt, mode = im.size, im.format, im.mode
             if size[0] * size[1] > MAX_PIXELS:
                 return "image_too_large"
+            turn = (
+                exif_orientation(im) if fmt == "JPEG" else None
+            )  # read at open; a PNG's may follow its pixels
             im.verify()  # structure and checksums where the format has them (PNG), without decoding
     except Image.DecompressionBombError:
         return "image_too_large"
@@ -111,7 +118,11 @@ def read_image_header(path: str) -> tuple[tuple[int, int], str, str] | str:
         return "unreadable_image"
     if fmt == "JPEG" and not _ends_with_eoi(path) and not _decodes(path):
         return "truncated_image"  # no end marker near the end, and the pixels do not decode: cut short
-    return size, fmt, mode
+    if turn is None:
+        turn = _decoded_orientation(path)
+        if turn is None:
+            return "unreadable_image"
+    return upright_size(size, turn), fmt, mode, turn
 
 
 MAX_PIXELS = 100_000_000  # larger images are refused (PIL warns of decompression bombs from 89 MP)
@@ -128,34 +139,72 @@ def _ends_with_eoi(path: str) -> bool:
 def _decodes(path: str) -> bool:
     """Whether every pixel of the image decodes (a JPEG padded after its end marker does; one cut
     short does not)."""
+    return _decoded_orientation(path) is not None
+
+
+def _decoded_orientation(path: str) -> int | None:
+    """The image's EXIF orientation once every pixel decoded, or None when they do not."""
     try:
         with Image.open(path) as im:
             im.load()
+            return exif_orientation(im)
     except (OSError, ValueError, SyntaxError):
-        return False
-    return True
+        return None
+
+
+class ImageSize(tuple):
+    """An image's upright ``(width, height)``, and ``turn``: the EXIF orientation to apply to its
+    annotation's coordinates (1: they are on the upright image already), with ``stored``, the size
+    they were drawn on."""
+
+    turn: int = 1
+    stored: tuple[int, int] = (0, 0)
+
+    def __new__(cls, size: tuple[int, int], turn: int = 1, stored: tuple[int, int] | None = None):
+        new = super().__new__(cls, (int(size[0]), int(size[1])))
+        new.turn, new.stored = turn, tuple(stored) if stored is not None else (new[0], new[1])
+        return new
 
 
 def check_image(
-    image_root: str, record_size: tuple[int, int], file_name: str, report: LoadReport, source: str
-) -> tuple[int, int] | None:
-    """Check that an image exists and decodes; return its real size, or ``None`` to drop it. A size
-    the annotation lacks (0 or missing) is taken from the file (``size_from_image``); a file whose
-    content is another format than its extension says is decoded by content (``format_mismatch``)."""
+    image_root: str,
+    record_size: tuple[int, int],
+    file_name: str,
+    report: LoadReport,
+    source: str,
+    drawn: str = "upright",
+) -> ImageSize | None:
+    """Check that an image exists and decodes; return its real (upright) size, or ``None`` to drop
+    it. A size the annotation lacks (0 or missing) is taken from the file (``size_from_image``); a
+    file whose content is another format than its extension says is decoded by content
+    (``format_mismatch``).
+
+    ``drawn``: where the format's tool drew the boxes of an image stored turned (EXIF orientation):
+    ``"upright"`` (Label Studio, LabelMe, CVAT, COCO) or ``"stored"`` (LabelImg). A stated size
+    that is the stored one where upright would swap it says "stored" whatever the tool; boxes drawn
+    on the stored pixels are to be turned (the size's ``turn``; counted as ``exif_turned``).
+    """
     path = os.path.join(image_root, file_name)
     header = read_image_header(path)
     if isinstance(header, str):
         report.add(header, source, path)
         return None
-    size, fmt, mode = header
+    size, fmt, mode, turn = header
+    stored = upright_size(size, turn)  # turning twice by a swap is the identity
+    stated = tuple(record_size)
+    on_stored = turn != 1 and (drawn == "stored" or (stated == stored and stated != size))
+    if on_stored:
+        report.add(
+            "exif_turned", source, f"orientation {turn}: boxes drawn on the stored {stored}, turned upright"
+        )
     if not all(record_size):
-        report.add("size_from_image", source, f"annotated {tuple(record_size)}, file {size}")
-    elif tuple(record_size) != tuple(size):
+        report.add("size_from_image", source, f"annotated {stated}, file {size}")
+    elif stated != size and not (on_stored and stated == stored):
         report.add("size_mismatch", source, f"annotated {record_size}, file {size}")
     named = EXTENSION_FORMATS.get(os.path.splitext(file_name)[1].lower())
     if named is not None and fmt != named:
         report.add("format_mismatch", path, f"a {fmt} ({mode}) named {os.path.splitext(file_name)[1]}")
-    return size
+    return ImageSize(size, turn if on_stored else 1, stored if on_stored else None)
 
 
 EXTENSION_FORMATS = {

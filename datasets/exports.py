@@ -28,7 +28,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -39,6 +39,7 @@ from datasets.atomic import atomic_open
 from datasets.cache import default_cache_dir
 from datasets.coco import read_json
 from datasets.common import IMAGE_EXTENSIONS, check_image, read_image_size, safe_relpath, sanitize_boxes
+from datasets.orientation import turn_points
 from datasets.records import AnnotationError, Record, RecordSet
 from datasets.report import LoadReport
 from datasets.voc import xml_parser
@@ -357,14 +358,17 @@ def parse_label_studio(
 
 
 def label_studio_shapes(item: Item, results: list[dict], size: tuple[int, int], report=None) -> list[Shape]:
-    """The shapes of one task's result in pixels of an image of ``size`` (each result's own
-    ``original_width`` / ``original_height`` first). Brushes and key points are counted (or raise
-    without a ``report``); choices and text are not shapes.
+    """The shapes of one task's result in pixels of an image of ``size``. Label Studio stores
+    coordinates in percent of the image it showed, so they are read on the file's size; a result's
+    ``original_width`` / ``original_height`` serve only where the size is not known (0), and where
+    they disagree with the file the task is counted once (``size_mismatch``) and the file wins.
+    Brushes and key points are counted (or raise without a ``report``); choices and text are not
+    shapes.
 
     Raises:
         AnnotationError: a result without numeric coordinates or a label, naming the task and result.
     """
-    shapes = []
+    shapes, disagreed = [], False
     for j, r in enumerate(results):
         kind, where = r.get("type"), f"{item.where}: result {j}"
         if kind not in LS_SHAPES:
@@ -373,7 +377,15 @@ def label_studio_shapes(item: Item, results: list[dict], size: tuple[int, int], 
             continue
         try:
             v = r["value"]
-            w, h = (float(r.get(f"original_{s}") or d) for s, d in (("width", size[0]), ("height", size[1])))
+            stated = tuple(float(r.get(f"original_{s}") or 0) for s in ("width", "height"))
+            w, h = (float(size[0]), float(size[1])) if all(size) else stated
+            if all(size) and all(stated) and stated != (w, h) and not disagreed:
+                disagreed = True
+                said = f"original size {stated}, file {tuple(size)}: read on the file"
+                if report is None:
+                    logger.warning("%s: %s", where, said)
+                else:
+                    report.add("size_mismatch", where, said)
             label = str(v[kind][0])
             if kind == "polygonlabels":
                 points = np.asarray(v["points"], np.float64).reshape(-1, 2) * (w / 100, h / 100)
@@ -476,13 +488,16 @@ def records_of(
         )
         if size is None:
             continue
-        objects = _objects(f.shapes, classes, skip_unknown_classes, report)
+        shapes = f.shapes
+        if getattr(size, "turn", 1) != 1:  # drawn on the stored pixels of an image stored turned
+            shapes = [replace(s, points=turn_points(s.points, size.turn, size.stored)) for s in shapes]
+        objects = _objects(shapes, classes, skip_unknown_classes, report)
         boxes = np.array([o[1] for o in objects], np.float32).reshape(-1, 4)
         sources = [o[3] for o in objects]
         clipped, keep = sanitize_boxes(boxes, size[0], size[1], report, sources.__getitem__)
         keep_idx = np.flatnonzero(keep)
-        if f.shapes and not len(keep_idx):
-            report.add("labels_lost", f.item.where, f"{len(f.shapes)} shapes")
+        if shapes and not len(keep_idx):
+            report.add("labels_lost", f.item.where, f"{len(shapes)} shapes")
         records.append(
             Record(
                 f.file_name,

@@ -33,6 +33,7 @@ REASONS = {
     "no_annotations_key": "COCO file without an 'annotations' key: every image a negative",
     "size_from_image": "annotation without a size (0 or missing): the image file's size used",
     "format_mismatch": "image file of another format than its extension (PNG named .jpg): decoded by content",
+    "exif_turned": "boxes drawn on the stored pixels of a photo stored turned (EXIF orientation): turned upright with it",
     "bad_shape": "shape that cannot outline an object: a polygon of fewer than 3 points, no label, no numbers (dropped)",
     "unsupported_shape": "shape that is not a box, polygon, circle or ellipse: a line, point, brush, mask (dropped)",
     "rotated_box": "rotated rectangle: kept as the axis-aligned box that holds it (its mask the rotated one)",

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, DistributedSampler, RandomSampler, Sampler
 from torchvision import tv_tensors
 
 from datasets.coco import decode_masks
+from datasets.orientation import open_upright
 from datasets.records import Record
 
 
@@ -86,7 +87,8 @@ class DetectionDataset(Dataset):
 
 
 def read_image(path: str) -> tv_tensors.Image:
-    """Decode an image file to a uint8 RGB ``tv_tensors.Image`` ``[3, H, W]``.
+    """Decode an image file to a uint8 RGB ``tv_tensors.Image`` ``[3, H, W]``, turned upright by its
+    EXIF orientation (:mod:`datasets.orientation`).
 
     Every format goes through PIL (libjpeg-turbo for JPEG). torchvision 0.29 deprecated its own
     decoders (``torchvision.io.decode_jpeg``, in favour of TorchCodec); they gave the same pixels, and
@@ -96,8 +98,7 @@ def read_image(path: str) -> tv_tensors.Image:
         OSError: naming the file when it is missing or cannot be decoded.
     """
     try:
-        with Image.open(path) as im:
-            array = to_rgb8(im)
+        array = to_rgb8(open_upright(path))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise OSError(f"{path}: cannot read image ({e})") from e
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))

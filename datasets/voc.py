@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from datasets.cache import cache_path, read_cache, write_cache
 from datasets.common import IMAGE_EXTENSIONS, check_image, safe_relpath, sanitize_boxes
+from datasets.orientation import turn_boxes
 from datasets.records import AnnotationError, Record, RecordSet
 from datasets.report import LoadReport
 
@@ -387,11 +388,12 @@ def _to_record(img_dir, image_root, image_id, xml, p, label_of, skip_unknown, ch
     images.append(os.path.join(img_dir, name))
     file_name = os.path.relpath(os.path.join(img_dir, name), image_root).replace(os.sep, "/")
     width, height = p["width"], p["height"]
-    if check_images:
-        size = check_image(image_root, (width, height), file_name, report, xml)
+    turn = None
+    if check_images:  # LabelImg shows an image as stored, whatever its EXIF orientation
+        size = check_image(image_root, (width, height), file_name, report, xml, drawn="stored")
         if size is None:
             return None
-        width, height = size
+        (width, height), turn = size, size
     elif width <= 0 or height <= 0:
         raise AnnotationError(f"{xml}: <size> missing or zero and check_images=False")
     labels, boxes, difficult = [], [], []
@@ -407,6 +409,8 @@ def _to_record(img_dir, image_root, image_id, xml, p, label_of, skip_unknown, ch
         labels.append(label_of[cls])
         boxes.append(box)
         difficult.append(diff)
+    if turn is not None and turn.turn != 1:
+        boxes = turn_boxes(np.asarray(boxes, np.float32), turn.turn, turn.stored)
     boxes, keep = sanitize_boxes(np.asarray(boxes, np.float32), width, height, report, xml)
     if p["objects"] and not keep.any():
         report.add("labels_lost", xml, f"all {len(p['objects'])} objects dropped")

@@ -599,3 +599,21 @@ def test_cvat_xml_with_entity_declarations_is_refused_as_the_docs_say(tmp_path):
     )
     with pytest.raises(AnnotationError, match="declares XML entities; refusing to expand them"):
         load_cvat(str(root), str(root / "images"))
+
+
+def test_a_label_studio_size_that_disagrees_with_the_file_is_read_on_the_file_and_counted(tmp_path):
+    """Label Studio's percentages are of the image it showed: a task whose original size says
+    half the file's (32 x 24 for a 64 x 48 file) still gets its boxes in the file's pixels."""
+    half = _ls_result("RBC", 6.25, 12.5, 37.5, 50)  # 4,6 .. 28,30 in pixels of 64 x 48
+    half["original_width"], half["original_height"] = W // 2, H // 2
+    second = dict(half, id="again")
+    root = _ls_root(
+        tmp_path / "ls", n=1, tasks_extra=[_ls_task(50, "/data/upload/1/00000032-odd.jpg", [half, second])]
+    )
+    (root / "images" / "odd.jpg").write_bytes(_image_bytes(3))
+    data = load_label_studio(str(root / "export.json"), str(root / "images"))
+    odd = next(r for r in data.records if r.file_name == "odd.jpg")
+    np.testing.assert_allclose(odd.boxes, [[4, 6, 28, 30]] * 2, atol=1e-4)
+    assert data.report.counts == {"size_mismatch": 1}  # once for the task
+    ((reason, where, detail),) = data.report.entries
+    assert "task 50" in where and "original size (32.0, 24.0), file (64, 48)" in detail

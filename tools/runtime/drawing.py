@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from datasets.orientation import open_upright
 from datasets.records import Record
 
 GT_COLOR = (0, 200, 0)
@@ -194,7 +195,7 @@ def round_sheet(
     ranked = sorted(results, key=lambda r: (-r.ratio, r.sa.image_id))[:num]
     tiles = []
     for r in ranked:  # scaled to the tile first, so that the labels are drawn at a readable size
-        image = Image.open(os.path.join(image_root, r.sa.file_name)).convert("RGB")
+        image = open_upright(os.path.join(image_root, r.sa.file_name)).convert("RGB")
         scale = min(1.0, cell / max(image.size))
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
         sa = replace(r.sa, boxes=r.sa.boxes * scale)
