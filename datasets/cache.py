@@ -20,7 +20,7 @@ from datasets.records import RecordSet, recordset_from_dict, recordset_to_dict
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 3  # bump when the records a loader produces change
+CACHE_VERSION = 4  # bump when the records a loader produces change
 
 
 def default_cache_dir() -> str:
