@@ -47,7 +47,7 @@ def cache_path(kind: str, cache_dir: str | None | bool, key: object, key_files: 
         stamp = file_stamp(path)
         if stamp is None:
             return None
-        digest.update(f"{path}\0{stamp[0]}\0{stamp[1]}\n".encode())
+        digest.update(os.fsencode(f"{path}\0{stamp[0]}\0{stamp[1]}\n"))  # a name's bytes, UTF-8 or not
     return os.path.join(cache_dir or default_cache_dir(), f"{kind}-{digest.hexdigest()[:20]}.json")
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from datasets.atomic import atomic_open
 from datasets.orientation import exif_orientation, upright_size
 from datasets.records import AnnotationError
 from datasets.report import LoadReport
@@ -254,7 +255,7 @@ def same_files(paths_a: list[str], paths_b: list[str], head: int = 65536) -> lis
 
 def read_lines(path: str) -> list[str]:
     """The non-blank lines of a split file of image names, whole (names may hold spaces)."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:  # a name's bytes, as the disk has them
         return [line.rstrip("\r\n") for line in f if line.strip()]
 
 
@@ -276,9 +277,15 @@ def seeded_split(stems: list[str], val_fraction: float, seed: int, out_dir: str)
     order = np.random.default_rng(seed).permutation(len(stems))
     n_val = min(len(stems) - 1, max(1, round(val_fraction * len(stems))))
     os.makedirs(out_dir, exist_ok=True)
-    for path, part in zip(paths, (order[n_val:], order[:n_val])):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("".join(f"{stems[i]}\n" for i in sorted(part)))
+    # a name's bytes as the disk has them (UTF-8 or not); both encoded before either is written,
+    # each written whole or not at all
+    texts = [
+        "".join(f"{stems[i]}\n" for i in sorted(part)).encode("utf-8", "surrogateescape")
+        for part in (order[n_val:], order[:n_val])
+    ]
+    for path, text in zip(paths, texts):
+        with atomic_open(path, "wb") as f:
+            f.write(text)
     logger.info(
         "no split files: %d images split into %d train / %d val (seed %d, --val-fraction %g), written to %s",
         len(stems),

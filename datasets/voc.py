@@ -20,6 +20,7 @@ reads one file and a fixed dataset is never hidden by a stale cache.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -154,7 +155,8 @@ def parse_voc_xml(path: str) -> dict:
     if os.path.getsize(path) == 0:
         raise AnnotationError(f"{path}: annotation file is empty")
     try:
-        tree = etree.parse(path, xml_parser())
+        with open(path, "rb") as f:  # lxml takes no name that is not UTF-8 (nor a file object of one)
+            tree = etree.parse(io.BytesIO(f.read()), xml_parser())
     except etree.XMLSyntaxError as e:
         raise AnnotationError(f"{path}: malformed XML at line {e.lineno}: {e.msg}") from e
     dtd = tree.docinfo.internalDTD
@@ -233,7 +235,7 @@ def read_split(root: str, split: str) -> list[str]:
             f"{path}: split file not found (root {root!r}, split {split!r}); without split "
             "files, --val-fraction splits the images by seed"
         )
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:  # a stem's bytes as the disk has them
         ids = [(n, line.split()[0]) for n, line in enumerate(f, 1) if line.strip()]
     for n, image_id in ids:  # an id names a file inside the root, never one outside it
         if os.path.isabs(image_id) or ".." in image_id.replace("\\", "/").split("/"):

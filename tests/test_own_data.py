@@ -531,3 +531,39 @@ def test_each_fate_of_a_shared_folder_is_in_the_load_report_once(tmp_path):
     entries = [tuple(e) for part in report.values() for e in part["entries"]]
     reasons = [r for r, *_ in entries]
     assert reasons.count("image_without_xml") == 1 and reasons.count("duplicate_stem") == 1, entries
+
+
+def test_file_names_that_are_not_utf8_are_read_and_written_back_byte_for_byte(tmp_path):
+    """Old archives hold Latin-1 names (b'caf\\xe9'): split files, the record cache and the images
+    keep their bytes; a labelling tool's text files cannot, so --oracle none refuses them in one line."""
+    from datasets.torch_data import read_image
+    from tools.loop.setup import check_tool_names
+
+    root = os.fsencode(str(tmp_path / "latin"))
+    os.makedirs(root)
+    stems = [b"caf\xe9", b"na\xefve", *(b"img%d" % i for i in range(6))]
+    for stem in stems:
+        write_image(os.fsdecode(root + b"/" + stem + b".jpg"))
+        with open(root + b"/" + stem + b".xml", "wb") as f:
+            f.write(voc_xml("x.jpg", objects=(("cat", (5, 5, 30, 30)),)).encode())
+    args = _args(tmp_path, "--dataset", "voc", "--voc-roots", os.fsdecode(root), "--discover-classes")
+    for _ in range(2):  # the second load reads the split files and the cache written by the first
+        train, val = build_datasets(args)
+        names = {os.fsencode(r.file_name) for r in train.records + val.records}
+        assert names == {s + b".jpg" for s in stems}
+    split = (tmp_path / "out" / "splits" / "train.txt").read_bytes() + (
+        tmp_path / "out" / "splits" / "val.txt"
+    ).read_bytes()
+    assert sorted(split.split()) == sorted(stems)  # the bytes, not a re-encoding
+    odd = next(r for r in train.records + val.records if os.fsencode(r.file_name).startswith(b"caf"))
+    assert tuple(read_image(os.path.join(train.image_root, odd.file_name)).shape) == (3, 48, 64)
+    with pytest.raises(ValueError, match=r"--oracle none: 2 image file names .* are not UTF-8 \(b'"):
+        check_tool_names(type(train)(train.records + val.records, train.classes, train.image_root))
+
+
+def test_a_split_that_cannot_be_written_leaves_no_file(tmp_path):
+    from datasets.common import seeded_split
+
+    with pytest.raises(UnicodeEncodeError):  # a lone high surrogate has no bytes to go back to
+        seeded_split(["a", "b", "c\ud800"], 0.34, 0, str(tmp_path / "splits"))
+    assert not (tmp_path / "splits").exists() or os.listdir(tmp_path / "splits") == []

@@ -88,7 +88,36 @@ def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, R
     args = settle(args, device)
     train_set, val_set = dist.main_first(build_datasets, DataOptions.of(vars(args)))
     dist.check_shardable(len(val_set), "evaluation images")
+    if args.oracle == "none":
+        check_tool_names(train_set)
     return args, device, train_set, val_set
+
+
+def check_tool_names(train_set) -> None:
+    """A labelling tool's files name each image in text (Label Studio JSON, CVAT and VOC XML): a file
+    name that is not UTF-8 cannot be written there exactly. The simulated human reads and writes such
+    names byte for byte; a human in the loop needs them renamed, said before any training.
+
+    Raises:
+        ValueError: one line naming the first such files.
+    """
+    bad = [r.file_name for r in train_set.records if not _is_utf8(r.file_name)]
+    if bad:
+        shown = ", ".join(repr(os.fsencode(n)) for n in bad[:3]) + (
+            f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        )
+        raise ValueError(
+            f"--oracle none: {len(bad)} image file names under {train_set.image_root} are not UTF-8 ({shown}); "
+            "a labelling tool's files cannot name them: rename them to UTF-8 (e.g. convmv -f latin1 -t utf-8)"
+        )
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def model_from_args(args: argparse.Namespace, num_classes: int, device: torch.device) -> torch.nn.Module:
