@@ -7,6 +7,7 @@ time of each is compared. ``load_coco`` runs with ``check_images=False`` (the fi
 which is the part comparable to ``COCO()``: parse and index.
 
     python bench/bench_load.py            # last line: {"load_time_ratio": ..., "peak_rss_gb": ...}
+    python bench/bench_load.py --repeat 3 --json-out docs/bench_load_cpu.json
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.common import emit  # noqa: E402
+from tools.runtime.process import cpu_model  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -90,7 +95,7 @@ def run_child(which: str, path: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -98,6 +103,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=118_287)
     parser.add_argument("--boxes", type=int, default=860_001)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--json-out", default=None, help="also write the figures here (indented JSON)")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     path = os.path.join(args.work, f"instances_synth_{args.images}_{args.boxes}.json")
@@ -115,16 +121,21 @@ def main() -> None:
     base = min(r["time"] for r in results["pycocotools"])
     print(f"COCO(): {base:.2f} s, peak {max(r['rss_gb'] for r in results['pycocotools']):.2f} GB")
     print(f"load_coco: {ours:.2f} s, peak {max(r['rss_gb'] for r in results['asm']):.2f} GB")
-    print(
-        json.dumps(
-            {
-                "load_time_ratio": round(ours / base, 3),
-                "peak_rss_gb": round(max(r["rss_gb"] for r in results["asm"]), 3),
-                "baseline_peak_rss_gb": round(max(r["rss_gb"] for r in results["pycocotools"]), 3),
-            }
-        )
+    return emit(
+        {
+            "load_time_ratio": round(ours / base, 3),
+            "peak_rss_gb": round(max(r["rss_gb"] for r in results["asm"]), 3),
+            "baseline_peak_rss_gb": round(max(r["rss_gb"] for r in results["pycocotools"]), 3),
+            "load_s": round(ours, 2),
+            "baseline_load_s": round(base, 2),
+            "repeat": args.repeat,
+            "images": args.images,
+            "boxes": args.boxes,
+            "cpu": cpu_model(),
+        },
+        args.json_out,
     )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

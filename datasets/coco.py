@@ -18,10 +18,13 @@ dataset's name, as category 0) is dropped with an INFO line, and :func:`export_s
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -35,6 +38,20 @@ from datasets.records import AnnotationError, Record, RecordSet
 from datasets.report import LoadReport
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a large annotation file is parsed and its
+    records built: they hold no reference cycles, and the collector would otherwise walk every
+    object made so far each time enough new ones were (a quarter of a train2017 parse)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def read_json(path: str) -> Any:
@@ -204,6 +221,17 @@ def load_coco(
         AnnotationError: empty or malformed JSON, missing fields, duplicate image or category ids,
             a file name outside ``image_root``.
     """
+    with collector_paused():
+        return _load_coco(ann_file, image_root, drop_empty, check_images, source)
+
+
+def _load_coco(
+    ann_file: str | dict,
+    image_root: str,
+    drop_empty: bool = False,
+    check_images: bool = True,
+    source: str | None = None,
+) -> RecordSet:
     src = source or (ann_file if isinstance(ann_file, str) else "<coco dict>")
     data = _instances(read_json(ann_file) if isinstance(ann_file, str) else ann_file, src)
     report = LoadReport()
@@ -223,7 +251,8 @@ def load_coco(
         _check_segmentations(segms, [ann_ids[i] for i in ann_idx], [images[k] for k in img_idx[kept]], src)
     else:
         segms = None
-    per_image = _Objects(boxes[kept], labels[kept], iscrowd[kept], anns, ann_idx, segms)
+    typed = (boxes[kept].astype(np.float32), labels[kept].astype(np.int64), iscrowd[kept].astype(bool))
+    per_image = _Objects(*typed, anns, ann_idx, segms)
     records = []
     for k, image in enumerate(images):
         record = _record(
@@ -297,16 +326,17 @@ def _record(
         width, height = size
         if size.turn != 1:
             boxes, masks = _turned(boxes, masks, size, f"{src}: image id {image_id}")
-    return Record(
+    difficult = _difficult(objects.anns, objects.ann_idx[lo:hi])
+    return Record.trusted(  # the arrays are checked and typed once for all images (load_coco)
         key,
         name,
         width,
         height,
         boxes,
         objects.labels[lo:hi],
-        iscrowd=objects.iscrowd[lo:hi],
-        difficult=_difficult(objects.anns, objects.ann_idx[lo:hi]),
-        masks=masks,
+        np.zeros(hi - lo, bool) if difficult is None else difficult,
+        objects.iscrowd[lo:hi],
+        masks,
     )
 
 
@@ -332,13 +362,13 @@ def _drop_supercategories(categories: list, anns: list, src: str) -> list:
     """``categories`` without those that no annotation uses and that name another category's
     supercategory (Roboflow writes the dataset's name as category 0): not classes to learn."""
     cats = [c for c in categories if isinstance(c, dict)]
-    used = {str(a.get("category_id")) for a in anns if isinstance(a, dict)}
-    dropped = [
-        c
-        for c in cats
-        if str(c.get("id")) not in used
-        and any(d is not c and str(d.get("supercategory")) == str(c.get("name")) for d in cats)
+    parents = [
+        c for c in cats if any(d is not c and str(d.get("supercategory")) == str(c.get("name")) for d in cats)
     ]
+    if not parents:  # COCO's own categories: the annotations need no look
+        return categories
+    used = {str(a.get("category_id")) for a in anns if isinstance(a, dict)}
+    dropped = [c for c in parents if str(c.get("id")) not in used]
     if dropped:
         logger.info(
             "%s: category %s dropped: no box uses it and it is the supercategory of the others",
@@ -361,6 +391,35 @@ def _categories(categories: list, src: str) -> tuple[tuple[str, ...], list[int]]
 
 
 def _images(images: list, src: str) -> tuple[np.ndarray, list[tuple]]:
+    """``(ids, [(id, file_name, record id, width, height)])`` of the images, their fields checked as
+    columns; one by one (:func:`_images_one_by_one`) only to name a bad one."""
+    try:
+        ids = int_column([im["id"] for im in images], "id")
+        widths = int_column([im["width"] for im in images], "width")
+        heights = int_column([im["height"] for im in images], "height")
+        names = [im["file_name"] for im in images]
+        fine = (
+            all(type(n) is str for n in names)
+            and bool(((widths >= 0) & (widths <= 100_000) & (heights >= 0) & (heights <= 100_000)).all())
+            and all(isinstance(im["id"], int) and not isinstance(im["id"], bool) for im in images)
+        )
+    except (KeyError, TypeError, ValueError):
+        fine = False
+    if not fine:
+        return _images_one_by_one(images, src)
+    keys = [str(im.get("asm_image_id", i)) for im, i in zip(images, ids.tolist())]
+    out = list(zip(ids.tolist(), names, keys, widths.tolist(), heights.tolist()))
+    return _unique_ids(ids, src), out
+
+
+def _unique_ids(ids: np.ndarray, src: str) -> np.ndarray:
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise AnnotationError(f"{src}: duplicate image ids in 'images': {uniq[counts > 1][:10].tolist()}")
+    return ids
+
+
+def _images_one_by_one(images: list, src: str) -> tuple[np.ndarray, list[tuple]]:
     out = []
     for k, im in enumerate(images):
         try:
@@ -375,11 +434,7 @@ def _images(images: list, src: str) -> tuple[np.ndarray, list[tuple]]:
             raise AnnotationError(
                 f"{src}: images[{k}] needs integer 'id', 'width', 'height' and a 'file_name' ({e})"
             ) from e
-    ids = np.array([im[0] for im in out], dtype=np.int64)
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise AnnotationError(f"{src}: duplicate image ids in 'images': {uniq[counts > 1][:10].tolist()}")
-    return ids, out
+    return _unique_ids(np.array([im[0] for im in out], dtype=np.int64), src), out
 
 
 def _annotations(anns: list, image_ids: np.ndarray, cat_ids: list[int], src: str, report: LoadReport):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -58,10 +59,13 @@ def sanitize_boxes(
         ("clipped_subpixel", subpixel),
     )
     for reason, rows in rows_of:
-        for i in np.flatnonzero(rows):
-            size = f"{width[i]:g}x{height[i]:g}"
-            report.add(reason, describe(int(i)), f"box {i} {boxes[i].tolist()} in {size}")
+        at = np.flatnonzero(rows)
+        for i, box, w, h in zip(at.tolist(), boxes[at].tolist(), width[at].tolist(), height[at].tolist()):
+            report.add(reason, describe(i), f"box {i} {box} in {w:g}x{h:g}")
     return clipped, keep
+
+
+_PLAIN_NAME = re.compile(r"(?!\.\.?$)[^/\\:]+")  # no separator, no drive, not "." or ".."
 
 
 def safe_relpath(image_root: str, file_name: str, source: str, field: str) -> str:
@@ -73,6 +77,8 @@ def safe_relpath(image_root: str, file_name: str, source: str, field: str) -> st
     """
     if not file_name:
         raise AnnotationError(f"{source}: field '{field}' is empty")
+    if _PLAIN_NAME.fullmatch(file_name):  # one plain name (COCO's '000000000009.jpg'): nothing to normalise
+        return file_name
     name = file_name.replace("\\", "/")
     if os.path.isabs(name) or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         raise AnnotationError(

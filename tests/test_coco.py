@@ -118,3 +118,25 @@ def test_missing_unreadable_images_and_boxes(tmp_path):
         "missing_image": 1,
         "unreadable_image": 1,
     }
+
+
+def test_the_cyclic_collector_is_paused_while_a_file_loads_and_restored_after(tmp_path, monkeypatch):
+    """A train2017-sized parse spends a quarter of its time in the collector (bench/bench_load.py);
+    the parsed JSON holds no cycles, so load_coco pauses it, and gives it back as it found it."""
+    import gc
+
+    import datasets.coco as coco
+
+    seen = []
+    real = coco._instances
+    monkeypatch.setattr(coco, "_instances", lambda data, src: seen.append(gc.isenabled()) or real(data, src))
+    path = write_coco(tmp_path, coco_dict())
+    assert gc.isenabled()
+    load_coco(path, str(tmp_path), check_images=False)
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        load_coco(path, str(tmp_path), check_images=False)
+        assert not gc.isenabled()  # one who had paused it keeps it paused
+    finally:
+        gc.enable()
