@@ -88,7 +88,7 @@ def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, R
     args = settle(args, device)
     train_set, val_set = dist.main_first(build_datasets, DataOptions.of(vars(args)))
     dist.check_shardable(len(val_set), "evaluation images")
-    if args.oracle == "none":
+    if getattr(args, "oracle", None) == "none":  # al_curve.py has no human in the loop
         check_tool_names(train_set)
     return args, device, train_set, val_set
 
