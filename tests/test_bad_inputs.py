@@ -218,6 +218,7 @@ def test_checkpoints_of_another_setup_are_refused(tmp_path, caplog, checkpoint, 
     assert code == 2 and message in _error(caplog)
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_an_output_dir_holds_one_run(tmp_path, caplog, checkpoint):
     out = os.path.dirname(checkpoint)
     work = tmp_path / "cut"
@@ -457,6 +458,7 @@ def test_bad_yaml_in_cfg_options_is_one_line(tmp_path, caplog):
     assert code == 2 and "--cfg-options 'K=[1,': the value is not valid YAML" in _error(caplog)
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_command(tmp_path):
     out = tmp_path / "early"
     out.mkdir()
@@ -467,6 +469,7 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_comman
     assert code == 0 and (out / "last.pth").is_file() and not (out / ".lock").exists()
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_overwrite_draws_a_flat_folders_split_again(tmp_path, capsys):
     from datasets.synthetic import demo_root
 

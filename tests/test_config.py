@@ -76,6 +76,7 @@ def test_demo_config_is_the_default_run():
     }
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_resolved_config_is_written_and_reproduces_the_run(tmp_path):
     out = tmp_path / "run"
     argv = [

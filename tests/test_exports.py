@@ -280,6 +280,7 @@ EXPORT_RUN = [
 
 
 @pytest.mark.parametrize("kind", ["coco", "yolo"])
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_an_export_trains_evaluates_and_mines_with_one_command(tmp_path, capsys, kind):
     root = roboflow_coco(tmp_path / "export") if kind == "coco" else roboflow_yolo(tmp_path / "export")
     data = (

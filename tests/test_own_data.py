@@ -315,6 +315,7 @@ def test_heartbeat_line_has_round_epoch_rate_and_etas(caplog):
     assert len(caplog.records) == 1  # rate-limited
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_a_piped_run_prints_progress_lines(tmp_path, caplog, monkeypatch):
     from tools.runtime.progress import HEARTBEAT
 
@@ -459,6 +460,7 @@ def _labelimg_xml(name: str, size: tuple[int, int], boxes) -> str:
     )
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_labelimg_side_by_side_folder_trains_and_counts_what_it_fixed(tmp_path, capsys):
     """12 images with their XML in one folder; 3 are PNGs (RGBA, palette, RGB) named .jpg whose XML
     says 0 x 0. They load at their real size, are counted twice each (size_from_image,

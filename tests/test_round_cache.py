@@ -48,6 +48,7 @@ def _state(out, name):
     return plain_state({k: state[k] for k in ("model", "best_ap") if k in state})
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_a_round_another_run_trained_is_loaded_with_the_same_figures(tmp_path, caplog):
     cache = str(tmp_path / "rounds")
     plain = _run(tmp_path, "plain", *NO_SL)  # no cache: the reference
@@ -87,6 +88,7 @@ def _from_round0(tmp_path, name, *extra):
     return out
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_a_round_with_other_training_options_trains(tmp_path):
     cache = str(tmp_path / "rounds")
     _from_round0(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
@@ -98,6 +100,7 @@ def test_a_round_with_other_training_options_trains(tmp_path):
     assert len(os.listdir(cache)) == 4  # random's rounds and the reseeded run's
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_a_torn_cache_file_is_trained_again_and_replaced(tmp_path, caplog):
     cache = str(tmp_path / "rounds")
     first = _run(tmp_path, "first", "--strategy", "random", "--round-cache", cache)
@@ -141,6 +144,7 @@ def _first_epoch_best(state, best_model):
     state["best_model"] = best_model
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_a_stored_round_whose_best_epoch_was_not_kept_trains(tmp_path):
     cache = str(tmp_path / "rounds")
     _run(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
@@ -149,6 +153,7 @@ def test_a_stored_round_whose_best_epoch_was_not_kept_trains(tmp_path):
     assert _log(again, "reused") == []  # best.pth would need that epoch's weights: trained instead
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_a_stored_best_epoch_before_the_last_becomes_best_pth(tmp_path):
     cache = str(tmp_path / "rounds")
     _run(tmp_path, "random", "--strategy", "random", "--round-cache", cache)
@@ -191,10 +196,12 @@ def _reused_after(tmp_path, change):
     return [e["phase"] for e in _log(again, "reused")]
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_the_control_loads_both_rounds(tmp_path):
     assert _reused_after(tmp_path, lambda _: None) == ["round1", "round2"]
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_an_uncommitted_source_edit_trains_again(tmp_path, monkeypatch):
     def edit(_):  # what source_digest gives after an edit (its own test below reads real files)
         monkeypatch.setattr("tools.loop.round_cache.source_digest", lambda: "edited")
@@ -225,6 +232,7 @@ def test_the_source_digest_follows_the_files_outside_git(tmp_path, monkeypatch):
     assert len(before) == 64 and before != edited
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_a_replaced_image_trains_again(tmp_path):
     def replace(tmp):  # each image written again under its name: same bytes, a new modification time
         images = sorted((tmp / "data").rglob("*.jpg"))
@@ -237,12 +245,14 @@ def test_a_replaced_image_trains_again(tmp_path):
     assert _reused_after(tmp_path, replace) == []
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_another_library_version_trains_again(tmp_path, monkeypatch):
     import numpy
 
     assert _reused_after(tmp_path, lambda _: monkeypatch.setattr(numpy, "__version__", "0.0.1")) == []
 
 
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_a_stored_round_without_a_key_trains_again_with_one_line(tmp_path, caplog):
     def drop(tmp):
         _edit_entries(str(tmp / "rounds"), lambda state: state.pop("scaler"))

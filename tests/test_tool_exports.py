@@ -459,6 +459,7 @@ def _layout(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ["labelme", "cvat", "labelstudio"])
+@pytest.mark.slow  # trains: left out of the mutation runs
 def test_each_tool_export_trains_evaluates_and_mines_with_one_command(tmp_path, capsys, kind):
     flags = ["--dataset", kind, *_layout(tmp_path, kind)]
     train, val = build_datasets(_args(tmp_path, *flags))
