@@ -139,3 +139,59 @@ def test_no_detections_and_absent_classes():
     assert s["voc/AP50/x"] == 0.0 and np.isnan(s["voc/AP50/y"]) and s["voc/AP50"] == 0.0
     with pytest.raises(ValueError, match="1 records but 2 outputs"):
         ev.process([gt], [empty, empty])
+
+
+def test_the_bootstrap_is_the_ap_of_each_resampled_list_of_images():
+    """Each resample's AP50 equals the evaluator's AP50 on the resampled list of images (copies of an
+    image are other images with the same boxes), matched again from scratch."""
+    from tools.engine.voc_eval import bootstrap_ap
+
+    records, outputs = _random_case(3)
+    scores = iter(np.random.default_rng(3).permutation(1000) / 1000)  # no ties across images
+    outputs = [{**o, "scores": np.array([next(scores) for _ in o["scores"]], np.float32)} for o in outputs]
+    ev = VOCEvaluator(["a", "b", "c"])
+    ev.process(records, outputs)
+    matched = [m for m in ev.matched(0.5) if m is not None]
+    ours = bootstrap_ap(matched, len(records), resamples=20, seed=7)
+    draws = np.random.default_rng(7).integers(0, len(records), size=(20, len(records)))
+    for value, drawn in zip(ours, draws):
+        again = VOCEvaluator(["a", "b", "c"])
+        again.process([records[i] for i in drawn], [outputs[i] for i in drawn])
+        assert value == pytest.approx(again.summarize()["voc/AP50"], abs=1e-12)
+
+
+def test_the_interval_of_two_images_by_hand():
+    """Image A: one box, found; image B: one box, missed. A resample of AA has AP 1, BB has 0, AB or
+    BA 0.5 (recall 1/2 at precision 1): the 1,000 resamples hold these three values in about the
+    shares 1/4, 1/4, 1/2, and the 95% interval is [0, 1]."""
+    box = np.array([[0, 0, 10, 10]], np.float32)
+    records = [Record(k, f"{k}.jpg", 20, 20, box, np.array([1])) for k in "AB"]
+    found = {"boxes": box, "scores": np.array([0.9], np.float32), "labels": np.array([1])}
+    none = {
+        "boxes": np.zeros((0, 4), np.float32),
+        "scores": np.zeros(0, np.float32),
+        "labels": np.zeros(0, int),
+    }
+    ev = VOCEvaluator(["a"])
+    ev.process(records, [found, none])
+    summary = ev.summarize()
+    assert summary["voc/AP50"] == pytest.approx(0.5)
+    assert (summary["voc/AP50_ci95_lo"], summary["voc/AP50_ci95_hi"]) == (0.0, 1.0)
+    assert summary["voc/eval_images"] == 2
+    from tools.engine.voc_eval import bootstrap_ap
+
+    aps = bootstrap_ap([m for m in ev.matched(0.5) if m is not None], 2, resamples=1000, seed=0)
+    values, counts = np.unique(aps, return_counts=True)
+    assert values.tolist() == [0.0, 0.5, 1.0]
+    assert abs(counts[1] / 1000 - 0.5) < 0.05 and abs(counts[0] / 1000 - 0.25) < 0.05
+
+
+def test_one_image_has_an_interval_of_its_own_ap():
+    box = np.array([[0, 0, 10, 10]], np.float32)
+    ev = VOCEvaluator(["a"])
+    ev.process(
+        [Record("A", "A.jpg", 20, 20, box, np.array([1]))],
+        [{"boxes": box, "scores": np.array([0.9]), "labels": np.array([1])}],
+    )
+    s = ev.summarize()
+    assert s["voc/AP50_ci95_lo"] == s["voc/AP50_ci95_hi"] == s["voc/AP50"] == 1.0

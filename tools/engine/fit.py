@@ -343,6 +343,7 @@ def log_epoch(
             "losses": losses,
             "AP50": metrics[AP50] if evaluated else None,
             "AP75": metrics["voc/AP75"] if evaluated else None,
+            **(ap50_bounds(metrics) if evaluated else {}),
             "ap_shift": stopper.ap_shift,
             "rollbacks": phase.rollbacks,
             "seconds": seconds,
@@ -367,6 +368,19 @@ def log_epoch(
     )
 
 
+def ap50_bounds(metrics: dict[str, float]) -> dict[str, Any]:
+    """An evaluated epoch's AP50 interval and evaluation images, as log.jsonl writes them
+    (``ap50_ci95``: ``[lo, hi]`` or None; ``eval_images``)."""
+    bounds = [metrics.get(f"voc/AP50_ci95_{end}") for end in ("lo", "hi")]
+    images = metrics.get("voc/eval_images")
+    return {
+        "ap50_ci95": None
+        if any(b is None or math.isnan(b) for b in bounds)
+        else [round(b, 4) for b in bounds],
+        "eval_images": None if images is None else int(images),
+    }
+
+
 def log_record(log, record: dict[str, Any], step: int) -> None:
     """A record to log.jsonl; an epoch's also to TensorBoard (step ``step``): its losses, and its AP
     when it was evaluated."""
@@ -384,6 +398,10 @@ def log_record(log, record: dict[str, Any], step: int) -> None:
                     "Accuracy/AP_50": record["AP50"],
                     "Accuracy/AP_75": record["AP75"],
                     "Accuracy/AP_shift": record["ap_shift"],
+                    **{
+                        f"Accuracy/AP_50_ci95_{end}": v
+                        for end, v in zip(("lo", "hi"), record.get("ap50_ci95") or ())
+                    },
                 },
                 step,
             )

@@ -36,7 +36,9 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, use_11pt: bool)
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
-def match_class(dets: list[tuple], gts: list[tuple], iou_thr: float) -> tuple[np.ndarray, np.ndarray, int]:
+def match_class(
+    dets: list[tuple], gts: list[tuple], iou_thr: float
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Greedy devkit matching of one class over all images.
 
     Args:
@@ -45,7 +47,8 @@ def match_class(dets: list[tuple], gts: list[tuple], iou_thr: float) -> tuple[np
         iou_thr: IoU threshold for a true positive.
 
     Returns:
-        ``(tp, fp, npos)``: flags in descending score order and the number of non-difficult boxes.
+        ``(tp, fp, npos, images)``: flags in descending score order, the number of non-difficult
+        boxes, and the image of each detection in that order.
     """
     npos = int(sum((~d).sum() for _, d in gts))
     img = np.concatenate([np.full(len(s), i) for i, (_, s) in enumerate(dets)]) if dets else np.zeros(0, int)
@@ -73,7 +76,64 @@ def match_class(dets: list[tuple], gts: list[tuple], iou_thr: float) -> tuple[np
                 fp[rank] = 1
         else:
             fp[rank] = 1
-    return tp, fp, npos
+    return tp, fp, npos, img[order]
+
+
+def _curve(tp: np.ndarray, fp: np.ndarray, images: np.ndarray, npos_per_image: np.ndarray) -> tuple:
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    return tp / npos_per_image.sum(), tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+
+
+BOOTSTRAP_RESAMPLES = 1000  # resamples of the evaluation images behind ap50_ci95
+
+
+def bootstrap_ap(matched: list[tuple], num_images: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """Mean AP (area definition) over classes for ``resamples`` bootstrap resamples of the images.
+
+    A detection is right or wrong by its own image alone (the devkit matches within an image), so a
+    resample keeps every detection's flag: each image drawn ``k`` times contributes its detections
+    ``k`` times, next to one another in score order, and its boxes ``k`` times to the recall. This
+    is the AP of the resampled list of images (ties in score across images aside), without matching
+    again.
+
+    Args:
+        matched: per class ``(tp, fp, images, npos_per_image)``: :func:`match_class`'s flags and
+            images in score order, and the class's non-difficult boxes in each image (``[num_images]``).
+        num_images: the evaluation images.
+        resamples: how many resamples.
+        seed: of the resampling.
+
+    Returns:
+        ``[resamples]`` mean AP over the classes with a box in the resample (NaN: none has one).
+    """
+    draws = np.random.default_rng(seed).integers(0, num_images, size=(resamples, num_images))
+    out = np.full(resamples, np.nan)
+    for r, drawn in enumerate(draws):
+        weight = np.bincount(drawn, minlength=num_images)
+        aps = []
+        for tp, fp, images, npos_per_image in matched:
+            npos = int(weight @ npos_per_image)
+            if npos == 0:
+                continue
+            times = weight[images]
+            tp_r, fp_r = np.cumsum(np.repeat(tp, times)), np.cumsum(np.repeat(fp, times))
+            precision = tp_r / np.maximum(tp_r + fp_r, np.finfo(np.float64).eps)
+            aps.append(average_precision(tp_r / npos, precision, use_11pt=False))
+        if aps:
+            out[r] = float(np.mean(aps))
+    return out
+
+
+def ap50_interval(matched: list[tuple], num_images: int) -> dict[str, float]:
+    """``voc/AP50_ci95_lo`` / ``_hi`` (the 2.5th and 97.5th percentiles of :func:`bootstrap_ap`,
+    NaN with no box) and ``voc/eval_images``."""
+    lo = hi = float("nan")
+    if matched and num_images:
+        aps = bootstrap_ap(matched, num_images, BOOTSTRAP_RESAMPLES)
+        aps = aps[~np.isnan(aps)]
+        if len(aps):
+            lo, hi = (float(v) for v in np.percentile(aps, [2.5, 97.5]))
+    return {"voc/AP50_ci95_lo": lo, "voc/AP50_ci95_hi": hi, "voc/eval_images": float(num_images)}
 
 
 class VOCEvaluator(Evaluator):
@@ -88,24 +148,25 @@ class VOCEvaluator(Evaluator):
         self.iou_thresholds = tuple(iou_thresholds)
         self.reset()
 
-    def pr_curves(self, iou_thr: float, gathered=None) -> list[tuple[np.ndarray, np.ndarray] | None]:
-        """Per class ``(recall, precision)`` in score order, or None for a class without boxes."""
+    def matched(self, iou_thr: float, gathered=None) -> list[tuple | None]:
+        """Per class ``(tp, fp, images, npos_per_image)`` (:func:`match_class`; ``npos_per_image``:
+        the class's non-difficult boxes in each image), or None for a class without boxes."""
         records, outputs = gathered or self.gathered()
-        curves = []
+        out = []
         for c in range(1, len(self.classes) + 1):
             dets, gts = [], []
-            for rec, out in zip(records, outputs):
-                d = np.asarray(out["labels"]) == c
+            for rec, o in zip(records, outputs):
+                d = np.asarray(o["labels"]) == c
                 g = rec.labels == c
-                dets.append((np.asarray(out["boxes"])[d].reshape(-1, 4), np.asarray(out["scores"])[d]))
+                dets.append((np.asarray(o["boxes"])[d].reshape(-1, 4), np.asarray(o["scores"])[d]))
                 gts.append((rec.boxes[g], (rec.difficult | rec.iscrowd)[g]))
-            tp, fp, npos = match_class(dets, gts, iou_thr)
-            if npos == 0:
-                curves.append(None)
-                continue
-            tp, fp = np.cumsum(tp), np.cumsum(fp)
-            curves.append((tp / npos, tp / np.maximum(tp + fp, np.finfo(np.float64).eps)))
-        return curves
+            tp, fp, npos, images = match_class(dets, gts, iou_thr)
+            out.append(None if npos == 0 else (tp, fp, images, np.array([int((~d).sum()) for _, d in gts])))
+        return out
+
+    def pr_curves(self, iou_thr: float, gathered=None) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Per class ``(recall, precision)`` in score order, or None for a class without boxes."""
+        return [None if m is None else _curve(*m) for m in self.matched(iou_thr, gathered)]
 
     @staticmethod
     def _aps(curves, use_11pt: bool) -> np.ndarray:
@@ -116,11 +177,17 @@ class VOCEvaluator(Evaluator):
         return self._aps(self.pr_curves(iou_thr), use_11pt)
 
     def summarize(self) -> dict[str, float]:
+        """The APs, and for AP50 a 95% bootstrap interval over the evaluation images
+        (``voc/AP50_ci95_lo``, ``voc/AP50_ci95_hi``: :func:`bootstrap_ap`, seeded) and their number
+        (``voc/eval_images``)."""
         out: dict[str, float] = {}
         gathered = self.gathered()
         for thr in self.iou_thresholds:
             tag = f"AP{round(thr * 100)}"
-            curves = self.pr_curves(thr, gathered)  # matching once; both AP definitions read the same curves
+            matched = self.matched(thr, gathered)  # matching once: both AP definitions and the interval
+            curves = [None if m is None else _curve(*m) for m in matched]
+            if tag == "AP50":
+                out.update(ap50_interval([m for m in matched if m is not None], len(gathered[0])))
             for use_11pt, suffix in ((False, ""), (True, "_11pt")):
                 aps = self._aps(curves, use_11pt)
                 valid = aps[~np.isnan(aps)]

@@ -19,6 +19,7 @@ from typing import Any
 from datasets.atomic import atomic_write_text
 from datasets.build import data_actions
 from tools.engine.evaluator import AP50
+from tools.engine.fit import ap50_bounds
 from tools.runtime import dist
 from tools.runtime.logs import read_jsonl
 
@@ -26,18 +27,25 @@ logger = logging.getLogger(__name__)
 
 
 def ap_summary(metrics: dict[str, float]) -> dict[str, float | None]:
-    """A learning-curve point's accuracy: VOC AP50 and AP75, COCO-style box AP (None if not
-    evaluated), mask AP and AP50 (``segm_AP``, ``segm_AP50``: Mask R-CNN with COCO evaluation), and
-    VOC AP50 per class (``AP50/<class>``)."""
+    """A learning-curve point's accuracy: VOC AP50 with its 95% bootstrap interval over the
+    evaluation images (``ap50_ci95``, ``[lo, hi]``; None where none was computed) and their number
+    (``eval_images``), AP75, COCO-style box AP (None if not evaluated), mask AP and AP50
+    (``segm_AP``, ``segm_AP50``: Mask R-CNN with COCO evaluation), and VOC AP50 per class
+    (``AP50/<class>``)."""
     per_class = {k[len("voc/") :]: v for k, v in metrics.items() if k.startswith("voc/AP50/")}
     masks = {f"segm_{k}": metrics[f"segm/{k}"] for k in ("AP", "AP50") if f"segm/{k}" in metrics}
     return {
         "AP50": metrics[AP50],
+        **ap50_bounds(metrics),
         "AP75": metrics["voc/AP75"],
         "AP": metrics.get("bbox/AP"),
         **masks,
         **per_class,
     }
+
+
+def fmt_interval(bounds: list[float] | None) -> str:
+    return "-" if bounds is None else f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -188,12 +196,12 @@ def round_scalars(run) -> dict[str, float | None]:
 
 def summary_table(run) -> str:
     """Per-round table: label pool, the human's boxes, pseudo-label precision, AP."""
-    lines = ["round  labelled  drawn  confirmed  moved  deleted  precision   AP50   AP75"]
+    lines = ["round  labelled  drawn  confirmed  moved  deleted  precision   AP50   AP50 95% CI     AP75"]
     for r in run.asm.rounds:
         lines.append(
             f"{r['round']:>5}  {r['labelled_images']:>8}  {r['drawn']:>5}  {r['confirmed']:>9}  "
             f"{r.get('moved', 0):>5}  {r['deleted']:>7}  {fmt(r['precision']):>9}  {fmt(r.get('AP50')):>5}  "
-            f"{fmt(r.get('AP75')):>5}"
+            f"{fmt_interval(r.get('ap50_ci95')):>14}  {fmt(r.get('AP75')):>5}"
         )
     return "\n".join(lines)
 
@@ -275,6 +283,11 @@ def round_lines(rounds: list[dict]) -> list[str]:
         lines.append(
             f"  round {r['round']}: the model confirmed {confirmed} boxes, the human drew {drawn} and moved "
             f"{moved}: {share} of the round's {total} boxes not drawn by hand; AP50 {fmt(r.get('AP50'))}"
+            + (
+                f" (95% CI {fmt_interval(r['ap50_ci95'])} on {r['eval_images']} images)"
+                if r.get("ap50_ci95")
+                else ""
+            )
         )
     return lines
 
