@@ -26,7 +26,7 @@ from datasets.build import add_data_args, describe, evaluation_warnings
 from tools.engine.checkpoint import CheckpointError, RunState, last_path, weights_digest
 from tools.engine.evaluator import AP50, AP_KEYS
 from tools.engine.fit import Diverged
-from tools.loop import run_dir
+from tools.loop import held_out, run_dir
 from tools.loop.config import add_config_args, parse_with_config, save_resolved
 from tools.loop.options import (
     OPTION_PRESETS,
@@ -205,6 +205,8 @@ def run_job(
             logger.error("%s", e)
             return EXIT_BAD_INPUT
         logger.info("resumed %s: %s epoch %d", args.resume, run.phase.name, run.phase.epoch)
+        if args.eval_from_labels is not None and run.asm is not None:  # the set as it had grown
+            held_out.refresh_evaluation(run, train_set.image_root)
     try:
         metrics, stopped = train_all(run, train_set, device)
     except (Interrupted, Stopped, Paused, LabelsMissing, Diverged) as e:

@@ -143,6 +143,8 @@ class ASMState:
     fates: dict[str, str] = field(
         default_factory=dict
     )  # the last round: image id -> what became of it and why
+    # labelled by the human and held out for evaluation, never trained on (--eval-from-labels)
+    held_out: dict[str, Record] = field(default_factory=dict)
 
     @classmethod
     def start(
@@ -344,6 +346,15 @@ class ASMState:
         self.labelled[record.image_id] = record
         self.fates[record.image_id] = reason
 
+    def hold_out(self, ids: Sequence[str], why: str = "held out for evaluation") -> None:
+        """Move labelled ``ids`` out of the label pool into :attr:`held_out`: the human's labels,
+        kept to evaluate on and never trained on."""
+        for i in ids:
+            if i not in self.labelled:
+                raise ValueError(f"image {i} is not in the label pool: only labelled images are held out")
+            self.held_out[i] = self.labelled.pop(i)
+            self.fates[i] = why
+
     def pool_boxes(self) -> tuple[int, int]:
         """Boxes in the label pool, and how many of them the human confirmed from the model (SL)
         rather than drew (the initial pool and every AL box, moved ones included)."""
@@ -359,6 +370,7 @@ class ASMState:
             "unlabelled": self.unlabelled,
             "pending": self.pending,
             "detected": list(self.detected),
+            "held_out": list(self.held_out),
         }
         seen: dict[str, str] = {}
         for name, ids in sets.items():
@@ -376,7 +388,7 @@ class ASMState:
             self.unlabelled,
             self.pending,
             sorted((k, q) for k, (_, q) in self.detected.items()),
-        ]
+        ] + ([sorted(self.held_out)] if self.held_out else [])  # a run without held-out images: as before
         return hashlib.sha1(json.dumps(pools).encode()).hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:
@@ -399,6 +411,7 @@ class ASMState:
             "passes": self.passes,
             "rng": _rng_to_plain(self.rng),
             "round_train": self.round_train,
+            "held_out": pack_records(list(self.held_out.values())),
         }
 
     @classmethod
@@ -429,6 +442,8 @@ class ASMState:
             _rng_from_plain(s["rng"]),
             s.get("round_train", "replay"),
         )
+        if s.get("held_out"):  # a checkpoint from before --eval-from-labels has none
+            state.held_out = {r.image_id: r for r in unpack_records(s["held_out"])}
         state.check()
         return state
 

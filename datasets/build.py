@@ -421,6 +421,12 @@ def _splits_dir(opts: DataOptions) -> str:
     return os.path.join(opts.output_dir or ".", "splits")
 
 
+def split_was_drawn(opts: DataOptions) -> bool:
+    """Whether the loaded data's evaluation split was drawn by seed (the data has none of its own:
+    :func:`datasets.common.seeded_split` wrote it under the run's folder)."""
+    return opts.dataset != "demo" and os.path.isfile(os.path.join(_splits_dir(opts), "val.txt"))
+
+
 def labelled_indices(data: RecordSet, opts: DataOptions) -> list[int] | None:
     """Indices of the initial label pool when it is given by folders (``--voc-unlabelled-roots``)."""
     if opts.dataset != "voc" or not opts.voc_unlabelled_roots:

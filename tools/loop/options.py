@@ -388,6 +388,15 @@ def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
         help="gt: the dataset's labels simulate the human; none: pause each round for a labelling "
         "tool (export, import_labels.py, --resume)",
     )
+    g.add_argument(
+        "--eval-from-labels",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="evaluate on FRACTION (0 to 0.5) of the images the human labels each round, the initial pool "
+        "included, held out and never trained on: the evaluation set grows with the labels. Default: 0.25 "
+        "with --oracle none where the data has no evaluation split of its own; else off",
+    )
 
 
 def round_policy(args: argparse.Namespace) -> RoundPolicy:
@@ -517,6 +526,7 @@ OPTION_FACTS = {
     "enable_al": OptionFacts(resume=ROUNDS, trains=False),
     "enable_sl": OptionFacts(resume=ROUNDS, trains=False),
     "oracle": OptionFacts(resume=ROUNDS, trains=False),
+    "eval_from_labels": OptionFacts(range=(0.0, 0.5, True)),
     "round_train": OptionFacts(resume=ROUNDS),
     "strategy": OptionFacts(resume=ROUNDS, trains=False),
     "asm_core_defaults": OptionFacts(resume=COMMAND),

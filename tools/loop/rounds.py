@@ -21,6 +21,7 @@ from tools.engine.epoch import evaluate
 from tools.engine.evaluator import OutcomeEvaluator
 from tools.engine.fit import Phase
 from tools.engine.mining import Mirrored, detect_sorted, merge_with_oracle, preannotate
+from tools.loop import held_out
 from tools.loop.labelling import export_round, results_from_imported
 from tools.loop.report import AP50, log_round, round_scalars, write_round_report
 from tools.runtime import dist
@@ -173,7 +174,10 @@ def finish_round(run, train_set, results, info: dict | None = None) -> None:
     args = run.args
     if dist.is_main():
         run.train_records = run.asm.apply(results)
+        held = held_out.hold_out_round(run, results)  # --eval-from-labels: a share joins the evaluation set
         run.asm.rounds[-1].update(info or {})
+        if getattr(args, "eval_from_labels", None) is not None:  # the pool as it trains, the held out apart
+            run.asm.rounds[-1].update(held_out=len(held), labelled_images=len(run.asm.labelled))
         sheet = round_sheet(results, train_set.image_root, train_set.classes)
         os.makedirs(os.path.join(args.output_dir, "rounds"), exist_ok=True)
         sheet.save(os.path.join(args.output_dir, "rounds", f"round{run.asm.round}.png"))
@@ -185,6 +189,11 @@ def finish_round(run, train_set, results, info: dict | None = None) -> None:
         run.asm, run.train_records = ASMState.from_state(state), [record_from_dict(r) for r in train]
     run.trainer.log.scalars(round_scalars(run), run.asm.round)
     log_round(run)
+    if (
+        getattr(args, "eval_from_labels", None) is not None
+    ):  # evaluate on the grown set; compare the last model on it too
+        held_out.refresh_evaluation(run, train_set.image_root)
+        run.asm.rounds[-1]["ap_previous_on_set"] = held_out.compare_on_grown_set(run)
     run.new_phase(Phase(f"round{run.asm.round}", run.asm.round, args.round_epochs), args.ap_shift_asm)
     run.save()
 

@@ -14,9 +14,9 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
-from asm.pools import ASMState, initial_pool
+from asm.pools import ASMState
 from datasets.atomic import atomic_write_text
-from datasets.build import DataOptions, boxes_per_class, build_datasets, labelled_indices
+from datasets.build import DataOptions, boxes_per_class, build_datasets
 from datasets.loaders import eval_loader
 from datasets.records import RecordSet
 from net.models import build_model, is_mask_model
@@ -24,6 +24,7 @@ from tools.engine.coco_eval import COCOEvaluator
 from tools.engine.evaluator import OutcomeEvaluator
 from tools.engine.fit import FitContext
 from tools.engine.voc_eval import VOCEvaluator
+from tools.loop import held_out
 from tools.loop.options import NO_WEIGHTS, fit_config, pisa_config, training_seed
 from tools.loop.run import Run
 from tools.runtime import dist
@@ -87,6 +88,8 @@ def start(args: argparse.Namespace) -> tuple[argparse.Namespace, torch.device, R
         deterministic_mode()
     args = settle(args, device)
     train_set, val_set = dist.main_first(build_datasets, DataOptions.of(vars(args)))
+    if hasattr(args, "eval_from_labels"):  # al_curve.py evaluates on the data's split
+        train_set, val_set = held_out.settle(args, train_set, val_set)
     dist.check_shardable(len(val_set), "evaluation images")
     if getattr(args, "oracle", None) == "none":  # al_curve.py has no human in the loop
         check_tool_names(train_set)
@@ -201,9 +204,7 @@ def build_run(
     if policy.strategy == "none":
         run.train_records = list(train_set.records)
         return run
-    initial = labelled_indices(train_set, DataOptions.of(vars(args))) or initial_pool(
-        len(train_set), args.initial, args.seed
-    )
+    initial = held_out.initial_indices(args, train_set)
     run.asm = ASMState.start(
         policy.strategy,
         policy.K,
@@ -216,5 +217,8 @@ def build_run(
         args.round_train,
     )
     run.train_records = [train_set.records[i] for i in initial]
-    run.initial_boxes = sum(len(r) for r in run.train_records)
+    run.initial_boxes = sum(len(r) for r in run.train_records)  # the held-out ones' too: drawn by the human
+    if getattr(args, "eval_from_labels", None) is not None:  # the evaluation set: their held-out share
+        run.asm.hold_out(held_out.first_held_out(args, train_set), held_out.WHY)
+        run.train_records = [r for r in run.train_records if r.image_id not in run.asm.held_out]
     return run
