@@ -184,3 +184,48 @@ def test_the_previous_model_is_evaluated_again_on_the_grown_set_for_the_round_st
     assert stopper.ap_shift == 0.0
     run.round_stopper = APShiftStopper(ap_range=2)  # before the first round has finished: nothing to compare
     assert held_out.compare_on_grown_set(run) is None
+
+
+def test_the_interval_reaches_tensorboard_the_round_table_and_the_closing_lines(tmp_path):
+    from tools.engine.fit import ap50_bounds, log_record
+    from tools.loop.report import round_lines
+
+    metrics = {
+        "voc/AP50": 0.5,
+        "voc/AP50_ci95_lo": 0.31234,
+        "voc/AP50_ci95_hi": 0.70001,
+        "voc/eval_images": 12.0,
+    }
+    assert ap50_bounds(metrics) == {"ap50_ci95": [0.3123, 0.7], "eval_images": 12}
+    assert (
+        ap50_bounds({"voc/AP50_ci95_lo": float("nan"), "voc/AP50_ci95_hi": float("nan")})["ap50_ci95"] is None
+    )
+
+    class Log:
+        def __init__(self):
+            self.scalars_seen, self.records = {}, []
+
+        def scalars(self, values, step):
+            self.scalars_seen.update(values)
+
+        def jsonl(self, record):
+            self.records.append(record)
+
+    log = Log()
+    record = {
+        "type": "epoch",
+        "losses": {"loss": 1.0},
+        "rollbacks": 0,
+        "AP50": 0.5,
+        "AP75": 0.1,
+        "ap_shift": None,
+    }
+    log_record(log, {**record, **ap50_bounds(metrics)}, 3)
+    assert (
+        log.scalars_seen["Accuracy/AP_50_ci95_lo"] == 0.3123
+        and log.scalars_seen["Accuracy/AP_50_ci95_hi"] == 0.7
+    )
+    (line,) = round_lines(
+        [{"round": 1, "confirmed": 3, "drawn": 5, "AP50": 0.5, "ap50_ci95": [0.3123, 0.7], "eval_images": 12}]
+    )
+    assert "AP50 0.500 (95% CI [0.312, 0.700] on 12 images)" in line
