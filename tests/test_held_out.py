@@ -229,3 +229,23 @@ def test_the_interval_reaches_tensorboard_the_round_table_and_the_closing_lines(
         [{"round": 1, "confirmed": 3, "drawn": 5, "AP50": 0.5, "ap50_ci95": [0.3123, 0.7], "eval_images": 12}]
     )
     assert "AP50 0.500 (95% CI [0.312, 0.700] on 12 images)" in line
+
+
+@pytest.mark.slow  # trains: left out of the mutation runs
+def test_the_labelling_tool_loop_holds_out_a_share_of_the_imported_labels_by_default(tmp_path):
+    """--oracle none on a folder with no split: 0.25 of the labels by default; the round paused for a
+    human holds out a share of what was imported when it resumes."""
+    from import_labels import main as import_main
+    from tools.engine.checkpoint import load_checkpoint
+
+    root = _flat_voc(tmp_path / "data")
+    out = tmp_path / "run"
+    argv = _argv(root, out, "--oracle", "none", "--max-rounds", "1")
+    assert main(argv) == 4  # paused at round 1
+    folder = out / "labelling" / "round1"
+    assert import_main(["--run", str(out), "--labels", str(folder / "cvat_annotations.xml")]) == 0
+    assert main([*argv, "--resume", str(out / "last.pth")]) == 0
+    ckpt = load_checkpoint(str(out / "last.pth"))
+    assert ckpt["config"]["eval_from_labels"] == 0.25
+    rounds = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"type": "round"' in x]
+    assert [r["eval_images"] for r in rounds] == [2, 4] and rounds[-1]["held_out"] == 2
