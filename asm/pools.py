@@ -370,7 +370,7 @@ class ASMState:
             "unlabelled": self.unlabelled,
             "pending": self.pending,
             "detected": list(self.detected),
-            "held_out": list(self.held_out),
+            "held out": list(self.held_out),
         }
         seen: dict[str, str] = {}
         for name, ids in sets.items():
@@ -411,7 +411,7 @@ class ASMState:
             "passes": self.passes,
             "rng": _rng_to_plain(self.rng),
             "round_train": self.round_train,
-            "held_out": pack_records(list(self.held_out.values())),
+            "held_for_evaluation": pack_records(list(self.held_out.values())),
         }
 
     @classmethod
@@ -442,8 +442,8 @@ class ASMState:
             _rng_from_plain(s["rng"]),
             s.get("round_train", "replay"),
         )
-        if s.get("held_out"):  # a checkpoint from before --eval-from-labels has none
-            state.held_out = {r.image_id: r for r in unpack_records(s["held_out"])}
+        if s.get("held_for_evaluation"):  # a checkpoint from before --eval-from-labels has none
+            state.held_out = {r.image_id: r for r in unpack_records(s["held_for_evaluation"])}
         state.check()
         return state
 

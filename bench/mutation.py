@@ -96,8 +96,14 @@ def reason_of(mutant: str, hand: dict[str, str]) -> str:
 
 
 def module_of(mutant: str) -> str:
-    """``asm.pools.xǁASMStateǁcheck__mutmut_23`` -> ``asm/pools.py``."""
+    """``asm.pools.xǁASMStateǁcheck__mutmut_23`` -> ``asm/pools.py``;
+    ``tools.loop.rounds.x_start_round__mutmut_4`` -> ``tools/loop/rounds.py`` (the longest dotted
+    prefix that names a module of the project)."""
     parts = mutant.split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        path = "/".join(parts[:n]) + ".py"
+        if os.path.isfile(os.path.join(ROOT, path)):
+            return path
     return "/".join(parts[:2]) + ".py"
 
 

@@ -260,3 +260,123 @@ def test_a_stored_round_without_a_key_trains_again_with_one_line(tmp_path, caplo
     with caplog.at_level(logging.WARNING):
         assert _reused_after(tmp_path, drop) == []
     assert "lacks scaler; training the round" in caplog.text
+
+
+# -- the key and the stored best epoch, without training (fast: the mutation runs read these) --------
+def _keyed(tmp_path):
+    """What round_key reads of a run, with a tiny model, two training images and one to evaluate."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from datasets.records import Record
+
+    @dataclasses.dataclass
+    class Fit:
+        lr: float = 0.01
+
+    for name in ("a.png", "b.png", "v.png"):  # the same bytes and times each call: only a change counts
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+        os.utime(tmp_path / name, ns=(10**18, 10**18))
+    records = [Record(n[0], n, 8, 8, [[1, 1, 5, 5]], [1]) for n in ("a.png", "b.png")]
+    val = SimpleNamespace(image_root=str(tmp_path), records=[Record("v", "v.png", 8, 8, [[2, 2, 6, 6]], [1])])
+    args = parse_with_config(get_args_parser(), [], OPTION_PRESETS)
+    torch.manual_seed(0)
+    return SimpleNamespace(
+        model=torch.nn.Linear(2, 1),
+        train_records=records,
+        trainer=SimpleNamespace(
+            val_loader=SimpleNamespace(dataset=val), image_root=str(tmp_path), config=Fit(),
+            last_losses={"loss": 1.0}, device=torch.device("cpu"),
+        ),
+        phase=SimpleNamespace(name="round1", index=1, max_epochs=3),
+        args=args,
+        environment={"cpu": "x"},
+    )  # fmt: skip
+
+
+def test_the_key_follows_everything_training_reads_and_nothing_that_only_selects(tmp_path):
+    import dataclasses
+
+    from datasets.records import Record
+    from tools.loop.round_cache import round_key
+
+    run = _keyed(tmp_path)
+    base = round_key(run)
+    assert round_key(run) == base  # a digest, not a draw
+    changes = {
+        "weights": lambda r: r.model.bias.data.add_(1.0),
+        "a record": lambda r: r.train_records.__setitem__(0, Record("a", "a.png", 8, 8, [[1, 1, 6, 5]], [1])),
+        "an image replaced": lambda r: (
+            (tmp_path / "b.png").write_bytes((tmp_path / "b.png").read_bytes() + b"\0"),
+            os.utime(tmp_path / "b.png", ns=(10**18, 10**18)),  # the same time: its size tells
+        ),
+        "the evaluation": lambda r: r.trainer.val_loader.dataset.records.append(Record("w", "v.png", 8, 8)),
+        "the phase": lambda r: setattr(r.phase, "max_epochs", 4),
+        "the fit values": lambda r: setattr(
+            r.trainer, "config", dataclasses.replace(r.trainer.config, lr=0.02)
+        ),
+        "the last losses": lambda r: r.trainer.last_losses.update(loss=2.0),
+        "a training option": lambda r: setattr(r.args, "batch_size", r.args.batch_size + 1),
+        "the environment": lambda r: r.environment.update(cpu="y"),
+    }
+    for what, change in changes.items():
+        run = _keyed(tmp_path)
+        change(run)
+        assert round_key(run) != base, what
+    run = _keyed(tmp_path)
+    for name in ("certain_thre", "K", "strategy", "output_dir", "max_rounds"):
+        assert name in SELECTION_ONLY
+    run.args.certain_thre, run.args.K, run.args.max_rounds = 0.5, 7, 3
+    assert round_key(run) == base  # selection only: the records a round trains on say it all
+
+
+@pytest.mark.parametrize(
+    "aps, evaluated, before, expected",
+    [
+        ([0.3, 0.5, 0.4], None, 0.2, (1, 0.5)),  # an earlier epoch is the phase's best and beats the run's
+        ([0.3, 0.4, 0.5], None, 0.2, None),  # the last epoch is best: best.pth ends with the last weights
+        ([0.3, 0.5, 0.4], None, 0.6, None),  # the run's best before the phase stays best
+        ([0.5, 0.5, 0.4], None, 0.2, (0, 0.5)),  # ties: the first epoch with the highest AP
+        ([0.9, 0.5, 0.4], [False, True, True], 0.2, (1, 0.5)),  # an epoch not evaluated does not count
+        ([0.9], [False], 0.2, None),  # nothing evaluated
+    ],
+)
+def test_the_best_epoch_before_the_last_is_found_as_best_pth_saves_it(aps, evaluated, before, expected):
+    from types import SimpleNamespace
+
+    from tools.loop.round_cache import _earlier_best
+
+    run = SimpleNamespace(args=SimpleNamespace(ap="ap_50"))
+    flags = evaluated or [True] * len(aps)
+    history = [{"metrics": {"voc/AP50": a}, "evaluated": e} for a, e in zip(aps, flags)]
+    assert _earlier_best(run, history, before) == expected
+
+
+def test_only_a_round_at_its_first_epoch_is_keyed_and_a_missing_or_torn_file_trains(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from tools.loop.round_cache import RoundCache
+
+    cache = RoundCache(str(tmp_path / "cache"))
+    assert cache.path("k") == str(tmp_path / "cache" / "round_k.pth")
+    run = _keyed(tmp_path)
+    run.trainer.log, run.best_ap = SimpleNamespace(lines=5), 0.4
+    for index, epoch, history in ((0, 0, []), (1, 1, []), (1, 0, [{}])):  # the first phase; part-way
+        run.phase = SimpleNamespace(name="p", index=index, epoch=epoch, history=history, max_epochs=3)
+        assert cache.begin(run) is None
+    run.phase = SimpleNamespace(name="round1", index=1, epoch=0, history=[], max_epochs=3)
+    key, lines, best = cache.begin(run)
+    assert (lines, best) == (5, 0.4) and len(key) == 64
+    assert cache.load(run, (key, lines, best)) is False  # nothing stored
+    open(cache.path(key), "wb").write(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING):
+        assert cache.load(run, (key, lines, best)) is False
+    assert "training the round" in caplog.text
+    torch.save({"model": {}}, cache.path(key))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert cache.load(run, (key, lines, best)) is False
+    assert "lacks training, phase" in caplog.text

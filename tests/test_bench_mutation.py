@@ -1,0 +1,42 @@
+"""bench/mutation.py's summary: each mutant counted under the module it mutated."""
+
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("bench_mutation", os.path.join(ROOT, "bench", "mutation.py"))
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_mutants_of_modules_in_packages_count_under_their_own_file():
+    assert bench.module_of("asm.pools.xǁASMStateǁcheck__mutmut_23") == "asm/pools.py"
+    assert bench.module_of("tools.loop.rounds.x_start_round__mutmut_4") == "tools/loop/rounds.py"
+    assert bench.module_of("tools.engine.fit.xǁPhaseTrainingǁtrain__mutmut_2") == "tools/engine/fit.py"
+
+
+def test_the_summary_counts_each_status_per_module():
+    results = {
+        "tools.loop.rounds.x_a__mutmut_1": "killed",
+        "tools.loop.rounds.x_a__mutmut_2": "survived",
+        "tools.loop.run.x_b__mutmut_1": "timeout",
+        "datasets.coco.x_c__mutmut_1": "no tests",
+    }
+    reasons = {"tools.loop.rounds.x_a__mutmut_2": "equivalent: by hand", "datasets.coco.x_c__mutmut_1": "x"}
+    out = bench.summarise(results, reasons)
+    assert out["killed_fraction"] == 0.5 and out["mutants"] == 4
+    assert out["modules"]["tools/loop/rounds.py"] == {
+        "mutants": 2,
+        "killed": 1,
+        "survived": 1,
+        "no_tests": 0,
+        "other": 0,
+    }
+    assert (
+        out["modules"]["tools/loop/run.py"]["killed"] == 1
+        and out["modules"]["datasets/coco.py"]["no_tests"] == 1
+    )
+    assert out["not_killed"]["tools.loop.rounds.x_a__mutmut_2"] == {
+        "status": "survived",
+        "reason": "equivalent: by hand",
+    }
