@@ -380,3 +380,59 @@ def test_only_a_round_at_its_first_epoch_is_keyed_and_a_missing_or_torn_file_tra
     with caplog.at_level(logging.WARNING):
         assert cache.load(run, (key, lines, best)) is False
     assert "lacks training, phase" in caplog.text
+
+
+def test_a_stored_round_is_restored_as_if_this_run_had_trained_it():
+    """Run.restore_round, with stand-ins for what it writes into: the weights, the training state,
+    the phase's fields, the losses, the log records (epochs counted), the RNG, and best.pth."""
+    from types import SimpleNamespace
+
+    from tools.engine.checkpoint import rng_state
+    from tools.loop.run import Run
+
+    class Log:
+        def __init__(self):
+            self.records, self.scalars_seen = [], []
+
+        def jsonl(self, record):
+            self.records.append(record)
+
+        def scalars(self, values, step):
+            self.scalars_seen.append(step)
+
+    torch.manual_seed(5)
+    rng = rng_state()
+    expected = torch.rand(3)
+    loaded, saved = [], []
+    run = Run.__new__(Run)
+    run.model = torch.nn.Linear(2, 1)
+    run.training = SimpleNamespace(
+        load_state_dict=loaded.append, phase=SimpleNamespace(name="round1", epoch=0)
+    )
+    run.trainer = SimpleNamespace(last_losses=None, scaler=None, log=Log())
+    run.epochs_done = 4
+    run.save = lambda earlier=None: saved.append(earlier)
+    weights = {"weight": torch.full((1, 2), 3.0), "bias": torch.full((1,), -1.0)}
+    epoch = {"type": "epoch", "losses": {"loss": 1.0}, "rollbacks": 0, "AP50": None}
+    stored = {
+        "model": weights,
+        "training": {"optimizer": "o"},
+        "phase": {"epoch": 2, "done": True},
+        "last_losses": {"loss": 0.5},
+        "scaler": None,
+        "log": [epoch, {"type": "note"}, epoch],
+        "rng": rng,
+        "source": "/elsewhere/run",
+        "best_model": {"w": 1},
+    }
+    torch.manual_seed(99)  # restoring puts the stored generator back
+    run.restore_round(stored, (1, 0.7))
+    assert torch.equal(run.model.weight, weights["weight"]) and torch.equal(run.model.bias, weights["bias"])
+    assert loaded == [{"optimizer": "o"}] and (run.phase.epoch, run.phase.done) == (2, True)
+    assert run.trainer.last_losses == {"loss": 0.5} and run.epochs_done == 6
+    assert run.trainer.log.scalars_seen == [5, 6]  # each epoch at its own step
+    assert run.trainer.log.records[-1] == {"type": "reused", "phase": "round1", "source": "/elsewhere/run"}
+    assert torch.equal(torch.rand(3), expected)
+    assert saved == [({"w": 1}, 0.7)]
+    run.restore_round({**stored, "log": []}, None)
+    assert saved[-1] is None  # best.pth follows the last epoch: nothing earlier to write

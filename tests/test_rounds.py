@@ -215,3 +215,30 @@ def test_one_process_agrees_with_itself_and_random_shows_no_box():
     assert rounds.check_ranks_agree(state) == [state.digest()]
     empty = rounds.no_detections()
     assert empty["boxes"].shape == (0, 4) and len(empty["scores"]) == len(empty["labels"]) == 0
+
+
+def test_a_paused_round_continues_with_the_imported_labels(tmp_path):
+    """The human confirmed one model box and drew one box on each image: the round moves the pools
+    with those counts, and the run no longer waits."""
+    from datasets.records import record_to_dict
+
+    run = _Run(tmp_path, [_exact()] * 5, oracle="none")
+    with pytest.raises(rounds.Paused):
+        rounds.start_round(run, _data(run, tmp_path), torch.device("cpu"))
+    batch = run.asm.next_batch()
+    imported = {
+        "records": [record_to_dict(run.records[int(i)]) for i in batch],
+        "images": [
+            {"added": 1, "moved": 0, "relabelled": 0, "confirmed": 1, "deleted": 0, "sl": [True, False]}
+            for _ in batch
+        ],
+        "preannotated": [2 for _ in batch],
+    }
+    folder = tmp_path / "out" / run.awaiting
+    (folder / "imported.json").write_text(json.dumps(imported))
+    rounds.resume_labelled(run, _data(run, tmp_path))
+    info = run.asm.rounds[-1]
+    assert run.awaiting is None and run.asm.round == 1
+    assert (info["confirmed"], info["drawn"], info["images"]) == (len(batch), len(batch), len(batch))
+    assert run.phases == [("round1", 1, 3, 0.02)] and run.saves == 2  # the pause's, then the round's
+    assert set(batch) <= set(run.asm.labelled)

@@ -618,3 +618,30 @@ def test_a_label_studio_size_that_disagrees_with_the_file_is_read_on_the_file_an
     assert data.report.counts == {"size_mismatch": 1}  # once for the task
     ((reason, where, detail),) = data.report.entries
     assert "task 50" in where and "original size (32.0, 24.0), file (64, 48)" in detail
+
+
+def test_split_files_divide_an_export_and_an_image_in_neither_joins_the_training_pool(caplog):
+    from datasets.exports import split_by_names
+    from datasets.records import Record, RecordSet
+    from datasets.report import LoadReport
+
+    report = LoadReport()
+    report.add("clipped_box", "x.json", "box 0")
+    records = [Record(k, f"{k}.jpg", 8, 8) for k in ("a", "b", "c", "d")]
+    data = RecordSet(records, ("cat",), "/imgs", {1: 7}, report)
+    with caplog.at_level("WARNING"):
+        train, val = split_by_names(data, ["a", "b"], ["c"])
+    assert [r.image_id for r in train.records] == ["a", "b", "d"] and [r.image_id for r in val.records] == [
+        "c"
+    ]
+    assert "1 images are in neither split file" in caplog.text and "e.g. d" in caplog.text
+    assert train.report is report and val.report.entries == []  # the load report stays with training
+    assert (
+        train.classes == val.classes == ("cat",)
+        and val.label_to_cat_id == {1: 7}
+        and val.image_root == "/imgs"
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train, val = split_by_names(data, ["a", "b"], ["c", "d"])
+    assert caplog.text == "" and len(train) == 2 and len(val) == 2
