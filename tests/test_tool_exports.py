@@ -645,3 +645,28 @@ def test_split_files_divide_an_export_and_an_image_in_neither_joins_the_training
     with caplog.at_level("WARNING"):
         train, val = split_by_names(data, ["a", "b"], ["c", "d"])
     assert caplog.text == "" and len(train) == 2 and len(val) == 2
+
+
+def test_label_studio_brushes_and_key_points_are_counted_and_choices_are_not_shapes(tmp_path):
+    from datasets.exports import Item, label_studio_shapes
+    from datasets.records import AnnotationError
+    from datasets.report import LoadReport
+
+    brush = {"type": "brushlabels", "value": {"rle": [0, 1], "brushlabels": ["RBC"]}}
+    point = {"type": "keypointlabels", "value": {"x": 5, "y": 5, "keypointlabels": ["RBC"]}}
+    choice = {"type": "choices", "value": {"choices": ["blurry"]}}
+    box = _ls_result("RBC", 6.25, 12.5, 37.5, 50)
+    item = Item("cell_0.jpg", "export.json: task 3")
+    report = LoadReport()
+    shapes = label_studio_shapes(item, [brush, choice, point, box], (W, H), report)
+    assert [s.kind for s in shapes] == ["box"]
+    assert report.entries == [
+        ("unsupported_shape", "export.json: task 3: result 0", "brushlabels (not a box, polygon or ellipse)"),
+        (
+            "unsupported_shape",
+            "export.json: task 3: result 2",
+            "keypointlabels (not a box, polygon or ellipse)",
+        ),
+    ]
+    with pytest.raises(AnnotationError, match=r"task 3: result 2: keypointlabels \(not a box"):
+        label_studio_shapes(item, [choice, box, point], (W, H))  # a round's import: no report, one line
