@@ -670,3 +670,45 @@ def test_label_studio_brushes_and_key_points_are_counted_and_choices_are_not_sha
     ]
     with pytest.raises(AnnotationError, match=r"task 3: result 2: keypointlabels \(not a box"):
         label_studio_shapes(item, [choice, box, point], (W, H))  # a round's import: no report, one line
+
+
+def test_each_labelme_shape_becomes_an_outline_or_a_counted_fate(tmp_path):
+    """One file with every kind LabelMe saves, and the ways a shape goes wrong; the outlines and the
+    report written out by hand."""
+    import numpy as np
+
+    from datasets.exports import parse_labelme
+    from datasets.report import LoadReport
+
+    shapes = [
+        _labelme_shape("car", [[30, 20], [10, 5]], "rectangle", group_id=4),  # drawn from its far corner
+        _labelme_shape("car", [[1, 1], [9, 1], [5, 8]], "polygon"),
+        _labelme_shape("ball", [[20, 20], [23, 24]], "circle"),  # radius 5
+        {"label": "old", "points": [[0, 0], [4, 0], [4, 4]]},  # LabelMe 3: no shape_type, a polygon
+        _labelme_shape("  ", [[0, 0], [4, 4]], "rectangle"),  # no label
+        _labelme_shape("car", [[1, 1], [2, 2]], "polygon"),  # two points
+        _labelme_shape("car", [[1, 1]], "rectangle"),  # one corner
+        _labelme_shape("car", [[1, 1], [2, 2]], "line"),
+        _labelme_shape("car", [[1, 1], [2, 2]], "rectangle", group_id=True),
+        _labelme_shape("car", "not points", "rectangle"),
+    ]
+    path = str(tmp_path / "a.json")
+    _labelme_file(path, "a.jpg", shapes, size=(64, 48))
+    report = LoadReport()
+    item = parse_labelme(path, report)
+    assert (item.name, item.size, item.embedded) == ("a.jpg", (64, 48), None)
+    assert [(s.label, s.kind, s.group) for s in item.shapes] == [
+        ("car", "box", 4), ("car", "polygon", None), ("ball", "polygon", None), ("old", "polygon", None),
+    ]  # fmt: skip
+    np.testing.assert_allclose(item.shapes[0].points, [[10, 5], [30, 20]])
+    np.testing.assert_allclose(item.shapes[1].points, [[1, 1], [9, 1], [5, 8]])
+    np.testing.assert_allclose(item.shapes[2].box, [15, 15, 25, 25], atol=0.1)
+    where = [f"{path}: shapes[{k}]" for k in range(len(shapes))]
+    assert report.entries[:5] == [
+        ("bad_shape", where[4], "no label"),
+        ("bad_shape", where[5], "a polygon of 2 points"),
+        ("bad_shape", where[6], "a rectangle of 1 points"),
+        ("unsupported_shape", where[7], "shape_type 'line' (not an object outline)"),
+        ("bad_shape", where[8], "group_id must be a number or a name, got True"),
+    ]
+    assert report.entries[5][:2] == ("bad_shape", where[9]) and len(report.entries) == 6
