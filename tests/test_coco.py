@@ -140,3 +140,27 @@ def test_the_cyclic_collector_is_paused_while_a_file_loads_and_restored_after(tm
         assert not gc.isenabled()  # one who had paused it keeps it paused
     finally:
         gc.enable()
+
+
+def test_image_fields_checked_one_by_one_give_the_same_records(tmp_path):
+    """An id written as 5.0 (an exact integer as a float) sends the images through the per-image
+    check; what it gives is what the column check gives: ids, names, record ids, sizes, bounds."""
+    from datasets.coco import _images, _images_one_by_one
+
+    images = [
+        {"id": 5, "file_name": "a.jpg", "width": 100_000, "height": 0},
+        {"id": 7, "file_name": "b.jpg", "width": 3, "height": 100_000, "asm_image_id": "kept"},
+    ]
+    ids, fast = _images(images, "x.json")
+    as_float = [{**images[0], "id": 5.0}, images[1]]
+    ids2, slow = _images_one_by_one(as_float, "x.json")
+    assert ids.tolist() == ids2.tolist() == [5, 7]
+    assert fast == slow == [(5, "a.jpg", "5", 100_000, 0), (7, "b.jpg", "kept", 3, 100_000)]
+    assert _images(as_float, "x.json")[1] == slow  # the float id is read, through the slow path
+    for bad, what in (
+        ({"height": 100_001}, "out of range"),
+        ({"width": -1}, "out of range"),
+        ({"file_name": 3}, "not a string"),
+    ):
+        with pytest.raises(AnnotationError, match=rf"x.json: images\[1\] needs integer .*{what}"):
+            _images([images[0], {**images[1], **bad}], "x.json")

@@ -152,3 +152,19 @@ def test_the_demo_refuses_the_seed_its_backbone_was_pretrained_on(tmp_path):
     check_options(parsed("--data-seed", "1001"))  # another seed: fine
     check_options(parsed("--data-seed", "1000", "--weights-backbone", "none"))  # no backbone: fine
     assert main(["--data-seed", "1000", "--output-dir", str(tmp_path / "run")]) == 2  # one line, exit 2
+
+
+@pytest.mark.parametrize("word", ["1", "true", "Yes", "y", "ON", "0", "False", "no", "N", "off"])
+def test_every_spelling_of_a_boolean_option_is_read(word):
+    from tools.loop.options import str2bool
+
+    assert str2bool(word) is (word.lower() in ("1", "true", "yes", "y", "on"))
+
+
+def test_a_word_that_is_no_boolean_is_refused():
+    import argparse
+
+    from tools.loop.options import str2bool
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a boolean, got 'maybe'"):
+        str2bool("maybe")
