@@ -490,7 +490,7 @@ def records_of(
             continue
         shapes = f.shapes
         if getattr(size, "turn", 1) != 1:  # drawn on the stored pixels of an image stored turned
-            shapes = [replace(s, points=turn_points(s.points, size.turn, size.stored)) for s in shapes]
+            shapes = [_turned(s, size.turn, size.stored) for s in shapes]
         objects = _objects(shapes, classes, skip_unknown_classes, report)
         boxes = np.array([o[1] for o in objects], np.float32).reshape(-1, 4)
         sources = [o[3] for o in objects]
@@ -511,6 +511,15 @@ def records_of(
             )
         )
     return RecordSet(records, classes, image_root, report=report)
+
+
+def _turned(shape: Shape, turn: int, stored: tuple[int, int]) -> Shape:
+    """``shape`` drawn on the stored pixels, on the upright image: a box's corners put back in
+    order (top-left first; an inverted box stays as written, to be counted), an outline's points moved."""
+    points = turn_points(shape.points, turn, stored)
+    if shape.kind == "box" and (shape.points[1] >= shape.points[0]).all():
+        points = np.stack([points.min(0), points.max(0)])
+    return replace(shape, points=points)
 
 
 def _objects(shapes, classes, skip_unknown, report) -> list[tuple[int, list[float], list, str, bool]]:

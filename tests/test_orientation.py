@@ -178,3 +178,30 @@ def _coco_plain(tmp_path):
     with open(path, "w") as f:
         json.dump(doc, f)
     return path
+
+
+def test_a_cvat_image_stating_its_stored_size_has_its_shapes_turned_upright(tmp_path):
+    """CVAT states each image's size; the stored one on a photo turned by EXIF says the boxes and
+    polygons were drawn on the stored pixels: both are turned with the image."""
+    from datasets.exports import load_cvat
+
+    root = tmp_path / "cvat"
+    (root / "images").mkdir(parents=True)
+    _marked(str(root / "images" / "a.png"), 6)
+    x1, y1, x2, y2 = BOX
+    xml = (
+        '<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version>'
+        "<meta><task><labels><label><name>cat</name></label></labels></task></meta>"
+        f'<image id="0" name="a.png" width="{W}" height="{H}">'
+        f'<box label="cat" occluded="0" xtl="{x1}" ytl="{y1}" xbr="{x2}" ybr="{y2}" z_order="0"/>'
+        f'<polygon label="cat" occluded="0" points="{x1},{y1};{x2},{y1};{x2},{y2};{x1},{y2}" z_order="0"/>'
+        "</image></annotations>"
+    )
+    (root / "annotations.xml").write_text(xml)
+    data = load_cvat(str(root))
+    (r,) = data.records
+    upright = ImageOps.exif_transpose(Image.open(root / "images" / "a.png"))
+    assert (r.width, r.height) == upright.size == (H, W) and data.report.counts == {"exif_turned": 1}
+    np.testing.assert_allclose(r.boxes, [_white_box(upright)] * 2)
+    xs, ys = np.asarray(r.masks[1][0]).reshape(-1, 2).T
+    np.testing.assert_allclose([xs.min(), ys.min(), xs.max(), ys.max()], _white_box(upright))
