@@ -63,10 +63,17 @@ def read_results() -> dict[str, str]:
 
 
 def diff_of(mutant: str) -> tuple[str, str]:
-    """The line a mutant removed and the one it added (``mutmut show``; the first of each)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "mutmut", "show", mutant], cwd=ROOT, capture_output=True, text=True
-    ).stdout.splitlines()
+    """The line a mutant removed and the one it added (what ``mutmut show`` prints; the first of
+    each), read in this process: one ``mutmut show`` process per survivor took a second each."""
+    from mutmut.__main__ import find_mutant
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # mutmut reads mutants/ relative to the project
+    try:
+        out = get_diff_for_mutant(mutant, path=find_mutant(mutant).path).splitlines()
+    finally:
+        os.chdir(cwd)
     minus = next((ln[1:].strip() for ln in out if ln.startswith("-") and not ln.startswith("---")), "")
     plus = next((ln[1:].strip() for ln in out if ln.startswith("+") and not ln.startswith("+++")), "")
     return minus, plus
@@ -146,11 +153,16 @@ def main(argv: list[str] | None = None) -> int:
             cwd=ROOT,
             check=True,
         )
-    wall = round(time.perf_counter() - start, 1)
+    wall_file = os.path.join(ROOT, "mutants", "wall_s.json")  # the run's time, for a later --reuse
+    if args.reuse:
+        wall = json.load(open(wall_file))["wall_s"] if os.path.isfile(wall_file) else None
+    else:
+        wall = round(time.perf_counter() - start, 1)
+        atomic_write_text(wall_file, json.dumps({"wall_s": wall}))
     with open(REASONS, encoding="utf-8") as f:
         reasons = json.load(f)
     result = summarise(read_results(), reasons)
-    result |= {"wall_s": None if args.reuse else wall, "max_children": args.max_children}
+    result |= {"wall_s": wall, "max_children": args.max_children}
     atomic_write_text(args.json_out, json.dumps(result, indent=1, ensure_ascii=False))
     result["reasons"] = dict(Counter(v["reason"] for v in result["not_killed"].values()).most_common())
     atomic_write_text(args.json_out, json.dumps(result, indent=1, ensure_ascii=False))

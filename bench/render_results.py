@@ -68,7 +68,8 @@ def _demo(d: dict) -> str:
 
 
 def _mutation(d: dict) -> str:
-    return f"{d['killed']} of {d['mutants']} mutants killed ({d['killed_fraction']:.3f}), {d['wall_s']:.0f} s"
+    wall = "wall time not recorded" if d["wall_s"] is None else f"{d['wall_s']:.0f} s"
+    return f"{d['killed']} of {d['mutants']} mutants killed ({d['killed_fraction']:.3f}), {wall}"
 
 
 def _frozen_bn(d: dict) -> str:
