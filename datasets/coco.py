@@ -201,6 +201,7 @@ def check_segmentation(seg: Any, height: int, width: int, where: str) -> None:
         raise AnnotationError(f"{where}: segmentation RLE cannot be decoded ({e})") from e
 
 
+@collector_paused()  # the parse and the records hold no cycles: no collector walks
 def load_coco(
     ann_file: str | dict,
     image_root: str,
@@ -221,17 +222,6 @@ def load_coco(
         AnnotationError: empty or malformed JSON, missing fields, duplicate image or category ids,
             a file name outside ``image_root``.
     """
-    with collector_paused():
-        return _load_coco(ann_file, image_root, drop_empty, check_images, source)
-
-
-def _load_coco(
-    ann_file: str | dict,
-    image_root: str,
-    drop_empty: bool = False,
-    check_images: bool = True,
-    source: str | None = None,
-) -> RecordSet:
     src = source or (ann_file if isinstance(ann_file, str) else "<coco dict>")
     data = _instances(read_json(ann_file) if isinstance(ann_file, str) else ann_file, src)
     report = LoadReport()
