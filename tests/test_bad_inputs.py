@@ -186,6 +186,7 @@ def _write(tmp_path, name, fill) -> str:
     ],
 )
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.slow  # its checkpoint trains an epoch: left out of the mutation runs
 def test_unusable_checkpoints_explain_themselves(tmp_path, caplog, checkpoint, make, message):
     (tmp_path / "resume").mkdir()  # the checkpoint's folder is the run's folder
     code, _ = _run(tmp_path, "resume", "--resume", make(tmp_path / "resume", checkpoint))
@@ -208,6 +209,7 @@ def test_unusable_checkpoints_explain_themselves(tmp_path, caplog, checkpoint, m
         ),
     ],
 )
+@pytest.mark.slow  # its checkpoint trains an epoch: left out of the mutation runs
 def test_checkpoints_of_another_setup_are_refused(tmp_path, caplog, checkpoint, edit, message):
     ckpt = torch.load(checkpoint, weights_only=True)
     edit(ckpt)

@@ -40,3 +40,31 @@ def test_the_summary_counts_each_status_per_module():
         "status": "survived",
         "reason": "equivalent: by hand",
     }
+
+
+WAS = """def f(x, logger):
+    if x > 1:
+        raise ValueError(f"{x} is too big; at most {1}", x)
+    logger.warning("%s: kept", x[:3])
+    return x
+"""
+
+
+def test_a_change_inside_an_errors_or_a_log_lines_arguments_is_message_only():
+    assert bench.message_only(WAS, WAS.replace("at most {1}", "at most {2}"))
+    assert bench.message_only(WAS, WAS.replace('{1}", x)', '{1}", None)'))
+    assert bench.message_only(WAS, WAS.replace("x[:3]", "x[:4]"))
+    assert bench.message_only(WAS, WAS.replace('"%s: kept", x[:3]', '"%s: kept"'))
+
+
+def test_a_change_of_whether_or_what_is_raised_or_returned_is_not():
+    assert not bench.message_only(WAS, WAS.replace("x > 1", "x >= 1"))
+    assert not bench.message_only(WAS, WAS.replace("raise ValueError", "raise TypeError"))
+    assert not bench.message_only(WAS, WAS.replace("return x", "return None"))
+    assert not bench.message_only(WAS, WAS.replace("logger.warning", "print"))
+    assert not bench.message_only(WAS, WAS)  # no change at all is no message change
+    assert not bench.message_only(WAS, "def f(:")  # a mutant that does not parse
+
+
+def test_the_first_changed_lines_are_the_diff():
+    assert bench.diff_of(WAS, WAS.replace("x > 1", "x >= 1")) == ("if x > 1:", "if x >= 1:")

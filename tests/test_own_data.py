@@ -518,6 +518,7 @@ def test_a_labelimg_folder_reads_upper_case_xml_and_skips_another_tools_xml(tmp_
     assert path.endswith("settings.xml") and "root element is <settings>, expected <annotation>" in why
 
 
+@pytest.mark.slow  # trains an epoch: left out of the mutation runs
 def test_each_fate_of_a_shared_folder_is_in_the_load_report_once(tmp_path):
     """An image without its XML, and two images of one stem, in a flat folder that both the training
     and the evaluation load scan: one entry each in load_report.json."""
