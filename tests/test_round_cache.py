@@ -314,6 +314,10 @@ def test_the_key_follows_everything_training_reads_and_nothing_that_only_selects
             os.utime(tmp_path / "b.png", ns=(10**18, 10**18)),  # the same time: its size tells
         ),
         "the evaluation": lambda r: r.trainer.val_loader.dataset.records.append(Record("w", "v.png", 8, 8)),
+        "an evaluation box": lambda r: r.trainer.val_loader.dataset.records.__setitem__(
+            0, Record("v", "v.png", 8, 8, [[2, 2, 7, 6]], [1])
+        ),
+        "the device": lambda r: setattr(r.trainer, "device", torch.device("cuda")),
         "the phase": lambda r: setattr(r.phase, "max_epochs", 4),
         "the fit values": lambda r: setattr(
             r.trainer, "config", dataclasses.replace(r.trainer.config, lr=0.02)
@@ -342,6 +346,7 @@ def test_the_key_follows_everything_training_reads_and_nothing_that_only_selects
         ([0.5, 0.5, 0.4], None, 0.2, (0, 0.5)),  # ties: the first epoch with the highest AP
         ([0.9, 0.5, 0.4], [False, True, True], 0.2, (1, 0.5)),  # an epoch not evaluated does not count
         ([0.9], [False], 0.2, None),  # nothing evaluated
+        ([0.3, 0.5, 0.4], None, 0.5, None),  # only equal to the run's best before the phase
     ],
 )
 def test_the_best_epoch_before_the_last_is_found_as_best_pth_saves_it(aps, evaluated, before, expected):
@@ -436,3 +441,24 @@ def test_a_stored_round_is_restored_as_if_this_run_had_trained_it():
     assert saved == [({"w": 1}, 0.7)]
     run.restore_round({**stored, "log": []}, None)
     assert saved[-1] is None  # best.pth follows the last epoch: nothing earlier to write
+
+
+def test_history_written_before_epochs_were_marked_counts_every_epoch_as_evaluated():
+    from types import SimpleNamespace
+
+    from tools.loop.round_cache import _earlier_best
+
+    run = SimpleNamespace(args=SimpleNamespace(ap="ap_50"))
+    history = [{"metrics": {"voc/AP50": a}} for a in (0.3, 0.6, 0.4)]  # no "evaluated" key
+    assert _earlier_best(run, history, 0.1) == (1, 0.6)
+
+
+def test_the_digest_ignores_key_order_and_reads_values_json_cannot(tmp_path):
+    import pathlib
+
+    from tools.loop.round_cache import RoundCache, _digest
+
+    assert _digest({"a": 1, "b": [2, 3]}) == _digest({"b": [2, 3], "a": 1})
+    assert _digest({"p": pathlib.Path("x")}) == _digest({"p": "x"}) != _digest({"p": "y"})
+    RoundCache(str(tmp_path / "rounds"))
+    RoundCache(str(tmp_path / "rounds"))  # a folder that exists is the cache of an earlier run

@@ -238,3 +238,41 @@ def test_new_phase_restarts_the_optimizer_and_the_stopper(tmp_path):
     run.new_phase(Phase("round1", 1, 5), 0.03)
     assert run.training is not old and run.phase.name == "round1" and run.training.stopper.threshold == 0.03
     assert run.training.scheduler.state_dict()["last_epoch"] == 0
+
+
+def test_a_round_stored_by_one_run_is_restored_in_the_next_as_if_it_had_trained(tmp_path, scripted_ap):
+    cache = tmp_path / "rounds"
+    records = _records(tmp_path)
+
+    def round_run(name):
+        run = _run(tmp_path, "--epochs", "3", "--eval-interval", "1", "--round-cache", str(cache), name=name)
+        val = SimpleNamespace(image_root=str(tmp_path), records=records[:1])
+        run.trainer.val_loader = SimpleNamespace(dataset=val)  # what the round's key reads of it
+        run.train_records, run.best_ap = records, 0.1
+        run.new_phase(Phase("round1", 1, 3), 0.0)
+        return run
+
+    first = round_run("first")
+    scripted_ap[:] = [0.2, 0.7, 0.4]  # the round's best epoch is its second, before its last
+    first.train_phase()
+    (stored,) = cache.iterdir()
+    second = round_run("second")
+    assert second.train_phase()["voc/AP50"] == 0.4 and second.model.batches == 0  # nothing trained
+    assert second.model.w.item() == first.model.w.item() == pytest.approx(1 - 0.5**6)
+    assert second.phase.history == first.phase.history and second.phase.finished
+    assert second.epochs_done == 3 and second.best_ap == 0.7
+    assert second.training.scheduler.state_dict() == first.training.scheduler.state_dict()
+    assert torch.equal(torch.get_rng_state(), load_checkpoint(str(stored))["rng"]["torch"])
+    out = second.args.output_dir
+    best = load_checkpoint(os.path.join(out, "best.pth"))
+    assert best["best_ap"] == 0.7 and best["model"]["w"].item() == pytest.approx(1 - 0.5**4)  # epoch 2's
+    assert load_checkpoint(os.path.join(out, "last.pth"))["epochs_done"] == 3
+    log = read_jsonl(os.path.join(out, "log.jsonl"))
+    assert [e["epoch"] for e in log if e["type"] == "epoch"] == [0, 1, 2]
+    assert [(e["phase"], e["source"]) for e in log if e["type"] == "reused"] == [
+        ("round1", first.args.output_dir)
+    ]
+    # a round resumed part-way is neither reused nor stored
+    third = round_run("third")
+    third.phase.epoch = 1
+    assert third.round_cache.begin(third) is None
