@@ -242,3 +242,86 @@ def test_a_slow_climb_restarts_from_the_end_of_the_phases_lowest_epoch(tmp_path,
     assert starts[(3, 2)] == starts[(2, 1)]  # the retry began where epoch 2 began: the low's end
     assert "rolled back to the end of epoch 1 (the phase's lowest loss)" in caplog.text
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # half the rate, for the phase
+
+
+class _Recorded:
+    """A log that keeps what it is given: TensorBoard scalars by step, and log.jsonl records."""
+
+    def __init__(self):
+        self.scalar_calls, self.records = [], []
+
+    def scalars(self, values, step):
+        self.scalar_calls.append((step, values))
+
+    def jsonl(self, record):
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("evaluated", [True, False])
+def test_an_epoch_is_logged_with_its_figures_to_the_record_and_tensorboard(tmp_path, evaluated, caplog):
+    stopper = APShiftStopper(2, 0.0)
+    stopper.history, stopper.ap_shift = [(2, 0.4), (3, 0.5)], 0.0125  # best epoch 3
+    phase = Phase("round2", 2, 5, rollbacks=1)
+    metrics = {"voc/AP50": 0.5, "voc/AP75": 0.25, "voc/AP50_ci95_lo": 0.41234, "voc/AP50_ci95_hi": 0.6}
+    metrics["voc/eval_images"] = 12.0
+    losses = {"loss": 1.5, "loss_box": 0.5}
+    phase.history.append(
+        {"epoch": 4, "metrics": metrics if evaluated else {}, "losses": losses, "evaluated": evaluated}
+    )
+    t = _trainer(_Toy(), tmp_path)
+    t.log = _Recorded()
+    with caplog.at_level("INFO", logger="tools.engine.fit"):
+        fit.log_epoch(t, phase, stopper, 17, 8, 2.0, evaluated)
+    (record,) = t.log.records
+    expected = {"type": "epoch", "phase": "round2", "epoch": 4, "images": 8, "losses": losses}
+    expected |= (
+        {"AP50": 0.5, "AP75": 0.25, "ap50_ci95": [0.4123, 0.6], "eval_images": 12} if evaluated else {}
+    )
+    expected |= {"AP50": None, "AP75": None} if not evaluated else {}
+    expected |= {"ap_shift": 0.0125, "rollbacks": 1, "seconds": 2.0, "stop": evaluated}
+    assert record == expected
+    train = (17, {"Train/loss": 1.5, "Train/loss_box": 0.5, "Train/rollbacks": 1})
+    accuracy = {"Accuracy/AP_50": 0.5, "Accuracy/AP_75": 0.25, "Accuracy/AP_shift": 0.0125}
+    accuracy |= {"Accuracy/AP_50_ci95_lo": 0.4123, "Accuracy/AP_50_ci95_hi": 0.6}
+    assert t.log.scalar_calls == ([train, (17, accuracy)] if evaluated else [train])
+    line = caplog.records[-1].getMessage()
+    if evaluated:
+        assert (
+            line
+            == "round2 epoch 4: loss 1.500 AP50 0.500 AP75 0.250 ap_shift 0.0125 (2s); AP settled, best epoch 3"
+        )
+    else:
+        assert line == "round2 epoch 4: loss 1.500 (not evaluated) (2s)"
+
+
+@pytest.mark.parametrize(
+    "metrics, expected",
+    [
+        ({}, {"ap50_ci95": None, "eval_images": None}),
+        ({"voc/AP50_ci95_lo": 0.2, "voc/AP50_ci95_hi": math.nan}, {"ap50_ci95": None, "eval_images": None}),
+        ({"voc/AP50_ci95_lo": 0.2}, {"ap50_ci95": None, "eval_images": None}),
+        (
+            {"voc/AP50_ci95_lo": 0.123456, "voc/AP50_ci95_hi": 0.9, "voc/eval_images": 3.0},
+            {"ap50_ci95": [0.1235, 0.9], "eval_images": 3},
+        ),
+    ],
+)
+def test_ap50_bounds_are_rounded_or_none(metrics, expected):
+    out = fit.ap50_bounds(metrics)
+    assert out == expected and type(out["eval_images"]) is type(expected["eval_images"])
+
+
+@pytest.mark.parametrize(
+    "history, loss, climbs",
+    [
+        ([1.0, 1.1], 1.3, True),  # two rising epochs are enough
+        ([1.0], 1.3, False),  # one is not
+        ([1.0, 1.2, 1.1], 1.3, False),  # the last two epochs did not both rise
+        ([1.0, 1.3], 1.3, False),  # level is not rising
+        ([1.0, 1.1], 1.2, True),  # exactly CLIMB times the lowest
+        ([1.3, 1.0, 1.1], 1.3, False),  # back where the phase began, not above it
+        ([1.0, 1.1], float("inf"), False),  # a non-finite loss is a spike's business
+    ],
+)
+def test_a_slow_climb_at_its_boundaries(history, loss, climbs):
+    assert (climbing(history, loss) is not None) is climbs
