@@ -54,7 +54,7 @@ def _run(tmp_path, *argv, width=1, name="out"):
     args.workers, args.lr_steps = 0, []  # workers: settled by the entry otherwise; one rate a phase
     model = _One(width)
     trainer = FitContext(
-        model, fit_config(args), torch.device("cpu"), str(tmp_path), None, [], RunLog(str(out))
+        model, fit_config(args), torch.device("cpu"), str(tmp_path), "val", [], RunLog(str(out))
     )
     train_set = SimpleNamespace(classes=("a",), label_to_cat_id={1: 7})
     run = Run(args, model, trainer, train_set, {"git": "abc"})
@@ -65,7 +65,12 @@ def _run(tmp_path, *argv, width=1, name="out"):
 def scripted_ap(monkeypatch):
     """The evaluation answers AP50 from ``aps`` in turn."""
     aps = []
-    monkeypatch.setattr(fit, "evaluate", lambda *a: {"voc/AP50": aps.pop(0), "voc/AP75": 0.0})
+
+    def evaluate(model, loader, evaluators, device):
+        assert isinstance(model, _One) and loader == "val" and evaluators == [] and device.type == "cpu"
+        return {"voc/AP50": aps.pop(0), "voc/AP75": 0.0}
+
+    monkeypatch.setattr(fit, "evaluate", evaluate)
     return aps
 
 
@@ -240,7 +245,9 @@ def test_new_phase_restarts_the_optimizer_and_the_stopper(tmp_path):
     assert run.training.scheduler.state_dict()["last_epoch"] == 0
 
 
-def test_a_round_stored_by_one_run_is_restored_in_the_next_as_if_it_had_trained(tmp_path, scripted_ap):
+def test_a_round_stored_by_one_run_is_restored_in_the_next_as_if_it_had_trained(
+    tmp_path, scripted_ap, monkeypatch
+):
     cache = tmp_path / "rounds"
     records = _records(tmp_path)
 
@@ -248,6 +255,8 @@ def test_a_round_stored_by_one_run_is_restored_in_the_next_as_if_it_had_trained(
         run = _run(tmp_path, "--epochs", "3", "--eval-interval", "1", "--round-cache", str(cache), name=name)
         val = SimpleNamespace(image_root=str(tmp_path), records=records[:1])
         run.trainer.val_loader = SimpleNamespace(dataset=val)  # what the round's key reads of it
+        fit_evaluate = fit.evaluate
+        monkeypatch.setattr(fit, "evaluate", lambda m, loader, e, d: fit_evaluate(m, "val", e, d))
         run.train_records, run.best_ap = records, 0.1
         run.new_phase(Phase("round1", 1, 3), 0.0)
         return run
