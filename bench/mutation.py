@@ -79,7 +79,9 @@ def sources_of(mutant: str) -> tuple[str, str]:
     cwd = os.getcwd()
     os.chdir(ROOT)  # mutmut reads mutants/ relative to the project
     try:
-        path = find_mutant(mutant).path
+        path = module_of(mutant)
+        if not os.path.isfile(os.path.join("mutants", path)):
+            path = find_mutant(mutant).path  # reads every module's results: slow
         functions = read_functions_from_index(mutant, path)
         if functions is None:
             module = read_mutants_module(path)

@@ -106,7 +106,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return super()._format_action_invocation(action)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:  # pragma: no mutate block
     g = p.add_argument_group("model")
     g.add_argument("--model", default="fasterrcnn_mobilenet_v2_fpn", help=f"one of {sorted(MODELS)}")
     g.add_argument("--weights", default=None, help="torchvision weight name (DEFAULT) or local .pth")
@@ -146,7 +146,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         )
 
 
-def add_train_args(
+def add_train_args(  # pragma: no mutate block  (declarations: tests/data/cli_options.json pins them)
     p: argparse.ArgumentParser, batch_flags: tuple[str, ...] = ("--batch-size", "--batch_size")
 ) -> None:
     g = p.add_argument_group("training")
@@ -265,7 +265,7 @@ def ap_stopper(args: argparse.Namespace, threshold: float) -> APShiftStopper:
     )
 
 
-def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:
+def add_asm_args(p: argparse.ArgumentParser, rules_only: bool = False) -> None:  # pragma: no mutate block
     """The active sample mining options: the merge rules (``--certain-thre`` ...; :func:`asm_config`)
     and, unless ``rules_only`` (``al_curve.py``'s ``al_ratio`` sampler), the rounds."""
     g = p.add_argument_group("active sample mining")
