@@ -99,7 +99,12 @@ def test_labelme_rectangles_polygons_circles_groups_and_embedded_images(tmp_path
     assert more.labels.tolist() == [2, 1] and len(more.masks[0]) == 2  # the group keeps both outlines
     masks = decode_masks(more)
     assert masks[0][15, 15] and masks[0][35, 35] and not masks[0][25, 25]
-    assert data.report.counts == {"image_from_json": 1, "unsupported_shape": 1, "bad_shape": 1}
+    more_json = str(root / "more.json")
+    assert data.report.entries == [
+        ("unsupported_shape", f"{more_json}: shapes[3]", "shape_type 'line' (not an object outline)"),
+        ("bad_shape", f"{more_json}: shapes[4]", "a polygon of 2 points"),
+        ("image_from_json", str(root / "img_2.json"), f"imageData written to {data.image_root}/img_2.jpg"),
+    ]
     # the embedded image is written out with the others, under one root, at its real size
     assert data.image_root.startswith(str(tmp_path / "cache"))
     with Image.open(os.path.join(data.image_root, "img_2.jpg")) as im:
@@ -160,6 +165,11 @@ CVAT_HEAD = """<?xml version="1.0" encoding="utf-8"?>
 """
 
 
+def _line(text, needle):
+    """The 1-based line of ``text`` where ``needle`` first appears (what a report names)."""
+    return text[: text.index(needle)].count("\n") + 1
+
+
 def _cvat_image(k, name, shapes):
     return f'  <image id="{k}" name="{name}" width="{W}" height="{H}">\n{shapes}  </image>\n'
 
@@ -214,7 +224,13 @@ def test_cvat_export_boxes_polygons_rotations_and_meta_labels(tmp_path):
     np.testing.assert_allclose(records["frame (0).jpg"].boxes, [[4.5, 6.25, 30, 28.75], [40, 10, 60, 40]])
     assert records["frame (0).jpg"].labels.tolist() == [2, 1]
     np.testing.assert_allclose(records["turned.jpg"].boxes, [[15, 5, 25, 25], [34, 26, 46, 34]], atol=1e-4)
-    assert data.report.counts == {"duplicate_image": 1, "rotated_box": 1, "unsupported_shape": 1}
+    xml, where = (root / "annotations.xml").read_text(), str(root / "annotations.xml")
+    first, again = _line(xml, '<image id="1" '), _line(xml, '<image id="99" ')
+    assert data.report.entries == [
+        ("unsupported_shape", f"{where}: line {_line(xml, '<polyline')}", "<polyline> (not a box, polygon or ellipse)"),
+        ("duplicate_image", f"{where}: line {again}", f"frame (1).jpg is also labelled at {where}: line {first} (not used twice)"),
+        ("rotated_box", f"{where}: line {_line(xml, 'rotation=')}", "kept as the axis-aligned box that holds it"),
+    ]  # fmt: skip
 
 
 # -- Label Studio -----------------------------------------------------------------------------------
@@ -388,10 +404,18 @@ def test_cvat_bad_inputs_are_counted_or_one_line(tmp_path):
     data = load_cvat(str(root))
     assert sorted(r.file_name for r in data.records) == ["a.jpg", "b.jpg"]
     assert sum(len(r) for r in data.records) == 0
-    assert data.report.counts == {"bad_shape": 1, "missing_image": 2, "duplicate_image": 1}
-    missing = [d for _, d in data.report.of("missing_image")]  # passwd.jpg: looked for in images/ only
-    images = root / "images"
-    assert missing == [f"'gone.jpg' is not under {images}", f"'../../etc/passwd.jpg' is not under {images}"]
+    images, where = root / "images", str(root / "annotations.xml")
+    at = {k: where + ": line " + str(_line(xml, f'<image id="{k}" ')) for k in range(5)}
+    assert data.report.entries == [
+        ("bad_shape", f"{where}: line {_line(xml, '<polygon')}", "a polygon of 2 points"),
+        ("missing_image", at[2], f"'gone.jpg' is not under {images}"),
+        (
+            "missing_image",
+            at[3],
+            f"'../../etc/passwd.jpg' is not under {images}",
+        ),  # looked for in images/ only
+        ("duplicate_image", at[4], f"b.jpg is also labelled at {at[1]} (not used twice)"),
+    ]
     # unknown label, broken XML, Latin-1 without a declaration: one line each
     _write(
         root / "annotations.xml",
@@ -435,7 +459,21 @@ def test_label_studio_bad_inputs_are_counted_or_one_line(tmp_path):
     _write(root / "export.json", json.dumps(tasks), bom=True)
     data = load_label_studio(str(root / "export.json"), str(root / "images"), classes=["RBC"])
     assert sorted(r.file_name for r in data.records) == ["a.jpg", "b.jpg"]
-    assert data.report.counts == {"bad_shape": 1, "missing_image": 1, "duplicate_image": 2}
+    where, images = str(root / "export.json"), root / "images"
+    assert data.report.entries == [
+        ("bad_shape", f"{where}: task 1: result 0", "a polygon of 2 points"),
+        ("missing_image", f"{where}: task 3", f"'/data/upload/1/0000cccc-gone.jpg' is not under {images}"),
+        (
+            "duplicate_image",
+            f"{where}: task 4",
+            f"b.jpg is also labelled at {where}: task 2 (not used twice)",
+        ),
+        (
+            "duplicate_image",
+            f"{where}: task 5",
+            f"b.jpg is also labelled at {where}: task 2 (not used twice)",
+        ),
+    ]
     cases = {
         "unknown": (json.dumps([_ls_task(1, "a.jpg", [_ls_result("zebra", 1, 1, 5, 5)])]), r"task 1: result 0: unknown label 'zebra'"),
         "broken": ("[{", r"malformed JSON at line 1"),
