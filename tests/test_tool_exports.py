@@ -364,17 +364,21 @@ def test_labelme_bad_inputs_are_counted_or_one_line(tmp_path):
     _write(root / "other.json", json.dumps([1, 2]))
     data = load_labelme(str(root))
     assert sorted(r.file_name for r in data.records) == ["a.jpg", "bom.jpg", "empty.jpg", "outside.jpg"]
-    assert data.report.counts == {
-        "missing_image": 1,
-        "path_outside_root": 1,
-        "duplicate_image": 1,
-        "bad_annotation_file": 3,
-        "size_from_image": 1,  # bom.json holds no image size
-    }
-    bad = dict(data.report.of("bad_annotation_file"))
-    assert "malformed JSON at line 1" in bad[str(root / "broken.json")]
-    assert "not UTF-8 (byte 0xe9" in bad[str(root / "latin.json")]
-    assert "no 'shapes' list" in bad[str(root / "other.json")]
+    at = (root / "latin.json").read_bytes().index(b"\xe9")
+    assert data.report.entries == [
+        ("bad_annotation_file", str(root / "broken.json"), "malformed JSON at line 1: Expecting value"),
+        ("bad_annotation_file", str(root / "latin.json"), f"not UTF-8 (byte 0xe9 at position {at}); save it as UTF-8"),
+        ("bad_annotation_file", str(root / "other.json"), "no 'shapes' list: not a LabelMe file"),
+        (
+            "path_outside_root",
+            str(root / "outside.json"),
+            f"field 'imagePath' = '../../../etc/outside.jpg' resolves outside the image root {root}; "
+            "the name beside the JSON is used",
+        ),
+        ("duplicate_image", str(root / "copy.json"), f"a.jpg is also {root / 'a.json'}'s image (not used twice)"),
+        ("missing_image", str(root / "gone.json"), str(root / "gone.jpg")),
+        ("size_from_image", str(root / "bom.json"), "annotated (0, 0), file (64, 48)"),  # bom.json has no size
+    ]  # fmt: skip
 
 
 def test_labelme_unknown_label_is_one_line_or_counted(tmp_path):
