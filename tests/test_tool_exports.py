@@ -754,3 +754,37 @@ def test_each_labelme_shape_becomes_an_outline_or_a_counted_fate(tmp_path):
         ("bad_shape", where[8], "group_id must be a number or a name, got True"),
     ]
     assert report.entries[5][:2] == ("bad_shape", where[9]) and len(report.entries) == 6
+
+
+def test_label_studio_ellipses_and_polygons_are_outlines_in_pixels():
+    """Label Studio keeps x, y and the radii in percent of the image (radiusX of its width, radiusY of
+    its height): an ellipse at 50%, 50% with radii 25%, 12.5% of a 64 x 48 image is centred at 32, 24
+    with radii 16, 6."""
+    from datasets.exports import Item, label_studio_shapes
+
+    ellipse = _ls_result("RBC", 0, 0, 0, 0, "ellipselabels")
+    ellipse["value"] = {
+        "x": 50,
+        "y": 50,
+        "radiusX": 25,
+        "radiusY": 12.5,
+        "rotation": 0,
+        "ellipselabels": ["RBC"],
+    }
+    polygon = _ls_result("WBC", 0, 0, 0, 0, "polygonlabels", [[25, 25], [75, 25], [50, 75]])
+    item = Item("cell_0.jpg", "export.json: task 3")
+    shapes = label_studio_shapes(item, [ellipse, polygon], (W, H))
+    assert [(s.label, s.kind, s.where) for s in shapes] == [
+        ("RBC", "polygon", "export.json: task 3: result 0"),
+        ("WBC", "polygon", "export.json: task 3: result 1"),
+    ]
+    outline = shapes[0].points
+    assert len(outline) >= 16
+    np.testing.assert_allclose(np.hypot((outline[:, 0] - 32) / 16, (outline[:, 1] - 24) / 6), 1, atol=1e-6)
+    np.testing.assert_allclose(outline.min(0), [16, 18], atol=1e-6)  # the extremes are on the outline
+    np.testing.assert_allclose(outline.max(0), [48, 30], atol=0.5)
+    np.testing.assert_allclose(shapes[1].points, [[16, 12], [48, 12], [32, 36]])
+    stated_only = [dict(polygon, original_width=128, original_height=96)]  # no file size: the stated one
+    np.testing.assert_allclose(
+        label_studio_shapes(item, stated_only, (0, 0))[0].points, [[32, 24], [96, 24], [64, 72]]
+    )
