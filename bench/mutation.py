@@ -160,13 +160,24 @@ RULES = (  # (test on the removed line and the added one, reason): the first tha
 )
 
 
+def function_of(mutant: str) -> str:
+    """``tools.loop.rounds.x_start_round__mutmut_4`` -> ``tools.loop.rounds.x_start_round``."""
+    return mutant.rpartition("__mutmut_")[0]
+
+
 def reason_of(mutant: str, hand: dict[str, str]) -> str:
+    """A survivor's reason: given by hand for the mutant (its name), or for every mutant of one line
+    of one function (``"<function> | <the line as written>"``: a person read that line's mutants),
+    else what the syntax trees show, else a rule on the changed line, else ``"not examined"``."""
     if mutant in hand:
         return hand[mutant]
     was, now = sources_of(mutant)
+    minus, plus = diff_of(was, now)
+    line = f"{function_of(mutant)} | {minus}"
+    if line in hand:
+        return hand[line]
     if message_only(was, now):
         return MESSAGE_ONLY
-    minus, plus = diff_of(was, now)
     return next((reason for test, reason in RULES if test(minus, plus)), "not examined")
 
 

@@ -68,3 +68,11 @@ def test_a_change_of_whether_or_what_is_raised_or_returned_is_not():
 
 def test_the_first_changed_lines_are_the_diff():
     assert bench.diff_of(WAS, WAS.replace("x > 1", "x >= 1")) == ("if x > 1:", "if x >= 1:")
+
+
+def test_a_reason_given_for_a_line_covers_every_mutant_of_that_line(monkeypatch):
+    monkeypatch.setattr(bench, "sources_of", lambda m: (WAS, WAS.replace("x > 1", "x >= 1")))
+    hand = {"asm.a.x_f | if x > 1:": "equivalent: by hand", "asm.a.x_f__mutmut_9": "named"}
+    assert bench.reason_of("asm.a.x_f__mutmut_3", hand) == "equivalent: by hand"
+    assert bench.reason_of("asm.a.x_f__mutmut_9", hand) == "named"
+    assert bench.reason_of("asm.a.x_g__mutmut_3", hand) == "not examined"  # another function's line
