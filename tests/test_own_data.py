@@ -572,3 +572,28 @@ def test_a_split_that_cannot_be_written_leaves_no_file(tmp_path):
     with pytest.raises(UnicodeEncodeError):  # a lone high surrogate has no bytes to go back to
         seeded_split(["a", "b", "c\ud800"], 0.34, 0, str(tmp_path / "splits"))
     assert not (tmp_path / "splits").exists() or os.listdir(tmp_path / "splits") == []
+
+
+def test_instance_masks_split_by_8_connected_regions_at_the_speck_size():
+    """_instances on hand-drawn id masks: value 1 is two 5x5 squares that touch at a corner (one
+    8-connected object); value 2 one 3x3 square alone (small, but in one piece: kept); value 3 a
+    4x4 region (16 px, kept) and a 3x5 one (15 px, dropped); value 4 two 4x4 regions (both kept)."""
+    from datasets.folder import MIN_REGION, _instances
+    from datasets.report import LoadReport
+
+    assert MIN_REGION == 16
+    ids = np.zeros((40, 40), np.uint8)
+    ids[0:5, 0:5] = ids[5:10, 5:10] = 1
+    ids[0:3, 20:23] = 2
+    ids[15:19, 0:4] = 3
+    ids[15:18, 10:15] = 3
+    ids[25:29, 0:4] = ids[25:29, 10:14] = 4
+    report = LoadReport()
+    masks = _instances(ids, "m.png", report)
+    assert [int(m.sum()) for m in masks] == [50, 9, 16, 16, 16]
+    assert masks[0][4, 4] and masks[0][5, 5] and masks[1][1, 21] and masks[2][15, 0] and not masks[2][15, 10]
+    assert masks[3][25, 0] and masks[4][25, 10]
+    assert report.entries == [
+        ("mask_split", "m.png", "value 3: 2 separate regions, 1 objects (under 16 px dropped)"),
+        ("mask_split", "m.png", "value 4: 2 separate regions, 2 objects (under 16 px dropped)"),
+    ]
