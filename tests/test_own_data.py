@@ -597,3 +597,50 @@ def test_instance_masks_split_by_8_connected_regions_at_the_speck_size():
         ("mask_split", "m.png", "value 3: 2 separate regions, 1 objects (under 16 px dropped)"),
         ("mask_split", "m.png", "value 4: 2 separate regions, 2 objects (under 16 px dropped)"),
     ]
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("1 0.5 0.5 0.2 0.4", (1, [40, 15, 60, 35], None)),  # 100 x 50 pixels
+        ("0 0.1 0.2 0.5 0.2 0.5 0.8", (0, [10, 10, 50, 40], [10, 10, 50, 10, 50, 40])),
+        ("0 0.123456 0.2 0.5 0.2 0.5 0.8", (0, [12.3456, 10, 50, 40], [12.35, 10, 50, 10, 50, 40])),
+        ("0 1.01 0.5 0.2 0.4", (0, [91, 15, 111, 35], None)),  # rounding past 1, up to 1.01, is read
+        ("2 0.5 0.5 0.2 0.4", "class 2 outside 0..1"),
+        ("0 1.011 0.5 0.2 0.4", "coordinate 1.011 is not normalised"),
+        ("0 0.5 0.5 0.2", "got 4 fields"),
+        ("0 0.1 0.1 0.2 0.2 0.3 0.3 0.4", "got 8 fields"),  # a segment needs whole points
+        ("0 0.1 0.1 0.2 0.2 0.3", "got 6 fields"),
+        ("0 nan 0.5 0.2 0.4", "non-finite coordinate"),
+        ("x 0.5 0.5 0.2 0.4", "invalid literal for int()"),
+    ],
+)
+def test_a_yolo_line_in_pixels_or_a_one_line_error(line, expected):
+    from datasets.folder import _yolo_line
+
+    if isinstance(expected, str):
+        with pytest.raises(
+            AnnotationError, match=r"^l.txt, line 3: .*" + expected.replace("(", r"\(").replace(")", r"\)")
+        ):
+            _yolo_line(line.split(), "l.txt, line 3", 2, 100, 50)
+        return
+    cls, box, polygon = _yolo_line(line.split(), "l.txt, line 3", 2, 100, 50)
+    assert cls == expected[0] and polygon == expected[2]
+    np.testing.assert_allclose(box, expected[1], atol=1e-6)
+
+
+def test_a_yolo_file_whose_boxes_all_fall_outside_is_counted_once(tmp_path):
+    from datasets.folder import _yolo_record
+    from datasets.report import LoadReport
+
+    path = tmp_path / "a.txt"
+    path.write_text("0 0.5 0.5 0.2 0.4\n\n1 0.1 0.2 0.5 0.2 0.5 0.8\n")  # a blank line between
+    report = LoadReport()
+    rec = _yolo_record(str(path), "a", "images/a.jpg", (100, 50), 2, report)
+    assert (rec.image_id, rec.file_name, rec.width, rec.height) == ("a", "images/a.jpg", 100, 50)
+    assert rec.labels.tolist() == [1, 2] and rec.labels.dtype == np.int64 and rec.boxes.dtype == np.float32
+    assert rec.masks == [None, [[10, 10, 50, 10, 50, 40]]]
+    assert _yolo_record(str(tmp_path / "none.txt"), "b", "b.jpg", (100, 50), 2, report).masks is None
+    path.write_text("0 1.0 1.0 0.0 0.0\n")  # a box of no area at the corner
+    lost = _yolo_record(str(path), "a", "a.jpg", (100, 50), 2, report)
+    assert len(lost) == 0 and report.of("labels_lost") == [(str(path), "all 1 boxes dropped")]
