@@ -242,3 +242,50 @@ def test_a_paused_round_continues_with_the_imported_labels(tmp_path):
     assert (info["confirmed"], info["drawn"], info["images"]) == (len(batch), len(batch), len(batch))
     assert run.phases == [("round1", 1, 3, 0.02)] and run.saves == 2  # the pause's, then the round's
     assert set(batch) <= set(run.asm.labelled)
+
+
+def test_eval_from_labels_holds_out_a_share_and_evaluates_the_last_model_on_the_grown_set(
+    tmp_path, monkeypatch
+):
+    from tools.loop import held_out
+
+    run = _Run(tmp_path, [_exact()] * 9, K=4)
+    run.args.eval_from_labels, run.args.seed, run.args.ap, run.args.model = (
+        0.5,
+        0,
+        "ap_50",
+        "fasterrcnn_mobilenet_v2_fpn",
+    )
+    run.trainer.device, run.trainer.val_loader, run.trainer.model = torch.device("cpu"), None, run.model
+    run.round_stopper = SimpleNamespace(
+        history=[(0, 0.3)]
+    )  # the model before the round: AP 0.3 on the old set
+    seen = []
+
+    def evaluate(model, loader, evaluators, device):
+        assert model is run.model and device.type == "cpu"
+        seen.append(sorted(r.image_id for r in loader.dataset.records))
+        return {"voc/AP50": 0.25}
+
+    monkeypatch.setattr(held_out, "evaluate", evaluate)
+    batch = run.asm.next_batch()
+    rounds.start_round(run, _data(run, tmp_path), torch.device("cpu"))
+    info, held = run.asm.rounds[-1], sorted(run.asm.held_out)
+    # 1 image labelled at the start and 4 this round: half of the 5, rounded down, is held out
+    assert info["held_out"] == len(held) == 2 and info["labelled_images"] == 3 == len(run.asm.labelled)
+    assert set(held) <= set(batch) and not {r.image_id for r in run.train_records} & set(held)
+    assert seen == [held]  # evaluated on the held-out images
+    assert info["ap_previous_on_set"] == 0.25 and run.round_stopper.history == [(0, 0.25)]
+    assert sorted(r.image_id for r in run.trainer.val_loader.dataset.records) == held
+
+
+def test_the_rounds_sheet_goes_to_tensorboard_when_the_log_is_on(tmp_path):
+    run = _Run(tmp_path, [_exact()] * 4)
+    images = []
+    run.trainer.log.enabled = True
+    run.trainer.log.writer = SimpleNamespace(add_image=lambda *a, **k: images.append((a, k)))
+    rounds.start_round(run, _data(run, tmp_path), torch.device("cpu"))
+    (((tag, image, step), options),) = images
+    assert tag == "ASM/most_uncertain" and step == 1 and options == {"dataformats": "HWC"}
+    sheet = np.asarray(Image.open(tmp_path / "out" / "rounds" / "round1.png").convert("RGB"))
+    assert np.array_equal(image, sheet)
