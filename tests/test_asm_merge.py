@@ -192,3 +192,36 @@ def test_a_round_sums_the_error_counts():
     cost = RoundCost()
     cost.add([_one(det, gt), _one(det, gt)])
     assert cost.as_dict()["loose"] == 2 and cost.as_dict()["wrong_class"] == 2
+
+
+def test_certain_errors_at_exactly_half_overlap_and_each_gt_box_taken_once():
+    """GT: class 1 at 0..10 and class 2 at 20..30 (x), 0..10 (y). Unmatched certain boxes: one of
+    class 1 at IoU exactly 0.5 with the class-1 box (loose), one of class 1 at IoU exactly 0.5 with
+    the class-2 box (wrong class), one on nothing."""
+    from asm.merge import certain_errors
+
+    gt = Record("g", "g.jpg", 50, 50, [[0, 0, 10, 10], [20, 0, 30, 10]], [1, 2])
+    boxes = np.array([[0, 0, 10, 5], [20, 0, 30, 5], [40, 40, 45, 45]], np.float32)
+    labels = np.array([1, 1, 1])
+    assert certain_errors(boxes, labels, np.array([-1, -1, -1]), gt) == (1, 1)
+    # the class-1 GT box already taken by a matched certain box: the half box is not loose, and it
+    # lies on no box of another class
+    assert certain_errors(boxes, labels, np.array([-1, -1, 0]), gt) == (0, 1)
+    assert certain_errors(boxes[:0], labels[:0], np.array([], int), gt) == (0, 0)
+    empty = Record("e", "e.jpg", 50, 50)
+    assert certain_errors(boxes, labels, np.array([-1, -1, -1]), empty) == (0, 0)
+
+
+def test_an_uncertain_box_at_exactly_judge_iou_contradicts_a_certain_one():
+    from asm.merge import rejudge
+
+    cfg = ASMConfig(certain_thre=0.8, uncertain_thre=0.3, judge_iou=0.5)
+    det = {
+        "scores": np.array([0.9, 0.5], np.float32),
+        "labels": np.array([1, 2]),
+        "boxes": np.array([[0, 0, 10, 10], [0, 0, 10, 5]], np.float32),  # IoU 0.5, another class
+    }
+    kept, nc, nu = rejudge(det, cfg)
+    assert (kept.tolist(), nc, nu) == ([False], 1, 1)
+    kept, _, _ = rejudge(det, ASMConfig(certain_thre=0.8, uncertain_thre=0.3, judge_iou=0.51))
+    assert kept.tolist() == [True]
