@@ -86,3 +86,35 @@ def test_loss_and_ratio_rank_highest_first_and_bad_specs():
         load_sampler("numpy:ndarray")
     with pytest.raises(ValueError, match="duplicate"):
         BaseSampler("x", ["a", "a"])
+
+
+@pytest.mark.parametrize(
+    "name, aggregate, expected",
+    [
+        # image a: boxes [0.6, 0.3, 0.1] and [0.9, 0.05, 0.05]; image b: one box [0.5, 0.5, 0.0]
+        ("least_confidence", "max", {"a": 0.4, "b": 0.5}),
+        ("least_confidence", "sum", {"a": 0.5, "b": 0.5}),
+        ("margin", "max", {"a": 0.7, "b": 1.0}),  # 1 - (top - second)
+        ("margin", "mean", {"a": (0.7 + 0.15) / 2, "b": 1.0}),
+        (
+            "entropy",
+            "max",
+            {"a": -(0.6 * np.log(0.6) + 0.3 * np.log(0.3) + 0.1 * np.log(0.1)), "b": np.log(2)},
+        ),
+    ],
+)
+def test_uncertainty_scores_by_hand(name, aggregate, expected):
+    probs = {"a": [[0.6, 0.3, 0.1], [0.9, 0.05, 0.05]], "b": [[0.5, 0.5, 0.0]], "c": np.zeros((0, 3))}
+    sampler = SAMPLERS[name](name, ["a", "b", "c"], aggregate=aggregate)
+    np.testing.assert_allclose(
+        sampler.rank(["a", "b", "c"], probs=probs), [expected["a"], expected["b"], 0.0]
+    )
+
+
+def test_a_user_sampler_is_named_by_its_module_and_class_at_the_first_colon():
+    name, cls = load_sampler("tests.test_samplers:FirstIdsSampler")
+    assert name == "FirstIdsSampler" and cls.__module__ == "tests.test_samplers"
+    with pytest.raises(
+        ValueError, match="module 'tests.test_samplers' has no attribute 'FirstIdsSampler:extra'"
+    ):
+        load_sampler("tests.test_samplers:FirstIdsSampler:extra")
