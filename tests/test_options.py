@@ -1,6 +1,7 @@
 """tools/loop/options.py: one source of defaults, the option rules, and the values settled per device."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -168,3 +169,59 @@ def test_a_word_that_is_no_boolean_is_refused():
 
     with pytest.raises(argparse.ArgumentTypeError, match="expected a boolean, got 'maybe'"):
         str2bool("maybe")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--min-size", "32"], None),  # each limit itself is allowed ...
+        (["--min-size", "31"], "--min-size must be at least 32 pixels, got 31"),  # ... one step past is not
+        (["--min-size", "64", "--max-size", "64"], None),
+        (["--min-size", "64", "--max-size", "63"], "--max-size"),
+        (["--workers", "0"], None),
+        (["--workers", "-1"], "--workers must be >= 0, got -1"),
+        (["--warmup-iters", "0"], None),
+        (["--warmup-iters", "-1"], "--warmup-iters must be >= 0, got -1"),
+        (["--lr-steps", "1.0"], None),
+        (["--lr-steps", "0.0"], "--lr-steps are fractions of a phase in (0, 1], got [0.0]"),
+        (["--lr-steps", "1.01"], "--lr-steps are fractions"),
+        (["--ap-range", "2"], None),
+        (["--ap-range", "1"], "--ap-range must be at least 2"),
+        (["--max-rounds", "0"], None),
+        (["--max-rounds", "-1"], "--max-rounds must be >= 0"),
+        (
+            ["--cer-ratio", "0.3", "--uncer-ratio", "0.3"],
+            "--cer-ratio (0.3) must be below --uncer-ratio (0.3)",
+        ),
+        (["--certain-thre", "0.5", "--uncertain-thre", "0.5"], None),  # equal thresholds: no uncertain band
+        (["--certain-thre", "0.5", "--uncertain-thre", "0.51"], "uncertain"),
+        (["--strategy", "random", "--candidates", "1"], None),
+        (["--strategy", "random", "--candidates", "2"], "--candidates needs the model's detections"),
+    ],
+)
+def test_each_range_at_its_limit_and_one_step_past(argv, message):
+    args = _args(*argv)
+    if message is None:
+        check_options(args)
+    else:
+        with pytest.raises(
+            ValueError, match="^" + re.escape(message) if message.startswith("--") else re.escape(message)
+        ):
+            check_options(args)
+
+
+def test_the_merge_rules_take_every_threshold_and_switch_from_the_options():
+    from tools.loop.options import asm_config
+
+    args = _args(
+        "--certain-thre",
+        "0.7",
+        "--uncertain-thre",
+        "0.2",
+        "--enable-al",
+        "false",
+        "--enable-sl",
+        "false",
+    )
+    cfg = asm_config(args)
+    assert (cfg.certain_thre, cfg.uncertain_thre, cfg.enable_al, cfg.enable_sl) == (0.7, 0.2, False, False)
