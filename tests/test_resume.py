@@ -287,3 +287,25 @@ def test_an_interval_given_with_validation_back_on_is_kept_and_nothing_is_said(t
     plain = _checkpoint(tmp_path / "plain", eval_interval=2)  # a run that never had --no-validate
     args, _ = _resolve(["--resume", plain])
     assert args.eval_interval == 2
+
+
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        ([0.5, 0.75], (0.5, 0.75), True),  # a list saved as JSON against the tuple the parser gives
+        ([0.5], [0.5, 0.75], False),
+        ([0.5, 0.75], [0.5, 0.7], False),
+        ("a", ["a"], False),
+        (0.1 + 0.2, 0.3, True),  # a float read back from the checkpoint, to 1e-12
+        (1.0, 1.0 + 1e-11, False),
+        (2e6, 2e6 + 1e-6, True),  # relative to the value's size above 1
+        (True, 1, True),  # bools compare as themselves
+        (False, 0.0, True),
+        (True, 1.5, False),
+        (None, 0, False),
+    ],
+)
+def test_an_option_counts_as_unchanged_within_float_rounding_only(a, b, same):
+    from tools.loop.resume import _same
+
+    assert _same(a, b) is same
