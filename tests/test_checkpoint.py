@@ -1,5 +1,6 @@
 """tools/engine/checkpoint.py: the file names, plain-data checkpoints written atomically, exact RNG state."""
 
+import os
 import hashlib
 import random
 
@@ -30,7 +31,8 @@ from tools.engine.checkpoint import (
 
 
 def test_the_file_names_live_here(tmp_path):
-    assert last_path(str(tmp_path)).endswith(LAST) and best_path(str(tmp_path)).endswith(BEST)
+    assert last_path(str(tmp_path)) == os.path.join(str(tmp_path), "last.pth") == os.path.join(str(tmp_path), LAST)
+    assert best_path(str(tmp_path)) == os.path.join(str(tmp_path), "best.pth") == os.path.join(str(tmp_path), BEST)
     with pytest.raises(FileNotFoundError, match="no checkpoint; give the output folder"):
         read_run(str(tmp_path))
     save_checkpoint(last_path(str(tmp_path)), {"config": {"K": 4}, "weights": torch.ones(2)})
