@@ -1,7 +1,7 @@
 """tools/engine/checkpoint.py: the file names, plain-data checkpoints written atomically, exact RNG state."""
 
-import os
 import hashlib
+import os
 import random
 
 import numpy as np
@@ -31,8 +31,16 @@ from tools.engine.checkpoint import (
 
 
 def test_the_file_names_live_here(tmp_path):
-    assert last_path(str(tmp_path)) == os.path.join(str(tmp_path), "last.pth") == os.path.join(str(tmp_path), LAST)
-    assert best_path(str(tmp_path)) == os.path.join(str(tmp_path), "best.pth") == os.path.join(str(tmp_path), BEST)
+    assert (
+        last_path(str(tmp_path))
+        == os.path.join(str(tmp_path), "last.pth")
+        == os.path.join(str(tmp_path), LAST)
+    )
+    assert (
+        best_path(str(tmp_path))
+        == os.path.join(str(tmp_path), "best.pth")
+        == os.path.join(str(tmp_path), BEST)
+    )
     with pytest.raises(FileNotFoundError, match="no checkpoint; give the output folder"):
         read_run(str(tmp_path))
     save_checkpoint(last_path(str(tmp_path)), {"config": {"K": 4}, "weights": torch.ones(2)})
