@@ -407,3 +407,42 @@ def _alive(pid):
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_new_stop_signals_stops_at_once_outside_a_section_and_after_one():
+    """A fresh StopSignals (as each process makes one): nothing pending, a signal outside any
+    section raises at once, one inside a section after it; leaving restores the handlers."""
+    from tools.runtime.stop import StopSignals
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopSignals()
+    assert stop.pending is None
+    stop.__exit__(None, None, None)  # never entered: nothing to restore
+    with stop:
+        with pytest.raises(Stopped) as e:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        assert e.value.exit_code == 128 + signal.SIGTERM and stop.pending is None
+        done = []
+        with pytest.raises(Stopped):
+            with stop.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append(stop.pending)
+        assert done == [signal.SIGINT] and stop.pending is None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == (signal.SIG_DFL if before is None else before)
+
+
+def test_the_resume_command_splits_an_option_at_its_first_equals_sign():
+    argv = ["--output-dir=a=b", "--K=4", "--resume=x=y.pth"]
+    assert (
+        resume_command(argv, "a=b/last.pth", "t.py")
+        == "python t.py --output-dir=a=b --K=4 --resume a=b/last.pth"
+    )
+    sys_argv = sys.argv
+    try:
+        sys.argv = ["entry.py", "--K", "2"]
+        assert resume_command(["--K", "2"], "o/last.pth") == "python entry.py --K 2 --resume o/last.pth"
+    finally:
+        sys.argv = sys_argv
