@@ -100,36 +100,45 @@ def diff_of(was: str, now: str) -> tuple[str, str]:
 
 
 def _differences(a, b, path: tuple = ()):
-    """Where two syntax trees differ: for each difference, the ``(node, field)`` pairs above it."""
+    """Where two syntax trees differ: for each difference, the ``(node, field, index)`` triples above
+    it (``index``: the position in a list field, None for the field as a whole)."""
     if type(a) is not type(b):
         yield path
     elif isinstance(a, ast.AST):
         for name in a._fields:
-            yield from _differences(getattr(a, name), getattr(b, name), (*path, (a, name)))
+            yield from _differences(getattr(a, name), getattr(b, name), (*path, (a, name, None)))
     elif isinstance(a, list):
         if len(a) != len(b):
             yield path
         else:
-            for x, y in zip(a, b):
-                yield from _differences(x, y, path)
+            for k, (x, y) in enumerate(zip(a, b)):
+                yield from _differences(x, y, (*path[:-1], (*path[-1][:2], k)) if path else path)
     elif a != b:
         yield path
 
 
 LOG_CALLS = {"debug", "info", "warning", "error", "exception", "critical"}
+# A load report's entry is (reason, where, detail): the reason is counted and decided on, the rest is
+# what the user reads. The first argument that is only words, per call.
+REPORT_WORDS = {("report", "add"): 1, ("report", "log"): 0, (None, "_bad"): 2}
 
 
-def _says(node: ast.AST, field: str, above: tuple) -> bool:
-    """``node.field`` is what a message says: the arguments of an exception raised on the spot, of a
-    ``logger.<level>(...)`` call or of ``warnings.warn`` (not the call, not whether it happens)."""
+def _says(node: ast.AST, field: str, index: int | None, above: tuple) -> bool:
+    """``node.field[index]`` is what a message says: the arguments of an exception raised on the spot,
+    of a ``logger.<level>(...)`` call or of ``warnings.warn``, the place and detail of a load report's
+    entry (not the call, not whether it happens, not the entry's reason)."""
     if not isinstance(node, ast.Call) or field not in ("args", "keywords"):
         return False
     f = node.func
-    if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
-        if f.attr in LOG_CALLS and f.value.id.endswith(("logger", "log")):
-            return True
-        if (f.value.id, f.attr) == ("warnings", "warn"):
-            return True
+    owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else None
+    name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
+    if owner is not None and (name in LOG_CALLS and owner.endswith(("logger", "log"))):
+        return True
+    if (owner, name) == ("warnings", "warn"):
+        return True
+    first = REPORT_WORDS.get((owner, name))
+    if first is not None:
+        return field == "args" and index is not None and index >= first
     return bool(above) and isinstance(above[-1][0], ast.Raise) and above[-1][1] == "exc"
 
 
@@ -140,12 +149,14 @@ def message_only(was: str, now: str) -> bool:
     except SyntaxError:
         return False
     return bool(paths) and all(
-        any(_says(node, field, path[:i]) for i, (node, field) in enumerate(path)) for path in paths
+        any(_says(node, field, index, path[:i]) for i, (node, field, index) in enumerate(path))
+        for path in paths
     )
 
 
 MESSAGE_ONLY = (
-    "message only: what an error or a log line says, not whether it is raised or logged (syntax tree)"
+    "message only: what an error, a log line or a load report's entry says (its place and detail, not "
+    "its reason), not whether it is raised, logged or counted (syntax tree)"
 )
 
 RULES = (  # (test on the removed line and the added one, reason): the first that holds is given

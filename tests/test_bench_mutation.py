@@ -46,6 +46,8 @@ WAS = """def f(x, logger):
     if x > 1:
         raise ValueError(f"{x} is too big; at most {1}", x)
     logger.warning("%s: kept", x[:3])
+    report.add("clipped_box", f"{x}: box 0", "detail")
+    _bad(report, "bad_shape", x, "a polygon")
     return x
 """
 
@@ -55,6 +57,8 @@ def test_a_change_inside_an_errors_or_a_log_lines_arguments_is_message_only():
     assert bench.message_only(WAS, WAS.replace('{1}", x)', '{1}", None)'))
     assert bench.message_only(WAS, WAS.replace("x[:3]", "x[:4]"))
     assert bench.message_only(WAS, WAS.replace('"%s: kept", x[:3]', '"%s: kept"'))
+    assert bench.message_only(WAS, WAS.replace('f"{x}: box 0"', "None"))  # a report entry's place
+    assert bench.message_only(WAS, WAS.replace('"a polygon"', '"XXa polygonXX"'))  # and its detail
 
 
 def test_a_change_of_whether_or_what_is_raised_or_returned_is_not():
@@ -62,6 +66,9 @@ def test_a_change_of_whether_or_what_is_raised_or_returned_is_not():
     assert not bench.message_only(WAS, WAS.replace("raise ValueError", "raise TypeError"))
     assert not bench.message_only(WAS, WAS.replace("return x", "return None"))
     assert not bench.message_only(WAS, WAS.replace("logger.warning", "print"))
+    assert not bench.message_only(WAS, WAS.replace('"clipped_box"', '"XXclipped_boxXX"'))  # its reason
+    assert not bench.message_only(WAS, WAS.replace('"bad_shape"', "None"))
+    assert not bench.message_only(WAS, WAS.replace('"detail")', ")"))  # an argument dropped: the call
     assert not bench.message_only(WAS, WAS)  # no change at all is no message change
     assert not bench.message_only(WAS, "def f(:")  # a mutant that does not parse
 
