@@ -1,20 +1,28 @@
 """The mutation score: how often a fast unit test notices a broken rule.
 
-``mutmut`` (configured under ``[tool.mutmut]`` in ``pyproject.toml``) mutates the modules the ASM
-engine and resume rest on (``asm/``, ``tools/engine/checkpoint.py``, ``tools/loop/resume.py``, ``tools/runtime/stop.py``,
-``datasets/records.py``) one small change at a time (a comparison flipped, a constant changed, an
-argument dropped) and runs, for each mutant, only the fast unit tests that reach the mutated function
-(tests marked ``slow`` are left out). A mutant is *killed* when a test fails (or hangs: ``timeout``).
+``mutmut`` (configured under ``[tool.mutmut]`` in ``pyproject.toml``) mutates the ASM engine
+(``asm/``), the run loop (``tools/loop/rounds.py``, ``run.py``, ``round_cache.py``, ``resume.py``,
+``options.py``), the phase training and early stopping (``tools/engine/fit.py``, ``early_stop.py``,
+``checkpoint.py``), the clean stop (``tools/runtime/stop.py``) and the data readers (``datasets/``:
+records, VOC, COCO, folders, the labelling tools' exports) one small change at a time (a comparison
+flipped, a constant changed, an argument dropped) and runs, for each mutant, only the fast unit tests
+that reach the mutated function (tests marked ``slow`` train and are left out). A mutant is *killed*
+when a test fails (or hangs: ``timeout``). Not mutated: lines that hold only words for a person
+(``do_not_mutate_patterns``) and the parser builders, whose every option is pinned by
+``tests/data/cli_options.json`` (``tests/test_cli_contract.py``).
 
     python bench/mutation.py                          # writes docs/mutation.json
     python bench/mutation.py --max-children 1         # one mutant at a time (a busy machine)
+    python bench/mutation.py --reuse                  # the last run's results, reasons read again
 
 ``docs/mutation.json`` holds, per module, the mutants and how many were killed, survived or reached
 by no test, ``killed_fraction`` over all of them (killed + timeout over all mutants), and every
-mutant not killed, with its reason: one given by hand in ``bench/mutation_reasons.json``, else one
-of :data:`RULES` (``"by rule: ..."``: a message text, a redundant dtype, a stable sort, judged from
-the mutated line), else ``"not examined"``. The last line printed is the summary as JSON, with the
-count of each reason.
+mutant not killed, with its reason (:func:`reason_of`): one given by hand in
+``bench/mutation_reasons.json`` (for the mutant, or for every mutant of one line of one function),
+else *message only* when the syntax trees of the function and the mutant differ only in what an
+error, a log line or a load report's entry says, else one of :data:`RULES` (an exact substitution
+known to be equivalent, or a dropped dtype), else ``"not examined"``. The last line printed is the
+summary as JSON, with the count of each reason.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -159,7 +169,34 @@ MESSAGE_ONLY = (
     "its reason), not whether it is raised, logged or counted (syntax tree)"
 )
 
+
+def _one_swap(minus: str, plus: str, old: str, new: str) -> bool:
+    """``plus`` is ``minus`` with one occurrence of ``old`` written ``new`` (and nothing else)."""
+    at = [i for i in range(len(minus)) if minus.startswith(old, i)]
+    return any(minus[:i] + new + minus[i + len(old) :] == plus for i in at)
+
+
+def _numpy_reads_any_negative_size() -> bool:
+    return np.zeros(8).reshape(-2, 4).shape == (2, 4)
+
+
 RULES = (  # (test on the removed line and the added one, reason): the first that holds is given
+    (
+        lambda m, p: "reshape(" in m and _one_swap(m, p, "-1", "-2") and _numpy_reads_any_negative_size(),
+        "equivalent: numpy reads any negative size in reshape as the one to infer (checked on this numpy)",
+    ),
+    (
+        lambda m, p: any(_one_swap(m, p, f'"{c}"', f'"{c.upper()}"') for c in ("utf-8", "ascii", "stable")),
+        "equivalent: codec names and numpy's sort kinds are read in any case",
+    ),
+    (
+        lambda m, p: (
+            any(_one_swap(m, p, s, "") for s in ('encoding="utf-8"', 'encoding="utf-8", '))
+            or _one_swap(m, p, 'encoding="utf-8"', "encoding=None")
+        ),
+        "equivalent where the locale's encoding is UTF-8 (Linux, and Python's UTF-8 mode); the explicit "
+        "encoding keeps other locales' code pages out",
+    ),
     (
         lambda m, p: any(d in m for d in ("np.float64", "np.float32", "np.int64", "bool)", "dtype=")),
         "by rule: an explicit dtype dropped where the value is cast again or already has it",

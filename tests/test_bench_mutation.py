@@ -83,3 +83,23 @@ def test_a_reason_given_for_a_line_covers_every_mutant_of_that_line(monkeypatch)
     assert bench.reason_of("asm.a.x_f__mutmut_3", hand) == "equivalent: by hand"
     assert bench.reason_of("asm.a.x_f__mutmut_9", hand) == "named"
     assert bench.reason_of("asm.a.x_g__mutmut_3", hand) == "not examined"  # another function's line
+
+
+def _rule(minus, plus):
+    return next((reason for test, reason in bench.RULES if test(minus, plus)), None)
+
+
+def test_the_rules_take_only_their_exact_substitution():
+    assert _rule("b = x.reshape(-1, 4)", "b = x.reshape(-2, 4)").startswith(
+        "equivalent: numpy reads any negative"
+    )
+    assert _rule("b = x.reshape(-1, 4)[-1]", "b = x.reshape(-1, 4)[-2]") is None  # an index, not a size
+    assert _rule('open(p, encoding="utf-8")', 'open(p, encoding="UTF-8")').startswith(
+        "equivalent: codec names"
+    )
+    assert _rule('open(p, encoding="utf-8")', "open(p, )").startswith("equivalent where the locale")
+    assert _rule('open(p, encoding="utf-8")', "open(p, encoding=None)").startswith(
+        "equivalent where the locale"
+    )
+    assert _rule('open(p, encoding="utf-8")', 'open(None, encoding="utf-8")') is None
+    assert _rule("if a > b:", "if a >= b:") is None
