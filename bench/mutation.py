@@ -170,9 +170,15 @@ MESSAGE_ONLY = (
 )
 
 
-def _one_swap(minus: str, plus: str, old: str, new: str) -> bool:
-    """``plus`` is ``minus`` with one occurrence of ``old`` written ``new`` (and nothing else)."""
-    at = [i for i in range(len(minus)) if minus.startswith(old, i)]
+def _one_swap(minus: str, plus: str, old: str, new: str, inside: str = "") -> bool:
+    """``plus`` is ``minus`` with one occurrence of ``old`` written ``new`` (and nothing else); with
+    ``inside``, an occurrence within the parentheses of a call to ``inside``."""
+
+    def within(i: int) -> bool:
+        start = minus.rfind(inside + "(", 0, i)
+        return start >= 0 and ")" not in minus[start + len(inside) + 1 : i]
+
+    at = [i for i in range(len(minus)) if minus.startswith(old, i) and (not inside or within(i))]
     return any(minus[:i] + new + minus[i + len(old) :] == plus for i in at)
 
 
@@ -182,7 +188,7 @@ def _numpy_reads_any_negative_size() -> bool:
 
 RULES = (  # (test on the removed line and the added one, reason): the first that holds is given
     (
-        lambda m, p: "reshape(" in m and _one_swap(m, p, "-1", "-2") and _numpy_reads_any_negative_size(),
+        lambda m, p: _one_swap(m, p, "-1", "-2", inside="reshape") and _numpy_reads_any_negative_size(),
         "equivalent: numpy reads any negative size in reshape as the one to infer (checked on this numpy)",
     ),
     (
