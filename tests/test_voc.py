@@ -161,3 +161,51 @@ def test_duplicate_split_ids_and_missing_files(tmp_path):
     root2 = make_voc(tmp_path / "b", {"a": voc_xml("a.jpg")}, split_ids=["a", "zz"])
     with pytest.raises(AnnotationError, match="zz.xml: annotation file not found"):
         load_voc(root2, "train", classes=CLS, cache_dir=False)
+
+
+def test_a_written_annotation_names_each_field_as_voc_does():
+    """voc_xml against the VOC schema's element names, read with plain XPath, and read back whole."""
+    from lxml import etree
+
+    from datasets.records import Record
+
+    rec = Record("a", "sub/a.jpg", 64, 48, [[1.5, 2, 30, 40], [5, 6, 7, 8]], [2, 1], difficult=[False, True])
+    text = voc.voc_xml(rec, ["cat", "dog"])
+    root = etree.fromstring(text.encode())
+    assert root.tag == "annotation" and text.count("\n") > 10  # one element a line: a person reads it
+    assert [root.findtext(p) for p in ("filename", "path", "size/width", "size/height", "size/depth")] == [
+        "a.jpg", "sub/a.jpg", "64", "48", "3",
+    ]  # fmt: skip
+    objects = root.findall("object")
+    assert [(o.findtext("name"), o.findtext("difficult")) for o in objects] == [("dog", "0"), ("cat", "1")]
+    assert [o.findtext(f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax") for o in objects[:1]] == [
+        "1.5", "2.0", "30.0", "40.0",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"split": "val"},
+        {"classes": ["dog", "cat"]},
+        {"discover_classes": True, "classes": None},
+        {"skip_unknown_classes": True},
+        {"check_images": False},
+        {"folders": ("Annotations", "JPEGImages2")},
+    ],
+)
+def test_the_record_cache_keeps_each_option_apart(tmp_path, monkeypatch, change):
+    xml = voc_xml("a.jpg", objects=(("dog", (1, 1, 20, 20)),))
+    root = make_voc(tmp_path / "voc", {"a": xml}, split="train")
+    make_voc(tmp_path / "voc", {"a": xml}, split="val")
+    os.makedirs(os.path.join(root, "JPEGImages2"))
+    os.link(os.path.join(root, "JPEGImages", "a.jpg"), os.path.join(root, "JPEGImages2", "a.jpg"))
+    calls = []
+    real = voc._load_voc_uncached
+    monkeypatch.setattr(voc, "_load_voc_uncached", lambda *a: calls.append(1) or real(*a))
+    base = {"split": "train", "classes": ["dog"], "cache_dir": str(tmp_path / "cache")}
+    load_voc(root, **base)
+    load_voc(root, **base)
+    assert len(calls) == 1  # the same options: read from the cache
+    load_voc(root, **{**base, **change})
+    assert len(calls) == 2  # another option: read again
