@@ -209,3 +209,41 @@ def test_the_record_cache_keeps_each_option_apart(tmp_path, monkeypatch, change)
     assert len(calls) == 1  # the same options: read from the cache
     load_voc(root, **{**base, **change})
     assert len(calls) == 2  # another option: read again
+
+
+@pytest.mark.parametrize(
+    "made, folders, expected",
+    [
+        (("Annotations", "JPEGImages"), None, ("Annotations", "JPEGImages", False)),
+        (("annotations", "images"), None, ("annotations", "images", True)),
+        (("annotations", "images"), ("annotations", None), ("annotations", "images", True)),
+        (("Annotations", "JPEGImages"), (None, "JPEGImages"), ("Annotations", "JPEGImages", True)),
+        (("annotations", "JPEGImages"), (None, "JPEGImages"), ("annotations", "JPEGImages", True)),
+        (("annots", "images"), ("annots", None), ("annots", "images", True)),
+        (("annots", "pics"), ("annots", "pics"), ("annots", "pics", True)),
+    ],
+)
+def test_the_layout_takes_the_given_folders_and_the_usual_names_for_the_rest(
+    tmp_path, made, folders, expected
+):
+    for name in made:
+        os.makedirs(tmp_path / name)
+    ann, img, flat = voc.voc_layout(str(tmp_path), folders)
+    assert (ann, img, flat) == (str(tmp_path / expected[0]), str(tmp_path / expected[1]), expected[2])
+
+
+def test_a_missing_given_folder_names_its_option(tmp_path):
+    os.makedirs(tmp_path / "annots")
+    with pytest.raises(
+        AnnotationError, match=r"images: no such folder \(--voc-images-dir, under the VOC root"
+    ):
+        voc.voc_layout(str(tmp_path), ("annots", None))
+    with pytest.raises(AnnotationError, match=r"gone: no such folder \(--voc-annotations-dir"):
+        voc.voc_layout(str(tmp_path), ("gone", "annots"))
+
+
+@pytest.mark.parametrize("suffix", [".xml", ".XML", ".Xml"])
+def test_an_xml_file_is_found_whatever_the_case_of_its_extension(tmp_path, suffix):
+    (tmp_path / f"a{suffix}").write_text("<annotation/>")
+    assert voc.xml_file(str(tmp_path), "a") == str(tmp_path / f"a{suffix}")
+    assert voc.xml_file(str(tmp_path), "b") == str(tmp_path / "b.xml")  # none: the usual name
