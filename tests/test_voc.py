@@ -1,4 +1,5 @@
 import os
+import re
 import time
 
 import numpy as np
@@ -247,3 +248,28 @@ def test_an_xml_file_is_found_whatever_the_case_of_its_extension(tmp_path, suffi
     (tmp_path / f"a{suffix}").write_text("<annotation/>")
     assert voc.xml_file(str(tmp_path), "a") == str(tmp_path / f"a{suffix}")
     assert voc.xml_file(str(tmp_path), "b") == str(tmp_path / "b.xml")  # none: the usual name
+
+
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        ("", "<size> missing or zero and check_images=False"),
+        ("<size><width>0</width><height>48</height></size>", "<size> missing or zero"),
+        ("<size><width>64</width><height>0</height></size>", "<size> missing or zero"),
+        ("<size><width>1</width><height>1</height></size>", None),  # the smallest size is a size
+    ],
+)
+def test_without_reading_the_images_the_xml_must_hold_a_size(tmp_path, size, message):
+    xml = "<annotation><filename>a.jpg</filename>" + size + "<object><name>dog</name><bndbox><xmin>0</xmin>"
+    xml += "<ymin>0</ymin><xmax>1</xmax><ymax>1</ymax></bndbox></object></annotation>"
+    os.makedirs(tmp_path / "voc" / "Annotations" / "sub")
+    unnamed = xml.replace("<filename>a.jpg</filename>", "")  # no <filename>: the stem's .jpg
+    root = make_voc(tmp_path / "voc", {"sub/a": xml, "sub/b": unnamed}, images={}, split="train")
+    if message is None:
+        rec, other = load_voc(root, "train", classes=["dog"], check_images=False, cache_dir=False).records
+        assert (rec.image_id, rec.file_name, rec.width, rec.height) == ("sub/a", "JPEGImages/a.jpg", 1, 1)
+        assert (other.image_id, other.file_name) == ("sub/b", "JPEGImages/b.jpg")
+        assert rec.difficult.tolist() == [False]  # no <difficult>: not difficult
+        return
+    with pytest.raises(AnnotationError, match=re.escape(message)):
+        load_voc(root, "train", classes=["dog"], check_images=False, cache_dir=False)
