@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -164,3 +165,49 @@ def test_image_fields_checked_one_by_one_give_the_same_records(tmp_path):
     ):
         with pytest.raises(AnnotationError, match=rf"x.json: images\[1\] needs integer .*{what}"):
             _images([images[0], {**images[1], **bad}], "x.json")
+
+
+def _crowd_data(crowds):
+    data = coco_dict(images=((1, "a.jpg", 64, 48),), anns=[(1, 1, [5, 5, 20, 20])] * len(crowds))
+    for ann, crowd in zip(data["annotations"], crowds):
+        if crowd is None:
+            del ann["iscrowd"]
+        else:
+            ann["iscrowd"] = crowd
+    return data
+
+
+@pytest.mark.parametrize(
+    "crowds, expected",
+    [
+        ([0, 1], [False, True]),
+        ([None, 1], [False, True]),  # no iscrowd: not a crowd
+        ([True, False], [True, False]),
+        ([2, 0], "annotations[0]: 'iscrowd' must be 0 or 1, got 2"),
+        ([0, 0.5], "annotations[1]: 'iscrowd' must be 0 or 1, got 0.5"),
+        ([0, 1.0], "annotations[1]: 'iscrowd' must be 0 or 1, got 1.0"),
+        ([0, "1"], "annotations[1]: 'iscrowd' must be 0 or 1, got '1'"),
+    ],
+)
+def test_iscrowd_is_0_or_1_and_a_bad_one_is_named(tmp_path, crowds, expected):
+    path = write_coco(tmp_path, _crowd_data(crowds))
+    if isinstance(expected, str):
+        with pytest.raises(AnnotationError, match=re.escape(expected)):
+            load_coco(path, str(tmp_path / "images"))
+        return
+    (rec,) = load_coco(path, str(tmp_path / "images")).records
+    assert rec.iscrowd.tolist() == expected and rec.iscrowd.dtype == bool
+
+
+def test_annotations_without_ids_are_named_by_their_position(tmp_path):
+    data = coco_dict(
+        images=((1, "a.jpg", 64, 48),),
+        anns=((1, 1, [5, 5, 20, 20]), (7, 1, [1, 1, 2, 2]), (1, 9, [1, 1, 2, 2])),
+    )
+    for ann in data["annotations"]:
+        del ann["id"]
+    data = load_coco(write_coco(tmp_path, data), str(tmp_path / "images"))
+    assert data.report.entries == [
+        ("missing_image_id", f"{tmp_path / 'instances.json'}: annotation id 1", "image_id 7"),
+        ("unknown_category", f"{tmp_path / 'instances.json'}: annotation id 2", "category_id 9"),
+    ]
