@@ -211,3 +211,23 @@ def test_annotations_without_ids_are_named_by_their_position(tmp_path):
         ("missing_image_id", f"{tmp_path / 'instances.json'}: annotation id 1", "image_id 7"),
         ("unknown_category", f"{tmp_path / 'instances.json'}: annotation id 2", "category_id 9"),
     ]
+
+
+def test_ids_written_as_whole_floats_are_read_as_integers(tmp_path):
+    """Some exporters write 1.0 for 1: whole floats are the integers they name, anything else is not."""
+    data = coco_dict(
+        images=((1, "a.jpg", 64, 48), (2, "b.jpg", 64, 48)),
+        anns=((1, 1, [5, 5, 20, 20]), (2, 1, [1, 1, 5, 5])),
+    )
+    for ann in data["annotations"]:
+        ann["image_id"], ann["category_id"] = float(ann["image_id"]), float(ann["category_id"])
+    data["images"][1]["width"] = 64.0
+    sizes = {"a.jpg": (64, 48), "b.jpg": (64, 48)}
+    recs = load_coco(write_coco(tmp_path, data, sizes), str(tmp_path / "images")).records
+    assert [(r.image_id, r.width, len(r), r.labels.tolist()) for r in recs] == [
+        ("1", 64, 1, [1]),
+        ("2", 64, 1, [1]),
+    ]
+    data["annotations"][1]["image_id"] = 2.5
+    with pytest.raises(AnnotationError, match=r"annotations\[1\] needs integer 'image_id'"):
+        load_coco(write_coco(tmp_path / "bad", data, sizes), str(tmp_path / "bad" / "images"))
