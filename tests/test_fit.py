@@ -325,3 +325,65 @@ def test_ap50_bounds_are_rounded_or_none(metrics, expected):
 )
 def test_a_slow_climb_at_its_boundaries(history, loss, climbs):
     assert (climbing(history, loss) is not None) is climbs
+
+
+def test_two_bad_tries_retry_at_a_quarter_of_the_rate_and_halve_the_amp_scale_each(tmp_path):
+    model = _Toy(poison={2}, tries=2)  # the first two passes over the epoch hit a NaN
+    t = _trainer(model, tmp_path)
+    t.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    optimizer = make_optimizer(model, t.config)
+    phase = Phase("p", 0, 3)
+    train_epoch_safely(t, phase, _Batches(model, TARGETS), optimizer)
+    assert phase.rollbacks == 2 and optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.25)
+    # each bad step backs the AMP scale off by half (GradScaler's own rule), each rollback halves it again
+    assert t.scaler.get_scale() == 1024.0 / 2**4
+    assert torch.allclose(model.w.detach(), _clean_epoch(0.025, tmp_path))
+
+
+def test_the_optimizers_take_every_value_of_the_config_and_fuse_nothing_on_the_cpu():
+    model = nn.Linear(2, 1)
+    sgd = make_optimizer(model, FitConfig(lr=0.5, momentum=0.7, weight_decay=0.01))
+    adamw = make_optimizer(model, FitConfig(opt="adamw", lr=0.002, weight_decay=0.03))
+    assert (sgd.defaults["lr"], sgd.defaults["weight_decay"]) == (0.5, 0.01)
+    assert (adamw.defaults["lr"], adamw.defaults["weight_decay"]) == (0.002, 0.03)
+    assert not sgd.defaults.get("fused") and not adamw.defaults.get("fused")  # fused kernels: CUDA only
+
+
+def test_the_schedule_steps_at_its_fractions_never_before_the_first_epoch_and_by_gamma():
+    sgd = make_optimizer(nn.Linear(2, 1), FitConfig(lr=1.0))
+    scheduler = make_scheduler(sgd, FitConfig(lr=1.0, lr_steps=(0.1,), lr_gamma=0.5), epochs=4)
+    assert sorted(scheduler.milestones) == [1]  # 0.1 of 4 epochs rounds to 0: the first epoch's end
+    sgd.step()
+    scheduler.step()
+    assert sgd.param_groups[0]["lr"] == 0.5
+
+
+def test_warmup_and_spike_bounds_by_hand():
+    assert fit.warmup_length(100, 2000) == 100 and fit.warmup_length(100, 500) == 50  # a tenth of the phase
+    assert fit.warmup_length(100, 5) == 0
+    bounds = spike_bounds({"loss": 2.0, "loss_box": 0.0, "loss_cls": 1.0})
+    assert bounds == {"loss": SPIKE * 2.0, "loss_cls": SPIKE * 1.0}  # a zero term has no mean to bound
+    assert spike_bounds({"loss_cls": 0.01}) == {"loss_cls": SPIKE * 0.01}  # no total: no floor
+
+
+def test_each_epoch_draws_from_its_own_seed(tmp_path):
+    """The augmentation's random draws of an epoch depend on the seed, the phase and the epoch (and
+    are repeated exactly on a retry): a model that records torch's first draw of each epoch."""
+
+    class _Draws(_Toy):
+        def forward(self, images, targets):
+            if self.k == 0:
+                self.draws.append(torch.rand(1).item())
+            return super().forward(images, targets)
+
+    def first_draw(seed=0, index=0, epoch=0):
+        model = _Draws()
+        model.draws = []
+        t = _trainer(model, tmp_path, seed=seed)
+        phase = Phase("p", index, 5, epoch=epoch)
+        train_epoch_safely(t, phase, _Batches(model, TARGETS), make_optimizer(model, t.config))
+        return model.draws[0]
+
+    base = first_draw()
+    assert first_draw() == base
+    assert len({base, first_draw(seed=1), first_draw(index=1), first_draw(epoch=1)}) == 4
