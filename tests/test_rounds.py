@@ -289,3 +289,14 @@ def test_the_rounds_sheet_goes_to_tensorboard_when_the_log_is_on(tmp_path):
     assert tag == "ASM/most_uncertain" and step == 1 and options == {"dataformats": "HWC"}
     sheet = np.asarray(Image.open(tmp_path / "out" / "rounds" / "round1.png").convert("RGB"))
     assert np.array_equal(image, sheet)
+
+
+def test_ranks_whose_pools_differ_are_refused(monkeypatch):
+    from tools.runtime import dist
+
+    asm = SimpleNamespace(digest=lambda: "d0", round=3)
+    monkeypatch.setattr(dist, "all_gather", lambda value: [value, value])
+    assert rounds.check_ranks_agree(asm) == ["d0", "d0"]
+    monkeypatch.setattr(dist, "all_gather", lambda value: [value, "d1"])
+    with pytest.raises(RuntimeError, match=r"round 3: the processes hold different pools \['d0', 'd1'\]"):
+        rounds.check_ranks_agree(asm)
