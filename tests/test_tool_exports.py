@@ -788,3 +788,49 @@ def test_label_studio_ellipses_and_polygons_are_outlines_in_pixels():
     np.testing.assert_allclose(
         label_studio_shapes(item, stated_only, (0, 0))[0].points, [[32, 24], [96, 24], [64, 72]]
     )
+
+
+def test_image_names_are_found_by_path_base_name_or_upload_name_in_that_order():
+    from datasets.exports import ImageNames
+
+    names = ImageNames(["a/cat.jpg", "b/cat.jpg", "dog.png"])
+    assert names.find("b/cat.jpg") == "b/cat.jpg"  # the path itself first
+    assert names.find("elsewhere/cat.jpg") == "a/cat.jpg"  # then the first file of that base name
+    assert names.find("b\\cat.jpg") == "b/cat.jpg"  # Windows separators
+    assert names.find("/data/upload/3/1a2b3c4d-dog.png") == "dog.png"  # Label Studio's upload name
+    assert names.find("/data/local-files/?d=b%2Fcat.jpg") == "b/cat.jpg"  # local files, quoted
+    assert names.find("bird.jpg") is None
+
+
+def test_image_files_walks_the_folder_sorted_skipping_hidden_ones(tmp_path):
+    from datasets.exports import image_files
+
+    for rel in (
+        "b.jpg",
+        "a.PNG",
+        "sub/c.jpeg",
+        "sub/deeper/d.jpg",
+        ".hidden/e.jpg",
+        "notes.txt",
+        "sub/.x.jpg",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert image_files(str(tmp_path)) == ["a.PNG", "b.jpg", "sub/.x.jpg", "sub/c.jpeg", "sub/deeper/d.jpg"]
+
+
+def test_an_embedded_image_is_named_by_its_kind_and_written_once(tmp_path):
+    from datasets.exports import _place, _suffix
+
+    png, jpg = _image_bytes(0, "PNG"), _image_bytes(0)
+    assert (_suffix(png), _suffix(jpg)) == (".png", ".jpg")
+    _place(str(tmp_path), "a.png", png, "unused")
+    first = os.stat(tmp_path / "a.png").st_mtime_ns
+    os.utime(tmp_path / "a.png", ns=(1, 1))
+    _place(str(tmp_path), "a.png", png, "unused")  # the same bytes: left as they are
+    assert os.stat(tmp_path / "a.png").st_mtime_ns == 1 != first
+    _place(str(tmp_path), "a.png", png[:-1] + b"\0", "unused")  # the same size, other bytes: written
+    assert (tmp_path / "a.png").read_bytes() == png[:-1] + b"\0"
+    (tmp_path / "src.jpg").write_bytes(jpg)
+    _place(str(tmp_path), "copy.jpg", None, str(tmp_path / "src.jpg"))  # on disk: copied
+    assert (tmp_path / "copy.jpg").read_bytes() == jpg
