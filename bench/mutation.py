@@ -220,16 +220,18 @@ def function_of(mutant: str) -> str:
 
 
 def reason_of(mutant: str, hand: dict[str, str]) -> str:
-    """A survivor's reason: given by hand for the mutant (its name), or for every mutant of one line
-    of one function (``"<function> | <the line as written>"``: a person read that line's mutants),
-    else what the syntax trees show, else a rule on the changed line, else ``"not examined"``."""
+    """A survivor's reason: given by hand for the mutant (its name), for one change of one line of one
+    function (``"<function> | <the line as written> => <the line as mutated>"``), or for every mutant
+    of that line (``"<function> | <the line as written>"``: a person read that line's mutants); else
+    what the syntax trees show, else a rule on the changed line, else ``"not examined"``."""
     if mutant in hand:
         return hand[mutant]
     was, now = sources_of(mutant)
     minus, plus = diff_of(was, now)
     line = f"{function_of(mutant)} | {minus}"
-    if line in hand:
-        return hand[line]
+    for key in (f"{line} => {plus}", line):  # the change itself, then any change of the line
+        if key in hand:
+            return hand[key]
     if message_only(was, now):
         return MESSAGE_ONLY
     return next((reason for test, reason in RULES if test(minus, plus)), "not examined")

@@ -83,6 +83,12 @@ def test_a_reason_given_for_a_line_covers_every_mutant_of_that_line(monkeypatch)
     assert bench.reason_of("asm.a.x_f__mutmut_3", hand) == "equivalent: by hand"
     assert bench.reason_of("asm.a.x_f__mutmut_9", hand) == "named"
     assert bench.reason_of("asm.a.x_g__mutmut_3", hand) == "not examined"  # another function's line
+    exact = {"asm.a.x_f | if x > 1: => if x >= 1:": "this change", "asm.a.x_f | if x > 1:": "the line"}
+    assert bench.reason_of("asm.a.x_f__mutmut_3", exact) == "this change"
+    assert (
+        bench.reason_of("asm.a.x_f__mutmut_3", {"asm.a.x_f | if x > 1: => if x > 2:": "other"})
+        == "not examined"
+    )
 
 
 def _rule(minus, plus):

@@ -46,7 +46,7 @@ def _records(root, n=4):
     return [Record(str(i), f"{i}.png", 32, 32, [[2, 2, 20, 20]], [1]) for i in range(n)]
 
 
-def _run(tmp_path, *argv, width=1, name="out"):
+def _run(tmp_path, *argv, width=1, name="out", scale=None):
     out = tmp_path / name
     out.mkdir(exist_ok=True)
     args = parse_with_config(get_args_parser(), ["--output-dir", str(out), *argv], OPTION_PRESETS)
@@ -56,6 +56,8 @@ def _run(tmp_path, *argv, width=1, name="out"):
     trainer = FitContext(
         model, fit_config(args), torch.device("cpu"), str(tmp_path), "val", [], RunLog(str(out))
     )
+    if scale is not None:  # an AMP scaler (on the CPU here): saved, restored, reused with the rest
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=scale)
     train_set = SimpleNamespace(classes=("a",), label_to_cat_id={1: 7})
     run = Run(args, model, trainer, train_set, {"git": "abc"})
     return run
@@ -128,7 +130,7 @@ def test_exit_after_epochs_stops_after_the_checkpoint(tmp_path, scripted_ap):
 
 
 def test_a_state_loads_back_into_a_new_run(tmp_path, scripted_ap):
-    run = _run(tmp_path, "--epochs", "3", "--eval-interval", "1", "--K", "2")
+    run = _run(tmp_path, "--epochs", "3", "--eval-interval", "1", "--K", "2", scale=512.0)
     records = _records(tmp_path)
     run.asm = ASMState.start("v1+", 2, records, initial=[0, 1], seed=0)
     run.train_records = records[:2]
@@ -140,13 +142,14 @@ def test_a_state_loads_back_into_a_new_run(tmp_path, scripted_ap):
     saved = run.state()
     assert isinstance(saved, RunState) and saved.git == "abc" and saved.classes == ["a"]
 
-    again = _run(tmp_path, "--epochs", "3", "--eval-interval", "1", "--K", "2", name="again")
+    again = _run(tmp_path, "--epochs", "3", "--eval-interval", "1", "--K", "2", name="again", scale=4.0)
     torch.manual_seed(123)  # the saved generator state replaces it
     again.load_state(RunState.from_dict(saved.to_dict()))
     assert again.model.w.item() == run.model.w.item() != 0
     assert (again.phase.name, again.phase.epoch, again.phase.max_epochs) == ("pretrain", 1, 3)
     assert again.phase.history == run.phase.history
     assert again.epochs_done == 1 and again.best_ap == 0.2 and again.awaiting == "labelling/round1"
+    assert again.trainer.scaler.get_scale() == 512.0
     assert [r.image_id for r in again.train_records] == ["0", "1"]
     assert again.asm.digest() == run.asm.digest()
     assert (
@@ -251,8 +254,18 @@ def test_a_round_stored_by_one_run_is_restored_in_the_next_as_if_it_had_trained(
     cache = tmp_path / "rounds"
     records = _records(tmp_path)
 
-    def round_run(name):
-        run = _run(tmp_path, "--epochs", "3", "--eval-interval", "1", "--round-cache", str(cache), name=name)
+    def round_run(name, scale=1024.0):
+        run = _run(
+            tmp_path,
+            "--epochs",
+            "3",
+            "--eval-interval",
+            "1",
+            "--round-cache",
+            str(cache),
+            name=name,
+            scale=scale,
+        )
         val = SimpleNamespace(image_root=str(tmp_path), records=records[:1])
         run.trainer.val_loader = SimpleNamespace(dataset=val)  # what the round's key reads of it
         fit_evaluate = fit.evaluate
@@ -265,12 +278,13 @@ def test_a_round_stored_by_one_run_is_restored_in_the_next_as_if_it_had_trained(
     scripted_ap[:] = [0.2, 0.7, 0.4]  # the round's best epoch is its second, before its last
     first.train_phase()
     (stored,) = cache.iterdir()
-    second = round_run("second")
+    second = round_run("second", scale=8.0)  # another AMP scale: the stored one replaces it
     assert second.train_phase()["voc/AP50"] == 0.4 and second.model.batches == 0  # nothing trained
     assert second.model.w.item() == first.model.w.item() == pytest.approx(1 - 0.5**6)
     assert second.phase.history == first.phase.history and second.phase.finished
     assert second.epochs_done == 3 and second.best_ap == 0.7
     assert second.training.scheduler.state_dict() == first.training.scheduler.state_dict()
+    assert second.trainer.scaler.get_scale() == first.trainer.scaler.get_scale() == 1024.0
     assert torch.equal(torch.get_rng_state(), load_checkpoint(str(stored))["rng"]["torch"])
     out = second.args.output_dir
     best = load_checkpoint(os.path.join(out, "best.pth"))
