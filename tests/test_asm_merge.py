@@ -225,3 +225,30 @@ def test_an_uncertain_box_at_exactly_judge_iou_contradicts_a_certain_one():
     assert (kept.tolist(), nc, nu) == ([False], 1, 1)
     kept, _, _ = rejudge(det, ASMConfig(certain_thre=0.8, uncertain_thre=0.3, judge_iou=0.51))
     assert kept.tolist() == [True]
+
+
+def test_one_certain_and_one_uncertain_box_give_half_the_image_to_the_human():
+    from asm.merge import merge_one
+
+    cfg = ASMConfig(certain_thre=0.8, uncertain_thre=0.3)
+    gt = Record("g", "g.jpg", 60, 50, [[0, 0, 10, 10], [30, 30, 40, 40]], [1, 2], iscrowd=[False, True])
+    det = {
+        "scores": np.array([0.9, 0.5], np.float32),
+        "labels": np.array([1, 2]),
+        "boxes": np.array([[0, 0, 10, 10], [30, 30, 40, 40]], np.float32),
+    }
+    out = merge_one(det, gt, cfg)
+    assert (out.certain, out.uncertain, out.confirmed, out.drawn) == (1, 1, 1, 1)
+    assert out.ratio == 0.5
+    assert (out.sa.width, out.sa.height, out.sa.iscrowd.tolist()) == (60, 50, [False, True])
+    nothing = merge_one({k: v[:0] for k, v in det.items()}, gt, cfg)  # no detection: all drawn
+    assert nothing.ratio == 1.0 and (nothing.sa.width, nothing.sa.height) == (60, 50)
+    assert nothing.sa.iscrowd.tolist() == [False, True]
+
+
+def test_iou_of_boxes_without_area_is_zero_not_nan():
+    from asm.merge import box_iou
+
+    with np.errstate(all="raise"):  # no 0 / 0 is computed
+        out = box_iou([[5, 5, 5, 5], [0, 0, 10, 10]], [[5, 5, 5, 5]])
+    assert out.tolist() == [[0.0], [0.0]]
