@@ -128,15 +128,27 @@ def _differences(a, b, path: tuple = ()):
 
 
 LOG_CALLS = {"debug", "info", "warning", "error", "exception", "critical"}
-# A load report's entry is (reason, where, detail): the reason is counted and decided on, the rest is
-# what the user reads. The first argument that is only words, per call.
-REPORT_WORDS = {("report", "add"): 1, ("report", "log"): 0, (None, "_bad"): 2}
+# The arguments that are only words for a person, per call (positions, keyword names): a load report's
+# entry is (reason, where, detail), of which the reason is counted and decided on; the readers pass
+# ``where`` (the file and field a value came from) down to the messages and entries that name it.
+WORDS: dict[tuple[str | None, str], set] = {
+    ("report", "add"): {1, 2},
+    ("report", "log"): {0},
+    (None, "_bad"): {2, 3},
+    (None, "Shape"): {3, "where"},
+    (None, "_cvat_number"): {2, "where"},
+    (None, "_points"): {1, "where"},
+    (None, "_size"): {1, 2},
+    (None, "safe_relpath"): {2, 3},
+    (None, "sanitize_boxes"): {4},
+    (None, "check_image"): {4},
+}
 
 
 def _says(node: ast.AST, field: str, index: int | None, above: tuple) -> bool:
     """``node.field[index]`` is what a message says: the arguments of an exception raised on the spot,
-    of a ``logger.<level>(...)`` call or of ``warnings.warn``, the place and detail of a load report's
-    entry (not the call, not whether it happens, not the entry's reason)."""
+    of a ``logger.<level>(...)`` call or of ``warnings.warn``, or one of :data:`WORDS` (not the
+    call, not whether it happens, not a load report entry's reason)."""
     if not isinstance(node, ast.Call) or field not in ("args", "keywords"):
         return False
     f = node.func
@@ -146,9 +158,11 @@ def _says(node: ast.AST, field: str, index: int | None, above: tuple) -> bool:
         return True
     if (owner, name) == ("warnings", "warn"):
         return True
-    first = REPORT_WORDS.get((owner, name))
-    if first is not None:
-        return field == "args" and index is not None and index >= first
+    words = WORDS.get((owner, name))
+    if words is not None:
+        if index is None:  # an argument added or dropped: the call changed
+            return False
+        return (index if field == "args" else node.keywords[index].arg) in words
     return bool(above) and isinstance(above[-1][0], ast.Raise) and above[-1][1] == "exc"
 
 

@@ -48,27 +48,37 @@ WAS = """def f(x, logger):
     logger.warning("%s: kept", x[:3])
     report.add("clipped_box", f"{x}: box 0", "detail")
     _bad(report, "bad_shape", x, "a polygon")
+    shapes.append(Shape(x, "polygon", x[1:], f"{x}: shape 2", 7))
     return x
 """
 
 
+def _swap(old, new):
+    out = WAS.replace(old, new)
+    assert out != WAS, old  # the case changes the function
+    return out
+
+
 def test_a_change_inside_an_errors_or_a_log_lines_arguments_is_message_only():
-    assert bench.message_only(WAS, WAS.replace("at most {1}", "at most {2}"))
-    assert bench.message_only(WAS, WAS.replace('{1}", x)', '{1}", None)'))
-    assert bench.message_only(WAS, WAS.replace("x[:3]", "x[:4]"))
-    assert bench.message_only(WAS, WAS.replace('"%s: kept", x[:3]', '"%s: kept"'))
-    assert bench.message_only(WAS, WAS.replace('f"{x}: box 0"', "None"))  # a report entry's place
-    assert bench.message_only(WAS, WAS.replace('"a polygon"', '"XXa polygonXX"'))  # and its detail
+    assert bench.message_only(WAS, _swap("at most {1}", "at most {2}"))
+    assert bench.message_only(WAS, _swap('{1}", x)', '{1}", None)'))
+    assert bench.message_only(WAS, _swap("x[:3]", "x[:4]"))
+    assert bench.message_only(WAS, _swap('"%s: kept", x[:3]', '"%s: kept"'))
+    assert bench.message_only(WAS, _swap('f"{x}: box 0"', "None"))  # a report entry's place
+    assert bench.message_only(WAS, _swap('"a polygon"', '"XXa polygonXX"'))  # and its detail
+    assert bench.message_only(WAS, _swap('f"{x}: shape 2"', "None"))  # a shape's place
 
 
 def test_a_change_of_whether_or_what_is_raised_or_returned_is_not():
-    assert not bench.message_only(WAS, WAS.replace("x > 1", "x >= 1"))
-    assert not bench.message_only(WAS, WAS.replace("raise ValueError", "raise TypeError"))
-    assert not bench.message_only(WAS, WAS.replace("return x", "return None"))
-    assert not bench.message_only(WAS, WAS.replace("logger.warning", "print"))
-    assert not bench.message_only(WAS, WAS.replace('"clipped_box"', '"XXclipped_boxXX"'))  # its reason
-    assert not bench.message_only(WAS, WAS.replace('"bad_shape"', "None"))
-    assert not bench.message_only(WAS, WAS.replace('"detail")', ")"))  # an argument dropped: the call
+    assert not bench.message_only(WAS, _swap("x > 1", "x >= 1"))
+    assert not bench.message_only(WAS, _swap("raise ValueError", "raise TypeError"))
+    assert not bench.message_only(WAS, _swap("return x", "return None"))
+    assert not bench.message_only(WAS, _swap("logger.warning", "print"))
+    assert not bench.message_only(WAS, _swap('"clipped_box"', '"XXclipped_boxXX"'))  # its reason
+    assert not bench.message_only(WAS, _swap('"bad_shape"', "None"))
+    assert not bench.message_only(WAS, _swap('"detail")', ")"))  # an argument dropped: the call
+    assert not bench.message_only(WAS, _swap('shape 2", 7)', 'shape 2", None)'))  # its group
+    assert not bench.message_only(WAS, _swap('"polygon", x[1:]', '"XXpolygonXX", x[1:]'))  # its kind
     assert not bench.message_only(WAS, WAS)  # no change at all is no message change
     assert not bench.message_only(WAS, "def f(:")  # a mutant that does not parse
 
