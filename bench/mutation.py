@@ -142,7 +142,9 @@ WORDS: dict[tuple[str | None, str], set] = {
     (None, "safe_relpath"): {2, 3},
     (None, "sanitize_boxes"): {4},
     (None, "check_image"): {4},
+    ("self", "_label"): {1},  # an image's fate in the label pool, as the round report words it
 }
+FATES = "fates"  # ``self.fates[image_id] = "..."``: the same words, written directly
 
 
 def _says(node: ast.AST, field: str, index: int | None, above: tuple) -> bool:

@@ -49,6 +49,8 @@ WAS = """def f(x, logger):
     report.add("clipped_box", f"{x}: box 0", "detail")
     _bad(report, "bad_shape", x, "a polygon")
     shapes.append(Shape(x, "polygon", x[1:], f"{x}: shape 2", 7))
+    self.fates[x] = "v1: trained on this round only"
+    self.pool[x] = "kept"
     return x
 """
 
@@ -67,6 +69,7 @@ def test_a_change_inside_an_errors_or_a_log_lines_arguments_is_message_only():
     assert bench.message_only(WAS, _swap('f"{x}: box 0"', "None"))  # a report entry's place
     assert bench.message_only(WAS, _swap('"a polygon"', '"XXa polygonXX"'))  # and its detail
     assert bench.message_only(WAS, _swap('f"{x}: shape 2"', "None"))  # a shape's place
+    assert bench.message_only(WAS, _swap('"v1: trained on this round only"', "None"))  # an image's fate
 
 
 def test_a_change_of_whether_or_what_is_raised_or_returned_is_not():
@@ -79,6 +82,7 @@ def test_a_change_of_whether_or_what_is_raised_or_returned_is_not():
     assert not bench.message_only(WAS, _swap('"detail")', ")"))  # an argument dropped: the call
     assert not bench.message_only(WAS, _swap('shape 2", 7)', 'shape 2", None)'))  # its group
     assert not bench.message_only(WAS, _swap('"polygon", x[1:]', '"XXpolygonXX", x[1:]'))  # its kind
+    assert not bench.message_only(WAS, _swap('"kept"', "None"))  # what another mapping holds
     assert not bench.message_only(WAS, WAS)  # no change at all is no message change
     assert not bench.message_only(WAS, "def f(:")  # a mutant that does not parse
 

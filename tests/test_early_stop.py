@@ -99,3 +99,18 @@ def test_a_checkpoint_older_than_the_rise_rule_keeps_the_stoppers_own_values():
     del state["min_rise"], state["floor"]
     s.load_state_dict(state)
     assert (s.min_rise, s.floor) == (0.05, 0.5)
+
+
+def test_a_stoppers_state_carries_every_rule_and_an_older_one_keeps_this_stoppers():
+    stopper = APShiftStopper(3, 0.02, ap_thre=0.1, squared=True, min_rise=0.05, floor=0.3)
+    stopper.update(0, 0.2)
+    again = APShiftStopper()
+    again.load_state_dict(stopper.state_dict())
+    assert again.state_dict() == stopper.state_dict()
+    assert (again.ap_range, again.threshold, again.ap_thre, again.squared, again.min_rise, again.floor) == (
+        3, 0.02, 0.1, True, 0.05, 0.3,
+    )  # fmt: skip
+    older = {k: v for k, v in stopper.state_dict().items() if k not in ("min_rise", "floor")}
+    kept = APShiftStopper(min_rise=0.2, floor=0.4)
+    kept.load_state_dict(older)
+    assert (kept.min_rise, kept.floor, kept.threshold) == (0.2, 0.4, 0.02)

@@ -116,3 +116,27 @@ def test_packing_no_records_and_the_packed_types():
     packed = pack_records(records)
     assert packed["counts"].tolist() == [1, 0] and packed["counts"].dtype == torch.int64
     assert packed["iscrowd"].tolist() == [True] and unpack_records(packed) == records
+
+
+def test_packing_keeps_difficult_flags_and_masks_of_every_record():
+    poly = [[1.0, 1.0, 4.0, 1.0, 4.0, 4.0]]
+    rle = {"size": [5, 5], "counts": "abc"}
+    records = [
+        Record(
+            "a",
+            "a.jpg",
+            5,
+            5,
+            [[0, 0, 1, 1], [1, 1, 3, 3]],
+            [1, 2],
+            difficult=[False, True],
+            masks=[poly, rle],
+        ),
+        Record("b", "b.jpg", 6, 4, [[0, 0, 2, 2]], [1], difficult=[True], masks=[None]),
+    ]
+    back = unpack_records(pack_records(records))
+    assert back == records
+    assert [r.difficult.tolist() for r in back] == [[False, True], [True]]
+    assert (
+        back[0].masks == [poly, rle] and back[1].masks == [None] and (back[1].width, back[1].height) == (6, 4)
+    )
