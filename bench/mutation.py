@@ -150,7 +150,10 @@ FATES = "fates"  # ``self.fates[image_id] = "..."``: the same words, written dir
 def _says(node: ast.AST, field: str, index: int | None, above: tuple) -> bool:
     """``node.field[index]`` is what a message says: the arguments of an exception raised on the spot,
     of a ``logger.<level>(...)`` call or of ``warnings.warn``, or one of :data:`WORDS` (not the
-    call, not whether it happens, not a load report entry's reason)."""
+    call, not whether it happens, not a load report entry's reason), or an image's fate."""
+    if isinstance(node, ast.Assign) and field == "value":
+        t = node.targets[0]
+        return isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute) and t.value.attr == FATES
     if not isinstance(node, ast.Call) or field not in ("args", "keywords"):
         return False
     f = node.func
