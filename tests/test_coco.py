@@ -231,3 +231,19 @@ def test_ids_written_as_whole_floats_are_read_as_integers(tmp_path):
     data["annotations"][1]["image_id"] = 2.5
     with pytest.raises(AnnotationError, match=r"annotations\[1\] needs integer 'image_id'"):
         load_coco(write_coco(tmp_path / "bad", data, sizes), str(tmp_path / "bad" / "images"))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("bbox", [1, 1, 2, 2, 3]), ("bbox", [1, 1, 2]), ("bbox", [1, float("nan"), 2, 2]), ("bbox", [1, 1, 2, "x"]),
+     ("image_id", "1"), ("image_id", 1.5), ("category_id", None)],
+)  # fmt: skip
+def test_the_first_bad_annotation_is_named(tmp_path, field, value):
+    anns = [(1, 1, [5, 5, 20, 20])] * 3
+    data = coco_dict(images=((1, "a.jpg", 64, 48),), anns=anns)
+    data["annotations"][1][field] = value
+    with pytest.raises(
+        AnnotationError,
+        match=r"annotations\[1\] needs integer 'image_id', 'category_id' and a 4-number 'bbox'",
+    ):
+        load_coco(write_coco(tmp_path, data), str(tmp_path / "images"))
