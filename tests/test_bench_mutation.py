@@ -123,3 +123,12 @@ def test_the_rules_take_only_their_exact_substitution():
     )
     assert _rule('open(p, encoding="utf-8")', 'open(None, encoding="utf-8")') is None
     assert _rule("if a > b:", "if a >= b:") is None
+    assert _rule("s = np.asarray(x, np.float64)", "s = np.asarray(x, )").startswith(
+        "by rule: an explicit dtype"
+    )
+    assert _rule("s = np.asarray(x, dtype=np.float64)", "s = np.asarray(x, dtype=None)").startswith("by rule")
+    keep = "keep = np.asarray(d, np.float64) >= floor"  # a condition on a line that also names a dtype
+    assert _rule(keep, "keep = np.asarray(d, np.float64) > floor") is None
+    assert _rule('o = np.argsort(-s, kind="stable")', "o = np.argsort(-s, )").startswith(
+        "by rule: the stable"
+    )
