@@ -142,6 +142,7 @@ WORDS: dict[tuple[str | None, str], set] = {
     (None, "safe_relpath"): {2, 3},
     (None, "sanitize_boxes"): {4},
     (None, "check_image"): {4},
+    (None, "int_column"): {1},  # the column's name in the refusal
     ("self", "_label"): {1},  # an image's fate in the label pool, as the round report words it
 }
 FATES = "fates"  # ``self.fates[image_id] = "..."``: the same words, written directly

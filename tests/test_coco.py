@@ -187,6 +187,7 @@ def _crowd_data(crowds):
         ([0, 0.5], "annotations[1]: 'iscrowd' must be 0 or 1, got 0.5"),
         ([0, 1.0], "annotations[1]: 'iscrowd' must be 0 or 1, got 1.0"),
         ([0, "1"], "annotations[1]: 'iscrowd' must be 0 or 1, got '1'"),
+        ([None, 2], "annotations[1]: 'iscrowd' must be 0 or 1, got 2"),  # the one without is not named
     ],
 )
 def test_iscrowd_is_0_or_1_and_a_bad_one_is_named(tmp_path, crowds, expected):
@@ -247,3 +248,26 @@ def test_the_first_bad_annotation_is_named(tmp_path, field, value):
         match=r"annotations\[1\] needs integer 'image_id', 'category_id' and a 4-number 'bbox'",
     ):
         load_coco(write_coco(tmp_path, data), str(tmp_path / "images"))
+
+
+def test_annotations_of_a_file_without_images_are_all_counted_missing(tmp_path):
+    data = coco_dict(images=(), anns=((1, 1, [5, 5, 20, 20]), (2, 1, [1, 1, 2, 2])))
+    data["categories"] = []
+    ds = load_coco(write_coco(tmp_path, data, {}), str(tmp_path / "images"))
+    assert len(ds) == 0 and ds.report.counts == {"missing_image_id": 2}
+
+
+def test_records_written_as_coco_number_their_annotations_and_keep_difficult_flags():
+    from datasets.records import Record, RecordSet
+
+    records = [
+        Record("x", "x.jpg", 10, 10, [[0, 0, 5, 5], [1, 1, 4, 4]], [1, 1], difficult=[False, True]),
+        Record("y", "y.jpg", 10, 10, [[2, 2, 6, 6]], [1]),
+    ]
+    coco = records_to_coco(RecordSet(records, ("a",), "/imgs", {1: 7}))
+    assert [im["id"] for im in coco["images"]] == [1, 2]  # ids that are not numbers: 1..N
+    assert [a["id"] for a in coco["annotations"]] == [1, 2, 3]
+    assert [a["difficult"] for a in coco["annotations"]] == [0, 1, 0]
+    assert [a["category_id"] for a in coco["annotations"]] == [7, 7, 7]
+    back = load_coco(coco, "/imgs", check_images=False).records
+    assert [r.difficult.tolist() for r in back] == [[False, True], [False]]
