@@ -50,6 +50,7 @@ WAS = """def f(x, logger):
     _bad(report, "bad_shape", x, "a polygon")
     shapes.append(Shape(x, "polygon", x[1:], f"{x}: shape 2", 7))
     self.fates[x] = "v1: trained on this round only"
+    HEARTBEAT.set(epoch=x, rounds=3)
     self.pool[x] = "kept"
     return x
 """
@@ -70,6 +71,7 @@ def test_a_change_inside_an_errors_or_a_log_lines_arguments_is_message_only():
     assert bench.message_only(WAS, _swap('"a polygon"', '"XXa polygonXX"'))  # and its detail
     assert bench.message_only(WAS, _swap('f"{x}: shape 2"', "None"))  # a shape's place
     assert bench.message_only(WAS, _swap('"v1: trained on this round only"', "None"))  # an image's fate
+    assert bench.message_only(WAS, _swap("rounds=3", "rounds=None"))  # the progress line
 
 
 def test_a_change_of_whether_or_what_is_raised_or_returned_is_not():
