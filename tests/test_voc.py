@@ -273,3 +273,12 @@ def test_without_reading_the_images_the_xml_must_hold_a_size(tmp_path, size, mes
         return
     with pytest.raises(AnnotationError, match=re.escape(message)):
         load_voc(root, "train", classes=["dog"], check_images=False, cache_dir=False)
+
+
+def test_the_record_cache_keeps_the_class_list_apart_from_discovering_it(tmp_path, monkeypatch):
+    xml = voc_xml("a.jpg", objects=(("dog", (1, 1, 20, 20)),))
+    root = make_voc(tmp_path / "voc", {"a": xml}, split="train")
+    cache = str(tmp_path / "cache")
+    voc_classes = load_voc(root, "train", cache_dir=cache)  # the 20 VOC classes
+    discovered = load_voc(root, "train", discover_classes=True, cache_dir=cache)
+    assert len(voc_classes.classes) == 20 and discovered.classes == ("dog",)
