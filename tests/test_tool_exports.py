@@ -5,6 +5,7 @@ written in the tool's own layout; expected boxes are computed by hand in the com
 import base64
 import io
 import json
+import math
 import os
 
 import numpy as np
@@ -834,3 +835,25 @@ def test_an_embedded_image_is_named_by_its_kind_and_written_once(tmp_path):
     (tmp_path / "src.jpg").write_bytes(jpg)
     _place(str(tmp_path), "copy.jpg", None, str(tmp_path / "src.jpg"))  # on disk: copied
     assert (tmp_path / "copy.jpg").read_bytes() == jpg
+
+
+@pytest.mark.parametrize("degrees", [30.0, 90.0, 200.0])
+def test_rotated_rectangles_turn_clockwise_about_their_corner_or_centre_as_the_tools_say(degrees):
+    """Against complex numbers: in image coordinates (y down) a clockwise turn by a is a multiplication
+    by e^{ia}; Label Studio turns about the top-left corner, CVAT about the centre."""
+    import cmath
+
+    from datasets.exports import _rotated, _rotated_about_centre
+
+    turn = cmath.exp(1j * math.radians(degrees))
+    corner = complex(10, 20)
+    expected = [corner + (complex(dx, dy) * turn) for dx, dy in ((0, 0), (30, 0), (30, 8), (0, 8))]
+    np.testing.assert_allclose(
+        _rotated(10, 20, 30, 8, degrees), [(z.real, z.imag) for z in expected], atol=1e-9
+    )
+    centre = complex(25, 24)
+    box = [complex(10, 20), complex(40, 20), complex(40, 28), complex(10, 28)]
+    expected = [centre + (z - centre) * turn for z in box]
+    np.testing.assert_allclose(
+        _rotated_about_centre(10, 20, 40, 28, degrees), [(z.real, z.imag) for z in expected], atol=1e-9
+    )
