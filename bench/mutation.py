@@ -306,6 +306,21 @@ def summarise(results: dict[str, str], reasons: dict[str, str]) -> dict:
     }
 
 
+def kill_leftovers() -> int:
+    """Stop the processes a mutant's test left behind (a mutant that no longer stops a DataLoader
+    worker leaves it waiting for ever; mutmut names every process it forks ``mutmut: <mutant>``)."""
+    killed = 0
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"mutmut: "):
+                    os.kill(int(pid), 9)
+                    killed += 1
+        except (OSError, ValueError):
+            continue  # gone already, or not ours
+    return killed
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     start = time.perf_counter()
@@ -318,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             env=os.environ | {"OMP_NUM_THREADS": "1"},  # one thread a mutant: they run side by side
             check=True,
         )
+        left = kill_leftovers()
+        if left:
+            print(f"stopped {left} processes that mutants' tests left behind", file=sys.stderr)
     wall_file = os.path.join(ROOT, "mutants", "wall_s.json")  # the run's time, for a later --reuse
     if args.reuse:
         wall = json.load(open(wall_file))["wall_s"] if os.path.isfile(wall_file) else None
