@@ -313,10 +313,13 @@ def kill_leftovers() -> int:
     for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().startswith(b"mutmut: "):
-                    os.kill(int(pid), 9)
-                    killed += 1
-        except (OSError, ValueError):
+                named = f.read().startswith(b"mutmut: ")
+            with open(f"/proc/{pid}/stat", "rb") as f:  # "pid (name) state ppid ...": orphans only,
+                orphan = f.read().rpartition(b")")[2].split()[1] == b"1"  # never a running run's workers
+            if named and orphan:
+                os.kill(int(pid), 9)
+                killed += 1
+        except (OSError, ValueError, IndexError):
             continue  # gone already, or not ours
     return killed
 

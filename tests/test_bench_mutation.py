@@ -3,6 +3,8 @@
 import importlib.util
 import os
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("bench_mutation", os.path.join(ROOT, "bench", "mutation.py"))
 bench = importlib.util.module_from_spec(_spec)
@@ -134,3 +136,36 @@ def test_the_rules_take_only_their_exact_substitution():
     assert _rule('o = np.argsort(-s, kind="stable")', "o = np.argsort(-s, )").startswith(
         "by rule: the stable"
     )
+
+
+def test_processes_mutants_left_behind_are_stopped_and_running_ones_are_not(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    code = "import setproctitle, time; setproctitle.setproctitle('mutmut: {}'); time.sleep(120)"
+    pid_file = tmp_path / "pid"
+    # an orphan (its parent gone, as a leftover worker is) and a child of this process
+    subprocess.run(
+        ["sh", "-c", f'{sys.executable} -c "{code.format("left")}" & echo $! > {pid_file}'], check=True
+    )
+    running = subprocess.Popen([sys.executable, "-c", code.format("running")])
+    orphan = int(pid_file.read_text())
+    deadline = time.time() + 20
+    while time.time() < deadline and not all(
+        open(f"/proc/{p}/cmdline", "rb").read().startswith(b"mutmut: ") for p in (orphan, running.pid)
+    ):
+        time.sleep(0.1)
+    try:
+        if open(f"/proc/{orphan}/stat", "rb").read().rpartition(b")")[2].split()[1] != b"1":
+            pytest.skip("orphans are adopted by a subreaper here, not by init")
+        assert bench.kill_leftovers() >= 1
+        time.sleep(0.2)
+        gone = not os.path.exists(f"/proc/{orphan}")
+        assert gone or open(f"/proc/{orphan}/stat", "rb").read().rpartition(b")")[2].split()[0] == b"Z"
+        assert running.poll() is None  # a running run's own worker is left alone
+    finally:
+        running.kill()
+        running.wait()
+        if os.path.exists(f"/proc/{orphan}"):
+            os.kill(orphan, 9)
