@@ -138,6 +138,7 @@ def test_the_rules_take_only_their_exact_substitution():
     )
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
 def test_processes_mutants_left_behind_are_stopped_and_running_ones_are_not(tmp_path):
     import subprocess
     import sys
