@@ -271,3 +271,21 @@ def test_records_written_as_coco_number_their_annotations_and_keep_difficult_fla
     assert [a["category_id"] for a in coco["annotations"]] == [7, 7, 7]
     back = load_coco(coco, "/imgs", check_images=False).records
     assert [r.difficult.tolist() for r in back] == [[False, True], [False]]
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (-(2**63), -(2**63)), (2**63 - 1, 2**63 - 1), (-1000, -1000), (3.0, 3),
+        (2**63, "out of the 64-bit range"), (-(2**63) - 1, "out of the 64-bit range"),
+        (True, "is not an integer"), ("3", "is not an integer"), (2.5, "is not an integer"),
+    ],
+)  # fmt: skip
+def test_strict_int_takes_exact_64_bit_integers_only(value, expected):
+    from datasets.coco import strict_int
+
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            strict_int(value)
+    else:
+        assert strict_int(value) == expected and type(strict_int(value)) is int

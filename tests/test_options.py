@@ -225,3 +225,11 @@ def test_the_merge_rules_take_every_threshold_and_switch_from_the_options():
     )
     cfg = asm_config(args)
     assert (cfg.certain_thre, cfg.uncertain_thre, cfg.enable_al, cfg.enable_sl) == (0.7, 0.2, False, False)
+
+
+def test_the_training_seed_is_train_seed_when_given_else_seed():
+    from tools.loop.options import training_seed
+
+    assert training_seed(_args("--seed", "3")) == 3
+    assert training_seed(_args("--seed", "3", "--train-seed", "8")) == 8
+    assert training_seed(_args("--seed", "3", "--train-seed", "0")) == 0  # 0 is a seed, not "unset"
