@@ -93,3 +93,19 @@ def test_the_cli_reference_holds_every_option_of_every_script(script):
             if option not in ("-h", "--help"):
                 assert f"`{option}`" in text, option
     assert "<!-- cli-reference -->" in _read(os.path.join("docs", "cli.md"))
+
+
+def test_the_mutation_row_says_the_share_killed_the_time_and_the_survivors_not_examined():
+    row = render_results._mutation(
+        {
+            "killed": 850,
+            "mutants": 1000,
+            "killed_fraction": 0.85,
+            "wall_s": 899.6,
+            "reasons": {"not examined": 50},
+        }
+    )
+    assert row == "850 of 1000 mutants killed (0.850), 900 s; 50 survivors not examined (5.0%)"
+    assert "wall time not recorded" in render_results._mutation(
+        {"killed": 1, "mutants": 2, "killed_fraction": 0.5, "wall_s": None}
+    )
