@@ -14,6 +14,7 @@ when a test fails (or hangs: ``timeout``). Not mutated: lines that hold only wor
     python bench/mutation.py                          # writes docs/mutation.json
     python bench/mutation.py --max-children 1         # one mutant at a time (a busy machine)
     python bench/mutation.py --reuse                  # the last run's results, reasons read again
+    python bench/mutation.py --reuse --unexamined u.txt  # and the survivors left, by function and line
 
 ``docs/mutation.json`` holds, per module, the mutants and how many were killed, survived or reached
 by no test, ``killed_fraction`` over all of them (killed + timeout over all mutants), and every
@@ -54,7 +55,27 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-children", type=int, default=2, help="mutants tested side by side")
     p.add_argument("--json-out", default=os.path.join(ROOT, "docs", "mutation.json"))
     p.add_argument("--reuse", action="store_true", help="read the last run's results (mutants/), run nothing")
+    p.add_argument(
+        "--unexamined",
+        metavar="FILE",
+        help="also write the survivors not examined, grouped by function and line, most first: the keys "
+        "bench/mutation_reasons.json takes, each with its mutants' changes",
+    )
     return p
+
+
+def unexamined_lines(not_killed: dict[str, dict]) -> str:
+    """The survivors whose reason is "not examined", one group per ``"<function> | <line>"`` (the key
+    a reason by hand takes), most mutants first, each mutant's changed line below it."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name, v in sorted(not_killed.items()):
+        if v["reason"] == "not examined":
+            minus, plus = diff_of(*sources_of(name))
+            groups[f"{function_of(name)} | {minus}"].append(f"    {name.rpartition('__mutmut_')[2]}: {plus}")
+    out = []
+    for key, changes in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        out += [f"{len(changes)} {key}", *changes]
+    return "\n".join(out) + "\n"
 
 
 def read_results() -> dict[str, str]:
@@ -352,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.json_out, json.dumps(result, indent=1, ensure_ascii=False))
     result["reasons"] = dict(Counter(v["reason"] for v in result["not_killed"].values()).most_common())
     atomic_write_text(args.json_out, json.dumps(result, indent=1, ensure_ascii=False))
+    if args.unexamined:
+        atomic_write_text(args.unexamined, unexamined_lines(result["not_killed"]))
     print(json.dumps({k: v for k, v in result.items() if k not in ("not_killed",)}))
     return 0
 

@@ -170,3 +170,21 @@ def test_processes_mutants_left_behind_are_stopped_and_running_ones_are_not(tmp_
         running.wait()
         if os.path.exists(f"/proc/{orphan}"):
             os.kill(orphan, 9)
+
+
+def test_the_unexamined_survivors_are_grouped_by_the_key_a_reason_takes(monkeypatch):
+    changes = {
+        "asm.a.x_f__mutmut_3": "x >= 1",
+        "asm.a.x_f__mutmut_4": "x > 2",
+        "asm.a.x_g__mutmut_1": "x < 1",
+    }
+    monkeypatch.setattr(bench, "sources_of", lambda m: (WAS, WAS.replace("x > 1", changes[m])))
+    not_killed = {m: {"status": "survived", "reason": "not examined"} for m in changes}
+    not_killed["asm.a.x_h__mutmut_1"] = {"status": "survived", "reason": "equivalent: by hand"}
+    assert bench.unexamined_lines(not_killed).splitlines() == [
+        "2 asm.a.x_f | if x > 1:",
+        "    3: if x >= 1:",
+        "    4: if x > 2:",
+        "1 asm.a.x_g | if x > 1:",
+        "    1: if x < 1:",
+    ]
