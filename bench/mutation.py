@@ -164,6 +164,7 @@ WORDS: dict[tuple[str | None, str], set | str] = {  # "*": every argument
     (None, "sanitize_boxes"): {4},
     (None, "check_image"): {4},
     (None, "int_column"): {1},  # the column's name in the refusal
+    (None, "_number_or_none"): {2},  # what the option's value must be, in the refusal
     ("HEARTBEAT", "set"): "*",  # the progress line a person reads
     ("HEARTBEAT", "start_phase"): "*",
     (None, "train_one_epoch"): {"desc"},  # the progress bar's label
