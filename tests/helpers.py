@@ -25,6 +25,15 @@ def voc_xml(
     )
 
 
+def detection(scores, labels, boxes) -> dict:
+    """A detector's answer for one image, in the dtypes torchvision's models give."""
+    return {
+        "scores": np.asarray(scores, np.float32),
+        "labels": np.asarray(labels, np.int64),
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+    }
+
+
 def write_image(path: str, size=(64, 48), value: int = 128) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)

@@ -272,20 +272,12 @@ def test_a_certain_box_the_mirrored_view_misplaces_becomes_uncertain():
     assert require_agreement([det], [mirrored], 0.4, CFG)[0][0]["labels"].tolist() == [1, 2, 3, 1]
 
 
-def _d(scores, labels, boxes):
-    return {
-        "scores": np.asarray(scores, np.float32),
-        "labels": np.asarray(labels, np.int64),
-        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-    }
-
-
 def test_the_boundaries_are_inclusive_as_the_docs_say():
     """A detection scoring exactly the floor counts; a certain box exactly at certain_thre is
     certain; a mirror box exactly at the floor counts; IoU exactly min_iou agrees."""
     from asm.select import class_mix, detection_outcomes, mirror_agreement, require_agreement
 
-    one = _d([0.5, 0.25], [2, 1], [[0, 0, 10, 10], [20, 20, 30, 30]])
+    one = _det([[0, 0, 10, 10], [20, 20, 30, 30]], [2, 1], [0.5, 0.25])
     np.testing.assert_allclose(class_mix([one], 3, 0.25), [[0.25, 0.5, 0.0]])
     np.testing.assert_allclose(class_mix([one], 3, 0.2500001), [[0.0, 0.5, 0.0]])
     gt = Record("g", "g.jpg", 40, 40, [[20, 20, 30, 30]], [1])
@@ -294,7 +286,7 @@ def test_the_boundaries_are_inclusive_as_the_docs_say():
         "scores": [0.5, 0.25],
         "tp": [False, True],
     }
-    mirrored = _d([0.25], [2], [[0, 0, 10, 5]])  # IoU 0.5 with the class-2 box
+    mirrored = _det([[0, 0, 10, 5]], [2], [0.25])  # IoU 0.5 with the class-2 box
     (agree,) = mirror_agreement([one], [mirrored], 0.25)
     np.testing.assert_allclose(agree, [0.5, 0.0])
     (none,) = mirror_agreement([one], [mirrored], 0.26)
@@ -315,15 +307,15 @@ def test_calibration_maps_each_score_by_its_classes_threshold():
     from asm.select import calibrate_scores
 
     cfg = ASMConfig(certain_thre=0.8, uncertain_thre=0.3)
-    d = _d([0.2, 0.3, 0.45, 0.6, 0.8, 0.7], [1, 1, 1, 1, 1, 2], np.zeros((6, 4)))
+    d = _det(np.zeros((6, 4)), [1, 1, 1, 1, 1, 2], [0.2, 0.3, 0.45, 0.6, 0.8, 0.7])
     (out,) = calibrate_scores([d], {1: 0.6}, cfg)
     expected = sorted([0.2, 0.3, 0.55, 0.8, 0.9, 0.7], reverse=True)
     np.testing.assert_allclose(out["scores"], expected, atol=1e-6)
-    (top,) = calibrate_scores([_d([1.0, 0.99], [1, 1], np.zeros((2, 4)))], {1: 0.99}, cfg)
+    (top,) = calibrate_scores([_det(np.zeros((2, 4)), [1, 1], [1.0, 0.99])], {1: 0.99}, cfg)
     np.testing.assert_allclose(top["scores"], [1.0, 0.8], atol=1e-6)  # never above 1
-    (just,) = calibrate_scores([_d([0.5999], [1], np.zeros((1, 4)))], {1: 0.6}, cfg)
+    (just,) = calibrate_scores([_det(np.zeros((1, 4)), [1], [0.5999])], {1: 0.6}, cfg)
     assert just["scores"][0] < 0.8  # below a class's threshold is below certain, however close
-    (zero,) = calibrate_scores([_d([0.6], [1], np.zeros((1, 4)))], {1: 0.3}, cfg)
+    (zero,) = calibrate_scores([_det(np.zeros((1, 4)), [1], [0.6])], {1: 0.3}, cfg)
     assert zero["scores"][0] == pytest.approx(0.8 + 0.3 * 0.2 / 0.7)  # a threshold at the low end
 
 

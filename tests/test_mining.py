@@ -7,28 +7,21 @@ from torch import nn
 
 from asm.merge import ASMConfig
 from datasets.records import Record, record_to_dict
+from tests.helpers import detection
 from tools.engine.mining import Mirrored, preannotate
 from tools.loop.labelling import results_from_imported
-
-
-def _det(scores, labels, boxes):
-    return {
-        "scores": np.asarray(scores, np.float32),
-        "labels": np.asarray(labels, np.int64),
-        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-    }
 
 
 def test_preannotations_are_the_certain_boxes_and_the_estimate_their_uncertain_share():
     records = [Record("a", "a.jpg", 100, 100), Record("b", "b.jpg", 100, 100), Record("c", "c.jpg", 100, 100)]
     dets = [
-        _det(
+        detection(
             [0.95, 0.9, 0.5, 0.1],
             [1, 2, 1, 1],
             [[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30], [70, 0, 80, 9]],
         ),
-        _det([0.4], [1], [[0, 0, 10, 10]]),
-        _det([], [], []),
+        detection([0.4], [1], [[0, 0, 10, 10]]),
+        detection([], [], []),
     ]
     pre, scores, estimates = preannotate(dets, records, ASMConfig(certain_thre=0.8, uncertain_thre=0.3))
     assert [len(p) for p in pre] == [2, 0, 0] and pre[0].labels.tolist() == [1, 2]
@@ -109,7 +102,7 @@ def _calibration_run(strategy="v1+", ap50=0.5, gate=0.0):
     for i in range(10):
         scores = [0.99 - 0.01 * (2 * i), 0.99 - 0.01 * (2 * i + 1), 0.65, 0.95]
         boxes = [gt[0], gt[1], [60, 60, 75, 75], gt[2] + [30, 0, 30, 0]]
-        answers.append(_det(scores, [1, 1, 1, 2], boxes))
+        answers.append(detection(scores, [1, 1, 1, 2], boxes))
     loader = [([torch.full((3, 80, 80), float(i))], [{"index": i, "orig_size": (80, 80)}]) for i in range(10)]
     loader = type("Loader", (list,), {"dataset": SimpleNamespace(records=records)})(loader)
     model = _ByImage(answers)
@@ -143,7 +136,7 @@ def test_certain_thresholds_are_calibrated_on_the_validation_set_by_the_mining_m
 
     run, model = _calibration_run()
     # a class-1 box at 0.81 and a class-2 box at 0.99, before the rules
-    cfg, info, shown = _screen(run, [_det([0.99, 0.81], [2, 1], [[0, 0, 9, 9], [0, 0, 9, 9]])])
+    cfg, info, shown = _screen(run, [detection([0.99, 0.81], [2, 1], [[0, 0, 9, 9], [0, 0, 9, 9]])])
     assert model.calls == 10  # one pass over the validation set
     # class 1: the 20 right boxes score 0.99 .. 0.80; the 10 wrong ones 0.65. Above 0.65: right only
     scores = sorted((0.99 - 0.01 * k for k in range(20)), reverse=True)

@@ -18,6 +18,7 @@ from asm.merge import ASMConfig
 from asm.policy import FixedThreshold, MirrorAgreement, RoundPolicy
 from asm.pools import ASMState
 from datasets.records import Record
+from tests.helpers import detection
 from tools.loop import rounds
 from tools.loop.report import AP50
 from tools.runtime.progress import HEARTBEAT
@@ -40,14 +41,6 @@ class _ByValue(nn.Module):
             self.seen.append(i)
             out.append({k: torch.as_tensor(v) for k, v in self.answers[i].items()})
         return out
-
-
-def _det(scores, labels, boxes):
-    return {
-        "scores": np.asarray(scores, np.float32),
-        "labels": np.asarray(labels, np.int64),
-        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-    }
 
 
 class _Log:
@@ -126,13 +119,13 @@ def _data(run, root):
 
 def _exact(score=0.9):
     """Both GT boxes drawn exactly, at ``score``."""
-    return _det([score, score], [1, 2], GT)
+    return detection([score, score], [1, 2], GT)
 
 
 def test_a_round_confirms_the_certain_boxes_that_match_and_the_human_draws_the_rest(tmp_path):
     # image 1: both boxes certain and right (2 confirmed); image 2: one certain box on class 1's
     # place, class 2's box uncertain (1 confirmed, 1 drawn); image 3: nothing found (2 drawn)
-    answers = [_exact(), _exact(0.95), _det([0.9, 0.5], [1, 2], GT), _det([], [], []), _exact()]
+    answers = [_exact(), _exact(0.95), detection([0.9, 0.5], [1, 2], GT), detection([], [], []), _exact()]
     run = _Run(tmp_path, answers, K=3)
     batch = run.asm.next_batch()
     rounds.start_round(run, _data(run, tmp_path), torch.device("cpu"))
@@ -182,7 +175,13 @@ def test_a_mirrored_view_that_draws_nothing_demotes_every_certain_box(tmp_path):
 
 def test_with_candidates_the_most_uncertain_images_are_taken(tmp_path):
     """Four candidates for two places: the two images the model is least sure of are taken."""
-    answers = [_exact(), _exact(0.99), _det([0.5, 0.4], [1, 2], GT), _exact(0.98), _det([0.45], [1], GT[:1])]
+    answers = [
+        _exact(),
+        _exact(0.99),
+        detection([0.5, 0.4], [1, 2], GT),
+        _exact(0.98),
+        detection([0.45], [1], GT[:1]),
+    ]
     run = _Run(tmp_path, answers, K=2, candidates=2)
     rounds.start_round(run, _data(run, tmp_path), torch.device("cpu"))
     info = run.asm.rounds[-1]
