@@ -233,8 +233,7 @@ def _numpy_reads_any_negative_size() -> bool:
 
 DTYPES = ("np.float64", "np.float32", "np.int64", "np.uint32", "np.uint8", "bool")
 # what mutmut does to a dtype argument: drops it (leaving its comma) or makes it None
-DTYPE_SWAPS = [(f"{k}{t}", f"{k}{n}") for t in DTYPES for k in ("", "dtype=") for n in ("None", "")]
-DTYPE_SWAPS += [(f"dtype={t}", "") for t in DTYPES]
+DTYPE_SWAPS = [(t, n) for t in DTYPES for n in ("None", "")] + [(f"dtype={t}", "") for t in DTYPES]
 
 RULES = (  # (test on the removed line and the added one, reason): the first that holds is given
     (
@@ -371,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
         reasons = json.load(f)
     result = summarise(read_results(), reasons)
     result |= {"wall_s": wall, "max_children": args.max_children}
-    atomic_write_text(args.json_out, json.dumps(result, indent=1, ensure_ascii=False))
     result["reasons"] = dict(Counter(v["reason"] for v in result["not_killed"].values()).most_common())
     atomic_write_text(args.json_out, json.dumps(result, indent=1, ensure_ascii=False))
     if args.unexamined:
