@@ -132,15 +132,18 @@ def diff_of(was: str, now: str) -> tuple[str, str]:
 
 def _differences(a, b, path: tuple = ()):
     """Where two syntax trees differ: for each difference, the ``(node, field, index)`` triples above
-    it (``index``: the position in a list field, None for the field as a whole)."""
+    it (``index``: the position in a list field, None for the field as a whole, ``("from", k, n)``
+    when a list of ``n`` lost or gained an element at ``k``, moving the ones after it)."""
     if type(a) is not type(b):
         yield path
     elif isinstance(a, ast.AST):
         for name in a._fields:
             yield from _differences(getattr(a, name), getattr(b, name), (*path, (a, name, None)))
     elif isinstance(a, list):
-        if len(a) != len(b):
-            yield path
+        if len(a) != len(b):  # an element dropped (or added): index ("from", first moved, longer length)
+            moved = (i for i, (x, y) in enumerate(zip(a, b)) if next(_differences(x, y), None) is not None)
+            k = next(moved, min(len(a), len(b)))
+            yield (*path[:-1], (*path[-1][:2], ("from", k, max(len(a), len(b))))) if path else path
         else:
             for k, (x, y) in enumerate(zip(a, b)):
                 yield from _differences(x, y, (*path[:-1], (*path[-1][:2], k)) if path else path)
@@ -191,8 +194,11 @@ def _says(node: ast.AST, field: str, index: int | None, above: tuple) -> bool:
         return True
     words = WORDS.get((owner, name))
     if words is not None:
-        if index is None:  # an argument added or dropped: the call changed
+        if index is None:
             return False
+        if isinstance(index, tuple):  # an argument dropped: every one from it on moves
+            _, k, n = index
+            return words == "*" or (field == "args" and set(range(k, n)) <= words)
         return words == "*" or (index if field == "args" else node.keywords[index].arg) in words
     return bool(above) and isinstance(above[-1][0], ast.Raise) and above[-1][1] == "exc"
 
@@ -354,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(
             [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
             cwd=ROOT,
-            env=os.environ | {"OMP_NUM_THREADS": "1"},  # one thread a mutant: they run side by side
+            # one thread a mutant, as they run side by side; no plugin but those named in [tool.mutmut]
+            env=os.environ | {"OMP_NUM_THREADS": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
             check=True,
         )
         left = kill_leftovers()

@@ -68,6 +68,12 @@ def sanitize_boxes(
 _PLAIN_NAME = re.compile(r"(?!\.\.?$)[^/\\:]+")  # no separator, no drive, not "." or ".."
 
 
+def is_absolute_name(name: str) -> bool:
+    """Whether a file name from an annotation (``/`` separators) is absolute, here or on Windows
+    (``/x``, ``C:/x``)."""
+    return os.path.isabs(name) or name.startswith("/") or (len(name) > 1 and name[1] == ":")
+
+
 def safe_relpath(image_root: str, file_name: str, source: str, field: str) -> str:
     """Return ``file_name`` as a normalised POSIX path inside ``image_root``.
 
@@ -80,7 +86,7 @@ def safe_relpath(image_root: str, file_name: str, source: str, field: str) -> st
     if _PLAIN_NAME.fullmatch(file_name):  # one plain name (COCO's '000000000009.jpg'): nothing to normalise
         return file_name
     name = file_name.replace("\\", "/")
-    if os.path.isabs(name) or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+    if is_absolute_name(name):
         raise AnnotationError(
             f"{source}: field '{field}' = {file_name!r} is an absolute path; "
             f"file names must be relative to the image root {image_root}"

@@ -38,7 +38,14 @@ from lxml import etree
 from datasets.atomic import atomic_open
 from datasets.cache import default_cache_dir
 from datasets.coco import read_json
-from datasets.common import IMAGE_EXTENSIONS, check_image, read_image_size, safe_relpath, sanitize_boxes
+from datasets.common import (
+    IMAGE_EXTENSIONS,
+    check_image,
+    is_absolute_name,
+    read_image_size,
+    safe_relpath,
+    sanitize_boxes,
+)
 from datasets.orientation import turn_points
 from datasets.records import AnnotationError, Record, RecordSet
 from datasets.report import LoadReport
@@ -466,7 +473,6 @@ def records_of(
     classes: Sequence[str] | None,
     report: LoadReport,
     skip_unknown_classes: bool = False,
-    check_images: bool = True,
 ) -> RecordSet:
     """Records of the found items: each image checked (its real size kept), labels mapped to
     ``classes`` (discovered in sorted order when ``None``), shapes of one LabelMe group merged into
@@ -481,15 +487,11 @@ def records_of(
     with_masks = any(s.kind == "polygon" for f in found for s in f.shapes)
     records = []
     for f in found:
-        size = (
-            check_image(image_root, f.item.size, f.file_name, report, f.item.where)
-            if check_images
-            else f.item.size
-        )
+        size = check_image(image_root, f.item.size, f.file_name, report, f.item.where)
         if size is None:
             continue
         shapes = f.shapes
-        if getattr(size, "turn", 1) != 1:  # drawn on the stored pixels of an image stored turned
+        if size.turn != 1:  # drawn on the stored pixels of an image stored turned
             shapes = [_turned(s, size.turn, size.stored) for s in shapes]
         objects = _objects(shapes, classes, skip_unknown_classes, report)
         boxes = np.array([o[1] for o in objects], np.float32).reshape(-1, 4)
@@ -610,11 +612,13 @@ def _labelme_image(root: str, folder: str, item: Item, report: LoadReport) -> tu
     the embedded format."""
     here = os.path.relpath(folder, root).replace(os.sep, "/")
     name = item.name.replace("\\", "/")
-    if os.path.basename(name.rstrip("/")) in ("", ".", ".."):  # no file name: the JSON's own
+    if os.path.basename(name) in ("", ".", ".."):  # no file name (none, or a folder's): the JSON's own
         name = os.path.splitext(os.path.basename(item.where))[0] + _suffix(item.embedded or b"")
     rel = None
     try:
-        rel = safe_relpath(root, name if here == "." else f"{here}/{name}", item.where, "imagePath")
+        # relative to the JSON's folder; an absolute name stays absolute, for safe_relpath to refuse
+        joined = name if here == "." or is_absolute_name(name) else f"{here}/{name}"
+        rel = safe_relpath(root, joined, item.where, "imagePath")
     except AnnotationError as e:
         report.add(
             "path_outside_root", item.where, str(e).split(": ", 1)[-1] + "; the name beside the JSON is used"

@@ -102,7 +102,6 @@ def load_folder(
     stems: Sequence[str] | None = None,
     split: str | None = None,
     classes: Sequence[str] | None = None,
-    check_images: bool = True,
     allow_missing_labels: bool = False,
 ) -> RecordSet:
     """Records of the images ``stems`` (default all) of ``root``'s ``split`` folder (default flat).
@@ -135,7 +134,7 @@ def load_folder(
         name = by_stem.get(stem, f"{stem}.jpg")
         path = os.path.join(image_dir, name)
         file_name = os.path.relpath(path, root).replace(os.sep, "/")
-        size = check_image(root, (0, 0), file_name, report, path) if check_images else Image.open(path).size
+        size = check_image(root, (0, 0), file_name, report, path)  # a folder states no size
         if size is None:
             continue
         if layout == "yolo":

@@ -252,3 +252,21 @@ def test_iou_of_boxes_without_area_is_zero_not_nan():
     with np.errstate(all="raise"):  # no 0 / 0 is computed
         out = box_iou([[5, 5, 5, 5], [0, 0, 10, 10]], [[5, 5, 5, 5]])
     assert out.tolist() == [[0.0], [0.0]]
+
+
+def test_box_iou_of_boxes_under_a_pixel_and_of_empty_boxes():
+    """Two identical 0.5 x 0.5 boxes overlap fully (IoU 1, a union of 0.25); two empty boxes have no
+    union and an IoU of 0, among 50 boxes whose other IoUs are computed alongside (the output is
+    filled, not left as whatever memory the division got)."""
+    from asm.merge import box_iou
+
+    tiny = np.array([[1.0, 1.0, 1.5, 1.5]])
+    assert box_iou(tiny, tiny).tolist() == [[1.0]]
+    rng = np.random.default_rng(0)
+    boxes = rng.uniform(0, 50, (50, 4))
+    boxes[:, 2:] += boxes[:, :2]
+    boxes[::2] = 0.0  # every other box empty
+    for _ in range(3):
+        iou = box_iou(boxes, boxes)
+        assert (iou[::2, ::2] == 0).all()
+        assert np.allclose(np.diag(iou)[1::2], 1.0)

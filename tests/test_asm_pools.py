@@ -58,6 +58,7 @@ def test_v1_keeps_the_label_pool_and_trains_on_k_plus_k():
     assert len(state.labelled) == 10 and len(train) == 10
     assert [r.image_id for r in train[:5]] == batch and all(r.image_id in state.labelled for r in train[5:])
     assert set(batch) <= set(state.detected) and not set(batch) & set(state.unlabelled)
+    assert (state.rounds[-1]["images_joined"], state.rounds[-1]["images_held"]) == (0, 5)  # none joins
 
 
 def test_v1_plus_adds_the_k_sa_annotations():
@@ -180,8 +181,8 @@ def test_topk_v2_never_charges_a_gt_box_twice():
     assert state.pending == first  # both uncertain (ratios 1.0 and 2/3 >= 0.6)
     assert (state.cost.drawn, state.cost.moved) == (2 + 1, 1 + 1)
     # detected again: the human annotated both images on the first pass; nothing is drawn twice
-    state.apply(results([[True, False, False], [False, False, False]]))
-    assert state.rounds[-1]["drawn"] == 0 and state.rounds[-1]["moved"] == 0
+    state.apply(results([[True, False, False], [False, False, False]], moved=[False, True, False]))
+    assert state.rounds[-1]["drawn"] == 0 and state.rounds[-1]["moved"] == 0  # a move is not charged twice
     assert state.cost.drawn == 3 and state.cost.confirmed == 1 + 1
     assert ASMState.from_state(state.state_dict()).passes == state.passes
 

@@ -328,3 +328,55 @@ def test_a_threshold_needs_its_lower_bound_to_reach_the_precision_exactly_or_mor
     assert class_thresholds(outcomes, 2, bound, 0.3) == {1: pytest.approx(0.81), 2: 1.0}
     assert class_thresholds(outcomes, 2, bound + 1e-9, 0.3) == {1: 1.0, 2: 1.0}
     assert class_thresholds(outcomes, 2, 0.0, 0.85) == {1: 0.85, 2: 1.0}  # never below the floor
+
+
+def test_a_score_at_its_classes_threshold_is_certain_and_one_just_under_it_is_not():
+    """The map sends t to c exactly; a score one float below t stays below c even where the low
+    piece's arithmetic rounds up to c (at t = 0.99734..., found by search); a class whose threshold
+    is the floor u sends u itself onto c."""
+    ts = np.r_[np.linspace(0.31, 0.999, 200), 0.9973494389997505]
+    scores = np.r_[ts, np.nextafter(ts, 0)]
+    labels = np.r_[np.arange(1, len(ts) + 1), np.arange(1, len(ts) + 1)]
+    det = {"boxes": np.zeros((len(scores), 4)), "labels": labels, "scores": scores}
+    out = calibrate_scores([det], {k + 1: t for k, t in enumerate(ts)}, CFG)[0]
+    at = out["scores"][out["scores"] >= 0.8]
+    assert len(at) == len(ts) and (at == 0.8).all()  # each threshold onto c, nothing else reaches it
+    u = {"boxes": np.zeros((1, 4)), "labels": np.array([1]), "scores": np.array([0.3])}
+    assert calibrate_scores([u], {1: 0.3}, CFG)[0]["scores"].tolist() == [0.8]
+
+
+def _one(label_scores):
+    """A detection with one box per (label, score), side by side (no box overlaps another)."""
+    labels, scores = zip(*label_scores) if label_scores else ((), ())
+    return _det(_boxes(len(labels)), labels, scores)
+
+
+def test_informative_choice_by_hand():
+    """u 0.3, c 0.8. Gain: uncertain / (certain + uncertain) boxes, 1 without any. Score: gain +
+    0.5 x (1 - cos(mix, chosen)); an image without boxes has no direction (cos 0)."""
+    p = _one([(1, 0.5)])  # gain 1, along class 1
+    x = _one([(1, 0.6)])  # gain 1, along class 1
+    y = _one([(2, 0.9), (2, 0.5), (2, 0.5)])  # gain 2/3, along class 2
+    # after p: x scores 1 + 0 and y 2/3 + 0.5; y comes first (scaling the cosine by |chosen|^2 = 0.25,
+    # or the mixes by their overall norm, would put x first)
+    assert choose_informative([p, x, y], 3, CFG, num_classes=2) == [0, 2, 1]
+    y4 = _one([(2, 0.9), (2, 0.9), (2, 0.9), (2, 0.5)])  # gain 1/4: 0.75 < x's 1.0 (diversity 0.5, not 1.5)
+    assert choose_informative([p, x, y4], 3, CFG, num_classes=2) == [0, 1, 2]
+    # the cosine is with the sum of all chosen so far: after p then y (0.5, 1.0), z (gain 1, along
+    # class 2) scores 1 + 0.5 x (1 - 0.894) = 1.053 and x6 (gain 0.6, class 1) 0.6 + 0.5 x (1 - 0.447)
+    # = 0.876; measured against y alone, x6 would come first (1.1 against 1.0)
+    x6 = _one([(1, 0.9), (1, 0.9), (1, 0.5), (1, 0.5), (1, 0.5)])
+    y1 = _one([(2, 0.5), (2, 0.5)])
+    z = _one([(2, 0.6)])
+    assert choose_informative([p, x6, y1, z], 4, CFG, num_classes=2) == [0, 2, 3, 1]
+    # images without boxes: no direction, so after p and x2 (class 2) they come in queue order
+    empties = [_one([]) for _ in range(40)]
+    x2 = _one([(2, 0.5)])
+    c = _one([(1, 0.9), (2, 0.5)])  # gain 1/2, between both classes: last
+    order = choose_informative([p, x2, c, *empties], 43, CFG, num_classes=2)
+    assert order == [0, 1, *range(3, 43), 2]
+
+
+def test_predicted_uncertainty_of_images_with_one_box_or_none():
+    dets = [_one([(1, 0.9)]), _one([(1, 0.5)]), _one([]), _one([(1, 0.9), (2, 0.5), (2, 0.2)])]
+    assert predicted_uncertainty(dets, CFG).tolist() == [0.0, 1.0, 1.0, 0.5]  # 0.2: below u, not counted

@@ -74,6 +74,8 @@ def test_a_change_inside_an_errors_or_a_log_lines_arguments_is_message_only():
     assert bench.message_only(WAS, _swap('f"{x}: shape 2"', "None"))  # a shape's place
     assert bench.message_only(WAS, _swap('"v1: trained on this round only"', "None"))  # an image's fate
     assert bench.message_only(WAS, _swap("rounds=3", "rounds=None"))  # the progress line
+    assert bench.message_only(WAS, _swap('"detail")', ")"))  # a report entry's detail dropped
+    assert bench.message_only(WAS, _swap('f"{x}: box 0", ', ""))  # its place dropped: the detail moves up
 
 
 def test_a_change_of_whether_or_what_is_raised_or_returned_is_not():
@@ -83,7 +85,8 @@ def test_a_change_of_whether_or_what_is_raised_or_returned_is_not():
     assert not bench.message_only(WAS, _swap("logger.warning", "print"))
     assert not bench.message_only(WAS, _swap('"clipped_box"', '"XXclipped_boxXX"'))  # its reason
     assert not bench.message_only(WAS, _swap('"bad_shape"', "None"))
-    assert not bench.message_only(WAS, _swap('"detail")', ")"))  # an argument dropped: the call
+    assert not bench.message_only(WAS, _swap('"clipped_box", ', ""))  # the reason dropped: others move in
+    assert not bench.message_only(WAS, _swap('shape 2", 7)', 'shape 2")'))  # the group dropped
     assert not bench.message_only(WAS, _swap('shape 2", 7)', 'shape 2", None)'))  # its group
     assert not bench.message_only(WAS, _swap('"polygon", x[1:]', '"XXpolygonXX", x[1:]'))  # its kind
     assert not bench.message_only(WAS, _swap('"kept"', "None"))  # what another mapping holds

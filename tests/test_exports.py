@@ -333,3 +333,35 @@ def test_more_than_half_the_images_losing_every_box_stops_the_load(tmp_path):
     for k in range(3):
         _photo(root / "images" / f"{k}.jpg", k)
     assert load_coco(data, str(root / "images")).report.counts["labels_lost"] == 2
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("", ("sub/a.jpg", True)),  # no imagePath: the JSON's stem
+        (".", ("sub/a.jpg", True)),
+        ("..", ("sub/a.jpg", True)),
+        ("/", ("sub/a.jpg", True)),
+        ("pics/", ("sub/a.jpg", True)),  # a folder: no file name either
+        ("../sub/..", ("sub/a.jpg", True)),
+        ("pic.jpg", ("sub/pic.jpg", True)),
+        ("../other/pic.jpg", ("other/pic.jpg", True)),  # there: kept, though a pic.jpg is beside the JSON
+        ("..\\other\\pic.jpg", ("other/pic.jpg", True)),  # a Windows path
+        ("../other/only_here.jpg", ("sub/only_here.jpg", True)),  # not there, but beside the JSON
+        ("../other/nowhere.jpg", ("other/nowhere.jpg", False)),  # nowhere: the name as given
+        ("/abs/pic.jpg", ("sub/pic.jpg", True)),  # absolute: never read; the name beside the JSON
+        ("/abs/nowhere.jpg", ("sub/nowhere.jpg", False)),
+        ("C:\\photos\\pic.jpg", ("sub/pic.jpg", True)),  # absolute on Windows
+    ],
+)
+def test_a_labelme_image_path_is_found_where_it_points_or_beside_its_json(tmp_path, name, expected):
+    from datasets.exports import Item, _labelme_image
+
+    for rel in ("sub/a.jpg", "sub/pic.jpg", "sub/only_here.jpg", "other/pic.jpg"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    report = LoadReport()
+    item = Item(name, str(tmp_path / "sub" / "a.json"))
+    assert _labelme_image(str(tmp_path), str(tmp_path / "sub"), item, report) == expected
+    outside = [e for e in report.entries if e[0] == "path_outside_root"]
+    assert len(outside) == (name.startswith("/abs") or name.startswith("C:"))

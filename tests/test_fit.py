@@ -2,6 +2,7 @@
 (non-finite loss, loss spike, divergence), and the evaluation interval of run_epoch."""
 
 import math
+import types
 
 import pytest
 import torch
@@ -387,3 +388,25 @@ def test_each_epoch_draws_from_its_own_seed(tmp_path):
     base = first_draw()
     assert first_draw() == base
     assert len({base, first_draw(seed=1), first_draw(index=1), first_draw(epoch=1)}) == 4
+
+
+def test_run_epoch_logs_its_step_its_images_its_seconds_and_its_stop(tmp_path, monkeypatch):
+    """run_epoch hands log_epoch the caller's step, the loader's image count, the epoch's seconds
+    rounded to hundredths (a clock read 100.0 at the start and 102.345678 after) and the stopper's
+    verdict: a window of two evaluations, 0.4 then 0.5, shifts by 0.05 (< 0.1): it stops."""
+    reads = iter([100.0])
+    monkeypatch.setattr(fit, "time", types.SimpleNamespace(perf_counter=lambda: next(reads, 102.345678)))
+    monkeypatch.setattr(fit, "evaluate", lambda *a: {"voc/AP50": 0.5, "voc/AP75": 0.25})
+    model = _Toy()
+    t = _trainer(model, tmp_path, eval_interval=1)
+    t.log = _Recorded()
+    optimizer = make_optimizer(model, t.config)
+    phase = Phase("p", 0, 5)
+    stopper = APShiftStopper(2, 0.1)
+    stopper.history = [(0, 0.4)]
+    run_epoch(
+        t, phase, _Batches(model, TARGETS), stopper, optimizer, make_scheduler(optimizer, t.config, 5), 7
+    )
+    (record,) = t.log.records
+    assert (record["images"], record["seconds"], record["stop"]) == (len(TARGETS), 2.35, True)
+    assert [step for step, _ in t.log.scalar_calls] == [7, 7]

@@ -10,7 +10,7 @@ from al_curve import get_args_parser as curve_parser
 from datasets.build import DataOptions
 from net.pisa import PisaConfig
 from tools.engine.fit import FitConfig
-from tools.loop.options import AT_LEAST_ONE, RANGES, check_options, fit_config, pick, pisa_config
+from tools.loop.options import AT_LEAST_ONE, RANGES, ap_stopper, check_options, fit_config, pick, pisa_config
 from tools.loop.setup import settle
 from train_asm_one import get_args_parser
 
@@ -77,6 +77,8 @@ def test_the_rules_apply_to_the_options_a_script_has():
     check_options(args)
     with pytest.raises(ValueError, match="--lr must be > 0.0"):
         check_options(curve_parser().parse_args(["--lr", "-1"]))
+    with pytest.raises(ValueError, match=r"--uncertain-thre \(0.6\) must not exceed --certain-thre \(0.5\)"):
+        check_options(curve_parser().parse_args(["--certain-thre", "0.5", "--uncertain-thre", "0.6"]))
 
 
 def test_settle_returns_a_copy_with_the_device_values():
@@ -153,6 +155,12 @@ def test_the_demo_refuses_the_seed_its_backbone_was_pretrained_on(tmp_path):
     check_options(parsed("--data-seed", "1001"))  # another seed: fine
     check_options(parsed("--data-seed", "1000", "--weights-backbone", "none"))  # no backbone: fine
     assert main(["--data-seed", "1000", "--output-dir", str(tmp_path / "run")]) == 2  # one line, exit 2
+    # a backbone pretrained on seed 0, the demo's default: refused without --data-seed
+    (tmp_path / "zero.pth").write_bytes(b"")
+    (tmp_path / "zero.json").write_text(_json.dumps({"image_seed": 0}))
+    with pytest.raises(ValueError, match=r"--data-seed 0: the demo backbone \(zero.pth\)"):
+        check_options(parsed("--weights-backbone", str(tmp_path / "zero.pth")))
+    check_options(parsed("--weights-backbone", str(tmp_path / "zero.pth"), "--data-seed", "1"))
 
 
 @pytest.mark.parametrize("word", ["1", "true", "Yes", "y", "ON", "0", "False", "no", "N", "off"])
@@ -233,3 +241,40 @@ def test_the_training_seed_is_train_seed_when_given_else_seed():
     assert training_seed(_args("--seed", "3")) == 3
     assert training_seed(_args("--seed", "3", "--train-seed", "8")) == 8
     assert training_seed(_args("--seed", "3", "--train-seed", "0")) == 0  # 0 is a seed, not "unset"
+
+
+@pytest.mark.parametrize(
+    "value, expected", [("0.5", 0.5), ("1", 1.0), ("1.0", 1.0), ("2", 2.0), ("40", 40.0)]
+)
+def test_initial_takes_a_fraction_up_to_one_or_a_whole_image_count(value, expected):
+    assert _args("--initial", value).initial == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "1.5", "2.5"])
+def test_initial_refuses_nothing_and_a_count_in_pieces(value, capsys):
+    with pytest.raises(SystemExit):
+        _args("--initial", value)
+    assert f"expected a fraction in (0, 1] or an image count, got '{value}'" in capsys.readouterr().err
+
+
+def test_the_ap_stopper_takes_each_ap_option_in_its_place():
+    args = _args(
+        "--ap-range",
+        "4",
+        "--ap-thre",
+        "0.3",
+        "--ap-shift-squared",
+        "--ap-min-rise",
+        "0.02",
+        "--ap-floor",
+        "0.6",
+    )
+    s = ap_stopper(args, 0.007)
+    assert (s.ap_range, s.threshold, s.ap_thre, s.squared, s.min_rise, s.floor) == (
+        4,
+        0.007,
+        0.3,
+        True,
+        0.02,
+        0.6,
+    )

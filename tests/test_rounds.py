@@ -195,6 +195,11 @@ def test_a_round_for_a_human_pauses_with_its_sheets_written(tmp_path):
         rounds.start_round(run, _data(run, tmp_path), torch.device("cpu"))
     assert run.awaiting == os.path.join("labelling", "round1")  # relative: the folder can move
     assert os.listdir(tmp_path / "out" / "labelling" / "round1") and run.saves == 1
+    sheets = tmp_path / "out" / "labelling" / "round1"
+    assert json.loads((sheets / "manifest.json").read_text())["round"] == 1
+    tasks = json.loads((sheets / "label_studio_tasks.json").read_text())
+    assert [t["data"]["asm_round"] for t in tasks] == [1, 1]
+    assert all(0 <= t["data"]["al_ratio_estimate"] <= 1 for t in tasks)  # the model's guess, per image
     assert run.asm.round == 0  # nothing moved until the labels come back
     with pytest.raises(rounds.LabelsMissing, match="run import_labels.py first"):
         rounds.resume_labelled(run, _data(run, tmp_path))
@@ -299,3 +304,11 @@ def test_ranks_whose_pools_differ_are_refused(monkeypatch):
     monkeypatch.setattr(dist, "all_gather", lambda value: [value, "d1"])
     with pytest.raises(RuntimeError, match=r"round 3: the processes hold different pools \['d0', 'd1'\]"):
         rounds.check_ranks_agree(asm)
+
+
+def test_two_rounds_in_a_row_each_leave_their_sheet(tmp_path):
+    run = _Run(tmp_path, [_exact()] * 5, K=2)
+    for _ in range(2):
+        rounds.start_round(run, _data(run, tmp_path), torch.device("cpu"))
+    assert {"round1.png", "round2.png"} <= set(os.listdir(tmp_path / "out" / "rounds"))
+    assert [name for name, *_ in run.phases] == ["round1", "round2"]

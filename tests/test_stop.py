@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import pytest
 import torch
@@ -446,3 +447,22 @@ def test_the_resume_command_splits_an_option_at_its_first_equals_sign():
         assert resume_command(["--K", "2"], "o/last.pth") == "python entry.py --K 2 --resume o/last.pth"
     finally:
         sys.argv = sys_argv
+
+
+def test_a_hung_worker_is_killed_after_its_loader_forgets_its_pid():
+    """torch's SIGCHLD check reports a registered worker's death as a failure: the loader's pids are
+    removed first (a second removal then finds none), and the flag that says they are set falls."""
+    from torch.utils.data._utils.signal_handling import _remove_worker_pids, _set_worker_pids
+
+    from tools.runtime.stop import _kill_worker
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    items = types.SimpleNamespace(_worker_pids_set=True)
+    _set_worker_pids(id(items), (child.pid,))
+    _kill_worker(items, child.pid)
+    assert child.wait(timeout=10) == -signal.SIGKILL and items._worker_pids_set is False
+    with pytest.raises(ValueError, match="Cannot find worker information"):
+        _remove_worker_pids(id(items))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    _kill_worker(types.SimpleNamespace(), other.pid)  # an iterator that never set its pids: the kill alone
+    assert other.wait(timeout=10) == -signal.SIGKILL

@@ -282,3 +282,31 @@ def test_the_record_cache_keeps_the_class_list_apart_from_discovering_it(tmp_pat
     voc_classes = load_voc(root, "train", cache_dir=cache)  # the 20 VOC classes
     discovered = load_voc(root, "train", discover_classes=True, cache_dir=cache)
     assert len(voc_classes.classes) == 20 and discovered.classes == ("dog",)
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [
+        ("", (0, 0)),  # no <size>: unknown, read from the image later
+        ("<size></size>", (0, 0)),  # an empty <size>: the same
+        ("<size><width>640</width><height>480</height></size>", (640, 480)),
+    ],
+)
+def test_a_vocs_size_is_read_as_whole_pixels_or_zero_when_absent(tmp_path, size, expected):
+    path = tmp_path / "a.xml"
+    path.write_text(f"<annotation><filename>a.jpg</filename>{size}</annotation>")
+    d = voc.parse_voc_xml(str(path))
+    assert (d["width"], d["height"]) == expected
+    assert type(d["width"]) is int and type(d["height"]) is int
+
+
+@pytest.mark.parametrize("field", ["width", "height"])
+@pytest.mark.parametrize("value, why", [("640.5", "is not an integer"), ("wide", "is not a number")])
+def test_a_vocs_bad_size_names_the_file_and_the_field(tmp_path, field, value, why):
+    path = tmp_path / "a.xml"
+    other = "height" if field == "width" else "width"
+    path.write_text(f"<annotation><size><{field}>{value}</{field}><{other}>8</{other}></size></annotation>")
+    with pytest.raises(
+        AnnotationError, match=f"^{re.escape(str(path))}: line 1: field <size/{field}> = '{value}' {why}"
+    ):
+        voc.parse_voc_xml(str(path))

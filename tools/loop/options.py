@@ -670,7 +670,7 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
     config = dataclasses.replace(
         pick(FitConfig, args), lr_steps=tuple(args.lr_steps), seed=training_seed(args)
     )
-    if getattr(args, "no_validate", False):  # the last epoch of each phase is still evaluated
+    if args.no_validate:  # the last epoch of each phase is still evaluated
         config = dataclasses.replace(config, eval_interval=NO_VALIDATE_INTERVAL)
     return config
 
