@@ -247,7 +247,9 @@ RULES = (  # (test on the removed line and the added one, reason): the first tha
         "equivalent: numpy reads any negative size in reshape as the one to infer (checked on this numpy)",
     ),
     (
-        lambda m, p: any(_one_swap(m, p, f'"{c}"', f'"{c.upper()}"') for c in ("utf-8", "ascii", "stable")),
+        lambda m, p: any(
+            _one_swap(m, p, f'"{c}"', f'"{c.upper()}"') for c in ("utf-8", "utf-8-sig", "ascii", "stable")
+        ),
         "equivalent: codec names and numpy's sort kinds are read in any case",
     ),
     (
@@ -351,32 +353,55 @@ def kill_leftovers() -> int:
     return killed
 
 
+START_MARK = b"Running mutation testing"  # what mutmut prints once its set-up is done
+
+
+def run_mutmut(max_children: int, command: list[str] | None = None) -> dict[str, float | None]:
+    """Run mutmut (or ``command``), its output passed through. Returns the seconds in all (``wall_s``)
+    and before the first mutant (``setup_s``: the mutants written, the tests traced and run once
+    unmutated; None if mutmut never said it started them)."""
+    start = time.perf_counter()
+    setup = None
+    proc = subprocess.Popen(
+        command or [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
+        cwd=ROOT,
+        # one thread a mutant, as they run side by side; no plugin but those named in [tool.mutmut]
+        env=os.environ | {"OMP_NUM_THREADS": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        stdout=subprocess.PIPE,
+    )
+    tail = b""
+    for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        if setup is None and START_MARK in tail + chunk:
+            setup = round(time.perf_counter() - start, 1)
+        tail = (tail + chunk)[-len(START_MARK) :]
+    if proc.wait():
+        raise subprocess.CalledProcessError(proc.returncode, proc.args)
+    return {"wall_s": round(time.perf_counter() - start, 1), "setup_s": setup}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    start = time.perf_counter()
-    if not args.reuse:
+    times_file = os.path.join(ROOT, "mutants", "wall_s.json")  # the run's times, for a later --reuse
+    if args.reuse:
+        times = json.load(open(times_file)) if os.path.isfile(times_file) else {}
+    else:
         # mutmut keeps results per function and re-tests only changed code; a changed test must count
         shutil.rmtree(os.path.join(ROOT, "mutants"), ignore_errors=True)
-        subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
-            cwd=ROOT,
-            # one thread a mutant, as they run side by side; no plugin but those named in [tool.mutmut]
-            env=os.environ | {"OMP_NUM_THREADS": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
-            check=True,
-        )
+        times = run_mutmut(args.max_children)
         left = kill_leftovers()
         if left:
             print(f"stopped {left} processes that mutants' tests left behind", file=sys.stderr)
-    wall_file = os.path.join(ROOT, "mutants", "wall_s.json")  # the run's time, for a later --reuse
-    if args.reuse:
-        wall = json.load(open(wall_file))["wall_s"] if os.path.isfile(wall_file) else None
-    else:
-        wall = round(time.perf_counter() - start, 1)
-        atomic_write_text(wall_file, json.dumps({"wall_s": wall}))
+        atomic_write_text(times_file, json.dumps(times))
     with open(REASONS, encoding="utf-8") as f:
         reasons = json.load(f)
     result = summarise(read_results(), reasons)
-    result |= {"wall_s": wall, "max_children": args.max_children}
+    result |= {
+        "wall_s": times.get("wall_s"),
+        "setup_s": times.get("setup_s"),
+        "max_children": args.max_children,
+    }
     result["reasons"] = dict(Counter(v["reason"] for v in result["not_killed"].values()).most_common())
     atomic_write_text(args.json_out, json.dumps(result, indent=1, ensure_ascii=False))
     if args.unexamined:

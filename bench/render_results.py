@@ -69,6 +69,8 @@ def _demo(d: dict) -> str:
 
 def _mutation(d: dict) -> str:
     wall = "wall time not recorded" if d["wall_s"] is None else f"{d['wall_s']:.0f} s"
+    if d.get("setup_s") is not None:
+        wall += f" ({d['setup_s']:.0f} s of it before the first mutant)"
     unread = d.get("reasons", {}).get("not examined", 0)
     return (
         f"{d['killed']} of {d['mutants']} mutants killed ({d['killed_fraction']:.3f}), {wall}; "

@@ -18,6 +18,8 @@ import torch  # noqa: E402
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+if "MUTANT_UNDER_TEST" in os.environ:  # bench/mutation.py: what each mutant's forked pytest need not redo
+    from bench.mutant_pytest import pytest_configure, pytest_unconfigure  # noqa: E402, F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "data")

@@ -464,3 +464,19 @@ def test_a_round_record_counts_the_round_the_pool_and_what_was_trained():
         ValueError, match=r"merge results do not match next_batch\(\) \(order or ids differ\)"
     ):
         state.apply(_results(state, [0.5, 0.5], oracle)[::-1])
+
+
+def test_held_out_images_survive_a_checkpoint_and_count_in_the_digest():
+    records = _records(10)
+    state = ASMState.start("v1+", 2, records, initial=list(range(6)), seed=0)
+    twin = ASMState.from_state(state.state_dict())
+    labelled = sorted(state.labelled)
+    state.hold_out(labelled[:2])
+    for i in labelled[:2]:
+        twin.labelled.pop(i)  # the same pools, but nothing held out: the ranks would disagree
+    assert state.digest() != twin.digest()
+    back = ASMState.from_state(state.state_dict())
+    assert sorted(back.held_out) == labelled[:2] and back.digest() == state.digest()
+    assert [record_to_dict(r) for r in back.held_out.values()] == [
+        record_to_dict(r) for r in state.held_out.values()
+    ]

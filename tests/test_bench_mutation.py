@@ -2,6 +2,8 @@
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -124,6 +126,8 @@ def test_the_rules_take_only_their_exact_substitution():
     assert _rule('open(p, encoding="utf-8")', 'open(p, encoding="UTF-8")').startswith(
         "equivalent: codec names"
     )
+    assert _rule('raw.decode("utf-8-sig")', 'raw.decode("UTF-8-SIG")').startswith("equivalent: codec names")
+    assert _rule('raw.decode("utf-8-sig")', 'raw.decode("utf-8")') is None  # another codec: the BOM kept
     assert _rule('open(p, encoding="utf-8")', "open(p, )").startswith("equivalent where the locale")
     assert _rule('open(p, encoding="utf-8")', "open(p, encoding=None)").startswith(
         "equivalent where the locale"
@@ -191,3 +195,20 @@ def test_the_unexamined_survivors_are_grouped_by_the_key_a_reason_takes(monkeypa
         "1 asm.a.x_g | if x > 1:",
         "    1: if x < 1:",
     ]
+
+
+def test_the_set_up_time_ends_where_mutmut_says_it_tests_mutants(capfd):
+    """The mark is found though it comes in two writes; without it the set-up time is unknown; a
+    failing run raises."""
+    script = (
+        "import sys, time; w = sys.stdout.buffer; w.write(b'Generating mutants\\n'); w.flush(); "
+        "time.sleep(0.2); w.write(b'Running mutation'); w.flush(); time.sleep(0.2); "
+        "w.write(b' testing\\n'); w.flush(); time.sleep(0.2)"
+    )
+    times = bench.run_mutmut(2, [sys.executable, "-c", script])
+    # the mark is whole after two sleeps of 0.2 s, and a third follows it (lower bounds only)
+    assert times["setup_s"] >= 0.35 and times["wall_s"] - times["setup_s"] >= 0.15
+    assert "Generating mutants\nRunning mutation testing\n" in capfd.readouterr().out  # passed through
+    assert bench.run_mutmut(2, [sys.executable, "-c", "print('nothing')"])["setup_s"] is None
+    with pytest.raises(subprocess.CalledProcessError):
+        bench.run_mutmut(2, [sys.executable, "-c", "raise SystemExit(3)"])

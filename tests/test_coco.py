@@ -289,3 +289,48 @@ def test_strict_int_takes_exact_64_bit_integers_only(value, expected):
             strict_int(value)
     else:
         assert strict_int(value) == expected and type(strict_int(value)) is int
+
+
+@pytest.mark.parametrize(
+    "image, expected",
+    [
+        ((2.0, "a.jpg", 0, 48), ("2", 0, 48)),  # a whole float id: read one by one; width 0: unknown
+        ((2.0, "a.jpg", 100_000, 0), ("2", 100_000, 0)),  # the largest size taken
+        ((True, "a.jpg", 64, 48), "True is not an integer"),  # JSON true is no id
+        ((2.0, "a.jpg", 100_001, 48), "size 100001x48 is out of range"),
+        ((2.0, "a.jpg", 64, -1), "size 64x-1 is out of range"),
+    ],
+)
+def test_image_ids_and_sizes_at_their_limits(tmp_path, image, expected):
+    path = write_coco(tmp_path, coco_dict(images=(image,), anns=()), image_sizes={})
+    if isinstance(expected, str):
+        with pytest.raises(AnnotationError, match=rf"images\[0\] needs integer .*\({re.escape(expected)}\)"):
+            load_coco(path, str(tmp_path / "images"), check_images=False)
+        return
+    (record,) = load_coco(path, str(tmp_path / "images"), check_images=False).records
+    assert (record.image_id, record.width, record.height) == expected
+
+
+@pytest.mark.parametrize("n, fine", [(4, False), (5, False), (6, True), (7, False), (8, True), (9, False)])
+def test_a_polygon_needs_an_even_count_of_at_least_six_coordinates(n, fine):
+    from datasets.coco import check_segmentation
+
+    poly = [float(v) for v in range(n)]
+    if fine:
+        check_segmentation([poly], 10, 10, "a.json: annotations[0]")
+        return
+    with pytest.raises(
+        AnnotationError, match=rf"^a.json: annotations\[0\]: segmentation polygon 0 needs .* got {n}$"
+    ):
+        check_segmentation([poly], 10, 10, "a.json: annotations[0]")
+
+
+def test_a_coco_export_that_is_not_there_names_the_folder(tmp_path):
+    from datasets.coco import export_splits
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(AnnotationError, match=r"\(found folders \['train'\]\)"):
+        export_splits(str(tmp_path))
+    with pytest.raises(AnnotationError, match=r"^.*nowhere: a COCO export needs .*\(found folders \[\]\)"):
+        export_splits(str(tmp_path / "nowhere"))

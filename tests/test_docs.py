@@ -106,6 +106,10 @@ def test_the_mutation_row_says_the_share_killed_the_time_and_the_survivors_not_e
         }
     )
     assert row == "850 of 1000 mutants killed (0.850), 900 s; 50 survivors not examined (5.0%)"
+    timed = {"killed": 1, "mutants": 2, "killed_fraction": 0.5, "wall_s": 700.2, "setup_s": 210.4}
+    assert render_results._mutation(timed).startswith(
+        "1 of 2 mutants killed (0.500), 700 s (210 s of it before the first mutant); 0 survivors"
+    )
     assert "wall time not recorded" in render_results._mutation(
         {"killed": 1, "mutants": 2, "killed_fraction": 0.5, "wall_s": None}
     )

@@ -410,3 +410,25 @@ def test_run_epoch_logs_its_step_its_images_its_seconds_and_its_stop(tmp_path, m
     (record,) = t.log.records
     assert (record["images"], record["seconds"], record["stop"]) == (len(TARGETS), 2.35, True)
     assert [step for step, _ in t.log.scalar_calls] == [7, 7]
+
+
+def test_an_epoch_is_trained_with_the_phases_warm_up_clip_name_and_seed(tmp_path, monkeypatch):
+    """Epoch 3 of a 6-epoch phase over 4 batches: the warm-up spans at most 10% of the phase's 24
+    iterations (2 of the 100 asked) and 12 of them are done; the clip and the phase's name are
+    passed on; the global generator is seeded from (seed, phase index, epoch, rank 0)."""
+    from datasets.torch_data import mix_seed
+
+    seen = {}
+
+    def fake(model, optimizer, loader, device, epoch, **kw):
+        seen.update(kw, epoch=epoch, seed=torch.initial_seed())
+        return {"loss": 1.0}
+
+    monkeypatch.setattr(fit, "train_one_epoch", fake)
+    model = _Toy()
+    t = _trainer(model, tmp_path, warmup_iters=100, clip_grad=5.0, seed=7)
+    train_epoch_safely(
+        t, Phase("round2", 2, 6, epoch=3), _Batches(model, TARGETS), make_optimizer(model, t.config)
+    )
+    assert (seen["epoch"], seen["warmup_iters"], seen["warmup_done"]) == (3, 2, 12)
+    assert (seen["clip_grad"], seen["desc"], seen["seed"]) == (5.0, "round2", mix_seed(7, 2, 3, 0))

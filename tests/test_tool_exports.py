@@ -857,3 +857,26 @@ def test_rotated_rectangles_turn_clockwise_about_their_corner_or_centre_as_the_t
     np.testing.assert_allclose(
         _rotated_about_centre(10, 20, 40, 28, degrees), [(z.real, z.imag) for z in expected], atol=1e-9
     )
+
+
+def test_cvat_ellipses_and_rotated_boxes_are_outlines_with_masks(tmp_path):
+    """With no polygon in the export, an ellipse and a rotated box still give masks: an ellipse is
+    its 24-point outline, a box turned by 90 degrees its four turned corners; an image-level tag
+    and a comment are no shapes."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(_image_bytes(1))
+    shapes = (
+        _cvat_box("car", 10, 10, 30, 20, rotation=90)  # 20 x 10 about 20,15: corners 25,5 .. 15,25
+        + '    <ellipse label="person" source="manual" occluded="0" cx="40.00" cy="30.00" rx="6.00" ry="4.00" '
+        'z_order="0">\n    </ellipse>\n'
+        + '    <tag label="car" source="manual">\n    </tag>\n    <!-- a comment -->\n'
+    )
+    (tmp_path / "annotations.xml").write_text(CVAT_HEAD.format(n=1) + _cvat_image(0, "a.jpg", shapes) + "</annotations>\n")
+    (record,) = load_cvat(str(tmp_path)).records
+    assert record.labels.tolist() == [2, 1] and record.masks is not None and len(record.masks) == 2
+    turned, ellipse = (np.asarray(m[0]).reshape(-1, 2) for m in record.masks)
+    assert sorted(map(tuple, np.round(turned, 4).tolist())) == [(15, 5), (15, 25), (25, 5), (25, 25)]
+    unit = (ellipse - [40, 30]) / [6, 4]
+    assert len(ellipse) == 24 and np.allclose(unit**2 @ [1, 1], 1.0)  # on the ellipse ...
+    angles = np.sort(np.arctan2(unit[:, 1], unit[:, 0]) % (2 * np.pi))
+    assert np.allclose(angles, np.arange(24) * 2 * np.pi / 24, atol=1e-9)  # ... once round, evenly
