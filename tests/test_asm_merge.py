@@ -270,3 +270,22 @@ def test_box_iou_of_boxes_under_a_pixel_and_of_empty_boxes():
         iou = box_iou(boxes, boxes)
         assert (iou[::2, ::2] == 0).all()
         assert np.allclose(np.diag(iou)[1::2], 1.0)
+
+
+def test_certain_errors_by_hand_with_one_gt_box_or_none():
+    """IoU 0.6 with the image's one GT box: loose when of its class, wrong_class otherwise; without
+    GT boxes a certain box lies on no object; a matched box is no error; -1 marks no match."""
+    from asm.merge import certain_errors
+
+    gt = Record("a", "a.jpg", 50, 50, [[0, 0, 10, 10]], [1])
+    box = np.array([[0, 0, 6, 10]], np.float32)  # IoU 0.6
+    assert certain_errors(box, np.array([1]), np.array([-1]), gt) == (1, 0)
+    assert certain_errors(box, np.array([2]), np.array([-1]), gt) == (0, 1)
+    assert certain_errors(box, np.array([1]), np.array([0]), gt) == (0, 0)  # matched
+    assert certain_errors(box, np.array([1]), np.array([-1]), Record("b", "b.jpg", 50, 50)) == (0, 0)
+    # the GT box taken by a match is not free for a loose box: the second is on no free object
+    two = np.array([[0, 0, 10, 10], [0, 0, 6, 10]], np.float32)
+    assert certain_errors(two, np.array([1, 1]), np.array([0, -1]), gt) == (0, 0)
+    gt2 = Record("c", "c.jpg", 50, 50, [[0, 0, 10, 10], [20, 0, 30, 10]], [1, 1])
+    wrong = np.array([[0, 0, 6, 10], [20, 0, 26, 10]], np.float32)
+    assert certain_errors(wrong, np.array([2, 2]), np.array([-1, -1]), gt2) == (0, 2)  # counted per box

@@ -126,6 +126,7 @@ def test_a_box_at_iou_between_move_and_gt_iou_is_one_move():
     moved = count_moves([r], move_iou=0.5)[0]
     assert (moved.confirmed, moved.drawn, moved.deleted) == (1, 1, 1)  # the class-2 box is still drawn
     assert moved.moved.tolist() == [False, True, False] and len(moved.deleted_boxes) == 1
+    assert moved.deleted_boxes.tolist() == [[40, 0, 47, 10]] and moved.deleted_labels.tolist() == [1]  # left
     assert r.drawn == 2  # the input is untouched
     assert count_moves([r], move_iou=0.7)[0].moved.sum() == 0
 

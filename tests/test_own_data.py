@@ -267,6 +267,8 @@ def test_pennfudan_mask_pngs_give_boxes_and_masks(tmp_path):
     np.testing.assert_array_equal(rec.boxes, [[3, 2, 8, 10], [20, 12, 39, 28]])
     masks = decode_masks(rec)
     assert masks.shape == (2, 30, 40) and masks[0].sum() == 40 and masks[1].sum() == 16 * 19
+    assert rec.image_id == os.path.basename(rec.file_name).removesuffix(".png")  # the image's stem
+    assert rec.masks is not None and len(rec.masks) == 2  # the masks themselves, not boxes drawn as masks
 
 
 def test_one_mask_value_over_two_people_is_two_objects_and_a_speck_is_dropped(tmp_path, caplog):
@@ -644,3 +646,30 @@ def test_a_yolo_file_whose_boxes_all_fall_outside_is_counted_once(tmp_path):
     path.write_text("0 1.0 1.0 0.0 0.0\n")  # a box of no area at the corner
     lost = _yolo_record(str(path), "a", "a.jpg", (100, 50), 2, report)
     assert len(lost) == 0 and report.of("labels_lost") == [(str(path), "all 1 boxes dropped")]
+
+
+def test_a_folder_of_jpegimages_alone_is_the_image_folder(tmp_path):
+    from datasets.folder import _image_dir
+
+    (tmp_path / "JPEGImages").mkdir()
+    assert _image_dir(str(tmp_path), None) == str(tmp_path / "JPEGImages")
+    (tmp_path / "images").mkdir()
+    assert _image_dir(str(tmp_path), None) == str(tmp_path / "images")  # images/ first
+
+
+def test_an_orphan_label_is_named_by_its_own_stem(tmp_path):
+    """A YOLO label's stem is its name less .txt, even one ending in _mask; a mask's drops _mask."""
+    from datasets.folder import _report_orphans
+    from datasets.report import LoadReport
+
+    (tmp_path / "a_mask.txt").write_text("")
+    (tmp_path / "b.txt").write_text("")
+    report = LoadReport()
+    _report_orphans(str(tmp_path), "yolo", {"a_mask": "a_mask.jpg"}, "images", report)
+    assert [(os.path.basename(s), d) for _, s, d in report.entries] == [("b.txt", "no image b.* in images")]
+    (tmp_path / "c_mask.png").write_bytes(b"")
+    report = LoadReport()
+    _report_orphans(str(tmp_path), "masks", {"a_mask": "a_mask.png"}, "images", report)
+    assert [(os.path.basename(s), d) for _, s, d in report.entries] == [
+        ("c_mask.png", "no image c.* in images")
+    ]

@@ -140,3 +140,21 @@ def test_packing_keeps_difficult_flags_and_masks_of_every_record():
     assert (
         back[0].masks == [poly, rle] and back[1].masks == [None] and (back[1].width, back[1].height) == (6, 4)
     )
+
+
+def test_select_takes_indices_as_well_as_a_mask():
+    r = Record(
+        "a", "a.jpg", 40, 40, [[0, 0, 5, 5], [10, 10, 20, 20], [1, 1, 2, 2]], [1, 2, 3], difficult=[0, 1, 0]
+    )
+    r.masks = [[[0, 0, 5, 0, 5, 5]], [[10, 10, 20, 10, 20, 20]], [[1, 1, 2, 1, 2, 2]]]
+    for keep in ([2, 1], np.array([2, 1], np.int32)):
+        s = r.select(keep)
+        assert s.boxes.tolist() == [[1, 1, 2, 2], [10, 10, 20, 20]] and s.labels.tolist() == [3, 2]
+        assert s.difficult.tolist() == [False, True] and s.masks == [r.masks[2], r.masks[1]]
+    m = r.select(np.array([False, True, True]))
+    assert m.labels.tolist() == [2, 3] and m.masks == r.masks[1:]
+
+
+def test_a_record_set_maps_each_label_to_itself_by_default():
+    data = RecordSet([], ("cat", "dog", "bird"), "/images")
+    assert data.label_to_cat_id == {1: 1, 2: 2, 3: 3}  # one entry per class: no 0, no 4

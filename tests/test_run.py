@@ -92,8 +92,12 @@ def test_a_phase_trains_to_its_end_with_a_checkpoint_after_every_epoch(tmp_path,
     run = _run(tmp_path, "--epochs", "3", "--eval-interval", "1")
     run.train_records = _records(tmp_path)
     scripted_ap[:] = [0.2, 0.5, 0.4]
+    steps = []
+    real = run.trainer.log.scalars
+    run.trainer.log.scalars = lambda values, step: steps.append(step) or real(values, step)
     metrics = run.train_phase()
     assert metrics["voc/AP50"] == 0.4 and run.phase.finished and run.epochs_done == 3
+    assert steps == [1, 1, 2, 2, 3, 3]  # TensorBoard: losses then AP at the run's epoch count, from 1
     # plain gradient descent on (w - 1)^2 at lr 0.25: w <- w + 0.5 (1 - w), two batches an epoch
     assert run.model.w.item() == pytest.approx(1 - 0.5**6) and run.model.batches == 6
     out = run.args.output_dir

@@ -871,7 +871,9 @@ def test_cvat_ellipses_and_rotated_boxes_are_outlines_with_masks(tmp_path):
         'z_order="0">\n    </ellipse>\n'
         + '    <tag label="car" source="manual">\n    </tag>\n    <!-- a comment -->\n'
     )
-    (tmp_path / "annotations.xml").write_text(CVAT_HEAD.format(n=1) + _cvat_image(0, "a.jpg", shapes) + "</annotations>\n")
+    (tmp_path / "annotations.xml").write_text(
+        CVAT_HEAD.format(n=1) + _cvat_image(0, "a.jpg", shapes) + "</annotations>\n"
+    )
     (record,) = load_cvat(str(tmp_path)).records
     assert record.labels.tolist() == [2, 1] and record.masks is not None and len(record.masks) == 2
     turned, ellipse = (np.asarray(m[0]).reshape(-1, 2) for m in record.masks)

@@ -35,9 +35,9 @@ def test_bccd_counts_and_exact_degenerate_report(bccd_root, tmp_path):
 
 def test_second_load_hits_cache_and_change_invalidates_it(tmp_path, monkeypatch):
     root = make_voc(tmp_path / "VOC", {"a": voc_xml("a.jpg"), "b": voc_xml("b.jpg")})
-    cache = str(tmp_path / "cache")
+    cache = str(tmp_path / "voc_cache")  # not the tests' default cache folder
     first = load_voc(root, "train", classes=CLS, cache_dir=cache)
-    assert len(os.listdir(cache)) == 1
+    assert len(os.listdir(cache)) == 1 and os.listdir(cache)[0].startswith("voc-")
 
     def fail(path):
         raise AssertionError("parsed again despite the cache")
@@ -310,3 +310,16 @@ def test_a_vocs_bad_size_names_the_file_and_the_field(tmp_path, field, value, wh
         AnnotationError, match=f"^{re.escape(str(path))}: line 1: field <size/{field}> = '{value}' {why}"
     ):
         voc.parse_voc_xml(str(path))
+
+
+def test_a_named_annotation_folder_finds_the_usual_image_folder(tmp_path):
+    """--voc-annotations-dir alone: the images are in images/ or else JPEGImages/."""
+    (tmp_path / "annots").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
+    assert voc.voc_layout(str(tmp_path), ("annots", None)) == (
+        str(tmp_path / "annots"),
+        str(tmp_path / "JPEGImages"),
+        True,
+    )
+    (tmp_path / "images").mkdir()
+    assert voc.voc_layout(str(tmp_path), ("annots", None))[1] == str(tmp_path / "images")
