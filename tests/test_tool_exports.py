@@ -722,6 +722,7 @@ def test_each_labelme_shape_becomes_an_outline_or_a_counted_fate(tmp_path):
 
     from datasets.exports import parse_labelme
     from datasets.report import LoadReport
+    from datasets.report import LoadReport
 
     shapes = [
         _labelme_shape("car", [[30, 20], [10, 5]], "rectangle", group_id=4),  # drawn from its far corner
@@ -874,11 +875,81 @@ def test_cvat_ellipses_and_rotated_boxes_are_outlines_with_masks(tmp_path):
     (tmp_path / "annotations.xml").write_text(
         CVAT_HEAD.format(n=1) + _cvat_image(0, "a.jpg", shapes) + "</annotations>\n"
     )
-    (record,) = load_cvat(str(tmp_path)).records
+    data = load_cvat(str(tmp_path))
+    (record,) = data.records
     assert record.labels.tolist() == [2, 1] and record.masks is not None and len(record.masks) == 2
+    xml = (tmp_path / "annotations.xml").read_text()
+    where = f"{tmp_path / 'annotations.xml'}: line {_line(xml, 'rotation=')}"
+    assert data.report.entries == [
+        ("rotated_box", where, "kept as the axis-aligned box that holds it")
+    ]  # no tag
     turned, ellipse = (np.asarray(m[0]).reshape(-1, 2) for m in record.masks)
     assert sorted(map(tuple, np.round(turned, 4).tolist())) == [(15, 5), (15, 25), (25, 5), (25, 25)]
     unit = (ellipse - [40, 30]) / [6, 4]
     assert len(ellipse) == 24 and np.allclose(unit**2 @ [1, 1], 1.0)  # on the ellipse ...
     angles = np.sort(np.arctan2(unit[:, 1], unit[:, 0]) % (2 * np.pi))
     assert np.allclose(angles, np.arange(24) * 2 * np.pi / 24, atol=1e-9)  # ... once round, evenly
+
+
+def test_a_labelme_json_read_field_by_field(tmp_path):
+    """LabelMe 3 wrote polygons without a shape_type; a shape without a label, a polygon of two
+    points and imageData that is not base64 are counted, not read; a circle is its outline, in its
+    group; imagePath null is no name."""
+    from datasets.exports import parse_labelme
+    from datasets.report import LoadReport
+
+    data = {
+        "version": "3.16.7",
+        "imagePath": "a.jpg",
+        "imageData": "a@Gk=",  # "aGk=" (b"hi") with a character outside base64: refused, not skipped
+        "imageWidth": 64,
+        "imageHeight": 48,
+        "shapes": [
+            {"label": "cat", "points": [[1, 2], [3, 4], [5, 1]]},
+            {"points": [[1, 1], [2, 2]], "shape_type": "rectangle"},
+            {"label": "cat", "points": [[10, 10], [13, 14]], "shape_type": "circle", "group_id": 3},
+            {"label": "cat", "points": [[1, 1], [2, 2]], "shape_type": None},
+        ],
+    }
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(data))
+    report = LoadReport()
+    item = parse_labelme(str(path), report)
+    assert (item.name, item.size, item.embedded) == ("a.jpg", (64, 48), None)
+    assert [(s.kind, len(s.points), s.group, s.where) for s in item.shapes] == [
+        ("polygon", 3, None, f"{path}: shapes[0]"),
+        ("polygon", 24, 3, f"{path}: shapes[2]"),  # a circle of radius 5 about 10,10
+    ]
+    assert np.allclose(np.hypot(*(item.shapes[1].points - [10, 10]).T), 5.0)
+    assert [(reason, where, detail.split(" (")[0]) for reason, where, detail in report.entries] == [
+        ("bad_image_data", str(path), "field 'imageData' is not base64"),
+        ("bad_shape", f"{path}: shapes[1]", "no label"),
+        ("bad_shape", f"{path}: shapes[3]", "a polygon of 2 points"),
+    ]
+    path.write_text(json.dumps({"imagePath": None, "shapes": []}))
+    assert parse_labelme(str(path), LoadReport()).name == ""
+
+
+def test_cvat_files_without_images_with_tracks_beside_images_and_a_nameless_image(tmp_path):
+    from datasets.exports import parse_cvat
+
+    path = tmp_path / "annotations.xml"
+    path.write_text(CVAT_HEAD.format(n=0) + "</annotations>\n")
+    assert parse_cvat(str(path)) == (["person", "car"], [])  # a task with no image: nothing to read
+    track = '  <track id="0" label="car" source="manual">\n  </track>\n'
+    path.write_text(
+        CVAT_HEAD.format(n=1)
+        + track
+        + _cvat_image(0, "a.jpg", _cvat_box("car", 1, 2, 3, 4))
+        + "</annotations>\n"
+    )
+    _, (item,) = parse_cvat(str(path))  # images beside a track: the images are read
+    assert item.name == "a.jpg" and [s.box for s in item.shapes] == [[1, 2, 3, 4]]
+    path.write_text(CVAT_HEAD.format(n=1) + track + "</annotations>\n")
+    with pytest.raises(AnnotationError, match="a CVAT video export"):
+        parse_cvat(str(path))
+    path.write_text(
+        CVAT_HEAD.format(n=1) + f'  <image id="0" width="{W}" height="{H}">\n  </image>\n</annotations>\n'
+    )
+    _, (item,) = parse_cvat(str(path))
+    assert (item.name, item.size) == ("", (W, H))  # no name: found by no file, and counted later
