@@ -31,11 +31,14 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import glob
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 
@@ -357,11 +360,15 @@ START_MARK = b"Running mutation testing"  # what mutmut prints once its set-up i
 
 
 def run_mutmut(max_children: int, command: list[str] | None = None) -> dict[str, float | None]:
-    """Run mutmut (or ``command``), its output passed through. Returns the seconds in all (``wall_s``)
-    and before the first mutant (``setup_s``: the mutants written, the tests traced and run once
-    unmutated; None if mutmut never said it started them)."""
+    """Run mutmut (or ``command``), its output passed through. Returns the seconds until it exits
+    (``wall_s``) and before its first mutant (``setup_s``: the mutants written, the tests traced and
+    run once unmutated; None if mutmut never said it started them).
+
+    The output is relayed by a thread: a mutant's leftover process (a hung DataLoader worker) keeps
+    the pipe open after mutmut has exited, and the run must not wait for it (kill_leftovers ends it).
+    """
     start = time.perf_counter()
-    setup = None
+    setup: list[float] = []
     proc = subprocess.Popen(
         command or [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
         cwd=ROOT,
@@ -369,16 +376,24 @@ def run_mutmut(max_children: int, command: list[str] | None = None) -> dict[str,
         env=os.environ | {"OMP_NUM_THREADS": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         stdout=subprocess.PIPE,
     )
-    tail = b""
-    for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
-        if setup is None and START_MARK in tail + chunk:
-            setup = round(time.perf_counter() - start, 1)
-        tail = (tail + chunk)[-len(START_MARK) :]
-    if proc.wait():
-        raise subprocess.CalledProcessError(proc.returncode, proc.args)
-    return {"wall_s": round(time.perf_counter() - start, 1), "setup_s": setup}
+
+    def relay() -> None:
+        tail = b""
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            if not setup and START_MARK in tail + chunk:
+                setup.append(round(time.perf_counter() - start, 1))
+            tail = (tail + chunk)[-len(START_MARK) :]
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    code = proc.wait()
+    wall = round(time.perf_counter() - start, 1)
+    reader.join(timeout=5)  # the rest of what mutmut wrote; a leftover's open pipe is not waited for
+    if code:
+        raise subprocess.CalledProcessError(code, proc.args)
+    return {"wall_s": wall, "setup_s": setup[0] if setup else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         left = kill_leftovers()
         if left:
             print(f"stopped {left} processes that mutants' tests left behind", file=sys.stderr)
+        # a mutant stopped by a signal (a timeout) never removes its tmp_path folder (bench/mutant_pytest.py)
+        for folder in glob.glob(os.path.join(tempfile.gettempdir(), "mutant-*")):
+            shutil.rmtree(folder, ignore_errors=True)
         atomic_write_text(times_file, json.dumps(times))
     with open(REASONS, encoding="utf-8") as f:
         reasons = json.load(f)

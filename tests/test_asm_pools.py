@@ -480,3 +480,14 @@ def test_held_out_images_survive_a_checkpoint_and_count_in_the_digest():
     assert [record_to_dict(r) for r in back.held_out.values()] == [
         record_to_dict(r) for r in state.held_out.values()
     ]
+
+
+def test_topk_v2_counts_every_image_that_joins_and_replay_draws_each_record_once():
+    records = _records(12)
+    oracle = {r.image_id: r for r in records}
+    state = ASMState.start("topk_v2", 4, records, initial=[0, 1, 2], seed=0, round_train="replay")
+    batch, train = _run_round(state, oracle, lambda n: [0.1, 0.2, 0.9, 0.45][:n])
+    info = state.rounds[-1]
+    assert (info["images_joined"], info["images_held"]) == (2, 1)  # two at or under cer_ratio 0.3
+    replay = [r.image_id for r in train if r.image_id not in batch]
+    assert len(replay) == len(set(replay)) == 3  # K = 4 asked of a pool of 3: all of it, each once

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 
@@ -212,3 +213,19 @@ def test_the_set_up_time_ends_where_mutmut_says_it_tests_mutants(capfd):
     assert bench.run_mutmut(2, [sys.executable, "-c", "print('nothing')"])["setup_s"] is None
     with pytest.raises(subprocess.CalledProcessError):
         bench.run_mutmut(2, [sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_a_leftover_process_holding_the_output_does_not_hold_the_run(capfd):
+    """mutmut has exited; a process it left behind still holds its output open (a hung DataLoader
+    worker): the run returns while that process lives."""
+    script = (
+        "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print('leftover', p.pid, flush=True); print('Running mutation testing', flush=True)"
+    )
+    times = bench.run_mutmut(2, [sys.executable, "-c", script])
+    pid = int(capfd.readouterr().out.split("leftover ")[1].split()[0])
+    try:
+        os.kill(pid, 0)  # still alive: the run did not wait for it
+        assert times["setup_s"] is not None
+    finally:
+        os.kill(pid, signal.SIGKILL)

@@ -114,3 +114,18 @@ def test_a_stoppers_state_carries_every_rule_and_an_older_one_keeps_this_stopper
     kept = APShiftStopper(min_rise=0.2, floor=0.4)
     kept.load_state_dict(older)
     assert (kept.min_rise, kept.floor, kept.threshold) == (0.2, 0.4, 0.02)
+
+
+def test_the_learned_rule_holds_at_its_exact_bounds():
+    """AP 0.75 after a first 0.5: a rise of exactly min_rise 0.25 has learned (the floor 0.9 not
+    reached); with no rise asked beyond the floor, an AP exactly at the floor 0.75 has too. The
+    window's shift is 0.125 < 0.2 either way, so the stop follows the rule."""
+    rise = APShiftStopper(2, 0.2, min_rise=0.25, floor=0.9)
+    rise.history = [(0, 0.5)]
+    assert rise.update(1, 0.75) is True
+    floor = APShiftStopper(2, 0.2, min_rise=1.0, floor=0.75)
+    floor.history = [(0, 0.5)]
+    assert floor.update(1, 0.75) is True
+    short = APShiftStopper(2, 0.2, min_rise=1.0, floor=0.8)
+    short.history = [(0, 0.5)]
+    assert short.update(1, 0.75) is False  # neither: it has not learned yet

@@ -161,6 +161,8 @@ def test_the_demo_refuses_the_seed_its_backbone_was_pretrained_on(tmp_path):
     with pytest.raises(ValueError, match=r"--data-seed 0: the demo backbone \(zero.pth\)"):
         check_options(parsed("--weights-backbone", str(tmp_path / "zero.pth")))
     check_options(parsed("--weights-backbone", str(tmp_path / "zero.pth"), "--data-seed", "1"))
+    # another dataset: its images are not the demo's, whatever the seed
+    check_options(parsed("--dataset", "voc", "--voc-roots", str(tmp_path), "--data-seed", "1000"))
 
 
 @pytest.mark.parametrize("word", ["1", "true", "Yes", "y", "ON", "0", "False", "no", "N", "off"])
@@ -230,9 +232,23 @@ def test_the_merge_rules_take_every_threshold_and_switch_from_the_options():
         "false",
         "--enable-sl",
         "false",
+        "--judge-iou",
+        "0.45",
+        "--gt-iou",
+        "0.75",
+        "--move-iou",
+        "0.55",
     )
     cfg = asm_config(args)
     assert (cfg.certain_thre, cfg.uncertain_thre, cfg.enable_al, cfg.enable_sl) == (0.7, 0.2, False, False)
+    assert (cfg.judge_iou, cfg.gt_iou, cfg.move_iou) == (0.45, 0.75, 0.55)
+
+
+def test_the_round_policy_takes_the_gate_the_candidates_and_the_diversity():
+    from tools.loop.options import round_policy
+
+    policy = round_policy(_args("--mining-gate", "0.35", "--candidates", "3", "--diversity", "0.2"))
+    assert (policy.mining_gate, policy.candidates, policy.diversity) == (0.35, 3, 0.2)
 
 
 def test_the_training_seed_is_train_seed_when_given_else_seed():

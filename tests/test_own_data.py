@@ -673,3 +673,31 @@ def test_an_orphan_label_is_named_by_its_own_stem(tmp_path):
     assert [(os.path.basename(s), d) for _, s, d in report.entries] == [
         ("c_mask.png", "no image c.* in images")
     ]
+
+
+def test_a_masks_folder_with_masks_named_as_their_images(tmp_path):
+    """masks/ (not PedMasks/) holding <stem>.png (no _mask suffix): the masks layout; without
+    --folder-classes its one class is "object"; a stem asked for without an image is counted."""
+    from datasets.folder import folder_layout, load_folder
+
+    for i in range(2):
+        write_image(str(tmp_path / "images" / f"im{i}.png"), size=(40, 30))
+        ids = np.zeros((30, 40), np.uint8)
+        ids[2:10, 3:8] = 1
+        os.makedirs(tmp_path / "masks", exist_ok=True)
+        Image.fromarray(ids).save(tmp_path / "masks" / f"im{i}.png")
+    assert folder_layout(str(tmp_path)) == "masks"
+    data = load_folder(str(tmp_path), stems=["im0", "im1", "gone"])
+    assert data.classes == ("object",) and [r.image_id for r in data.records] == ["im0", "im1"]
+    assert data.records[0].boxes.tolist() == [[3, 2, 8, 10]]
+    (missing,) = data.report.of("missing_image")
+    assert missing[1].endswith(os.path.join("images", "gone.jpg"))
+
+
+def test_class_names_from_yaml_under_either_extension_and_from_dataset_yaml(tmp_path):
+    from datasets.folder import read_class_names, yolo_classes
+
+    (tmp_path / "names.yml").write_text("names: [cat, dog]\n")
+    assert read_class_names(str(tmp_path / "names.yml")) == ["cat", "dog"]  # YAML, not two lines
+    (tmp_path / "dataset.yaml").write_text("names: {0: cat, 1: dog}\n")
+    assert yolo_classes(str(tmp_path)) == ["cat", "dog"]

@@ -312,3 +312,10 @@ def test_two_rounds_in_a_row_each_leave_their_sheet(tmp_path):
         rounds.start_round(run, _data(run, tmp_path), torch.device("cpu"))
     assert {"round1.png", "round2.png"} <= set(os.listdir(tmp_path / "out" / "rounds"))
     assert [name for name, *_ in run.phases] == ["round1", "round2"]
+
+
+def test_a_round_where_the_model_finds_nothing_has_a_best_score_of_zero(tmp_path):
+    run = _Run(tmp_path, [detection([], [], [])] * 4, K=2)
+    rounds.start_round(run, _data(run, tmp_path), torch.device("cpu"))
+    info = run.asm.rounds[-1]
+    assert info["max_score"] == 0.0 and info["confirmed"] == 0 and info["drawn"] == 4

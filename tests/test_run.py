@@ -82,6 +82,8 @@ def test_a_new_run_starts_its_first_phase_from_the_options(tmp_path):
     assert run.training.stopper.threshold == 0.07
     assert run.classes == ["a"] and run.label_to_cat_id == {"1": 7}
     assert run.best_ap == -1.0 and run.epochs_done == 0 and run.round_cache is None
+    state = run.state()  # what a checkpoint of it holds for inference and the tools
+    assert state.label_to_cat_id == {"1": 7} and state.environment == {"git": "abc"}
     supervised = _run(tmp_path, "--strategy", "none", "--epochs", "2", name="sup")
     assert (supervised.phase.name, supervised.phase.max_epochs) == ("supervised", 2)
     cached = _run(tmp_path, "--round-cache", str(tmp_path / "rounds"), name="cached")

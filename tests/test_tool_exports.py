@@ -722,7 +722,6 @@ def test_each_labelme_shape_becomes_an_outline_or_a_counted_fate(tmp_path):
 
     from datasets.exports import parse_labelme
     from datasets.report import LoadReport
-    from datasets.report import LoadReport
 
     shapes = [
         _labelme_shape("car", [[30, 20], [10, 5]], "rectangle", group_id=4),  # drawn from its far corner
@@ -909,6 +908,7 @@ def test_a_labelme_json_read_field_by_field(tmp_path):
             {"points": [[1, 1], [2, 2]], "shape_type": "rectangle"},
             {"label": "cat", "points": [[10, 10], [13, 14]], "shape_type": "circle", "group_id": 3},
             {"label": "cat", "points": [[1, 1], [2, 2]], "shape_type": None},
+            {"label": "cat", "points": [[1, 1], [2, 2], [3, 3]], "shape_type": "circle"},
         ],
     }
     path = tmp_path / "a.json"
@@ -925,9 +925,17 @@ def test_a_labelme_json_read_field_by_field(tmp_path):
         ("bad_image_data", str(path), "field 'imageData' is not base64"),
         ("bad_shape", f"{path}: shapes[1]", "no label"),
         ("bad_shape", f"{path}: shapes[3]", "a polygon of 2 points"),
+        ("bad_shape", f"{path}: shapes[4]", "a circle of 3 points"),
     ]
     path.write_text(json.dumps({"imagePath": None, "shapes": []}))
     assert parse_labelme(str(path), LoadReport()).name == ""
+    path.write_text(json.dumps({"shapes": [], "imageWidth": "", "imageHeight": None}))  # blank: not stated
+    assert parse_labelme(str(path), LoadReport()).size == (0, 0)
+    path.write_text(json.dumps({"shapes": []}))  # no imagePath, no size: nothing stated
+    assert (parse_labelme(str(path), LoadReport()).name, parse_labelme(str(path), LoadReport()).size) == (
+        "",
+        (0, 0),
+    )
 
 
 def test_cvat_files_without_images_with_tracks_beside_images_and_a_nameless_image(tmp_path):
@@ -953,3 +961,21 @@ def test_cvat_files_without_images_with_tracks_beside_images_and_a_nameless_imag
     )
     _, (item,) = parse_cvat(str(path))
     assert (item.name, item.size) == ("", (W, H))  # no name: found by no file, and counted later
+
+
+def test_an_embedded_png_without_a_name_is_gathered_as_a_png_in_the_cache_folder_given(tmp_path):
+    png = _image_bytes(3, "PNG")
+    root = _one_labelme(tmp_path, imagePath="", imageData=base64.b64encode(png).decode())
+    (root / "a.jpg").unlink()
+    data = load_labelme(str(root), cache_dir=str(tmp_path / "own_cache"))
+    assert [r.file_name for r in data.records] == ["a.png"]  # the JSON's name, the content's suffix
+    assert data.image_root.startswith(str(tmp_path / "own_cache"))  # not the default cache folder
+
+
+def test_cvat_labels_outside_the_classes_given_are_skipped_when_asked(tmp_path):
+    root = _cvat_root(tmp_path / "cvat", n=2)
+    data = load_cvat(str(root), classes=["car"], skip_unknown_classes=True)
+    assert data.classes == ("car",) and [r.labels.tolist() for r in data.records] == [[1], [1]]
+    assert data.report.counts == {"unknown_class": 2}  # each image's person polygon
+    with pytest.raises(AnnotationError, match="person"):
+        load_cvat(str(root), classes=["car"])

@@ -323,3 +323,28 @@ def test_a_named_annotation_folder_finds_the_usual_image_folder(tmp_path):
     )
     (tmp_path / "images").mkdir()
     assert voc.voc_layout(str(tmp_path), ("annots", None))[1] == str(tmp_path / "images")
+
+
+def test_voc_details_read_from_the_files(tmp_path):
+    """A difficult object keeps its flag; the split defaults to trainval; a coordinate of 1e9 is
+    read, one above it refused; an id that climbs out with Windows separators is refused."""
+    root = make_voc(
+        tmp_path / "VOC",
+        {"a": voc_xml("a.jpg", objects=[("dog", (1, 1, 9, 9))]).replace("<difficult>0", "<difficult>1")},
+        split="trainval",
+    )
+    (record,) = load_voc(root, classes=CLS, cache_dir=False).records
+    assert record.difficult.tolist() == [True]
+    path = tmp_path / "n.xml"
+    path.write_text(
+        "<annotation><object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
+        "<xmax>1000000000</xmax><ymax>2</ymax></bndbox></object></annotation>"
+    )
+    assert voc.parse_voc_xml(str(path))["objects"][0][2][2] == 1e9
+    path.write_text(path.read_text().replace("1000000000", "1000000000.5"))
+    with pytest.raises(AnnotationError, match="is not a finite pixel value"):
+        voc.parse_voc_xml(str(path))
+    with open(os.path.join(root, "ImageSets", "Main", "trainval.txt"), "a") as f:
+        f.write("..\\secret\n")  # ..\secret
+    with pytest.raises(AnnotationError, match=r"line 2: image id '\.\.\\\\secret' leaves the dataset root"):
+        voc.read_split(root, "trainval")
