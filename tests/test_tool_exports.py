@@ -861,12 +861,12 @@ def test_rotated_rectangles_turn_clockwise_about_their_corner_or_centre_as_the_t
 
 def test_cvat_ellipses_and_rotated_boxes_are_outlines_with_masks(tmp_path):
     """With no polygon in the export, an ellipse and a rotated box still give masks: an ellipse is
-    its 24-point outline, a box turned by 90 degrees its four turned corners; an image-level tag
+    its 24-point outline, a box turned by 30 degrees its four turned corners; an image-level tag
     and a comment are no shapes."""
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.jpg").write_bytes(_image_bytes(1))
     shapes = (
-        _cvat_box("car", 10, 10, 30, 20, rotation=90)  # 20 x 10 about 20,15: corners 25,5 .. 15,25
+        _cvat_box("car", 10, 10, 30, 20, rotation=30)  # 20 x 10 about 20,15, clockwise on the screen
         + '    <ellipse label="person" source="manual" occluded="0" cx="40.00" cy="30.00" rx="6.00" ry="4.00" '
         'z_order="0">\n    </ellipse>\n'
         + '    <tag label="car" source="manual">\n    </tag>\n    <!-- a comment -->\n'
@@ -883,7 +883,10 @@ def test_cvat_ellipses_and_rotated_boxes_are_outlines_with_masks(tmp_path):
         ("rotated_box", where, "kept as the axis-aligned box that holds it")
     ]  # no tag
     turned, ellipse = (np.asarray(m[0]).reshape(-1, 2) for m in record.masks)
-    assert sorted(map(tuple, np.round(turned, 4).tolist())) == [(15, 5), (15, 25), (25, 5), (25, 25)]
+    # clockwise with y down: each corner's offset from the centre times e^(i 30 deg), as complex numbers
+    offsets = np.array([-10 - 5j, 10 - 5j, 10 + 5j, -10 + 5j]) * np.exp(1j * np.radians(30))
+    expected = sorted(zip(np.round(20 + offsets.real, 4).tolist(), np.round(15 + offsets.imag, 4).tolist()))
+    assert sorted(map(tuple, np.round(turned, 4).tolist())) == expected  # not the box that holds them
     unit = (ellipse - [40, 30]) / [6, 4]
     assert len(ellipse) == 24 and np.allclose(unit**2 @ [1, 1], 1.0)  # on the ellipse ...
     angles = np.sort(np.arctan2(unit[:, 1], unit[:, 0]) % (2 * np.pi))
