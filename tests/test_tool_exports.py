@@ -331,15 +331,6 @@ def _write(path, text, encoding="utf-8", bom=False):
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode(encoding))
 
 
-def _one_labelme(tmp_path, shapes, image_path="a.jpg", image=True, **kw):
-    root = tmp_path / "lm"
-    root.mkdir(exist_ok=True)
-    if image:
-        (root / "a.jpg").write_bytes(_image_bytes(0))
-    _labelme_file(str(root / "a.json"), image_path, shapes, **kw)
-    return root
-
-
 def test_labelme_bad_inputs_are_counted_or_one_line(tmp_path):
     box = _labelme_shape("car", [[1, 1], [9, 9]], "rectangle")
     root = _one_labelme(tmp_path, [box])
