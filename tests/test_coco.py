@@ -334,3 +334,15 @@ def test_a_coco_export_that_is_not_there_names_the_folder(tmp_path):
         export_splits(str(tmp_path))
     with pytest.raises(AnnotationError, match=r"^.*nowhere: a COCO export needs .*\(found folders \[\]\)"):
         export_splits(str(tmp_path / "nowhere"))
+
+
+def test_records_to_coco_keeps_whole_number_ids_and_writes_only_the_records_given():
+    from datasets.records import Record, RecordSet
+
+    records = [Record(i, f"{i}.jpg", 10, 10, [[1, 1, 5, 5]], [1]) for i in ("7", "3", "12")]
+    data = RecordSet(records, ("cat",), "/images")
+    assert [im["id"] for im in records_to_coco(data)["images"]] == [7, 3, 12]  # whole numbers: kept
+    subset = records_to_coco(data, records[1:2])
+    assert [im["id"] for im in subset["images"]] == [3] and len(subset["annotations"]) == 1
+    named = RecordSet([Record("b", "b.jpg", 10, 10), Record("a", "a.jpg", 10, 10)], ("cat",), "/images")
+    assert [(im["id"], im["asm_image_id"]) for im in records_to_coco(named)["images"]] == [(1, "b"), (2, "a")]

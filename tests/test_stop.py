@@ -115,6 +115,7 @@ def test_training_and_detection_receive_their_batches_before_a_stop():
         assert loader.received == [0]  # received, then stopped before the model saw it
 
 
+@pytest.mark.slow  # a process of its own: mutmut traces it to no function, so no mutant ever runs it
 @pytest.mark.parametrize("mode", ["plain", "batches"])
 def test_a_stop_inside_a_workers_handover_leaves_no_worker_traceback(mode):
     """The CI failure: SIGTERM landed while the run's process took a batch's file descriptor from
