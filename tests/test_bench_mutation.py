@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -229,3 +230,72 @@ def test_a_leftover_process_holding_the_output_does_not_hold_the_run(capfd):
         assert times["setup_s"] is not None
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_a_mutant_run_keeps_its_tmp_folders_to_itself(tmp_path):
+    """With MUTANT_UNDER_TEST set, as mutmut sets it, tests/conftest.py takes in bench/mutant_pytest.py:
+    the run's tmp_path folders live in a folder of its own, removed when the run ends. Without it,
+    pytest leaves its numbered folders in pytest-of-<user> (a forked mutant never cleans them up)."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    one_test = "tests/test_bench_mutation.py::test_the_first_changed_lines_are_the_diff"  # tmp_path: autouse
+    env = {k: v for k, v in os.environ.items() if k not in ("MUTANT_UNDER_TEST", "PYTEST_XDIST_WORKER")}
+
+    def run(**extra):
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:xdist",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+        ]
+        done = subprocess.run(
+            [*cmd, one_test], cwd=ROOT, env=env | {"TMPDIR": str(temp)} | extra, capture_output=True
+        )
+        assert done.returncode == 0, done.stdout[-2000:]
+        return [n.split("-")[0] for n in os.listdir(temp)]
+
+    assert run(MUTANT_UNDER_TEST="asm.pools.x_image_count__mutmut_1") == []  # made and removed
+    assert run() == ["pytest"]  # pytest-of-<user>, left behind
+
+
+@pytest.mark.parametrize(
+    "under, gives", [("stats", True), ("", True), ("fail", True), ("asm.a.x_f__mutmut_1", False)]
+)
+def test_only_mutmuts_own_runs_give_memory_back(monkeypatch, under, gives):
+    """mutmut's own runs (tracing, unmutated, the forced failure) end by giving back freed memory,
+    as it forks after them; a forked mutant's run does not (it exits at once)."""
+    import types
+
+    import bench.mutant_pytest as hooks
+
+    calls = []
+    monkeypatch.setattr(hooks, "give_back_freed_memory", lambda: calls.append(under))
+    monkeypatch.setenv("MUTANT_UNDER_TEST", under)
+    hooks.pytest_unconfigure(types.SimpleNamespace(stash={}))
+    assert calls == ([under] if gives else [])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_freed_memory_goes_back_to_the_system():
+    """About 290 MB in 96 KB arrays (under glibc's mmap threshold: in the heap), all freed but the
+    last, which pins the heap's top: the process keeps the pages until malloc_trim returns them."""
+    import numpy as np
+
+    from bench.mutant_pytest import give_back_freed_memory
+
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    arrays = [np.ones(12_000) for _ in range(3_000)]
+    last = arrays[-1]
+    del arrays
+    before = rss_mb()
+    assert give_back_freed_memory() is True
+    assert before - rss_mb() > 150 and last.sum() == 12_000
