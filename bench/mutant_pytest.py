@@ -28,12 +28,13 @@ import tempfile
 import pytest
 
 PARENT_RUNS = ("stats", "", "fail")  # mutmut's own runs: tracing, unmutated, the forced failure
+TMP_PREFIX = "mutant-"  # a run's own tmp folder; bench/mutation.py removes those of stopped mutants
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's tmpdir plugin reads the option
 def pytest_configure(config: pytest.Config) -> None:
     if config.option.basetemp is None:
-        config.option.basetemp = tempfile.mkdtemp(prefix="mutant-")
+        config.option.basetemp = tempfile.mkdtemp(prefix=TMP_PREFIX)
         config.stash[_OWN] = config.option.basetemp
 
 

@@ -47,6 +47,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.mutant_pytest import TMP_PREFIX  # noqa: E402
 from datasets.atomic import atomic_write_text  # noqa: E402
 
 REASONS = os.path.join(ROOT, "bench", "mutation_reasons.json")
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         if left:
             print(f"stopped {left} processes that mutants' tests left behind", file=sys.stderr)
         # a mutant stopped by a signal (a timeout) never removes its tmp_path folder (bench/mutant_pytest.py)
-        for folder in glob.glob(os.path.join(tempfile.gettempdir(), "mutant-*")):
+        for folder in glob.glob(os.path.join(tempfile.gettempdir(), TMP_PREFIX + "*")):
             shutil.rmtree(folder, ignore_errors=True)
         atomic_write_text(times_file, json.dumps(times))
     with open(REASONS, encoding="utf-8") as f:

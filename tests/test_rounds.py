@@ -199,7 +199,8 @@ def test_a_round_for_a_human_pauses_with_its_sheets_written(tmp_path):
     assert json.loads((sheets / "manifest.json").read_text())["round"] == 1
     tasks = json.loads((sheets / "label_studio_tasks.json").read_text())
     assert [t["data"]["asm_round"] for t in tasks] == [1, 1]
-    assert all(0 <= t["data"]["al_ratio_estimate"] <= 1 for t in tasks)  # the model's guess, per image
+    # the model's guess of each image's AL ratio: both boxes at 0.9 are certain, none left to draw
+    assert [t["data"]["al_ratio_estimate"] for t in tasks] == [0.0, 0.0]
     assert run.asm.round == 0  # nothing moved until the labels come back
     with pytest.raises(rounds.LabelsMissing, match="run import_labels.py first"):
         rounds.resume_labelled(run, _data(run, tmp_path))
